@@ -1,0 +1,42 @@
+# The one entry point: `make run` starts rqbeat, `make test` runs the tests.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed-stamp
+
+.PHONY: install test test-unit lint run bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip uv
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	touch $(STAMP)
+
+# Refresh the lock after changing dependencies in pyproject.toml.
+lock:
+	$(BIN)/uv pip compile --quiet pyproject.toml --extra dev -o requirements.lock
+
+test: install
+	$(BIN)/pytest
+
+test-unit: install
+	$(BIN)/pytest tests/unit
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+# A local demo: a private Redis (unless RQBEAT_REDIS_URL is set), two scheduler
+# replicas, one worker and a demo schedule; Ctrl-C stops everything.
+run: install
+	$(BIN)/python -m scheduler.demo
+
+bench: install
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info

@@ -1,0 +1,43 @@
+"""rqbeat: distributed cron for RQ.
+
+Python API::
+
+    from redis import Redis
+    from scheduler import Client, Schedule
+
+    client = Client(Redis.from_url("redis://localhost:6379/0"))
+    client.upsert(Schedule(id="nightly-report", target="app.jobs.report",
+                           cron="30 2 * * *", timezone="Europe/Berlin"))
+
+To embed the scheduler itself, see :class:`scheduler.service.Service`.
+"""
+
+from scheduler.errors import (
+    ConfigError,
+    CorruptSchedule,
+    InvalidSchedule,
+    LeadershipLost,
+    RqbeatError,
+    ScheduleNotFound,
+)
+from scheduler.model import Misfire, Schedule
+from scheduler.records import ScheduleRecord
+from scheduler.service import Service, ServiceConfig
+from scheduler.store import Client, HistoryEntry, UpsertResult
+
+__all__ = [
+    "Client",
+    "Schedule",
+    "Misfire",
+    "ScheduleRecord",
+    "UpsertResult",
+    "HistoryEntry",
+    "Service",
+    "ServiceConfig",
+    "RqbeatError",
+    "InvalidSchedule",
+    "ScheduleNotFound",
+    "CorruptSchedule",
+    "ConfigError",
+    "LeadershipLost",
+]

@@ -1,0 +1,117 @@
+"""Declarative schedules: a TOML file applied as a whole.
+
+::
+
+    [defaults]                 # optional, merged into every schedule below
+    queue = "reports"
+    timezone = "Europe/Berlin"
+
+    [schedules.nightly-report] # the table name is the schedule id
+    target = "app.jobs.nightly_report"
+    cron = "30 2 * * *"
+
+Schedules applied from a file are owned by ``apply:<group>`` (the group defaults to
+the file name), so ``--prune`` removes only schedules that this group created and
+never one made with ``rqbeat add`` or the Python API.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scheduler.errors import InvalidSchedule
+from scheduler.model import OWNER_PATTERN, Schedule
+from scheduler.records import ScheduleRecord
+
+_TOP_LEVEL = ("defaults", "schedules")
+MAX_FILE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What applying a file will do; computed without writing."""
+
+    owner: str
+    create: list[Schedule] = field(default_factory=list)
+    update: list[Schedule] = field(default_factory=list)
+    unchanged: list[Schedule] = field(default_factory=list)
+    prune: list[str] = field(default_factory=list)
+
+
+def group_for(path: Path) -> str:
+    """Default group name: the file name without its extension, made id-safe."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem) or "default"
+
+
+def load_file(path: Path, *, group: str) -> list[Schedule]:
+    """Parse and validate every schedule in ``path``; raises :class:`InvalidSchedule`
+    (field names prefixed with the schedule id) before anything is written."""
+    owner = f"apply:{group}"
+    if not OWNER_PATTERN.fullmatch(owner):
+        raise InvalidSchedule("group", group, "use 1-100 of A-Z a-z 0-9 _ . -")
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise InvalidSchedule("file", str(path), f"is larger than {MAX_FILE_BYTES} bytes")
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InvalidSchedule("file", str(path), exc.strerror or str(exc)) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidSchedule("file", str(path), f"is not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses per nesting level (~500 levels suffice)
+        raise InvalidSchedule("file", str(path), "is not valid TOML: nested too deeply") from None
+    return parse_document(document, owner=owner)
+
+
+def parse_document(document: dict[str, Any], *, owner: str) -> list[Schedule]:
+    """Schedules from an already parsed TOML document."""
+    unknown = sorted(set(document) - set(_TOP_LEVEL))
+    if unknown:
+        raise InvalidSchedule(
+            unknown[0],
+            document[unknown[0]],
+            "unknown top-level table; expected [defaults] and [schedules.<id>]",
+        )
+    defaults = document.get("defaults", {})
+    schedules = document.get("schedules", {})
+    for name, value in (("defaults", defaults), ("schedules", schedules)):
+        if not isinstance(value, dict):
+            raise InvalidSchedule(name, value, "must be a table")
+    if "id" in defaults:
+        raise InvalidSchedule("defaults.id", defaults["id"], "an id cannot have a default")
+    out = []
+    for schedule_id, body in schedules.items():
+        if not isinstance(body, dict):
+            raise InvalidSchedule(f"schedules.{schedule_id}", body, "must be a table")
+        if "owner" in body or "owner" in defaults:
+            raise InvalidSchedule(f"schedules.{schedule_id}.owner", body.get("owner"), "is set by apply")
+        try:
+            out.append(Schedule.from_dict({**defaults, **body, "id": schedule_id}, owner=owner))
+        except InvalidSchedule as exc:
+            raise InvalidSchedule(f"schedules.{schedule_id}.{exc.field}", exc.value, exc.reason) from None
+    return out
+
+
+def plan(schedules: list[Schedule], existing: list[ScheduleRecord], *, owner: str, prune: bool) -> Plan:
+    """Compare the file with what is stored."""
+    stored = {r.id: r for r in existing}
+    result = Plan(owner=owner)
+    for schedule in schedules:
+        record = stored.get(schedule.id)
+        if record is None:
+            result.create.append(schedule)
+        elif record.schedule == schedule and record.state != "broken":
+            result.unchanged.append(schedule)
+        else:
+            result.update.append(schedule)
+    if prune:
+        wanted = {s.id for s in schedules}
+        result.prune.extend(
+            r.id
+            for r in existing
+            if r.id not in wanted and r.schedule is not None and r.schedule.owner == owner
+        )
+    return result

@@ -1,0 +1,85 @@
+"""The click group, shared options and the translation of errors to exit codes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+import redis.exceptions
+
+from scheduler.cli import ops, schedules
+from scheduler.cli.common import Context
+from scheduler.connection import DEFAULT_REDIS_URL, mask_url
+from scheduler.errors import RqbeatError, ScheduleNotFound
+from scheduler.keys import DEFAULT_NAMESPACE
+
+
+class BadInput(click.ClickException):
+    """Invalid input: one line naming the field and the reason, exit code 2."""
+
+    exit_code = 2
+
+
+class RqbeatGroup(click.Group):
+    """Maps rqbeat's errors to one-line messages and exit codes; no tracebacks."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ValueError as exc:  # InvalidSchedule, ConfigError: the input is at fault
+            raise BadInput(str(exc)) from None
+        except ScheduleNotFound as exc:
+            raise click.ClickException(str(exc)) from None
+        except RqbeatError as exc:
+            raise click.ClickException(str(exc)) from None
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            url = mask_url(ctx.obj.redis_url) if isinstance(ctx.obj, Context) else "?"
+            raise click.ClickException(f"cannot reach Redis at {url}: {_first_line(exc)}") from None
+        except redis.exceptions.AuthenticationError as exc:
+            raise click.ClickException(f"Redis refused the credentials: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+@click.group(cls=RqbeatGroup, context_settings={"auto_envvar_prefix": "RQBEAT", "show_default": True})
+@click.option(
+    "--redis-url",
+    default=DEFAULT_REDIS_URL,
+    show_envvar=True,
+    help="Redis to keep schedules in: redis://, rediss:// (TLS) or unix://.",
+)
+@click.option(
+    "--namespace",
+    default=DEFAULT_NAMESPACE,
+    show_envvar=True,
+    help="Prefix of every key rqbeat writes.",
+)
+@click.version_option(package_name="rqbeat")
+@click.pass_context
+def cli(ctx: click.Context, redis_url: str, namespace: str) -> None:
+    """rqbeat: distributed cron for RQ.
+
+    Schedules live in Redis; `rqbeat run` replicas elect a leader that enqueues
+    each due fire onto an RQ queue; RQ workers run it; the next fire is written
+    only after the run is acknowledged.
+
+    \b
+    Cron expressions have 5 fields (minute hour day-of-month month day-of-week);
+    6 fields mean SECONDS FIRST (as in Quartz and Sidekiq).
+    """
+    ctx.obj = Context(redis_url=redis_url, namespace=namespace)
+
+
+for _command in [*schedules.COMMANDS, *ops.COMMANDS]:
+    cli.add_command(_command)
+
+
+def main() -> None:
+    """Console entry point."""
+    cli(prog_name="rqbeat")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,168 @@
+"""Commands that run things and report on them: run, worker, status, check."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+
+import click
+
+from scheduler.cli.common import (
+    Context,
+    echo_json,
+    json_option,
+    pass_context,
+    relative,
+    table,
+    utc_iso,
+)
+from scheduler.clock import redis_now_ms
+from scheduler.connection import mask_url
+from scheduler.durations import parse_duration_ms
+from scheduler.errors import ConfigError, InvalidSchedule
+from scheduler.service import Service, ServiceConfig
+from scheduler.status import read_status
+from workers import Worker
+
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+def setup_logging(level: str) -> None:
+    """The CLI is the only place that configures logging handlers."""
+    logging.basicConfig(level=level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+
+
+_LEVELS = click.Choice(["debug", "info", "warning", "error"], case_sensitive=False)
+
+
+@click.command()
+@click.option("--lease", default="5s", help="Leader lease TTL; a dead leader is replaced within it.")
+@click.option("--node", default="", help="This replica's name (default: host-pid).")
+@click.option(
+    "--batch-size",
+    default=1000,
+    type=click.IntRange(1, 100_000),
+    help="Schedules per dispatch transaction.",
+)
+@click.option("--log-level", default="info", type=_LEVELS, help="Logging threshold.")
+@pass_context
+def run(ctx: Context, lease: str, node: str, batch_size: int, log_level: str) -> None:
+    """Run a scheduler replica. Start several: one leads, the others stand by.
+
+    \b
+    Example:
+      rqbeat --redis-url redis://redis:6379/0 run --lease 5s
+    """
+    try:
+        lease_ms = parse_duration_ms("lease", lease)
+    except InvalidSchedule as exc:
+        raise ConfigError("--lease", lease, exc.reason) from None
+    if lease_ms < 1000:
+        raise ConfigError("--lease", lease, "must be at least 1s")
+    setup_logging(log_level)
+    config = ServiceConfig(
+        redis_url=ctx.redis_url,
+        namespace=ctx.namespace,
+        node=node,
+        lease_ms=lease_ms,
+        batch_size=batch_size,
+    )
+    service = Service(config)
+    logging.getLogger(__name__).info("redis=%s", mask_url(ctx.redis_url))
+    signal.signal(signal.SIGTERM, service.on_signal)
+    signal.signal(signal.SIGINT, service.on_signal)
+    service.run()
+
+
+@click.command()
+@click.argument("queues", nargs=-1)
+@click.option("--burst", is_flag=True, help="Exit when the queues are empty.")
+@click.option("--name", default=None, help="Worker name (default: RQ's).")
+@click.option(
+    "--job-monitoring-interval",
+    default=5,
+    type=click.IntRange(1, 3600),
+    help="Seconds between heartbeats.",
+)
+@click.option(
+    "--heartbeat-grace",
+    default=10,
+    type=click.IntRange(1, 3600),
+    help="Seconds of silence past the interval before a run counts as abandoned.",
+)
+@click.option("--log-level", default="info", type=_LEVELS, help="Logging threshold.")
+@pass_context
+def worker(
+    ctx: Context,
+    queues: tuple[str, ...],
+    burst: bool,
+    name: str | None,
+    job_monitoring_interval: int,
+    heartbeat_grace: int,
+    log_level: str,
+) -> None:
+    """Run an RQ worker that acknowledges rqbeat runs atomically (JSON serializer).
+
+    Listens on QUEUES (default: "default"). Equivalent to
+    `rq worker -w workers.Worker -S rq.serializers.JSONSerializer QUEUES`.
+    """
+    setup_logging(log_level)
+    w = Worker(
+        list(queues or ["default"]),
+        connection=ctx.conn,
+        name=name,
+        job_monitoring_interval=job_monitoring_interval,
+    )
+    w.heartbeat_grace_s = heartbeat_grace
+    w.work(burst=burst, logging_level=log_level.upper(), with_scheduler=False)
+
+
+@click.command()
+@json_option
+@pass_context
+def status(ctx: Context, as_json: bool) -> None:
+    """Leader, replicas, schedules by state and the oldest overdue fire."""
+    report = read_status(ctx.conn, ctx.namespace)
+    if as_json:
+        echo_json(report.to_json())
+        return
+    now = redis_now_ms(ctx.conn)
+    leader = f"{report.leader_node} (epoch {report.epoch})" if report.leader_node else "none"
+    click.echo(f"leader:    {leader}")
+    counts = ", ".join(f"{n} {s}" for s, n in report.counts.items())
+    click.echo(f"schedules: {counts}")
+    if report.oldest_overdue_ms is not None:
+        click.echo(
+            f"overdue:   {report.oldest_overdue_id} since {utc_iso(report.oldest_overdue_ms)} "
+            f"(lag {(now - report.oldest_overdue_ms) / 1000:.3f}s)"
+        )
+    else:
+        click.echo("overdue:   none")
+    rows = [[n.name, n.role, str(n.epoch), relative(n.seen_ms, now)] for n in report.nodes]
+    click.echo("")
+    table(["REPLICA", "ROLE", "EPOCH", "SEEN"], rows)
+
+
+@click.command()
+@click.option("--max-lag", default="60s", help="Unhealthy when a due fire is older than this.")
+@pass_context
+def check(ctx: Context, max_lag: str) -> None:
+    """Health check: exit 0 when a leader holds the lease and no fire is overdue
+    by more than --max-lag; exit 1 (with the reason) otherwise."""
+    limit_ms = parse_duration_ms("max-lag", max_lag)
+    report = read_status(ctx.conn, ctx.namespace)
+    now = redis_now_ms(ctx.conn)
+    problems = []
+    if report.leader_node is None:
+        problems.append("no leader holds the lease")
+    if report.oldest_overdue_ms is not None and now - report.oldest_overdue_ms > limit_ms:
+        problems.append(
+            f"schedule {report.oldest_overdue_id} is overdue by {(now - report.oldest_overdue_ms) // 1000}s"
+        )
+    if problems:
+        raise click.ClickException("; ".join(problems))
+    click.echo(f"ok: leader {report.leader_node}, {sum(report.counts.values())} schedules")
+
+
+COMMANDS = [run, worker, status, check]

@@ -1,0 +1,332 @@
+"""Commands that manage and inspect schedules: add, apply, ls, show, rm, pause,
+resume, trigger, history, next."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from scheduler import apply as applying
+from scheduler import cron
+from scheduler.cli.common import (
+    Context,
+    echo_json,
+    json_option,
+    local_iso,
+    pass_context,
+    relative,
+    table,
+    utc_iso,
+)
+from scheduler.clock import parse_iso_ms, redis_now_ms
+from scheduler.errors import InvalidSchedule, ScheduleNotFound
+from scheduler.model import Misfire, Schedule
+from scheduler.records import ScheduleRecord
+
+_DURATION = "Duration: seconds or 30s, 10m, 2h, 1d."
+
+
+@click.command()
+@click.argument("schedule_id", metavar="ID")
+@click.argument("target")
+@click.option("--cron", "cron_expr", help="Cron expression; 6 fields = seconds first.")
+@click.option("--every", help=f"Fixed interval instead of cron. {_DURATION}")
+@click.option("--args", "args_json", help="Positional arguments as a JSON list, e.g. '[1, \"a\"]'.")
+@click.option("--kwargs", "kwargs_json", help="Keyword arguments as a JSON object.")
+@click.option("--tz", "timezone", default="UTC", help="IANA timezone the cron expression is read in.")
+@click.option("--queue", default="default", help="RQ queue the jobs go to.")
+@click.option("--timeout", help=f"RQ job timeout. {_DURATION}")
+@click.option("--ttl", help=f"How long a job may wait in the queue. {_DURATION}")
+@click.option("--result-ttl", help=f"How long RQ keeps a result. {_DURATION}")
+@click.option("--failure-ttl", help=f"How long RQ keeps a failed job. {_DURATION}")
+@click.option("--description", help="Free text shown by `rqbeat show`.")
+@click.option(
+    "--misfire",
+    type=click.Choice([m.value for m in Misfire]),
+    default="coalesce",
+    help="Fires missed while down or busy: one run, every one, or none.",
+)
+@click.option("--catchup-window", help=f"Drop missed fires older than this. {_DURATION}")
+@click.option("--jitter", help=f"Random delay up to this, never past the next fire. {_DURATION}")
+@click.option("--max-attempts", type=int, help="Give a fire up after this many failed runs.")
+@click.option("--pause-on-failure", is_flag=True, help="Pause the schedule when a run fails.")
+@json_option
+@pass_context
+def add(ctx: Context, /, schedule_id: str, target: str, as_json: bool, **options: Any) -> None:
+    """Create or update the schedule ID that calls TARGET (pkg.module.func).
+
+    \b
+    Examples:
+      rqbeat add nightly-report app.jobs.report --cron "30 2 * * *" --tz Europe/Berlin
+      rqbeat add heartbeat app.jobs.ping --every 30s --args '["eu-1"]'
+    """
+    raw: dict[str, Any] = {"id": schedule_id, "target": target}
+    renames = {
+        "cron_expr": "cron",
+        "args_json": "args",
+        "kwargs_json": "kwargs",
+        "timezone": "timezone",
+    }
+    for name, value in options.items():
+        if value is not None and value is not False:
+            raw[renames.get(name, name)] = value
+    schedule = Schedule.from_dict(raw, owner="cli")
+    result = ctx.client.upsert(schedule)
+    record = ctx.client.get(schedule.id)
+    if as_json:
+        echo_json(
+            {
+                "id": result.id,
+                "action": result.action,
+                "version": result.version,
+                **_record_json(record),
+            }
+        )
+        return
+    next_text = f", next fire {utc_iso(record.fire_ms)}" if record.fire_ms else ""
+    click.echo(f"{result.action} {result.id} (version {result.version}){next_text}")
+
+
+@click.command(name="apply")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option(
+    "--prune",
+    is_flag=True,
+    help="Remove schedules this file's group created that it no longer lists.",
+)
+@click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
+@click.option("--group", help="Owner group of these schedules (default: the file name).")
+@json_option
+@pass_context
+def apply_file(
+    ctx: Context, file: Path, prune: bool, dry_run: bool, group: str | None, as_json: bool
+) -> None:
+    """Create, update (and with --prune remove) schedules to match a TOML FILE.
+
+    The whole file is validated first; one invalid schedule means nothing is written.
+
+    \b
+    [defaults]
+    queue = "reports"
+    [schedules.nightly-report]
+    target = "app.jobs.report"
+    cron = "30 2 * * *"
+    timezone = "Europe/Berlin"
+    """
+    group = group or applying.group_for(file)
+    schedules = applying.load_file(file, group=group)
+    owner = f"apply:{group}"
+    plan = applying.plan(schedules, ctx.client.list(), owner=owner, prune=prune)
+    if not dry_run:
+        ctx.client.upsert_many(plan.create + plan.update)
+        for schedule_id in plan.prune:
+            ctx.client.remove(schedule_id)
+    summary: dict[str, Any] = {
+        "group": group,
+        "dry_run": dry_run,
+        "created": [s.id for s in plan.create],
+        "updated": [s.id for s in plan.update],
+        "unchanged": [s.id for s in plan.unchanged],
+        "pruned": plan.prune,
+    }
+    if as_json:
+        echo_json(summary)
+        return
+    verb = "would be " if dry_run else ""
+    for key in ("created", "updated", "pruned"):
+        for schedule_id in summary[key]:
+            click.echo(f"{verb}{key} {schedule_id}")
+    counts = ", ".join(f"{len(summary[k])} {verb}{k}" for k in ("created", "updated", "unchanged", "pruned"))
+    click.echo(f"{file}: {counts}")
+
+
+@click.command(name="ls")
+@click.option("--state", type=click.Choice(["due", "running", "paused", "broken"]), help="Only this state.")
+@json_option
+@pass_context
+def list_schedules(ctx: Context, state: str | None, as_json: bool) -> None:
+    """List schedules: trigger, state, next fire and last result."""
+    records = [r for r in ctx.client.list() if state is None or r.state == state]
+    if as_json:
+        echo_json([_record_json(r) for r in records])
+        return
+    now = redis_now_ms(ctx.conn)
+    rows = [
+        [
+            r.id,
+            r.schedule.trigger_text if r.schedule else "?",
+            r.schedule.timezone if r.schedule else "?",
+            r.state,
+            _next_text(r, now),
+            _last_text(r, now),
+        ]
+        for r in records
+    ]
+    table(["ID", "TRIGGER", "TZ", "STATE", "NEXT", "LAST"], rows)
+
+
+@click.command()
+@click.argument("schedule_id", metavar="ID")
+@json_option
+@pass_context
+def show(ctx: Context, schedule_id: str, as_json: bool) -> None:
+    """Show one schedule: definition and state."""
+    record = ctx.client.get(schedule_id)
+    data = _record_json(record)
+    if as_json:
+        echo_json(data)
+        return
+    definition = data.pop("definition") or {}
+    for key, value in {**definition, **data}.items():
+        if value not in (None, "", [], {}):
+            click.echo(f"{key + ':':<16}{value}")
+
+
+@click.command(name="rm")
+@click.argument("schedule_ids", metavar="ID...", nargs=-1, required=True)
+@pass_context
+def remove(ctx: Context, schedule_ids: tuple[str, ...]) -> None:
+    """Remove schedules and their history. A run in flight finishes; nothing re-arms."""
+    missing = [s for s in schedule_ids if not ctx.client.remove(s)]
+    for schedule_id in schedule_ids:
+        if schedule_id not in missing:
+            click.echo(f"removed {schedule_id}")
+    if missing:
+        raise ScheduleNotFound(", ".join(missing))
+
+
+@click.command()
+@click.argument("schedule_id", metavar="ID")
+@pass_context
+def pause(ctx: Context, schedule_id: str) -> None:
+    """Stop firing ID until resumed (a run in flight finishes)."""
+    changed = ctx.client.pause(schedule_id)
+    click.echo(f"paused {schedule_id}" if changed else f"{schedule_id} was already paused")
+
+
+@click.command()
+@click.argument("schedule_id", metavar="ID")
+@pass_context
+def resume(ctx: Context, schedule_id: str) -> None:
+    """Fire ID again, from its next fire after now."""
+    changed = ctx.client.resume(schedule_id)
+    click.echo(f"resumed {schedule_id}" if changed else f"{schedule_id} was not paused")
+
+
+@click.command()
+@click.argument("schedule_id", metavar="ID")
+@pass_context
+def trigger(ctx: Context, schedule_id: str) -> None:
+    """Run ID once, now; its regular fires carry on."""
+    ctx.client.trigger(schedule_id)
+    click.echo(f"triggered {schedule_id}")
+
+
+@click.command()
+@click.argument("schedule_id", metavar="ID")
+@click.option(
+    "-n", "count", default=20, type=click.IntRange(1, 10_000), help="How many entries, newest last."
+)
+@json_option
+@pass_context
+def history(ctx: Context, schedule_id: str, count: int, as_json: bool) -> None:
+    """Show the run history of ID: dispatched, succeeded, failed, missed..."""
+    entries = ctx.client.history(schedule_id, count)
+    if not entries:
+        ctx.client.get(schedule_id)  # not found → exit 1
+    if as_json:
+        echo_json([{"id": e.entry_id, "at": utc_iso(e.at_ms), "event": e.event, **e.fields} for e in entries])
+        return
+    rows = [
+        [utc_iso(e.at_ms), e.event, " ".join(f"{k}={v}" for k, v in e.fields.items() if v and k != "at")]
+        for e in entries
+    ]
+    table(["AT", "EVENT", "DETAILS"], rows)
+
+
+@click.command(name="next")
+@click.argument("expr")
+@click.option("--tz", "timezone", default="UTC", help="IANA timezone the expression is read in.")
+@click.option("-n", "count", default=5, type=click.IntRange(1, 10_000), help="How many fires.")
+@click.option("--after", help="Start from this ISO time (default: now).")
+@click.option("--id", "schedule_id", default="", help="Schedule id that H fields hash.")
+@json_option
+def next_fires(
+    expr: str, timezone: str, count: int, after: str | None, schedule_id: str, as_json: bool
+) -> None:
+    """Preview the next fires of a cron EXPR (works without Redis).
+
+    \b
+    Example:
+      rqbeat next "30 2 * * *" --tz Europe/Berlin -n 3 --after 2027-03-27T00:00:00Z
+    """
+    trigger_ = cron.cron_trigger(expr, timezone, schedule_id=schedule_id)
+    after_ms = _parse_after(after)
+    fires = cron.next_fires(trigger_, after_ms, count)
+    if as_json:
+        echo_json([{"utc": utc_iso(f), "local": local_iso(f, timezone)} for f in fires])
+        return
+    for fire in fires:
+        click.echo(f"{utc_iso(fire)}  {local_iso(fire, timezone)}")
+
+
+def _parse_after(after: str | None) -> int:
+    if after is None:
+        return int(time.time() * 1000)
+    try:
+        return parse_iso_ms(after)
+    except ValueError:
+        raise InvalidSchedule(
+            "after", after, "must be an ISO time with a timezone, e.g. 2027-03-27T00:00:00Z"
+        ) from None
+
+
+def _record_json(record: ScheduleRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "state": record.state,
+        "version": record.version,
+        "fire_at": utc_iso(record.fire_ms) if record.fire_ms else None,
+        "due_at": utc_iso(record.due_ms) if record.due_ms else None,
+        "attempt": record.attempt,
+        "job_id": record.job_id,
+        "last_result": record.last_result,
+        "last_run_at": utc_iso(record.last_run_ms) if record.last_run_ms else None,
+        "last_error": record.last_error,
+        "error": record.error,
+        "definition": record.schedule.to_dict() if record.schedule else None,
+    }
+
+
+def _next_text(record: ScheduleRecord, now_ms: int) -> str:
+    if record.state == "running":
+        return f"running since {relative(record.fire_ms, now_ms)}" if record.fire_ms else "running"
+    if record.state != "due" or record.due_ms is None:
+        return "-"
+    retry = " (retry)" if record.attempt > 1 else ""
+    return f"{utc_iso(record.due_ms)} ({relative(record.due_ms, now_ms)}){retry}"
+
+
+def _last_text(record: ScheduleRecord, now_ms: int) -> str:
+    if record.state == "broken":
+        return f"broken: {record.error}"
+    if record.last_result is None or record.last_run_ms is None:
+        return "-"
+    return f"{record.last_result} {relative(record.last_run_ms, now_ms)}"
+
+
+COMMANDS = [
+    add,
+    apply_file,
+    list_schedules,
+    show,
+    remove,
+    pause,
+    resume,
+    trigger,
+    history,
+    next_fires,
+]

@@ -1,0 +1,69 @@
+"""Clocks and time formatting.
+
+Decisions about *when* use Redis server time (``TIME``) so replicas with skewed
+clocks agree; lease deadlines use the local monotonic clock so a step of the wall
+clock cannot extend a lease. Both are reached through a :class:`Clock` so tests can
+drive time by hand.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Protocol
+
+from redis import Redis
+
+
+class Clock(Protocol):
+    """Where the scheduler reads the time and waits."""
+
+    def monotonic(self) -> float:
+        """Seconds from an arbitrary origin; never goes back."""
+        ...
+
+    def sleep(self, seconds: float) -> None:
+        """Wait (a fake clock advances instead)."""
+        ...
+
+
+class SystemClock:
+    """The real clock."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(max(0.0, seconds))
+
+
+class FakeClock:
+    """A clock for tests: ``sleep`` advances time instantly."""
+
+    def __init__(self, start: float = 1_000.0) -> None:
+        self.now = start
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += max(0.0, seconds)
+
+
+def redis_now_ms(conn: Redis) -> int:
+    """Redis server time in epoch milliseconds."""
+    seconds, micros = conn.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def iso(ms: int) -> str:
+    """``2027-03-28T01:00:00.000Z``: what people read in redis-cli and the CLI."""
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_iso_ms(text: str) -> int:
+    """Inverse of :func:`iso` (accepts any aware ISO-8601 timestamp)."""
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        raise ValueError(f"timestamp without a timezone: {text!r}")
+    return round(parsed.timestamp() * 1000)

@@ -1,0 +1,67 @@
+"""The one exception tree of rqbeat.
+
+Every error rqbeat raises on purpose is an :class:`RqbeatError`. Errors caused by
+the caller's input also derive from :class:`ValueError`, so generic code that
+catches bad values keeps working; the CLI maps them to exit code 2.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RqbeatError(Exception):
+    """Root of every error rqbeat raises on purpose."""
+
+
+class InvalidSchedule(RqbeatError, ValueError):
+    """A schedule definition was refused; nothing was written.
+
+    Carries the offending ``field``, the ``value`` as given and the ``reason``,
+    so a caller can point at the exact input that is wrong.
+    """
+
+    def __init__(self, field: str, value: Any, reason: str) -> None:
+        self.field = field
+        self.value = value
+        self.reason = reason
+        super().__init__(f"{field}: {reason} (got {_show(value)})")
+
+
+class ScheduleNotFound(RqbeatError, LookupError):
+    """No schedule with this id exists."""
+
+    def __init__(self, schedule_id: str) -> None:
+        self.schedule_id = schedule_id
+        super().__init__(f"no schedule with id {schedule_id!r}")
+
+
+class CorruptSchedule(RqbeatError):
+    """A schedule stored in Redis cannot be decoded (edited by hand, or damaged)."""
+
+    def __init__(self, schedule_id: str, reason: str) -> None:
+        self.schedule_id = schedule_id
+        self.reason = reason
+        super().__init__(f"schedule {schedule_id!r} is corrupt: {reason}")
+
+
+class ConfigError(RqbeatError, ValueError):
+    """A setting (flag, environment variable) has an invalid value."""
+
+    def __init__(self, setting: str, value: Any, reason: str) -> None:
+        self.setting = setting
+        self.value = value
+        self.reason = reason
+        super().__init__(f"{setting}: {reason} (got {_show(value)})")
+
+
+class LeadershipLost(RqbeatError):
+    """This replica is no longer the leader; it must stop dispatching at once."""
+
+
+def _show(value: Any, limit: int = 80) -> str:
+    """A short, single-line rendering of a bad value for an error message."""
+    text = repr(value)
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text

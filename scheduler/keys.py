@@ -1,0 +1,72 @@
+"""Redis key names: one place, so the README's key table and the code cannot drift.
+
+Every key lives under a namespace (``rqbeat`` by default) so several independent
+rqbeat installations can share one Redis database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_NAMESPACE = "rqbeat"
+#: Entries kept per schedule history stream (approximate trimming, MAXLEN ~).
+HISTORY_MAXLEN = 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key names for one namespace."""
+
+    namespace: str = DEFAULT_NAMESPACE
+
+    @property
+    def due(self) -> str:
+        """ZSET of idle schedule ids; score = next fire (or retry) time, epoch seconds."""
+        return f"{self.namespace}:due"
+
+    @property
+    def running(self) -> str:
+        """ZSET of schedule ids with a run in flight; score = next watchdog check."""
+        return f"{self.namespace}:running"
+
+    @property
+    def ids(self) -> str:
+        """SET of every schedule id: listing never scans the keyspace."""
+        return f"{self.namespace}:ids"
+
+    @property
+    def revision(self) -> str:
+        """Counter bumped by every edit; dispatch WATCHes it instead of the zsets."""
+        return f"{self.namespace}:revision"
+
+    @property
+    def leader(self) -> str:
+        """The lease: ``<epoch>:<node>`` with a PX TTL."""
+        return f"{self.namespace}:leader"
+
+    @property
+    def epoch(self) -> str:
+        """Fencing counter, INCR on every lease acquisition."""
+        return f"{self.namespace}:epoch"
+
+    @property
+    def nodes(self) -> str:
+        """ZSET of replica names; score = last heartbeat, epoch seconds."""
+        return f"{self.namespace}:nodes"
+
+    @property
+    def events(self) -> str:
+        """Pub/sub channel that wakes the leader (edits, acks) and standbys (release)."""
+        return f"{self.namespace}:events"
+
+    def schedule(self, schedule_id: str) -> str:
+        """HASH: the definition (JSON) and the state of one schedule."""
+        return f"{self.namespace}:schedule:{schedule_id}"
+
+    def history(self, schedule_id: str) -> str:
+        """STREAM: capped run history of one schedule."""
+        return f"{self.namespace}:history:{schedule_id}"
+
+    def node(self, node: str) -> str:
+        """HASH: what one replica last reported (role, epoch, pid, host)."""
+        return f"{self.namespace}:node:{node}"

@@ -1,0 +1,140 @@
+"""Leader lease with fencing.
+
+The lease is one key, ``<ns>:leader = "<epoch>:<node>"`` with a PX TTL; the epoch
+comes from ``INCR <ns>:epoch`` on every acquisition, so each reign has a unique,
+increasing token. Renew and release compare the token first (never extend or
+delete another replica's lease).
+
+Why a local deadline as well as the TTL -- a timeline::
+
+    t=0    A acquires (ttl 5 s); A's deadline = t0 + 5 s (t0 taken *before* the call)
+    t=1    A is paused (GC, SIGSTOP, partition)
+    t=5    the key expires in Redis; B acquires, epoch + 1
+    t=7    A resumes. A's monotonic deadline passed at t=5: A knows it is not the
+           leader without asking Redis, and stops before dispatching anything.
+
+The deadline alone is not enough (A could pass its check and then pause before
+EXEC), so dispatch also WATCHes the lease key: the check and the write are one
+transaction, and a deposed leader's EXEC fails.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from redis import Redis
+
+from scheduler import scripts
+from scheduler.clock import Clock
+from scheduler.keys import Keys
+from scheduler.records import text
+
+log = logging.getLogger(__name__)
+
+ACQUIRE = """
+-- KEYS[1] leader, KEYS[2] epoch; ARGV[1] node name, ARGV[2] ttl ms
+-- returns the new epoch, or 0 when the lease is held (by anyone)
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local epoch = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], epoch .. ':' .. ARGV[1], 'PX', ARGV[2])
+return epoch
+"""
+
+RENEW = """
+-- KEYS[1] leader; ARGV[1] our token '<epoch>:<node>', ARGV[2] ttl ms
+-- returns 1 extended, 0 the lease is not ours (expired, or another replica's)
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+RELEASE = """
+-- KEYS[1] leader, KEYS[2] events channel; ARGV[1] our token
+-- returns 1 released (and standbys woken), 0 it was not ours
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', KEYS[2], 'released')
+  return 1
+end
+return 0
+"""
+
+
+class Lease:
+    """This replica's view of the lease. Not thread-safe; one per replica."""
+
+    def __init__(self, conn: Redis, keys: Keys, node: str, ttl_ms: int, clock: Clock) -> None:
+        self.conn = conn
+        self.keys = keys
+        self.node = node
+        self.ttl_ms = ttl_ms
+        self.clock = clock
+        self.epoch = 0
+        self.token: str | None = None
+        self._deadline = 0.0
+        self._renewed_at = 0.0
+        self._acquire = conn.register_script(ACQUIRE)
+        self._renew = conn.register_script(RENEW)
+        self._release = conn.register_script(RELEASE)
+
+    @property
+    def held(self) -> bool:
+        """True while we hold the lease by our own clock (no Redis round trip)."""
+        return self.token is not None and self.clock.monotonic() < self._deadline
+
+    @property
+    def renew_at(self) -> float:
+        """Monotonic time of the next renewal (a third of the TTL after the last)."""
+        return self._renewed_at + self.ttl_ms / 3000
+
+    @property
+    def deadline(self) -> float:
+        return self._deadline
+
+    def try_acquire(self) -> bool:
+        """Take the lease if nobody holds it."""
+        started = self.clock.monotonic()
+        epoch = int(scripts.run(self._acquire, [self.keys.leader, self.keys.epoch], [self.node, self.ttl_ms]))
+        if not epoch:
+            return False
+        self.epoch = epoch
+        self.token = f"{epoch}:{self.node}"
+        self._extend_from(started)
+        return True
+
+    def renew(self) -> bool:
+        """Extend the lease; on failure the lease is dropped locally at once."""
+        if self.token is None:
+            return False
+        started = self.clock.monotonic()
+        if scripts.run(self._renew, [self.keys.leader], [self.token, self.ttl_ms]) == 1:
+            self._extend_from(started)
+            return True
+        self.drop()
+        return False
+
+    def release(self) -> bool:
+        """Give the lease up (shutdown) and wake the standbys."""
+        token, self.token = self.token, None
+        if token is None:
+            return False
+        return bool(scripts.run(self._release, [self.keys.leader, self.keys.events], [token]) == 1)
+
+    def drop(self) -> None:
+        """Forget the lease locally (renew failed, deadline passed, fenced out)."""
+        self.token = None
+        self._deadline = 0.0
+
+    def remaining_ms(self) -> int:
+        """Milliseconds until the current holder's lease expires (0 if none)."""
+        return max(0, int(self.conn.pttl(self.keys.leader)))
+
+    def holder(self) -> str | None:
+        return text(self.conn.get(self.keys.leader))
+
+    def _extend_from(self, started: float) -> None:
+        # The TTL started no earlier than our request left; count from then.
+        self._renewed_at = started
+        self._deadline = started + self.ttl_ms / 1000

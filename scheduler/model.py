@@ -1,0 +1,297 @@
+"""The schedule definition: a frozen, validated value.
+
+A :class:`Schedule` can only exist in a valid state: ``__post_init__`` checks every
+field and raises :class:`~scheduler.errors.InvalidSchedule` naming the field, the value
+and the reason. :meth:`Schedule.from_dict` accepts what people write (TOML, JSON,
+CLI flags: durations as ``"30s"``) and refuses unknown keys instead of dropping them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from enum import StrEnum
+from functools import cached_property
+from typing import Any
+
+from scheduler import cron as triggers
+from scheduler.durations import format_duration, parse_duration_ms
+from scheduler.errors import InvalidSchedule
+
+#: RQ job ids allow only this alphabet, and a run's job id embeds the schedule id.
+ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,100}")
+TARGET_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
+QUEUE_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
+OWNER_PATTERN = re.compile(r"(api|cli|apply:[A-Za-z0-9_.-]{1,100})")
+#: Upper bound of the JSON encoding of ``args`` plus ``kwargs``; RQ stores them in
+#: every job, and a schedule is a definition, not a data transport.
+MAX_PAYLOAD_BYTES = 64 * 1024
+MAX_DESCRIPTION_CHARS = 500
+
+
+class Misfire(StrEnum):
+    """What to do with fires that passed while no run could start."""
+
+    COALESCE = "coalesce"  # one run stands for all missed fires
+    ALL = "all"  # every missed fire runs, oldest first
+    SKIP = "skip"  # none run; wait for the next future fire
+
+
+@dataclass(frozen=True, kw_only=True)
+class Schedule:
+    """One schedule. Durations are whole milliseconds (``*_ms``)."""
+
+    id: str
+    target: str
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    cron: str | None = None
+    every_ms: int | None = None
+    timezone: str = "UTC"
+    queue: str = "default"
+    timeout_ms: int | None = None
+    ttl_ms: int | None = None
+    result_ttl_ms: int | None = None
+    failure_ttl_ms: int | None = None
+    description: str | None = None
+    misfire: Misfire = Misfire.COALESCE
+    catchup_window_ms: int | None = None
+    jitter_ms: int = 0
+    max_attempts: int | None = None
+    pause_on_failure: bool = False
+    owner: str = "api"
+
+    def __post_init__(self) -> None:
+        # Convenience for Python callers: lists and strings are coerced, then checked.
+        if isinstance(self.args, list):
+            object.__setattr__(self, "args", tuple(self.args))
+        if isinstance(self.misfire, str) and not isinstance(self.misfire, Misfire):
+            object.__setattr__(self, "misfire", _as_misfire("misfire", self.misfire))
+        _check_pattern("id", self.id, ID_PATTERN, "use 1-100 of A-Z a-z 0-9 _ -")
+        _check_pattern("target", self.target, TARGET_PATTERN, "must be a dotted path: pkg.module.func")
+        _check_pattern("queue", self.queue, QUEUE_PATTERN, "use 1-100 of A-Z a-z 0-9 _ . : -")
+        _check_pattern("owner", self.owner, OWNER_PATTERN, "must be api, cli or apply:<name>")
+        if not isinstance(self.args, tuple):
+            raise InvalidSchedule("args", self.args, "must be a JSON list")
+        if not isinstance(self.kwargs, Mapping) or not all(isinstance(k, str) for k in self.kwargs):
+            raise InvalidSchedule("kwargs", self.kwargs, "must be a JSON object with string keys")
+        _check_payload(self.args, self.kwargs)
+        _check_misfire(self.misfire)
+        for name in (
+            "timeout_ms",
+            "ttl_ms",
+            "result_ttl_ms",
+            "failure_ttl_ms",
+            "catchup_window_ms",
+        ):
+            _check_positive_ms(name, getattr(self, name), optional=True)
+        _check_positive_ms("jitter_ms", self.jitter_ms, optional=False, allow_zero=True)
+        _check_attempts(self.max_attempts)
+        if not isinstance(self.pause_on_failure, bool):
+            raise InvalidSchedule("pause_on_failure", self.pause_on_failure, "must be true or false")
+        _check_description(self.description)
+        _ = self.trigger  # compiles the trigger: validates cron/every and timezone
+
+    @cached_property
+    def trigger(self) -> triggers.Trigger:
+        """The compiled trigger; exactly one of ``cron`` and ``every_ms`` is set."""
+        if (self.cron is None) == (self.every_ms is None):
+            raise InvalidSchedule("cron", self.cron, "set exactly one of cron and every")
+        triggers.load_zone(self.timezone)
+        if self.cron is not None:
+            return triggers.cron_trigger(self.cron, self.timezone, schedule_id=self.id)
+        _check_positive_ms("every", self.every_ms, optional=False)
+        assert self.every_ms is not None
+        if self.every_ms < 1000:
+            raise InvalidSchedule("every", self.every_ms, "must be at least 1s")
+        return triggers.interval_trigger(self.every_ms)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], *, owner: str | None = None) -> Schedule:
+        """Build from user-facing keys (see :data:`USER_KEYS`); unknown keys are refused."""
+        if not isinstance(raw, Mapping):
+            raise InvalidSchedule("schedule", raw, "must be a table/object of settings")
+        unknown = sorted(set(raw) - set(USER_KEYS))
+        if unknown:
+            key = unknown[0]
+            raise InvalidSchedule(key, raw[key], f"unknown setting; expected one of {', '.join(USER_KEYS)}")
+        for required in ("id", "target"):
+            if required not in raw:
+                raise InvalidSchedule(required, None, "is required")
+        values: dict[str, Any] = {}
+        for key, value in raw.items():
+            name, convert = USER_KEYS[key]
+            values[name] = convert(key, value)
+        if owner is not None:
+            values["owner"] = owner
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """User-facing keys with durations as text; ``from_dict(to_dict())`` round-trips."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            default = f.default_factory() if f.default_factory is not MISSING else f.default
+            if value is None or (f.name in _OMIT_IF_DEFAULT and value == default):
+                continue
+            key = f.name.removesuffix("_ms")
+            if f.name.endswith("_ms"):
+                value = format_duration(value)
+            elif f.name == "args":
+                value = list(value)
+            elif f.name == "kwargs":
+                value = dict(value)
+            elif f.name == "misfire":
+                value = str(value)
+            out[key] = value
+        return out
+
+    def to_json(self) -> str:
+        """Compact, key-sorted JSON: stable text for Redis and for change detection."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def trigger_text(self) -> str:
+        """The trigger as a user wrote it: the cron expression or ``every 30s``."""
+        if self.cron is not None:
+            return self.cron
+        assert self.every_ms is not None
+        return f"every {format_duration(self.every_ms)}"
+
+
+def _as_str(key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidSchedule(key, value, "must be a string")
+    return value
+
+
+def _as_args(key: str, value: Any) -> tuple[Any, ...]:
+    if isinstance(value, str):
+        value = _json_text(key, value)
+    if not isinstance(value, list | tuple):
+        raise InvalidSchedule(key, value, "must be a JSON list")
+    return tuple(value)
+
+
+def _as_kwargs(key: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, str):
+        value = _json_text(key, value)
+    if not isinstance(value, Mapping):
+        raise InvalidSchedule(key, value, "must be a JSON object")
+    return dict(value)
+
+
+def _as_duration(key: str, value: Any) -> int:
+    return parse_duration_ms(key, value, allow_zero=key == "jitter")
+
+
+def _as_int(key: str, value: Any) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidSchedule(key, value, "must be a whole number")
+    return value
+
+
+def _as_bool(key: str, value: Any) -> bool:
+    if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+        return value.lower() in ("true", "yes", "1")
+    if not isinstance(value, bool):
+        raise InvalidSchedule(key, value, "must be true or false")
+    return value
+
+
+def _as_misfire(key: str, value: Any) -> Misfire:
+    try:
+        return Misfire(value)
+    except ValueError:
+        choices = ", ".join(m.value for m in Misfire)
+        raise InvalidSchedule(key, value, f"must be one of {choices}") from None
+
+
+def _json_text(key: str, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidSchedule(key, text, f"is not valid JSON: {exc}") from None
+
+
+#: user-facing key → (dataclass field, converter)
+USER_KEYS: dict[str, tuple[str, Any]] = {
+    "id": ("id", _as_str),
+    "target": ("target", _as_str),
+    "args": ("args", _as_args),
+    "kwargs": ("kwargs", _as_kwargs),
+    "cron": ("cron", _as_str),
+    "every": ("every_ms", _as_duration),
+    "timezone": ("timezone", _as_str),
+    "queue": ("queue", _as_str),
+    "timeout": ("timeout_ms", _as_duration),
+    "ttl": ("ttl_ms", _as_duration),
+    "result_ttl": ("result_ttl_ms", _as_duration),
+    "failure_ttl": ("failure_ttl_ms", _as_duration),
+    "description": ("description", _as_str),
+    "misfire": ("misfire", _as_misfire),
+    "catchup_window": ("catchup_window_ms", _as_duration),
+    "jitter": ("jitter_ms", _as_duration),
+    "max_attempts": ("max_attempts", _as_int),
+    "pause_on_failure": ("pause_on_failure", _as_bool),
+    "owner": ("owner", _as_str),
+}
+_OMIT_IF_DEFAULT = {"args", "kwargs", "jitter_ms", "pause_on_failure"}
+
+
+def _check_pattern(name: str, value: Any, pattern: re.Pattern[str], reason: str) -> None:
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise InvalidSchedule(name, value, reason)
+
+
+def _check_payload(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+    for name, value in (("args", list(args)), ("kwargs", dict(kwargs))):
+        try:
+            encoded = json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError, RecursionError) as exc:
+            # repr() of a too-deep value would raise RecursionError again in the message
+            shown = "<nested too deeply>" if isinstance(exc, RecursionError) else value
+            raise InvalidSchedule(name, shown, f"must be JSON-serialisable: {exc}") from None
+        if len(encoded.encode()) > MAX_PAYLOAD_BYTES:
+            raise InvalidSchedule(
+                name,
+                f"<{len(encoded)} bytes>",
+                f"must be at most {MAX_PAYLOAD_BYTES} bytes as JSON",
+            )
+
+
+def _check_misfire(value: Any) -> None:
+    if not isinstance(value, Misfire):
+        raise InvalidSchedule("misfire", value, "must be one of coalesce, all, skip")
+
+
+def _check_positive_ms(name: str, value: Any, *, optional: bool, allow_zero: bool = False) -> None:
+    key = name.removesuffix("_ms")
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidSchedule(key, value, "must be a whole number of milliseconds")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise InvalidSchedule(key, value, "must be greater than zero")
+
+
+def _check_attempts(value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
+        raise InvalidSchedule("max_attempts", value, "must be a whole number from 1 to 1000")
+
+
+def _check_description(value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str) or len(value) > MAX_DESCRIPTION_CHARS:
+        raise InvalidSchedule(
+            "description", value, f"must be text of at most {MAX_DESCRIPTION_CHARS} characters"
+        )
+    if any(ord(c) < 32 for c in value):
+        raise InvalidSchedule("description", value, "must not contain control characters")

@@ -1,0 +1,108 @@
+"""Reading a schedule's hash back: the definition plus its state, tolerant of damage.
+
+A hash edited by hand (garbage JSON, missing fields, an invalid definition) decodes
+to a record with ``schedule=None``, ``state='broken'`` and the reason in ``error``:
+it is shown, never raised, so one bad schedule cannot break listing the others.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from scheduler.clock import parse_iso_ms
+from scheduler.errors import RqbeatError
+from scheduler.model import Schedule
+
+STATES = ("due", "running", "paused", "broken")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScheduleRecord:
+    """A stored schedule as read from Redis."""
+
+    id: str
+    schedule: Schedule | None
+    state: str
+    version: int
+    fire_ms: int | None  # the pending or in-flight fire
+    due_ms: int | None  # score in the due set: fire + jitter, or the retry time
+    attempt: int
+    job_id: str | None = None
+    last_result: str | None = None
+    last_run_ms: int | None = None
+    last_error: str | None = None
+    error: str | None = None
+    raw: Mapping[str, str] = field(default_factory=dict)
+
+
+def text(value: bytes | str | None) -> str | None:
+    """Redis replies arrive as bytes (RQ needs ``decode_responses=False``)."""
+    if value is None or isinstance(value, str):
+        return value
+    return value.decode("utf-8", "replace")
+
+
+def decode_definition(schedule_id: str, definition: str | None) -> Schedule:
+    """The stored definition as a :class:`Schedule`; raises :class:`RqbeatError` (or
+    ``ValueError``) with the reason when it cannot be used."""
+    if definition is None:
+        raise RqbeatError("the hash has no 'definition' field")
+    try:
+        raw = json.loads(definition)
+    except (ValueError, RecursionError) as exc:
+        raise RqbeatError(f"definition is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise RqbeatError("definition is not a JSON object")
+    schedule = Schedule.from_dict(raw)
+    if schedule.id != schedule_id:
+        raise RqbeatError(f"definition id {schedule.id!r} does not match the key")
+    return schedule
+
+
+def decode_record(
+    schedule_id: str, raw_hash: Mapping[bytes | str, bytes | str], due_ms: int | None
+) -> ScheduleRecord:
+    """Decode HGETALL output; damage yields ``state='broken'`` with the reason."""
+    raw = {str(text(k)): str(text(v)) for k, v in raw_hash.items()}
+    error = raw.get("error") or None
+    schedule: Schedule | None = None
+    try:
+        schedule = decode_definition(schedule_id, raw.get("definition"))
+    except (RqbeatError, ValueError) as exc:
+        # a recorded error (the leader's, or "key has type ...") says more than "no definition"
+        error = error or str(exc)
+    state = raw.get("state", "")
+    if schedule is None or state not in STATES:
+        error = error or f"unknown state {state!r}"
+        state = "broken"
+    return ScheduleRecord(
+        id=schedule_id,
+        schedule=schedule,
+        state=state,
+        version=_int(raw.get("version")) or 0,
+        fire_ms=_time(raw.get("fire_at")),
+        due_ms=due_ms,
+        attempt=_int(raw.get("attempt")) or 1,
+        job_id=raw.get("job_id") or None,
+        last_result=raw.get("last_result") or None,
+        last_run_ms=_time(raw.get("last_run_at")),
+        last_error=raw.get("last_error") or None,
+        error=error if state == "broken" else None,
+        raw=raw,
+    )
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value else None
+    except ValueError:
+        return None
+
+
+def _time(value: str | None) -> int | None:
+    try:
+        return parse_iso_ms(value) if value else None
+    except ValueError:
+        return None

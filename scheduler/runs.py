@@ -1,0 +1,127 @@
+"""The end of a run: acknowledge success, retry a failure, or give the fire up.
+
+Shared by the worker (which acks inside RQ's own "job finished" transaction) and
+the leader's watchdog (the backstop for plain ``rq worker`` and lost acks). Both go
+through the compare-and-set scripts in :mod:`scheduler.scripts`, so whichever
+arrives second is a no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from redis import Redis
+from redis.client import Pipeline
+
+from scheduler import cron, policy, scripts
+from scheduler.clock import iso, parse_iso_ms
+from scheduler.keys import HISTORY_MAXLEN, Keys
+from scheduler.model import Schedule
+from scheduler.records import decode_definition, text
+
+log = logging.getLogger(__name__)
+
+MAX_ERROR_CHARS = 500
+
+
+@dataclass(frozen=True, slots=True)
+class InFlight:
+    """The in-flight run of a schedule, as the schedule's hash records it."""
+
+    schedule_id: str
+    job_id: str
+    fire_ms: int
+    attempt: int
+    version: str
+    schedule: Schedule
+    dispatched_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """A prepared acknowledgement: computed before the transaction it joins."""
+
+    keys: list[str]
+    args: list[Any]
+
+    def add_to(self, pipe: Pipeline | Redis, script_set: scripts.Scripts) -> None:
+        scripts.run(script_set.ack, list(self.keys), list(self.args), client=pipe)
+
+
+def read_in_flight(conn: Redis, keys: Keys, schedule_id: str) -> InFlight | None:
+    """The schedule's in-flight run, or None when it has none or cannot be decoded."""
+    definition, version, job_id, fire_at, attempt, dispatched_at = conn.hmget(
+        keys.schedule(schedule_id),
+        ["definition", "version", "job_id", "fire_at", "attempt", "dispatched_at"],
+    )
+    if job_id is None or fire_at is None:
+        return None
+    try:
+        schedule = decode_definition(schedule_id, text(definition))
+        fire_ms = parse_iso_ms(str(text(fire_at)))
+        dispatched_ms = parse_iso_ms(str(text(dispatched_at))) if dispatched_at else fire_ms
+        tries = int(attempt or 1)
+    except ValueError:
+        return None
+    return InFlight(
+        schedule_id, str(text(job_id)), fire_ms, tries, str(text(version)), schedule, dispatched_ms
+    )
+
+
+def prepare_ack(
+    keys: Keys, run: InFlight, now_ms: int, *, outcome: str = "succeeded", error: str = ""
+) -> Ack:
+    """Compute the schedule's next fire after ``run`` (misfire policy applied at
+    ``now_ms``) and the arguments of the ACK script."""
+    schedule = run.schedule
+    pending = cron.next_fire_ms(schedule.trigger, run.fire_ms)
+    resolution = policy.resolve_misfire(schedule, pending, now_ms)
+    score = policy.due_score_ms(schedule, resolution.fire_ms)
+    sid = run.schedule_id
+    return Ack(
+        keys=[keys.schedule(sid), keys.due, keys.running, keys.history(sid), keys.events],
+        args=[
+            sid,
+            run.job_id,
+            run.version,
+            iso(resolution.fire_ms),
+            score / 1000,
+            iso(now_ms),
+            now_ms / 1000,
+            outcome,
+            resolution.dropped,
+            HISTORY_MAXLEN,
+            error[:MAX_ERROR_CHARS],
+        ],
+    )
+
+
+def fail(
+    conn: Redis, script_set: scripts.Scripts, keys: Keys, run: InFlight, *, now_ms: int, error: str
+) -> str:
+    """Record a failed run: retry with back-off, give the fire up after
+    ``max_attempts``, or pause (``pause_on_failure``). Returns what happened."""
+    schedule = run.schedule
+    if policy.gives_up(schedule, run.attempt) and not schedule.pause_on_failure:
+        ack = prepare_ack(keys, run, now_ms, outcome="gave_up", error=error)
+        return "gave_up" if scripts.run(script_set.ack, ack.keys, ack.args, client=conn) else "stale"
+    retry_ms = now_ms + policy.backoff_ms(run.schedule_id, run.fire_ms, run.attempt)
+    sid = run.schedule_id
+    result = scripts.run(
+        script_set.retry,
+        [keys.schedule(sid), keys.due, keys.running, keys.history(sid), keys.events],
+        [
+            sid,
+            run.job_id,
+            retry_ms / 1000,
+            iso(retry_ms),
+            iso(now_ms),
+            error[:MAX_ERROR_CHARS],
+            HISTORY_MAXLEN,
+            "1" if schedule.pause_on_failure else "0",
+        ],
+        client=conn,
+    )
+    return {1: "retry", 3: "paused"}.get(int(result), "stale")

@@ -1,0 +1,243 @@
+"""Every state transition of a schedule that is not a dispatch, as one Lua script.
+
+A schedule is in exactly one of: ``due`` (in the due zset), ``running`` (in the
+running zset, a job in flight), ``paused`` or ``broken`` (in neither). A paused
+schedule whose last run is still in flight stays in the running zset until that run
+is acknowledged. Dispatch itself is one MULTI/EXEC in :mod:`scheduler.dispatch`
+because RQ's enqueue must join the same transaction.
+
+Conventions: scores are epoch seconds (ms precision); ``fire_at`` is the ISO time
+of the pending (or in-flight) fire, and ``''`` means "recompute from the due score"
+(set when a definition changed under an in-flight run). Every edit INCRs the
+revision key, which dispatch WATCHes, and publishes on the events channel so the
+leader re-plans its wait at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from redis import Redis
+from redis.commands.core import Script
+from redis.typing import KeyT
+
+# Publishes 'wake' when score ARGV is earlier than anything already due, so the leader
+# re-plans; otherwise its current wait already covers the new score.
+_WAKE_IF_EARLIER = """
+local function wake_if_earlier(due, events, score)
+  local first = redis.call('ZRANGE', due, 0, 0, 'WITHSCORES')
+  if first[2] == nil or tonumber(score) < tonumber(first[2]) then
+    redis.call('PUBLISH', events, 'wake')
+  end
+end
+"""
+
+UPSERT = """
+-- KEYS[1] schedule hash, KEYS[2] due, KEYS[3] ids, KEYS[4] revision, KEYS[5] events
+-- ARGV[1] id, ARGV[2] definition JSON, ARGV[3] version read before (0 = new),
+-- ARGV[4] fire_at ISO of the recomputed next fire, or '' to keep the pending fire,
+-- ARGV[5] its due score, ARGV[6] now ISO
+-- returns the new version, or -1 when the version moved since it was read (re-read, retry)
+local current = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
+if current ~= tonumber(ARGV[3]) then return -1 end
+local version = current + 1
+redis.call('HSET', KEYS[1], 'definition', ARGV[2], 'version', version, 'updated_at', ARGV[6])
+local state = redis.call('HGET', KEYS[1], 'state')
+if current == 0 or ((state == 'due' or state == 'broken') and ARGV[4] ~= '') then
+  redis.call('HSET', KEYS[1], 'state', 'due', 'fire_at', ARGV[4], 'attempt', 1)
+  redis.call('HDEL', KEYS[1], 'error')
+  redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
+  redis.call('SADD', KEYS[3], ARGV[1])
+end
+-- running: the in-flight run finishes; its ack sees the new version and re-arms from
+-- the new definition. paused: stays paused; resume computes the next fire.
+redis.call('INCR', KEYS[4])
+redis.call('PUBLISH', KEYS[5], 'edit')
+return version
+"""
+
+REMOVE = """
+-- KEYS[1] schedule hash, KEYS[2] history, KEYS[3] due, KEYS[4] running, KEYS[5] ids,
+-- KEYS[6] revision, KEYS[7] events; ARGV[1] id
+-- returns 1 if the schedule existed. An in-flight run finishes; its ack finds no
+-- schedule and does nothing.
+local existed = redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+existed = existed + redis.call('SREM', KEYS[5], ARGV[1])
+redis.call('INCR', KEYS[6])
+redis.call('PUBLISH', KEYS[7], 'edit')
+return existed > 0 and 1 or 0
+"""
+
+PAUSE = """
+-- KEYS[1] schedule hash, KEYS[2] due, KEYS[3] revision, KEYS[4] events, KEYS[5] history
+-- ARGV[1] id, ARGV[2] now ISO, ARGV[3] history maxlen
+-- returns 1 paused, 0 already paused, -1 no such schedule
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return -1 end
+if state == 'paused' then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[1], 'state', 'paused', 'updated_at', ARGV[2])
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[3], '*', 'event', 'paused', 'at', ARGV[2])
+redis.call('INCR', KEYS[3])
+redis.call('PUBLISH', KEYS[4], 'edit')
+return 1
+"""
+
+RESUME = """
+-- KEYS[1] schedule hash, KEYS[2] due, KEYS[3] revision, KEYS[4] events, KEYS[5] history
+-- ARGV[1] id, ARGV[2] fire_at ISO of the next fire from now, ARGV[3] its score,
+-- ARGV[4] now ISO, ARGV[5] history maxlen
+-- returns 1 resumed, 0 not paused, -1 no such schedule
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return -1 end
+if state ~= 'paused' then return 0 end
+if redis.call('HEXISTS', KEYS[1], 'job_id') == 1 then
+  -- its last run is still in flight: the ack re-arms it
+  redis.call('HSET', KEYS[1], 'state', 'running', 'updated_at', ARGV[4])
+else
+  redis.call('HSET', KEYS[1], 'state', 'due', 'fire_at', ARGV[2], 'attempt', 1, 'updated_at', ARGV[4])
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+end
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[5], '*', 'event', 'resumed', 'at', ARGV[4])
+redis.call('INCR', KEYS[3])
+redis.call('PUBLISH', KEYS[4], 'edit')
+return 1
+"""
+
+TRIGGER = """
+-- KEYS[1] schedule hash, KEYS[2] due, KEYS[3] revision, KEYS[4] events, KEYS[5] history
+-- ARGV[1] id, ARGV[2] now ISO, ARGV[3] now score, ARGV[4] history maxlen
+-- Makes the schedule due now with fire = now; its regular fires carry on after.
+-- returns 1 triggered, -1 no such schedule, or the state that prevents it (string)
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return -1 end
+if state ~= 'due' then return state end
+redis.call('HSET', KEYS[1], 'fire_at', ARGV[2], 'attempt', 1, 'updated_at', ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[4], '*', 'event', 'triggered', 'at', ARGV[2])
+redis.call('INCR', KEYS[3])
+redis.call('PUBLISH', KEYS[4], 'wake')
+return 1
+"""
+
+ACK = (
+    _WAKE_IF_EARLIER
+    + """
+-- The run of job ARGV[2] is over for good (succeeded, or failed and given up):
+-- re-arm the schedule at its next fire. Compare-and-set on the in-flight job id, so a
+-- late, duplicate or stale ack (run already acked, schedule removed, re-dispatched)
+-- does nothing.
+-- KEYS[1] schedule hash, KEYS[2] due, KEYS[3] running, KEYS[4] history, KEYS[5] events
+-- ARGV[1] id, ARGV[2] job id, ARGV[3] version the next fire was computed from,
+-- ARGV[4] next fire ISO, ARGV[5] next due score, ARGV[6] now ISO, ARGV[7] now score,
+-- ARGV[8] outcome ('succeeded' | 'gave_up'), ARGV[9] fires dropped by the misfire
+-- policy, ARGV[10] history maxlen, ARGV[11] error text (gave_up) or ''
+-- returns 1 re-armed, 2 definition changed (due now, fire recomputed by the leader),
+-- 3 paused (left idle), 0 not this schedule's run in flight (no-op)
+if redis.call('HGET', KEYS[1], 'job_id') ~= ARGV[2] then return 0 end
+local state = redis.call('HGET', KEYS[1], 'state')
+local fire = redis.call('HGET', KEYS[1], 'fire_at')
+redis.call('HDEL', KEYS[1], 'job_id', 'job_queue', 'epoch', 'dispatched_at')
+redis.call('HSET', KEYS[1], 'last_result', ARGV[8], 'last_run_at', ARGV[6], 'attempt', 1)
+redis.call('ZREM', KEYS[3], ARGV[1])
+local entry = {'event', ARGV[8], 'fire_at', fire, 'job_id', ARGV[2], 'at', ARGV[6]}
+if ARGV[11] ~= '' then table.insert(entry, 'error'); table.insert(entry, ARGV[11]) end
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[10], '*', unpack(entry))
+if state ~= 'running' then return 3 end
+if redis.call('HGET', KEYS[1], 'version') ~= ARGV[3] then
+  redis.call('HSET', KEYS[1], 'state', 'due', 'fire_at', '')
+  wake_if_earlier(KEYS[2], KEYS[5], ARGV[7])
+  redis.call('ZADD', KEYS[2], ARGV[7], ARGV[1])
+  return 2
+end
+if tonumber(ARGV[9]) > 0 then
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[10], '*', 'event', 'missed',
+             'count', ARGV[9], 'next_fire_at', ARGV[4], 'at', ARGV[6])
+end
+redis.call('HSET', KEYS[1], 'state', 'due', 'fire_at', ARGV[4])
+wake_if_earlier(KEYS[2], KEYS[5], ARGV[5])
+redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
+return 1
+"""
+)
+
+RETRY = (
+    _WAKE_IF_EARLIER
+    + """
+-- The run of job ARGV[2] failed and will be retried: the fire stays pending, due again
+-- at the back-off score, attempt + 1. Compare-and-set on the in-flight job id.
+-- KEYS[1] schedule hash, KEYS[2] due, KEYS[3] running, KEYS[4] history, KEYS[5] events
+-- ARGV[1] id, ARGV[2] job id, ARGV[3] retry score, ARGV[4] retry ISO, ARGV[5] now ISO,
+-- ARGV[6] error text, ARGV[7] history maxlen, ARGV[8] '1' to pause instead of retrying
+-- returns 1 retry scheduled, 3 paused, 0 not this schedule's run in flight (no-op)
+if redis.call('HGET', KEYS[1], 'job_id') ~= ARGV[2] then return 0 end
+local state = redis.call('HGET', KEYS[1], 'state')
+local fire = redis.call('HGET', KEYS[1], 'fire_at')
+redis.call('HDEL', KEYS[1], 'job_id', 'job_queue', 'epoch', 'dispatched_at')
+local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
+redis.call('HSET', KEYS[1], 'last_result', 'failed', 'last_run_at', ARGV[5], 'last_error', ARGV[6])
+redis.call('ZREM', KEYS[3], ARGV[1])
+local paused = state ~= 'running' or ARGV[8] == '1'
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[7], '*', 'event', 'failed', 'fire_at', fire,
+           'job_id', ARGV[2], 'error', ARGV[6], 'next_attempt', attempt,
+           'retry_at', paused and '' or ARGV[4], 'at', ARGV[5])
+if paused then
+  redis.call('HSET', KEYS[1], 'state', 'paused')
+  return 3
+end
+redis.call('HSET', KEYS[1], 'state', 'due')
+wake_if_earlier(KEYS[2], KEYS[5], ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+return 1
+"""
+)
+
+NUDGE = """
+-- A worker saw job ARGV[2] fail: bring the leader's watchdog look forward to now,
+-- so the retry is decided at once rather than at the next scheduled look.
+-- KEYS[1] schedule hash, KEYS[2] running, KEYS[3] events; ARGV[1] id, ARGV[2] job id,
+-- ARGV[3] now score. returns 1 nudged, 0 not this schedule's run in flight
+if redis.call('HGET', KEYS[1], 'job_id') ~= ARGV[2] then return 0 end
+redis.call('ZADD', KEYS[2], 'XX', ARGV[3], ARGV[1])
+redis.call('PUBLISH', KEYS[3], 'wake')
+return 1
+"""
+
+MARK_BROKEN = """
+-- A definition that cannot be decoded or computed: out of both zsets, state 'broken'
+-- with its error, visible in `rqbeat ls`. Fixed by upserting a valid definition.
+-- KEYS[1] schedule hash, KEYS[2] due, KEYS[3] running, KEYS[4] history
+-- ARGV[1] id, ARGV[2] error text, ARGV[3] now ISO, ARGV[4] history maxlen
+-- returns 1 marked, 0 the key is not a hash (only taken out of the zsets)
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+if redis.call('TYPE', KEYS[1])['ok'] ~= 'hash' then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'broken', 'error', ARGV[2], 'updated_at', ARGV[3])
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'event', 'broken', 'error', ARGV[2],
+           'at', ARGV[3])
+return 1
+"""
+
+
+class Scripts:
+    """The scripts registered on one client (EVALSHA, loaded on first use)."""
+
+    def __init__(self, conn: Redis) -> None:
+        self.upsert = conn.register_script(UPSERT)
+        self.remove = conn.register_script(REMOVE)
+        self.pause = conn.register_script(PAUSE)
+        self.resume = conn.register_script(RESUME)
+        self.trigger = conn.register_script(TRIGGER)
+        self.ack = conn.register_script(ACK)
+        self.retry = conn.register_script(RETRY)
+        self.nudge = conn.register_script(NUDGE)
+        self.mark_broken = conn.register_script(MARK_BROKEN)
+
+
+def run(script: Script, keys: Sequence[KeyT], args: Sequence[Any], client: Any = None) -> Any:
+    """Call a script; a typed seam over redis-py's loosely typed ``Script.__call__``."""
+    return script(keys=list(keys), args=list(args), client=client)

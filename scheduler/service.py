@@ -1,0 +1,234 @@
+"""The scheduler service: one replica's loop (``rqbeat run``).
+
+A classic cron runner's Tick and Loop, distributed::
+
+    loop:
+      standby: take the lease if free, else wait until it expires or is released
+      leader:  renew at ttl/3 (step down when a renew fails or the local deadline
+               passes, even with Redis unreachable)
+               dispatch due schedules, batch by batch
+               watchdog: look at in-flight runs whose time has come
+               wait until the next due score, the next watchdog look, the next
+               renew, or a wake-up published by an edit or an ack
+
+The loop survives any error: it logs it, backs off briefly and carries on. Waiting
+is on a pub/sub socket with a client-side timeout (millisecond precision; Redis's own
+blocking timeouts are only as fine as its ``hz``), so fire lag is not a polling tick.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+from dataclasses import dataclass
+
+import redis.exceptions
+from redis import Redis
+from redis.client import PubSub
+
+from scheduler.clock import Clock, SystemClock, iso
+from scheduler.connection import connect
+from scheduler.dispatch import DEFAULT_BATCH, Dispatcher
+from scheduler.errors import LeadershipLost
+from scheduler.keys import DEFAULT_NAMESPACE, Keys
+from scheduler.lease import Lease
+from scheduler.watchdog import Watchdog
+
+log = logging.getLogger(__name__)
+
+_ERRORS = (redis.exceptions.RedisError, OSError)
+MAX_WAIT_S = 5.0
+NODE_TTL_S = 60
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceConfig:
+    """Settings of one replica (``rqbeat run`` flags / ``RQBEAT_RUN_*``)."""
+
+    redis_url: str
+    namespace: str = DEFAULT_NAMESPACE
+    node: str = ""
+    lease_ms: int = 5_000
+    batch_size: int = DEFAULT_BATCH
+
+    def node_name(self) -> str:
+        return self.node or f"{socket.gethostname()}-{os.getpid()}"
+
+
+class _WakeUp(Exception):
+    """Raised by the signal handler to cut a wait short."""
+
+
+class Service:
+    """One scheduler replica. ``run()`` blocks until ``stop()``."""
+
+    def __init__(
+        self, config: ServiceConfig, *, clock: Clock | None = None, conn: Redis | None = None
+    ) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.node = config.node_name()
+        self.keys = Keys(config.namespace)
+        self.conn = conn or connect(config.redis_url)
+        self.lease = Lease(self.conn, self.keys, self.node, config.lease_ms, self.clock)
+        self.dispatcher = Dispatcher(self.conn, self.keys, batch_size=config.batch_size)
+        self.watchdog = Watchdog(self.conn, self.keys, batch_size=config.batch_size)
+        self._stop = threading.Event()
+        self._pubsub: PubSub | None = None
+        self._error_streak = 0
+        self._waiting = False
+
+    @property
+    def is_leader(self) -> bool:
+        return self.lease.held
+
+    def stop(self) -> None:
+        """Ask the loop to finish (safe from signal handlers and other threads)."""
+        self._stop.set()
+
+    def on_signal(self, signum: int, frame: object) -> None:
+        """SIGTERM/SIGINT handler: stop, cutting a wait short so the lease is released
+        (and a standby takes over) at once."""
+        self._stop.set()
+        if self._waiting:
+            raise _WakeUp
+
+    def run(self) -> None:
+        log.info(
+            "replica node=%s namespace=%s lease_ms=%d starting",
+            self.node,
+            self.keys.namespace,
+            self.config.lease_ms,
+        )
+        try:
+            while not self._stop.is_set():
+                self._wait(self._step())
+        finally:
+            self._shutdown()
+
+    def _step(self) -> float:
+        """One pass; returns how long to wait (seconds). Never raises Redis errors."""
+        try:
+            wait = self._lead() if self.lease.token is not None else self._stand_by()
+            self._error_streak = 0
+            return wait
+        except LeadershipLost as exc:
+            self._step_down(str(exc))
+            return 0.0
+        except _ERRORS as exc:
+            self._error_streak += 1
+            log.warning("redis error node=%s error=%s (retrying)", self.node, exc)
+            self._drop_pubsub()
+            if self.lease.token is not None and not self.lease.held:
+                self._step_down("lease deadline passed while Redis was unreachable")
+            return min(1.0, 0.05 * 2.0 ** min(self._error_streak, 10))
+
+    def _stand_by(self) -> float:
+        self._subscribe()
+        if self.lease.try_acquire():
+            log.info("leader node=%s epoch=%d acquired", self.node, self.lease.epoch)
+            self._heartbeat("leader")
+            return 0.0
+        self._heartbeat("standby")
+        return max(0.001, self.lease.remaining_ms() / 1000.0)
+
+    def _lead(self) -> float:
+        token = self.lease.token
+        assert token is not None
+        if self.clock.monotonic() >= self.lease.renew_at:
+            if not self.lease.renew():
+                raise LeadershipLost("lease renewal refused: another replica holds it")
+            self._heartbeat("leader")
+        if not self.lease.held:
+            raise LeadershipLost("local lease deadline passed")
+        self._subscribe()
+        pipe = self.conn.pipeline(transaction=False)
+        pipe.time()
+        pipe.zrange(self.keys.due, 0, 0, withscores=True)
+        pipe.zrange(self.keys.running, 0, 0, withscores=True)
+        (seconds, micros), first_due, first_running = pipe.execute()
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        worked = False
+        if first_due and first_due[0][1] * 1000 <= now_ms:
+            self.dispatcher.dispatch(now_ms, token, self.lease.epoch)
+            worked = True
+        if first_running and first_running[0][1] * 1000 <= now_ms:
+            self.watchdog.check(now_ms)
+            worked = True
+        if worked:
+            return 0.0  # re-read the sets before planning a wait
+        nexts = [float(s) * 1000 - now_ms for row in (first_due, first_running) for _, s in row[:1]]
+        renew_in = (self.lease.renew_at - self.clock.monotonic()) * 1000
+        return max(0.0, min([*nexts, renew_in, MAX_WAIT_S * 1000])) / 1000
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep up to ``seconds``, waking early for any published event."""
+        if seconds <= 0 or self._stop.is_set():
+            return
+        pubsub = self._pubsub
+        if pubsub is None:
+            self._stop.wait(seconds)  # Event.wait returns early on stop()
+            return
+        try:
+            self._waiting = True
+            message = pubsub.get_message(ignore_subscribe_messages=True, timeout=seconds)
+            self._waiting = False
+            while message is not None:  # drain: one re-plan covers them all
+                message = pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
+        except _WakeUp:
+            self._drop_pubsub()
+        except _ERRORS as exc:
+            log.warning("event subscription lost node=%s error=%s", self.node, exc)
+            self._drop_pubsub()
+        finally:
+            self._waiting = False
+
+    def _subscribe(self) -> None:
+        if self._pubsub is None:
+            pubsub = self.conn.pubsub()  # type: ignore[no-untyped-call]
+            pubsub.subscribe(self.keys.events)
+            self._pubsub = pubsub
+
+    def _drop_pubsub(self) -> None:
+        if self._pubsub is not None:
+            with contextlib.suppress(*_ERRORS):
+                self._pubsub.close()
+            self._pubsub = None
+
+    def _step_down(self, reason: str) -> None:
+        epoch = self.lease.epoch
+        self.lease.drop()
+        log.warning("stepped down node=%s epoch=%d reason=%s", self.node, epoch, reason)
+
+    def _heartbeat(self, role: str) -> None:
+        seconds, micros = self.conn.time()
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        pipe = self.conn.pipeline(transaction=False)
+        pipe.zadd(self.keys.nodes, {self.node: now_ms / 1000})
+        pipe.hset(
+            self.keys.node(self.node),
+            mapping={
+                "role": role,
+                "epoch": self.lease.epoch,
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "seen_at": iso(now_ms),
+            },
+        )
+        pipe.expire(self.keys.node(self.node), NODE_TTL_S)
+        pipe.zremrangebyscore(self.keys.nodes, "-inf", now_ms / 1000 - NODE_TTL_S)
+        pipe.execute()
+
+    def _shutdown(self) -> None:
+        try:
+            if self.lease.release():
+                log.info("leader node=%s epoch=%d released the lease", self.node, self.lease.epoch)
+            self.conn.zrem(self.keys.nodes, self.node)
+            self.conn.delete(self.keys.node(self.node))
+        except _ERRORS as exc:
+            log.warning("could not release the lease cleanly node=%s error=%s", self.node, exc)
+        self._drop_pubsub()
+        log.info("replica node=%s stopped", self.node)

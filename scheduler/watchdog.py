@@ -1,0 +1,153 @@
+"""The watchdog: the leader's backstop for runs nobody acknowledged.
+
+Each in-flight run is looked at when its score in ``<ns>:running`` comes up. RQ's
+state is *read* (job hash, execution registries), never cleaned: RQ's registry
+cleanup runs failure callbacks and mutates jobs, so rqbeat keeps out of it.
+
+=======================  ======================================================
+RQ says                  rqbeat does
+=======================  ======================================================
+finished                 ack, exactly as the worker would have (plain rq worker)
+failed/stopped/canceled  failure: retry with back-off, give up, or pause
+started, heartbeat gone  abandoned (worker died): failure
+job hash gone            lost (ttl expired, data lost): failure
+queued/started, healthy  look again later, at growing intervals
+=======================  ======================================================
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from redis import Redis
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from scheduler import runs, scripts
+from scheduler.clock import iso
+from scheduler.keys import HISTORY_MAXLEN, Keys
+from scheduler.records import text
+
+log = logging.getLogger(__name__)
+
+MIN_CHECK_MS = 500
+MAX_CHECK_MS = 30_000
+_FAILED = {"failed", "stopped", "canceled"}
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What RQ's state means for one in-flight run."""
+
+    outcome: str  # "succeeded" | "failed" | "pending"
+    reason: str = ""
+
+
+def judge(status: str | None, heartbeat_expires_s: float | None, now_ms: int) -> Verdict:
+    """Pure: the verdict from RQ's job status and the run's heartbeat expiry."""
+    if status is None:
+        return Verdict("failed", "lost: the RQ job no longer exists")
+    if status == "finished":
+        return Verdict("succeeded")
+    if status in _FAILED:
+        return Verdict("failed", f"RQ job {status}")
+    if status == "started" and (heartbeat_expires_s is None or heartbeat_expires_s * 1000 < now_ms):
+        return Verdict("failed", "abandoned: the worker's heartbeat expired")
+    return Verdict("pending")
+
+
+def next_check_ms(dispatched_ms: int, now_ms: int) -> int:
+    """Look again after half the run's age so far, within [0.5 s, 30 s]."""
+    return now_ms + max(MIN_CHECK_MS, min(MAX_CHECK_MS, (now_ms - dispatched_ms) // 2))
+
+
+class Watchdog:
+    """Checks in-flight runs whose look-again time has come."""
+
+    def __init__(self, conn: Redis, keys: Keys, *, batch_size: int = 1_000) -> None:
+        self.conn = conn
+        self.keys = keys
+        self.batch_size = batch_size
+        self._scripts = scripts.Scripts(conn)
+
+    def check(self, now_ms: int) -> int:
+        """Check one batch; returns how many runs were looked at."""
+        members: list[bytes] = self.conn.zrangebyscore(  # type: ignore[assignment]
+            self.keys.running, "-inf", now_ms / 1000, start=0, num=self.batch_size
+        )
+        for member in members:
+            self._check_one(str(text(member)), now_ms)
+        return len(members)
+
+    def _check_one(self, schedule_id: str, now_ms: int) -> None:
+        run = runs.read_in_flight(self.conn, self.keys, schedule_id)
+        if run is None:
+            self._orphan(schedule_id, now_ms)
+            return
+        status, expires = self._rq_state(run.job_id)
+        verdict = judge(status, expires, now_ms)
+        if verdict.outcome == "pending":
+            self.conn.zadd(
+                self.keys.running,
+                {schedule_id: next_check_ms(run.dispatched_ms, now_ms) / 1000},
+                xx=True,
+            )
+            return
+        if verdict.outcome == "succeeded":
+            ack = runs.prepare_ack(self.keys, run, now_ms)
+            if scripts.run(self._scripts.ack, ack.keys, ack.args):
+                log.info("acked schedule=%s job=%s by=watchdog", schedule_id, run.job_id)
+            return
+        error = self._error_text(run.job_id) or verdict.reason
+        what = runs.fail(self.conn, self._scripts, self.keys, run, now_ms=now_ms, error=error)
+        log.warning(
+            "run failed schedule=%s fire=%s job=%s attempt=%d reason=%r -> %s",
+            schedule_id,
+            iso(run.fire_ms),
+            run.job_id,
+            run.attempt,
+            error,
+            what,
+        )
+
+    def _rq_state(self, job_id: str) -> tuple[str | None, float | None]:
+        """RQ's status of the job and, while started, its heartbeat expiry (epoch s)."""
+        status_raw, origin = self.conn.hmget(f"rq:job:{job_id}", ["status", "origin"])
+        status = text(status_raw)
+        if status != "started":
+            return status, None
+        executions: list[bytes] = self.conn.zrange(f"rq:executions:{job_id}", 0, -1)  # type: ignore[assignment]
+        if not executions:
+            return status, None
+        members = [f"{job_id}:{text(e)}" for e in executions]
+        scores = self.conn.zmscore(f"rq:wip:{text(origin)}", members)
+        alive = [s for s in scores if s is not None]
+        return status, (max(alive) if alive else None)
+
+    def _error_text(self, job_id: str) -> str:
+        """The last line of the job's exception, when RQ kept it (read-only)."""
+        try:
+            job = Job.fetch(job_id, connection=self.conn, serializer=JSONSerializer)
+            result = job.latest_result()
+        except Exception:  # noqa: BLE001 - best effort: the verdict stands without it
+            return ""
+        exc = getattr(result, "exc_string", None) or ""
+        lines = [line for line in exc.strip().splitlines() if line.strip()]
+        return lines[-1] if lines else ""
+
+    def _orphan(self, schedule_id: str, now_ms: int) -> None:
+        """In the running set without a usable in-flight record: take it out, and mark
+        it broken when its definition is what is damaged."""
+        k = self.keys
+        result = scripts.run(
+            self._scripts.mark_broken,
+            [k.schedule(schedule_id), k.due, k.running, k.history(schedule_id)],
+            [
+                schedule_id,
+                "in the running set without a readable in-flight run",
+                iso(now_ms),
+                HISTORY_MAXLEN,
+            ],
+        )
+        log.error("broken schedule=%s error=in-flight record unreadable (marked=%s)", schedule_id, result)

@@ -1,0 +1,48 @@
+"""Job functions the integration tests schedule. They record each run in Redis
+(the job's own connection) under the fire's idempotency key, so a test can count
+runs per fire."""
+
+from __future__ import annotations
+
+import time
+
+from rq import get_current_job
+
+from workers import current_fire
+
+
+def record(tag: str = "runs") -> str:
+    """Count this run under ``<tag>`` by idempotency key; return the key."""
+    fire = current_fire()
+    job = get_current_job()
+    assert fire is not None and job is not None
+    pipe = job.connection.pipeline()
+    pipe.hincrby(f"test:{tag}", fire.key, 1)
+    pipe.rpush(f"test:{tag}:order", f"{fire.key}|{fire.attempt}|{time.time():.6f}")
+    pipe.execute()
+    return fire.key
+
+
+def fail(message: str = "boom") -> None:
+    """Always raises (after recording the attempt)."""
+    record("failures")
+    raise RuntimeError(message)
+
+
+def slow(seconds: float, tag: str = "runs") -> str:
+    """Records the start, then sleeps: a run that is in flight for a while."""
+    job = get_current_job()
+    assert job is not None
+    job.connection.rpush(f"test:{tag}:started", job.id)
+    time.sleep(seconds)
+    return record(tag)
+
+
+def fail_until(attempt: int) -> str:
+    """Fails for attempts before ``attempt``, then succeeds."""
+    fire = current_fire()
+    assert fire is not None
+    if fire.attempt < attempt:
+        record("failures")
+        raise RuntimeError(f"attempt {fire.attempt} fails")
+    return record()

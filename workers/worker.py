@@ -1,0 +1,99 @@
+"""``workers.Worker``: an ``rq.Worker`` whose success is also the schedule's ack.
+
+RQ marks a job finished in one MULTI/EXEC (``Worker.handle_job_success``). This
+class adds rqbeat's compare-and-set ACK script to that very transaction, through the
+``cleanup_execution(job, pipeline)`` hook RQ calls inside it, so "RQ says finished"
+and "schedule re-armed at its next fire" happen together or not at all. The next
+fire is computed *before* the transaction, from the definition, the fire that ran
+and Redis time. ``tests/integration/test_worker_hook.py`` fails loudly if RQ moves
+that hook.
+
+If the worker dies between the job and the EXEC, nothing is acked and the leader's
+watchdog decides later from RQ's state; a failed job nudges the watchdog to look now.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from redis.client import Pipeline
+from rq import Queue
+from rq import Worker as RQWorker
+from rq.job import Job
+from rq.registry import StartedJobRegistry
+from rq.serializers import JSONSerializer
+
+from scheduler import runs, scripts
+from scheduler.clock import redis_now_ms
+from scheduler.keys import Keys
+
+log = logging.getLogger(__name__)
+
+#: Slack on top of the job monitoring interval before a silent worker's run counts as
+#: abandoned. RQ uses 60 s; a scheduler wants failures noticed sooner.
+DEFAULT_HEARTBEAT_GRACE_S = 10
+
+
+class Worker(RQWorker):
+    """An RQ worker that acknowledges rqbeat runs atomically. JSON serializer by default."""
+
+    heartbeat_grace_s: int = DEFAULT_HEARTBEAT_GRACE_S
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if kwargs.get("serializer") is None:
+            kwargs["serializer"] = JSONSerializer
+        super().__init__(*args, **kwargs)
+        self._rqbeat_scripts = scripts.Scripts(self.connection)
+        self._rqbeat_ack: tuple[str, runs.Ack] | None = None
+
+    def handle_job_success(self, job: Job, queue: Queue, started_job_registry: StartedJobRegistry) -> None:
+        self._rqbeat_ack = self._prepare_ack(job)
+        try:
+            super().handle_job_success(job, queue, started_job_registry)
+        finally:
+            self._rqbeat_ack = None
+
+    def cleanup_execution(self, job: Job, pipeline: Pipeline) -> None:
+        super().cleanup_execution(job, pipeline)
+        pending = self._rqbeat_ack
+        if pending is not None and pending[0] == job.id:
+            pending[1].add_to(pipeline, self._rqbeat_scripts)
+
+    def handle_job_failure(
+        self, job: Job, queue: Queue, started_job_registry: Any = None, exc_string: str = ""
+    ) -> None:
+        super().handle_job_failure(
+            job, queue, started_job_registry=started_job_registry, exc_string=exc_string
+        )
+        meta = _rqbeat_meta(job)
+        if meta is not None:
+            keys = Keys(str(meta.get("namespace", "rqbeat")))
+            sid = str(meta["schedule"])
+            now = redis_now_ms(self.connection)
+            scripts.run(
+                self._rqbeat_scripts.nudge,
+                [keys.schedule(sid), keys.running, keys.events],
+                [sid, job.id, now / 1000],
+            )
+
+    def get_heartbeat_ttl(self, job: Job) -> int:
+        if job.timeout and job.timeout > 0:
+            remaining = job.timeout - self.current_job_working_time
+            return int(min(remaining, self.job_monitoring_interval)) + self.heartbeat_grace_s
+        return int(self.job_monitoring_interval) + self.heartbeat_grace_s
+
+    def _prepare_ack(self, job: Job) -> tuple[str, runs.Ack] | None:
+        meta = _rqbeat_meta(job)
+        if meta is None:
+            return None
+        keys = Keys(str(meta.get("namespace", "rqbeat")))
+        run = runs.read_in_flight(self.connection, keys, str(meta["schedule"]))
+        if run is None or run.job_id != job.id:
+            return None  # stale: removed, re-dispatched or already acked; nothing to do
+        return job.id, runs.prepare_ack(keys, run, redis_now_ms(self.connection))
+
+
+def _rqbeat_meta(job: Job) -> dict[str, Any] | None:
+    meta = job.meta.get("rqbeat") if job.meta else None
+    return meta if isinstance(meta, dict) else None
