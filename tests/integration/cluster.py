@@ -1,0 +1,132 @@
+"""Start real rqbeat replicas and RQ workers against the private test Redis.
+
+Every process is a subprocess with its own session (so ``kill -9`` of a worker can
+take its work horse too) and its output in a log file under the test's tmp_path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import signal
+import sys
+from pathlib import Path
+
+from redis import Redis
+
+from scheduler.keys import Keys
+from scheduler.records import text
+from tests.harness import Process, wait_for
+
+_counter = itertools.count()
+
+
+class Cluster:
+    """Replicas and workers for one test; ``close()`` stops them all."""
+
+    def __init__(
+        self, redis_url: str, tmp_path: Path, processes: list[Process], namespace: str = "rqbeat"
+    ) -> None:
+        self.redis_url = redis_url
+        self.tmp_path = tmp_path
+        self.processes = processes
+        self.namespace = namespace
+        self.keys = Keys(namespace)
+
+    def _start(self, name: str, args: list[str]) -> Process:
+        log = self.tmp_path / f"{name}-{next(_counter)}.log"
+        proc = Process(args, log)
+        self.processes.append(proc)
+        return proc
+
+    def replica(self, node: str, *, lease: str = "2s", log_level: str = "info") -> Process:
+        """``rqbeat run`` as a subprocess."""
+        return self._start(
+            node,
+            [
+                sys.executable,
+                "-m",
+                "scheduler",
+                "--redis-url",
+                self.redis_url,
+                "--namespace",
+                self.namespace,
+                "run",
+                "--node",
+                node,
+                "--lease",
+                lease,
+                "--log-level",
+                log_level,
+            ],
+        )
+
+    def worker(self, name: str, *queues: str, monitoring_interval: int = 1, grace: int = 2) -> Process:
+        """``rqbeat worker`` (workers.Worker, atomic ack) as a subprocess."""
+        return self._start(
+            name,
+            [
+                sys.executable,
+                "-m",
+                "scheduler",
+                "--redis-url",
+                self.redis_url,
+                "worker",
+                *(queues or ("default",)),
+                "--name",
+                name,
+                "--job-monitoring-interval",
+                str(monitoring_interval),
+                "--heartbeat-grace",
+                str(grace),
+                "--log-level",
+                "warning",
+            ],
+        )
+
+    def plain_rq_worker(self, name: str, *queues: str) -> Process:
+        """A stock ``rq worker -S json``: acks come from the leader's watchdog."""
+        return self._start(
+            name,
+            [
+                sys.executable,
+                "-m",
+                "rq.cli",
+                "worker",
+                "--url",
+                self.redis_url,
+                "-S",
+                "rq.serializers.JSONSerializer",
+                "--name",
+                name,
+                "--logging_level",
+                "WARNING",
+                *(queues or ("default",)),
+            ],
+        )
+
+    def leader(self, conn: Redis) -> str | None:
+        """The node named in the lease, or None."""
+        token = text(conn.get(self.keys.leader))
+        return token.partition(":")[2] if token else None
+
+    def wait_leader(self, conn: Redis, timeout: float = 10.0, other_than: str | None = None) -> str:
+        def probe() -> str | None:
+            node = self.leader(conn)
+            return node if node and node != other_than else None
+
+        return wait_for(probe, timeout, what="a leader")
+
+
+def kill_group(proc: Process, sig: int = signal.SIGKILL) -> None:
+    """Signal a process and everything in its session (an RQ worker and its horse)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+    if sig == signal.SIGKILL:
+        proc.proc.wait(10)
+
+
+def runs_per_key(conn: Redis, tag: str = "runs") -> dict[str, int]:
+    """How many times each fire ran (the jobs in tests/jobs.py record this)."""
+    return {str(text(k)): int(v) for k, v in conn.hgetall(f"test:{tag}").items()}
