@@ -86,6 +86,8 @@ def parse_document(document: dict[str, Any], *, owner: str) -> list[Schedule]:
     for schedule_id, body in schedules.items():
         if not isinstance(body, dict):
             raise InvalidSchedule(f"schedules.{schedule_id}", body, "must be a table")
+        if "id" in body and body["id"] != schedule_id:
+            raise InvalidSchedule(f"schedules.{schedule_id}.id", body["id"], "differs from the table name")
         if "owner" in body or "owner" in defaults:
             raise InvalidSchedule(f"schedules.{schedule_id}.owner", body.get("owner"), "is set by apply")
         try:

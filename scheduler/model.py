@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from enum import StrEnum
@@ -293,5 +294,5 @@ def _check_description(value: Any) -> None:
         raise InvalidSchedule(
             "description", value, f"must be text of at most {MAX_DESCRIPTION_CHARS} characters"
         )
-    if any(ord(c) < 32 for c in value):
+    if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in value):
         raise InvalidSchedule("description", value, "must not contain control characters")

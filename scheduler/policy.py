@@ -73,7 +73,7 @@ def due_score_ms(schedule: Schedule, fire_ms: int) -> int:
 def backoff_ms(schedule_id: str, fire_ms: int, attempt: int) -> int:
     """Delay before retry number ``attempt`` (1 = the first retry): exponential, capped,
     with deterministic jitter in [50%, 100%] so failing schedules do not retry in step."""
-    ceiling = min(RETRY_CAP_MS, RETRY_BASE_MS * 2 ** min(attempt - 1, 30))
+    ceiling = min(RETRY_CAP_MS, RETRY_BASE_MS * 2 ** min(max(attempt, 1) - 1, 30))
     spread = zlib.crc32(f"{schedule_id}:{fire_ms}:{attempt}".encode()) % 1000
     return int(ceiling // 2 + ceiling * spread // 2000)
 

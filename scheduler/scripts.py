@@ -39,6 +39,10 @@ UPSERT = """
 -- ARGV[4] fire_at ISO of the recomputed next fire, or '' to keep the pending fire,
 -- ARGV[5] its due score, ARGV[6] now ISO
 -- returns the new version, or -1 when the version moved since it was read (re-read, retry)
+if redis.call('TYPE', KEYS[1])['ok'] ~= 'hash' then
+  if tonumber(ARGV[3]) ~= 0 then return -1 end
+  redis.call('DEL', KEYS[1])  -- none, or a key of another type set by hand: replaced
+end
 local current = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
 if current ~= tonumber(ARGV[3]) then return -1 end
 local version = current + 1

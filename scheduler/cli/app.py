@@ -32,11 +32,13 @@ class RqbeatGroup(click.Group):
             raise click.ClickException(str(exc)) from None
         except RqbeatError as exc:
             raise click.ClickException(str(exc)) from None
+        except redis.exceptions.AuthenticationError as exc:  # a ConnectionError subclass: first
+            raise click.ClickException(f"Redis refused the credentials: {_first_line(exc)}") from None
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             url = mask_url(ctx.obj.redis_url) if isinstance(ctx.obj, Context) else "?"
             raise click.ClickException(f"cannot reach Redis at {url}: {_first_line(exc)}") from None
-        except redis.exceptions.AuthenticationError as exc:
-            raise click.ClickException(f"Redis refused the credentials: {_first_line(exc)}") from None
+        except redis.exceptions.ResponseError as exc:  # NOPERM (ACL), WRONGTYPE (key edited by hand)
+            raise click.ClickException(f"Redis refused the command: {_first_line(exc)}") from None
 
 
 def _first_line(exc: BaseException) -> str:

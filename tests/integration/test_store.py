@@ -1,0 +1,385 @@
+"""The schedule store against a real redis-server."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from redis import Redis
+
+from scheduler import cron
+from scheduler.clock import parse_iso_ms, redis_now_ms
+from scheduler.errors import RqbeatError, ScheduleNotFound
+from scheduler.keys import Keys
+from scheduler.model import Schedule
+from scheduler.store import Client
+
+pytestmark = pytest.mark.integration
+
+K = Keys()
+
+
+def schedule(schedule_id: str = "s1", **changes: Any) -> Schedule:
+    raw: dict[str, Any] = {"id": schedule_id, "target": "app.jobs.run", "every": "1h", **changes}
+    return Schedule.from_dict({k: v for k, v in raw.items() if v is not None})
+
+
+@pytest.fixture
+def client(conn: Redis) -> Client:
+    return Client(conn)
+
+
+def decoded(value: Any) -> str:
+    """A reply of the bytes client as text."""
+    assert isinstance(value, bytes)
+    return value.decode()
+
+
+def hash_of(conn: Redis, schedule_id: str, keys: Keys = K) -> dict[str, str]:
+    raw = conn.hgetall(keys.schedule(schedule_id))
+    return {decoded(k): decoded(v) for k, v in raw.items()}
+
+
+def revision(conn: Redis, keys: Keys = K) -> int:
+    return int(conn.get(keys.revision) or 0)
+
+
+def due_ms(conn: Redis, schedule_id: str, keys: Keys = K) -> int | None:
+    score = conn.zscore(keys.due, schedule_id)
+    return None if score is None else round(score * 1000)
+
+
+# -- upsert -------------------------------------------------------------------------
+
+
+def test_create_update_unchanged(client: Client, conn: Redis) -> None:
+    created = client.upsert(schedule())
+    assert (created.id, created.action, created.version) == ("s1", "created", 1)
+    assert revision(conn) == 1
+
+    same = client.upsert(schedule())
+    assert (same.action, same.version) == ("unchanged", 1)
+    assert revision(conn) == 1  # a no-op is not an edit
+
+    updated = client.upsert(schedule(args=[1]))
+    assert (updated.action, updated.version) == ("updated", 2)
+    assert revision(conn) == 2
+
+    assert client.upsert(schedule(args=[1])).action == "unchanged"
+    assert client.upsert(schedule(args=[2])).version == 3
+    assert client.get("s1").version == 3
+    assert revision(conn) == 3
+
+
+def test_new_schedule_is_due_at_its_next_fire(client: Client, conn: Redis) -> None:
+    before = redis_now_ms(conn)
+    client.upsert(schedule(description="hello"))
+    after = redis_now_ms(conn)
+    stored = hash_of(conn, "s1")
+    fire = parse_iso_ms(stored["fire_at"])
+    assert stored["fire_at"].endswith("Z")
+    assert (
+        cron.next_fire_ms(schedule().trigger, before) <= fire <= cron.next_fire_ms(schedule().trigger, after)
+    )
+    assert before < fire <= after + 3_600_000
+    assert due_ms(conn, "s1") == fire
+    assert stored["state"] == "due"
+    assert stored["version"] == "1"
+    assert stored["attempt"] == "1"
+    # human-readable: the definition is the JSON a person wrote
+    definition = json.loads(stored["definition"])
+    assert definition["every"] == "1h"
+    assert definition["description"] == "hello"
+    assert Schedule.from_dict(definition) == schedule(description="hello")
+    assert conn.sismember(K.ids, "s1")
+    assert conn.zscore(K.running, "s1") is None
+
+
+def test_cron_schedule_fire_matches_the_expression(client: Client, conn: Redis) -> None:
+    berlin = schedule(every=None, cron="30 2 * * *", timezone="Europe/Berlin")
+    before = redis_now_ms(conn)
+    client.upsert(berlin)
+    record = client.get("s1")
+    assert record.fire_ms == cron.next_fire_ms(berlin.trigger, before)
+    assert record.due_ms == record.fire_ms
+
+
+def test_jitter_score_is_not_before_the_fire(client: Client, conn: Redis) -> None:
+    client.upsert(schedule(every="1m", jitter="30s"))
+    record = client.get("s1")
+    assert record.fire_ms is not None
+    assert record.due_ms is not None
+    assert record.fire_ms <= record.due_ms <= record.fire_ms + 30_000
+
+
+def test_changed_trigger_recomputes_the_fire(client: Client, conn: Redis) -> None:
+    client.upsert(schedule(every="1d"))
+    conn.zadd(K.due, {"s1": 123.0})  # as if the leader had moved it
+    conn.hset(K.schedule("s1"), "fire_at", "1970-01-01T00:02:03.000Z")
+    client.upsert(schedule(every="1h"))
+    now = redis_now_ms(conn)
+    fire = parse_iso_ms(hash_of(conn, "s1")["fire_at"])
+    assert now - 60_000 < fire <= now + 3_600_000
+    assert due_ms(conn, "s1") == fire
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"args": [1, 2]}, {"kwargs": {"a": 1}}, {"queue": "other"}, {"description": "x"}, {"misfire": "all"}],
+)
+def test_other_changes_keep_the_pending_fire(client: Client, conn: Redis, changes: dict[str, Any]) -> None:
+    client.upsert(schedule())
+    conn.zadd(K.due, {"s1": 123.0})
+    conn.hset(K.schedule("s1"), "fire_at", "1970-01-01T00:02:03.000Z")
+    result = client.upsert(schedule(**changes))
+    assert result.action == "updated"
+    assert hash_of(conn, "s1")["fire_at"] == "1970-01-01T00:02:03.000Z"
+    assert due_ms(conn, "s1") == 123_000
+
+
+def test_upsert_many(client: Client, conn: Redis) -> None:
+    client.upsert(schedule("b"))
+    results = client.upsert_many([schedule("a"), schedule("b"), schedule("c", every="2h")])
+    assert [(r.id, r.action) for r in results] == [("a", "created"), ("b", "unchanged"), ("c", "created")]
+    assert sorted(decoded(m) for m in conn.zrange(K.due, 0, -1)) == ["a", "b", "c"]
+
+
+def test_upsert_repairs_a_broken_schedule(client: Client, conn: Redis) -> None:
+    client.upsert(schedule())
+    conn.hset(K.schedule("s1"), mapping={"definition": "{garbage", "state": "broken", "error": "bad"})
+    conn.zrem(K.due, "s1")
+    result = client.upsert(schedule())
+    assert result.action == "updated"
+    record = client.get("s1")
+    assert (record.state, record.error) == ("due", None)
+    assert "error" not in hash_of(conn, "s1")
+    assert due_ms(conn, "s1") == record.fire_ms
+
+
+# -- remove -------------------------------------------------------------------------
+
+
+def test_remove(client: Client, conn: Redis) -> None:
+    client.upsert(schedule())
+    client.upsert(schedule("keep"))
+    client.pause("s1")
+    client.resume("s1")
+    conn.zadd(K.running, {"s1": 1.0})
+    assert conn.exists(K.history("s1"))
+    rev = revision(conn)
+
+    assert client.remove("s1") is True
+    assert not conn.exists(K.schedule("s1"))
+    assert not conn.exists(K.history("s1"))
+    assert conn.zscore(K.due, "s1") is None
+    assert conn.zscore(K.running, "s1") is None
+    assert not conn.sismember(K.ids, "s1")
+    assert revision(conn) == rev + 1
+    assert client.ids() == ["keep"]
+
+    assert client.remove("s1") is False
+    assert client.remove("never-was") is False
+    with pytest.raises(ScheduleNotFound):
+        client.get("s1")
+
+
+# -- pause / resume / trigger -------------------------------------------------------
+
+
+def test_pause_and_resume(client: Client, conn: Redis) -> None:
+    client.upsert(schedule(every="1d"))
+    conn.zadd(K.due, {"s1": 123.0})  # pending fire long ago
+    rev = revision(conn)
+
+    assert client.pause("s1") is True
+    assert conn.zscore(K.due, "s1") is None
+    assert client.get("s1").state == "paused"
+    assert client.pause("s1") is False
+    assert revision(conn) == rev + 1
+
+    assert client.resume("s1") is True
+    now = redis_now_ms(conn)
+    record = client.get("s1")
+    assert record.state == "due"
+    assert record.fire_ms is not None
+    assert now - 60_000 < record.fire_ms <= now + 86_400_000  # from now, not the old fire
+    assert record.due_ms == record.fire_ms
+    assert client.resume("s1") is False
+    assert revision(conn) == rev + 2
+
+
+def test_resume_keeps_a_run_in_flight(client: Client, conn: Redis) -> None:
+    client.upsert(schedule())
+    conn.zrem(K.due, "s1")
+    conn.zadd(K.running, {"s1": 1.0})
+    conn.hset(K.schedule("s1"), mapping={"state": "running", "job_id": "s1-1-1"})
+    assert client.pause("s1") is True
+    assert conn.zscore(K.running, "s1") == 1.0  # the run finishes
+    assert client.resume("s1") is True
+    assert client.get("s1").state == "running"
+    assert conn.zscore(K.due, "s1") is None
+
+
+def test_unknown_ids(client: Client) -> None:
+    for call in (client.pause, client.resume, client.trigger, client.get):
+        with pytest.raises(ScheduleNotFound) as info:
+            call("nope")
+        assert info.value.schedule_id == "nope"
+        assert isinstance(info.value, RqbeatError)
+
+
+def test_trigger(client: Client, conn: Redis) -> None:
+    client.upsert(schedule(every="1d"))
+    rev = revision(conn)
+    before = redis_now_ms(conn)
+    client.trigger("s1")
+    after = redis_now_ms(conn)
+    record = client.get("s1")
+    assert record.state == "due"
+    assert record.fire_ms is not None
+    assert before <= record.fire_ms <= after
+    assert due_ms(conn, "s1") == record.fire_ms
+    assert revision(conn) == rev + 1
+
+    client.pause("s1")
+    with pytest.raises(RqbeatError, match="paused"):
+        client.trigger("s1")
+    assert conn.zscore(K.due, "s1") is None
+
+
+# -- reads --------------------------------------------------------------------------
+
+
+def test_list_is_sorted(client: Client) -> None:
+    for schedule_id in ("b", "a", "C", "a-2"):
+        client.upsert(schedule(schedule_id))
+    assert [r.id for r in client.list()] == ["C", "a", "a-2", "b"]
+    assert client.ids() == ["C", "a", "a-2", "b"]
+    assert client.list()[0].schedule == schedule("C")
+
+
+def test_list_empty(client: Client) -> None:
+    assert client.list() == []
+    assert client.ids() == []
+
+
+def test_damaged_schedules_show_as_broken(client: Client, conn: Redis) -> None:
+    for schedule_id in (
+        "good",
+        "garbage",
+        "wrongtype",
+        "nodef",
+        "invalid",
+        "notobject",
+        "otherid",
+        "badstate",
+    ):
+        client.upsert(schedule(schedule_id))
+    conn.hset(K.schedule("garbage"), "definition", "{not json")
+    conn.delete(K.schedule("wrongtype"))
+    conn.set(K.schedule("wrongtype"), "foo")
+    conn.hdel(K.schedule("nodef"), "definition")
+    conn.hset(
+        K.schedule("invalid"), "definition", json.dumps({"id": "invalid", "target": "x", "every": "1h"})
+    )
+    conn.hset(K.schedule("notobject"), "definition", "[1, 2]")
+    conn.hset(K.schedule("otherid"), "definition", schedule("good").to_json())
+    conn.hset(K.schedule("badstate"), "state", "sleeping")
+    conn.sadd(K.ids, "ghost")  # an id whose key is gone is skipped
+
+    records = {r.id: r for r in client.list()}
+    assert sorted(records) == sorted(
+        ["good", "garbage", "wrongtype", "nodef", "invalid", "notobject", "otherid", "badstate"]
+    )
+    assert records["good"].state == "due"
+    assert records["good"].error is None
+    for schedule_id, needle in [
+        ("garbage", "JSON"),
+        ("wrongtype", "string"),
+        ("nodef", "definition"),
+        ("invalid", "target"),
+        ("notobject", "object"),
+        ("otherid", "match"),
+        ("badstate", "sleeping"),
+    ]:
+        record = records[schedule_id]
+        assert record.state == "broken", schedule_id
+        assert record.error, schedule_id
+        assert needle in record.error, (schedule_id, record.error)
+        assert client.get(schedule_id).state == "broken"
+    assert records["garbage"].schedule is None
+    assert records["badstate"].schedule == schedule("badstate")
+
+
+def test_wrong_type_key_can_be_removed(client: Client, conn: Redis) -> None:
+    conn.sadd(K.ids, "x")
+    conn.set(K.schedule("x"), "foo")
+    assert [r.state for r in client.list()] == ["broken"]
+    assert client.remove("x") is True
+    assert client.list() == []
+
+
+def test_wrong_type_key_is_replaced_by_an_upsert(client: Client, conn: Redis) -> None:
+    conn.sadd(K.ids, "x")
+    conn.set(K.schedule("x"), "foo")
+    assert client.get("x").error == "key has type string, not hash"
+    with pytest.raises(RqbeatError, match="broken"):
+        client.resume("x")
+    result = client.upsert(schedule("x"))
+    assert (result.action, result.version) == ("created", 1)
+    record = client.get("x")
+    assert (record.state, record.error, record.schedule) == ("due", None, schedule("x"))
+    assert due_ms(conn, "x") == record.fire_ms
+
+
+def test_history_records_edits(client: Client, conn: Redis) -> None:
+    client.upsert(schedule())
+    before = redis_now_ms(conn)
+    client.pause("s1")
+    client.resume("s1")
+    client.trigger("s1")
+    entries = client.history("s1")
+    assert [e.event for e in entries] == ["paused", "resumed", "triggered"]
+    for entry in entries:
+        assert entry.at_ms >= before - 1_000
+        assert parse_iso_ms(entry.fields["at"]) >= before
+        assert "event" not in entry.fields
+    assert [e.event for e in client.history("s1", count=2)] == ["resumed", "triggered"]
+    assert client.history("nope") == []
+
+
+def test_history_is_capped(conn: Redis) -> None:
+    client = Client(conn, history_maxlen=5)
+    client.upsert(schedule())
+    for _ in range(150):
+        client.pause("s1")
+        client.resume("s1")
+    length = conn.xlen(K.history("s1"))
+    # XADD MAXLEN ~ trims whole stream nodes (100 entries each by default)
+    assert 5 <= length <= 5 + 100
+    assert length < 300
+    assert [e.event for e in client.history("s1", count=2)] == ["paused", "resumed"]
+
+
+def test_namespaces_are_isolated(conn: Redis) -> None:
+    one, two = Client(conn, "one"), Client(conn, "two")
+    one.upsert(schedule("shared", args=[1]))
+    two.upsert(schedule("shared", args=[2]))
+    two.upsert(schedule("only-two"))
+    assert [r.id for r in one.list()] == ["shared"]
+    assert [r.id for r in two.list()] == ["only-two", "shared"]
+    shared_one = one.get("shared").schedule
+    assert shared_one is not None
+    assert shared_one.args == (1,)
+
+    one.pause("shared")
+    assert two.get("shared").state == "due"
+    assert one.remove("shared")
+    assert two.get("shared").state == "due"
+    with pytest.raises(ScheduleNotFound):
+        one.get("only-two")
+    keys = sorted(decoded(k) for k in conn.keys("*"))
+    assert all(k.startswith(("one:", "two:")) for k in keys)
+    assert "two:schedule:shared" in keys
+    assert not any(k.startswith("rqbeat:") for k in keys)
