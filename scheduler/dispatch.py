@@ -76,7 +76,7 @@ class BatchResult:
 
 
 @lru_cache(maxsize=65_536)
-def _decode(schedule_id: str, definition: str) -> Schedule:
+def _decode(schedule_id: str, definition: str | None) -> Schedule:
     """Definitions are immutable values: decode each distinct text once."""
     return decode_definition(schedule_id, definition)
 
@@ -87,7 +87,7 @@ def decide(schedule_id: str, row: list[Any], score_ms: int, now_ms: int) -> Deci
     try:
         if state != "due":
             raise RqbeatError(f"is in the due set but its state is {state!r}")
-        schedule = _decode(schedule_id, definition or "")
+        schedule = _decode(schedule_id, definition)
         pending = parse_iso_ms(fire_at) if fire_at else cron.next_fire_ms(schedule.trigger, score_ms)
         tries = int(attempt or 1)
     except (RqbeatError, ValueError) as exc:

@@ -174,6 +174,8 @@ class Service:
             return
         try:
             self._waiting = True
+            if self._stop.is_set():  # a signal between the check above and the flag
+                return
             message = pubsub.get_message(ignore_subscribe_messages=True, timeout=seconds)
             self._waiting = False
             while message is not None:  # drain: one re-plan covers them all
