@@ -17,6 +17,7 @@ from redis.client import Pipeline
 
 from scheduler import cron, policy, scripts
 from scheduler.clock import iso, parse_iso_ms
+from scheduler.errors import RqbeatError
 from scheduler.keys import HISTORY_MAXLEN, Keys
 from scheduler.model import Schedule
 from scheduler.records import decode_definition, text
@@ -63,7 +64,7 @@ def read_in_flight(conn: Redis, keys: Keys, schedule_id: str) -> InFlight | None
         fire_ms = parse_iso_ms(str(text(fire_at)))
         dispatched_ms = parse_iso_ms(str(text(dispatched_at))) if dispatched_at else fire_ms
         tries = int(attempt or 1)
-    except ValueError:
+    except (RqbeatError, ValueError):  # unparseable JSON is an RqbeatError, not a ValueError
         return None
     return InFlight(
         schedule_id, str(text(job_id)), fire_ms, tries, str(text(version)), schedule, dispatched_ms

@@ -130,3 +130,25 @@ def kill_group(proc: Process, sig: int = signal.SIGKILL) -> None:
 def runs_per_key(conn: Redis, tag: str = "runs") -> dict[str, int]:
     """How many times each fire ran (the jobs in tests/jobs.py record this)."""
     return {str(text(k)): int(v) for k, v in conn.hgetall(f"test:{tag}").items()}
+
+
+def kill_session(proc: Process) -> list[int]:
+    """``kill -9`` every process in ``proc``'s session: an RQ worker *and* its work horse.
+
+    :func:`kill_group` is not enough for that: RQ's horse calls ``os.setpgrp()`` after
+    the fork, so it leaves the worker's process group (it stays in the session). All of
+    them are stopped first, so the worker cannot see its horse die and record a failure.
+    Returns the pids killed (Linux: reads ``/proc``).
+    """
+    pids = [proc.pid]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != proc.pid:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                if os.getsid(int(entry.name)) == proc.pid:
+                    pids.append(int(entry.name))
+    for sig in (signal.SIGSTOP, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+    proc.proc.wait(10)
+    return pids

@@ -1,0 +1,305 @@
+"""The engine's pure decisions, without Redis: what dispatch does with one due
+schedule (``dispatch.decide``), what the watchdog makes of RQ's state
+(``watchdog.judge``, ``next_check_ms``) and what an ack re-arms (``runs.prepare_ack``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from scheduler import policy
+from scheduler.clock import iso
+from scheduler.dispatch import Decision, decide
+from scheduler.keys import HISTORY_MAXLEN, Keys
+from scheduler.model import Misfire, Schedule
+from scheduler.runs import MAX_ERROR_CHARS, InFlight, prepare_ack
+from scheduler.watchdog import MAX_CHECK_MS, MIN_CHECK_MS, judge, next_check_ms
+
+#: A whole second (and a whole 5 minutes) far from any epoch edge.
+T_MS = 1_800_000_000_000
+SID = "sched-1"
+
+
+def every_second(**changes: Any) -> Schedule:
+    values: dict[str, Any] = {"id": SID, "target": "tests.jobs.record", "every_ms": 1000, **changes}
+    return Schedule(**values)
+
+
+def row(
+    schedule: Schedule | str | None = None,
+    *,
+    version: str | None = "3",
+    state: str | None = "due",
+    fire_at: str | None = None,
+    attempt: str | None = "1",
+) -> list[bytes | None]:
+    """An HMGET reply of ``dispatch._FIELDS``, bytes as Redis sends them."""
+    definition = schedule.to_json() if isinstance(schedule, Schedule) else schedule
+    values = [definition, version, state, fire_at, attempt]
+    return [None if v is None else v.encode() for v in values]
+
+
+def decide_at(schedule: Schedule, fire_ms: int, now_ms: int, attempt: int = 1) -> Decision:
+    return decide(SID, row(schedule, fire_at=iso(fire_ms), attempt=str(attempt)), fire_ms, now_ms)
+
+
+# -- dispatch.decide: damage --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("definition", "needle"),
+    [
+        ("{garbage", "not valid JSON"),
+        ("[1, 2]", "not a JSON object"),
+        ('"text"', "not a JSON object"),
+        (None, "no 'definition'"),
+        ('{"id": "sched-1", "target": "a.b", "every": "0s"}', "every"),
+        ('{"id": "sched-1", "target": "a.b"}', "cron"),
+        ('{"id": "sched-1", "target": "a.b", "every": "1s", "colour": "red"}', "colour"),
+        ('{"id": "other", "target": "a.b", "every": "1s"}', "does not match the key"),
+    ],
+)
+def test_undecodable_definition_is_broken(definition: str | None, needle: str) -> None:
+    d = decide(SID, row(definition, fire_at=iso(T_MS)), T_MS, T_MS)
+    assert d.kind == "broken"
+    assert d.schedule is None
+    assert needle in d.error
+
+
+@pytest.mark.parametrize("state", ["running", "paused", "broken", "", None, "due "])
+def test_due_member_in_another_state_is_broken(state: str | None) -> None:
+    d = decide(SID, row(every_second(), state=state, fire_at=iso(T_MS)), T_MS, T_MS)
+    assert d.kind == "broken"
+    assert "state" in d.error
+    assert repr(state) in d.error
+
+
+@pytest.mark.parametrize(
+    ("fire_at", "attempt"),
+    [("yesterday", "1"), ("2027-01-01T00:00:00", "1"), (iso(T_MS), "two"), (iso(T_MS), "1.5")],
+)
+def test_unreadable_state_fields_are_broken(fire_at: str, attempt: str) -> None:
+    d = decide(SID, row(every_second(), fire_at=fire_at, attempt=attempt), T_MS, T_MS)
+    assert d.kind == "broken"
+    assert d.error
+
+
+# -- dispatch.decide: the recompute marker -------------------------------------------
+
+
+@pytest.mark.parametrize("fire_at", ["", None])
+def test_recompute_marker_takes_the_next_fire_after_the_score(fire_at: str | None) -> None:
+    """``fire_at ''`` (an ack saw the definition change) or a missing fire: the fire is
+    the new trigger's first fire after the due score, never run before its time."""
+    schedule = every_second(every_ms=5000)
+    score = T_MS + 1_234
+    d = decide(SID, row(schedule, fire_at=fire_at), score, score)
+    assert d.kind == "reschedule"
+    assert (d.fire_ms, d.score_ms, d.dropped, d.attempt) == (T_MS + 5000, T_MS + 5000, 0, 1)
+
+
+def test_recompute_marker_after_a_long_wait_follows_the_misfire_policy() -> None:
+    schedule = every_second(misfire="coalesce")
+    d = decide(SID, row(schedule, fire_at=""), T_MS, T_MS + 10_500)
+    assert d.kind == "run"
+    assert (d.fire_ms, d.dropped) == (T_MS + 10_000, 9)
+
+
+# -- dispatch.decide: runs, retries, misfires ----------------------------------------
+
+
+def test_on_time_fire_runs() -> None:
+    d = decide_at(every_second(), T_MS, T_MS + 3)
+    assert (d.kind, d.fire_ms, d.attempt, d.dropped, d.version) == ("run", T_MS, 1, 0, "3")
+    assert d.job_id == f"{SID}-{T_MS}-1"
+    assert d.schedule == every_second()
+
+
+def test_lag_within_the_grace_is_not_a_misfire() -> None:
+    for schedule in (every_second(misfire=m) for m in Misfire):
+        d = decide_at(schedule, T_MS, T_MS + policy.MISFIRE_GRACE_MS - 1)
+        assert (d.kind, d.fire_ms, d.dropped) == ("run", T_MS, 0), schedule.misfire
+
+
+def test_a_fire_not_yet_reached_waits_for_its_time() -> None:
+    d = decide_at(every_second(), T_MS + 1000, T_MS)
+    assert (d.kind, d.fire_ms, d.score_ms, d.dropped) == ("reschedule", T_MS + 1000, T_MS + 1000, 0)
+
+
+@pytest.mark.parametrize("misfire", list(Misfire))
+@pytest.mark.parametrize("window_ms", [None, 1000])
+def test_retries_are_never_dropped(misfire: Misfire, window_ms: int | None) -> None:
+    """A retry stands for a fire that already failed: no misfire policy or catch-up
+    window may drop it, however late it is."""
+    schedule = every_second(misfire=misfire, catchup_window_ms=window_ms)
+    d = decide_at(schedule, T_MS, T_MS + 600_000, attempt=3)
+    assert (d.kind, d.fire_ms, d.attempt, d.dropped) == ("run", T_MS, 3, 0)
+    assert d.job_id == f"{SID}-{T_MS}-3"
+
+
+#: fire T, now T + 5.3 s: fires T .. T+5 s (6 of them) were missed
+MISSED_NOW = T_MS + 5_300
+
+
+@pytest.mark.parametrize(
+    ("changes", "kind", "fire_ms", "dropped"),
+    [
+        ({"misfire": "coalesce"}, "run", T_MS + 5000, 5),
+        ({"misfire": "all"}, "run", T_MS, 0),
+        ({"misfire": "skip"}, "reschedule", T_MS + 6000, 6),
+        ({"misfire": "all", "catchup_window_ms": 2000}, "run", T_MS + 4000, 4),
+        ({"misfire": "coalesce", "catchup_window_ms": 2000}, "run", T_MS + 5000, 5),
+        ({"misfire": "skip", "catchup_window_ms": 2000}, "reschedule", T_MS + 6000, 6),
+        ({"misfire": "all", "catchup_window_ms": 200}, "reschedule", T_MS + 6000, 6),
+    ],
+)
+def test_misfire_decisions(changes: dict[str, Any], kind: str, fire_ms: int, dropped: int) -> None:
+    d = decide_at(every_second(**changes), T_MS, MISSED_NOW)
+    assert (d.kind, d.fire_ms, d.dropped, d.attempt) == (kind, fire_ms, dropped, 1)
+    if kind == "reschedule":
+        assert d.score_ms == fire_ms > MISSED_NOW
+
+
+def test_skip_reschedule_keeps_the_jitter_of_the_next_fire() -> None:
+    schedule = every_second(every_ms=10_000, misfire="skip", jitter_ms=4000)
+    d = decide_at(schedule, T_MS, T_MS + 25_000)
+    assert (d.kind, d.fire_ms, d.dropped) == ("reschedule", T_MS + 30_000, 3)
+    assert d.score_ms == policy.due_score_ms(schedule, T_MS + 30_000)
+    assert T_MS + 30_000 <= d.score_ms <= T_MS + 34_000
+
+
+# -- watchdog.judge --------------------------------------------------------------------
+
+
+def test_judge_gone_job_is_lost() -> None:
+    verdict = judge(None, None, T_MS)
+    assert verdict.outcome == "failed"
+    assert verdict.reason.startswith("lost")
+
+
+def test_judge_finished_succeeds_whatever_the_heartbeat() -> None:
+    for expires in (None, 0.0, T_MS / 1000 + 60):
+        assert judge("finished", expires, T_MS).outcome == "succeeded"
+
+
+@pytest.mark.parametrize("status", ["failed", "stopped", "canceled"])
+def test_judge_failed_states(status: str) -> None:
+    verdict = judge(status, None, T_MS)
+    assert verdict.outcome == "failed"
+    assert status in verdict.reason
+
+
+@pytest.mark.parametrize("expires", [None, T_MS / 1000 - 0.001, T_MS / 1000 - 3600])
+def test_judge_started_without_a_live_heartbeat_is_abandoned(expires: float | None) -> None:
+    verdict = judge("started", expires, T_MS)
+    assert verdict.outcome == "failed"
+    assert verdict.reason.startswith("abandoned")
+
+
+@pytest.mark.parametrize("expires", [T_MS / 1000, T_MS / 1000 + 0.001, float("inf")])
+def test_judge_started_with_a_live_heartbeat_is_pending(expires: float) -> None:
+    assert judge("started", expires, T_MS).outcome == "pending"
+
+
+@pytest.mark.parametrize("status", ["queued", "deferred", "scheduled"])
+def test_judge_waiting_states_are_pending(status: str) -> None:
+    assert judge(status, None, T_MS).outcome == "pending"
+
+
+@pytest.mark.parametrize(
+    ("age_ms", "wait_ms"),
+    [
+        (-5_000, MIN_CHECK_MS),  # dispatched "in the future" (clock step): still bounded
+        (0, MIN_CHECK_MS),
+        (999, MIN_CHECK_MS),
+        (1_000, MIN_CHECK_MS),
+        (1_002, 501),
+        (10_000, 5_000),
+        (60_000, MAX_CHECK_MS),
+        (86_400_000, MAX_CHECK_MS),
+    ],
+)
+def test_next_check_grows_with_the_age_of_the_run(age_ms: int, wait_ms: int) -> None:
+    assert next_check_ms(T_MS - age_ms, T_MS) == T_MS + wait_ms
+
+
+@given(st.integers(-(10**9), 10**12), st.integers(0, 10**13))
+def test_next_check_is_always_within_bounds(age_ms: int, now_ms: int) -> None:
+    wait = next_check_ms(now_ms - age_ms, now_ms) - now_ms
+    assert MIN_CHECK_MS <= wait <= MAX_CHECK_MS
+
+
+# -- runs.prepare_ack ------------------------------------------------------------------
+
+K = Keys("ns")
+
+
+def in_flight(schedule: Schedule, fire_ms: int = T_MS, attempt: int = 1) -> InFlight:
+    return InFlight(SID, f"{SID}-{fire_ms}-{attempt}", fire_ms, attempt, "7", schedule, fire_ms)
+
+
+def ack_args(schedule: Schedule, now_ms: int, **kwargs: Any) -> dict[str, Any]:
+    ack = prepare_ack(K, in_flight(schedule), now_ms, **kwargs)
+    assert ack.keys == [K.schedule(SID), K.due, K.running, K.history(SID), K.events]
+    names = [
+        "id", "job_id", "version", "next_fire", "score", "now", "now_score",
+        "outcome", "dropped", "maxlen", "error",
+    ]  # fmt: skip
+    assert len(ack.args) == len(names)
+    return dict(zip(names, ack.args, strict=True))
+
+
+def test_ack_on_time_arms_the_next_fire() -> None:
+    args = ack_args(every_second(), T_MS + 200)
+    assert args == {
+        "id": SID,
+        "job_id": f"{SID}-{T_MS}-1",
+        "version": "7",
+        "next_fire": iso(T_MS + 1000),
+        "score": (T_MS + 1000) / 1000,
+        "now": iso(T_MS + 200),
+        "now_score": (T_MS + 200) / 1000,
+        "outcome": "succeeded",
+        "dropped": 0,
+        "maxlen": HISTORY_MAXLEN,
+        "error": "",
+    }
+
+
+@pytest.mark.parametrize(
+    ("changes", "fire_ms", "dropped"),
+    [
+        # the run of T ended at T+5.5 s: fires T+1 .. T+5 s passed while it was in flight
+        ({"misfire": "coalesce"}, T_MS + 5000, 4),
+        ({"misfire": "all"}, T_MS + 1000, 0),
+        ({"misfire": "skip"}, T_MS + 6000, 5),
+        ({"misfire": "all", "catchup_window_ms": 2000}, T_MS + 4000, 3),
+        ({"misfire": "skip", "jitter_ms": 300}, T_MS + 6000, 5),
+    ],
+)
+def test_late_ack_applies_the_misfire_policy_at_now(
+    changes: dict[str, Any], fire_ms: int, dropped: int
+) -> None:
+    schedule = every_second(**changes)
+    args = ack_args(schedule, T_MS + 5_500)
+    assert (args["next_fire"], args["dropped"]) == (iso(fire_ms), dropped)
+    assert args["score"] == policy.due_score_ms(schedule, fire_ms) / 1000
+    assert fire_ms <= args["score"] * 1000 < fire_ms + 1000
+
+
+def test_ack_of_a_cron_schedule() -> None:
+    schedule = Schedule(id=SID, target="tests.jobs.record", cron="*/5 * * * *")
+    args = ack_args(schedule, T_MS + 10_000)
+    assert args["next_fire"] == iso(T_MS + 300_000)
+    assert args["dropped"] == 0
+
+
+def test_gave_up_ack_carries_a_truncated_error() -> None:
+    args = ack_args(every_second(), T_MS + 100, outcome="gave_up", error="x" * 2000)
+    assert args["outcome"] == "gave_up"
+    assert args["error"] == "x" * MAX_ERROR_CHARS
+    assert args["next_fire"] == iso(T_MS + 1000)
