@@ -221,6 +221,8 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 if redis.call('TYPE', KEYS[1])['ok'] ~= 'hash' then return 0 end
 redis.call('HSET', KEYS[1], 'state', 'broken', 'error', ARGV[2], 'updated_at', ARGV[3])
+-- a late ack of an old run must not touch a schedule repaired in the meantime
+redis.call('HDEL', KEYS[1], 'job_id', 'job_queue', 'epoch', 'dispatched_at')
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'event', 'broken', 'error', ARGV[2],
            'at', ARGV[3])
 return 1

@@ -110,7 +110,8 @@ class Service:
             self._shutdown()
 
     def _step(self) -> float:
-        """One pass; returns how long to wait (seconds). Never raises Redis errors."""
+        """One pass; returns how long to wait (seconds). Never raises: errors are
+        logged and the pass is retried after a short, growing pause."""
         try:
             wait = self._lead() if self.lease.token is not None else self._stand_by()
             self._error_streak = 0
@@ -124,6 +125,10 @@ class Service:
             self._drop_pubsub()
             if self.lease.token is not None and not self.lease.held:
                 self._step_down("lease deadline passed while Redis was unreachable")
+            return min(1.0, 0.05 * 2.0 ** min(self._error_streak, 10))
+        except Exception:  # the loop survives anything; a bug must not stop scheduling
+            self._error_streak += 1
+            log.exception("unexpected error node=%s (retrying)", self.node)
             return min(1.0, 0.05 * 2.0 ** min(self._error_streak, 10))
 
     def _stand_by(self) -> float:

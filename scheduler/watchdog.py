@@ -20,14 +20,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import redis.exceptions
 from redis import Redis
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from scheduler import runs, scripts
 from scheduler.clock import iso
+from scheduler.errors import RqbeatError
 from scheduler.keys import HISTORY_MAXLEN, Keys
-from scheduler.records import text
+from scheduler.records import decode_definition, text
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +79,14 @@ class Watchdog:
             self.keys.running, "-inf", now_ms / 1000, start=0, num=self.batch_size
         )
         for member in members:
-            self._check_one(str(text(member)), now_ms)
+            schedule_id = str(text(member))
+            try:
+                self._check_one(schedule_id, now_ms)
+            except redis.exceptions.RedisError:
+                raise  # the loop backs off and retries the whole pass
+            except Exception:  # one schedule's bug must not stop the others (or the replica)
+                log.exception("watchdog failed schedule=%s; looking again later", schedule_id)
+                self.conn.zadd(self.keys.running, {schedule_id: (now_ms + MAX_CHECK_MS) / 1000}, xx=True)
         return len(members)
 
     def _check_one(self, schedule_id: str, now_ms: int) -> None:
@@ -140,14 +149,18 @@ class Watchdog:
         """In the running set without a usable in-flight record: take it out, and mark
         it broken when its definition is what is damaged."""
         k = self.keys
-        result = scripts.run(
+        reason = self._orphan_reason(schedule_id)
+        scripts.run(
             self._scripts.mark_broken,
             [k.schedule(schedule_id), k.due, k.running, k.history(schedule_id)],
-            [
-                schedule_id,
-                "in the running set without a readable in-flight run",
-                iso(now_ms),
-                HISTORY_MAXLEN,
-            ],
+            [schedule_id, reason, iso(now_ms), HISTORY_MAXLEN],
         )
-        log.error("broken schedule=%s error=in-flight record unreadable (marked=%s)", schedule_id, result)
+        log.error("broken schedule=%s error=%s", schedule_id, reason)
+
+    def _orphan_reason(self, schedule_id: str) -> str:
+        definition = self.conn.hget(self.keys.schedule(schedule_id), "definition")
+        try:
+            decode_definition(schedule_id, text(definition))
+        except (RqbeatError, ValueError) as exc:
+            return str(exc)[:500]
+        return "in the running set without a readable in-flight run"
