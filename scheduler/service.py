@@ -86,8 +86,11 @@ class Service:
         return self.lease.held
 
     def stop(self) -> None:
-        """Ask the loop to finish (safe from signal handlers and other threads)."""
+        """Ask the loop to finish, from another thread (signals use :meth:`on_signal`).
+        Publishes a wake-up so a waiting loop notices at once."""
         self._stop.set()
+        with contextlib.suppress(*_ERRORS):
+            self.conn.publish(self.keys.events, "stop")
 
     def on_signal(self, signum: int, frame: object) -> None:
         """SIGTERM/SIGINT handler: stop, cutting a wait short so the lease is released
