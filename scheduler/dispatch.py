@@ -70,6 +70,10 @@ class BatchResult:
     rescheduled: list[Decision] = field(default_factory=list)
     broken: list[Decision] = field(default_factory=list)
 
+    def add(self, decision: Decision) -> None:
+        bucket = {"run": self.runs, "reschedule": self.rescheduled, "broken": self.broken}[decision.kind]
+        bucket.append(decision)
+
     @property
     def size(self) -> int:
         return len(self.runs) + len(self.rescheduled) + len(self.broken)
@@ -138,11 +142,7 @@ class Dispatcher:
             for member, _ in due:
                 reads.hmget(k.schedule(text(member) or ""), _FIELDS)
             for (member, score), row in zip(due, reads.execute(), strict=True):
-                decision = decide(str(text(member)), row, round(score * 1000), now_ms)
-                getattr(
-                    result,
-                    {"run": "runs", "reschedule": "rescheduled", "broken": "broken"}[decision.kind],
-                ).append(decision)
+                result.add(decide(str(text(member)), row, round(score * 1000), now_ms))
             pipe.multi()
             self._write(pipe, result, now_ms, epoch)
             pipe.execute()
