@@ -51,12 +51,17 @@ class Ack:
         scripts.run(script_set.ack, list(self.keys), list(self.args), client=pipe)
 
 
+IN_FLIGHT_FIELDS = ["definition", "version", "job_id", "fire_at", "attempt", "dispatched_at"]
+
+
 def read_in_flight(conn: Redis, keys: Keys, schedule_id: str) -> InFlight | None:
     """The schedule's in-flight run, or None when it has none or cannot be decoded."""
-    definition, version, job_id, fire_at, attempt, dispatched_at = conn.hmget(
-        keys.schedule(schedule_id),
-        ["definition", "version", "job_id", "fire_at", "attempt", "dispatched_at"],
-    )
+    return decode_in_flight(schedule_id, conn.hmget(keys.schedule(schedule_id), IN_FLIGHT_FIELDS))
+
+
+def decode_in_flight(schedule_id: str, row: list[Any]) -> InFlight | None:
+    """An in-flight run from an HMGET of :data:`IN_FLIGHT_FIELDS`."""
+    definition, version, job_id, fire_at, attempt, dispatched_at = row
     if job_id is None or fire_at is None:
         return None
     try:

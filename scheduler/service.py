@@ -72,6 +72,7 @@ class Service:
         self.clock = clock or SystemClock()
         self.node = config.node_name()
         self.keys = Keys(config.namespace)
+        self._owns_conn = conn is None
         self.conn = conn or connect(config.redis_url)
         self.lease = Lease(self.conn, self.keys, self.node, config.lease_ms, self.clock)
         self.dispatcher = Dispatcher(self.conn, self.keys, batch_size=config.batch_size)
@@ -241,4 +242,6 @@ class Service:
         except _ERRORS as exc:
             log.warning("could not release the lease cleanly node=%s error=%s", self.node, exc)
         self._drop_pubsub()
+        if self._owns_conn:
+            self.conn.close()
         log.info("replica node=%s stopped", self.node)

@@ -74,65 +74,78 @@ class Watchdog:
         self._scripts = scripts.Scripts(conn)
 
     def check(self, now_ms: int) -> int:
-        """Check one batch; returns how many runs were looked at."""
+        """Check one batch; returns how many runs were looked at. Reads are pipelined
+        per batch (a few round trips for the whole batch, not per run)."""
         members: list[bytes] = self.conn.zrangebyscore(  # type: ignore[assignment]
             self.keys.running, "-inf", now_ms / 1000, start=0, num=self.batch_size
         )
-        for member in members:
-            schedule_id = str(text(member))
+        ids = [str(text(m)) for m in members]
+        in_flight = self._read_runs(ids)
+        states = self._rq_states([r.job_id for r in in_flight.values()])
+        later: dict[str, float] = {}
+        for schedule_id in ids:
+            run = in_flight.get(schedule_id)
             try:
-                self._check_one(schedule_id, now_ms)
+                if run is None:
+                    self._orphan(schedule_id, now_ms)
+                    continue
+                status, expires = states[run.job_id]
+                verdict = judge(status, expires, now_ms)
+                if verdict.outcome == "pending":
+                    later[schedule_id] = next_check_ms(run.dispatched_ms, now_ms) / 1000
+                else:
+                    self._conclude(run, verdict, now_ms)
             except redis.exceptions.RedisError:
                 raise  # the loop backs off and retries the whole pass
             except Exception:  # one schedule's bug must not stop the others (or the replica)
                 log.exception("watchdog failed schedule=%s; looking again later", schedule_id)
-                self.conn.zadd(self.keys.running, {schedule_id: (now_ms + MAX_CHECK_MS) / 1000}, xx=True)
-        return len(members)
+                later[schedule_id] = (now_ms + MAX_CHECK_MS) / 1000
+        if later:
+            self.conn.zadd(self.keys.running, later, xx=True)
+        return len(ids)
 
-    def _check_one(self, schedule_id: str, now_ms: int) -> None:
-        run = runs.read_in_flight(self.conn, self.keys, schedule_id)
-        if run is None:
-            self._orphan(schedule_id, now_ms)
-            return
-        status, expires = self._rq_state(run.job_id)
-        verdict = judge(status, expires, now_ms)
-        if verdict.outcome == "pending":
-            self.conn.zadd(
-                self.keys.running,
-                {schedule_id: next_check_ms(run.dispatched_ms, now_ms) / 1000},
-                xx=True,
-            )
-            return
+    def _read_runs(self, ids: list[str]) -> dict[str, runs.InFlight]:
+        pipe = self.conn.pipeline(transaction=False)
+        for schedule_id in ids:
+            pipe.hmget(self.keys.schedule(schedule_id), runs.IN_FLIGHT_FIELDS)
+        decoded = (runs.decode_in_flight(sid, row) for sid, row in zip(ids, pipe.execute(), strict=True))
+        return {r.schedule_id: r for r in decoded if r is not None}
+
+    def _conclude(self, run: runs.InFlight, verdict: Verdict, now_ms: int) -> None:
         if verdict.outcome == "succeeded":
             ack = runs.prepare_ack(self.keys, run, now_ms)
             if scripts.run(self._scripts.ack, ack.keys, ack.args):
-                log.info("acked schedule=%s job=%s by=watchdog", schedule_id, run.job_id)
+                log.info("acked schedule=%s job=%s by=watchdog", run.schedule_id, run.job_id)
             return
         error = self._error_text(run.job_id) or verdict.reason
         what = runs.fail(self.conn, self._scripts, self.keys, run, now_ms=now_ms, error=error)
         log.warning(
             "run failed schedule=%s fire=%s job=%s attempt=%d reason=%r -> %s",
-            schedule_id,
-            iso(run.fire_ms),
-            run.job_id,
-            run.attempt,
-            error,
-            what,
-        )
+            run.schedule_id, iso(run.fire_ms), run.job_id, run.attempt, error, what,
+        )  # fmt: skip
 
-    def _rq_state(self, job_id: str) -> tuple[str | None, float | None]:
-        """RQ's status of the job and, while started, its heartbeat expiry (epoch s)."""
-        status_raw, origin = self.conn.hmget(f"rq:job:{job_id}", ["status", "origin"])
-        status = text(status_raw)
-        if status != "started":
-            return status, None
-        executions: list[bytes] = self.conn.zrange(f"rq:executions:{job_id}", 0, -1)  # type: ignore[assignment]
-        if not executions:
-            return status, None
-        members = [f"{job_id}:{text(e)}" for e in executions]
-        scores = self.conn.zmscore(f"rq:wip:{text(origin)}", members)
-        alive = [s for s in scores if s is not None]
-        return status, (max(alive) if alive else None)
+    def _rq_states(self, job_ids: list[str]) -> dict[str, tuple[str | None, float | None]]:
+        """RQ's status of each job and, for started ones, the heartbeat expiry (epoch s)
+        of its newest live execution in ``rq:wip:<queue>``. Read-only."""
+        pipe = self.conn.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hmget(f"rq:job:{job_id}", ["status", "origin"])
+        jobs = {j: (text(s), text(o)) for j, (s, o) in zip(job_ids, pipe.execute(), strict=True)}
+        started = [j for j, (status, _) in jobs.items() if status == "started"]
+        pipe = self.conn.pipeline(transaction=False)
+        for job_id in started:
+            pipe.zrange(f"rq:executions:{job_id}", 0, -1)
+        executions = dict(zip(started, pipe.execute(), strict=True))
+        pipe = self.conn.pipeline(transaction=False)
+        for job_id in started:
+            members = [f"{job_id}:{text(e)}" for e in executions[job_id]] or [f"{job_id}:none"]
+            pipe.zmscore(f"rq:wip:{jobs[job_id][1]}", members)
+        beats = dict(zip(started, pipe.execute(), strict=True))
+        out: dict[str, tuple[str | None, float | None]] = {}
+        for job_id, (status, _) in jobs.items():
+            alive = [s for s in beats.get(job_id, []) if s is not None]
+            out[job_id] = (status, max(alive) if alive else None)
+        return out
 
     def _error_text(self, job_id: str) -> str:
         """The last line of the job's exception, when RQ kept it (read-only)."""

@@ -81,12 +81,13 @@ class RedisServer:
         wait_for(self._ping, timeout=10, what=f"redis-server on port {self.port}")
 
     def _ping(self) -> bool:
+        probe = Redis(port=self.port, socket_timeout=0.5)
         try:
-            return bool(Redis(port=self.port, socket_timeout=0.5).ping())
-        except OSError:
-            return False
+            return bool(probe.ping())
         except Exception:  # noqa: BLE001 - redis.ConnectionError and friends while booting
             return False
+        finally:
+            probe.close()
 
     def client(self) -> Redis:
         return Redis(host="127.0.0.1", port=self.port)

@@ -72,6 +72,7 @@ def cli(ctx: click.Context, redis_url: str, namespace: str) -> None:
     6 fields mean SECONDS FIRST (as in Quartz and Sidekiq).
     """
     ctx.obj = Context(redis_url=redis_url, namespace=namespace)
+    ctx.call_on_close(ctx.obj.close)
 
 
 for _command in [*schedules.COMMANDS, *ops.COMMANDS]:

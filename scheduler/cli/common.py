@@ -35,6 +35,11 @@ class Context:
     def client(self) -> Client:
         return Client(self.conn, self.namespace)
 
+    def close(self) -> None:
+        """Close the connection pool if a command opened one."""
+        if "conn" in self.__dict__:
+            self.conn.close()
+
 
 pass_context = click.make_pass_decorator(Context)
 
