@@ -26,8 +26,8 @@ test-unit: install
 	$(BIN)/pytest tests/unit
 
 lint: install
-	$(BIN)/ruff check scheduler workers tests
-	$(BIN)/ruff format --check scheduler workers tests
+	$(BIN)/ruff check scheduler workers tests bench
+	$(BIN)/ruff format --check scheduler workers tests bench
 	$(BIN)/mypy
 
 # A local demo: a private Redis (unless RQBEAT_REDIS_URL is set), two scheduler
