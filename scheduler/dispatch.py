@@ -153,11 +153,13 @@ class Dispatcher:
         k = self.keys
         now_iso = iso(now_ms)
         by_queue: dict[str, list[Any]] = {}
+        if result.runs:  # one variadic command per set for the whole batch
+            pipe.zrem(k.due, *(d.schedule_id for d in result.runs))
+            check_at = (now_ms + FIRST_CHECK_MS) / 1000
+            pipe.zadd(k.running, dict.fromkeys((d.schedule_id for d in result.runs), check_at))
         for d in result.runs:
             assert d.schedule is not None
             fire_iso = iso(d.fire_ms)
-            pipe.zrem(k.due, d.schedule_id)
-            pipe.zadd(k.running, {d.schedule_id: (now_ms + FIRST_CHECK_MS) / 1000})
             pipe.hset(
                 k.schedule(d.schedule_id),
                 mapping={

@@ -40,8 +40,10 @@ from scheduler.watchdog import Watchdog
 log = logging.getLogger(__name__)
 
 _ERRORS = (redis.exceptions.RedisError, OSError)
-MAX_WAIT_S = 5.0
+#: Re-read the sets at least this often even when no event arrived.
+MAX_WAIT_S = 30.0
 NODE_TTL_S = 60
+HEARTBEAT_S = 15
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,6 +83,12 @@ class Service:
         self._pubsub: PubSub | None = None
         self._error_streak = 0
         self._waiting = False
+        self._reported_role = ""
+        # Monotonic time until which the last read of the sets still holds: nothing is
+        # due before it unless an event says so. A renewal wake-up inside it needs no
+        # reads (the idle path's Redis traffic is the renewal alone).
+        self._plan_until: float | None = None
+        self._reported_at = 0.0
 
     @property
     def is_leader(self) -> bool:
@@ -154,6 +162,10 @@ class Service:
         if not self.lease.held:
             raise LeadershipLost("local lease deadline passed")
         self._subscribe()
+        started = self.clock.monotonic()
+        renew_in = self.lease.renew_at - started
+        if self._plan_until is not None and started < self._plan_until:
+            return max(0.0, min(self._plan_until - started, renew_in))
         pipe = self.conn.pipeline(transaction=False)
         pipe.time()
         pipe.zrange(self.keys.due, 0, 0, withscores=True)
@@ -162,16 +174,20 @@ class Service:
         now_ms = int(seconds) * 1000 + int(micros) // 1000
         worked = False
         if first_due and first_due[0][1] * 1000 <= now_ms:
-            self.dispatcher.dispatch(now_ms, token, self.lease.epoch)
+            batch = self.dispatcher.dispatch(now_ms, token, self.lease.epoch)
+            if batch.size >= self.config.batch_size:
+                return 0.0  # more is due: dispatch first, the watchdog can wait a pass
             worked = True
         if first_running and first_running[0][1] * 1000 <= now_ms:
             self.watchdog.check(now_ms)
             worked = True
         if worked:
+            self._plan_until = None
             return 0.0  # re-read the sets before planning a wait
-        nexts = [float(s) * 1000 - now_ms for row in (first_due, first_running) for _, s in row[:1]]
-        renew_in = (self.lease.renew_at - self.clock.monotonic()) * 1000
-        return max(0.0, min([*nexts, renew_in, MAX_WAIT_S * 1000])) / 1000
+        nexts = [float(s) - now_ms / 1000 for row in (first_due, first_running) for _, s in row[:1]]
+        until_next = max(0.0, min([*nexts, MAX_WAIT_S]))
+        self._plan_until = started + until_next
+        return max(0.0, min(until_next, renew_in))
 
     def _wait(self, seconds: float) -> None:
         """Sleep up to ``seconds``, waking early for any published event."""
@@ -188,6 +204,7 @@ class Service:
             message = pubsub.get_message(ignore_subscribe_messages=True, timeout=seconds)
             self._waiting = False
             while message is not None:  # drain: one re-plan covers them all
+                self._plan_until = None
                 message = pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
         except _WakeUp:
             self._drop_pubsub()
@@ -204,6 +221,7 @@ class Service:
             self._pubsub = pubsub
 
     def _drop_pubsub(self) -> None:
+        self._plan_until = None  # events may have been missed while unsubscribed
         if self._pubsub is not None:
             with contextlib.suppress(*_ERRORS):
                 self._pubsub.close()
@@ -211,10 +229,17 @@ class Service:
 
     def _step_down(self, reason: str) -> None:
         epoch = self.lease.epoch
+        self._plan_until = None
         self.lease.drop()
         log.warning("stepped down node=%s epoch=%d reason=%s", self.node, epoch, reason)
 
     def _heartbeat(self, role: str) -> None:
+        """Report this replica for `rqbeat status`: on a role change, else at most
+        every HEARTBEAT_S (the idle path's Redis traffic stays flat)."""
+        now = self.clock.monotonic()
+        if role == self._reported_role and now - self._reported_at < HEARTBEAT_S:
+            return
+        self._reported_role, self._reported_at = role, now
         seconds, micros = self.conn.time()
         now_ms = int(seconds) * 1000 + int(micros) // 1000
         pipe = self.conn.pipeline(transaction=False)
