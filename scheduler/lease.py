@@ -127,9 +127,13 @@ class Lease:
         self.token = None
         self._deadline = 0.0
 
-    def remaining_ms(self) -> int:
-        """Milliseconds until the current holder's lease expires (0 if none)."""
-        return max(0, int(self.conn.pttl(self.keys.leader)))
+    def remaining_ms(self) -> int | None:
+        """Milliseconds until the current holder's lease expires; None when nobody
+        holds it. A lease key without a TTL (set by hand) counts as a full TTL."""
+        pttl = int(self.conn.pttl(self.keys.leader))
+        if pttl == -2:
+            return None
+        return self.ttl_ms if pttl == -1 else pttl
 
     def holder(self) -> str | None:
         return text(self.conn.get(self.keys.leader))

@@ -144,13 +144,16 @@ class Service:
             return min(1.0, 0.05 * 2.0 ** min(self._error_streak, 10))
 
     def _stand_by(self) -> float:
+        """Take the lease when it is free; otherwise sleep until it would expire (or a
+        release is published). One PTTL per wake while another replica leads."""
         self._subscribe()
-        if self.lease.try_acquire():
+        remaining_ms = self.lease.remaining_ms()
+        if remaining_ms is None and self.lease.try_acquire():
             log.info("leader node=%s epoch=%d acquired", self.node, self.lease.epoch)
             self._heartbeat("leader")
             return 0.0
         self._heartbeat("standby")
-        return max(0.001, self.lease.remaining_ms() / 1000.0)
+        return max(0.001, (remaining_ms or 0) / 1000.0)
 
     def _lead(self) -> float:
         token = self.lease.token
