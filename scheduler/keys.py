@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 DEFAULT_NAMESPACE = "rqbeat"
 #: Entries kept per schedule history stream (approximate trimming, MAXLEN ~).
-HISTORY_MAXLEN = 1_000
+HISTORY_MAXLEN = 100
 
 
 @dataclass(frozen=True, slots=True)
