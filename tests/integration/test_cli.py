@@ -13,8 +13,9 @@ from redis import Redis
 
 from scheduler.cli.app import cli
 from scheduler.keys import Keys
+from scheduler.localredis import free_port
 from scheduler.model import MAX_PAYLOAD_BYTES
-from tests.harness import RedisServer, free_port
+from tests.harness import RedisServer
 
 pytestmark = pytest.mark.integration
 
