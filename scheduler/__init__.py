@@ -14,7 +14,6 @@ To embed the scheduler itself, see :class:`scheduler.service.Service`.
 
 from scheduler.errors import (
     ConfigError,
-    CorruptSchedule,
     InvalidSchedule,
     LeadershipLost,
     RqbeatError,
@@ -37,7 +36,6 @@ __all__ = [
     "RqbeatError",
     "InvalidSchedule",
     "ScheduleNotFound",
-    "CorruptSchedule",
     "ConfigError",
     "LeadershipLost",
 ]

@@ -52,7 +52,12 @@ class FakeClock:
 
 def redis_now_ms(conn: Redis) -> int:
     """Redis server time in epoch milliseconds."""
-    seconds, micros = conn.time()
+    return time_reply_ms(conn.time())
+
+
+def time_reply_ms(reply: tuple[int, int]) -> int:
+    """Epoch milliseconds from a ``TIME`` reply (also one read in a pipeline)."""
+    seconds, micros = reply
     return int(seconds) * 1000 + int(micros) // 1000
 
 

@@ -172,6 +172,8 @@ class Dispatcher:
                     "dispatched_at": now_iso,
                 },
             )
+            if d.dropped:  # the fires this run stands for (coalesce) or that were too old
+                self._history(pipe, d, "missed", now_iso, count=d.dropped)
             self._history(pipe, d, "dispatched", now_iso, job_id=d.job_id, attempt=d.attempt, epoch=epoch)
             by_queue.setdefault(d.schedule.queue, []).append(self._job_data(d, epoch))
         for d in result.rescheduled:
@@ -184,13 +186,6 @@ class Dispatcher:
 
     def _history(self, pipe: Pipeline, d: Decision, event: str, now_iso: str, **extra: Any) -> None:
         fields: Any = {"event": event, "fire_at": iso(d.fire_ms), **extra, "at": now_iso}
-        if event == "dispatched" and d.dropped:
-            pipe.xadd(
-                self.keys.history(d.schedule_id),
-                {"event": "missed", "count": d.dropped, "at": now_iso},
-                maxlen=HISTORY_MAXLEN,
-                approximate=True,
-            )
         pipe.xadd(self.keys.history(d.schedule_id), fields, maxlen=HISTORY_MAXLEN, approximate=True)
 
     def _job_data(self, d: Decision, epoch: int) -> Any:

@@ -36,15 +36,6 @@ class ScheduleNotFound(RqbeatError, LookupError):
         super().__init__(f"no schedule with id {schedule_id!r}")
 
 
-class CorruptSchedule(RqbeatError):
-    """A schedule stored in Redis cannot be decoded (edited by hand, or damaged)."""
-
-    def __init__(self, schedule_id: str, reason: str) -> None:
-        self.schedule_id = schedule_id
-        self.reason = reason
-        super().__init__(f"schedule {schedule_id!r} is corrupt: {reason}")
-
-
 class ConfigError(RqbeatError, ValueError):
     """A setting (flag, environment variable) has an invalid value."""
 

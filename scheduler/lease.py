@@ -27,7 +27,6 @@ from redis import Redis
 from scheduler import scripts
 from scheduler.clock import Clock
 from scheduler.keys import Keys
-from scheduler.records import text
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +88,6 @@ class Lease:
         """Monotonic time of the next renewal (a third of the TTL after the last)."""
         return self._renewed_at + self.ttl_ms / 3000
 
-    @property
-    def deadline(self) -> float:
-        return self._deadline
-
     def try_acquire(self) -> bool:
         """Take the lease if nobody holds it."""
         started = self.clock.monotonic()
@@ -134,9 +129,6 @@ class Lease:
         if pttl == -2:
             return None
         return self.ttl_ms if pttl == -1 else pttl
-
-    def holder(self) -> str | None:
-        return text(self.conn.get(self.keys.leader))
 
     def _extend_from(self, started: float) -> None:
         # The TTL started no earlier than our request left; count from then.

@@ -29,7 +29,7 @@ import redis.exceptions
 from redis import Redis
 from redis.client import PubSub
 
-from scheduler.clock import Clock, SystemClock, iso
+from scheduler.clock import Clock, SystemClock, iso, redis_now_ms, time_reply_ms
 from scheduler.connection import connect
 from scheduler.dispatch import DEFAULT_BATCH, Dispatcher
 from scheduler.errors import LeadershipLost
@@ -173,8 +173,8 @@ class Service:
         pipe.time()
         pipe.zrange(self.keys.due, 0, 0, withscores=True)
         pipe.zrange(self.keys.running, 0, 0, withscores=True)
-        (seconds, micros), first_due, first_running = pipe.execute()
-        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        time_reply, first_due, first_running = pipe.execute()
+        now_ms = time_reply_ms(time_reply)
         worked = False
         if first_due and first_due[0][1] * 1000 <= now_ms:
             batch = self.dispatcher.dispatch(now_ms, token, self.lease.epoch)
@@ -243,8 +243,7 @@ class Service:
         if role == self._reported_role and now - self._reported_at < HEARTBEAT_S:
             return
         self._reported_role, self._reported_at = role, now
-        seconds, micros = self.conn.time()
-        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        now_ms = redis_now_ms(self.conn)
         pipe = self.conn.pipeline(transaction=False)
         pipe.zadd(self.keys.nodes, {self.node: now_ms / 1000})
         pipe.hset(

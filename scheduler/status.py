@@ -11,7 +11,7 @@ from typing import Any
 
 from redis import Redis
 
-from scheduler.clock import iso
+from scheduler.clock import iso, time_reply_ms
 from scheduler.keys import Keys
 from scheduler.records import text
 
@@ -64,8 +64,8 @@ def read_status(conn: Redis, namespace: str) -> StatusReport:
     pipe.zcard(k.running)
     pipe.zrange(k.due, 0, 0, withscores=True)
     pipe.zrange(k.nodes, 0, -1, withscores=True)
-    (sec, usec), leader, total, due, running, first, nodes = pipe.execute()
-    now_ms = int(sec) * 1000 + int(usec) // 1000
+    time_reply, leader, total, due, running, first, nodes = pipe.execute()
+    now_ms = time_reply_ms(time_reply)
     token = text(leader)
     epoch, _, node = token.partition(":") if token else ("0", "", None)
     overdue_id, overdue_ms = None, None
