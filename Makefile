@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml requirements.lock
 # Refresh the lock after changing dependencies in pyproject.toml.
 lock:
 	$(BIN)/uv pip compile --quiet pyproject.toml --extra dev -o requirements.lock
+	$(BIN)/uv pip compile --quiet --generate-hashes pyproject.toml -c requirements.lock -o docker/requirements.lock
+	$(BIN)/uv pip compile --quiet --generate-hashes docker/dashboard.in -c requirements.lock -o docker/requirements-dashboard.lock
 
 test: install
 	$(BIN)/pytest
