@@ -28,8 +28,8 @@ test-unit: install
 	$(BIN)/pytest tests/unit
 
 lint: install
-	$(BIN)/ruff check scheduler workers tests bench
-	$(BIN)/ruff format --check scheduler workers tests bench
+	$(BIN)/ruff check scheduler workers tests bench examples
+	$(BIN)/ruff format --check scheduler workers tests bench examples
 	$(BIN)/mypy
 
 # A local demo: a private Redis (unless RQBEAT_REDIS_URL is set), two scheduler
