@@ -22,7 +22,7 @@ from scheduler.connection import mask_url
 from scheduler.durations import parse_duration_ms
 from scheduler.errors import ConfigError, InvalidSchedule
 from scheduler.service import Service, ServiceConfig
-from scheduler.status import read_status
+from scheduler.status import node_problems, read_status
 from workers import Worker
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -146,11 +146,21 @@ def status(ctx: Context, as_json: bool) -> None:
 
 @click.command()
 @click.option("--max-lag", default="60s", help="Unhealthy when a due fire is older than this.")
+@click.option("--node", default="", help="Also require this replica's heartbeat (its `run --node`).")
+@click.option("--node-max-age", default="45s", help="With --node: unhealthy when its heartbeat is older.")
 @pass_context
-def check(ctx: Context, max_lag: str) -> None:
+def check(ctx: Context, max_lag: str, node: str, node_max_age: str) -> None:
     """Health check: exit 0 when a leader holds the lease and no fire is overdue
-    by more than --max-lag; exit 1 (with the reason) otherwise."""
+    by more than --max-lag; exit 1 (with the reason) otherwise. With --node, also
+    the named replica must have reported itself within --node-max-age: a
+    per-container health check for `rqbeat run` (leader or standby).
+
+    \b
+    Example (a container running `rqbeat run --node replica-1`):
+      rqbeat check --node replica-1 --max-lag 60s
+    """
     limit_ms = parse_duration_ms("max-lag", max_lag)
+    node_age_ms = parse_duration_ms("node-max-age", node_max_age)
     report = read_status(ctx.conn, ctx.namespace)
     now = redis_now_ms(ctx.conn)
     problems = []
@@ -160,9 +170,12 @@ def check(ctx: Context, max_lag: str) -> None:
         problems.append(
             f"schedule {report.oldest_overdue_id} is overdue by {(now - report.oldest_overdue_ms) // 1000}s"
         )
+    if node:
+        problems.extend(node_problems(report, node, node_age_ms))
     if problems:
         raise click.ClickException("; ".join(problems))
-    click.echo(f"ok: leader {report.leader_node}, {sum(report.counts.values())} schedules")
+    seen = f", replica {node} reporting" if node else ""
+    click.echo(f"ok: leader {report.leader_node}, {sum(report.counts.values())} schedules{seen}")
 
 
 COMMANDS = [run, worker, status, check]
