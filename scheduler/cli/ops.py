@@ -18,9 +18,9 @@ from scheduler.cli.common import (
     utc_iso,
 )
 from scheduler.clock import redis_now_ms
-from scheduler.connection import mask_url
 from scheduler.durations import parse_duration_ms
 from scheduler.errors import ConfigError, InvalidSchedule
+from scheduler.eviction import eviction_warning, read_policy
 from scheduler.service import Service, ServiceConfig
 from scheduler.status import read_status
 from workers import Worker
@@ -62,14 +62,14 @@ def run(ctx: Context, lease: str, node: str, batch_size: int, log_level: str) ->
         raise ConfigError("--lease", lease, "must be at least 1s")
     setup_logging(log_level)
     config = ServiceConfig(
-        redis_url=ctx.redis_url,
+        redis=ctx.redis,
         namespace=ctx.namespace,
         node=node,
         lease_ms=lease_ms,
         batch_size=batch_size,
     )
     service = Service(config)
-    logging.getLogger(__name__).info("redis=%s", mask_url(ctx.redis_url))
+    logging.getLogger(__name__).info("redis=%s", ctx.redis.describe())
     signal.signal(signal.SIGTERM, service.on_signal)
     signal.signal(signal.SIGINT, service.on_signal)
     service.run()
@@ -149,8 +149,17 @@ def status(ctx: Context, as_json: bool) -> None:
 @pass_context
 def check(ctx: Context, max_lag: str) -> None:
     """Health check: exit 0 when a leader holds the lease and no fire is overdue
-    by more than --max-lag; exit 1 (with the reason) otherwise."""
+    by more than --max-lag; exit 1 (with the reason) otherwise. Warns (stderr, exit
+    code unchanged) when Redis's maxmemory-policy can evict rqbeat's data.
+
+    \b
+    Example:
+      rqbeat check --max-lag 2m || alert "rqbeat is not scheduling"
+    """
     limit_ms = parse_duration_ms("max-lag", max_lag)
+    policy_warning = eviction_warning(read_policy(ctx.conn) or "noeviction")
+    if policy_warning:
+        click.echo(f"warning: {policy_warning}", err=True)
     report = read_status(ctx.conn, ctx.namespace)
     now = redis_now_ms(ctx.conn)
     problems = []
