@@ -13,7 +13,8 @@ scheduler      all of ``<ns>:*`` (lease, epoch, schedules, sets, heartbeats);
                channel ``<ns>:events`` (waits for edits and acks)
 worker         ``rq:*`` (RQ's own worker); of rqbeat only what the atomic ack
                and the failure nudge touch: ``<ns>:schedule:*``, ``<ns>:due``,
-               ``<ns>:running``, ``<ns>:history:*``; channels ``<ns>:events``
+               ``<ns>:running``, ``<ns>:history:*`` (and ``<ns>:events`` as a
+               key name: the scripts pass it in KEYS); channels ``<ns>:events``
                and ``rq:pubsub:*`` (RQ's worker commands)
 both           reads, writes, MULTI/EXEC/WATCH, EVAL/EVALSHA/SCRIPT LOAD
                (rqbeat's Lua scripts), pub/sub, TIME (Redis time), INFO (RQ
@@ -28,6 +29,9 @@ hashes -- the ack that RQ's success transaction carries runs on the worker's
 connection -- and, like any RQ worker, RQ's queues: Redis write access is code
 execution on the workers (README, Security), which no ACL on these keys changes.
 Job code that uses Redis itself needs its own keys added (``~myapp:*``).
+``CLIENT LIST`` stays refused (it shows every client of the server): RQ's worker
+asks for it only to show its own IP address in ``rq info``, logs a warning and
+carries on with "unknown".
 """
 
 from __future__ import annotations
@@ -66,7 +70,16 @@ def acl_rules(role: str, namespace: str = DEFAULT_NAMESPACE) -> tuple[str, ...]:
         keys = (f"~{ns}:*", "~rq:*")
         channels = (f"&{ns}:events",)
     elif role == "worker":
-        keys = ("~rq:*", f"~{ns}:schedule:*", f"~{ns}:due", f"~{ns}:running", f"~{ns}:history:*")
+        # <ns>:events is a channel, but the scripts take it as a KEYS argument, which
+        # ACLs check like a key; no key of that name is ever written.
+        keys = (
+            "~rq:*",
+            f"~{ns}:schedule:*",
+            f"~{ns}:due",
+            f"~{ns}:running",
+            f"~{ns}:history:*",
+            f"~{ns}:events",
+        )
         channels = (f"&{ns}:events", "&rq:pubsub:*")
     else:
         raise ConfigError("role", role, f"must be one of {', '.join(ROLES)}")
