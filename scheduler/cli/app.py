@@ -78,7 +78,7 @@ def cli(ctx: click.Context, /, redis_url: str, namespace: str, **connection: str
 
     \b
     Example:
-      rqbeat --redis-url rediss://rqbeat:secret@redis:6380/0 --tls-ca-cert ca.pem status
+      RQBEAT_REDIS_URL=rediss://rqbeat-scheduler:secret@redis:6380/0 rqbeat --tls-ca-cert ca.pem status
       rqbeat --sentinel s1:26379,s2:26379,s3:26379 --sentinel-master mymaster run
     """
     ctx.obj = Context(redis=redis_settings(redis_url, **connection), namespace=namespace)
