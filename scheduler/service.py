@@ -23,18 +23,20 @@ import logging
 import os
 import socket
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis.exceptions
 from redis import Redis
 from redis.client import PubSub
 
 from scheduler.clock import Clock, SystemClock, iso, redis_now_ms, time_reply_ms
-from scheduler.connection import connect
+from scheduler.connection import DEFAULT_REDIS_URL
 from scheduler.dispatch import DEFAULT_BATCH, Dispatcher
 from scheduler.errors import LeadershipLost
+from scheduler.eviction import check_eviction
 from scheduler.keys import DEFAULT_NAMESPACE, Keys
 from scheduler.lease import Lease
+from scheduler.redisconf import RedisSettings
 from scheduler.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
@@ -48,13 +50,20 @@ HEARTBEAT_S = 15
 
 @dataclass(frozen=True, kw_only=True)
 class ServiceConfig:
-    """Settings of one replica (``rqbeat run`` flags / ``RQBEAT_RUN_*``)."""
+    """Settings of one replica (``rqbeat run`` flags / ``RQBEAT_RUN_*``).
 
-    redis_url: str
+    ``redis`` says where Redis is (Sentinel, TLS); ``redis_url`` is the shorthand
+    for a plain URL, used when ``redis`` is not given."""
+
+    redis_url: str = field(default=DEFAULT_REDIS_URL, repr=False)
+    redis: RedisSettings | None = None
     namespace: str = DEFAULT_NAMESPACE
     node: str = ""
     lease_ms: int = 5_000
     batch_size: int = DEFAULT_BATCH
+
+    def redis_settings(self) -> RedisSettings:
+        return self.redis or RedisSettings(url=self.redis_url)
 
     def node_name(self) -> str:
         return self.node or f"{socket.gethostname()}-{os.getpid()}"
@@ -75,7 +84,7 @@ class Service:
         self.node = config.node_name()
         self.keys = Keys(config.namespace)
         self._owns_conn = conn is None
-        self.conn = conn or connect(config.redis_url)
+        self.conn = conn or config.redis_settings().connect()
         self.lease = Lease(self.conn, self.keys, self.node, config.lease_ms, self.clock)
         self.dispatcher = Dispatcher(self.conn, self.keys, batch_size=config.batch_size)
         self.watchdog = Watchdog(self.conn, self.keys, batch_size=config.batch_size)
@@ -115,6 +124,8 @@ class Service:
             self.keys.namespace,
             self.config.lease_ms,
         )
+        with contextlib.suppress(*_ERRORS):  # advice only; an unreachable Redis is retried below
+            check_eviction(self.conn)
         try:
             while not self._stop.is_set():
                 self._wait(self._step())

@@ -18,9 +18,9 @@ from scheduler.cli.common import (
     utc_iso,
 )
 from scheduler.clock import redis_now_ms
-from scheduler.connection import mask_url
 from scheduler.durations import parse_duration_ms
 from scheduler.errors import ConfigError, InvalidSchedule
+from scheduler.eviction import eviction_warning, read_policy
 from scheduler.service import Service, ServiceConfig
 from scheduler.status import node_problems, read_status
 from workers import Worker
@@ -62,14 +62,14 @@ def run(ctx: Context, lease: str, node: str, batch_size: int, log_level: str) ->
         raise ConfigError("--lease", lease, "must be at least 1s")
     setup_logging(log_level)
     config = ServiceConfig(
-        redis_url=ctx.redis_url,
+        redis=ctx.redis,
         namespace=ctx.namespace,
         node=node,
         lease_ms=lease_ms,
         batch_size=batch_size,
     )
     service = Service(config)
-    logging.getLogger(__name__).info("redis=%s", mask_url(ctx.redis_url))
+    logging.getLogger(__name__).info("redis=%s", ctx.redis.describe())
     signal.signal(signal.SIGTERM, service.on_signal)
     signal.signal(signal.SIGINT, service.on_signal)
     service.run()
@@ -153,14 +153,19 @@ def check(ctx: Context, max_lag: str, node: str, node_max_age: str) -> None:
     """Health check: exit 0 when a leader holds the lease and no fire is overdue
     by more than --max-lag; exit 1 (with the reason) otherwise. With --node, also
     the named replica must have reported itself within --node-max-age: a
-    per-container health check for `rqbeat run` (leader or standby).
+    per-container health check for `rqbeat run` (leader or standby). Warns (stderr,
+    exit code unchanged) when Redis's maxmemory-policy can evict rqbeat's data.
 
     \b
-    Example (a container running `rqbeat run --node replica-1`):
-      rqbeat check --node replica-1 --max-lag 60s
+    Examples:
+      rqbeat check --max-lag 2m || alert "rqbeat is not scheduling"
+      rqbeat check --node replica-1   # in the container running `run --node replica-1`
     """
     limit_ms = parse_duration_ms("max-lag", max_lag)
     node_age_ms = parse_duration_ms("node-max-age", node_max_age)
+    policy_warning = eviction_warning(read_policy(ctx.conn) or "noeviction")
+    if policy_warning:
+        click.echo(f"warning: {policy_warning}", err=True)
     report = read_status(ctx.conn, ctx.namespace)
     now = redis_now_ms(ctx.conn)
     problems = []

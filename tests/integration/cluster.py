@@ -26,8 +26,14 @@ class Cluster:
     """Replicas and workers for one test; ``close()`` stops them all."""
 
     def __init__(
-        self, redis_url: str, tmp_path: Path, processes: list[Process], namespace: str = "rqbeat"
+        self,
+        redis_url: str,
+        tmp_path: Path,
+        processes: list[Process],
+        namespace: str = "rqbeat",
+        env: dict[str, str] | None = None,
     ) -> None:
+        self.env = env  # RQBEAT_* settings every process gets (Sentinel, TLS)
         self.redis_url = redis_url
         self.tmp_path = tmp_path
         self.processes = processes
@@ -36,7 +42,7 @@ class Cluster:
 
     def _start(self, name: str, args: list[str]) -> Process:
         log = self.tmp_path / f"{name}-{next(_counter)}.log"
-        proc = Process(args, log)
+        proc = Process(args, log, env=self.env)
         self.processes.append(proc)
         return proc
 
