@@ -5,6 +5,8 @@ Redis password in the URL appears nowhere."""
 from __future__ import annotations
 
 import json
+import logging
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ import pytest
 from redis import Redis
 
 from scheduler.model import Schedule
+from scheduler.service import Service, ServiceConfig
 from scheduler.store import Client
 from tests.harness import Process, RedisServer, wait_for
 from tests.integration.cluster import Cluster
@@ -95,3 +98,38 @@ def test_json_logs_carry_the_run_identity_and_no_password(
     assert [(o["schedule"], o["fire"], o["job_id"], o["attempt"], o["epoch"]) for o in acked] == [
         ("hello", line["fire"], job_id, 1, 1)
     ]
+
+
+def test_redis_outage_logs_a_few_warnings_and_counts_every_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = RedisServer(tmp_path / "redis-outage")
+    server.start()
+    service = Service(ServiceConfig(redis_url=server.url, node="outage", lease_ms=2_000))
+    thread = threading.Thread(target=service.run, daemon=True)
+    caplog.set_level(logging.INFO, logger="scheduler")
+    try:
+        thread.start()
+        wait_for(lambda: service.is_leader, 10, what="leadership")
+        server.kill()
+        registry = service.metrics.registry
+        wait_for(
+            lambda: (registry.get_sample_value("rqbeat_redis_errors_total", {"where": "loop"}) or 0) >= 9,
+            30,
+            what="9 failed passes, counted",
+        )
+        server.start()
+        wait_for(lambda: "recovered" in caplog.text and service.is_leader, 20, what="recovery")
+    finally:
+        service.stop()
+        thread.join(10)
+        server.stop()
+    ours = [r for r in caplog.records if r.name == "scheduler.service"]
+    warnings = [r for r in ours if r.getMessage().startswith("redis unreachable ")]
+    failures = [int(str(r.args[1])) for r in warnings]  # type: ignore[index]
+    assert failures[:4] == [1, 2, 4, 8]  # thinned: powers of two only
+    assert all(f & (f - 1) == 0 for f in failures)
+    assert all(
+        r.levelno == logging.WARNING and r.exc_info is None for r in ours if r.levelno >= logging.WARNING
+    )
+    assert any(r.getMessage().startswith("recovered node=outage after failures=") for r in ours)
