@@ -171,36 +171,29 @@ class Metrics:
     def __init__(self, keys: Keys, conn: Redis | None = None) -> None:
         self.registry = r = CollectorRegistry()
         self._is_leader = False
+
+        def counter(name: str, doc: str) -> Counter:
+            return Counter(name, doc, registry=r)
+
         self.leader = Gauge("rqbeat_leader", "1 while this replica holds the lease, else 0.", registry=r)
-        self.leader_changes = Counter(
-            "rqbeat_leader_changes_total",
-            "Times this replica became or stopped being the leader.",
-            registry=r,
+        self.leader_changes = counter(
+            "rqbeat_leader_changes_total", "Times this replica became or stopped being the leader."
         )
-        self.dispatched = Counter(
-            "rqbeat_fires_dispatched_total", "Runs this replica enqueued (retries included).", registry=r
+        self.dispatched = counter(
+            "rqbeat_fires_dispatched_total", "Runs this replica enqueued (retries too)."
         )
-        self.missed = Counter(
-            "rqbeat_fires_missed_total",
-            "Fires this replica dropped by a schedule's misfire policy at dispatch.",
-            registry=r,
+        self.missed = counter(
+            "rqbeat_fires_missed_total", "Fires this replica dropped by a misfire policy at dispatch."
         )
-        self.broken = Counter(
-            "rqbeat_schedules_broken_total", "Schedules this replica found undecodable and marked broken.",
-            registry=r,
-        )  # fmt: skip
-        self.failed = Counter(
-            "rqbeat_runs_failed_total", "Failed runs this replica's watchdog concluded.", registry=r
-        )
-        self.retried = Counter(
-            "rqbeat_runs_retried_total", "Failed runs scheduled for another attempt.", registry=r
-        )
-        self.given_up = Counter(
-            "rqbeat_runs_given_up_total", "Fires given up after max_attempts failed runs.", registry=r
-        )
+        self.broken = counter("rqbeat_schedules_broken_total", "Schedules this replica marked broken.")
+        self.failed = counter("rqbeat_runs_failed_total", "Failed runs this replica's watchdog concluded.")
+        self.retried = counter("rqbeat_runs_retried_total", "Failed runs scheduled for another attempt.")
+        self.given_up = counter("rqbeat_runs_given_up_total", "Fires given up after max_attempts runs.")
         self.redis_errors = Counter(
             "rqbeat_redis_errors_total", "Redis errors seen by this replica.", ["where"], registry=r
         )
+        for where in ("loop", "events", "scrape"):  # every series exists from the start, at 0
+            self.redis_errors.labels(where)
         self.dispatch_lag = BatchHistogram(
             "rqbeat_dispatch_lag_seconds",
             "First attempts: enqueue time (Redis time of the batch) minus the nominal fire time.",
@@ -211,8 +204,8 @@ class Metrics:
             "One pass of the replica's loop, waiting excluded.",
             LOOP_BUCKETS_S,
         )
-        r.register(self.dispatch_lag)
-        r.register(self.loop_duration)
+        for collector in (self.dispatch_lag, self.loop_duration):
+            r.register(collector)
         ProcessCollector(registry=r)
         if conn is not None:
             r.register(ClusterCollector(conn, keys, self.redis_errors))
