@@ -153,7 +153,7 @@ class Service:
             pause = min(1.0, 0.05 * 2.0 ** min(self._error_streak, 10))
             if worth_logging(self._error_streak):  # 1st, 2nd, 4th, 8th...: not one per retry
                 log.warning(
-                    "redis unreachable node=%s failures=%d retry_in_s=%.2f error=%s",
+                    "redis error node=%s failures=%d retry_in_s=%.2f error=%s (retrying)",
                     self.node, self._error_streak, pause, exc,
                 )  # fmt: skip
             self._drop_pubsub()
