@@ -141,6 +141,7 @@ ACK = (
 -- ARGV[4] next fire ISO, ARGV[5] next due score, ARGV[6] now ISO, ARGV[7] now score,
 -- ARGV[8] outcome ('succeeded' | 'gave_up'), ARGV[9] fires dropped by the misfire
 -- policy, ARGV[10] history maxlen, ARGV[11] error text (gave_up) or ''
+-- KEYS[6] stats hash, ARGV[12..] (field, increment) pairs for it (scheduler.clusterstats)
 -- returns 1 re-armed, 2 definition changed (due now, fire recomputed by the leader),
 -- 3 paused (left idle), 0 not this schedule's run in flight (no-op)
 if redis.call('HGET', KEYS[1], 'job_id') ~= ARGV[2] then return 0 end
@@ -149,6 +150,7 @@ local fire = redis.call('HGET', KEYS[1], 'fire_at')
 redis.call('HDEL', KEYS[1], 'job_id', 'job_queue', 'epoch', 'dispatched_at')
 redis.call('HSET', KEYS[1], 'last_result', ARGV[8], 'last_run_at', ARGV[6], 'attempt', 1)
 redis.call('ZREM', KEYS[3], ARGV[1])
+for i = 12, #ARGV, 2 do redis.call('HINCRBY', KEYS[6], ARGV[i], ARGV[i + 1]) end  -- metrics
 local entry = {'event', ARGV[8], 'fire_at', fire, 'job_id', ARGV[2], 'at', ARGV[6]}
 if ARGV[11] ~= '' then table.insert(entry, 'error'); table.insert(entry, ARGV[11]) end
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[10], '*', unpack(entry))

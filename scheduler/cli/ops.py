@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
@@ -21,19 +23,41 @@ from scheduler.clock import redis_now_ms
 from scheduler.durations import parse_duration_ms
 from scheduler.errors import ConfigError, InvalidSchedule
 from scheduler.eviction import eviction_warning, read_policy
+from scheduler.logs import formatter
 from scheduler.service import Service, ServiceConfig
 from scheduler.status import node_problems, read_status
 from workers import Worker
 
-LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-def setup_logging(level: str) -> None:
-    """The CLI is the only place that configures logging handlers."""
-    logging.basicConfig(level=level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+def setup_logging(level: str, log_format: str = "text") -> None:
+    """The CLI is the only place that configures logging handlers: one stderr handler
+    on the root logger (RQ's worker then adds none of its own), text or JSON lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter(log_format))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
 
 
 _LEVELS = click.Choice(["debug", "info", "warning", "error"], case_sensitive=False)
+
+
+def _shared_env(command: str, option: str) -> list[str]:
+    """The command's own variable first, then one shared by `run` and `worker`
+    (RQBEAT_LOG_FORMAT set once for a whole deployment)."""
+    return [f"RQBEAT_{command}_{option}", f"RQBEAT_{option}"]
+
+
+def log_format_option(command: str) -> Callable[[F], F]:
+    return click.option(
+        "--log-format",
+        default="text",
+        type=click.Choice(["text", "json"], case_sensitive=False),
+        envvar=_shared_env(command, "LOG_FORMAT"),
+        show_envvar=True,
+        help="text: one readable line per event; json: one JSON object per line "
+        "(ts, level, logger, msg, schedule, fire, job_id, attempt, epoch, ...).",
+    )
 
 
 @click.command()
@@ -46,13 +70,39 @@ _LEVELS = click.Choice(["debug", "info", "warning", "error"], case_sensitive=Fal
     help="Schedules per dispatch transaction.",
 )
 @click.option("--log-level", default="info", type=_LEVELS, help="Logging threshold.")
+@log_format_option("RUN")
+@click.option(
+    "--metrics-port",
+    default=None,
+    type=click.IntRange(1, 65535),
+    envvar=_shared_env("RUN", "METRICS_PORT"),
+    show_envvar=True,
+    help="Serve Prometheus metrics on http://HOST:PORT/metrics (default: off).",
+)
+@click.option(
+    "--metrics-host",
+    default="0.0.0.0",  # a scrape target: reachable from the Prometheus server
+    envvar=_shared_env("RUN", "METRICS_HOST"),
+    show_envvar=True,
+    help="Address the metrics endpoint listens on.",
+)
 @pass_context
-def run(ctx: Context, lease: str, node: str, batch_size: int, log_level: str) -> None:
+def run(
+    ctx: Context,
+    lease: str,
+    node: str,
+    batch_size: int,
+    log_level: str,
+    log_format: str,
+    metrics_port: int | None,
+    metrics_host: str,
+) -> None:
     """Run a scheduler replica. Start several: one leads, the others stand by.
 
     \b
     Example:
       rqbeat --redis-url redis://redis:6379/0 run --lease 5s
+      rqbeat run --metrics-port 9464 --log-format json
     """
     try:
         lease_ms = parse_duration_ms("lease", lease)
@@ -60,13 +110,15 @@ def run(ctx: Context, lease: str, node: str, batch_size: int, log_level: str) ->
         raise ConfigError("--lease", lease, exc.reason) from None
     if lease_ms < 1000:
         raise ConfigError("--lease", lease, "must be at least 1s")
-    setup_logging(log_level)
+    setup_logging(log_level, log_format.lower())
     config = ServiceConfig(
         redis=ctx.redis,
         namespace=ctx.namespace,
         node=node,
         lease_ms=lease_ms,
         batch_size=batch_size,
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
     )
     service = Service(config)
     logging.getLogger(__name__).info("redis=%s", ctx.redis.describe())
@@ -92,6 +144,7 @@ def run(ctx: Context, lease: str, node: str, batch_size: int, log_level: str) ->
     help="Seconds of silence past the interval before a run counts as abandoned.",
 )
 @click.option("--log-level", default="info", type=_LEVELS, help="Logging threshold.")
+@log_format_option("WORKER")
 @pass_context
 def worker(
     ctx: Context,
@@ -101,13 +154,18 @@ def worker(
     job_monitoring_interval: int,
     heartbeat_grace: int,
     log_level: str,
+    log_format: str,
 ) -> None:
     """Run an RQ worker that acknowledges rqbeat runs atomically (JSON serializer).
 
     Listens on QUEUES (default: "default"). Equivalent to
     `rq worker -w workers.Worker -S rq.serializers.JSONSerializer QUEUES`.
+
+    \b
+    Example:
+      rqbeat worker default reports --log-format json
     """
-    setup_logging(log_level)
+    setup_logging(log_level, log_format.lower())
     w = Worker(
         list(queues or ["default"]),
         connection=ctx.conn,

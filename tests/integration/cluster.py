@@ -11,6 +11,7 @@ import itertools
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from redis import Redis
@@ -46,8 +47,10 @@ class Cluster:
         self.processes.append(proc)
         return proc
 
-    def replica(self, node: str, *, lease: str = "2s", log_level: str = "info") -> Process:
-        """``rqbeat run`` as a subprocess."""
+    def replica(
+        self, node: str, *, lease: str = "2s", log_level: str = "info", extra: Sequence[str] = ()
+    ) -> Process:
+        """``rqbeat run`` as a subprocess; ``extra``: more ``run`` options."""
         return self._start(
             node,
             [
@@ -65,11 +68,15 @@ class Cluster:
                 lease,
                 "--log-level",
                 log_level,
+                *extra,
             ],
         )
 
-    def worker(self, name: str, *queues: str, monitoring_interval: int = 1, grace: int = 2) -> Process:
-        """``rqbeat worker`` (workers.Worker, atomic ack) as a subprocess."""
+    def worker(
+        self, name: str, *queues: str, monitoring_interval: int = 1, grace: int = 2, extra: Sequence[str] = ()
+    ) -> Process:
+        """``rqbeat worker`` (workers.Worker, atomic ack) as a subprocess; ``extra``: more
+        ``worker`` options (a repeated option overrides the default given here)."""
         return self._start(
             name,
             [
@@ -88,6 +95,7 @@ class Cluster:
                 str(grace),
                 "--log-level",
                 "warning",
+                *extra,
             ],
         )
 
