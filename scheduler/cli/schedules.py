@@ -119,7 +119,9 @@ def apply_file(
     group = group or applying.group_for(file)
     schedules = applying.load_file(file, group=group)
     owner = f"apply:{group}"
-    plan = applying.plan(schedules, ctx.client.list(), owner=owner, prune=prune)
+    stored = ctx.client.stored([s.id for s in schedules])
+    existing = ctx.client.list() if prune else None
+    plan = applying.plan(schedules, stored, owner=owner, existing=existing)
     if not dry_run:
         ctx.client.upsert_many(plan.create + plan.update)
         for schedule_id in plan.prune:
