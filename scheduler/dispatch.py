@@ -41,6 +41,9 @@ FIRST_CHECK_MS = 1_000
 #: The hash fields :data:`scripts.DUE_READ` returns per schedule, in order.
 _FIELDS = ["definition", "version", "state", "fire_at", "attempt"]
 _TEMPLATES_KEPT = 65_536
+# Where DISPATCH's arguments hold the write's time (ARGV[7], ARGV[11]): set again
+# when a prepared batch is sent.
+_NOW_ARG, _STAMP_ARG = 6, 10
 #: Batches read at once: Redis writes one while the next is decided.
 READ_AHEAD = 4
 
@@ -110,6 +113,15 @@ def decide(schedule_id: str, row: list[Any], score_ms: int, now_ms: int) -> Deci
     return Decision(schedule_id, "run", schedule, res.fire_ms, 1, res.dropped, version=str(version))
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """Batches decided ahead of their due time ``at_ms`` (:meth:`Dispatcher.prepare`)."""
+
+    at_ms: int
+    epoch: int
+    batches: list[tuple[BatchResult, list[Any] | None]]
+
+
 class Dispatcher:
     """Dispatches due schedules for the current leader."""
 
@@ -149,27 +161,53 @@ class Dispatcher:
         ]
         return rows, reply[1]
 
+    def prepare(self, at_ms: int, token: str, epoch: int) -> Prepared | None:
+        """Read and decide now what will be due at ``at_ms``, so that at ``at_ms`` only
+        the write is left (:meth:`send`, one round trip). The writes are fenced like
+        any other: an edit or a lost lease in between makes them refuse."""
+        rows, revision = self._read(at_ms, token)
+        if not rows:
+            return None
+        return Prepared(at_ms, epoch, list(self._batches(rows, revision, at_ms, token, epoch)))
+
+    def send(self, prepared: Prepared, now_ms: int) -> BatchResult:
+        """Write what :meth:`prepare` decided, stamped ``now_ms`` (history, RQ's
+        enqueued_at). Empty when an edit raced it (dispatch normally then); raises
+        :class:`LeadershipLost` like :meth:`dispatch`."""
+        for _, args in prepared.batches:
+            if args is not None:
+                args[_NOW_ARG], args[_STAMP_ARG] = iso(now_ms), rqjob.rq_timestamp(now_ms)
+        return self._run(iter(prepared.batches), now_ms, prepared.epoch)
+
     def _write_all(
         self, rows: list[tuple[str, int, list[Any]]], revision: bytes, now_ms: int, token: str, epoch: int
     ) -> BatchResult:
         """Decide and write batch after batch, deciding the next while Redis writes
         the last. Stops at the first batch an edit raced (the caller re-reads)."""
-        done = BatchResult()
+        return self._run(self._batches(rows, revision, now_ms, token, epoch), now_ms, epoch)
 
-        def batches() -> Iterator[tuple[BatchResult, list[Any] | None]]:
-            for start in range(0, len(rows), self.batch_size):
-                part = BatchResult()
-                for schedule_id, score_ms, row in rows[start : start + self.batch_size]:
-                    part.add(decide(schedule_id, row, score_ms, now_ms))
-                writes = part.runs or part.rescheduled
-                yield part, self._args(part, revision, now_ms, token, epoch) if writes else None
+    def _batches(
+        self, rows: list[tuple[str, int, list[Any]]], revision: bytes, now_ms: int, token: str, epoch: int
+    ) -> Iterator[tuple[BatchResult, list[Any] | None]]:
+        """Each batch decided, with its write's arguments (None: nothing to write)."""
+        for start in range(0, len(rows), self.batch_size):
+            part = BatchResult()
+            for schedule_id, score_ms, row in rows[start : start + self.batch_size]:
+                part.add(decide(schedule_id, row, score_ms, now_ms))
+            writes = part.runs or part.rescheduled
+            yield part, self._args(part, revision, now_ms, token, epoch) if writes else None
+
+    def _run(
+        self, batches: Iterator[tuple[BatchResult, list[Any] | None]], now_ms: int, epoch: int
+    ) -> BatchResult:
+        done = BatchResult()
 
         def settle(part: BatchResult, reply: Any) -> bool:
             return self._settle(part, reply, done, now_ms, epoch)
 
         k = self.keys
         keys = [k.leader, k.revision, k.due, k.running, rqjob.QUEUES_KEY]
-        scripts.pipelined(self.conn, self._scripts.dispatch, keys, batches(), settle)
+        scripts.pipelined(self.conn, self._scripts.dispatch, keys, batches, settle)
         return done
 
     def _settle(self, part: BatchResult, reply: Any, done: BatchResult, now_ms: int, epoch: int) -> bool:
@@ -185,23 +223,22 @@ class Dispatcher:
 
     def _args(self, result: BatchResult, revision: bytes, now_ms: int, token: str, epoch: int) -> list[Any]:
         """:data:`scripts.DISPATCH`'s arguments for one decided batch."""
-        now_iso = iso(now_ms)
-        stamp = rqjob.rq_timestamp(now_ms)
         args: list[Any] = [
             token,
             revision,
             *self._prefixes,
-            now_iso,
+            iso(now_ms),  # _NOW_ARG
             (now_ms + FIRST_CHECK_MS) / 1000,
             epoch,
             HISTORY_MAXLEN,
+            rqjob.rq_timestamp(now_ms),  # _STAMP_ARG
             len(result.runs),
             len(result.rescheduled),
         ]
         for d in result.runs:
             template = self._template(d)
             fire_iso = iso(d.fire_ms)
-            job = template.fields_for(_description(d, fire_iso), self._meta(d, fire_iso, epoch), stamp)
+            job = template.fields_for(_description(d, fire_iso), self._meta(d, fire_iso, epoch))
             args += [d.schedule_id, fire_iso, d.attempt, d.job_id, template.queue, d.dropped]
             args += [template.ttl_s, len(job), *job]
         for d in result.rescheduled:

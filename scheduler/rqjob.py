@@ -78,16 +78,7 @@ class JobTemplate:
             fields += ["ttl", ttl]
         return cls(schedule.queue, tuple(fields), ttl)
 
-    def fields_for(self, description: str, meta: Mapping[str, Any], stamp: str) -> list[Any]:
-        """The whole job hash for one fire; ``stamp`` is created_at and enqueued_at."""
-        return [
-            *self.fields,
-            "description",
-            description,
-            "meta",
-            json.dumps(meta),
-            "created_at",
-            stamp,
-            "enqueued_at",
-            stamp,
-        ]
+    def fields_for(self, description: str, meta: Mapping[str, Any]) -> list[Any]:
+        """The job hash for one fire but its two timestamps (created_at, enqueued_at),
+        which :data:`scheduler.scripts.DISPATCH` sets when it writes the batch."""
+        return [*self.fields, "description", description, "meta", json.dumps(meta)]

@@ -290,9 +290,10 @@ DISPATCH = """
 -- ARGV[1] lease token, ARGV[2] revision the batch was read at, ARGV[3] schedule key
 -- prefix, ARGV[4] history key prefix, ARGV[5] RQ job key prefix, ARGV[6] RQ queue key
 -- prefix, ARGV[7] now ISO, ARGV[8] first watchdog look (score), ARGV[9] epoch,
--- ARGV[10] history maxlen, ARGV[11] number of runs, ARGV[12] number of reschedules,
+-- ARGV[10] history maxlen, ARGV[11] the jobs' created_at/enqueued_at (RQ's format),
+-- ARGV[12] number of runs, ARGV[13] number of reschedules,
 -- then per run:        id, fire ISO, attempt, job id, queue, dropped, job ttl s (0 = none),
---                      n, then n job hash field/values
+--                      n, then n job hash field/values (all but the two stamps)
 -- then per reschedule: id, fire ISO, due score, dropped
 -- returns 1 written, -1 the lease is not ARGV[1] (deposed: nothing written),
 -- -2 an edit moved the revision since the read (re-read and decide again)
@@ -300,12 +301,13 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[2] then return -2 end
 local sched, hist, now, epoch, maxlen = ARGV[3], ARGV[4], ARGV[7], ARGV[9], ARGV[10]
 local queues = {}
-local i = 13
-for _ = 1, tonumber(ARGV[11]) do
+local i = 14
+for _ = 1, tonumber(ARGV[12]) do
   local id, fire, attempt, job, queue, dropped, ttl, n = unpack(ARGV, i, i + 7)
   local last = i + 7 + tonumber(n)
   local job_key, queue_key = ARGV[5] .. job, ARGV[6] .. queue
-  redis.call('HSET', job_key, unpack(ARGV, i + 8, last))
+  redis.call('HSET', job_key, 'created_at', ARGV[11], 'enqueued_at', ARGV[11],
+             unpack(ARGV, i + 8, last))
   if ttl ~= '0' then redis.call('EXPIRE', job_key, ttl) end
   if not queues[queue_key] then
     queues[queue_key] = true
@@ -324,7 +326,7 @@ for _ = 1, tonumber(ARGV[11]) do
              'fire_at', fire, 'job_id', job, 'attempt', attempt, 'epoch', epoch, 'at', now)
   i = last + 1
 end
-for _ = 1, tonumber(ARGV[12]) do
+for _ = 1, tonumber(ARGV[13]) do
   local id, fire, score, dropped = unpack(ARGV, i, i + 3)
   redis.call('ZADD', KEYS[3], score, id)
   redis.call('HSET', sched .. id, 'fire_at', fire, 'attempt', 1)

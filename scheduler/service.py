@@ -31,7 +31,7 @@ from redis.client import PubSub
 
 from scheduler.clock import Clock, SystemClock, iso, redis_now_ms, time_reply_ms
 from scheduler.connection import DEFAULT_REDIS_URL
-from scheduler.dispatch import DEFAULT_BATCH, Dispatcher
+from scheduler.dispatch import DEFAULT_BATCH, Dispatcher, Prepared
 from scheduler.errors import LeadershipLost
 from scheduler.eviction import check_eviction
 from scheduler.keys import DEFAULT_NAMESPACE, Keys
@@ -46,6 +46,10 @@ log = logging.getLogger(__name__)
 _ERRORS = (redis.exceptions.RedisError, OSError)
 #: Re-read the sets at least this often even when no event arrived.
 MAX_WAIT_S = 30.0
+#: Decide a dispatch this long before it is due, so that at its time only the write is
+#: left; a prepared dispatch woken later than ``PREPARED_LATE_S`` is decided again.
+PREPARE_S = 0.2
+PREPARED_LATE_S = 0.5
 NODE_TTL_S = 60
 HEARTBEAT_S = 15
 
@@ -104,6 +108,7 @@ class Service:
         # due before it unless an event says so. A renewal wake-up inside it needs no
         # reads (the idle path's Redis traffic is the renewal alone).
         self._plan_until: float | None = None
+        self._prepared: Prepared | None = None  # decided ahead, due at _plan_until
         self._reported_at = 0.0
 
     @property
@@ -206,6 +211,8 @@ class Service:
         renew_in = self.lease.renew_at - started
         if self._plan_until is not None and started < self._plan_until:
             return max(0.0, min(self._plan_until - started, renew_in))
+        if self._prepared is not None and self._send_prepared(started):
+            return 0.0
         pipe = self.conn.pipeline(transaction=False)
         pipe.time()
         pipe.zrange(self.keys.due, 0, 0, withscores=True)
@@ -225,10 +232,42 @@ class Service:
         if worked:
             self._plan_until = None
             return 0.0  # re-read the sets before planning a wait
+        return self._plan(started, now_ms, first_due, first_running, token)
+
+    def _plan(
+        self,
+        started: float,
+        now_ms: int,
+        first_due: list[tuple[bytes, float]],
+        first_running: list[tuple[bytes, float]],
+        token: str,
+    ) -> float:
+        """How long to wait: until the next due fire or watchdog look, at most
+        :data:`MAX_WAIT_S`; a dispatch due within :data:`PREPARE_S` is decided now."""
         nexts = [float(s) - now_ms / 1000 for row in (first_due, first_running) for _, s in row[:1]]
         until_next = max(0.0, min([*nexts, MAX_WAIT_S]))
+        if first_due and until_next == nexts[0]:  # the next thing to do is a dispatch
+            if until_next > PREPARE_S:
+                until_next -= PREPARE_S  # wake a little early to decide it ahead of time
+            else:
+                due_ms = round(first_due[0][1] * 1000)
+                self._prepared = self.dispatcher.prepare(due_ms, token, self.lease.epoch)
         self._plan_until = started + until_next
-        return max(0.0, min(until_next, renew_in))
+        return max(0.0, min(self._plan_until, self.lease.renew_at) - self.clock.monotonic())
+
+    def _send_prepared(self, started: float) -> bool:
+        """At the due time of a batch decided ahead (:meth:`Dispatcher.prepare`), only
+        its write is left: one round trip. False when there is nothing to send or it
+        no longer applies (an edit raced it, or this wake is late): plan as usual."""
+        prepared, self._prepared = self._prepared, None
+        late_s = started - (self._plan_until or started)
+        if prepared is None or self._plan_until is None or late_s > PREPARED_LATE_S:
+            return False
+        now_ms = prepared.at_ms + round(late_s * 1000)  # Redis time, told by the monotonic clock
+        batch = self.dispatcher.send(prepared, now_ms)
+        self.metrics.observe_batch(batch, now_ms)
+        self._plan_until = None
+        return batch.size > 0
 
     def _wait(self, seconds: float) -> None:
         """Sleep up to ``seconds``, waking early for any published event."""

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from redis import Redis
 
-from scheduler.clock import redis_now_ms
+from scheduler import rqjob
+from scheduler.clock import iso, redis_now_ms
 from scheduler.dispatch import READ_AHEAD, BatchResult, Dispatcher
 from scheduler.errors import LeadershipLost
 from scheduler.keys import Keys
@@ -93,3 +94,57 @@ def test_a_flushed_script_cache_is_reloaded_and_nothing_is_written_twice(conn: R
     result = dispatcher.dispatch(now_ms, TOKEN, 1)
     assert len(result.runs) == COUNT
     assert len(_queued(conn)) == COUNT
+
+
+# -- decided ahead of the due time, written at it ----------------------------------------
+
+
+def _history_events(conn: Redis, schedule_id: str) -> list[dict[bytes, bytes]]:
+    entries: Any = conn.xrange(K.history(schedule_id))
+    return [fields for _, fields in entries]
+
+
+def test_a_prepared_dispatch_writes_at_send_time_what_was_decided_before(conn: Redis) -> None:
+    due_ms = _seed(conn)
+    dispatcher = Dispatcher(conn, K, batch_size=BATCH)
+    prepared = dispatcher.prepare(due_ms, TOKEN, 1)
+    assert prepared is not None
+    assert sum(len(part.runs) for part, _ in prepared.batches) == COUNT
+    assert _queued(conn) == []  # deciding wrote nothing
+    sent_ms = due_ms + 3
+    result = dispatcher.send(prepared, sent_ms)
+    assert len(result.runs) == COUNT
+    assert len(set(_queued(conn))) == COUNT
+    dispatched = [e for e in _history_events(conn, "s-0") if e[b"event"] == b"dispatched"]
+    assert [e[b"at"] for e in dispatched] == [iso(sent_ms).encode()]
+    job = conn.hgetall(f"rq:job:{result.runs[0].job_id}")
+    assert job[b"enqueued_at"] == rqjob.rq_timestamp(sent_ms).encode()
+
+
+def test_nothing_due_means_nothing_to_prepare(conn: Redis) -> None:
+    due_ms = _seed(conn)
+    assert Dispatcher(conn, K).prepare(due_ms - 3_600_000, TOKEN, 1) is None
+
+
+def test_an_edit_after_preparing_makes_the_prepared_write_refuse(conn: Redis) -> None:
+    due_ms = _seed(conn)
+    dispatcher = Dispatcher(conn, K, batch_size=BATCH)
+    prepared = dispatcher.prepare(due_ms, TOKEN, 1)
+    assert prepared is not None
+    Client(conn).pause("s-4")  # an edit: s-4 must not run, though it was decided to
+    assert dispatcher.send(prepared, due_ms).size == 0
+    assert _queued(conn) == []
+    result = dispatcher.dispatch(due_ms, TOKEN, 1)  # decided again: without s-4
+    assert sorted(d.schedule_id for d in result.runs) == sorted(f"s-{i}" for i in range(COUNT) if i != 4)
+
+
+def test_a_lease_lost_after_preparing_writes_nothing(conn: Redis) -> None:
+    due_ms = _seed(conn)
+    dispatcher = Dispatcher(conn, K, batch_size=BATCH)
+    prepared = dispatcher.prepare(due_ms, TOKEN, 1)
+    assert prepared is not None
+    conn.set(K.leader, "2:other")
+    with pytest.raises(LeadershipLost):
+        dispatcher.send(prepared, due_ms)
+    assert _queued(conn) == []
+    assert conn.zcard(K.due) == COUNT
