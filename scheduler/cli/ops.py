@@ -8,16 +8,8 @@ import sys
 
 import click
 
-from scheduler.cli.common import (
-    Context,
-    echo_json,
-    json_option,
-    pass_context,
-    relative,
-    table,
-    utc_iso,
-)
-from scheduler.clock import redis_now_ms
+from scheduler.cli.common import Context, echo_json, json_option, pass_context
+from scheduler.cli.status_view import status_lines
 from scheduler.connection import mask_url
 from scheduler.durations import parse_duration_ms
 from scheduler.errors import ConfigError, InvalidSchedule
@@ -106,6 +98,10 @@ def worker(
 
     Listens on QUEUES (default: "default"). Equivalent to
     `rq worker -w workers.Worker -S rq.serializers.JSONSerializer QUEUES`.
+
+    \b
+    Example:
+      rqbeat --redis-url redis://redis:6379/0 worker default reports
     """
     setup_logging(log_level)
     w = Worker(
@@ -122,26 +118,19 @@ def worker(
 @json_option
 @pass_context
 def status(ctx: Context, as_json: bool) -> None:
-    """Leader, replicas, schedules by state and the oldest overdue fire."""
+    """Leader (epoch, lease left), replicas (heartbeat age), schedules by state,
+    the oldest overdue fire, and RQ's queues with their workers.
+
+    \b
+    Examples:
+      rqbeat status
+      rqbeat status --json
+    """
     report = read_status(ctx.conn, ctx.namespace)
     if as_json:
         echo_json(report.to_json())
         return
-    now = redis_now_ms(ctx.conn)
-    leader = f"{report.leader_node} (epoch {report.epoch})" if report.leader_node else "none"
-    click.echo(f"leader:    {leader}")
-    counts = ", ".join(f"{n} {s}" for s, n in report.counts.items())
-    click.echo(f"schedules: {counts}")
-    if report.oldest_overdue_ms is not None:
-        click.echo(
-            f"overdue:   {report.oldest_overdue_id} since {utc_iso(report.oldest_overdue_ms)} "
-            f"(lag {(now - report.oldest_overdue_ms) / 1000:.3f}s)"
-        )
-    else:
-        click.echo("overdue:   none")
-    rows = [[n.name, n.role, str(n.epoch), relative(n.seen_ms, now)] for n in report.nodes]
-    click.echo("")
-    table(["REPLICA", "ROLE", "EPOCH", "SEEN"], rows)
+    click.echo("\n".join(status_lines(report)))
 
 
 @click.command()
@@ -149,10 +138,15 @@ def status(ctx: Context, as_json: bool) -> None:
 @pass_context
 def check(ctx: Context, max_lag: str) -> None:
     """Health check: exit 0 when a leader holds the lease and no fire is overdue
-    by more than --max-lag; exit 1 (with the reason) otherwise."""
+    by more than --max-lag; exit 1 (with the reason) otherwise.
+
+    \b
+    Example:
+      rqbeat check --max-lag 30s || alert "rqbeat is unhealthy"
+    """
     limit_ms = parse_duration_ms("max-lag", max_lag)
-    report = read_status(ctx.conn, ctx.namespace)
-    now = redis_now_ms(ctx.conn)
+    report = read_status(ctx.conn, ctx.namespace, detail=False)
+    now = report.now_ms
     problems = []
     if report.leader_node is None:
         problems.append("no leader holds the lease")
@@ -162,7 +156,7 @@ def check(ctx: Context, max_lag: str) -> None:
         )
     if problems:
         raise click.ClickException("; ".join(problems))
-    click.echo(f"ok: leader {report.leader_node}, {sum(report.counts.values())} schedules")
+    click.echo(f"ok: leader {report.leader_node}, {report.total} schedules")
 
 
 COMMANDS = [run, worker, status, check]
