@@ -132,21 +132,14 @@ def matches(
     )
 
 
-def next_ms(record: ScheduleRecord) -> int | None:
-    """When the schedule next does something: its due score, or the fire in flight."""
-    if record.state == "due":
-        return record.due_ms
-    if record.state == "running" or (record.state == "paused" and record.job_id):
-        return record.fire_ms or 0
-    return None
-
-
 def sort_key(record: ScheduleRecord) -> tuple[Any, ...]:
-    """Soonest first (runs in flight at the top); paused and broken last, by id."""
-    when = next_ms(record)
-    if when is not None and record.state != "paused":
-        return (0, when, record.id)
-    return (1, _IDLE_ORDER.get(record.state, 2), record.id)
+    """Runs in flight first (oldest fire first), then the soonest due; then broken
+    (they need attention), then paused, each by id."""
+    if record.state == "running":
+        return (0, record.fire_ms or 0, record.id)
+    if record.state == "due" and record.due_ms is not None:
+        return (1, record.due_ms, record.id)
+    return (2, _IDLE_ORDER.get(record.state, 2), record.id)
 
 
 def record_json(record: ScheduleRecord) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from scheduler.cli.app import cli
 from scheduler.keys import Keys
 from scheduler.localredis import free_port
 from scheduler.model import MAX_PAYLOAD_BYTES
+from scheduler.records import text
 from tests.harness import RedisServer
 
 pytestmark = pytest.mark.integration
@@ -233,7 +234,7 @@ def test_ls_shows_a_run_in_flight_and_the_last_result(rqbeat: Invoke, conn: Redi
     # what dispatch and a failed run write (see scheduler/dispatch.py, scripts.RETRY)
     conn.zrem(K.due, "busy")
     conn.zadd(K.running, {"busy": now_s + 5})
-    fire = conn.hget(K.schedule("busy"), "fire_at")
+    fire = text(conn.hget(K.schedule("busy"), "fire_at"))
     conn.hset(
         K.schedule("busy"),
         mapping={"state": "running", "job_id": "busy-1-1", "dispatched_at": "2020-01-01T00:00:00.000Z"},
@@ -252,7 +253,7 @@ def test_ls_shows_a_run_in_flight_and_the_last_result(rqbeat: Invoke, conn: Redi
     assert "running" in lines[1]
     assert "(running " in lines[1]
     assert fire is not None
-    assert fire.decode()[:10] in lines[1]
+    assert fire[:10] in lines[1]
     assert "retry 2)" in lines[2]
     assert "failed " in lines[2]
     assert " ago: RuntimeError: upstream said 503" in lines[2]
