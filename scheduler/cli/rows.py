@@ -11,7 +11,6 @@ plus the running zset (a paused schedule's last run may still be in flight).
 from __future__ import annotations
 
 import copy
-import json
 import re
 from collections.abc import Collection, Iterator, Sequence
 from typing import Any
@@ -45,8 +44,10 @@ class Definitions:
         self._shapes: dict[tuple[str, int], Schedule | Exception] = {}
 
     def decode(self, schedule_id: str, definition: str | None) -> Schedule:
-        needle = json.dumps({"id": schedule_id}, separators=(",", ":"))[1:-1]
-        if definition is None or needle not in definition or not ID_PATTERN.fullmatch(schedule_id):
+        if definition is None or not ID_PATTERN.fullmatch(schedule_id):
+            return decode_definition(schedule_id, definition)
+        needle = f'"id":"{schedule_id}"'  # as to_json writes it; the pattern needs no escaping
+        if needle not in definition:
             return decode_definition(schedule_id, definition)
         shape = definition.replace(needle, '"id":""')
         if any("H" in expr for expr in _CRON.findall(shape)):  # hashed by id: may differ
@@ -106,17 +107,17 @@ def read_records(
     for start in range(0, len(ids), CHUNK):
         part = ids[start : start + CHUNK]
         pipe = conn.pipeline(transaction=False)
+        pipe.zmscore(keys.due, list(part))  # one command for the chunk's due scores (Redis 6.2+)
         for schedule_id in part:
             pipe.hgetall(keys.schedule(schedule_id))
-            pipe.zscore(keys.due, schedule_id)
-        replies = pipe.execute(raise_on_error=False)
-        for schedule_id, reply, score in zip(part, replies[::2], replies[1::2], strict=True):
+        scores, *replies = pipe.execute(raise_on_error=False)
+        for schedule_id, reply, score in zip(part, replies, scores, strict=True):
             raw = reply
             if isinstance(reply, redis.exceptions.ResponseError):  # WRONGTYPE: set by hand
                 raw = {"error": f"key has type {text(conn.type(keys.schedule(schedule_id)))}, not hash"}
             elif not reply:
                 continue  # removed since the ids were read
-            due_ms = round(float(score) * 1000) if isinstance(score, float | int) else None
+            due_ms = round(float(score) * 1000) if score is not None else None
             yield decode_record(schedule_id, raw, due_ms, decode=definitions.decode)
 
 
