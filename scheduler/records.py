@@ -8,7 +8,7 @@ it is shown, never raised, so one bad schedule cannot break listing the others.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from scheduler.clock import parse_iso_ms
@@ -63,14 +63,20 @@ def decode_definition(schedule_id: str, definition: str | None) -> Schedule:
 
 
 def decode_record(
-    schedule_id: str, raw_hash: Mapping[bytes | str, bytes | str], due_ms: int | None
+    schedule_id: str,
+    raw_hash: Mapping[bytes | str, bytes | str],
+    due_ms: int | None,
+    *,
+    decode: Callable[[str, str | None], Schedule] | None = None,
 ) -> ScheduleRecord:
-    """Decode HGETALL output; damage yields ``state='broken'`` with the reason."""
+    """Decode HGETALL output; damage yields ``state='broken'`` with the reason.
+
+    ``decode`` replaces :func:`decode_definition` (``rqbeat ls`` passes a memoizing one)."""
     raw = {str(text(k)): str(text(v)) for k, v in raw_hash.items()}
     error = raw.get("error") or None
     schedule: Schedule | None = None
     try:
-        schedule = decode_definition(schedule_id, raw.get("definition"))
+        schedule = (decode or decode_definition)(schedule_id, raw.get("definition"))
     except (RqbeatError, ValueError) as exc:
         # a recorded error (the leader's, or "key has type ...") says more than "no definition"
         error = error or str(exc)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import click
 import redis.exceptions
 
-from scheduler.cli import aclcmd, ops, schedules
+from scheduler.cli import aclcmd, ops, schedules, views
 from scheduler.cli.common import Context
 from scheduler.cli.connopts import connection_options, redis_settings
 from scheduler.connection import DEFAULT_REDIS_URL, mask_secrets
@@ -21,12 +22,53 @@ class BadInput(click.ClickException):
     exit_code = 2
 
 
+class UsageProblem(click.UsageError):
+    """A usage error (unknown option, bad choice, missing argument) shown as one line:
+    click's own prints the usage and a hint on lines of their own."""
+
+    def show(self, file: Any = None) -> None:
+        hint = f" (see '{self.ctx.command_path} --help')" if self.ctx is not None else ""
+        click.echo(f"Error: {self.format_message().rstrip('.')}{hint}", file=file, err=True)
+
+
+def _one_line(exc: click.UsageError) -> click.UsageError:
+    if isinstance(exc, click.exceptions.NoArgsIsHelpError):  # bare `rqbeat`: the help is wanted
+        return exc
+    return UsageProblem(exc.format_message(), exc.ctx)
+
+
 class RqbeatGroup(click.Group):
     """Maps rqbeat's errors to one-line messages and exit codes; no tracebacks."""
 
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        """Every option gets the environment variable RQBEAT_<COMMAND>_<OPTION>, named
+        after the option as typed (``--json`` → ``RQBEAT_LS_JSON``, not the Python
+        name), and --help shows it."""
+        command = name or cmd.name or ""
+        for param in cmd.params:
+            if isinstance(param, click.Option) and param.name != "help":
+                if param.envvar is None:
+                    long = [o for o in param.opts if o.startswith("--")]
+                    option = long[0][2:] if long else str(param.name)
+                    param.envvar = f"RQBEAT_{command}_{option}".upper().replace("-", "_")
+                param.show_envvar = True
+        super().add_command(cmd, name)
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        try:  # the group's own options and arguments
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
+
     def invoke(self, ctx: click.Context) -> Any:
+        if os.environ.get("NO_COLOR"):  # https://no-color.org: any non-empty value
+            ctx.color = False
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:  # a command's options and arguments
+            raise _one_line(exc) from None
         except ValueError as exc:  # InvalidSchedule, ConfigError: the input is at fault
             raise BadInput(str(exc)) from None
         except ScheduleNotFound as exc:
@@ -80,12 +122,16 @@ def cli(ctx: click.Context, /, redis_url: str, namespace: str, **connection: str
     Example:
       RQBEAT_REDIS_URL=rediss://rqbeat-scheduler:secret@redis:6380/0 rqbeat --tls-ca-cert ca.pem status
       rqbeat --sentinel s1:26379,s2:26379,s3:26379 --sentinel-master mymaster run
+      rqbeat --redis-url redis://localhost:6379/0 add hello app.jobs.hello --every 30s
+      rqbeat ls
+
+    Colours appear only on a terminal, and never when NO_COLOR is set.
     """
     ctx.obj = Context(redis=redis_settings(redis_url, **connection), namespace=namespace)
     ctx.call_on_close(ctx.obj.close)
 
 
-for _command in [*schedules.COMMANDS, *ops.COMMANDS, *aclcmd.COMMANDS]:
+for _command in [*schedules.COMMANDS, *views.COMMANDS, *ops.COMMANDS, *aclcmd.COMMANDS]:
     cli.add_command(_command)
 
 

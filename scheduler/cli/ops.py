@@ -10,16 +10,8 @@ from typing import Any, TypeVar
 
 import click
 
-from scheduler.cli.common import (
-    Context,
-    echo_json,
-    json_option,
-    pass_context,
-    relative,
-    table,
-    utc_iso,
-)
-from scheduler.clock import redis_now_ms
+from scheduler.cli.common import Context, echo_json, json_option, pass_context
+from scheduler.cli.status_view import status_lines
 from scheduler.durations import parse_duration_ms
 from scheduler.errors import ConfigError, InvalidSchedule
 from scheduler.eviction import eviction_warning, read_policy
@@ -163,7 +155,7 @@ def worker(
 
     \b
     Example:
-      rqbeat worker default reports --log-format json
+      rqbeat --redis-url redis://redis:6379/0 worker default reports --log-format json
     """
     setup_logging(log_level, log_format.lower())
     w = Worker(
@@ -180,26 +172,19 @@ def worker(
 @json_option
 @pass_context
 def status(ctx: Context, as_json: bool) -> None:
-    """Leader, replicas, schedules by state and the oldest overdue fire."""
+    """Leader (epoch, lease left), replicas (heartbeat age), schedules by state,
+    the oldest overdue fire, and RQ's queues with their workers.
+
+    \b
+    Examples:
+      rqbeat status
+      rqbeat status --json
+    """
     report = read_status(ctx.conn, ctx.namespace)
     if as_json:
         echo_json(report.to_json())
         return
-    now = redis_now_ms(ctx.conn)
-    leader = f"{report.leader_node} (epoch {report.epoch})" if report.leader_node else "none"
-    click.echo(f"leader:    {leader}")
-    counts = ", ".join(f"{n} {s}" for s, n in report.counts.items())
-    click.echo(f"schedules: {counts}")
-    if report.oldest_overdue_ms is not None:
-        click.echo(
-            f"overdue:   {report.oldest_overdue_id} since {utc_iso(report.oldest_overdue_ms)} "
-            f"(lag {(now - report.oldest_overdue_ms) / 1000:.3f}s)"
-        )
-    else:
-        click.echo("overdue:   none")
-    rows = [[n.name, n.role, str(n.epoch), relative(n.seen_ms, now)] for n in report.nodes]
-    click.echo("")
-    table(["REPLICA", "ROLE", "EPOCH", "SEEN"], rows)
+    click.echo("\n".join(status_lines(report)))
 
 
 @click.command()
@@ -224,8 +209,8 @@ def check(ctx: Context, max_lag: str, node: str, node_max_age: str) -> None:
     policy_warning = eviction_warning(read_policy(ctx.conn) or "noeviction")
     if policy_warning:
         click.echo(f"warning: {policy_warning}", err=True)
-    report = read_status(ctx.conn, ctx.namespace)
-    now = redis_now_ms(ctx.conn)
+    report = read_status(ctx.conn, ctx.namespace, detail=False)
+    now = report.now_ms
     problems = []
     if report.leader_node is None:
         problems.append("no leader holds the lease")
@@ -238,7 +223,7 @@ def check(ctx: Context, max_lag: str, node: str, node_max_age: str) -> None:
     if problems:
         raise click.ClickException("; ".join(problems))
     seen = f", replica {node} reporting" if node else ""
-    click.echo(f"ok: leader {report.leader_node}, {sum(report.counts.values())} schedules{seen}")
+    click.echo(f"ok: leader {report.leader_node}, {report.total} schedules{seen}")
 
 
 COMMANDS = [run, worker, status, check]

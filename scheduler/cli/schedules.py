@@ -1,30 +1,18 @@
-"""Commands that manage and inspect schedules: add, apply, ls, show, rm, pause,
-resume, trigger, history, next."""
+"""Commands that change schedules, and show one: add, apply, show, rm, pause, resume,
+trigger."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import click
 
 from scheduler import apply as applying
-from scheduler import cron
-from scheduler.cli.common import (
-    Context,
-    echo_json,
-    json_option,
-    local_iso,
-    pass_context,
-    relative,
-    table,
-    utc_iso,
-)
-from scheduler.clock import parse_iso_ms, redis_now_ms
-from scheduler.errors import InvalidSchedule, ScheduleNotFound
+from scheduler.cli.common import Context, echo_json, json_option, pass_context, utc_iso
+from scheduler.cli.rows import record_json
+from scheduler.errors import ScheduleNotFound
 from scheduler.model import Misfire, Schedule
-from scheduler.records import ScheduleRecord
 
 _DURATION = "Duration: seconds or 30s, 10m, 2h, 1d."
 
@@ -82,7 +70,7 @@ def add(ctx: Context, /, schedule_id: str, target: str, as_json: bool, **options
                 "id": result.id,
                 "action": result.action,
                 "version": result.version,
-                **_record_json(record),
+                **record_json(record),
             }
         )
         return
@@ -109,6 +97,12 @@ def apply_file(
     The whole file is validated first; one invalid schedule means nothing is written.
 
     \b
+    Examples:
+      rqbeat apply schedules.toml --dry-run
+      rqbeat apply schedules.toml --prune
+
+    \b
+    A file:
     [defaults]
     queue = "reports"
     [schedules.nightly-report]
@@ -145,39 +139,19 @@ def apply_file(
     click.echo(f"{file}: {counts}")
 
 
-@click.command(name="ls")
-@click.option("--state", type=click.Choice(["due", "running", "paused", "broken"]), help="Only this state.")
-@json_option
-@pass_context
-def list_schedules(ctx: Context, state: str | None, as_json: bool) -> None:
-    """List schedules: trigger, state, next fire and last result."""
-    records = [r for r in ctx.client.list() if state is None or r.state == state]
-    if as_json:
-        echo_json([_record_json(r) for r in records])
-        return
-    now = redis_now_ms(ctx.conn)
-    rows = [
-        [
-            r.id,
-            r.schedule.trigger_text if r.schedule else "?",
-            r.schedule.timezone if r.schedule else "?",
-            r.state,
-            _next_text(r, now),
-            _last_text(r, now),
-        ]
-        for r in records
-    ]
-    table(["ID", "TRIGGER", "TZ", "STATE", "NEXT", "LAST"], rows)
-
-
 @click.command()
 @click.argument("schedule_id", metavar="ID")
 @json_option
 @pass_context
 def show(ctx: Context, schedule_id: str, as_json: bool) -> None:
-    """Show one schedule: definition and state."""
+    """Show one schedule: definition and state.
+
+    \b
+    Example:
+      rqbeat show nightly-report --json
+    """
     record = ctx.client.get(schedule_id)
-    data = _record_json(record)
+    data = record_json(record)
     if as_json:
         echo_json(data)
         return
@@ -191,7 +165,12 @@ def show(ctx: Context, schedule_id: str, as_json: bool) -> None:
 @click.argument("schedule_ids", metavar="ID...", nargs=-1, required=True)
 @pass_context
 def remove(ctx: Context, schedule_ids: tuple[str, ...]) -> None:
-    """Remove schedules and their history. A run in flight finishes; nothing re-arms."""
+    """Remove schedules and their history. A run in flight finishes; nothing re-arms.
+
+    \b
+    Example:
+      rqbeat rm nightly-report heartbeat
+    """
     missing = [s for s in schedule_ids if not ctx.client.remove(s)]
     for schedule_id in schedule_ids:
         if schedule_id not in missing:
@@ -204,7 +183,12 @@ def remove(ctx: Context, schedule_ids: tuple[str, ...]) -> None:
 @click.argument("schedule_id", metavar="ID")
 @pass_context
 def pause(ctx: Context, schedule_id: str) -> None:
-    """Stop firing ID until resumed (a run in flight finishes)."""
+    """Stop firing ID until resumed (a run in flight finishes).
+
+    \b
+    Example:
+      rqbeat pause nightly-report
+    """
     changed = ctx.client.pause(schedule_id)
     click.echo(f"paused {schedule_id}" if changed else f"{schedule_id} was already paused")
 
@@ -213,7 +197,12 @@ def pause(ctx: Context, schedule_id: str) -> None:
 @click.argument("schedule_id", metavar="ID")
 @pass_context
 def resume(ctx: Context, schedule_id: str) -> None:
-    """Fire ID again, from its next fire after now."""
+    """Fire ID again, from its next fire after now (fires missed while paused are not run).
+
+    \b
+    Example:
+      rqbeat resume nightly-report
+    """
     changed = ctx.client.resume(schedule_id)
     click.echo(f"resumed {schedule_id}" if changed else f"{schedule_id} was not paused")
 
@@ -222,113 +211,14 @@ def resume(ctx: Context, schedule_id: str) -> None:
 @click.argument("schedule_id", metavar="ID")
 @pass_context
 def trigger(ctx: Context, schedule_id: str) -> None:
-    """Run ID once, now; its regular fires carry on."""
+    """Run ID once, now; its regular fires carry on.
+
+    \b
+    Example:
+      rqbeat trigger nightly-report
+    """
     ctx.client.trigger(schedule_id)
     click.echo(f"triggered {schedule_id}")
 
 
-@click.command()
-@click.argument("schedule_id", metavar="ID")
-@click.option(
-    "-n", "count", default=20, type=click.IntRange(1, 10_000), help="How many entries, newest last."
-)
-@json_option
-@pass_context
-def history(ctx: Context, schedule_id: str, count: int, as_json: bool) -> None:
-    """Show the run history of ID: dispatched, succeeded, failed, missed..."""
-    entries = ctx.client.history(schedule_id, count)
-    if not entries:
-        ctx.client.get(schedule_id)  # not found → exit 1
-    if as_json:
-        echo_json([{"id": e.entry_id, "at": utc_iso(e.at_ms), "event": e.event, **e.fields} for e in entries])
-        return
-    rows = [
-        [utc_iso(e.at_ms), e.event, " ".join(f"{k}={v}" for k, v in e.fields.items() if v and k != "at")]
-        for e in entries
-    ]
-    table(["AT", "EVENT", "DETAILS"], rows)
-
-
-@click.command(name="next")
-@click.argument("expr")
-@click.option("--tz", "timezone", default="UTC", help="IANA timezone the expression is read in.")
-@click.option("-n", "count", default=5, type=click.IntRange(1, 10_000), help="How many fires.")
-@click.option("--after", help="Start from this ISO time (default: now).")
-@click.option("--id", "schedule_id", default="", help="Schedule id that H fields hash.")
-@json_option
-def next_fires(
-    expr: str, timezone: str, count: int, after: str | None, schedule_id: str, as_json: bool
-) -> None:
-    """Preview the next fires of a cron EXPR (works without Redis).
-
-    \b
-    Example:
-      rqbeat next "30 2 * * *" --tz Europe/Berlin -n 3 --after 2027-03-27T00:00:00Z
-    """
-    trigger_ = cron.cron_trigger(expr, timezone, schedule_id=schedule_id)
-    after_ms = _parse_after(after)
-    fires = cron.next_fires(trigger_, after_ms, count)
-    if as_json:
-        echo_json([{"utc": utc_iso(f), "local": local_iso(f, timezone)} for f in fires])
-        return
-    for fire in fires:
-        click.echo(f"{utc_iso(fire)}  {local_iso(fire, timezone)}")
-
-
-def _parse_after(after: str | None) -> int:
-    if after is None:
-        return int(time.time() * 1000)
-    try:
-        return parse_iso_ms(after)
-    except ValueError:
-        raise InvalidSchedule(
-            "after", after, "must be an ISO time with a timezone, e.g. 2027-03-27T00:00:00Z"
-        ) from None
-
-
-def _record_json(record: ScheduleRecord) -> dict[str, Any]:
-    return {
-        "id": record.id,
-        "state": record.state,
-        "version": record.version,
-        "fire_at": utc_iso(record.fire_ms) if record.fire_ms else None,
-        "due_at": utc_iso(record.due_ms) if record.due_ms else None,
-        "attempt": record.attempt,
-        "job_id": record.job_id,
-        "last_result": record.last_result,
-        "last_run_at": utc_iso(record.last_run_ms) if record.last_run_ms else None,
-        "last_error": record.last_error,
-        "error": record.error,
-        "definition": record.schedule.to_dict() if record.schedule else None,
-    }
-
-
-def _next_text(record: ScheduleRecord, now_ms: int) -> str:
-    if record.state == "running":
-        return f"running since {relative(record.fire_ms, now_ms)}" if record.fire_ms else "running"
-    if record.state != "due" or record.due_ms is None:
-        return "-"
-    retry = " (retry)" if record.attempt > 1 else ""
-    return f"{utc_iso(record.due_ms)} ({relative(record.due_ms, now_ms)}){retry}"
-
-
-def _last_text(record: ScheduleRecord, now_ms: int) -> str:
-    if record.state == "broken":
-        return f"broken: {record.error}"
-    if record.last_result is None or record.last_run_ms is None:
-        return "-"
-    return f"{record.last_result} {relative(record.last_run_ms, now_ms)}"
-
-
-COMMANDS = [
-    add,
-    apply_file,
-    list_schedules,
-    show,
-    remove,
-    pause,
-    resume,
-    trigger,
-    history,
-    next_fires,
-]
+COMMANDS = [add, apply_file, show, remove, pause, resume, trigger]

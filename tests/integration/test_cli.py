@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from scheduler.cli.app import cli
 from scheduler.keys import Keys
 from scheduler.localredis import free_port
 from scheduler.model import MAX_PAYLOAD_BYTES
+from scheduler.records import text
 from tests.harness import RedisServer
 
 pytestmark = pytest.mark.integration
@@ -49,16 +51,14 @@ def snapshot(conn: Redis) -> dict[Any, Any]:
 
 
 def assert_refused(result: Result, field: str) -> None:
-    """Exit 2, one error line that names ``field``, no traceback."""
+    """Exit 2, one error line that names ``field`` and nothing else (no usage, no traceback)."""
     output = result.output
     assert result.exit_code == 2, output
     assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in output
-    errors = [line for line in output.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, output
-    assert field in errors[0], output
-    if "Usage:" not in output:  # a click usage error also prints the usage line
-        assert output.strip() == errors[0], output
+    lines = output.strip().splitlines()
+    assert len(lines) == 1, output
+    assert lines[0].startswith("Error: "), output
+    assert field in lines[0], output
 
 
 def toml_file(path: Path, text: str) -> Path:
@@ -171,25 +171,93 @@ def test_ls(rqbeat: Invoke, conn: Redis) -> None:
 
     lines = ok(rqbeat("ls")).splitlines()
     assert lines[0].split() == ["ID", "TRIGGER", "TZ", "STATE", "NEXT", "LAST"]
-    assert [line.split()[0] for line in lines[1:]] == ["a-cron", "b-every", "c-broken"]
+    # soonest first; then broken (needs attention), then paused
+    assert [line.split()[0] for line in lines[1:]] == ["a-cron", "c-broken", "b-every"]
     assert "30 2 * * *" in lines[1]
     assert "Europe/Berlin" in lines[1]
     assert " due " in lines[1]
-    assert "(in " in lines[1]
-    assert "every 1m30s" in lines[2]
-    assert "paused" in lines[2]
-    assert "broken: definition is not valid JSON" in lines[3]
+    assert re.search(r" 20\d\d-\d\d-\d\d 02:30:00 \(in \d", lines[1]), lines[1]  # Berlin wall clock
+    assert "every 1m30s" in lines[3]
+    assert "paused" in lines[3]
+    assert "broken: definition is not valid JSON" in lines[2]
+    # columns are aligned: each header starts where its column starts in every row
+    state_at = lines[0].index("STATE")
+    assert [line[state_at:].split()[0] for line in lines[1:]] == ["due", "broken", "paused"]
 
     data = json_of(rqbeat("ls", "--json"))
     assert [(r["id"], r["state"]) for r in data] == [
         ("a-cron", "due"),
-        ("b-every", "paused"),
         ("c-broken", "broken"),
+        ("b-every", "paused"),
     ]
-    assert data[2]["definition"] is None
-    assert "JSON" in data[2]["error"]
+    assert data[1]["definition"] is None
+    assert "JSON" in data[1]["error"]
+    assert data[0]["definition"]["timezone"] == "Europe/Berlin"
     paused = json_of(rqbeat("ls", "--state", "paused", "--json"))
     assert [r["id"] for r in paused] == ["b-every"]
+    both = json_of(rqbeat("ls", "--state", "paused", "--state", "broken", "--sort", "id", "--json"))
+    assert [r["id"] for r in both] == ["b-every", "c-broken"]
+    assert [r["id"] for r in json_of(rqbeat("ls", "--state", "due", "--json"))] == ["a-cron"]
+    assert json_of(rqbeat("ls", "--state", "running", "--json")) == []
+    assert [r["id"] for r in json_of(rqbeat("ls", "--json", env={"RQBEAT_LS_STATE": "broken"}))] == [
+        "c-broken"
+    ]
+
+
+def test_ls_filters_by_queue_owner_and_group(rqbeat: Invoke, tmp_path: Path) -> None:
+    ok(rqbeat("add", "by-cli", "app.jobs.run", "--every", "1h", "--queue", "other"))
+    ok(rqbeat("apply", str(toml_file(tmp_path / "jobs.toml", JOBS))))  # nightly, heartbeat: "reports"
+
+    def ids(*options: str) -> list[str]:
+        return sorted(r["id"] for r in json_of(rqbeat("ls", "--json", *options)))
+
+    assert ids() == ["by-cli", "heartbeat", "nightly"]
+    assert ids("--queue", "reports") == ["heartbeat", "nightly"]
+    assert ids("--queue", "other") == ["by-cli"]
+    assert ids("--queue", "other", "--queue", "reports") == ["by-cli", "heartbeat", "nightly"]
+    assert ids("--queue", "nowhere") == []
+    assert ids("--owner", "cli") == ["by-cli"]
+    assert ids("--group", "jobs") == ["heartbeat", "nightly"]
+    assert ids("--owner", "apply:jobs", "--queue", "other") == []
+    assert ids("--owner", "cli", "--group", "jobs") == ["by-cli", "heartbeat", "nightly"]
+    assert [r["id"] for r in json_of(rqbeat("ls", "--json", "--sort", "id"))] == [
+        "by-cli",
+        "heartbeat",
+        "nightly",
+    ]
+
+
+def test_ls_shows_a_run_in_flight_and_the_last_result(rqbeat: Invoke, conn: Redis) -> None:
+    ok(rqbeat("add", "busy", "app.jobs.run", "--every", "1h"))
+    ok(rqbeat("add", "sad", "app.jobs.run", "--every", "1h"))
+    now_s, _ = conn.time()
+    # what dispatch and a failed run write (see scheduler/dispatch.py, scripts.RETRY)
+    conn.zrem(K.due, "busy")
+    conn.zadd(K.running, {"busy": now_s + 5})
+    fire = text(conn.hget(K.schedule("busy"), "fire_at"))
+    conn.hset(
+        K.schedule("busy"),
+        mapping={"state": "running", "job_id": "busy-1-1", "dispatched_at": "2020-01-01T00:00:00.000Z"},
+    )
+    conn.hset(
+        K.schedule("sad"),
+        mapping={
+            "attempt": 2,
+            "last_result": "failed",
+            "last_run_at": "2020-01-01T00:00:00.000Z",
+            "last_error": "Traceback (most recent call last):\n  ...\nRuntimeError: upstream said 503",
+        },
+    )
+    lines = ok(rqbeat("ls")).splitlines()
+    assert [line.split()[0] for line in lines[1:]] == ["busy", "sad"]  # in flight first
+    assert "running" in lines[1]
+    assert "(running " in lines[1]
+    assert fire is not None
+    assert fire[:10] in lines[1]
+    assert "retry 2)" in lines[2]
+    assert "failed " in lines[2]
+    assert " ago: RuntimeError: upstream said 503" in lines[2]
+    assert json_of(rqbeat("ls", "--state", "running", "--json"))[0]["job_id"] == "busy-1-1"
 
 
 def test_show(rqbeat: Invoke) -> None:
@@ -256,8 +324,8 @@ def test_pause_resume_trigger_history(rqbeat: Invoke, conn: Redis) -> None:
     assert abs(score - now_s) < 5
 
     lines = ok(rqbeat("history", "s1")).splitlines()
-    assert lines[0].split() == ["AT", "EVENT", "DETAILS"]
-    assert [line.split()[1] for line in lines[1:]] == ["paused", "resumed", "triggered"]
+    assert lines[0].split() == HISTORY_HEADERS
+    assert [line.split()[2] for line in lines[1:]] == ["paused", "resumed", "triggered"]
     entries = json_of(rqbeat("history", "s1", "--json", "-n", "2"))
     assert [e["event"] for e in entries] == ["resumed", "triggered"]
     assert all(e["at"].endswith("Z") for e in entries)
@@ -268,9 +336,12 @@ def test_pause_resume_trigger_history(rqbeat: Invoke, conn: Redis) -> None:
         assert missing.output.strip() == "Error: no schedule with id 'nope'", command
 
 
+HISTORY_HEADERS = ["AT", "(UTC)", "EVENT", "FIRE", "ATTEMPT", "JOB", "DURATION", "OUTCOME"]
+
+
 def test_history_of_a_schedule_without_entries(rqbeat: Invoke) -> None:
     ok(rqbeat("add", "s1", "app.jobs.run", "--every", "1d"))
-    assert ok(rqbeat("history", "s1")).split() == ["AT", "EVENT", "DETAILS"]
+    assert ok(rqbeat("history", "s1")).split() == HISTORY_HEADERS
     assert json_of(rqbeat("history", "s1", "--json")) == []
 
 
@@ -357,7 +428,7 @@ def test_apply_prune_removes_only_its_own_group(rqbeat: Invoke, tmp_path: Path, 
     b = toml_file(tmp_path / "b.toml", '[schedules.b1]\ntarget = "m.f"\nevery = "1m"\n')
     ok(rqbeat("apply", str(a), "--prune"))
     ok(rqbeat("apply", str(b), "--prune"))
-    ids = [r["id"] for r in json_of(rqbeat("ls", "--json"))]
+    ids = [r["id"] for r in json_of(rqbeat("ls", "--json", "--sort", "id"))]
     assert ids == ["a1", "a2", "b1", "manual"]
 
     toml_file(a, '[schedules.a1]\ntarget = "m.f"\nevery = "1m"\n')
@@ -365,19 +436,19 @@ def test_apply_prune_removes_only_its_own_group(rqbeat: Invoke, tmp_path: Path, 
     assert out.splitlines()[-1].endswith("0 created, 0 updated, 1 unchanged, 0 pruned")
     summary = json_of(rqbeat("apply", str(a), "--prune", "--json"))
     assert summary["pruned"] == ["a2"]
-    assert [r["id"] for r in json_of(rqbeat("ls", "--json"))] == ["a1", "b1", "manual"]
+    assert [r["id"] for r in json_of(rqbeat("ls", "--json", "--sort", "id"))] == ["a1", "b1", "manual"]
     assert not conn.exists(K.schedule("a2"))
 
     toml_file(a, "")
     summary = json_of(rqbeat("apply", str(a), "--prune", "--json"))
     assert summary["pruned"] == ["a1"]
-    assert [r["id"] for r in json_of(rqbeat("ls", "--json"))] == ["b1", "manual"]
+    assert [r["id"] for r in json_of(rqbeat("ls", "--json", "--sort", "id"))] == ["b1", "manual"]
 
     # an explicit group is its own owner
     other = toml_file(tmp_path / "other.toml", "")
     summary = json_of(rqbeat("apply", str(other), "--group", "b", "--prune", "--json"))
     assert summary["pruned"] == ["b1"]
-    assert [r["id"] for r in json_of(rqbeat("ls", "--json"))] == ["manual"]
+    assert [r["id"] for r in json_of(rqbeat("ls", "--json", "--sort", "id"))] == ["manual"]
 
 
 # -- next ---------------------------------------------------------------------------
@@ -409,8 +480,15 @@ def test_next_across_dst(after: str, utc: list[str], local: list[str]) -> None:
     args = ["--redis-url", closed, "next", "30 2 * * *", "--tz", "Europe/Berlin", "-n", "3", "--after", after]
     data = json.loads(ok(CliRunner().invoke(cli, [*args, "--json"])))
     assert data == [{"utc": u, "local": loc} for u, loc in zip(utc, local, strict=True)]
-    text = ok(CliRunner().invoke(cli, args))
-    assert [line.split() for line in text.splitlines()] == [list(p) for p in zip(utc, local, strict=True)]
+    lines = ok(CliRunner().invoke(cli, args)).splitlines()
+    assert lines[0].split() == ["LOCAL", "(Europe/Berlin)", "UTC", "WHEN"]
+    for line, u, loc in zip(lines[1:], utc, local, strict=True):
+        # 2027-03-28 03:00:00 CEST  2027-03-28 01:00:00  in 125d17h
+        day, wall, zone, utc_day, utc_wall, *when = line.split()
+        assert f"{day}T{wall}" == loc[:19]
+        assert zone == ("CEST" if loc.endswith("+02:00") else "CET")
+        assert f"{utc_day}T{utc_wall}.000Z" == u
+        assert re.fullmatch(r"in \d+d\d*h?|\d+d\d*h? ago", " ".join(when)), line
 
 
 def test_next_defaults_and_errors() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator
 
@@ -51,15 +52,27 @@ def test_status_and_check_with_a_leader(redis_url: str, conn: Redis, replica: Se
     report = json.loads(output)
     assert report["leader"] == "embedded"
     assert report["epoch"] == 1
-    assert report["schedules"] == {"due": 1, "running": 0, "paused or broken": 1}
+    assert report["schedules"] == {
+        "due": 1,
+        "running": 0,
+        "paused": 1,
+        "broken": 0,
+        "total": 2,
+        "overdue": 0,
+    }
     assert report["oldest_overdue"] is None
+    assert 0 < report["lease_remaining_s"] <= 2.0
     assert [r["node"] for r in report["replicas"]] == ["embedded"]
     assert report["replicas"][0]["role"] == "leader"
+    assert report["replicas"][0]["age_s"] >= 0
+    assert report["queues"] == []  # nothing was ever enqueued
 
     code, output = rqbeat(redis_url, "status")
     assert code == 0
-    assert "leader:    embedded (epoch 1)" in output
-    assert "overdue:   none" in output
+    assert re.search(r"^leader: +embedded \(epoch 1, lease \d", output, re.M), output
+    assert re.search(r"^schedules: +2 total: 1 due, 0 running, 1 paused, 0 broken$", output, re.M), output
+    assert re.search(r"^overdue: +none$", output, re.M), output
+    assert re.search(r"^embedded +leader +1 +(now|\d+\w+ ago) ", output, re.M), output
 
     code, output = rqbeat(redis_url, "check")
     assert code == 0, output
@@ -74,7 +87,29 @@ def test_check_reports_an_overdue_fire(redis_url: str, conn: Redis) -> None:
     assert code == 1
     assert "schedule stuck is overdue" in output
     code, output = rqbeat(redis_url, "status", "--json")
-    assert json.loads(output)["oldest_overdue"]["id"] == "stuck"
+    report = json.loads(output)
+    assert report["oldest_overdue"]["id"] == "stuck"
+    assert report["schedules"]["overdue"] == 1
+    code, output = rqbeat(redis_url, "status")
+    assert code == 0
+    assert re.search(r"^overdue: +stuck, \d+d\d*h? late \(the oldest due fire\)$", output, re.M), output
+    assert re.search(r"^schedules: +1 total: 1 due \(1 overdue\), 0 running", output, re.M), output
+
+
+def test_status_without_a_leader_or_schedules(redis_url: str) -> None:
+    code, output = rqbeat(redis_url, "status")
+    assert code == 0, output
+    lines = output.splitlines()
+    assert lines[:3] == [
+        "leader:    none: no replica holds the lease",
+        "schedules: 0 total: 0 due, 0 running, 0 paused, 0 broken",
+        "overdue:   none",
+    ]
+    assert "QUEUE" not in output  # RQ never saw a queue
+    report = json.loads(rqbeat(redis_url, "status", "--json")[1])
+    assert report["leader"] is None
+    assert report["lease_remaining_s"] is None
+    assert report["replicas"] == []
 
 
 def test_stop_releases_the_lease(redis_url: str, conn: Redis) -> None:

@@ -1,0 +1,76 @@
+"""``rqbeat status`` as text: readable at a glance, problems in colour."""
+
+from __future__ import annotations
+
+from scheduler.cli.render import Cell, age, duration, relative, table_lines, toned
+from scheduler.service import HEARTBEAT_S
+from scheduler.status import StatusReport
+
+#: A replica silent for longer than this has probably died (it reports every HEARTBEAT_S).
+STALE_MS = 2 * HEARTBEAT_S * 1000
+
+
+def status_lines(report: StatusReport) -> list[str]:
+    """The summary, then the replicas and the RQ queues as tables."""
+    lines = [
+        _field("leader", _leader(report)),
+        _field("schedules", _schedules(report)),
+        _field("overdue", _overdue(report)),
+        "",
+    ]
+    now = report.now_ms
+    replicas: list[list[Cell | str]] = [
+        [
+            n.name,
+            toned(n.role),
+            str(n.epoch),
+            Cell(relative(n.seen_ms, now), "warn" if now - n.seen_ms > STALE_MS else None),
+            n.host,
+            n.pid,
+        ]
+        for n in report.nodes
+    ]
+    lines += table_lines(["REPLICA", "ROLE", "EPOCH", "HEARTBEAT", "HOST", "PID"], replicas)
+    if report.queues:
+        queues: list[list[Cell | str]] = [
+            [
+                q.name,
+                str(q.queued),
+                str(q.started),
+                Cell(str(q.failed), "bad" if q.failed else None),
+                Cell(str(q.workers), "warn" if not q.workers else None),
+            ]
+            for q in report.queues
+        ]
+        lines += ["", *table_lines(["QUEUE", "QUEUED", "STARTED", "FAILED", "WORKERS"], queues)]
+    return lines
+
+
+def _field(name: str, value: str) -> str:
+    return f"{name + ':':<11}{value}"
+
+
+def _leader(report: StatusReport) -> str:
+    if report.leader_node is None:
+        return Cell("none: no replica holds the lease", "bad").render(0)
+    lease = f", lease {duration(report.lease_ttl_ms)} left" if report.lease_ttl_ms is not None else ""
+    return f"{toned(report.leader_node, 'ok').render(0)} (epoch {report.epoch}{lease})"
+
+
+def _schedules(report: StatusReport) -> str:
+    parts = []
+    for state, count in report.counts.items():
+        text = f"{count} {state}"
+        if state == "due" and report.overdue:
+            text += f" ({report.overdue} overdue)"
+        tone = {"broken": "bad", "paused": "warn"}.get(state) if count else None
+        parts.append(Cell(text, tone).render(0))
+    return f"{report.total} total: " + ", ".join(parts)
+
+
+def _overdue(report: StatusReport) -> str:
+    if report.oldest_overdue_ms is None:
+        return "none"
+    late = report.now_ms - report.oldest_overdue_ms
+    tone = "warn" if late > 1000 else None
+    return Cell(f"{report.oldest_overdue_id}, {age(late)} late (the oldest due fire)", tone).render(0)
