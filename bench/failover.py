@@ -8,7 +8,7 @@ leader 20 ms before a fire is due, and measures, from the signal:
 
 * until the new leader's lease is in Redis (the benchmark polls the lease key every ms);
 * until the first job the new leader dispatches lands in the queue (its ``dispatched``
-  history entry with the new epoch; the entry ID is Redis's clock at the EXEC).
+  history entry with the new epoch; the entry ID is Redis's clock when the dispatch script ran).
 
 The stopped replica is then replaced by a fresh one. After all trials (3 of each, 1
 with --quick) the replicas stop, the worker drains the queue, and every fire from the

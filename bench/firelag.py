@@ -3,8 +3,9 @@
 Landing time = the ID of the schedule's ``dispatched`` history entry: Redis's own clock
 when the dispatch transaction (the one that also enqueues the job) executed. Entry IDs
 have 1 ms resolution (truncated), so landing is taken as ID + 0.5 ms (±0.5 ms). The
-single-schedule case also reports the RQ job's ``enqueued_at`` (µs, set by the leader
-while it builds the transaction, so a lower bound that misses the EXEC round trip).
+single-schedule case also reports the RQ job's ``enqueued_at`` (µs, the leader's
+estimate of Redis time when it sends the write: a dispatch decided ahead of its due time
+is stamped at its send, so this shows how late the leader woke, not the round trip).
 
 * **single**: one ``every = "1s"`` schedule (``Client.upsert``), one replica, one
   ``rqbeat worker`` running ``bench.jobs.noop`` (stamp after ack needs a worker);
