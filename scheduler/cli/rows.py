@@ -34,32 +34,31 @@ _IDLE_ORDER = {"broken": 0, "paused": 1}
 class Definitions:
     """:func:`~scheduler.records.decode_definition`, validating each shape once.
 
-    Two definitions that differ only in their id (one template seeded many times, an
-    apply file's defaults) have the same shape: the JSON text with the id blanked. The
-    first of a shape is fully validated; the others get a copy of it carrying their own
-    id. Not shared: ``H`` cron fields (hashed by id) and ids that fail their own check.
+    The stored form of a definition leaves the id to the key, so schedules made from
+    one template (seeded many times, an apply file's defaults) store the same text:
+    the first is fully validated, the others get a copy carrying their own id. Not
+    shared: ``H`` cron fields (hashed by id), texts that name an ``"id"`` (written by
+    hand, or an older rqbeat; also a kwargs key), and ids that fail their own check.
     """
 
     def __init__(self) -> None:
-        self._shapes: dict[tuple[str, int], Schedule | Exception] = {}
+        self._shapes: dict[str, Schedule | Exception] = {}
 
     def decode(self, schedule_id: str, definition: str | None) -> Schedule:
-        if definition is None or not ID_PATTERN.fullmatch(schedule_id):
+        if (
+            definition is None
+            or not ID_PATTERN.fullmatch(schedule_id)
+            or '"id":' in definition
+            or any("H" in expr for expr in _CRON.findall(definition))  # hashed by id: may differ
+        ):
             return decode_definition(schedule_id, definition)
-        needle = f'"id":"{schedule_id}"'  # as to_json writes it; the pattern needs no escaping
-        if needle not in definition:
-            return decode_definition(schedule_id, definition)
-        shape = definition.replace(needle, '"id":""')
-        if any("H" in expr for expr in _CRON.findall(shape)):  # hashed by id: may differ
-            return decode_definition(schedule_id, definition)
-        key = (shape, len(schedule_id))  # the length: args may embed the id (payload limit)
-        known = self._shapes.get(key)
+        known = self._shapes.get(definition)
         if known is None:
             try:
                 known = decode_definition(schedule_id, definition)
             except (RqbeatError, ValueError) as exc:
                 known = exc
-            self._shapes[key] = known
+            self._shapes[definition] = known
         if isinstance(known, Exception):
             raise known
         if known.id == schedule_id:

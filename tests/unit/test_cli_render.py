@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 
@@ -147,8 +146,10 @@ CASES = [
     ("s-4", definition("s-4", every="90s", args=["s-4"], kwargs={"id": "s-4"})),
     ("h-1", definition("h-1", cron="H H * * *")),  # hashed by id: never shared
     ("h-2", definition("h-2", cron="H H * * *")),
-    ("b-1", '{"cron":"61 * * * *","id":"b-1","target":"app.jobs.run"}'),
+    ("b-1", '{"cron":"61 * * * *","id":"b-1","target":"app.jobs.run"}'),  # names its id: not shared
     ("b-2", '{"cron":"61 * * * *","id":"b-2","target":"app.jobs.run"}'),
+    ("b-3", '{"cron":"61 * * * *","target":"app.jobs.run"}'),  # the stored form: shared, as an error
+    ("b-4", '{"cron":"61 * * * *","target":"app.jobs.run"}'),
     ("m-1", '{"cron":"* * * * *","id":"other","target":"app.jobs.run"}'),  # id does not match the key
     ("bad id!", '{"cron":"* * * * *","id":"bad id!","target":"app.jobs.run"}'),
     ("j-1", "{oops"),
@@ -169,8 +170,9 @@ def test_shape_shared_validation_decides_as_a_full_decode_does() -> None:
     definitions = Definitions()
     for schedule_id, text in CASES * 2:  # the second pass is served from the shapes
         assert outcome(definitions.decode, schedule_id, text) == outcome(decode_definition, schedule_id, text)
-    # shared: s-1/s-2 and b-1/b-2; s-3 and s-4 differ in their args (the id as a plain string)
-    assert len(definitions._shapes) == 4
+    # shapes: s-1/s-2, b-3/b-4 and "{oops"; s-3 and s-4 name "id" (a kwargs key), the
+    # H expressions are hashed by id, b-1/b-2 name their id: all decoded in full
+    assert len(definitions._shapes) == 3
 
 
 def test_shape_shared_records_equal_full_ones() -> None:
@@ -214,6 +216,7 @@ def test_json_of_a_definition_is_unchanged_by_sharing() -> None:
     definitions = Definitions()
     first = definitions.decode("s-1", definition("s-1", cron="0 * * * *"))
     second = definitions.decode("s-2", definition("s-2", cron="0 * * * *"))
-    assert json.loads(second.to_json()) == {**json.loads(first.to_json()), "id": "s-2"}
+    assert second.to_json() == first.to_json()
+    assert second.to_dict() == {**first.to_dict(), "id": "s-2"}
     assert second is not first
     assert first.id == "s-1"  # the cached template is never changed
