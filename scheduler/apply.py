@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.errors import InvalidSchedule
-from scheduler.model import OWNER_PATTERN, Schedule
+from scheduler.model import OWNER_PATTERN, USER_KEYS, Schedule
 from scheduler.records import ScheduleRecord
 
 _TOP_LEVEL = ("defaults", "schedules")
@@ -54,12 +54,17 @@ def load_file(path: Path, *, group: str) -> list[Schedule]:
     if not OWNER_PATTERN.fullmatch(owner):
         raise InvalidSchedule("group", group, "use 1-100 of A-Z a-z 0-9 _ . -")
     try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise InvalidSchedule("file", str(path), f"is larger than {MAX_FILE_BYTES} bytes")
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
+        too_large = path.stat().st_size > MAX_FILE_BYTES
+        text = "" if too_large else path.read_text(encoding="utf-8")
     except OSError as exc:
         raise InvalidSchedule("file", str(path), exc.strerror or str(exc)) from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise InvalidSchedule("file", str(path), f"is not UTF-8 text: {exc}") from None
+    if too_large:
+        raise InvalidSchedule("file", str(path), f"is larger than {MAX_FILE_BYTES} bytes")
+    try:
+        document = tomllib.loads(text)
+    except ValueError as exc:  # TOMLDecodeError, or an int of over 4300 digits
         raise InvalidSchedule("file", str(path), f"is not valid TOML: {exc}") from None
     except RecursionError:  # tomllib recurses per nesting level (~500 levels suffice)
         raise InvalidSchedule("file", str(path), "is not valid TOML: nested too deeply") from None
@@ -94,6 +99,9 @@ def parse_document(document: dict[str, Any], *, owner: str) -> list[Schedule]:
             out.append(Schedule.from_dict({**defaults, **body, "id": schedule_id}, owner=owner))
         except InvalidSchedule as exc:
             raise InvalidSchedule(f"schedules.{schedule_id}.{exc.field}", exc.value, exc.reason) from None
+    unknown = sorted(set(defaults) - set(USER_KEYS))
+    if unknown:  # each schedule reports it; a file without schedules must not hide it
+        raise InvalidSchedule(f"defaults.{unknown[0]}", defaults[unknown[0]], "unknown setting")
     return out
 
 

@@ -30,6 +30,7 @@ OWNER_PATTERN = re.compile(r"(api|cli|apply:[A-Za-z0-9_.-]{1,100})")
 #: every job, and a schedule is a definition, not a data transport.
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_DESCRIPTION_CHARS = 500
+_WHOLE_NUMBER = re.compile(r"[0-9]{1,18}")
 
 
 class Misfire(StrEnum):
@@ -189,7 +190,9 @@ def _as_duration(key: str, value: Any) -> int:
 
 
 def _as_int(key: str, value: Any) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
+    # ASCII digits only ("²".isdigit() is true, int() refuses it), and few enough of
+    # them for int() (which refuses over 4300 digits).
+    if isinstance(value, str) and _WHOLE_NUMBER.fullmatch(value.strip()):
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidSchedule(key, value, "must be a whole number")
