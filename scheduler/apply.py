@@ -85,8 +85,7 @@ def parse_document(document: dict[str, Any], *, owner: str) -> list[Schedule]:
     for name, value in (("defaults", defaults), ("schedules", schedules)):
         if not isinstance(value, dict):
             raise InvalidSchedule(name, value, "must be a table")
-    if "id" in defaults:
-        raise InvalidSchedule("defaults.id", defaults["id"], "an id cannot have a default")
+    _check_defaults(defaults, any_schedules=bool(schedules))
     out = []
     for schedule_id, body in schedules.items():
         if not isinstance(body, dict):
@@ -99,10 +98,16 @@ def parse_document(document: dict[str, Any], *, owner: str) -> list[Schedule]:
             out.append(Schedule.from_dict({**defaults, **body, "id": schedule_id}, owner=owner))
         except InvalidSchedule as exc:
             raise InvalidSchedule(f"schedules.{schedule_id}.{exc.field}", exc.value, exc.reason) from None
-    unknown = sorted(set(defaults) - set(USER_KEYS))
-    if unknown:  # each schedule reports it; a file without schedules must not hide it
-        raise InvalidSchedule(f"defaults.{unknown[0]}", defaults[unknown[0]], "unknown setting")
     return out
+
+
+def _check_defaults(defaults: dict[str, Any], *, any_schedules: bool) -> None:
+    if "id" in defaults:
+        raise InvalidSchedule("defaults.id", defaults["id"], "an id cannot have a default")
+    unknown = sorted(set(defaults) - set(USER_KEYS))
+    # each schedule reports a bad default under its own name; a file without any must too
+    if unknown and not any_schedules:
+        raise InvalidSchedule(f"defaults.{unknown[0]}", defaults[unknown[0]], "unknown setting")
 
 
 def plan(schedules: list[Schedule], existing: list[ScheduleRecord], *, owner: str, prune: bool) -> Plan:

@@ -260,6 +260,11 @@ def _check_payload(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
             # repr() of a too-deep value would raise RecursionError again in the message
             shown = "<nested too deeply>" if isinstance(exc, RecursionError) else value
             raise InvalidSchedule(name, shown, f"must be JSON-serialisable: {exc}") from None
+        try:  # a lone surrogate passes json.dumps but no UTF-8 stream: refuse it here,
+            # not when `rqbeat add --json` echoes it back after the write
+            json.dumps(value, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise InvalidSchedule(name, value, "must be valid Unicode text (a lone surrogate)") from None
         if len(encoded.encode()) > MAX_PAYLOAD_BYTES:
             raise InvalidSchedule(
                 name,
@@ -297,5 +302,5 @@ def _check_description(value: Any) -> None:
         raise InvalidSchedule(
             "description", value, f"must be text of at most {MAX_DESCRIPTION_CHARS} characters"
         )
-    if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in value):
-        raise InvalidSchedule("description", value, "must not contain control characters")
+    if any(unicodedata.category(c) in ("Cc", "Zl", "Zp", "Cs") for c in value):
+        raise InvalidSchedule("description", value, "must not contain control characters or surrogates")

@@ -55,7 +55,11 @@ scalar = st.one_of(st.none(), st.booleans(), ints, floats, nasty_text)
 junk = st.one_of(
     scalar,
     deep,
-    st.recursive(scalar, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=8),
+    st.recursive(
+        scalar,
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+        max_leaves=8,
+    ),
 )
 
 # Plausible values per setting: mostly valid, sometimes just wrong.
@@ -67,8 +71,12 @@ _PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
     "id": st.from_regex(r"[A-Za-z0-9_-]{1,20}", fullmatch=True),
     "target": st.from_regex(r"[a-z_][a-z0-9_]{0,8}(\.[a-z_][a-z0-9_]{0,8}){1,3}", fullmatch=True),
     "args": st.lists(st.one_of(st.integers(-1000, 1000), st.text(max_size=8), st.booleans()), max_size=4),
-    "kwargs": st.dictionaries(st.text(max_size=8), st.integers(-1000, 1000) | st.text(max_size=8), max_size=3),
-    "cron": st.sampled_from(["* * * * *", "30 2 * * *", "*/10 * * * * *", "@hourly", "H * * * *", "0 0 L * *"]),
+    "kwargs": st.dictionaries(
+        st.text(max_size=8), st.integers(-1000, 1000) | st.text(max_size=8), max_size=3
+    ),
+    "cron": st.sampled_from(
+        ["* * * * *", "30 2 * * *", "*/10 * * * * *", "@hourly", "H * * * *", "0 0 L * *"]
+    ),
     "every": _durations,
     "timezone": st.sampled_from(["UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata"]),
     "queue": st.from_regex(r"[A-Za-z0-9_.:-]{1,20}", fullmatch=True),
@@ -134,16 +142,10 @@ def toml_string(text: str) -> str:
 
 def toml_value(value: Any) -> str:
     """TOML text for a Python value; None has no TOML form and becomes an empty table."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
+    if isinstance(value, int):  # bool too: str(True).lower() is TOML's true
+        return str(value).lower()
     if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
+        return _toml_float(value)
     if isinstance(value, str):
         return toml_string(value)
     if isinstance(value, list | tuple):
@@ -151,6 +153,14 @@ def toml_value(value: Any) -> str:
     if isinstance(value, dict):
         return "{" + ", ".join(f"{toml_string(str(k))} = {toml_value(v)}" for k, v in value.items()) + "}"
     return "{}"
+
+
+def _toml_float(value: float) -> str:
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return repr(value)
 
 
 def toml_document(schedules: dict[str, dict[str, Any]], defaults: dict[str, Any] | None = None) -> str:

@@ -32,11 +32,26 @@ _DURATION = "Duration: seconds or 30s, 10m, 2h, 1d."
 @click.command()
 @click.argument("schedule_id", metavar="ID")
 @click.argument("target")
-@click.option("--cron", "cron_expr", help="Cron expression; 6 fields = seconds first.")
+@click.option(
+    "--cron", "cron_expr", envvar="RQBEAT_ADD_CRON", help="Cron expression; 6 fields = seconds first."
+)
 @click.option("--every", help=f"Fixed interval instead of cron. {_DURATION}")
-@click.option("--args", "args_json", help="Positional arguments as a JSON list, e.g. '[1, \"a\"]'.")
-@click.option("--kwargs", "kwargs_json", help="Keyword arguments as a JSON object.")
-@click.option("--tz", "timezone", default="UTC", help="IANA timezone the cron expression is read in.")
+@click.option(
+    "--args",
+    "args_json",
+    envvar="RQBEAT_ADD_ARGS",
+    help="Positional arguments as a JSON list, e.g. '[1, \"a\"]'.",
+)
+@click.option(
+    "--kwargs", "kwargs_json", envvar="RQBEAT_ADD_KWARGS", help="Keyword arguments as a JSON object."
+)
+@click.option(
+    "--tz",
+    "timezone",
+    envvar="RQBEAT_ADD_TZ",
+    default="UTC",
+    help="IANA timezone the cron expression is read in.",
+)
 @click.option("--queue", default="default", help="RQ queue the jobs go to.")
 @click.option("--timeout", help=f"RQ job timeout. {_DURATION}")
 @click.option("--ttl", help=f"How long a job may wait in the queue. {_DURATION}")
@@ -249,10 +264,18 @@ def history(ctx: Context, schedule_id: str, count: int, as_json: bool) -> None:
 
 @click.command(name="next")
 @click.argument("expr")
-@click.option("--tz", "timezone", default="UTC", help="IANA timezone the expression is read in.")
+@click.option(
+    "--tz",
+    "timezone",
+    envvar="RQBEAT_NEXT_TZ",
+    default="UTC",
+    help="IANA timezone the expression is read in.",
+)
 @click.option("-n", "count", default=5, type=click.IntRange(1, 10_000), help="How many fires.")
 @click.option("--after", help="Start from this ISO time (default: now).")
-@click.option("--id", "schedule_id", default="", help="Schedule id that H fields hash.")
+@click.option(
+    "--id", "schedule_id", envvar="RQBEAT_NEXT_ID", default="", help="Schedule id that H fields hash."
+)
 @json_option
 def next_fires(
     expr: str, timezone: str, count: int, after: str | None, schedule_id: str, as_json: bool

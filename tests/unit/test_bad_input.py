@@ -197,7 +197,7 @@ def test_malformed_toml_text_is_refused_cleanly(tmp_path: Path, noise: str, at: 
         "[schedules.\"a\\nb\"]\ntarget = 'a.b'\nevery = '1s'",
         "[schedules.\"a\\u001b[2J\"]\ntarget = 'a.b'\nevery = '1s'",
         "[schedules.a]\ntarget = 'a.b'\nevery = '1s'\n\"bad\\nkey\" = 1",
-        "[defaults]\n\"x\\u0000\" = 1\n",
+        '[defaults]\n"x\\u0000" = 1\n',
         "[schedules.a]\ntarget = 'a.b'\nevery = 1979-05-27T07:32:00Z",
         "schedules = 5",
         "[schedules]\na = 5",
