@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scheduler.allow import AllowList
 from scheduler.errors import InvalidSchedule
 from scheduler.model import OWNER_PATTERN, USER_KEYS, Schedule
 from scheduler.records import ScheduleRecord
@@ -108,6 +109,16 @@ def _check_defaults(defaults: dict[str, Any], *, any_schedules: bool) -> None:
     # each schedule reports a bad default under its own name; a file without any must too
     if unknown and not any_schedules:
         raise InvalidSchedule(f"defaults.{unknown[0]}", defaults[unknown[0]], "unknown setting")
+
+
+def check_allowed(schedules: list[Schedule], allow: AllowList | None) -> None:
+    """Refuse the whole file when any target lies outside ``allow``."""
+    if allow is None:
+        return
+    for schedule in schedules:
+        if not allow.permits(schedule.target):
+            field = f"schedules.{schedule.id}.target"
+            raise InvalidSchedule(field, schedule.target, f"is not in the allow-list ({allow})")
 
 
 def plan(schedules: list[Schedule], existing: list[ScheduleRecord], *, owner: str, prune: bool) -> Plan:

@@ -31,6 +31,7 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 from scheduler import cron, policy, scripts
+from scheduler.allow import AllowList
 from scheduler.clock import iso, parse_iso_ms
 from scheduler.errors import LeadershipLost, RqbeatError
 from scheduler.keys import HISTORY_MAXLEN, Keys
@@ -85,13 +86,18 @@ def _decode(schedule_id: str, definition: str | None) -> Schedule:
     return decode_definition(schedule_id, definition)
 
 
-def decide(schedule_id: str, row: list[Any], score_ms: int, now_ms: int) -> Decision:
-    """Pure decision for one due schedule from its HMGET row (see ``_FIELDS``)."""
+def decide(
+    schedule_id: str, row: list[Any], score_ms: int, now_ms: int, allow: AllowList | None = None
+) -> Decision:
+    """Pure decision for one due schedule from its HMGET row (see ``_FIELDS``).
+    A target outside ``allow`` (this replica's own list, never Redis's word) is broken."""
     definition, version, state, fire_at, attempt = (text(v) for v in row)
     try:
         if state != "due":
             raise RqbeatError(f"is in the due set but its state is {state!r}")
         schedule = _decode(schedule_id, definition)
+        if allow is not None and not allow.permits(schedule.target):
+            raise RqbeatError(f"target {schedule.target!r} is not in this replica's allow-list ({allow})")
         pending = parse_iso_ms(fire_at) if fire_at else cron.next_fire_ms(schedule.trigger, score_ms)
         tries = int(attempt or 1)
     except (RqbeatError, ValueError) as exc:
@@ -108,8 +114,11 @@ def decide(schedule_id: str, row: list[Any], score_ms: int, now_ms: int) -> Deci
 class Dispatcher:
     """Dispatches due schedules for the current leader."""
 
-    def __init__(self, conn: Redis, keys: Keys, *, batch_size: int = DEFAULT_BATCH) -> None:
+    def __init__(
+        self, conn: Redis, keys: Keys, *, batch_size: int = DEFAULT_BATCH, allow: AllowList | None = None
+    ) -> None:
         self.conn = conn
+        self.allow = allow
         self.keys = keys
         self.batch_size = batch_size
         self._scripts = scripts.Scripts(conn)
@@ -142,7 +151,7 @@ class Dispatcher:
             for member, _ in due:
                 reads.hmget(k.schedule(text(member) or ""), _FIELDS)
             for (member, score), row in zip(due, reads.execute(), strict=True):
-                result.add(decide(str(text(member)), row, round(score * 1000), now_ms))
+                result.add(decide(str(text(member)), row, round(score * 1000), now_ms, self.allow))
             pipe.multi()
             self._write(pipe, result, now_ms, epoch)
             pipe.execute()

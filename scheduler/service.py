@@ -29,6 +29,7 @@ import redis.exceptions
 from redis import Redis
 from redis.client import PubSub
 
+from scheduler.allow import AllowList
 from scheduler.clock import Clock, SystemClock, iso, redis_now_ms, time_reply_ms
 from scheduler.connection import connect
 from scheduler.dispatch import DEFAULT_BATCH, Dispatcher
@@ -55,6 +56,7 @@ class ServiceConfig:
     node: str = ""
     lease_ms: int = 5_000
     batch_size: int = DEFAULT_BATCH
+    allow: AllowList | None = None  # targets outside it are marked broken, not enqueued
 
     def node_name(self) -> str:
         return self.node or f"{socket.gethostname()}-{os.getpid()}"
@@ -77,7 +79,7 @@ class Service:
         self._owns_conn = conn is None
         self.conn = conn or connect(config.redis_url)
         self.lease = Lease(self.conn, self.keys, self.node, config.lease_ms, self.clock)
-        self.dispatcher = Dispatcher(self.conn, self.keys, batch_size=config.batch_size)
+        self.dispatcher = Dispatcher(self.conn, self.keys, batch_size=config.batch_size, allow=config.allow)
         self.watchdog = Watchdog(self.conn, self.keys, batch_size=config.batch_size)
         self._stop = threading.Event()
         self._pubsub: PubSub | None = None

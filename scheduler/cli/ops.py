@@ -10,8 +10,10 @@ import click
 
 from scheduler.cli.common import (
     Context,
+    allow_option,
     echo_json,
     json_option,
+    parse_allow,
     pass_context,
     relative,
     table,
@@ -46,13 +48,15 @@ _LEVELS = click.Choice(["debug", "info", "warning", "error"], case_sensitive=Fal
     help="Schedules per dispatch transaction.",
 )
 @click.option("--log-level", default="info", type=_LEVELS, help="Logging threshold.")
+@allow_option
 @pass_context
-def run(ctx: Context, lease: str, node: str, batch_size: int, log_level: str) -> None:
+def run(ctx: Context, lease: str, node: str, batch_size: int, log_level: str, allow: str | None) -> None:
     """Run a scheduler replica. Start several: one leads, the others stand by.
 
     \b
     Example:
       rqbeat --redis-url redis://redis:6379/0 run --lease 5s
+      rqbeat run --allow myapp.jobs,reports   # anything else is marked broken
     """
     try:
         lease_ms = parse_duration_ms("lease", lease)
@@ -60,6 +64,7 @@ def run(ctx: Context, lease: str, node: str, batch_size: int, log_level: str) ->
         raise ConfigError("--lease", lease, exc.reason) from None
     if lease_ms < 1000:
         raise ConfigError("--lease", lease, "must be at least 1s")
+    allowed = parse_allow(allow)
     setup_logging(log_level)
     config = ServiceConfig(
         redis_url=ctx.redis_url,
@@ -67,9 +72,12 @@ def run(ctx: Context, lease: str, node: str, batch_size: int, log_level: str) ->
         node=node,
         lease_ms=lease_ms,
         batch_size=batch_size,
+        allow=allowed,
     )
     service = Service(config)
-    logging.getLogger(__name__).info("redis=%s", mask_url(ctx.redis_url))
+    logging.getLogger(__name__).info(
+        "redis=%s allow=%s", mask_url(ctx.redis_url), allowed if allowed is not None else "any"
+    )
     signal.signal(signal.SIGTERM, service.on_signal)
     signal.signal(signal.SIGINT, service.on_signal)
     service.run()

@@ -13,9 +13,11 @@ from scheduler import apply as applying
 from scheduler import cron
 from scheduler.cli.common import (
     Context,
+    allow_option,
     echo_json,
     json_option,
     local_iso,
+    parse_allow,
     pass_context,
     relative,
     table,
@@ -68,6 +70,7 @@ _DURATION = "Duration: seconds or 30s, 10m, 2h, 1d."
 @click.option("--jitter", help=f"Random delay up to this, never past the next fire. {_DURATION}")
 @click.option("--max-attempts", type=int, help="Give a fire up after this many failed runs.")
 @click.option("--pause-on-failure", is_flag=True, help="Pause the schedule when a run fails.")
+@allow_option
 @json_option
 @pass_context
 def add(ctx: Context, /, schedule_id: str, target: str, as_json: bool, **options: Any) -> None:
@@ -77,7 +80,9 @@ def add(ctx: Context, /, schedule_id: str, target: str, as_json: bool, **options
     Examples:
       rqbeat add nightly-report app.jobs.report --cron "30 2 * * *" --tz Europe/Berlin
       rqbeat add heartbeat app.jobs.ping --every 30s --args '["eu-1"]'
+      rqbeat add report myapp.jobs.report --cron @daily --allow myapp.jobs
     """
+    allow = parse_allow(options.pop("allow"))
     raw: dict[str, Any] = {"id": schedule_id, "target": target}
     renames = {
         "cron_expr": "cron",
@@ -89,6 +94,8 @@ def add(ctx: Context, /, schedule_id: str, target: str, as_json: bool, **options
         if value is not None and value is not False:
             raw[renames.get(name, name)] = value
     schedule = Schedule.from_dict(raw, owner="cli")
+    if allow is not None:
+        allow.check(schedule.target)
     result = ctx.client.upsert(schedule)
     record = ctx.client.get(schedule.id)
     if as_json:
@@ -114,10 +121,17 @@ def add(ctx: Context, /, schedule_id: str, target: str, as_json: bool, **options
 )
 @click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
 @click.option("--group", help="Owner group of these schedules (default: the file name).")
+@allow_option
 @json_option
 @pass_context
 def apply_file(
-    ctx: Context, file: Path, prune: bool, dry_run: bool, group: str | None, as_json: bool
+    ctx: Context,
+    file: Path,
+    prune: bool,
+    dry_run: bool,
+    group: str | None,
+    allow: str | None,
+    as_json: bool,
 ) -> None:
     """Create, update (and with --prune remove) schedules to match a TOML FILE.
 
@@ -130,9 +144,13 @@ def apply_file(
     target = "app.jobs.report"
     cron = "30 2 * * *"
     timezone = "Europe/Berlin"
+
+    Example: rqbeat apply schedules.toml --prune --allow myapp.jobs
     """
+    allowed = parse_allow(allow)
     group = group or applying.group_for(file)
     schedules = applying.load_file(file, group=group)
+    applying.check_allowed(schedules, allowed)
     owner = f"apply:{group}"
     plan = applying.plan(schedules, ctx.client.list(), owner=owner, prune=prune)
     if not dry_run:
