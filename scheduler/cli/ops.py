@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+from typing import Any
 
 import click
 
@@ -23,6 +24,9 @@ from scheduler.clock import redis_now_ms
 from scheduler.connection import mask_url
 from scheduler.durations import parse_duration_ms
 from scheduler.errors import ConfigError, InvalidSchedule
+from scheduler.keys import Keys
+from scheduler.repair import Finding
+from scheduler.repair_io import RepairOutcome, examine, run_repair
 from scheduler.service import Service, ServiceConfig
 from scheduler.status import read_status
 from workers import Worker
@@ -154,23 +158,79 @@ def status(ctx: Context, as_json: bool) -> None:
 
 @click.command()
 @click.option("--max-lag", default="60s", help="Unhealthy when a due fire is older than this.")
+@click.option("--repair", is_flag=True, help="Fix what the scan finds (asks first, see --yes).")
+@click.option("--yes", is_flag=True, help="With --repair: do not ask (scripts, cron jobs).")
+@click.option("--health-only", is_flag=True, help="Skip the scan of every schedule: a cheap probe.")
+@json_option
 @pass_context
-def check(ctx: Context, max_lag: str) -> None:
-    """Health check: exit 0 when a leader holds the lease and no fire is overdue
-    by more than --max-lag; exit 1 (with the reason) otherwise."""
+def check(ctx: Context, max_lag: str, repair: bool, yes: bool, health_only: bool, as_json: bool) -> None:
+    """Health and consistency check: exit 0 when a leader holds the lease, no fire
+    is overdue by more than --max-lag and the stored state is consistent; exit 1
+    otherwise, with one line per problem. --repair fixes the stored state (each
+    fix one atomic step that never drops a valid schedule; see the README).
+
+    \b
+    Examples:
+      rqbeat check --max-lag 2m          # a health check (exit code)
+      rqbeat check --json                # what the scan found, as JSON
+      rqbeat check --repair --yes        # fix it without asking
+    """
     limit_ms = parse_duration_ms("max-lag", max_lag)
+    if repair and health_only:
+        raise ConfigError("--repair", True, "needs the scan; drop --health-only")
+    keys = Keys(ctx.namespace)
+    found = [] if health_only else examine(ctx.conn, keys).findings
+    outcome = None
+    if repair and found:
+        if not yes:
+            click.confirm(f"Repair {len(found)} problem(s) in {ctx.namespace}?", abort=True, err=True)
+        outcome = run_repair(ctx.conn, keys)
+    remaining = outcome.remaining if outcome is not None else found
+    health, summary = _health(ctx, limit_ms)
+    if as_json:
+        echo_json(_check_json(found, outcome, health))
+    else:
+        _echo_check(found, outcome, health, summary)
+    if health or remaining:
+        raise click.exceptions.Exit(1)
+
+
+def _health(ctx: Context, limit_ms: int) -> tuple[list[str], str]:
+    """The health problems (lease, overdue fires), and the one-line summary."""
     report = read_status(ctx.conn, ctx.namespace)
-    now = redis_now_ms(ctx.conn)
     problems = []
     if report.leader_node is None:
         problems.append("no leader holds the lease")
-    if report.oldest_overdue_ms is not None and now - report.oldest_overdue_ms > limit_ms:
-        problems.append(
-            f"schedule {report.oldest_overdue_id} is overdue by {(now - report.oldest_overdue_ms) // 1000}s"
-        )
-    if problems:
-        raise click.ClickException("; ".join(problems))
-    click.echo(f"ok: leader {report.leader_node}, {sum(report.counts.values())} schedules")
+    lag_ms = report.now_ms - report.oldest_overdue_ms if report.oldest_overdue_ms is not None else 0
+    if lag_ms > limit_ms:
+        problems.append(f"schedule {report.oldest_overdue_id} is overdue by {lag_ms // 1000}s")
+    return problems, f"ok: leader {report.leader_node}, {sum(report.counts.values())} schedules"
+
+
+def _check_json(found: list[Finding], outcome: RepairOutcome | None, health: list[str]) -> dict[str, Any]:
+    remaining = outcome.remaining if outcome is not None else found
+    return {
+        "ok": not health and not remaining,
+        "health": health,
+        "findings": [f.to_json() for f in found],
+        "repaired": None if outcome is None else outcome.applied,
+        "remaining": [f.to_json() for f in remaining],
+    }
+
+
+def _echo_check(found: list[Finding], outcome: RepairOutcome | None, health: list[str], summary: str) -> None:
+    for finding in found:
+        click.echo(finding.line())
+    if outcome is not None:
+        for finding in outcome.remaining:
+            click.echo(f"still: {finding.line()}")
+        click.echo(f"repaired: {outcome.applied} step(s); {len(outcome.remaining)} problem(s) remain")
+    elif found:
+        click.echo(f"{len(found)} problem(s) in the stored state (dry run; fix with: rqbeat check --repair)")
+    for problem in health:
+        click.echo(f"unhealthy: {problem}")
+    if not health and not (outcome.remaining if outcome is not None else found):
+        click.echo(summary)
 
 
 COMMANDS = [run, worker, status, check]
