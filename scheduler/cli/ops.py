@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 import click
+import redis.exceptions
 
 from scheduler.cli.common import (
     Context,
@@ -197,7 +198,10 @@ def check(ctx: Context, max_lag: str, repair: bool, yes: bool, health_only: bool
 
 def _health(ctx: Context, limit_ms: int) -> tuple[list[str], str]:
     """The health problems (lease, overdue fires), and the one-line summary."""
-    report = read_status(ctx.conn, ctx.namespace)
+    try:
+        report = read_status(ctx.conn, ctx.namespace)
+    except redis.exceptions.ResponseError as exc:  # WRONGTYPE: a set key edited by hand
+        return [f"cannot read the status: {str(exc).splitlines()[0]}"], ""
     problems = []
     if report.leader_node is None:
         problems.append("no leader holds the lease")
