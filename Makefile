@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml requirements.lock
 # Refresh the lock after changing dependencies in pyproject.toml.
 lock:
 	$(BIN)/uv pip compile --quiet pyproject.toml --extra dev -o requirements.lock
+	$(BIN)/uv pip compile --quiet --generate-hashes pyproject.toml -c requirements.lock -o docker/requirements.lock
+	$(BIN)/uv pip compile --quiet --generate-hashes docker/dashboard.in -c requirements.lock -o docker/requirements-dashboard.lock
 
 test: install
 	$(BIN)/pytest
@@ -26,8 +28,8 @@ test-unit: install
 	$(BIN)/pytest tests/unit
 
 lint: install
-	$(BIN)/ruff check scheduler workers tests bench
-	$(BIN)/ruff format --check scheduler workers tests bench
+	$(BIN)/ruff check scheduler workers tests bench examples
+	$(BIN)/ruff format --check scheduler workers tests bench examples
 	$(BIN)/mypy
 
 # A local demo: a private Redis (unless RQBEAT_REDIS_URL is set), two scheduler

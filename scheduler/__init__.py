@@ -21,6 +21,7 @@ from scheduler.errors import (
 )
 from scheduler.model import Misfire, Schedule
 from scheduler.records import ScheduleRecord
+from scheduler.redisconf import RedisSettings
 from scheduler.service import Service, ServiceConfig
 from scheduler.store import Client, HistoryEntry, UpsertResult
 
@@ -33,6 +34,7 @@ __all__ = [
     "HistoryEntry",
     "Service",
     "ServiceConfig",
+    "RedisSettings",
     "RqbeatError",
     "InvalidSchedule",
     "ScheduleNotFound",

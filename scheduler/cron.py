@@ -76,6 +76,7 @@ _BOUNDS = dict(zip(_FIELDS, [(0, 59), (0, 59), (0, 23), (1, 31), (1, 12), (0, 7)
 _HASHED = re.compile(r"H(?:\((?P<lo>\d+)-(?P<hi>\d+)\))?(?:/(?P<step>\d+))?", re.I | re.A)
 _RANDOM = re.compile(r"R(?:\(\d+-\d+\))?(?:/\d+)?", re.I | re.A)
 _QUARTZ_LAST_DOW = re.compile(r"([0-7])L", re.I | re.A)
+_HAS_H = re.compile(r"h", re.I)
 _EQUAL_RANGE = re.compile(r"(?<![\d#])(\d+)-\1(?:/\d+)?(?![\d#])", re.A)
 
 # Wall-clock arithmetic is deliberately naive: these never leave this module.
@@ -99,7 +100,10 @@ class CronTrigger:
         object.__setattr__(self, "_zone", load_zone(self.tz))
         if not isinstance(self.expr, str):
             raise InvalidSchedule("cron", self.expr, "must be a string")
-        resolved, interval_hours = _prepare(self.expr, self.schedule_id)
+        # The id only matters to H fields; keyed without it, schedules sharing an
+        # expression share one cache entry (a batch computes each expression once).
+        hashed_by = self.schedule_id if _HAS_H.search(self.expr) else ""
+        resolved, interval_hours = _prepare(self.expr, hashed_by)
         try:
             _compile(resolved)
         except CroniterBadDateError:
@@ -314,7 +318,10 @@ def _step(trigger: CronTrigger, wall: datetime) -> datetime:
 # -- wall time to instants ---------------------------------------------------------
 
 
+@lru_cache(maxsize=16_384)
 def _next_cron_ms(trigger: CronTrigger, after_ms: int) -> int:
+    """Memoized: a burst of schedules sharing (expression, zone) and the same pending
+    fire asks the same question thousands of times; croniter answers it once."""
     zone = trigger._zone
     after_s, frac_ms = divmod(after_ms, 1000)
     offset = _instant_offset_s(zone, after_s)

@@ -1,36 +1,31 @@
-"""Dispatch: move due schedules onto RQ queues, one fenced transaction per batch.
+"""Dispatch: move due schedules onto RQ queues, one fenced, atomic write per batch.
 
-Per batch::
+Per batch, two round trips::
 
-    WATCH <ns>:leader <ns>:revision      -- fencing, and edits by the API
-    GET <ns>:leader == our token?        -- else LeadershipLost
-    read up to B due ids and their definitions (another connection: no side effects)
+    DUE_READ   up to B due ids with their hash fields, the lease and the revision
     decide, in Python, before anything is written (compute before run):
-        run        -- due → running, in-flight state, history, RQ enqueue
+        run        -- due → running, in-flight state, history, the RQ job
         reschedule -- due → due at a later fire (skip policy, recomputed fire)
         broken     -- cannot be decoded/computed: marked broken after the batch
-    MULTI ... EXEC                       -- all or nothing
+    DISPATCH   if the lease is still ours and no edit moved the revision: write it
+               all, RQ jobs included (as RQ writes them, see :mod:`scheduler.rqjob`)
 
-A deposed leader's EXEC fails (the new leader rewrote the lease key), so it cannot
-enqueue anything once another replica has taken over. The dispatch connection has
-command retries off: a resent EXEC would enqueue the batch twice.
+A deposed leader's write is refused by the script (the new leader rewrote the lease
+key), so it cannot enqueue anything once another replica has taken over. An edit
+between read and write makes the script refuse too, and the batch is decided again.
+The connection has command retries off: a resent write would enqueue a batch twice.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 from redis import Redis
-from redis.client import Pipeline
-from redis.exceptions import WatchError
-from rq import Queue
-from rq.serializers import JSONSerializer
 
-from scheduler import cron, policy, scripts
+from scheduler import cron, policy, rqjob, scripts
 from scheduler.allow import AllowList
 from scheduler.clock import iso, parse_iso_ms
 from scheduler.errors import LeadershipLost, RqbeatError
@@ -43,7 +38,11 @@ log = logging.getLogger(__name__)
 DEFAULT_BATCH = 1_000
 #: First watchdog look at a new run; later looks back off (see watchdog).
 FIRST_CHECK_MS = 1_000
+#: The hash fields :data:`scripts.DUE_READ` returns per schedule, in order.
 _FIELDS = ["definition", "version", "state", "fire_at", "attempt"]
+_TEMPLATES_KEPT = 65_536
+#: Batches read at once: Redis writes one while the next is decided.
+READ_AHEAD = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +73,11 @@ class BatchResult:
     def add(self, decision: Decision) -> None:
         bucket = {"run": self.runs, "reschedule": self.rescheduled, "broken": self.broken}[decision.kind]
         bucket.append(decision)
+
+    def extend(self, other: BatchResult) -> None:
+        self.runs += other.runs
+        self.rescheduled += other.rescheduled
+        self.broken += other.broken
 
     @property
     def size(self) -> int:
@@ -122,86 +126,117 @@ class Dispatcher:
         self.keys = keys
         self.batch_size = batch_size
         self._scripts = scripts.Scripts(conn)
-        self._queues: dict[str, Queue] = {}
+        self._templates: dict[tuple[str, str], rqjob.JobTemplate] = {}
+        self._prefixes = [keys.schedule(""), keys.history(""), rqjob.JOB_PREFIX, rqjob.QUEUE_PREFIX]
 
     def dispatch(self, now_ms: int, token: str, epoch: int) -> BatchResult:
-        """Dispatch one batch of schedules due at ``now_ms``. Raises
-        :class:`LeadershipLost` when the lease is no longer ``token``."""
+        """Dispatch what is due at ``now_ms``: up to :data:`READ_AHEAD` transactions of
+        ``batch_size`` schedules. Raises :class:`LeadershipLost` when the lease is no
+        longer ``token`` (transactions already written stand: they were fenced)."""
         while True:
-            try:
-                return self._attempt(now_ms, token, epoch)
-            except WatchError:
-                if self.conn.get(self.keys.leader) != token.encode():
-                    raise LeadershipLost("the lease changed hands during dispatch") from None
-                log.debug("an edit raced the dispatch batch; retrying")
+            rows, revision = self._read(now_ms, token)
+            if not rows:
+                return BatchResult()
+            done = self._write_all(rows, revision, now_ms, token, epoch)
+            if done.size:
+                return done
+            log.debug("an edit raced the dispatch batch; deciding it again")
 
-    def _attempt(self, now_ms: int, token: str, epoch: int) -> BatchResult:
+    def _read(self, now_ms: int, token: str) -> tuple[list[tuple[str, int, list[Any]]], bytes]:
         k = self.keys
-        result = BatchResult()
-        with self.conn.pipeline(transaction=True) as pipe:
-            pipe.watch(k.leader, k.revision)  # type: ignore[no-untyped-call]
-            if pipe.get(k.leader) != token.encode():
-                raise LeadershipLost("the lease is held by another replica")
-            due: list[tuple[bytes, float]] = self.conn.zrangebyscore(  # type: ignore[assignment]
-                k.due, "-inf", now_ms / 1000, start=0, num=self.batch_size, withscores=True
-            )
-            if not due:
-                return result
-            reads = self.conn.pipeline(transaction=False)
-            for member, _ in due:
-                reads.hmget(k.schedule(text(member) or ""), _FIELDS)
-            for (member, score), row in zip(due, reads.execute(), strict=True):
-                result.add(decide(str(text(member)), row, round(score * 1000), now_ms, self.allow))
-            pipe.multi()
-            self._write(pipe, result, now_ms, epoch)
-            pipe.execute()
-        self._after(result, now_ms, epoch)
-        return result
+        reply: list[Any] = scripts.run(
+            self._scripts.due_read,
+            [k.due, k.leader, k.revision],
+            [now_ms / 1000, self.batch_size * READ_AHEAD, k.schedule("")],
+        )
+        if reply[0] != token.encode():
+            raise LeadershipLost("the lease is held by another replica")
+        rows = [
+            (str(text(reply[i])), round(float(reply[i + 1]) * 1000), reply[i + 2 : i + 7])
+            for i in range(2, len(reply), 7)
+        ]
+        return rows, reply[1]
 
-    def _write(self, pipe: Pipeline, result: BatchResult, now_ms: int, epoch: int) -> None:
+    def _write_all(
+        self, rows: list[tuple[str, int, list[Any]]], revision: bytes, now_ms: int, token: str, epoch: int
+    ) -> BatchResult:
+        """Decide and write batch after batch, deciding the next while Redis writes
+        the last. Stops at the first batch an edit raced (the caller re-reads)."""
+        done = BatchResult()
+        pending: tuple[BatchResult, scripts.Pending | None] | None = None
+        try:
+            for start in range(0, len(rows), self.batch_size):
+                part = BatchResult()
+                for schedule_id, score_ms, row in rows[start : start + self.batch_size]:
+                    part.add(decide(schedule_id, row, score_ms, now_ms, self.allow))
+                args = self._args(part, revision, now_ms, token, epoch)
+                if pending is not None and not self._settle(*pending, done, now_ms, epoch):
+                    return done
+                pending = (part, self._send(args) if part.runs or part.rescheduled else None)
+            if pending is not None:
+                self._settle(*pending, done, now_ms, epoch)
+            pending = None
+        finally:
+            if pending is not None and pending[1] is not None:
+                pending[1].abandon()
+        return done
+
+    def _send(self, args: list[Any]) -> scripts.Pending:
         k = self.keys
+        keys = [k.leader, k.revision, k.due, k.running, rqjob.QUEUES_KEY]
+        return scripts.Pending(self.conn, self._scripts.dispatch, keys, args)
+
+    def _settle(
+        self, part: BatchResult, call: scripts.Pending | None, done: BatchResult, now_ms: int, epoch: int
+    ) -> bool:
+        """Collect a batch's write; False when an edit raced it (nothing written)."""
+        written = 1 if call is None else int(call.result())
+        if written == -1:
+            raise LeadershipLost("the lease changed hands during dispatch")
+        if written == -2:
+            return False
+        done.extend(part)
+        self._after(part, now_ms, epoch)
+        return True
+
+    def _args(self, result: BatchResult, revision: bytes, now_ms: int, token: str, epoch: int) -> list[Any]:
+        """:data:`scripts.DISPATCH`'s arguments for one decided batch."""
         now_iso = iso(now_ms)
-        by_queue: dict[str, list[Any]] = {}
-        if result.runs:  # one variadic command per set for the whole batch
-            pipe.zrem(k.due, *(d.schedule_id for d in result.runs))
-            check_at = (now_ms + FIRST_CHECK_MS) / 1000
-            pipe.zadd(k.running, dict.fromkeys((d.schedule_id for d in result.runs), check_at))
+        stamp = rqjob.rq_timestamp(now_ms)
+        args: list[Any] = [
+            token,
+            revision,
+            *self._prefixes,
+            now_iso,
+            (now_ms + FIRST_CHECK_MS) / 1000,
+            epoch,
+            HISTORY_MAXLEN,
+            len(result.runs),
+            len(result.rescheduled),
+        ]
         for d in result.runs:
-            assert d.schedule is not None
+            template = self._template(d)
             fire_iso = iso(d.fire_ms)
-            pipe.hset(
-                k.schedule(d.schedule_id),
-                mapping={
-                    "state": "running",
-                    "fire_at": fire_iso,
-                    "attempt": d.attempt,
-                    "job_id": d.job_id,
-                    "job_queue": d.schedule.queue,
-                    "epoch": epoch,
-                    "dispatched_at": now_iso,
-                },
-            )
-            if d.dropped:  # the fires this run stands for (coalesce) or that were too old
-                self._history(pipe, d, "missed", now_iso, count=d.dropped)
-            self._history(pipe, d, "dispatched", now_iso, job_id=d.job_id, attempt=d.attempt, epoch=epoch)
-            by_queue.setdefault(d.schedule.queue, []).append(self._job_data(d, epoch))
+            job = template.fields_for(_description(d, fire_iso), self._meta(d, fire_iso, epoch), stamp)
+            args += [d.schedule_id, fire_iso, d.attempt, d.job_id, template.queue, d.dropped]
+            args += [template.ttl_s, len(job), *job]
         for d in result.rescheduled:
-            pipe.zadd(k.due, {d.schedule_id: d.score_ms / 1000})
-            pipe.hset(k.schedule(d.schedule_id), mapping={"fire_at": iso(d.fire_ms), "attempt": 1})
-            if d.dropped:
-                self._history(pipe, d, "missed", now_iso, count=d.dropped, next_fire_at=iso(d.fire_ms))
-        for name, datas in by_queue.items():
-            self._queue(name).enqueue_many(datas, pipeline=pipe)
+            args += [d.schedule_id, iso(d.fire_ms), d.score_ms / 1000, d.dropped]
+        return args
 
-    def _history(self, pipe: Pipeline, d: Decision, event: str, now_iso: str, **extra: Any) -> None:
-        fields: Any = {"event": event, "fire_at": iso(d.fire_ms), **extra, "at": now_iso}
-        pipe.xadd(self.keys.history(d.schedule_id), fields, maxlen=HISTORY_MAXLEN, approximate=True)
+    def _template(self, d: Decision) -> rqjob.JobTemplate:
+        """The schedule version's job template, built once per version."""
+        template = self._templates.get((d.schedule_id, d.version))
+        if template is None:
+            assert d.schedule is not None
+            if len(self._templates) >= _TEMPLATES_KEPT:
+                self._templates.clear()
+            template = self._templates[d.schedule_id, d.version] = rqjob.JobTemplate.of(d.schedule)
+        return template
 
-    def _job_data(self, d: Decision, epoch: int) -> Any:
-        s = d.schedule
-        assert s is not None
-        fire_iso = iso(d.fire_ms)
-        meta = {
+    def _meta(self, d: Decision, fire_iso: str, epoch: int) -> dict[str, Any]:
+        """``job.meta["rqbeat"]``: what :func:`workers.current_fire` and the ack read."""
+        return {
             "rqbeat": {
                 "schedule": d.schedule_id,
                 "fire_at": fire_iso,
@@ -213,38 +248,20 @@ class Dispatcher:
                 "namespace": self.keys.namespace,
             }
         }
-        return Queue.prepare_data(
-            s.target,
-            args=list(s.args),
-            kwargs=dict(s.kwargs),
-            timeout=_seconds(s.timeout_ms),
-            result_ttl=_seconds(s.result_ttl_ms),
-            ttl=_seconds(s.ttl_ms),
-            failure_ttl=_seconds(s.failure_ttl_ms),
-            description=f"rqbeat {d.schedule_id} fire={fire_iso}"
-            + (f" attempt={d.attempt}" if d.attempt > 1 else ""),
-            job_id=d.job_id,
-            meta=meta,
-        )
-
-    def _queue(self, name: str) -> Queue:
-        queue = self._queues.get(name)
-        if queue is None:
-            queue = self._queues[name] = Queue(name, connection=self.conn, serializer=JSONSerializer)
-            queue.get_redis_server_version()  # cached; must not run inside MULTI
-        return queue
 
     def _after(self, result: BatchResult, now_ms: int, epoch: int) -> None:
+        if log.isEnabledFor(logging.INFO):
+            for d in result.runs:
+                log.info(
+                    "dispatched schedule=%s fire=%s job=%s attempt=%d epoch=%d lag_ms=%d",
+                    d.schedule_id,
+                    iso(d.fire_ms),
+                    d.job_id,
+                    d.attempt,
+                    epoch,
+                    now_ms - d.fire_ms,
+                )
         for d in result.runs:
-            log.info(
-                "dispatched schedule=%s fire=%s job=%s attempt=%d epoch=%d lag_ms=%d",
-                d.schedule_id,
-                iso(d.fire_ms),
-                d.job_id,
-                d.attempt,
-                epoch,
-                now_ms - d.fire_ms,
-            )
             if d.dropped:
                 log.warning("missed schedule=%s fires=%d (misfire policy)", d.schedule_id, d.dropped)
         for d in result.rescheduled:
@@ -259,6 +276,7 @@ class Dispatcher:
             )
 
 
-def _seconds(ms: int | None) -> int | None:
-    """RQ takes whole seconds; round up so a 500ms timeout is not 0 (= no timeout)."""
-    return None if ms is None else math.ceil(ms / 1000)
+def _description(d: Decision, fire_iso: str) -> str:
+    """What ``rq info`` and rq-dashboard show: which schedule, which fire, which try."""
+    retry = f" attempt={d.attempt}" if d.attempt > 1 else ""
+    return f"rqbeat {d.schedule_id} fire={fire_iso}{retry}"

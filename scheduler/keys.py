@@ -59,6 +59,11 @@ class Keys:
         """Pub/sub channel that wakes the leader (edits, acks) and standbys (release)."""
         return f"{self.namespace}:events"
 
+    @property
+    def stats(self) -> str:
+        """HASH of cluster-wide run counters, incremented by acks (scheduler.clusterstats)."""
+        return f"{self.namespace}:stats"
+
     def schedule(self, schedule_id: str) -> str:
         """HASH: the definition (JSON) and the state of one schedule."""
         return f"{self.namespace}:schedule:{schedule_id}"

@@ -151,8 +151,16 @@ class Schedule:
         return out
 
     def to_json(self) -> str:
-        """Compact, key-sorted JSON: stable text for Redis and for change detection."""
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """The stored form (a schedule hash's ``definition``): compact, key-sorted JSON
+        of the settings that differ from their defaults, without the id (the key names
+        it). Stable text for change detection, and short: a typical definition stays
+        under Redis's 64-byte listpack limit, so the hash keeps its compact encoding."""
+        data = self.to_dict()
+        del data["id"]
+        for key, default in _STORED_DEFAULTS.items():
+            if data.get(key) == default:
+                del data[key]
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     @property
     def trigger_text(self) -> str:
@@ -244,6 +252,8 @@ USER_KEYS: dict[str, tuple[str, Any]] = {
     "pause_on_failure": ("pause_on_failure", _as_bool),
     "owner": ("owner", _as_str),
 }
+# Left out of the stored form too; from_dict restores them.
+_STORED_DEFAULTS = {"misfire": "coalesce", "owner": "api", "queue": "default", "timezone": "UTC"}
 _OMIT_IF_DEFAULT = {"args", "kwargs", "jitter_ms", "pause_on_failure"}
 
 
@@ -254,6 +264,8 @@ def _check_pattern(name: str, value: Any, pattern: re.Pattern[str], reason: str)
 
 def _check_payload(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
     for name, value in (("args", list(args)), ("kwargs", dict(kwargs))):
+        if not value:
+            continue
         try:
             encoded = json.dumps(value, allow_nan=False)
         except (TypeError, ValueError, RecursionError) as exc:

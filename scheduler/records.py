@@ -55,9 +55,10 @@ def decode_definition(schedule_id: str, definition: str | None) -> Schedule:
         raise RqbeatError(f"definition is not valid JSON: {exc}") from None
     if not isinstance(raw, dict):
         raise RqbeatError("definition is not a JSON object")
+    stored_id = raw.setdefault("id", schedule_id)  # the stored form leaves it to the key
+    if stored_id != schedule_id:
+        raise RqbeatError(f"definition id {stored_id!r} does not match the key")
     schedule = Schedule.from_dict(raw)
-    if schedule.id != schedule_id:
-        raise RqbeatError(f"definition id {schedule.id!r} does not match the key")
     return schedule
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from redis import Redis
 from redis.client import Pipeline
 
-from scheduler import cron, policy, scripts
+from scheduler import clusterstats, cron, policy, scripts
 from scheduler.clock import iso, parse_iso_ms
 from scheduler.errors import RqbeatError
 from scheduler.keys import HISTORY_MAXLEN, Keys
@@ -38,6 +38,7 @@ class InFlight:
     version: str
     schedule: Schedule
     dispatched_ms: int
+    epoch: int = 0  # of the leader that dispatched it: for log lines
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +52,7 @@ class Ack:
         scripts.run(script_set.ack, list(self.keys), list(self.args), client=pipe)
 
 
-IN_FLIGHT_FIELDS = ["definition", "version", "job_id", "fire_at", "attempt", "dispatched_at"]
+IN_FLIGHT_FIELDS = ["definition", "version", "job_id", "fire_at", "attempt", "dispatched_at", "epoch"]
 
 
 def read_in_flight(conn: Redis, keys: Keys, schedule_id: str) -> InFlight | None:
@@ -61,7 +62,7 @@ def read_in_flight(conn: Redis, keys: Keys, schedule_id: str) -> InFlight | None
 
 def decode_in_flight(schedule_id: str, row: list[Any]) -> InFlight | None:
     """An in-flight run from an HMGET of :data:`IN_FLIGHT_FIELDS`."""
-    definition, version, job_id, fire_at, attempt, dispatched_at = row
+    definition, version, job_id, fire_at, attempt, dispatched_at, epoch = row
     if job_id is None or fire_at is None:
         return None
     try:
@@ -69,25 +70,40 @@ def decode_in_flight(schedule_id: str, row: list[Any]) -> InFlight | None:
         fire_ms = parse_iso_ms(str(text(fire_at)))
         dispatched_ms = parse_iso_ms(str(text(dispatched_at))) if dispatched_at else fire_ms
         tries = int(attempt or 1)
+        epoch_n = int(epoch or 0)
     except (RqbeatError, ValueError):  # unparseable JSON is an RqbeatError, not a ValueError
         return None
     return InFlight(
-        schedule_id, str(text(job_id)), fire_ms, tries, str(text(version)), schedule, dispatched_ms
+        schedule_id, str(text(job_id)), fire_ms, tries, str(text(version)), schedule, dispatched_ms, epoch_n
     )
 
 
 def prepare_ack(
-    keys: Keys, run: InFlight, now_ms: int, *, outcome: str = "succeeded", error: str = ""
+    keys: Keys,
+    run: InFlight,
+    now_ms: int,
+    *,
+    outcome: str = "succeeded",
+    error: str = "",
+    by: str = "worker",
+    ended_ms: int | None = None,
 ) -> Ack:
     """Compute the schedule's next fire after ``run`` (misfire policy applied at
-    ``now_ms``) and the arguments of the ACK script."""
+    ``now_ms``) and the arguments of the ACK script, with the cluster-wide counters it
+    adds when it applies (:mod:`scheduler.clusterstats`): an ack ``by`` the worker or
+    the watchdog, its latency from ``ended_ms`` (the job's end; None when unknown)."""
     schedule = run.schedule
     pending = cron.next_fire_ms(schedule.trigger, run.fire_ms)
     resolution = policy.resolve_misfire(schedule, pending, now_ms)
     score = policy.due_score_ms(schedule, resolution.fire_ms)
     sid = run.schedule_id
+    if outcome == "succeeded":
+        latency_ms = None if ended_ms is None else now_ms - ended_ms
+        stats = clusterstats.ack_increments(by=by, latency_ms=latency_ms, dropped=resolution.dropped)
+    else:
+        stats = clusterstats.missed_increments(resolution.dropped)
     return Ack(
-        keys=[keys.schedule(sid), keys.due, keys.running, keys.history(sid), keys.events],
+        keys=[keys.schedule(sid), keys.due, keys.running, keys.history(sid), keys.events, keys.stats],
         args=[
             sid,
             run.job_id,
@@ -100,6 +116,7 @@ def prepare_ack(
             resolution.dropped,
             HISTORY_MAXLEN,
             error[:MAX_ERROR_CHARS],
+            *stats,
         ],
     )
 

@@ -1,10 +1,10 @@
-"""Every state transition of a schedule that is not a dispatch, as one Lua script.
+"""Every state transition of a schedule, as one Lua script.
 
 A schedule is in exactly one of: ``due`` (in the due zset), ``running`` (in the
 running zset, a job in flight), ``paused`` or ``broken`` (in neither). A paused
 schedule whose last run is still in flight stays in the running zset until that run
-is acknowledged. Dispatch itself is one MULTI/EXEC in :mod:`scheduler.dispatch`
-because RQ's enqueue must join the same transaction.
+is acknowledged. Dispatch reads a batch with :data:`DUE_READ` and writes it, RQ jobs
+included, with :data:`DISPATCH` (see :mod:`scheduler.dispatch`).
 
 Conventions: scores are epoch seconds (ms precision); ``fire_at`` is the ISO time
 of the pending (or in-flight) fire, and ``''`` means "recompute from the due score"
@@ -20,6 +20,7 @@ from typing import Any
 
 from redis import Redis
 from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 from redis.typing import KeyT
 
 # Publishes 'wake' when score ARGV is earlier than anything already due, so the leader
@@ -140,6 +141,7 @@ ACK = (
 -- ARGV[4] next fire ISO, ARGV[5] next due score, ARGV[6] now ISO, ARGV[7] now score,
 -- ARGV[8] outcome ('succeeded' | 'gave_up'), ARGV[9] fires dropped by the misfire
 -- policy, ARGV[10] history maxlen, ARGV[11] error text (gave_up) or ''
+-- KEYS[6] stats hash, ARGV[12..] (field, increment) pairs for it (scheduler.clusterstats)
 -- returns 1 re-armed, 2 definition changed (due now, fire recomputed by the leader),
 -- 3 paused (left idle), 0 not this schedule's run in flight (no-op)
 if redis.call('HGET', KEYS[1], 'job_id') ~= ARGV[2] then return 0 end
@@ -148,6 +150,7 @@ local fire = redis.call('HGET', KEYS[1], 'fire_at')
 redis.call('HDEL', KEYS[1], 'job_id', 'job_queue', 'epoch', 'dispatched_at')
 redis.call('HSET', KEYS[1], 'last_result', ARGV[8], 'last_run_at', ARGV[6], 'attempt', 1)
 redis.call('ZREM', KEYS[3], ARGV[1])
+for i = 12, #ARGV, 2 do redis.call('HINCRBY', KEYS[6], ARGV[i], ARGV[i + 1]) end  -- metrics
 local entry = {'event', ARGV[8], 'fire_at', fire, 'job_id', ARGV[2], 'at', ARGV[6]}
 if ARGV[11] ~= '' then table.insert(entry, 'error'); table.insert(entry, ARGV[11]) end
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[10], '*', unpack(entry))
@@ -229,6 +232,81 @@ return 1
 """
 
 
+DUE_READ = """
+-- One batch of due schedules with the hash fields dispatch decides from, plus the
+-- lease and the revision the write is fenced with (one round trip).
+-- KEYS[1] due, KEYS[2] leader, KEYS[3] revision
+-- ARGV[1] now score, ARGV[2] batch size, ARGV[3] schedule key prefix
+-- returns {leader, revision, id, score, definition, version, state, fire_at, attempt, ...}
+-- The hashes are named prefix .. id, not passed as KEYS: rqbeat does not run on Cluster.
+local out = {redis.call('GET', KEYS[2]) or '', redis.call('GET', KEYS[3]) or '0'}
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[2])
+for i = 1, #due, 2 do
+  local row = redis.pcall('HMGET', ARGV[3] .. due[i], 'definition', 'version', 'state',
+                          'fire_at', 'attempt')
+  if row.err then row = {} end  -- not a hash: decided broken, not an error for the batch
+  out[#out + 1] = due[i]
+  out[#out + 1] = due[i + 1]
+  for j = 1, 5 do out[#out + 1] = row[j] or false end
+end
+return out
+"""
+
+DISPATCH = """
+-- Write one decided batch: every run's RQ job (hash + RPUSH, as RQ writes them), the
+-- schedule's in-flight state and history, and the reschedules -- or nothing at all.
+-- KEYS[1] leader, KEYS[2] revision, KEYS[3] due, KEYS[4] running, KEYS[5] RQ's queues set
+-- ARGV[1] lease token, ARGV[2] revision the batch was read at, ARGV[3] schedule key
+-- prefix, ARGV[4] history key prefix, ARGV[5] RQ job key prefix, ARGV[6] RQ queue key
+-- prefix, ARGV[7] now ISO, ARGV[8] first watchdog look (score), ARGV[9] epoch,
+-- ARGV[10] history maxlen, ARGV[11] number of runs, ARGV[12] number of reschedules,
+-- then per run:        id, fire ISO, attempt, job id, queue, dropped, job ttl s (0 = none),
+--                      n, then n job hash field/values
+-- then per reschedule: id, fire ISO, due score, dropped
+-- returns 1 written, -1 the lease is not ARGV[1] (deposed: nothing written),
+-- -2 an edit moved the revision since the read (re-read and decide again)
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[2] then return -2 end
+local sched, hist, now, epoch, maxlen = ARGV[3], ARGV[4], ARGV[7], ARGV[9], ARGV[10]
+local queues = {}
+local i = 13
+for _ = 1, tonumber(ARGV[11]) do
+  local id, fire, attempt, job, queue, dropped, ttl, n = unpack(ARGV, i, i + 7)
+  local last = i + 7 + tonumber(n)
+  local job_key, queue_key = ARGV[5] .. job, ARGV[6] .. queue
+  redis.call('HSET', job_key, unpack(ARGV, i + 8, last))
+  if ttl ~= '0' then redis.call('EXPIRE', job_key, ttl) end
+  if not queues[queue_key] then
+    queues[queue_key] = true
+    redis.call('SADD', KEYS[5], queue_key)
+  end
+  redis.call('RPUSH', queue_key, job)
+  redis.call('ZREM', KEYS[3], id)
+  redis.call('ZADD', KEYS[4], ARGV[8], id)
+  redis.call('HSET', sched .. id, 'state', 'running', 'fire_at', fire, 'attempt', attempt,
+             'job_id', job, 'job_queue', queue, 'epoch', epoch, 'dispatched_at', now)
+  if dropped ~= '0' then  -- the fires this run stands for (coalesce) or that were too old
+    redis.call('XADD', hist .. id, 'MAXLEN', '~', maxlen, '*', 'event', 'missed',
+               'fire_at', fire, 'count', dropped, 'at', now)
+  end
+  redis.call('XADD', hist .. id, 'MAXLEN', '~', maxlen, '*', 'event', 'dispatched',
+             'fire_at', fire, 'job_id', job, 'attempt', attempt, 'epoch', epoch, 'at', now)
+  i = last + 1
+end
+for _ = 1, tonumber(ARGV[12]) do
+  local id, fire, score, dropped = unpack(ARGV, i, i + 3)
+  redis.call('ZADD', KEYS[3], score, id)
+  redis.call('HSET', sched .. id, 'fire_at', fire, 'attempt', 1)
+  if dropped ~= '0' then
+    redis.call('XADD', hist .. id, 'MAXLEN', '~', maxlen, '*', 'event', 'missed',
+               'fire_at', fire, 'count', dropped, 'next_fire_at', fire, 'at', now)
+  end
+  i = i + 4
+end
+return 1
+"""
+
+
 class Scripts:
     """The scripts registered on one client (EVALSHA, loaded on first use)."""
 
@@ -242,8 +320,42 @@ class Scripts:
         self.retry = conn.register_script(RETRY)
         self.nudge = conn.register_script(NUDGE)
         self.mark_broken = conn.register_script(MARK_BROKEN)
+        self.due_read = conn.register_script(DUE_READ)
+        self.dispatch = conn.register_script(DISPATCH)
 
 
 def run(script: Script, keys: Sequence[KeyT], args: Sequence[Any], client: Any = None) -> Any:
     """Call a script; a typed seam over redis-py's loosely typed ``Script.__call__``."""
     return script(keys=list(keys), args=list(args), client=client)
+
+
+class Pending:
+    """A script call sent but not answered yet, so the caller can work while Redis runs
+    it (dispatch decides the next batch meanwhile). :meth:`result` collects the reply;
+    :meth:`abandon` drops the call's connection when the caller gives up on it."""
+
+    def __init__(self, conn: Redis, script: Script, keys: Sequence[KeyT], args: Sequence[Any]) -> None:
+        self._client, self._script, self._keys, self._args = conn, script, keys, args
+        self._pool = conn.connection_pool
+        self._conn: Any = self._pool.get_connection()
+        try:
+            self._conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+        except BaseException:
+            self.abandon()
+            raise
+
+    def result(self) -> Any:
+        try:
+            reply = self._conn.read_response()
+        except NoScriptError:  # not run at all (Redis restarted): load it and run it now
+            self._pool.release(self._conn)
+            return run(self._script, self._keys, self._args, self._client)
+        except BaseException:
+            self.abandon()
+            raise
+        self._pool.release(self._conn)
+        return reply
+
+    def abandon(self) -> None:
+        self._conn.disconnect()
+        self._pool.release(self._conn)

@@ -23,7 +23,7 @@ import logging
 import os
 import socket
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis.exceptions
 from redis import Redis
@@ -31,11 +31,15 @@ from redis.client import PubSub
 
 from scheduler.allow import AllowList
 from scheduler.clock import Clock, SystemClock, iso, redis_now_ms, time_reply_ms
-from scheduler.connection import connect
+from scheduler.connection import DEFAULT_REDIS_URL
 from scheduler.dispatch import DEFAULT_BATCH, Dispatcher
 from scheduler.errors import LeadershipLost
+from scheduler.eviction import check_eviction
 from scheduler.keys import DEFAULT_NAMESPACE, Keys
 from scheduler.lease import Lease
+from scheduler.logs import worth_logging
+from scheduler.metrics import Metrics, MetricsServer
+from scheduler.redisconf import RedisSettings
 from scheduler.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
@@ -49,14 +53,24 @@ HEARTBEAT_S = 15
 
 @dataclass(frozen=True, kw_only=True)
 class ServiceConfig:
-    """Settings of one replica (``rqbeat run`` flags / ``RQBEAT_RUN_*``)."""
+    """Settings of one replica (``rqbeat run`` flags / ``RQBEAT_RUN_*``).
 
-    redis_url: str
+    ``redis`` says where Redis is (Sentinel, TLS); ``redis_url`` is the shorthand
+    for a plain URL, used when ``redis`` is not given."""
+
+    redis_url: str = field(default=DEFAULT_REDIS_URL, repr=False)
+    redis: RedisSettings | None = None
     namespace: str = DEFAULT_NAMESPACE
     node: str = ""
     lease_ms: int = 5_000
     batch_size: int = DEFAULT_BATCH
     allow: AllowList | None = None  # targets outside it are marked broken, not enqueued
+    #: Serve Prometheus metrics on this port (None: off).
+    metrics_port: int | None = None
+    metrics_host: str = "0.0.0.0"
+
+    def redis_settings(self) -> RedisSettings:
+        return self.redis or RedisSettings(url=self.redis_url)
 
     def node_name(self) -> str:
         return self.node or f"{socket.gethostname()}-{os.getpid()}"
@@ -77,10 +91,12 @@ class Service:
         self.node = config.node_name()
         self.keys = Keys(config.namespace)
         self._owns_conn = conn is None
-        self.conn = conn or connect(config.redis_url)
+        self.conn = conn or config.redis_settings().connect()
         self.lease = Lease(self.conn, self.keys, self.node, config.lease_ms, self.clock)
         self.dispatcher = Dispatcher(self.conn, self.keys, batch_size=config.batch_size, allow=config.allow)
-        self.watchdog = Watchdog(self.conn, self.keys, batch_size=config.batch_size)
+        self.metrics = Metrics(self.keys, self.conn)
+        self.watchdog = Watchdog(self.conn, self.keys, batch_size=config.batch_size, metrics=self.metrics)
+        self._metrics_server: MetricsServer | None = None
         self._stop = threading.Event()
         self._pubsub: PubSub | None = None
         self._error_streak = 0
@@ -111,15 +127,24 @@ class Service:
             raise _WakeUp
 
     def run(self) -> None:
+        """Run until :meth:`stop`. Raises :class:`ConfigError` before touching Redis
+        when the metrics port cannot be opened."""
+        if self.config.metrics_port is not None:
+            self._metrics_server = self.metrics.serve(self.config.metrics_port, self.config.metrics_host)
         log.info(
             "replica node=%s namespace=%s lease_ms=%d starting",
             self.node,
             self.keys.namespace,
             self.config.lease_ms,
         )
+        with contextlib.suppress(*_ERRORS):  # advice only; an unreachable Redis is retried below
+            check_eviction(self.conn)
         try:
             while not self._stop.is_set():
-                self._wait(self._step())
+                started = self.clock.monotonic()
+                wait = self._step()
+                self.metrics.loop_duration.observe(self.clock.monotonic() - started)
+                self._wait(wait)
         finally:
             self._shutdown()
 
@@ -128,6 +153,8 @@ class Service:
         logged and the pass is retried after a short, growing pause."""
         try:
             wait = self._lead() if self.lease.token is not None else self._stand_by()
+            if self._error_streak:
+                log.info("recovered node=%s after failures=%d", self.node, self._error_streak)
             self._error_streak = 0
             return wait
         except LeadershipLost as exc:
@@ -135,14 +162,23 @@ class Service:
             return 0.0
         except _ERRORS as exc:
             self._error_streak += 1
-            log.warning("redis error node=%s error=%s (retrying)", self.node, exc)
+            self.metrics.redis_errors.labels("loop").inc()
+            pause = min(1.0, 0.05 * 2.0 ** min(self._error_streak, 10))
+            if worth_logging(self._error_streak):  # 1st, 2nd, 4th, 8th...: not one per retry
+                log.warning(
+                    "redis error node=%s failures=%d retry_in_s=%.2f error=%s (retrying)",
+                    self.node, self._error_streak, pause, exc,
+                )  # fmt: skip
             self._drop_pubsub()
             if self.lease.token is not None and not self.lease.held:
                 self._step_down("lease deadline passed while Redis was unreachable")
-            return min(1.0, 0.05 * 2.0 ** min(self._error_streak, 10))
+            return pause
         except Exception:  # the loop survives anything; a bug must not stop scheduling
             self._error_streak += 1
-            log.exception("unexpected error node=%s (retrying)", self.node)
+            first = self._error_streak == 1
+            if worth_logging(self._error_streak):  # the traceback once, then a thinned reminder
+                log.error("unexpected error node=%s failures=%d (retrying)", self.node,
+                          self._error_streak, exc_info=first)  # fmt: skip
             return min(1.0, 0.05 * 2.0 ** min(self._error_streak, 10))
 
     def _stand_by(self) -> float:
@@ -151,6 +187,7 @@ class Service:
         self._subscribe()
         remaining_ms = self.lease.remaining_ms()
         if remaining_ms is None and self.lease.try_acquire():
+            self.metrics.set_leader(True)
             log.info("leader node=%s epoch=%d acquired", self.node, self.lease.epoch)
             self._heartbeat("leader")
             return 0.0
@@ -180,6 +217,7 @@ class Service:
         worked = False
         if first_due and first_due[0][1] * 1000 <= now_ms:
             batch = self.dispatcher.dispatch(now_ms, token, self.lease.epoch)
+            self.metrics.observe_batch(batch, now_ms)
             if batch.size >= self.config.batch_size:
                 return 0.0  # more is due: dispatch first, the watchdog can wait a pass
             worked = True
@@ -214,6 +252,7 @@ class Service:
         except _WakeUp:
             self._drop_pubsub()
         except _ERRORS as exc:
+            self.metrics.redis_errors.labels("events").inc()
             log.warning("event subscription lost node=%s error=%s", self.node, exc)
             self._drop_pubsub()
         finally:
@@ -236,6 +275,7 @@ class Service:
         epoch = self.lease.epoch
         self._plan_until = None
         self.lease.drop()
+        self.metrics.set_leader(False)
         log.warning("stepped down node=%s epoch=%d reason=%s", self.node, epoch, reason)
 
     def _heartbeat(self, role: str) -> None:
@@ -270,7 +310,11 @@ class Service:
             self.conn.delete(self.keys.node(self.node))
         except _ERRORS as exc:
             log.warning("could not release the lease cleanly node=%s error=%s", self.node, exc)
+        self.metrics.set_leader(False)
         self._drop_pubsub()
+        if self._metrics_server is not None:
+            self._metrics_server.stop()
+            self._metrics_server = None
         if self._owns_conn:
             self.conn.close()
         log.info("replica node=%s stopped", self.node)

@@ -90,3 +90,20 @@ def _nodes(conn: Redis, k: Keys, members: list[tuple[bytes, float]]) -> list[Nod
     for (member, score), (role, epoch) in zip(members, pipe.execute(), strict=True):
         out.append(Node(str(text(member)), text(role) or "?", int(epoch or 0), round(score * 1000)))
     return out
+
+
+def node_problems(report: StatusReport, node: str, max_age_ms: int) -> list[str]:
+    """Why replica ``node`` is unhealthy (``rqbeat check --node``), or nothing.
+
+    A replica reports itself at least every ``HEARTBEAT_S`` seconds while its loop
+    turns, leader or standby, and removes itself on a clean stop; so a missing or
+    stale entry means the process is gone or its loop is stuck, even while another
+    replica keeps the cluster healthy.
+    """
+    seen = next((n for n in report.nodes if n.name == node), None)
+    if seen is None:
+        return [f"replica {node} has no heartbeat"]
+    age_ms = report.now_ms - seen.seen_ms
+    if age_ms > max_age_ms:
+        return [f"replica {node} was last seen {age_ms // 1000}s ago"]
+    return []

@@ -19,17 +19,22 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import redis.exceptions
 from redis import Redis
 from rq.job import Job
 from rq.serializers import JSONSerializer
+from rq.utils import utcparse
 
 from scheduler import runs, scripts
 from scheduler.clock import iso
 from scheduler.errors import RqbeatError
 from scheduler.keys import HISTORY_MAXLEN, Keys
 from scheduler.records import decode_definition, text
+
+if TYPE_CHECKING:
+    from scheduler.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +72,16 @@ def next_check_ms(dispatched_ms: int, now_ms: int) -> int:
 class Watchdog:
     """Checks in-flight runs whose look-again time has come."""
 
-    def __init__(self, conn: Redis, keys: Keys, *, batch_size: int = 1_000) -> None:
+    def __init__(
+        self, conn: Redis, keys: Keys, *, batch_size: int = 1_000, metrics: Metrics | None = None
+    ) -> None:
         self.conn = conn
         self.keys = keys
         self.batch_size = batch_size
+        self.metrics = metrics
         self._scripts = scripts.Scripts(conn)
+        # Schedules whose check raised: the traceback is logged once, not every look.
+        self._reported: set[str] = set()
 
     def check(self, now_ms: int) -> int:
         """Check one batch; returns how many runs were looked at. Reads are pipelined
@@ -89,16 +99,19 @@ class Watchdog:
                 if run is None:
                     self._orphan(schedule_id, now_ms)
                     continue
-                status, expires = states[run.job_id]
+                status, expires, ended_ms = states[run.job_id]
                 verdict = judge(status, expires, now_ms)
                 if verdict.outcome == "pending":
                     later[schedule_id] = next_check_ms(run.dispatched_ms, now_ms) / 1000
                 else:
-                    self._conclude(run, verdict, now_ms)
+                    self._conclude(run, verdict, now_ms, ended_ms)
+                self._reported.discard(schedule_id)
             except redis.exceptions.RedisError:
                 raise  # the loop backs off and retries the whole pass
             except Exception:  # one schedule's bug must not stop the others (or the replica)
-                log.exception("watchdog failed schedule=%s; looking again later", schedule_id)
+                first = schedule_id not in self._reported
+                self._reported.add(schedule_id)
+                log.error("watchdog failed schedule=%s; looking again later", schedule_id, exc_info=first)
                 later[schedule_id] = (now_ms + MAX_CHECK_MS) / 1000
         if later:
             self.conn.zadd(self.keys.running, later, xx=True)
@@ -111,26 +124,37 @@ class Watchdog:
         decoded = (runs.decode_in_flight(sid, row) for sid, row in zip(ids, pipe.execute(), strict=True))
         return {r.schedule_id: r for r in decoded if r is not None}
 
-    def _conclude(self, run: runs.InFlight, verdict: Verdict, now_ms: int) -> None:
+    def _conclude(self, run: runs.InFlight, verdict: Verdict, now_ms: int, ended_ms: int | None) -> None:
         if verdict.outcome == "succeeded":
-            ack = runs.prepare_ack(self.keys, run, now_ms)
+            ack = runs.prepare_ack(self.keys, run, now_ms, by="watchdog", ended_ms=ended_ms)
             if scripts.run(self._scripts.ack, ack.keys, ack.args):
-                log.info("acked schedule=%s job=%s by=watchdog", run.schedule_id, run.job_id)
+                log.info(
+                    "acked schedule=%s fire=%s job_id=%s attempt=%d epoch=%d by=watchdog",
+                    run.schedule_id, iso(run.fire_ms), run.job_id, run.attempt, run.epoch,
+                )  # fmt: skip
             return
         error = self._error_text(run.job_id) or verdict.reason
         what = runs.fail(self.conn, self._scripts, self.keys, run, now_ms=now_ms, error=error)
-        log.warning(
-            "run failed schedule=%s fire=%s job=%s attempt=%d reason=%r -> %s",
-            run.schedule_id, iso(run.fire_ms), run.job_id, run.attempt, error, what,
+        if self.metrics is not None:
+            self.metrics.run_failed(what)
+        # A retry is routine (WARNING); a fire given up or a schedule paused needs a person;
+        # 'stale' means the run was concluded meanwhile (nothing happened here).
+        level = {"retry": logging.WARNING, "stale": logging.INFO}.get(what, logging.ERROR)
+        log.log(
+            level,
+            "run failed schedule=%s fire=%s job_id=%s attempt=%d epoch=%d then=%s reason=%r",
+            run.schedule_id, iso(run.fire_ms), run.job_id, run.attempt, run.epoch, what, error,
         )  # fmt: skip
 
-    def _rq_states(self, job_ids: list[str]) -> dict[str, tuple[str | None, float | None]]:
-        """RQ's status of each job and, for started ones, the heartbeat expiry (epoch s)
-        of its newest live execution in ``rq:wip:<queue>``. Read-only."""
+    def _rq_states(self, job_ids: list[str]) -> dict[str, tuple[str | None, float | None, int | None]]:
+        """RQ's status of each job, for started ones the heartbeat expiry (epoch s) of
+        its newest live execution in ``rq:wip:<queue>``, and when it ended (epoch ms, for
+        the ack latency metric). Read-only."""
         pipe = self.conn.pipeline(transaction=False)
         for job_id in job_ids:
-            pipe.hmget(f"rq:job:{job_id}", ["status", "origin"])
-        jobs = {j: (text(s), text(o)) for j, (s, o) in zip(job_ids, pipe.execute(), strict=True)}
+            pipe.hmget(f"rq:job:{job_id}", ["status", "origin", "ended_at"])
+        rows = dict(zip(job_ids, pipe.execute(), strict=True))
+        jobs = {j: (text(s), text(o)) for j, (s, o, _) in rows.items()}
         started = [j for j, (status, _) in jobs.items() if status == "started"]
         pipe = self.conn.pipeline(transaction=False)
         for job_id in started:
@@ -141,10 +165,10 @@ class Watchdog:
             members = [f"{job_id}:{text(e)}" for e in executions[job_id]] or [f"{job_id}:none"]
             pipe.zmscore(f"rq:wip:{jobs[job_id][1]}", members)
         beats = dict(zip(started, pipe.execute(), strict=True))
-        out: dict[str, tuple[str | None, float | None]] = {}
+        out: dict[str, tuple[str | None, float | None, int | None]] = {}
         for job_id, (status, _) in jobs.items():
             alive = [s for s in beats.get(job_id, []) if s is not None]
-            out[job_id] = (status, max(alive) if alive else None)
+            out[job_id] = (status, max(alive) if alive else None, _epoch_ms(rows[job_id][2]))
         return out
 
     def _error_text(self, job_id: str) -> str:
@@ -177,3 +201,11 @@ class Watchdog:
         except (RqbeatError, ValueError) as exc:
             return str(exc)[:500]
         return "in the running set without a readable in-flight run"
+
+
+def _epoch_ms(rq_time: bytes | None) -> int | None:
+    """An RQ timestamp field (``2026-11-22T07:09:07.597123Z``) as epoch ms."""
+    try:
+        return round(utcparse(rq_time.decode()).timestamp() * 1000) if rq_time else None
+    except ValueError:
+        return None

@@ -97,6 +97,57 @@ class RedisServer:
         self.start()
 
 
+class SentinelServer:
+    """A private ``redis-server --sentinel`` watching one master as ``master_name``.
+
+    Sentinel rewrites its config file, so each instance has its own in ``workdir``.
+    Short down-after and failover timeouts keep failover tests fast."""
+
+    def __init__(self, workdir: Path, master_port: int, master_name: str = "mymaster") -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.master_port = master_port
+        self.master_name = master_name
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        conf = self.workdir / "sentinel.conf"
+        name = self.master_name
+        conf.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {self.workdir}\n"
+            f"logfile {self.workdir / 'sentinel.log'}\n"
+            f"sentinel monitor {name} 127.0.0.1 {self.master_port} 2\n"
+            f"sentinel down-after-milliseconds {name} 1000\n"
+            f"sentinel failover-timeout {name} 5000\n"
+        )
+        args = [server_binary(), str(conf), "--sentinel"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(self._ping, timeout=10, what=f"redis-sentinel on port {self.port}")
+
+    def _ping(self) -> bool:
+        probe = self.client()
+        try:
+            return bool(probe.ping())
+        except Exception:  # noqa: BLE001 - redis.ConnectionError and friends while booting
+            return False
+        finally:
+            probe.close()
+
+    def client(self) -> Redis:
+        return Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(5)
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+
 class Process:
     """A subprocess with its output in a log file; stopped on close."""
 

@@ -25,7 +25,7 @@ from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from scheduler import runs, scripts
-from scheduler.clock import redis_now_ms
+from scheduler.clock import iso, redis_now_ms
 from scheduler.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,10 @@ class Worker(RQWorker):
         if meta is not None:
             keys = Keys(str(meta.get("namespace", "rqbeat")))
             sid = str(meta["schedule"])
+            log.info(
+                "run failed schedule=%s fire=%s job_id=%s attempt=%s epoch=%s (the leader decides the retry)",
+                sid, meta.get("fire_at"), job.id, meta.get("attempt"), meta.get("epoch"),
+            )  # fmt: skip
             now = redis_now_ms(self.connection)
             scripts.run(
                 self._rqbeat_scripts.nudge,
@@ -91,7 +95,14 @@ class Worker(RQWorker):
         run = runs.read_in_flight(self.connection, keys, str(meta["schedule"]))
         if run is None or run.job_id != job.id:
             return None  # stale: removed, re-dispatched or already acked; nothing to do
-        return job.id, runs.prepare_ack(keys, run, redis_now_ms(self.connection))
+        ended_ms = round(job.ended_at.timestamp() * 1000) if job.ended_at else None
+        ack = runs.prepare_ack(keys, run, redis_now_ms(self.connection), by="worker", ended_ms=ended_ms)
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "run succeeded schedule=%s fire=%s job_id=%s attempt=%d epoch=%d (acking)",
+                run.schedule_id, iso(run.fire_ms), job.id, run.attempt, run.epoch,
+            )  # fmt: skip
+        return job.id, ack
 
 
 def _rqbeat_meta(job: Job) -> dict[str, Any] | None:

@@ -7,9 +7,10 @@ from typing import Any
 import click
 import redis.exceptions
 
-from scheduler.cli import ops, schedules
+from scheduler.cli import aclcmd, ops, schedules
 from scheduler.cli.common import Context
-from scheduler.connection import DEFAULT_REDIS_URL, mask_url
+from scheduler.cli.connopts import connection_options, redis_settings
+from scheduler.connection import DEFAULT_REDIS_URL, mask_secrets
 from scheduler.errors import RqbeatError, ScheduleNotFound
 from scheduler.keys import DEFAULT_NAMESPACE
 
@@ -33,16 +34,19 @@ class RqbeatGroup(click.Group):
         except RqbeatError as exc:
             raise click.ClickException(str(exc)) from None
         except redis.exceptions.AuthenticationError as exc:  # a ConnectionError subclass: first
-            raise click.ClickException(f"Redis refused the credentials: {_first_line(exc)}") from None
+            raise click.ClickException(f"Redis refused the credentials: {_first_line(ctx, exc)}") from None
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-            url = mask_url(ctx.obj.redis_url) if isinstance(ctx.obj, Context) else "?"
-            raise click.ClickException(f"cannot reach Redis at {url}: {_first_line(exc)}") from None
+            where = ctx.obj.redis.describe() if isinstance(ctx.obj, Context) else "?"
+            raise click.ClickException(f"cannot reach Redis at {where}: {_first_line(ctx, exc)}") from None
         except redis.exceptions.ResponseError as exc:  # NOPERM (ACL), WRONGTYPE (key edited by hand)
-            raise click.ClickException(f"Redis refused the command: {_first_line(exc)}") from None
+            raise click.ClickException(f"Redis refused the command: {_first_line(ctx, exc)}") from None
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+def _first_line(ctx: click.Context, exc: BaseException) -> str:
+    """The error's first line, with any password it might quote masked."""
+    line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    secrets = ctx.obj.redis.secrets() if isinstance(ctx.obj, Context) else ()
+    return mask_secrets(line, secrets)
 
 
 @click.group(cls=RqbeatGroup, context_settings={"auto_envvar_prefix": "RQBEAT", "show_default": True})
@@ -58,9 +62,10 @@ def _first_line(exc: BaseException) -> str:
     show_envvar=True,
     help="Prefix of every key rqbeat writes.",
 )
+@connection_options
 @click.version_option(package_name="rqbeat")
 @click.pass_context
-def cli(ctx: click.Context, redis_url: str, namespace: str) -> None:
+def cli(ctx: click.Context, /, redis_url: str, namespace: str, **connection: str | None) -> None:
     """rqbeat: distributed cron for RQ.
 
     Schedules live in Redis; `rqbeat run` replicas elect a leader that enqueues
@@ -70,12 +75,17 @@ def cli(ctx: click.Context, redis_url: str, namespace: str) -> None:
     \b
     Cron expressions have 5 fields (minute hour day-of-month month day-of-week);
     6 fields mean SECONDS FIRST (as in Quartz and Sidekiq).
+
+    \b
+    Example:
+      RQBEAT_REDIS_URL=rediss://rqbeat-scheduler:secret@redis:6380/0 rqbeat --tls-ca-cert ca.pem status
+      rqbeat --sentinel s1:26379,s2:26379,s3:26379 --sentinel-master mymaster run
     """
-    ctx.obj = Context(redis_url=redis_url, namespace=namespace)
+    ctx.obj = Context(redis=redis_settings(redis_url, **connection), namespace=namespace)
     ctx.call_on_close(ctx.obj.close)
 
 
-for _command in [*schedules.COMMANDS, *ops.COMMANDS]:
+for _command in [*schedules.COMMANDS, *ops.COMMANDS, *aclcmd.COMMANDS]:
     cli.add_command(_command)
 
 

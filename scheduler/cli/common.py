@@ -15,7 +15,7 @@ from redis import Redis
 
 from scheduler.allow import AllowList
 from scheduler.clock import iso
-from scheduler.connection import connect
+from scheduler.redisconf import RedisSettings
 from scheduler.store import Client
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -25,12 +25,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 class Context:
     """Where Redis is and which namespace to use; connects on first use."""
 
-    redis_url: str
+    redis: RedisSettings
     namespace: str
 
     @cached_property
     def conn(self) -> Redis:
-        return connect(self.redis_url)
+        return self.redis.connect()
 
     @cached_property
     def client(self) -> Client:

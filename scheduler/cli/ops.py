@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 import redis.exceptions
@@ -22,25 +23,47 @@ from scheduler.cli.common import (
     utc_iso,
 )
 from scheduler.clock import redis_now_ms
-from scheduler.connection import mask_url
 from scheduler.durations import parse_duration_ms
 from scheduler.errors import ConfigError, InvalidSchedule
+from scheduler.eviction import eviction_warning, read_policy
 from scheduler.keys import Keys
+from scheduler.logs import formatter
 from scheduler.repair import Finding
 from scheduler.repair_io import RepairOutcome, examine, run_repair
 from scheduler.service import Service, ServiceConfig
-from scheduler.status import read_status
+from scheduler.status import node_problems, read_status
 from workers import Worker
 
-LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-def setup_logging(level: str) -> None:
-    """The CLI is the only place that configures logging handlers."""
-    logging.basicConfig(level=level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+def setup_logging(level: str, log_format: str = "text") -> None:
+    """The CLI is the only place that configures logging handlers: one stderr handler
+    on the root logger (RQ's worker then adds none of its own), text or JSON lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter(log_format))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
 
 
 _LEVELS = click.Choice(["debug", "info", "warning", "error"], case_sensitive=False)
+
+
+def _shared_env(command: str, option: str) -> list[str]:
+    """The command's own variable first, then one shared by `run` and `worker`
+    (RQBEAT_LOG_FORMAT set once for a whole deployment)."""
+    return [f"RQBEAT_{command}_{option}", f"RQBEAT_{option}"]
+
+
+def log_format_option(command: str) -> Callable[[F], F]:
+    return click.option(
+        "--log-format",
+        default="text",
+        type=click.Choice(["text", "json"], case_sensitive=False),
+        envvar=_shared_env(command, "LOG_FORMAT"),
+        show_envvar=True,
+        help="text: one readable line per event; json: one JSON object per line "
+        "(ts, level, logger, msg, schedule, fire, job_id, attempt, epoch, ...).",
+    )
 
 
 @click.command()
@@ -53,15 +76,42 @@ _LEVELS = click.Choice(["debug", "info", "warning", "error"], case_sensitive=Fal
     help="Schedules per dispatch transaction.",
 )
 @click.option("--log-level", default="info", type=_LEVELS, help="Logging threshold.")
+@log_format_option("RUN")
+@click.option(
+    "--metrics-port",
+    default=None,
+    type=click.IntRange(1, 65535),
+    envvar=_shared_env("RUN", "METRICS_PORT"),
+    show_envvar=True,
+    help="Serve Prometheus metrics on http://HOST:PORT/metrics (default: off).",
+)
+@click.option(
+    "--metrics-host",
+    default="0.0.0.0",  # a scrape target: reachable from the Prometheus server
+    envvar=_shared_env("RUN", "METRICS_HOST"),
+    show_envvar=True,
+    help="Address the metrics endpoint listens on.",
+)
 @allow_option
 @pass_context
-def run(ctx: Context, lease: str, node: str, batch_size: int, log_level: str, allow: str | None) -> None:
+def run(
+    ctx: Context,
+    lease: str,
+    node: str,
+    batch_size: int,
+    log_level: str,
+    log_format: str,
+    metrics_port: int | None,
+    metrics_host: str,
+    allow: str | None,
+) -> None:
     """Run a scheduler replica. Start several: one leads, the others stand by.
 
     \b
     Example:
       rqbeat --redis-url redis://redis:6379/0 run --lease 5s
-      rqbeat run --allow myapp.jobs,reports   # anything else is marked broken
+      rqbeat run --metrics-port 9464 --log-format json
+      rqbeat run --allow myapp.jobs,reports   # other targets are marked broken
     """
     try:
         lease_ms = parse_duration_ms("lease", lease)
@@ -70,18 +120,20 @@ def run(ctx: Context, lease: str, node: str, batch_size: int, log_level: str, al
     if lease_ms < 1000:
         raise ConfigError("--lease", lease, "must be at least 1s")
     allowed = parse_allow(allow)
-    setup_logging(log_level)
+    setup_logging(log_level, log_format.lower())
     config = ServiceConfig(
-        redis_url=ctx.redis_url,
+        redis=ctx.redis,
         namespace=ctx.namespace,
         node=node,
         lease_ms=lease_ms,
         batch_size=batch_size,
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
         allow=allowed,
     )
     service = Service(config)
     logging.getLogger(__name__).info(
-        "redis=%s allow=%s", mask_url(ctx.redis_url), allowed if allowed is not None else "any"
+        "redis=%s allow=%s", ctx.redis.describe(), allowed if allowed is not None else "any"
     )
     signal.signal(signal.SIGTERM, service.on_signal)
     signal.signal(signal.SIGINT, service.on_signal)
@@ -105,6 +157,7 @@ def run(ctx: Context, lease: str, node: str, batch_size: int, log_level: str, al
     help="Seconds of silence past the interval before a run counts as abandoned.",
 )
 @click.option("--log-level", default="info", type=_LEVELS, help="Logging threshold.")
+@log_format_option("WORKER")
 @pass_context
 def worker(
     ctx: Context,
@@ -114,13 +167,18 @@ def worker(
     job_monitoring_interval: int,
     heartbeat_grace: int,
     log_level: str,
+    log_format: str,
 ) -> None:
     """Run an RQ worker that acknowledges rqbeat runs atomically (JSON serializer).
 
     Listens on QUEUES (default: "default"). Equivalent to
     `rq worker -w workers.Worker -S rq.serializers.JSONSerializer QUEUES`.
+
+    \b
+    Example:
+      rqbeat worker default reports --log-format json
     """
-    setup_logging(log_level)
+    setup_logging(log_level, log_format.lower())
     w = Worker(
         list(queues or ["default"]),
         connection=ctx.conn,
@@ -159,26 +217,45 @@ def status(ctx: Context, as_json: bool) -> None:
 
 @click.command()
 @click.option("--max-lag", default="60s", help="Unhealthy when a due fire is older than this.")
-@click.option("--repair", is_flag=True, help="Fix what the scan finds (asks first, see --yes).")
+@click.option("--node", default="", help="Also require this replica's heartbeat (its `run --node`).")
+@click.option("--node-max-age", default="45s", help="With --node: unhealthy when its heartbeat is older.")
+@click.option("--repair", is_flag=True, help="Fix what the scan of the stored state finds (asks first).")
 @click.option("--yes", is_flag=True, help="With --repair: do not ask (scripts, cron jobs).")
 @click.option("--health-only", is_flag=True, help="Skip the scan of every schedule: a cheap probe.")
 @json_option
 @pass_context
-def check(ctx: Context, max_lag: str, repair: bool, yes: bool, health_only: bool, as_json: bool) -> None:
+def check(
+    ctx: Context,
+    max_lag: str,
+    node: str,
+    node_max_age: str,
+    repair: bool,
+    yes: bool,
+    health_only: bool,
+    as_json: bool,
+) -> None:
     """Health and consistency check: exit 0 when a leader holds the lease, no fire
     is overdue by more than --max-lag and the stored state is consistent; exit 1
-    otherwise, with one line per problem. --repair fixes the stored state (each
-    fix one atomic step that never drops a valid schedule; see the README).
+    (with the reasons) otherwise. With --node, also the named replica must have
+    reported itself within --node-max-age: a per-container health check for `rqbeat
+    run`. Warns (stderr, exit code unchanged) when Redis's maxmemory-policy can evict
+    rqbeat's data. --repair fixes the stored state, each fix one atomic step that
+    never drops a valid schedule (see the README, "Repairing state").
 
     \b
     Examples:
-      rqbeat check --max-lag 2m          # a health check (exit code)
-      rqbeat check --json                # what the scan found, as JSON
-      rqbeat check --repair --yes        # fix it without asking
+      rqbeat check --max-lag 2m || alert "rqbeat is not scheduling"
+      rqbeat check --node replica-1   # in the container running `run --node replica-1`
+      rqbeat check --json             # what the scan of the stored state found
+      rqbeat check --repair --yes     # fix it without asking
     """
     limit_ms = parse_duration_ms("max-lag", max_lag)
+    node_age_ms = parse_duration_ms("node-max-age", node_max_age)
     if repair and health_only:
         raise ConfigError("--repair", True, "needs the scan; drop --health-only")
+    policy_warning = eviction_warning(read_policy(ctx.conn) or "noeviction")
+    if policy_warning:
+        click.echo(f"warning: {policy_warning}", err=True)
     keys = Keys(ctx.namespace)
     found = [] if health_only else examine(ctx.conn, keys).findings
     outcome = None
@@ -187,42 +264,52 @@ def check(ctx: Context, max_lag: str, repair: bool, yes: bool, health_only: bool
             click.confirm(f"Repair {len(found)} problem(s) in {ctx.namespace}?", abort=True, err=True)
         outcome = run_repair(ctx.conn, keys)
     remaining = outcome.remaining if outcome is not None else found
-    health, summary = _health(ctx, limit_ms)
+    problems, summary = _health(ctx, limit_ms, node, node_age_ms)
+    if remaining:
+        problems.append(f"{len(remaining)} problem(s) in the stored state")
     if as_json:
-        echo_json(_check_json(found, outcome, health))
-    else:
-        _echo_check(found, outcome, health, summary)
-    if health or remaining:
-        raise click.exceptions.Exit(1)
+        echo_json(_check_json(found, outcome, problems))
+        if problems:
+            raise click.exceptions.Exit(1)
+        return
+    _echo_findings(found, outcome)
+    if problems:
+        raise click.ClickException("; ".join(problems))
+    click.echo(summary)
 
 
-def _health(ctx: Context, limit_ms: int) -> tuple[list[str], str]:
-    """The health problems (lease, overdue fires), and the one-line summary."""
+def _health(ctx: Context, limit_ms: int, node: str, node_age_ms: int) -> tuple[list[str], str]:
+    """The health problems (lease, overdue fires, --node), and the one-line summary."""
     try:
         report = read_status(ctx.conn, ctx.namespace)
     except redis.exceptions.ResponseError as exc:  # WRONGTYPE: a set key edited by hand
         return [f"cannot read the status: {str(exc).splitlines()[0]}"], ""
+    now = redis_now_ms(ctx.conn)
     problems = []
     if report.leader_node is None:
         problems.append("no leader holds the lease")
-    lag_ms = report.now_ms - report.oldest_overdue_ms if report.oldest_overdue_ms is not None else 0
-    if lag_ms > limit_ms:
-        problems.append(f"schedule {report.oldest_overdue_id} is overdue by {lag_ms // 1000}s")
-    return problems, f"ok: leader {report.leader_node}, {sum(report.counts.values())} schedules"
+    if report.oldest_overdue_ms is not None and now - report.oldest_overdue_ms > limit_ms:
+        problems.append(
+            f"schedule {report.oldest_overdue_id} is overdue by {(now - report.oldest_overdue_ms) // 1000}s"
+        )
+    if node:
+        problems.extend(node_problems(report, node, node_age_ms))
+    seen = f", replica {node} reporting" if node else ""
+    return problems, f"ok: leader {report.leader_node}, {sum(report.counts.values())} schedules{seen}"
 
 
-def _check_json(found: list[Finding], outcome: RepairOutcome | None, health: list[str]) -> dict[str, Any]:
+def _check_json(found: list[Finding], outcome: RepairOutcome | None, problems: list[str]) -> dict[str, Any]:
     remaining = outcome.remaining if outcome is not None else found
     return {
-        "ok": not health and not remaining,
-        "health": health,
+        "ok": not problems,
+        "problems": problems,
         "findings": [f.to_json() for f in found],
         "repaired": None if outcome is None else outcome.applied,
         "remaining": [f.to_json() for f in remaining],
     }
 
 
-def _echo_check(found: list[Finding], outcome: RepairOutcome | None, health: list[str], summary: str) -> None:
+def _echo_findings(found: list[Finding], outcome: RepairOutcome | None) -> None:
     for finding in found:
         click.echo(finding.line())
     if outcome is not None:
@@ -231,10 +318,6 @@ def _echo_check(found: list[Finding], outcome: RepairOutcome | None, health: lis
         click.echo(f"repaired: {outcome.applied} step(s); {len(outcome.remaining)} problem(s) remain")
     elif found:
         click.echo(f"{len(found)} problem(s) in the stored state (dry run; fix with: rqbeat check --repair)")
-    for problem in health:
-        click.echo(f"unhealthy: {problem}")
-    if not health and not (outcome.remaining if outcome is not None else found):
-        click.echo(summary)
 
 
 COMMANDS = [run, worker, status, check]

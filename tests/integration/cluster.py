@@ -11,6 +11,7 @@ import itertools
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from redis import Redis
@@ -26,8 +27,14 @@ class Cluster:
     """Replicas and workers for one test; ``close()`` stops them all."""
 
     def __init__(
-        self, redis_url: str, tmp_path: Path, processes: list[Process], namespace: str = "rqbeat"
+        self,
+        redis_url: str,
+        tmp_path: Path,
+        processes: list[Process],
+        namespace: str = "rqbeat",
+        env: dict[str, str] | None = None,
     ) -> None:
+        self.env = env  # RQBEAT_* settings every process gets (Sentinel, TLS)
         self.redis_url = redis_url
         self.tmp_path = tmp_path
         self.processes = processes
@@ -36,12 +43,14 @@ class Cluster:
 
     def _start(self, name: str, args: list[str]) -> Process:
         log = self.tmp_path / f"{name}-{next(_counter)}.log"
-        proc = Process(args, log)
+        proc = Process(args, log, env=self.env)
         self.processes.append(proc)
         return proc
 
-    def replica(self, node: str, *, lease: str = "2s", log_level: str = "info") -> Process:
-        """``rqbeat run`` as a subprocess."""
+    def replica(
+        self, node: str, *, lease: str = "2s", log_level: str = "info", extra: Sequence[str] = ()
+    ) -> Process:
+        """``rqbeat run`` as a subprocess; ``extra``: more ``run`` options."""
         return self._start(
             node,
             [
@@ -59,11 +68,15 @@ class Cluster:
                 lease,
                 "--log-level",
                 log_level,
+                *extra,
             ],
         )
 
-    def worker(self, name: str, *queues: str, monitoring_interval: int = 1, grace: int = 2) -> Process:
-        """``rqbeat worker`` (workers.Worker, atomic ack) as a subprocess."""
+    def worker(
+        self, name: str, *queues: str, monitoring_interval: int = 1, grace: int = 2, extra: Sequence[str] = ()
+    ) -> Process:
+        """``rqbeat worker`` (workers.Worker, atomic ack) as a subprocess; ``extra``: more
+        ``worker`` options (a repeated option overrides the default given here)."""
         return self._start(
             name,
             [
@@ -82,6 +95,7 @@ class Cluster:
                 str(grace),
                 "--log-level",
                 "warning",
+                *extra,
             ],
         )
 

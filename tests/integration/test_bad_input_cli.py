@@ -22,6 +22,7 @@ from redis import Redis
 from scheduler.cli.app import cli
 from scheduler.errors import InvalidSchedule
 from scheduler.model import Schedule
+from scheduler.records import decode_definition, text
 from scheduler.store import Client
 from tests.badinput import PROFILE, any_raw, junk, nasty_text, toml_document, valid_raw
 from tests.harness import REPO
@@ -133,8 +134,8 @@ def test_add_with_random_options(redis_url: str, conn: Redis, argv: list[str]) -
         assert snapshot(conn) == before
         return
     assert result.exception is None, result.output
-    stored = json.loads(conn.hget(f"rqbeat:schedule:{argv[0]}", "definition") or b"{}")
-    assert Schedule.from_dict(stored).id == argv[0]
+    stored = conn.hget(f"rqbeat:schedule:{argv[0]}", "definition")
+    assert decode_definition(argv[0], text(stored)).id == argv[0]
     if "--json" in argv:
         assert json.loads(result.output)["id"] == argv[0]
 

@@ -85,7 +85,7 @@ def test_dry_run_reports_every_kind_and_writes_nothing(redis_url: str, conn: Red
         assert f"{kind} {schedule_id}: " in result.output, (schedule_id, result.output)
     assert "good" not in result.output
     assert "(dry run; fix with: rqbeat check --repair)" in result.output
-    assert "unhealthy: no leader holds the lease" in result.output
+    assert "Error: no leader holds the lease; 13 problem(s) in the stored state" in result.output
     report = json.loads(check(redis_url, "--json").output)
     assert report["ok"] is False and report["repaired"] is None
     assert {(f["id"], f["kind"]) for f in report["findings"]} >= set(expected.items())
@@ -102,7 +102,7 @@ def test_repair_then_clean_and_a_replica_dispatches(
     result = check(redis_url, "--repair", "--yes")
     assert "repaired: " in result.output and "0 problem(s) remain" in result.output, result.output
     report = json.loads(check(redis_url, "--json").output)
-    assert report["findings"] == [] and report["health"] == ["no leader holds the lease"], report
+    assert report["findings"] == [] and report["problems"] == ["no leader holds the lease"], report
 
     records = {r.id: r for r in Client(conn).list()}
     assert set(records) == {

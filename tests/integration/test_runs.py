@@ -339,8 +339,13 @@ def test_plain_rq_worker_runs_are_acked_by_the_watchdog(
         assert rq_status(conn, entry.fields["job_id"]) == "finished"
         assert f"{sid}:{fire_of(entry)}" in runs
     assert not entries(conn, sid, "failed")
-    acked = [line for line in replica.output().splitlines() if f"acked schedule={sid}" in line]
-    assert len(acked) >= 4
+
+    def acked_lines() -> list[str]:
+        return [line for line in replica.output().splitlines() if f"acked schedule={sid}" in line]
+
+    # the log line follows the ack's write: read it when it has arrived, not before
+    wait_for(lambda: len(acked_lines()) >= 4, 10, what="four 'acked' log lines")
+    acked = acked_lines()
     assert all("by=watchdog" in line for line in acked)
     assert_every_fire_accounted(conn, sid, fires[0])
 

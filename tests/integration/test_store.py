@@ -91,7 +91,8 @@ def test_new_schedule_is_due_at_its_next_fire(client: Client, conn: Redis) -> No
     definition = json.loads(stored["definition"])
     assert definition["every"] == "1h"
     assert definition["description"] == "hello"
-    assert Schedule.from_dict(definition) == schedule(description="hello")
+    assert "id" not in definition  # the key names it
+    assert Schedule.from_dict({**definition, "id": "s1"}) == schedule(description="hello")
     assert conn.sismember(K.ids, "s1")
     assert conn.zscore(K.running, "s1") is None
 
@@ -284,7 +285,7 @@ def test_damaged_schedules_show_as_broken(client: Client, conn: Redis) -> None:
         K.schedule("invalid"), "definition", json.dumps({"id": "invalid", "target": "x", "every": "1h"})
     )
     conn.hset(K.schedule("notobject"), "definition", "[1, 2]")
-    conn.hset(K.schedule("otherid"), "definition", schedule("good").to_json())
+    conn.hset(K.schedule("otherid"), "definition", json.dumps({**schedule("good").to_dict(), "id": "good"}))
     conn.hset(K.schedule("badstate"), "state", "sleeping")
     conn.sadd(K.ids, "ghost")  # an id whose key is gone is skipped
 

@@ -244,13 +244,35 @@ def in_flight(schedule: Schedule, fire_ms: int = T_MS, attempt: int = 1) -> InFl
 
 def ack_args(schedule: Schedule, now_ms: int, **kwargs: Any) -> dict[str, Any]:
     ack = prepare_ack(K, in_flight(schedule), now_ms, **kwargs)
-    assert ack.keys == [K.schedule(SID), K.due, K.running, K.history(SID), K.events]
+    assert ack.keys == [K.schedule(SID), K.due, K.running, K.history(SID), K.events, K.stats]
     names = [
         "id", "job_id", "version", "next_fire", "score", "now", "now_score",
         "outcome", "dropped", "maxlen", "error",
     ]  # fmt: skip
-    assert len(ack.args) == len(names)
-    return dict(zip(names, ack.args, strict=True))
+    # after the named arguments: (field, increment) pairs for the stats hash
+    assert len(ack.args) >= len(names) and (len(ack.args) - len(names)) % 2 == 0
+    return dict(zip(names, ack.args[: len(names)], strict=True))
+
+
+def stats_increments(schedule: Schedule, now_ms: int, **kwargs: Any) -> dict[str, int]:
+    args = prepare_ack(K, in_flight(schedule), now_ms, **kwargs).args[11:]
+    return dict(zip(args[::2], args[1::2], strict=True))
+
+
+def test_ack_counts_itself_with_its_latency_from_the_job_end() -> None:
+    stats = stats_increments(every_second(), T_MS + 200, by="watchdog", ended_ms=T_MS + 197)
+    assert stats == {"acks_total:watchdog": 1, "ack_le:0.005": 1, "ack_sum_us": 3000}
+
+
+def test_ack_without_a_job_end_counts_no_latency_and_a_late_one_its_drops() -> None:
+    assert stats_increments(every_second(misfire="skip"), T_MS + 5_500) == {
+        "acks_total:worker": 1,
+        "ack_missed_total": 5,
+    }
+
+
+def test_giving_up_is_not_an_ack() -> None:
+    assert stats_increments(every_second(), T_MS + 200, outcome="gave_up", ended_ms=T_MS) == {}
 
 
 def test_ack_on_time_arms_the_next_fire() -> None:

@@ -1,0 +1,98 @@
+"""Dispatch reads several batches at once and writes each while deciding the next.
+
+Every batch is its own fenced script call, so a lease lost or an edit racing between
+two batches stops the rest without touching what was already written.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from redis import Redis
+
+from scheduler import scripts
+from scheduler.clock import redis_now_ms
+from scheduler.dispatch import READ_AHEAD, BatchResult, Dispatcher
+from scheduler.errors import LeadershipLost
+from scheduler.keys import Keys
+from scheduler.model import Schedule
+from scheduler.store import Client
+
+pytestmark = pytest.mark.integration
+
+K = Keys()
+TOKEN = "1:test"
+BATCH = 3
+COUNT = 10  # four batches of at most three: one read covers them all
+
+
+def _seed(conn: Redis) -> int:
+    raw = [{"id": f"s-{i}", "target": "tests.jobs.record", "every": "1h"} for i in range(COUNT)]
+    Client(conn).upsert_many([Schedule.from_dict(r) for r in raw])
+    conn.set(K.leader, TOKEN)
+    return redis_now_ms(conn) + 3_600_000
+
+
+def _queued(conn: Redis) -> list[bytes]:
+    return conn.lrange("rq:queue:default", 0, -1)  # type: ignore[return-value]
+
+
+class _Meddling(Dispatcher):
+    """Runs ``meddle`` once, just before the first batch's reply is collected: the
+    next batch has been decided and is about to be sent."""
+
+    def __init__(self, conn: Redis, meddle: Any) -> None:
+        super().__init__(conn, K, batch_size=BATCH)
+        self._meddle = meddle
+
+    def _settle(
+        self, part: BatchResult, call: scripts.Pending | None, done: BatchResult, now_ms: int, epoch: int
+    ) -> bool:
+        if self._meddle is not None:
+            self._meddle()
+            self._meddle = None
+        return super()._settle(part, call, done, now_ms, epoch)
+
+
+def test_one_call_dispatches_every_batch_it_read(conn: Redis) -> None:
+    assert BATCH * READ_AHEAD >= COUNT
+    now_ms = _seed(conn)
+    result = Dispatcher(conn, K, batch_size=BATCH).dispatch(now_ms, TOKEN, 1)
+    assert sorted(d.schedule_id for d in result.runs) == sorted(f"s-{i}" for i in range(COUNT))
+    assert sorted(_queued(conn)) == sorted(d.job_id.encode() for d in result.runs)
+    assert conn.zcard(K.due) == 0
+    assert conn.zcard(K.running) == COUNT
+
+
+def test_an_edit_between_batches_stops_the_rest_until_they_are_read_again(conn: Redis) -> None:
+    now_ms = _seed(conn)
+    dispatcher = _Meddling(conn, lambda: conn.incr(K.revision))
+    first = dispatcher.dispatch(now_ms, TOKEN, 1)
+    assert len(first.runs) == BATCH  # the raced batch and the ones after it: not written
+    assert len(_queued(conn)) == BATCH
+    assert conn.zcard(K.due) == COUNT - BATCH
+    rest = dispatcher.dispatch(now_ms, TOKEN, 1)
+    assert len(rest.runs) == COUNT - BATCH
+    ids = [d.schedule_id for d in first.runs + rest.runs]
+    assert sorted(ids) == sorted(f"s-{i}" for i in range(COUNT))
+    assert len(set(_queued(conn))) == COUNT
+
+
+def test_a_lease_lost_between_batches_keeps_what_was_fenced_and_writes_nothing_more(conn: Redis) -> None:
+    now_ms = _seed(conn)
+    dispatcher = _Meddling(conn, lambda: conn.set(K.leader, "2:other"))
+    with pytest.raises(LeadershipLost):
+        dispatcher.dispatch(now_ms, TOKEN, 1)
+    assert len(_queued(conn)) == BATCH
+    assert conn.zcard(K.running) == BATCH
+    assert conn.zcard(K.due) == COUNT - BATCH
+
+
+def test_a_flushed_script_cache_is_reloaded_and_nothing_is_written_twice(conn: Redis) -> None:
+    now_ms = _seed(conn)
+    dispatcher = Dispatcher(conn, K, batch_size=BATCH)
+    conn.script_flush()
+    result = dispatcher.dispatch(now_ms, TOKEN, 1)
+    assert len(result.runs) == COUNT
+    assert len(_queued(conn)) == COUNT
