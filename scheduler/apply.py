@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,19 +122,26 @@ def check_allowed(schedules: list[Schedule], allow: AllowList | None) -> None:
             raise InvalidSchedule(field, schedule.target, f"is not in the allow-list ({allow})")
 
 
-def plan(schedules: list[Schedule], existing: list[ScheduleRecord], *, owner: str, prune: bool) -> Plan:
-    """Compare the file with what is stored."""
-    stored = {r.id: r for r in existing}
+def plan(
+    schedules: list[Schedule],
+    stored: Mapping[str, tuple[str | None, str | None]],
+    *,
+    owner: str,
+    existing: list[ScheduleRecord] | None = None,
+) -> Plan:
+    """Compare the file with what is stored: ``stored`` maps the file's ids that exist
+    to their (definition text, state) (:meth:`Client.stored`). ``existing``, every
+    stored schedule, is given only to prune: the group's schedules the file dropped."""
     result = Plan(owner=owner)
     for schedule in schedules:
         record = stored.get(schedule.id)
         if record is None:
             result.create.append(schedule)
-        elif record.schedule == schedule and record.state != "broken":
+        elif record[0] == schedule.to_json() and record[1] != "broken":
             result.unchanged.append(schedule)
         else:
             result.update.append(schedule)
-    if prune:
+    if existing is not None:
         wanted = {s.id for s in schedules}
         result.prune.extend(
             r.id

@@ -19,6 +19,7 @@ The connection has command retries off: a resent write would enqueue a batch twi
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -163,34 +164,26 @@ class Dispatcher:
         """Decide and write batch after batch, deciding the next while Redis writes
         the last. Stops at the first batch an edit raced (the caller re-reads)."""
         done = BatchResult()
-        pending: tuple[BatchResult, scripts.Pending | None] | None = None
-        try:
+
+        def batches() -> Iterator[tuple[BatchResult, list[Any] | None]]:
             for start in range(0, len(rows), self.batch_size):
                 part = BatchResult()
                 for schedule_id, score_ms, row in rows[start : start + self.batch_size]:
                     part.add(decide(schedule_id, row, score_ms, now_ms, self.allow))
-                args = self._args(part, revision, now_ms, token, epoch)
-                if pending is not None and not self._settle(*pending, done, now_ms, epoch):
-                    return done
-                pending = (part, self._send(args) if part.runs or part.rescheduled else None)
-            if pending is not None:
-                self._settle(*pending, done, now_ms, epoch)
-            pending = None
-        finally:
-            if pending is not None and pending[1] is not None:
-                pending[1].abandon()
-        return done
+                writes = part.runs or part.rescheduled
+                yield part, self._args(part, revision, now_ms, token, epoch) if writes else None
 
-    def _send(self, args: list[Any]) -> scripts.Pending:
+        def settle(part: BatchResult, reply: Any) -> bool:
+            return self._settle(part, reply, done, now_ms, epoch)
+
         k = self.keys
         keys = [k.leader, k.revision, k.due, k.running, rqjob.QUEUES_KEY]
-        return scripts.Pending(self.conn, self._scripts.dispatch, keys, args)
+        scripts.pipelined(self.conn, self._scripts.dispatch, keys, batches(), settle)
+        return done
 
-    def _settle(
-        self, part: BatchResult, call: scripts.Pending | None, done: BatchResult, now_ms: int, epoch: int
-    ) -> bool:
-        """Collect a batch's write; False when an edit raced it (nothing written)."""
-        written = 1 if call is None else int(call.result())
+    def _settle(self, part: BatchResult, reply: Any, done: BatchResult, now_ms: int, epoch: int) -> bool:
+        """Take in a batch's write; False when an edit raced it (nothing written)."""
+        written = 1 if reply is None else int(reply)
         if written == -1:
             raise LeadershipLost("the lease changed hands during dispatch")
         if written == -2:

@@ -133,19 +133,17 @@ class Schedule:
     def to_dict(self) -> dict[str, Any]:
         """User-facing keys with durations as text; ``from_dict(to_dict())`` round-trips."""
         out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            default = f.default_factory() if f.default_factory is not MISSING else f.default
-            if value is None or (f.name in _OMIT_IF_DEFAULT and value == default):
+        for name, key, omit_if in _OUTPUT:
+            value = getattr(self, name)
+            if value is None or value == omit_if:
                 continue
-            key = f.name.removesuffix("_ms")
-            if f.name.endswith("_ms"):
+            if name.endswith("_ms"):
                 value = format_duration(value)
-            elif f.name == "args":
+            elif name == "args":
                 value = list(value)
-            elif f.name == "kwargs":
+            elif name == "kwargs":
                 value = dict(value)
-            elif f.name == "misfire":
+            elif name == "misfire":
                 value = str(value)
             out[key] = value
         return out
@@ -255,6 +253,18 @@ USER_KEYS: dict[str, tuple[str, Any]] = {
 # Left out of the stored form too; from_dict restores them.
 _STORED_DEFAULTS = {"misfire": "coalesce", "owner": "api", "queue": "default", "timezone": "UTC"}
 _OMIT_IF_DEFAULT = {"args", "kwargs", "jitter_ms", "pause_on_failure"}
+_NEVER = object()  # compares unequal to every value: the setting is always written
+# (field name, user key, value left out) per field, in declaration order.
+_OUTPUT = [
+    (
+        f.name,
+        f.name.removesuffix("_ms"),
+        (f.default_factory() if f.default_factory is not MISSING else f.default)
+        if f.name in _OMIT_IF_DEFAULT
+        else _NEVER,
+    )
+    for f in fields(Schedule)
+]
 
 
 def _check_pattern(name: str, value: Any, pattern: re.Pattern[str], reason: str) -> None:

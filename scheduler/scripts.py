@@ -15,13 +15,15 @@ leader re-plans its wait at once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 from redis import Redis
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 from redis.typing import KeyT
+
+C = TypeVar("C")
 
 # Publishes 'wake' when score ARGV is earlier than anything already due, so the leader
 # re-plans; otherwise its current wait already covers the new score.
@@ -34,32 +36,61 @@ local function wake_if_earlier(due, events, score)
 end
 """
 
+UPSERT_READ = """
+-- What an upsert decides from, for many schedules in one round trip.
+-- ARGV[1] schedule key prefix, ARGV[2..] ids
+-- returns per id: version, definition, state (a key of another type, set by hand,
+-- reads as state 'broken': the upsert replaces it)
+local out = {}
+for i = 2, #ARGV do
+  local row = redis.pcall('HMGET', ARGV[1] .. ARGV[i], 'version', 'definition', 'state')
+  if row.err then row = {false, false, 'broken'} end
+  for j = 1, 3 do out[#out + 1] = row[j] or false end
+end
+return out
+"""
+
 UPSERT = """
--- KEYS[1] schedule hash, KEYS[2] due, KEYS[3] ids, KEYS[4] revision, KEYS[5] events
--- ARGV[1] id, ARGV[2] definition JSON, ARGV[3] version read before (0 = new),
--- ARGV[4] fire_at ISO of the recomputed next fire, or '' to keep the pending fire,
--- ARGV[5] its due score, ARGV[6] now ISO
--- returns the new version, or -1 when the version moved since it was read (re-read, retry)
-if redis.call('TYPE', KEYS[1])['ok'] ~= 'hash' then
-  if tonumber(ARGV[3]) ~= 0 then return -1 end
-  redis.call('DEL', KEYS[1])  -- none, or a key of another type set by hand: replaced
+-- Create or replace many schedules (5 arguments each); one revision bump and one
+-- publish for the whole call.
+-- KEYS[1] due, KEYS[2] ids, KEYS[3] revision, KEYS[4] events
+-- ARGV[1] schedule key prefix, ARGV[2] now ISO, then per schedule: id, definition
+-- JSON, version read before (0 = new), fire_at ISO of the recomputed next fire or ''
+-- to keep the pending fire, its due score
+-- returns per schedule the new version, or -1 when the version moved since it was
+-- read (re-read, retry)
+local function upsert(key, id, definition, read, fire, score)
+  if redis.call('TYPE', key)['ok'] ~= 'hash' then
+    if tonumber(read) ~= 0 then return -1 end
+    redis.call('DEL', key)  -- none, or a key of another type set by hand: replaced
+  end
+  local current = tonumber(redis.call('HGET', key, 'version') or '0')
+  if current ~= tonumber(read) then return -1 end
+  local version = current + 1
+  redis.call('HSET', key, 'definition', definition, 'version', version, 'updated_at', ARGV[2])
+  local state = redis.call('HGET', key, 'state')
+  if current == 0 or ((state == 'due' or state == 'broken') and fire ~= '') then
+    redis.call('HSET', key, 'state', 'due', 'fire_at', fire, 'attempt', 1)
+    redis.call('HDEL', key, 'error')
+    redis.call('ZADD', KEYS[1], score, id)
+    redis.call('SADD', KEYS[2], id)
+  end
+  -- running: the in-flight run finishes; its ack sees the new version and re-arms from
+  -- the new definition. paused: stays paused; resume computes the next fire.
+  return version
 end
-local current = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
-if current ~= tonumber(ARGV[3]) then return -1 end
-local version = current + 1
-redis.call('HSET', KEYS[1], 'definition', ARGV[2], 'version', version, 'updated_at', ARGV[6])
-local state = redis.call('HGET', KEYS[1], 'state')
-if current == 0 or ((state == 'due' or state == 'broken') and ARGV[4] ~= '') then
-  redis.call('HSET', KEYS[1], 'state', 'due', 'fire_at', ARGV[4], 'attempt', 1)
-  redis.call('HDEL', KEYS[1], 'error')
-  redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
-  redis.call('SADD', KEYS[3], ARGV[1])
+local out, written = {}, false
+for i = 3, #ARGV, 5 do
+  local version = upsert(ARGV[1] .. ARGV[i], ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3],
+                         ARGV[i + 4])
+  written = written or version > 0
+  out[#out + 1] = version
 end
--- running: the in-flight run finishes; its ack sees the new version and re-arms from
--- the new definition. paused: stays paused; resume computes the next fire.
-redis.call('INCR', KEYS[4])
-redis.call('PUBLISH', KEYS[5], 'edit')
-return version
+if written then
+  redis.call('INCR', KEYS[3])
+  redis.call('PUBLISH', KEYS[4], 'edit')
+end
+return out
 """
 
 REMOVE = """
@@ -311,6 +342,7 @@ class Scripts:
     """The scripts registered on one client (EVALSHA, loaded on first use)."""
 
     def __init__(self, conn: Redis) -> None:
+        self.upsert_read = conn.register_script(UPSERT_READ)
         self.upsert = conn.register_script(UPSERT)
         self.remove = conn.register_script(REMOVE)
         self.pause = conn.register_script(PAUSE)
@@ -359,3 +391,33 @@ class Pending:
     def abandon(self) -> None:
         self._conn.disconnect()
         self._pool.release(self._conn)
+
+
+def pipelined(
+    conn: Redis,
+    script: Script,
+    keys: Sequence[KeyT],
+    batches: Iterable[tuple[C, Sequence[Any] | None]],
+    settle: Callable[[C, Any], bool],
+) -> None:
+    """Call ``script`` once per batch, with the next batch prepared while Redis runs
+    the last one: ``batches`` is consumed lazily, so its Python work overlaps Redis's.
+    Each batch's reply goes to ``settle(context, reply)`` in order, before the next
+    batch is sent; ``settle`` returning False stops there (the rest is never sent).
+    A batch whose arguments are None is not sent; its reply is None."""
+    in_flight: tuple[C, Pending | None] | None = None
+    try:
+        for context, args in batches:
+            if in_flight is not None:
+                done, call = in_flight
+                in_flight = None
+                if not settle(done, None if call is None else call.result()):
+                    return
+            in_flight = (context, None if args is None else Pending(conn, script, keys, args))
+        if in_flight is not None:
+            done, call = in_flight
+            in_flight = None
+            settle(done, None if call is None else call.result())
+    finally:
+        if in_flight is not None and in_flight[1] is not None:
+            in_flight[1].abandon()

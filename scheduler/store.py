@@ -9,7 +9,7 @@ reaches Redis.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -24,6 +24,8 @@ from scheduler.model import Schedule
 from scheduler.records import ScheduleRecord, decode_definition, decode_record, text
 
 _TRIGGER_FIELDS = ("cron", "every_ms", "timezone", "jitter_ms")
+#: Schedules per upsert script call: one round trip each way, Redis busy ~ms.
+UPSERT_CHUNK = 1_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +158,20 @@ class Client:
         """Every schedule, sorted by id (reads the id set, never scans the keyspace)."""
         return self._read(self.ids())
 
+    def stored(self, ids: Sequence[str]) -> dict[str, tuple[str | None, str | None]]:
+        """(definition text, state) of each of ``ids`` that exists, without decoding:
+        what ``rqbeat apply`` compares the file with. One script call per chunk."""
+        out: dict[str, tuple[str | None, str | None]] = {}
+        prefix = self.keys.schedule("")
+        for start in range(0, len(ids), UPSERT_CHUNK):
+            chunk = ids[start : start + UPSERT_CHUNK]
+            reply = scripts.run(self._scripts.upsert_read, [], [prefix, *chunk])
+            for i, schedule_id in enumerate(chunk):
+                version, definition, state = reply[3 * i : 3 * i + 3]
+                if version is not None or definition is not None or state is not None:
+                    out[schedule_id] = (text(definition), text(state))
+        return out
+
     def history(self, schedule_id: str, count: int = 20) -> builtins.list[HistoryEntry]:
         """The newest ``count`` history entries, oldest first."""
         entries: Any = self.conn.xrevrange(self.keys.history(schedule_id), count=count)
@@ -195,46 +211,53 @@ class Client:
     def _upsert_round(
         self, schedules: Sequence[Schedule], results: dict[str, UpsertResult]
     ) -> builtins.list[Schedule]:
-        """One read-compute-write pass; returns the schedules that lost a race."""
-        pipe = self.conn.pipeline(transaction=False)
-        for schedule in schedules:
-            pipe.hmget(self.keys.schedule(schedule.id), ["version", "definition", "state"])
-        # a key of another type (set by hand) answers WRONGTYPE: read as a broken schedule
-        current: list[Any] = [
-            reply if isinstance(reply, list) else [None, None, b"broken"]
-            for reply in pipe.execute(raise_on_error=False)
-        ]
-        now = redis_now_ms(self.conn)
+        """One read-compute-write pass, chunk by chunk, each chunk computed while Redis
+        writes the last; returns the schedules that lost a race (an edit between the
+        read and the write)."""
+        lost: builtins.list[Schedule] = []
+
+        def chunks() -> Iterator[tuple[builtins.list[Schedule], builtins.list[Any] | None]]:
+            for start in range(0, len(schedules), UPSERT_CHUNK):
+                writes, args = self._prepare(schedules[start : start + UPSERT_CHUNK], results)
+                yield writes, args if writes else None
+
+        def settle(writes: builtins.list[Schedule], versions: Any) -> bool:
+            for schedule, version in zip(writes, versions or [], strict=True):
+                if version == -1:
+                    lost.append(schedule)
+                else:
+                    action: Literal["created", "updated"] = "created" if version == 1 else "updated"
+                    results[schedule.id] = UpsertResult(schedule.id, action, int(version))
+            return True
+
         k = self.keys
-        pipe = self.conn.pipeline(transaction=False)
+        keys = [k.due, k.ids, k.revision, k.events]
+        scripts.pipelined(self.conn, self._scripts.upsert, keys, chunks(), settle)
+        return lost
+
+    def _prepare(
+        self, schedules: Sequence[Schedule], results: dict[str, UpsertResult]
+    ) -> tuple[builtins.list[Schedule], builtins.list[Any]]:
+        """Read a chunk's current versions and build the upsert's arguments for the
+        schedules that changed (the unchanged go straight to ``results``)."""
+        prefix = self.keys.schedule("")
+        reply = scripts.run(self._scripts.upsert_read, [], [prefix, *(s.id for s in schedules)])
+        now = redis_now_ms(self.conn)
+        args: builtins.list[Any] = [prefix, iso(now)]
         writes: builtins.list[Schedule] = []
-        for schedule, (version, definition, state) in zip(schedules, current, strict=True):
-            old = _old_definition(schedule.id, definition)
+        for i, schedule in enumerate(schedules):
+            version, definition, state = reply[3 * i : 3 * i + 3]
             new_json = schedule.to_json()
-            if old is not None and text(definition) == new_json and text(state) != "broken":
+            if definition is not None and text(definition) == new_json and text(state) != "broken":
                 results[schedule.id] = UpsertResult(schedule.id, "unchanged", int(version))
                 continue
+            old = _old_definition(schedule.id, definition)
             refire = old is None or text(state) == "broken" or _trigger_changed(old, schedule)
             fire = cron.next_fire_ms(schedule.trigger, now) if refire else None
-            args = [
-                schedule.id,
-                new_json,
-                int(version or 0),
-                iso(fire) if fire is not None else "",
-                policy.due_score_ms(schedule, fire) / 1000 if fire is not None else 0,
-                iso(now),
-            ]
-            keys = [k.schedule(schedule.id), k.due, k.ids, k.revision, k.events]
-            scripts.run(self._scripts.upsert, keys, args, client=pipe)
+            args += [schedule.id, new_json, int(version or 0)]
+            args += [iso(fire), policy.due_score_ms(schedule, fire) / 1000] if fire is not None else ["", 0]
             writes.append(schedule)
-        lost = []
-        for schedule, version in zip(writes, pipe.execute(), strict=True):
-            if version == -1:
-                lost.append(schedule)
-            else:
-                action: Literal["created", "updated"] = "created" if version == 1 else "updated"
-                results[schedule.id] = UpsertResult(schedule.id, action, int(version))
-        return lost
+        return writes, args
 
     def _changed(self, schedule_id: str, result: object) -> bool:
         if result == -1:

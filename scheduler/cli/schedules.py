@@ -152,7 +152,9 @@ def apply_file(
     schedules = applying.load_file(file, group=group)
     applying.check_allowed(schedules, allowed)
     owner = f"apply:{group}"
-    plan = applying.plan(schedules, ctx.client.list(), owner=owner, prune=prune)
+    stored = ctx.client.stored([s.id for s in schedules])
+    existing = ctx.client.list() if prune else None
+    plan = applying.plan(schedules, stored, owner=owner, existing=existing)
     if not dry_run:
         ctx.client.upsert_many(plan.create + plan.update)
         for schedule_id in plan.prune:

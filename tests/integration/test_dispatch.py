@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from redis import Redis
 
-from scheduler import scripts
 from scheduler.clock import redis_now_ms
 from scheduler.dispatch import READ_AHEAD, BatchResult, Dispatcher
 from scheduler.errors import LeadershipLost
@@ -39,20 +38,18 @@ def _queued(conn: Redis) -> list[bytes]:
 
 
 class _Meddling(Dispatcher):
-    """Runs ``meddle`` once, just before the first batch's reply is collected: the
-    next batch has been decided and is about to be sent."""
+    """Runs ``meddle`` once, when the first batch has been written and the next one
+    decided but not sent yet."""
 
     def __init__(self, conn: Redis, meddle: Any) -> None:
         super().__init__(conn, K, batch_size=BATCH)
         self._meddle = meddle
 
-    def _settle(
-        self, part: BatchResult, call: scripts.Pending | None, done: BatchResult, now_ms: int, epoch: int
-    ) -> bool:
+    def _settle(self, part: BatchResult, reply: Any, done: BatchResult, now_ms: int, epoch: int) -> bool:
         if self._meddle is not None:
             self._meddle()
             self._meddle = None
-        return super()._settle(part, call, done, now_ms, epoch)
+        return super()._settle(part, reply, done, now_ms, epoch)
 
 
 def test_one_call_dispatches_every_batch_it_read(conn: Redis) -> None:

@@ -13,7 +13,7 @@ from scheduler.clock import parse_iso_ms, redis_now_ms
 from scheduler.errors import RqbeatError, ScheduleNotFound
 from scheduler.keys import Keys
 from scheduler.model import Schedule
-from scheduler.store import Client
+from scheduler.store import UPSERT_CHUNK, Client
 
 pytestmark = pytest.mark.integration
 
@@ -144,6 +144,23 @@ def test_upsert_many(client: Client, conn: Redis) -> None:
     results = client.upsert_many([schedule("a"), schedule("b"), schedule("c", every="2h")])
     assert [(r.id, r.action) for r in results] == [("a", "created"), ("b", "unchanged"), ("c", "created")]
     assert sorted(decoded(m) for m in conn.zrange(K.due, 0, -1)) == ["a", "b", "c"]
+
+
+def test_upsert_many_writes_chunk_after_chunk(client: Client, conn: Redis) -> None:
+    """More schedules than one script call takes: every chunk is written, one revision
+    bump per chunk that changed something, and a second pass finds them unchanged."""
+    count = UPSERT_CHUNK * 2 + UPSERT_CHUNK // 2
+    many = [schedule(f"m{i}", every=None, cron=f"{i % 60} * * * *") for i in range(count)]
+    before = revision(conn)
+    assert {r.action for r in client.upsert_many(many)} == {"created"}
+    assert conn.zcard(K.due) == conn.scard(K.ids) == count
+    assert revision(conn) == before + 3
+    many[UPSERT_CHUNK + 7] = schedule(f"m{UPSERT_CHUNK + 7}", every=None, cron="1 2 * * *")
+    actions = [r.action for r in client.upsert_many(many)]
+    assert actions.count("updated") == 1
+    assert actions[UPSERT_CHUNK + 7] == "updated"
+    assert revision(conn) == before + 4  # the unchanged chunks wrote nothing
+    assert hash_of(conn, f"m{UPSERT_CHUNK + 7}")["version"] == "2"
 
 
 def test_upsert_repairs_a_broken_schedule(client: Client, conn: Redis) -> None:
