@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scheduler.allow import AllowList
 from scheduler.errors import InvalidSchedule
-from scheduler.model import OWNER_PATTERN, Schedule
+from scheduler.model import OWNER_PATTERN, USER_KEYS, Schedule
 from scheduler.records import ScheduleRecord
 
 _TOP_LEVEL = ("defaults", "schedules")
@@ -55,12 +56,17 @@ def load_file(path: Path, *, group: str) -> list[Schedule]:
     if not OWNER_PATTERN.fullmatch(owner):
         raise InvalidSchedule("group", group, "use 1-100 of A-Z a-z 0-9 _ . -")
     try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise InvalidSchedule("file", str(path), f"is larger than {MAX_FILE_BYTES} bytes")
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
+        too_large = path.stat().st_size > MAX_FILE_BYTES
+        text = "" if too_large else path.read_text(encoding="utf-8")
     except OSError as exc:
         raise InvalidSchedule("file", str(path), exc.strerror or str(exc)) from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise InvalidSchedule("file", str(path), f"is not UTF-8 text: {exc}") from None
+    if too_large:
+        raise InvalidSchedule("file", str(path), f"is larger than {MAX_FILE_BYTES} bytes")
+    try:
+        document = tomllib.loads(text)
+    except ValueError as exc:  # TOMLDecodeError, or an int of over 4300 digits
         raise InvalidSchedule("file", str(path), f"is not valid TOML: {exc}") from None
     except RecursionError:  # tomllib recurses per nesting level (~500 levels suffice)
         raise InvalidSchedule("file", str(path), "is not valid TOML: nested too deeply") from None
@@ -81,8 +87,7 @@ def parse_document(document: dict[str, Any], *, owner: str) -> list[Schedule]:
     for name, value in (("defaults", defaults), ("schedules", schedules)):
         if not isinstance(value, dict):
             raise InvalidSchedule(name, value, "must be a table")
-    if "id" in defaults:
-        raise InvalidSchedule("defaults.id", defaults["id"], "an id cannot have a default")
+    _check_defaults(defaults, any_schedules=bool(schedules))
     out = []
     for schedule_id, body in schedules.items():
         if not isinstance(body, dict):
@@ -96,6 +101,25 @@ def parse_document(document: dict[str, Any], *, owner: str) -> list[Schedule]:
         except InvalidSchedule as exc:
             raise InvalidSchedule(f"schedules.{schedule_id}.{exc.field}", exc.value, exc.reason) from None
     return out
+
+
+def _check_defaults(defaults: dict[str, Any], *, any_schedules: bool) -> None:
+    if "id" in defaults:
+        raise InvalidSchedule("defaults.id", defaults["id"], "an id cannot have a default")
+    unknown = sorted(set(defaults) - set(USER_KEYS))
+    # each schedule reports a bad default under its own name; a file without any must too
+    if unknown and not any_schedules:
+        raise InvalidSchedule(f"defaults.{unknown[0]}", defaults[unknown[0]], "unknown setting")
+
+
+def check_allowed(schedules: list[Schedule], allow: AllowList | None) -> None:
+    """Refuse the whole file when any target lies outside ``allow``."""
+    if allow is None:
+        return
+    for schedule in schedules:
+        if not allow.permits(schedule.target):
+            field = f"schedules.{schedule.id}.target"
+            raise InvalidSchedule(field, schedule.target, f"is not in the allow-list ({allow})")
 
 
 def plan(

@@ -27,6 +27,7 @@ from typing import Any
 from redis import Redis
 
 from scheduler import cron, policy, rqjob, scripts
+from scheduler.allow import AllowList
 from scheduler.clock import iso, parse_iso_ms
 from scheduler.errors import LeadershipLost, RqbeatError
 from scheduler.keys import HISTORY_MAXLEN, Keys
@@ -93,13 +94,18 @@ def _decode(schedule_id: str, definition: str | None) -> Schedule:
     return decode_definition(schedule_id, definition)
 
 
-def decide(schedule_id: str, row: list[Any], score_ms: int, now_ms: int) -> Decision:
-    """Pure decision for one due schedule from its HMGET row (see ``_FIELDS``)."""
+def decide(
+    schedule_id: str, row: list[Any], score_ms: int, now_ms: int, allow: AllowList | None = None
+) -> Decision:
+    """Pure decision for one due schedule from its HMGET row (see ``_FIELDS``).
+    A target outside ``allow`` (this replica's own list, never Redis's word) is broken."""
     definition, version, state, fire_at, attempt = (text(v) for v in row)
     try:
         if state != "due":
             raise RqbeatError(f"is in the due set but its state is {state!r}")
         schedule = _decode(schedule_id, definition)
+        if allow is not None and not allow.permits(schedule.target):
+            raise RqbeatError(f"target {schedule.target!r} is not in this replica's allow-list ({allow})")
         pending = parse_iso_ms(fire_at) if fire_at else cron.next_fire_ms(schedule.trigger, score_ms)
         tries = int(attempt or 1)
     except (RqbeatError, ValueError) as exc:
@@ -125,8 +131,11 @@ class Prepared:
 class Dispatcher:
     """Dispatches due schedules for the current leader."""
 
-    def __init__(self, conn: Redis, keys: Keys, *, batch_size: int = DEFAULT_BATCH) -> None:
+    def __init__(
+        self, conn: Redis, keys: Keys, *, batch_size: int = DEFAULT_BATCH, allow: AllowList | None = None
+    ) -> None:
         self.conn = conn
+        self.allow = allow
         self.keys = keys
         self.batch_size = batch_size
         self._scripts = scripts.Scripts(conn)
@@ -193,7 +202,7 @@ class Dispatcher:
         for start in range(0, len(rows), self.batch_size):
             part = BatchResult()
             for schedule_id, score_ms, row in rows[start : start + self.batch_size]:
-                part.add(decide(schedule_id, row, score_ms, now_ms))
+                part.add(decide(schedule_id, row, score_ms, now_ms, self.allow))
             writes = part.runs or part.rescheduled
             yield part, self._args(part, revision, now_ms, token, epoch) if writes else None
 

@@ -52,7 +52,9 @@ def format_duration(ms: int) -> str:
 
 
 def _seconds_to_ms(field: str, seconds: float) -> int:
-    if not math.isfinite(seconds):
+    # math.isfinite() of an int too large for a float raises OverflowError; ints are
+    # finite anyway, and the range check below compares them exactly.
+    if isinstance(seconds, float) and not math.isfinite(seconds):
         raise InvalidSchedule(field, seconds, "must be a finite number of seconds")
     if abs(seconds) > MAX_DURATION_MS / 1000:
         raise InvalidSchedule(field, seconds, "must be at most 10 years")

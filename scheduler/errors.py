@@ -25,7 +25,7 @@ class InvalidSchedule(RqbeatError, ValueError):
         self.field = field
         self.value = value
         self.reason = reason
-        super().__init__(f"{field}: {reason} (got {_show(value)})")
+        super().__init__(_message(field, value, reason))
 
 
 class ScheduleNotFound(RqbeatError, LookupError):
@@ -43,16 +43,35 @@ class ConfigError(RqbeatError, ValueError):
         self.setting = setting
         self.value = value
         self.reason = reason
-        super().__init__(f"{setting}: {reason} (got {_show(value)})")
+        super().__init__(_message(setting, value, reason))
 
 
 class LeadershipLost(RqbeatError):
     """This replica is no longer the leader; it must stop dispatching at once."""
 
 
+def _message(field: str, value: Any, reason: str) -> str:
+    # The field (a TOML key, a table name) and the reason (a parser's words, which may
+    # quote the input) can carry newlines or terminal escapes: the message stays one
+    # printable line, safe to print and to log.
+    return f"{_clip(_printable(str(field)), 120)}: {_clip(_printable(reason), 500)} (got {_show(value)})"
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _printable(text: str) -> str:
+    """``text`` with every non-printable character escaped as in a Python literal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _show(value: Any, limit: int = 80) -> str:
     """A short, single-line rendering of a bad value for an error message."""
-    text = repr(value)
-    if len(text) > limit:
-        text = text[: limit - 3] + "..."
-    return text
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):  # an int of over 4300 digits; a too-deep nest
+        text = f"<{type(value).__name__}>"
+    return _clip(_printable(text), limit)

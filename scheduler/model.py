@@ -30,6 +30,7 @@ OWNER_PATTERN = re.compile(r"(api|cli|apply:[A-Za-z0-9_.-]{1,100})")
 #: every job, and a schedule is a definition, not a data transport.
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_DESCRIPTION_CHARS = 500
+_WHOLE_NUMBER = re.compile(r"[0-9]{1,18}")
 
 
 class Misfire(StrEnum):
@@ -195,7 +196,9 @@ def _as_duration(key: str, value: Any) -> int:
 
 
 def _as_int(key: str, value: Any) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
+    # ASCII digits only ("²".isdigit() is true, int() refuses it), and few enough of
+    # them for int() (which refuses over 4300 digits).
+    if isinstance(value, str) and _WHOLE_NUMBER.fullmatch(value.strip()):
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidSchedule(key, value, "must be a whole number")
@@ -279,6 +282,11 @@ def _check_payload(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
             # repr() of a too-deep value would raise RecursionError again in the message
             shown = "<nested too deeply>" if isinstance(exc, RecursionError) else value
             raise InvalidSchedule(name, shown, f"must be JSON-serialisable: {exc}") from None
+        try:  # a lone surrogate passes json.dumps but no UTF-8 stream: refuse it here,
+            # not when `rqbeat add --json` echoes it back after the write
+            json.dumps(value, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise InvalidSchedule(name, value, "must be valid Unicode text (a lone surrogate)") from None
         if len(encoded.encode()) > MAX_PAYLOAD_BYTES:
             raise InvalidSchedule(
                 name,
@@ -316,5 +324,5 @@ def _check_description(value: Any) -> None:
         raise InvalidSchedule(
             "description", value, f"must be text of at most {MAX_DESCRIPTION_CHARS} characters"
         )
-    if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in value):
-        raise InvalidSchedule("description", value, "must not contain control characters")
+    if any(unicodedata.category(c) in ("Cc", "Zl", "Zp", "Cs") for c in value):
+        raise InvalidSchedule("description", value, "must not contain control characters or surrogates")

@@ -29,6 +29,7 @@ import redis.exceptions
 from redis import Redis
 from redis.client import PubSub
 
+from scheduler.allow import AllowList
 from scheduler.clock import Clock, SystemClock, iso, redis_now_ms, time_reply_ms
 from scheduler.connection import DEFAULT_REDIS_URL
 from scheduler.dispatch import DEFAULT_BATCH, Dispatcher, Prepared
@@ -67,6 +68,7 @@ class ServiceConfig:
     node: str = ""
     lease_ms: int = 5_000
     batch_size: int = DEFAULT_BATCH
+    allow: AllowList | None = None  # targets outside it are marked broken, not enqueued
     #: Serve Prometheus metrics on this port (None: off).
     metrics_port: int | None = None
     metrics_host: str = "0.0.0.0"
@@ -95,7 +97,7 @@ class Service:
         self._owns_conn = conn is None
         self.conn = conn or config.redis_settings().connect()
         self.lease = Lease(self.conn, self.keys, self.node, config.lease_ms, self.clock)
-        self.dispatcher = Dispatcher(self.conn, self.keys, batch_size=config.batch_size)
+        self.dispatcher = Dispatcher(self.conn, self.keys, batch_size=config.batch_size, allow=config.allow)
         self.metrics = Metrics(self.keys, self.conn)
         self.watchdog = Watchdog(self.conn, self.keys, batch_size=config.batch_size, metrics=self.metrics)
         self._metrics_server: MetricsServer | None = None

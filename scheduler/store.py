@@ -16,6 +16,7 @@ from typing import Any, Literal
 from redis import Redis
 
 from scheduler import cron, policy, scripts
+from scheduler.allow import AllowList
 from scheduler.clock import iso, redis_now_ms
 from scheduler.errors import RqbeatError, ScheduleNotFound
 from scheduler.keys import DEFAULT_NAMESPACE, HISTORY_MAXLEN, Keys
@@ -59,8 +60,10 @@ class Client:
         namespace: str = DEFAULT_NAMESPACE,
         *,
         history_maxlen: int = HISTORY_MAXLEN,
+        allow: AllowList | None = None,
     ) -> None:
         self.conn = conn
+        self.allow = allow  # refuses targets outside it on write (scheduler.allow)
         self.keys = Keys(namespace)
         self.history_maxlen = history_maxlen
         self._scripts = scripts.Scripts(conn)
@@ -74,6 +77,9 @@ class Client:
 
     def upsert_many(self, schedules: Sequence[Schedule]) -> builtins.list[UpsertResult]:
         """Upsert several schedules with pipelined round trips (``rqbeat apply``)."""
+        if self.allow is not None:
+            for schedule in schedules:  # all checked before anything is written
+                self.allow.check(schedule.target)
         results: dict[str, UpsertResult] = {}
         pending = list(schedules)
         for _ in range(5):

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import click
 from redis import Redis
 
+from scheduler.allow import AllowList
 from scheduler.cli.render import Cell, local_iso, relative, table_lines
 from scheduler.clock import iso
 from scheduler.redisconf import RedisSettings
@@ -58,6 +59,21 @@ pass_context = click.make_pass_decorator(Context)
 def json_option(func: F) -> F:
     """``--json``: machine-readable output instead of text."""
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")(func)
+
+
+def allow_option(func: F) -> F:
+    """``--allow`` / ``RQBEAT_ALLOW``: the module prefixes targets may call."""
+    return click.option(
+        "--allow",
+        envvar="RQBEAT_ALLOW",
+        show_envvar=True,
+        help="Comma-separated module prefixes that targets may call, e.g. myapp.jobs,reports "
+        "(whole dotted segments; unset: any).",
+    )(func)
+
+
+def parse_allow(text: str | None) -> AllowList | None:
+    return AllowList.parse(text, setting="--allow")
 
 
 def echo_json(value: Any) -> None:

@@ -9,13 +9,17 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+import redis.exceptions
 
-from scheduler.cli.common import Context, echo_json, json_option, pass_context
+from scheduler.cli.common import Context, allow_option, echo_json, json_option, parse_allow, pass_context
 from scheduler.cli.status_view import status_lines
 from scheduler.durations import parse_duration_ms
 from scheduler.errors import ConfigError, InvalidSchedule
 from scheduler.eviction import eviction_warning, read_policy
+from scheduler.keys import Keys
 from scheduler.logs import formatter
+from scheduler.repair import Finding
+from scheduler.repair_io import RepairOutcome, examine, run_repair
 from scheduler.service import Service, ServiceConfig
 from scheduler.status import node_problems, read_status
 from workers import Worker
@@ -78,6 +82,7 @@ def log_format_option(command: str) -> Callable[[F], F]:
     show_envvar=True,
     help="Address the metrics endpoint listens on.",
 )
+@allow_option
 @pass_context
 def run(
     ctx: Context,
@@ -88,6 +93,7 @@ def run(
     log_format: str,
     metrics_port: int | None,
     metrics_host: str,
+    allow: str | None,
 ) -> None:
     """Run a scheduler replica. Start several: one leads, the others stand by.
 
@@ -95,6 +101,7 @@ def run(
     Example:
       rqbeat --redis-url redis://redis:6379/0 run --lease 5s
       rqbeat run --metrics-port 9464 --log-format json
+      rqbeat run --allow myapp.jobs,reports   # other targets are marked broken
     """
     try:
         lease_ms = parse_duration_ms("lease", lease)
@@ -102,6 +109,7 @@ def run(
         raise ConfigError("--lease", lease, exc.reason) from None
     if lease_ms < 1000:
         raise ConfigError("--lease", lease, "must be at least 1s")
+    allowed = parse_allow(allow)
     setup_logging(log_level, log_format.lower())
     config = ServiceConfig(
         redis=ctx.redis,
@@ -111,9 +119,12 @@ def run(
         batch_size=batch_size,
         metrics_port=metrics_port,
         metrics_host=metrics_host,
+        allow=allowed,
     )
     service = Service(config)
-    logging.getLogger(__name__).info("redis=%s", ctx.redis.describe())
+    logging.getLogger(__name__).info(
+        "redis=%s allow=%s", ctx.redis.describe(), allowed if allowed is not None else "any"
+    )
     signal.signal(signal.SIGTERM, service.on_signal)
     signal.signal(signal.SIGINT, service.on_signal)
     service.run()
@@ -191,25 +202,71 @@ def status(ctx: Context, as_json: bool) -> None:
 @click.option("--max-lag", default="60s", help="Unhealthy when a due fire is older than this.")
 @click.option("--node", default="", help="Also require this replica's heartbeat (its `run --node`).")
 @click.option("--node-max-age", default="45s", help="With --node: unhealthy when its heartbeat is older.")
+@click.option("--repair", is_flag=True, help="Fix what the scan of the stored state finds (asks first).")
+@click.option("--yes", is_flag=True, help="With --repair: do not ask (scripts, cron jobs).")
+@click.option("--health-only", is_flag=True, help="Skip the scan of every schedule: a cheap probe.")
+@json_option
 @pass_context
-def check(ctx: Context, max_lag: str, node: str, node_max_age: str) -> None:
-    """Health check: exit 0 when a leader holds the lease and no fire is overdue
-    by more than --max-lag; exit 1 (with the reason) otherwise. With --node, also
-    the named replica must have reported itself within --node-max-age: a
-    per-container health check for `rqbeat run` (leader or standby). Warns (stderr,
-    exit code unchanged) when Redis's maxmemory-policy can evict rqbeat's data.
+def check(
+    ctx: Context,
+    max_lag: str,
+    node: str,
+    node_max_age: str,
+    repair: bool,
+    yes: bool,
+    health_only: bool,
+    as_json: bool,
+) -> None:
+    """Health and consistency check: exit 0 when a leader holds the lease, no fire
+    is overdue by more than --max-lag and the stored state is consistent; exit 1
+    (with the reasons) otherwise. With --node, also the named replica must have
+    reported itself within --node-max-age: a per-container health check for `rqbeat
+    run`. Warns (stderr, exit code unchanged) when Redis's maxmemory-policy can evict
+    rqbeat's data. --repair fixes the stored state, each fix one atomic step that
+    never drops a valid schedule (see the README, "Repairing state").
 
     \b
     Examples:
       rqbeat check --max-lag 2m || alert "rqbeat is not scheduling"
       rqbeat check --node replica-1   # in the container running `run --node replica-1`
+      rqbeat check --json             # what the scan of the stored state found
+      rqbeat check --repair --yes     # fix it without asking
     """
     limit_ms = parse_duration_ms("max-lag", max_lag)
     node_age_ms = parse_duration_ms("node-max-age", node_max_age)
+    if repair and health_only:
+        raise ConfigError("--repair", True, "needs the scan; drop --health-only")
     policy_warning = eviction_warning(read_policy(ctx.conn) or "noeviction")
     if policy_warning:
         click.echo(f"warning: {policy_warning}", err=True)
-    report = read_status(ctx.conn, ctx.namespace, detail=False)
+    keys = Keys(ctx.namespace)
+    found = [] if health_only else examine(ctx.conn, keys).findings
+    outcome = None
+    if repair and found:
+        if not yes:
+            click.confirm(f"Repair {len(found)} problem(s) in {ctx.namespace}?", abort=True, err=True)
+        outcome = run_repair(ctx.conn, keys)
+    remaining = outcome.remaining if outcome is not None else found
+    problems, summary = _health(ctx, limit_ms, node, node_age_ms)
+    if remaining:
+        problems.append(f"{len(remaining)} problem(s) in the stored state")
+    if as_json:
+        echo_json(_check_json(found, outcome, problems))
+        if problems:
+            raise click.exceptions.Exit(1)
+        return
+    _echo_findings(found, outcome)
+    if problems:
+        raise click.ClickException("; ".join(problems))
+    click.echo(summary)
+
+
+def _health(ctx: Context, limit_ms: int, node: str, node_age_ms: int) -> tuple[list[str], str]:
+    """The health problems (lease, overdue fires, --node), and the one-line summary."""
+    try:
+        report = read_status(ctx.conn, ctx.namespace, detail=False)
+    except redis.exceptions.ResponseError as exc:  # WRONGTYPE: a set key edited by hand
+        return [f"cannot read the status: {str(exc).splitlines()[0]}"], ""
     now = report.now_ms
     problems = []
     if report.leader_node is None:
@@ -220,10 +277,30 @@ def check(ctx: Context, max_lag: str, node: str, node_max_age: str) -> None:
         )
     if node:
         problems.extend(node_problems(report, node, node_age_ms))
-    if problems:
-        raise click.ClickException("; ".join(problems))
     seen = f", replica {node} reporting" if node else ""
-    click.echo(f"ok: leader {report.leader_node}, {report.total} schedules{seen}")
+    return problems, f"ok: leader {report.leader_node}, {report.total} schedules{seen}"
+
+
+def _check_json(found: list[Finding], outcome: RepairOutcome | None, problems: list[str]) -> dict[str, Any]:
+    remaining = outcome.remaining if outcome is not None else found
+    return {
+        "ok": not problems,
+        "problems": problems,
+        "findings": [f.to_json() for f in found],
+        "repaired": None if outcome is None else outcome.applied,
+        "remaining": [f.to_json() for f in remaining],
+    }
+
+
+def _echo_findings(found: list[Finding], outcome: RepairOutcome | None) -> None:
+    for finding in found:
+        click.echo(finding.line())
+    if outcome is not None:
+        for finding in outcome.remaining:
+            click.echo(f"still: {finding.line()}")
+        click.echo(f"repaired: {outcome.applied} step(s); {len(outcome.remaining)} problem(s) remain")
+    elif found:
+        click.echo(f"{len(found)} problem(s) in the stored state (dry run; fix with: rqbeat check --repair)")
 
 
 COMMANDS = [run, worker, status, check]

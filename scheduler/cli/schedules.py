@@ -9,7 +9,15 @@ from typing import Any
 import click
 
 from scheduler import apply as applying
-from scheduler.cli.common import Context, echo_json, json_option, pass_context, utc_iso
+from scheduler.cli.common import (
+    Context,
+    allow_option,
+    echo_json,
+    json_option,
+    parse_allow,
+    pass_context,
+    utc_iso,
+)
 from scheduler.cli.rows import record_json
 from scheduler.errors import ScheduleNotFound
 from scheduler.model import Misfire, Schedule
@@ -20,11 +28,26 @@ _DURATION = "Duration: seconds or 30s, 10m, 2h, 1d."
 @click.command()
 @click.argument("schedule_id", metavar="ID")
 @click.argument("target")
-@click.option("--cron", "cron_expr", help="Cron expression; 6 fields = seconds first.")
+@click.option(
+    "--cron", "cron_expr", envvar="RQBEAT_ADD_CRON", help="Cron expression; 6 fields = seconds first."
+)
 @click.option("--every", help=f"Fixed interval instead of cron. {_DURATION}")
-@click.option("--args", "args_json", help="Positional arguments as a JSON list, e.g. '[1, \"a\"]'.")
-@click.option("--kwargs", "kwargs_json", help="Keyword arguments as a JSON object.")
-@click.option("--tz", "timezone", default="UTC", help="IANA timezone the cron expression is read in.")
+@click.option(
+    "--args",
+    "args_json",
+    envvar="RQBEAT_ADD_ARGS",
+    help="Positional arguments as a JSON list, e.g. '[1, \"a\"]'.",
+)
+@click.option(
+    "--kwargs", "kwargs_json", envvar="RQBEAT_ADD_KWARGS", help="Keyword arguments as a JSON object."
+)
+@click.option(
+    "--tz",
+    "timezone",
+    envvar="RQBEAT_ADD_TZ",
+    default="UTC",
+    help="IANA timezone the cron expression is read in.",
+)
 @click.option("--queue", default="default", help="RQ queue the jobs go to.")
 @click.option("--timeout", help=f"RQ job timeout. {_DURATION}")
 @click.option("--ttl", help=f"How long a job may wait in the queue. {_DURATION}")
@@ -41,6 +64,7 @@ _DURATION = "Duration: seconds or 30s, 10m, 2h, 1d."
 @click.option("--jitter", help=f"Random delay up to this, never past the next fire. {_DURATION}")
 @click.option("--max-attempts", type=int, help="Give a fire up after this many failed runs.")
 @click.option("--pause-on-failure", is_flag=True, help="Pause the schedule when a run fails.")
+@allow_option
 @json_option
 @pass_context
 def add(ctx: Context, /, schedule_id: str, target: str, as_json: bool, **options: Any) -> None:
@@ -50,7 +74,9 @@ def add(ctx: Context, /, schedule_id: str, target: str, as_json: bool, **options
     Examples:
       rqbeat add nightly-report app.jobs.report --cron "30 2 * * *" --tz Europe/Berlin
       rqbeat add heartbeat app.jobs.ping --every 30s --args '["eu-1"]'
+      rqbeat add report myapp.jobs.report --cron @daily --allow myapp.jobs
     """
+    allow = parse_allow(options.pop("allow"))
     raw: dict[str, Any] = {"id": schedule_id, "target": target}
     renames = {
         "cron_expr": "cron",
@@ -62,6 +88,8 @@ def add(ctx: Context, /, schedule_id: str, target: str, as_json: bool, **options
         if value is not None and value is not False:
             raw[renames.get(name, name)] = value
     schedule = Schedule.from_dict(raw, owner="cli")
+    if allow is not None:
+        allow.check(schedule.target)
     result = ctx.client.upsert(schedule)
     record = ctx.client.get(schedule.id)
     if as_json:
@@ -87,10 +115,17 @@ def add(ctx: Context, /, schedule_id: str, target: str, as_json: bool, **options
 )
 @click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
 @click.option("--group", help="Owner group of these schedules (default: the file name).")
+@allow_option
 @json_option
 @pass_context
 def apply_file(
-    ctx: Context, file: Path, prune: bool, dry_run: bool, group: str | None, as_json: bool
+    ctx: Context,
+    file: Path,
+    prune: bool,
+    dry_run: bool,
+    group: str | None,
+    allow: str | None,
+    as_json: bool,
 ) -> None:
     """Create, update (and with --prune remove) schedules to match a TOML FILE.
 
@@ -109,9 +144,13 @@ def apply_file(
     target = "app.jobs.report"
     cron = "30 2 * * *"
     timezone = "Europe/Berlin"
+
+    Example: rqbeat apply schedules.toml --prune --allow myapp.jobs
     """
+    allowed = parse_allow(allow)
     group = group or applying.group_for(file)
     schedules = applying.load_file(file, group=group)
+    applying.check_allowed(schedules, allowed)
     owner = f"apply:{group}"
     stored = ctx.client.stored([s.id for s in schedules])
     existing = ctx.client.list() if prune else None
