@@ -167,7 +167,7 @@ def test_replicas_have_their_own_node_and_health_check() -> None:
         assert service["command"] == ["run"]
         assert env["RQBEAT_RUN_NODE"] == name
         assert env["RQBEAT_CHECK_NODE"] == env["RQBEAT_RUN_NODE"], "the check must watch this replica"
-        assert service["healthcheck"]["test"][1:3] == ["rqbeat", "check"]
+        assert service["healthcheck"]["test"][1:4] == ["rqbeat", "check", "--health-only"]
         assert service["restart"] == "unless-stopped"
         nodes.add(env["RQBEAT_RUN_NODE"])
     assert len(nodes) == len(REPLICAS)
@@ -213,7 +213,7 @@ def test_dockerfile_runs_as_non_root_with_a_health_check() -> None:
         users = re.findall(r"^USER (\S+)", stages[name], re.M)
         assert users and users[-1] not in {"root", "0"}, name
         assert "HEALTHCHECK" in stages[name], name
-    assert 'CMD ["rqbeat", "check"]' in stages["rqbeat"]
+    assert 'CMD ["rqbeat", "check", "--health-only"]' in stages["rqbeat"]  # no state scan per probe
     assert "--require-hashes" in stages["rqbeat"] and "docker/requirements.lock" in stages["rqbeat"]
 
 
