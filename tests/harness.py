@@ -65,25 +65,14 @@ class RedisServer:
         wait_for(self._ping, timeout=10, what=f"redis-server on port {self.port}")
 
     def _ping(self) -> bool:
-        probe = Redis(port=self.port, socket_timeout=0.5)
-        try:
-            return bool(probe.ping())
-        except Exception:  # noqa: BLE001 - redis.ConnectionError and friends while booting
-            return False
-        finally:
-            probe.close()
+        return answers(Redis(port=self.port, socket_timeout=0.5))
 
     def client(self) -> Redis:
         return Redis(host="127.0.0.1", port=self.port)
 
     def stop(self) -> None:
         if self.proc is not None:
-            self.proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(5)
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait()
+            terminate(self.proc)
             self.proc = None
 
     def kill(self) -> None:
@@ -95,6 +84,26 @@ class RedisServer:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+
+def answers(probe: Redis) -> bool:
+    """Whether a server answers PING yet (``probe`` is closed after)."""
+    try:
+        return bool(probe.ping())
+    except Exception:  # noqa: BLE001 - redis.ConnectionError and friends while booting
+        return False
+    finally:
+        probe.close()
+
+
+def terminate(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within 5 s."""
+    proc.terminate()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(5)
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
 
 
 class SentinelServer:
@@ -126,25 +135,14 @@ class SentinelServer:
         wait_for(self._ping, timeout=10, what=f"redis-sentinel on port {self.port}")
 
     def _ping(self) -> bool:
-        probe = self.client()
-        try:
-            return bool(probe.ping())
-        except Exception:  # noqa: BLE001 - redis.ConnectionError and friends while booting
-            return False
-        finally:
-            probe.close()
+        return answers(self.client())
 
     def client(self) -> Redis:
         return Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
 
     def stop(self) -> None:
         if self.proc is not None:
-            self.proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(5)
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait()
+            terminate(self.proc)
             self.proc = None
 
 

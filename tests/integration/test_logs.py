@@ -17,7 +17,7 @@ from redis import Redis
 from scheduler.model import Schedule
 from scheduler.service import Service, ServiceConfig
 from scheduler.store import Client
-from tests.harness import Process, RedisServer, wait_for
+from tests.harness import Process, RedisServer, answers, wait_for
 from tests.integration.cluster import Cluster
 
 pytestmark = pytest.mark.integration
@@ -32,13 +32,7 @@ class PasswordRedisServer(RedisServer):
         super().__init__(workdir, extra=["--requirepass", PASSWORD])
 
     def _ping(self) -> bool:
-        probe = Redis(port=self.port, password=PASSWORD, socket_timeout=0.5)
-        try:
-            return bool(probe.ping())
-        except Exception:  # noqa: BLE001 - redis.ConnectionError and friends while booting
-            return False
-        finally:
-            probe.close()
+        return answers(Redis(port=self.port, password=PASSWORD, socket_timeout=0.5))
 
 
 @pytest.fixture
