@@ -7,7 +7,7 @@ next fire is the due second T. One
 ``rqbeat run`` replica starts and takes the lease; the benchmark then polls
 ``LLEN rq:queue:default`` every 1 ms from just before T until it equals N.
 Throughput = N / (time all N are queued - T). As for any fire, the replica wakes
-200 ms before T and decides the first batches (up to 4 × 1,000) ahead, so at T their
+200 ms before T and decides the first batches (up to four of 1,000) ahead, so at T their
 writes are all that is left; the rest is decided while Redis writes the last batch.
 
 The practical limit is RQ's own batched enqueue on the same server and the same
