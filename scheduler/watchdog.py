@@ -10,6 +10,8 @@ RQ says                  rqbeat does
 finished                 ack, exactly as the worker would have (plain rq worker)
 failed/stopped/canceled  failure: retry with back-off, give up, or pause
 started, heartbeat gone  abandoned (worker died): failure
+queued, in no list       popped by a worker that died before starting it (seen so
+                         on two looks ``ORPHAN_GRACE_MS`` apart): failure
 job hash gone            lost (ttl expired, data lost): failure
 queued/started, healthy  look again later, at growing intervals
 =======================  ======================================================
@@ -27,7 +29,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.utils import utcparse
 
-from scheduler import runs, scripts
+from scheduler import rqjob, runs, scripts
 from scheduler.clock import iso
 from scheduler.errors import RqbeatError
 from scheduler.keys import HISTORY_MAXLEN, Keys
@@ -39,6 +41,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MIN_CHECK_MS = 500
+#: A worker marks a job started milliseconds after popping it; still ``queued`` and in
+#: no list this long after first seen so, the worker died in between.
+ORPHAN_GRACE_MS = 2_000
+#: How far from each end of a queue (and its intermediate list) a queued job is looked
+#: for: a bounded LPOS. Deeper in a longer backlog counts as "in the queue".
+QUEUE_SCAN = 10_000
 MAX_CHECK_MS = 30_000
 _FAILED = {"failed", "stopped", "canceled"}
 
@@ -51,8 +59,12 @@ class Verdict:
     reason: str = ""
 
 
-def judge(status: str | None, heartbeat_expires_s: float | None, now_ms: int) -> Verdict:
-    """Pure: the verdict from RQ's job status and the run's heartbeat expiry."""
+def judge(
+    status: str | None, heartbeat_expires_s: float | None, now_ms: int, unlisted_since_ms: int | None = None
+) -> Verdict:
+    """Pure: the verdict from RQ's job status, the run's heartbeat expiry, and since
+    when a ``queued`` job has been seen in none of its queue's lists (None: it is in
+    one, or it is not queued)."""
     if status is None:
         return Verdict("failed", "lost: the RQ job no longer exists")
     if status == "finished":
@@ -61,6 +73,8 @@ def judge(status: str | None, heartbeat_expires_s: float | None, now_ms: int) ->
         return Verdict("failed", f"RQ job {status}")
     if status == "started" and (heartbeat_expires_s is None or heartbeat_expires_s * 1000 < now_ms):
         return Verdict("failed", "abandoned: the worker's heartbeat expired")
+    if status == "queued" and unlisted_since_ms is not None and now_ms - unlisted_since_ms >= ORPHAN_GRACE_MS:
+        return Verdict("failed", "lost: popped from its queue by a worker that died before starting it")
     return Verdict("pending")
 
 
@@ -82,6 +96,8 @@ class Watchdog:
         self._scripts = scripts.Scripts(conn)
         # Schedules whose check raised: the traceback is logged once, not every look.
         self._reported: set[str] = set()
+        # Queued jobs found in none of their queue's lists: job id -> first seen so (ms).
+        self._unlisted: dict[str, int] = {}
 
     def check(self, now_ms: int) -> int:
         """Check one batch; returns how many runs were looked at. Reads are pipelined
@@ -99,11 +115,16 @@ class Watchdog:
                 if run is None:
                     self._orphan(schedule_id, now_ms)
                     continue
-                status, expires, ended_ms = states[run.job_id]
-                verdict = judge(status, expires, now_ms)
+                status, expires, ended_ms, listed = states[run.job_id]
+                since = self._unlisted_since(run.job_id, status == "queued" and not listed, now_ms)
+                verdict = judge(status, expires, now_ms, since)
                 if verdict.outcome == "pending":
-                    later[schedule_id] = next_check_ms(run.dispatched_ms, now_ms) / 1000
+                    look_ms = next_check_ms(run.dispatched_ms, now_ms)
+                    if run.job_id in self._unlisted:  # confirm (or clear) it soon
+                        look_ms = min(look_ms, now_ms + ORPHAN_GRACE_MS)
+                    later[schedule_id] = look_ms / 1000
                 else:
+                    self._unlisted.pop(run.job_id, None)
                     self._conclude(run, verdict, now_ms, ended_ms)
                 self._reported.discard(schedule_id)
             except redis.exceptions.RedisError:
@@ -116,6 +137,13 @@ class Watchdog:
         if later:
             self.conn.zadd(self.keys.running, later, xx=True)
         return len(ids)
+
+    def _unlisted_since(self, job_id: str, unlisted: bool, now_ms: int) -> int | None:
+        """Since when (ms) a queued job has been found in none of its queue's lists."""
+        if not unlisted:
+            self._unlisted.pop(job_id, None)
+            return None
+        return self._unlisted.setdefault(job_id, now_ms)
 
     def _read_runs(self, ids: list[str]) -> dict[str, runs.InFlight]:
         pipe = self.conn.pipeline(transaction=False)
@@ -146,10 +174,11 @@ class Watchdog:
             run.schedule_id, iso(run.fire_ms), run.job_id, run.attempt, run.epoch, what, error,
         )  # fmt: skip
 
-    def _rq_states(self, job_ids: list[str]) -> dict[str, tuple[str | None, float | None, int | None]]:
+    def _rq_states(self, job_ids: list[str]) -> dict[str, tuple[str | None, float | None, int | None, bool]]:
         """RQ's status of each job, for started ones the heartbeat expiry (epoch s) of
-        its newest live execution in ``rq:wip:<queue>``, and when it ended (epoch ms, for
-        the ack latency metric). Read-only."""
+        its newest live execution in ``rq:wip:<queue>``, when it ended (epoch ms, for
+        the ack latency metric), and for queued ones whether it is in its queue or the
+        queue's intermediate list (:meth:`_listed`). Read-only."""
         pipe = self.conn.pipeline(transaction=False)
         for job_id in job_ids:
             pipe.hmget(f"rq:job:{job_id}", ["status", "origin", "ended_at"])
@@ -165,10 +194,32 @@ class Watchdog:
             members = [f"{job_id}:{text(e)}" for e in executions[job_id]] or [f"{job_id}:none"]
             pipe.zmscore(f"rq:wip:{jobs[job_id][1]}", members)
         beats = dict(zip(started, pipe.execute(), strict=True))
-        out: dict[str, tuple[str | None, float | None, int | None]] = {}
+        listed = self._listed({j: origin for j, (status, origin) in jobs.items() if status == "queued"})
+        out: dict[str, tuple[str | None, float | None, int | None, bool]] = {}
         for job_id, (status, _) in jobs.items():
             alive = [s for s in beats.get(job_id, []) if s is not None]
-            out[job_id] = (status, max(alive) if alive else None, _epoch_ms(rows[job_id][2]))
+            ended_ms = _epoch_ms(rows[job_id][2])
+            out[job_id] = (status, max(alive) if alive else None, ended_ms, listed.get(job_id, True))
+        return out
+
+    def _listed(self, queued: dict[str, str | None]) -> dict[str, bool]:
+        """Whether each queued job is in its queue or the queue's intermediate list,
+        looked for within :data:`QUEUE_SCAN` of each end (True when it may be deeper)."""
+        pipe = self.conn.pipeline(transaction=False)
+        for job_id, origin in queued.items():
+            key = f"{rqjob.QUEUE_PREFIX}{origin}"
+            for name in (key, f"{key}:intermediate"):
+                pipe.llen(name)
+                pipe.lpos(name, job_id, maxlen=QUEUE_SCAN)
+                pipe.lpos(name, job_id, rank=-1, maxlen=QUEUE_SCAN)
+        replies = iter(pipe.execute())
+        out = {}
+        for job_id in queued:
+            found = False
+            for _ in range(2):
+                length, head, tail = next(replies), next(replies), next(replies)
+                found = found or head is not None or tail is not None or length > 2 * QUEUE_SCAN
+            out[job_id] = found
         return out
 
     def _error_text(self, job_id: str) -> str:

@@ -17,7 +17,7 @@ from scheduler.dispatch import Decision, decide
 from scheduler.keys import HISTORY_MAXLEN, Keys
 from scheduler.model import Misfire, Schedule
 from scheduler.runs import MAX_ERROR_CHARS, InFlight, prepare_ack
-from scheduler.watchdog import MAX_CHECK_MS, MIN_CHECK_MS, judge, next_check_ms
+from scheduler.watchdog import MAX_CHECK_MS, MIN_CHECK_MS, ORPHAN_GRACE_MS, judge, next_check_ms
 
 #: A whole second (and a whole 5 minutes) far from any epoch edge.
 T_MS = 1_800_000_000_000
@@ -173,6 +173,18 @@ def test_skip_reschedule_keeps_the_jitter_of_the_next_fire() -> None:
 
 
 # -- watchdog.judge --------------------------------------------------------------------
+
+
+def test_judge_a_queued_job_in_no_list_is_lost_only_after_the_grace() -> None:
+    assert judge("queued", None, T_MS).outcome == "pending"  # in its queue
+    assert judge("queued", None, T_MS, unlisted_since_ms=T_MS).outcome == "pending"  # first seen so
+    almost = judge("queued", None, T_MS + ORPHAN_GRACE_MS - 1, unlisted_since_ms=T_MS)
+    assert almost.outcome == "pending"  # a worker may be between its pop and marking it started
+    verdict = judge("queued", None, T_MS + ORPHAN_GRACE_MS, unlisted_since_ms=T_MS)
+    assert verdict.outcome == "failed"
+    assert "died before starting it" in verdict.reason
+    # only a queued job can be orphaned that way
+    assert judge("finished", None, T_MS + 10**6, unlisted_since_ms=T_MS).outcome == "succeeded"
 
 
 def test_judge_gone_job_is_lost() -> None:
