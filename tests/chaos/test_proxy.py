@@ -8,6 +8,7 @@ import pytest
 import redis.exceptions
 from redis import Redis
 
+from scheduler.connection import connect
 from tests.chaos.proxy import TcpProxy
 from tests.harness import RedisServer, wait_for
 
@@ -21,9 +22,9 @@ def proxy(redis_server: RedisServer, redis_url: str) -> Iterator[TcpProxy]:
     proxy.close()
 
 
-def client(proxy: TcpProxy, timeout: float = 0.3) -> Redis:
-    # Retries off, as rqbeat's own connections: a retry would hide the cut.
-    return Redis(port=proxy.port, socket_timeout=timeout, socket_connect_timeout=timeout, retry=None)
+def client(proxy: TcpProxy) -> Redis:
+    # rqbeat's own connections: retries off, so a retry cannot hide the cut.
+    return connect(proxy.url, socket_timeout_s=0.3)
 
 
 def test_forwards_commands(proxy: TcpProxy, conn: Redis) -> None:
