@@ -6,7 +6,7 @@ injected, and each schedule's state at the end. :func:`audit` computes, per sche
 
 * **due** — the trigger's fires in ``(start_ms, due_until_ms]``;
 * **ran** — due fires with a successful recorded run;
-* **dropped** — due fires the contract lets go: named by a ``missed`` history entry
+* **dropped** — due fires, not run, that the contract lets go: named by a ``missed`` history entry
   (the ``count`` fires just before the fire it names) whose drop the misfire policy
   allows, given up after ``max_attempts`` (``gave_up``), or passed while the schedule
   was paused by ``pause_on_failure``;
@@ -176,7 +176,9 @@ def _audit_schedule(
     for fire in due:
         if f"{sid}:{fire}" in ok_runs:
             report.ran += 1
-        elif fire not in excused:
+        elif fire in excused:
+            report.dropped[excused[fire]] += 1
+        else:
             report.lost.append((sid, fire))
     report.strays += [
         f"{key} (job {runs[0].job_id})"
@@ -193,9 +195,11 @@ def _audit_schedule(
         report.stuck.append(f"{sid}: {stuck}")
 
 
-def _dropped(schedule: Schedule, fires: list[int], entries: Sequence[Entry], report: Report) -> set[int]:
-    """Fires the history lets go of; counts them by reason and records bad drops."""
-    excused: set[int] = set()
+def _dropped(
+    schedule: Schedule, fires: list[int], entries: Sequence[Entry], report: Report
+) -> dict[int, str]:
+    """Fires the history lets go of, each with its reason; records bad drops."""
+    excused: dict[int, str] = {}
     paused_from: int | None = None
     for e in entries:
         if e.event == "missed":
@@ -203,27 +207,21 @@ def _dropped(schedule: Schedule, fires: list[int], entries: Sequence[Entry], rep
             reason = _drop_refused(schedule, e, names)
             if reason:
                 report.bad_drops.append(f"{schedule.id} at {e.at_ms}: {reason}")
-            excused.update(names)
-            report.dropped[f"misfire:{schedule.misfire.value}"] += len(names)
+            excused.update(dict.fromkeys(names, f"misfire:{schedule.misfire.value}"))
         elif e.event == "gave_up":
             attempt = int(e.fields.get("job_id", "0").rsplit("-", 1)[-1])
             if schedule.max_attempts is None or attempt < schedule.max_attempts:
                 report.bad_drops.append(f"{schedule.id}: gave up after attempt {attempt}")
-            excused.add(int(e.fields["fire_ms"]))
-            report.dropped["gave_up"] += 1
+            excused[int(e.fields["fire_ms"])] = "gave_up"
         elif e.event == "failed" and e.fields.get("retry_at") == "":
             if not schedule.pause_on_failure:
                 report.bad_drops.append(f"{schedule.id}: paused after a failure without pause_on_failure")
             paused_from = int(e.fields["fire_ms"])
         elif e.event == "resumed" and paused_from is not None:
-            gone = [f for f in fires if paused_from <= f <= e.at_ms]
-            excused.update(gone)
-            report.dropped["paused"] += len(gone)
+            excused.update(dict.fromkeys((f for f in fires if paused_from <= f <= e.at_ms), "paused"))
             paused_from = None
     if paused_from is not None:  # never resumed: everything from the failed fire on
-        gone = [f for f in fires if f >= paused_from]
-        excused.update(gone)
-        report.dropped["paused"] += len(gone)
+        excused.update(dict.fromkeys((f for f in fires if f >= paused_from), "paused"))
     return excused
 
 
