@@ -40,8 +40,10 @@ class Cluster:
         self.processes.append(proc)
         return proc
 
-    def replica(self, node: str, *, lease: str = "2s", log_level: str = "info") -> Process:
-        """``rqbeat run`` as a subprocess."""
+    def replica(
+        self, node: str, *, lease: str = "2s", log_level: str = "info", redis_url: str | None = None
+    ) -> Process:
+        """``rqbeat run`` as a subprocess; ``redis_url`` overrides the cluster's (a proxy)."""
         return self._start(
             node,
             [
@@ -49,7 +51,7 @@ class Cluster:
                 "-m",
                 "scheduler",
                 "--redis-url",
-                self.redis_url,
+                redis_url or self.redis_url,
                 "--namespace",
                 self.namespace,
                 "run",
