@@ -119,7 +119,9 @@ def _setup(result: ChaosResult) -> list[str]:
         f"- {c.duration_s / 60:g} min of faults, {c.gap_s:g} s quiet between two, lease {c.lease}, "
         f"then up to {c.settle_s:g} s to settle (took {result.settle_s:.0f} s).",
         "- 3 `rqbeat run` replicas, each behind its own TCP proxy; 3 `rqbeat worker` and 1 plain "
-        "`rq worker` on queues `chaos`, `chaos-slow`; redis-server with AOF, `appendfsync always`.",
+        "`rq worker` on queues `chaos`, `chaos-slow`; redis-server with AOF, `appendfsync always`. "
+        "Workers run with `--job-monitoring-interval 1 --heartbeat-grace 2`: a dead worker's run is "
+        "retried within ~3 s, and so is a live one whose heartbeat lapsed while Redis was down.",
         f"- {len(fleet)} schedules (seed {c.seed}), asking for {result.asked_runs_per_s:.1f} runs/s: "
         f"misfire {dict(policies)}; {sum(1 for s in fleet if s.catchup_window_ms)} with a catch-up "
         f"window; {len(failing)} failing at random ({sum(1 for s in failing if s.max_attempts)} with "

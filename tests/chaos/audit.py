@@ -13,7 +13,8 @@ injected, and each schedule's state at the end. :func:`audit` computes, per sche
 * **lost** — due, never run successfully, not dropped. Any lost fire fails the run;
 * **duplicates** — fires with more than one successful run; each needs a fault that
   explains it (a worker killed, or Redis killed, after the earlier run recorded its
-  side effect and before the next one), or it fails the run;
+  side effect and before the ack, or Redis down while it ran so its heartbeat
+  lapsed), or it fails the run;
 * **stuck** — schedules whose state at the end is overdue, hung or broken.
 
 Lags, leader epochs and counts are reported as figures.
@@ -34,8 +35,6 @@ from scheduler.model import Misfire
 from scheduler.policy import MISFIRE_GRACE_MS
 from tests.chaos.jobs import RunRecord
 
-#: Faults after which a recorded but unacknowledged run may legitimately run again.
-DUPLICATING_FAULTS = ("worker-kill", "redis-kill")
 #: How far back of the window start the trigger fires are enumerated, so a drop that
 #: names fires from just before the window can be placed.
 _LOOKBACK_MS = 3_600_000
@@ -273,26 +272,34 @@ def _stuck(schedule: Schedule, final: FinalState | None, obs: Observed) -> str |
 
 
 def _explain(runs: list[RunRecord], faults: Sequence[Fault]) -> str | None:
-    """Why each earlier successful run of a fire was not acknowledged; None if a
-    repeat has no fault in its window (run recorded .. next run recorded)."""
+    """Why each earlier successful run of a fire was not acknowledged; None if some
+    repeat has no fault that explains it."""
     reasons = []
     for earlier, later in itertools.pairwise(runs):
-        cause = next(
-            (
-                f
-                for f in faults
-                if f.kind in DUPLICATING_FAULTS
-                and earlier.at_ms - 1000 <= f.start_ms <= later.at_ms
-                and (f.kind != "worker-kill" or f.target == earlier.worker)
-            ),
-            None,
-        )
+        cause = next((f for f in faults if _explains(f, earlier, later)), None)
         if cause is None:
             return None
-        gap = cause.start_ms - earlier.at_ms
-        what = f"worker {cause.target} killed" if cause.kind == "worker-kill" else "Redis killed"
+        if cause.kind == "worker-kill":
+            what = f"worker {cause.target} killed {cause.start_ms - earlier.at_ms} ms after"
+        elif cause.start_ms >= earlier.at_ms:
+            what = f"Redis killed {cause.start_ms - earlier.at_ms} ms after"
+        else:
+            what = (
+                f"Redis down {cause.end_ms - cause.start_ms} ms while it ran (its heartbeat lapsed, so the "
+                f"watchdog judged it abandoned), and"
+            )
         reasons.append(
-            f"{earlier.job_id} recorded its run on {earlier.worker}, {what} {gap} ms later, before the "
-            f"ack; {later.job_id} ran it again"
+            f"{earlier.job_id} on {earlier.worker}: {what} it recorded its run, before the ack; "
+            f"{later.job_id} ran it again"
         )
     return "; ".join(reasons)
+
+
+def _explains(fault: Fault, earlier: RunRecord, later: RunRecord) -> bool:
+    """A worker killed after the earlier run's side effect, or Redis down at any time
+    from its start to the repeat (a lapsed heartbeat reads as a dead worker)."""
+    if fault.kind == "worker-kill":
+        return fault.target == earlier.worker and earlier.at_ms - 1000 <= fault.start_ms <= later.at_ms
+    if fault.kind == "redis-kill":
+        return fault.start_ms <= later.at_ms and fault.end_ms >= earlier.started_ms - 1000
+    return False

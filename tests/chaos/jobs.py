@@ -37,7 +37,8 @@ class RunRecord:
     job_id: str
     worker: str
     ok: bool
-    at_ms: int
+    at_ms: int  # when the side effect was recorded (the end of the run)
+    started_ms: int  # when the job function began
 
     def to_json(self) -> str:
         return json.dumps(
@@ -50,6 +51,7 @@ class RunRecord:
                 "worker": self.worker,
                 "ok": self.ok,
                 "at_ms": self.at_ms,
+                "started_ms": self.started_ms,
             },
             separators=(",", ":"),
         )
@@ -66,6 +68,7 @@ class RunRecord:
             worker=str(d["worker"]),
             ok=bool(d["ok"]),
             at_ms=int(d["at_ms"]),
+            started_ms=int(d["started_ms"]),
         )
 
 
@@ -79,6 +82,7 @@ def work(fail_pct: int = 0, sleep_ms: int = 0) -> str:
     fire = current_fire()
     job = get_current_job()
     assert fire is not None and job is not None, "a chaos job runs only under rqbeat"
+    started_ms = int(time.time() * 1000)
     if sleep_ms:
         time.sleep(sleep_ms / 1000)
     failing = fails(fire.key, fire.attempt, fail_pct)
@@ -91,6 +95,7 @@ def work(fail_pct: int = 0, sleep_ms: int = 0) -> str:
         worker=job.worker_name or f"pid-{os.getppid()}",
         ok=not failing,
         at_ms=int(time.time() * 1000),
+        started_ms=started_ms,
     )
     job.connection.rpush(RUNS_KEY, record.to_json())
     if failing:

@@ -24,6 +24,7 @@ def ran(
         worker=worker,
         ok=ok,
         at_ms=at if at is not None else fire + 50,
+        started_ms=(at if at is not None else fire + 50) - 40,
     )
 
 
@@ -127,7 +128,7 @@ def test_duplicate_explained_by_a_worker_killed_before_the_ack() -> None:
     assert report.ok, report.problems()
     [dup] = report.duplicates
     assert dup.key == f"tick:{T0 + 3000}"
-    assert dup.explanation and "worker w0 killed 50 ms later" in dup.explanation
+    assert dup.explanation and "worker w0 killed 50 ms after it recorded its run" in dup.explanation
 
 
 def test_duplicate_without_a_fault_fails_the_run() -> None:
@@ -155,3 +156,17 @@ def test_stuck_schedules() -> None:
     assert audit(observe(runs, final=FinalState("broken"))).stuck == ["tick: state broken"]
     assert audit(observe(runs, final=FinalState("paused"))).stuck
     assert audit(observe(runs, final=FinalState("running", dispatched_ms=T0 + 6000))).ok
+
+
+def test_duplicate_explained_by_a_redis_outage_while_the_run_was_in_flight() -> None:
+    # Redis down from 3.0 s to 4.5 s while run 1 (started 3.01 s) was in flight: its
+    # heartbeat lapsed, the watchdog judged it abandoned and dispatched attempt 2.
+    fires = [T0 + k * 1000 for k in range(1, 6)]
+    runs = [ran(f) for f in fires] + [ran(T0 + 3000, at=T0 + 9000, worker="w1", attempt=2)]
+    outage = Fault("redis-kill", "redis", T0 + 2900, T0 + 4500)
+    report = audit(observe(runs, faults=[outage]))
+    assert report.ok, report.problems()
+    [dup] = report.duplicates
+    assert dup.explanation and "Redis down 1600 ms while it ran" in dup.explanation
+    long_before = Fault("redis-kill", "redis", T0 - 9000, T0 - 8000)
+    assert not audit(observe(runs, faults=[long_before])).ok
