@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-stamp
 
-.PHONY: install test test-unit lint run bench clean
+.PHONY: install test test-unit lint run bench chaos clean
 
 install: $(STAMP)
 
@@ -39,6 +39,10 @@ run: install
 
 bench: install
 	$(BIN)/python -m bench
+
+# The long chaos run (CHAOS_MINUTES, default 10; CHAOS_SCHEDULES, default 200) -> bench/CHAOS.md.
+chaos: install
+	$(BIN)/python -m bench.chaos
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info

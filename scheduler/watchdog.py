@@ -235,14 +235,30 @@ class Watchdog:
 
     def _orphan(self, schedule_id: str, now_ms: int) -> None:
         """In the running set without a usable in-flight record: take it out, and mark
-        it broken when its definition is what is damaged."""
+        it broken when its definition is what is damaged.
+
+        The running set was read before the schedule's fields: a worker's ack landing
+        in between (run acked, schedule back in ``due``) looks the same from here. So
+        re-check under WATCH of the schedule's hash (every transition writes it) that
+        it is still running without a usable record before breaking it."""
         k = self.keys
-        reason = self._orphan_reason(schedule_id)
-        scripts.run(
-            self._scripts.mark_broken,
-            [k.schedule(schedule_id), k.due, k.running, k.history(schedule_id)],
-            [schedule_id, reason, iso(now_ms), HISTORY_MAXLEN],
-        )
+        with self.conn.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(k.schedule(schedule_id))  # type: ignore[no-untyped-call]
+                # a watching pipeline runs commands at once, so these are fresh reads
+                if pipe.zscore(k.running, schedule_id) is None or runs.read_in_flight(pipe, k, schedule_id):
+                    return  # acked or re-dispatched meanwhile: nothing is wrong
+                reason = self._orphan_reason(schedule_id)
+                pipe.multi()
+                scripts.run(
+                    self._scripts.mark_broken,
+                    [k.schedule(schedule_id), k.due, k.running, k.history(schedule_id)],
+                    [schedule_id, reason, iso(now_ms), HISTORY_MAXLEN],
+                    client=pipe,
+                )
+                pipe.execute()
+            except redis.exceptions.WatchError:
+                return  # it changed under us; the next look decides
         log.error("broken schedule=%s error=%s", schedule_id, reason)
 
     def _orphan_reason(self, schedule_id: str) -> str:

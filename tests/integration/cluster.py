@@ -48,9 +48,16 @@ class Cluster:
         return proc
 
     def replica(
-        self, node: str, *, lease: str = "2s", log_level: str = "info", extra: Sequence[str] = ()
+        self,
+        node: str,
+        *,
+        lease: str = "2s",
+        log_level: str = "info",
+        extra: Sequence[str] = (),
+        redis_url: str | None = None,
     ) -> Process:
-        """``rqbeat run`` as a subprocess; ``extra``: more ``run`` options."""
+        """``rqbeat run`` as a subprocess; ``extra``: more ``run`` options; ``redis_url``
+        overrides the cluster's (a proxy)."""
         return self._start(
             node,
             [
@@ -58,7 +65,7 @@ class Cluster:
                 "-m",
                 "scheduler",
                 "--redis-url",
-                self.redis_url,
+                redis_url or self.redis_url,
                 "--namespace",
                 self.namespace,
                 "run",

@@ -1,0 +1,172 @@
+"""The chaos audit on hand-made observations: each verdict, and that it can fail."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from scheduler import Schedule
+from tests.chaos.audit import Entry, Fault, FinalState, Observed, audit
+from tests.chaos.jobs import RunRecord
+
+T0 = 1_700_000_000_000  # a whole second, so every-1s fires are T0 + k * 1000
+EVERY = Schedule(id="tick", target="tests.chaos.jobs.work", every_ms=1000)
+
+
+def ran(
+    fire: int, *, at: int | None = None, worker: str = "w0", attempt: int = 1, ok: bool = True
+) -> RunRecord:
+    return RunRecord(
+        key=f"tick:{fire}",
+        schedule="tick",
+        fire_ms=fire,
+        attempt=attempt,
+        job_id=f"tick-{fire}-{attempt}",
+        worker=worker,
+        ok=ok,
+        at_ms=at if at is not None else fire + 50,
+        started_ms=(at if at is not None else fire + 50) - 40,
+    )
+
+
+def dispatched(fire: int, lag: int = 20, epoch: int = 1) -> Entry:
+    return Entry(fire + lag, "dispatched", {"fire_ms": str(fire), "attempt": "1", "epoch": str(epoch)})
+
+
+def observe(
+    runs: Sequence[RunRecord],
+    history: Sequence[Entry] = (),
+    *,
+    schedule: Schedule = EVERY,
+    faults: Sequence[Fault] = (),
+    final: FinalState | None = None,
+    until: int = T0 + 5000,
+) -> Observed:
+    return Observed(
+        schedules=[schedule],
+        start_ms=T0,
+        due_until_ms=until,
+        now_ms=until + 2000,
+        history={schedule.id: list(history)},
+        runs=list(runs),
+        faults=list(faults),
+        finals={schedule.id: final or FinalState("due", due_ms=until + 3000)},
+    )
+
+
+def test_every_fire_ran_once_is_clean() -> None:
+    fires = [T0 + k * 1000 for k in range(1, 6)]
+    report = audit(observe([ran(f) for f in fires], [dispatched(f, lag=k * 10) for k, f in enumerate(fires)]))
+    assert report.ok, report.problems()
+    assert (report.due, report.ran, report.runs_ok) == (5, 5, 5)
+    assert report.lag(1.0) == 40 and report.lag(0.5) == 20
+    assert report.epochs == [1]
+
+
+def test_a_fire_that_never_ran_is_lost() -> None:
+    report = audit(observe([ran(T0 + k * 1000) for k in (1, 2, 4, 5)]))
+    assert not report.ok
+    assert report.lost == [("tick", T0 + 3000)]
+
+
+def test_a_failed_run_alone_does_not_count_as_run() -> None:
+    runs = [ran(T0 + k * 1000) for k in (1, 2, 4, 5)] + [ran(T0 + 3000, ok=False)]
+    report = audit(observe(runs))
+    assert report.lost == [("tick", T0 + 3000)]
+    assert report.runs_failed == 1
+
+
+def test_coalesced_fires_named_by_a_missed_entry_are_dropped_by_policy() -> None:
+    # Down from 2 s to 4.5 s: at 4.5 s one run stands for fires 2, 3 and 4.
+    missed = Entry(T0 + 4500, "missed", {"count": "2", "fire_ms": str(T0 + 4000)})
+    runs = [ran(T0 + k * 1000) for k in (1, 4, 5)]
+    report = audit(observe(runs, [missed]))
+    assert report.ok, report.problems()
+    assert report.dropped["misfire:coalesce"] == 2 and report.ran == 3
+
+
+def test_a_drop_the_policy_does_not_allow_is_reported() -> None:
+    every_all = Schedule(id="tick", target="tests.chaos.jobs.work", every_ms=1000, misfire="all")  # type: ignore[arg-type]
+    missed = Entry(T0 + 4500, "missed", {"count": "2", "fire_ms": str(T0 + 4000)})
+    report = audit(observe([ran(T0 + k * 1000) for k in (1, 4, 5)], [missed], schedule=every_all))
+    assert not report.ok
+    assert report.bad_drops and "policy all" in report.bad_drops[0]
+
+
+def test_a_drop_of_a_fire_not_yet_missed_is_reported() -> None:
+    # Fire 3 is dropped at 3.2 s: within the 1 s grace, so it was not a misfire.
+    missed = Entry(T0 + 3200, "missed", {"count": "1", "next_fire_ms": str(T0 + 4000)})
+    skip = Schedule(id="tick", target="tests.chaos.jobs.work", every_ms=1000, misfire="skip")  # type: ignore[arg-type]
+    report = audit(observe([ran(T0 + k * 1000) for k in (1, 2, 4, 5)], [missed], schedule=skip))
+    assert report.bad_drops and "grace" in report.bad_drops[0]
+
+
+def test_give_up_needs_max_attempts() -> None:
+    gave_up = Entry(T0 + 3900, "gave_up", {"fire_ms": str(T0 + 3000), "job_id": f"tick-{T0 + 3000}-2"})
+    runs = [ran(T0 + k * 1000) for k in (1, 2, 4, 5)]
+    limited = Schedule(id="tick", target="tests.chaos.jobs.work", every_ms=1000, max_attempts=2)
+    assert audit(observe(runs, [gave_up], schedule=limited)).ok
+    report = audit(observe(runs, [gave_up]))
+    assert report.bad_drops == ["tick: gave up after attempt 2"]
+
+
+def test_fires_while_paused_on_failure_are_dropped_until_the_resume() -> None:
+    pof = Schedule(id="tick", target="tests.chaos.jobs.work", every_ms=1000, pause_on_failure=True)
+    paused = Entry(T0 + 2100, "failed", {"fire_ms": str(T0 + 2000), "retry_at": ""})
+    resumed = Entry(T0 + 3500, "resumed", {})
+    runs = [ran(T0 + k * 1000) for k in (1, 4, 5)] + [ran(T0 + 2000, ok=False)]
+    report = audit(observe(runs, [paused, resumed], schedule=pof))
+    assert report.ok, report.problems()
+    assert report.dropped["paused"] == 2
+    assert not audit(observe(runs, [paused, resumed])).ok  # without pause_on_failure
+
+
+def test_duplicate_explained_by_a_worker_killed_before_the_ack() -> None:
+    fires = [T0 + k * 1000 for k in range(1, 6)]
+    runs = [ran(f) for f in fires] + [ran(T0 + 3000, at=T0 + 9000, worker="w1-1", attempt=2)]
+    kill = Fault("worker-kill", "w0", T0 + 3100, T0 + 3200)
+    report = audit(observe(runs, faults=[kill]))
+    assert report.ok, report.problems()
+    [dup] = report.duplicates
+    assert dup.key == f"tick:{T0 + 3000}"
+    assert dup.explanation and "worker w0 killed 50 ms after it recorded its run" in dup.explanation
+
+
+def test_duplicate_without_a_fault_fails_the_run() -> None:
+    fires = [T0 + k * 1000 for k in range(1, 6)]
+    runs = [ran(f) for f in fires] + [ran(T0 + 3000, at=T0 + 9000, worker="w1")]
+    other_worker = Fault("worker-kill", "w2", T0 + 3100, T0 + 3200)
+    stop = Fault("leader-stop", "a1", T0 + 3100, T0 + 6000)
+    report = audit(observe(runs, faults=[other_worker, stop]))
+    assert not report.ok
+    assert [d.key for d in report.unexplained] == [f"tick:{T0 + 3000}"]
+
+
+def test_a_run_of_a_fire_the_trigger_never_had_is_a_stray() -> None:
+    runs = [ran(T0 + k * 1000) for k in range(1, 6)] + [ran(T0 + 2500)]
+    report = audit(observe(runs))
+    assert report.strays == [f"tick:{T0 + 2500} (job tick-{T0 + 2500}-1)"]
+
+
+def test_stuck_schedules() -> None:
+    runs = [ran(T0 + k * 1000) for k in range(1, 6)]
+    overdue = FinalState("due", due_ms=T0 - 120_000)
+    assert audit(observe(runs, final=overdue)).stuck == ["tick: due since 127000 ms"]
+    hung = FinalState("running", dispatched_ms=T0 - 120_000)
+    assert audit(observe(runs, final=hung)).stuck == ["tick: a run in flight for too long"]
+    assert audit(observe(runs, final=FinalState("broken"))).stuck == ["tick: state broken"]
+    assert audit(observe(runs, final=FinalState("paused"))).stuck
+    assert audit(observe(runs, final=FinalState("running", dispatched_ms=T0 + 6000))).ok
+
+
+def test_duplicate_explained_by_a_redis_outage_while_the_run_was_in_flight() -> None:
+    # Redis down from 3.0 s to 4.5 s while run 1 (started 3.01 s) was in flight: its
+    # heartbeat lapsed, the watchdog judged it abandoned and dispatched attempt 2.
+    fires = [T0 + k * 1000 for k in range(1, 6)]
+    runs = [ran(f) for f in fires] + [ran(T0 + 3000, at=T0 + 9000, worker="w1", attempt=2)]
+    outage = Fault("redis-kill", "redis", T0 + 2900, T0 + 4500)
+    report = audit(observe(runs, faults=[outage]))
+    assert report.ok, report.problems()
+    [dup] = report.duplicates
+    assert dup.explanation and "Redis down 1600 ms while it ran" in dup.explanation
+    long_before = Fault("redis-kill", "redis", T0 - 9000, T0 - 8000)
+    assert not audit(observe(runs, faults=[long_before])).ok
