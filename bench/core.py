@@ -99,7 +99,8 @@ class Context:
     @contextlib.contextmanager
     def redis(self, name: str, extra: Sequence[str] = ()) -> Iterator[RedisServer]:
         """A fresh private redis-server for one scenario (or one repetition)."""
-        server = RedisServer(self.workdir / name / "redis", extra=extra).start()
+        server = RedisServer(self.workdir / name / "redis", extra=extra)
+        server.start()
         try:
             yield server
         finally:

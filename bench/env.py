@@ -23,7 +23,7 @@ from typing import TypeVar
 
 from redis import Redis
 
-from scheduler.localredis import free_port, server_binary
+from tests.harness import RedisServer  # the tests' private server: one class for both
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
@@ -51,50 +51,6 @@ def sleep_until(epoch_s: float) -> None:
         if left <= 0:
             return
         time.sleep(min(left, 0.5) if left > 0.002 else 0)
-
-
-class RedisServer:
-    """A private redis-server: no persistence, loopback only."""
-
-    def __init__(self, workdir: Path, extra: Sequence[str] = ()) -> None:
-        self.workdir = workdir
-        self.port = free_port()
-        self.extra = list(extra)
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> RedisServer:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        args = [
-            server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", str(self.workdir),
-            "--logfile", str(self.workdir / "server.log"), *self.extra,
-        ]  # fmt: skip
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(self._ping, timeout=10, what=f"redis-server on port {self.port}")
-        return self
-
-    def _ping(self) -> bool:
-        try:
-            return bool(Redis(port=self.port, socket_timeout=0.5).ping())
-        except Exception:  # noqa: BLE001 - ConnectionError and friends while it boots
-            return False
-
-    def client(self) -> Redis:
-        return Redis(host="127.0.0.1", port=self.port)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(10)
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
 
 
 class Process:

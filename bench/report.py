@@ -11,7 +11,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from bench.core import DASH, Result
-from bench.env import REPO, server_binary
+from bench.env import REPO
+from scheduler.localredis import server_binary
 
 
 def environment() -> dict[str, str]:
