@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-stamp
 
-.PHONY: install test test-unit lint run bench chaos clean
+.PHONY: install lock test test-fast test-unit lint run bench chaos clean
 
 install: $(STAMP)
 
@@ -28,14 +28,15 @@ test-unit: install
 	$(BIN)/pytest tests/unit
 
 lint: install
-	$(BIN)/ruff check scheduler workers tests bench examples
-	$(BIN)/ruff format --check scheduler workers tests bench examples
+	$(BIN)/ruff check scheduler workers devtools tests bench examples
+	$(BIN)/ruff format --check scheduler workers devtools tests bench examples
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # A local demo: a private Redis (unless RQBEAT_REDIS_URL is set), two scheduler
 # replicas, one worker and a demo schedule; Ctrl-C stops everything.
 run: install
-	$(BIN)/python -m scheduler.demo
+	$(BIN)/python -m devtools.demo
 
 bench: install
 	$(BIN)/python -m bench

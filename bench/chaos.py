@@ -10,7 +10,7 @@ Three ``rqbeat run`` replicas behind TCP proxies, three ``rqbeat worker`` and on
 plain ``rq worker``, a private AOF Redis; faults in turn (kill -9 / SIGSTOP of the
 leader, kill -9 of a worker mid-job, kill -9 of Redis, a partition and a reset of
 the leader's link) with a quiet gap between two; then the audit of
-``tests/chaos/audit.py``. Exit code 1 if the audit fails (a fire lost, a schedule
+``devtools/chaos/audit.py``. Exit code 1 if the audit fails (a fire lost, a schedule
 stuck, a duplicate nothing explains, a drop the policy does not allow).
 """
 
@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.report import environment
-from tests.chaos.run import ChaosConfig, ChaosResult, run_chaos
+from devtools.chaos.run import ChaosConfig, ChaosResult, run_chaos
 
 HERE = Path(__file__).resolve().parent
 

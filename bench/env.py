@@ -1,9 +1,8 @@
 """Private Redis servers and real rqbeat/RQ processes for the benchmarks.
 
-A small equivalent of ``tests/harness.py`` (kept separate so the benchmarks do not
-break while the tests are being edited): every benchmark starts its own
-``redis-server`` on a free loopback port in a temporary directory and never touches
-a Redis it did not start. Processes are real ``python -m scheduler run`` replicas and
+Every benchmark starts its own ``redis-server`` (``devtools.processes.RedisServer``,
+the same class the tests use) on a free loopback port in a temporary directory and
+never touches a Redis it did not start. Processes are real ``python -m scheduler run`` replicas and
 workers, each in its own session, stopped by pid.
 """
 
@@ -23,7 +22,7 @@ from typing import TypeVar
 
 from redis import Redis
 
-from tests.harness import RedisServer  # the tests' private server: one class for both
+from devtools.processes import RedisServer
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent

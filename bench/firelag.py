@@ -30,8 +30,9 @@ from rq.utils import utcparse
 
 from bench.core import Context, Result, Target, percentile
 from bench.env import stack, wait_for, wait_role
-from scheduler import Client, Schedule, policy, runs, scripts
+from scheduler import Client, Schedule, policy, scripts
 from scheduler.clock import parse_iso_ms, redis_now_ms
+from scheduler.engine import runs
 from scheduler.keys import Keys
 
 NAME = "firelag"

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import sys
 
-from scheduler import watchdog
 from scheduler.cli import main
+from scheduler.engine import watchdog
 
 
 def _no_checks(self: watchdog.Watchdog, now_ms: int) -> int:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from bench.core import DASH, Result
 from bench.env import REPO
-from scheduler.localredis import server_binary
+from devtools.localredis import server_binary
 
 
 def environment() -> dict[str, str]:

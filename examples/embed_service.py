@@ -1,7 +1,7 @@
 """Embed a scheduler replica and an RQ worker in one Python process.
 
 Creates the schedule ``example-embedded`` (every second, calling the demo job
-``scheduler.demo.hello`` that ships with rqbeat), runs :class:`scheduler.Service`
+``workers.demo.hello`` that ships with rqbeat), runs :class:`scheduler.Service`
 in a thread and rqbeat's :class:`workers.Worker` in the main thread until the first
 fire is acknowledged, then stops both and exits 0::
 
@@ -43,7 +43,7 @@ def main() -> int:
     conn = Redis.from_url(url)
     client = Client(conn, namespace)
     client.upsert(
-        Schedule(id=SCHEDULE_ID, target="scheduler.demo.hello", every_ms=1_000, kwargs={"name": "embedded"})
+        Schedule(id=SCHEDULE_ID, target="workers.demo.hello", every_ms=1_000, kwargs={"name": "embedded"})
     )
     service = Service(ServiceConfig(redis_url=url, namespace=namespace, node="example-embedded"))
     thread = threading.Thread(target=service.run, name="rqbeat-replica", daemon=True)

@@ -26,20 +26,20 @@ def main() -> int:
 
     report = Schedule(
         id="example-report",
-        target="scheduler.demo.hello",
+        target="workers.demo.hello",
         cron="30 2 * * *",
         timezone="Europe/Berlin",
         kwargs={"name": "report"},
         max_attempts=3,
     )
-    heartbeat = Schedule(id="example-heartbeat", target="scheduler.demo.hello", every_ms=30_000)
+    heartbeat = Schedule(id="example-heartbeat", target="workers.demo.hello", every_ms=30_000)
     for schedule in (report, heartbeat):
         result = client.upsert(schedule)
         print(f"upsert {result.id}: {result.action} (version {result.version})")
 
     # Invalid definitions never reach Redis: the error names the field and the value.
     try:
-        Schedule(id="bad id", target="scheduler.demo.hello", cron="* * * * *")
+        Schedule(id="bad id", target="workers.demo.hello", cron="* * * * *")
     except InvalidSchedule as exc:
         print(f"refused: field={exc.field} value={exc.value!r}")
 

@@ -9,9 +9,10 @@ Python API::
     client.upsert(Schedule(id="nightly-report", target="app.jobs.report",
                            cron="30 2 * * *", timezone="Europe/Berlin"))
 
-To embed the scheduler itself, see :class:`scheduler.service.Service`.
+To embed the scheduler itself, see :class:`scheduler.engine.service.Service`.
 """
 
+from scheduler.engine.service import Service, ServiceConfig
 from scheduler.errors import (
     ConfigError,
     InvalidSchedule,
@@ -22,7 +23,6 @@ from scheduler.errors import (
 from scheduler.model import Misfire, Schedule
 from scheduler.records import ScheduleRecord
 from scheduler.redisconf import RedisSettings
-from scheduler.service import Service, ServiceConfig
 from scheduler.store import Client, HistoryEntry, UpsertResult
 
 __all__ = [

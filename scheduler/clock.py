@@ -3,7 +3,7 @@
 Decisions about *when* use Redis server time (``TIME``) so replicas with skewed
 clocks agree; lease deadlines use the local monotonic clock so a step of the wall
 clock cannot extend a lease. Both are reached through a :class:`Clock` so tests can
-drive time by hand.
+drive time by hand (``tests/fakeclock.py``).
 """
 
 from __future__ import annotations
@@ -35,19 +35,6 @@ class SystemClock:
 
     def sleep(self, seconds: float) -> None:
         time.sleep(max(0.0, seconds))
-
-
-class FakeClock:
-    """A clock for tests: ``sleep`` advances time instantly."""
-
-    def __init__(self, start: float = 1_000.0) -> None:
-        self.now = start
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += max(0.0, seconds)
 
 
 def redis_now_ms(conn: Redis) -> int:

@@ -61,7 +61,7 @@ class Keys:
 
     @property
     def stats(self) -> str:
-        """HASH of cluster-wide run counters, incremented by acks (scheduler.clusterstats)."""
+        """HASH of cluster-wide run counters, incremented by acks (scheduler.engine.clusterstats)."""
         return f"{self.namespace}:stats"
 
     def schedule(self, schedule_id: str) -> str:

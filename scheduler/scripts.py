@@ -4,7 +4,7 @@ A schedule is in exactly one of: ``due`` (in the due zset), ``running`` (in the
 running zset, a job in flight), ``paused`` or ``broken`` (in neither). A paused
 schedule whose last run is still in flight stays in the running zset until that run
 is acknowledged. Dispatch reads a batch with :data:`DUE_READ` and writes it, RQ jobs
-included, with :data:`DISPATCH` (see :mod:`scheduler.dispatch`).
+included, with :data:`DISPATCH` (see :mod:`scheduler.engine.dispatch`).
 
 Conventions: scores are epoch seconds (ms precision); ``fire_at`` is the ISO time
 of the pending (or in-flight) fire, and ``''`` means "recompute from the due score"
@@ -172,7 +172,7 @@ ACK = (
 -- ARGV[4] next fire ISO, ARGV[5] next due score, ARGV[6] now ISO, ARGV[7] now score,
 -- ARGV[8] outcome ('succeeded' | 'gave_up'), ARGV[9] fires dropped by the misfire
 -- policy, ARGV[10] history maxlen, ARGV[11] error text (gave_up) or ''
--- KEYS[6] stats hash, ARGV[12..] (field, increment) pairs for it (scheduler.clusterstats)
+-- KEYS[6] stats hash, ARGV[12..] (field, increment) pairs for it (scheduler.engine.clusterstats)
 -- returns 1 re-armed, 2 definition changed (due now, fire recomputed by the leader),
 -- 3 paused (left idle), 0 not this schedule's run in flight (no-op)
 if redis.call('HGET', KEYS[1], 'job_id') ~= ARGV[2] then return 0 end

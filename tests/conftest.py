@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from tests.harness import Process, RedisServer
+from devtools.processes import Process, RedisServer
 
 
 @pytest.fixture(scope="session")

@@ -24,8 +24,9 @@ from rq.job import Job
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from scheduler import runs, scripts
+from scheduler import scripts
 from scheduler.clock import iso, redis_now_ms
+from scheduler.engine import runs
 from scheduler.keys import Keys
 
 log = logging.getLogger(__name__)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from scheduler.acl import DEFAULT_USERS, ROLES, acl_rules, setuser_command
 from scheduler.cli.common import Context, echo_json, json_option, pass_context
+from scheduler.ops.acl import DEFAULT_USERS, ROLES, acl_rules, setuser_command
 
 
 @click.command()

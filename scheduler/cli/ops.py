@@ -14,14 +14,14 @@ import redis.exceptions
 from scheduler.cli.common import Context, allow_option, echo_json, json_option, parse_allow, pass_context
 from scheduler.cli.status_view import status_lines
 from scheduler.durations import parse_duration_ms
+from scheduler.engine.service import Service, ServiceConfig
 from scheduler.errors import ConfigError, InvalidSchedule
 from scheduler.eviction import eviction_warning, read_policy
 from scheduler.keys import Keys
 from scheduler.logs import formatter
-from scheduler.repair import Finding
-from scheduler.repair_io import RepairOutcome, examine, run_repair
-from scheduler.service import Service, ServiceConfig
-from scheduler.status import node_problems, read_status
+from scheduler.ops.repair import Finding
+from scheduler.ops.repair_io import RepairOutcome, examine, run_repair
+from scheduler.ops.status import node_problems, read_status
 from workers import Worker
 
 F = TypeVar("F", bound=Callable[..., Any])

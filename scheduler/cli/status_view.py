@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from scheduler.cli.render import Cell, age, duration, relative, table_lines, toned
-from scheduler.service import HEARTBEAT_S
-from scheduler.status import StatusReport
+from scheduler.engine.service import HEARTBEAT_S
+from scheduler.ops.status import StatusReport
 
 #: A replica silent for longer than this has probably died (it reports every HEARTBEAT_S).
 STALE_MS = 2 * HEARTBEAT_S * 1000

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from devtools.chaos.audit import Entry, Fault, FinalState, Observed, audit
+from devtools.chaos.jobs import RunRecord
 from scheduler import Schedule
-from tests.chaos.audit import Entry, Fault, FinalState, Observed, audit
-from tests.chaos.jobs import RunRecord
 
 T0 = 1_700_000_000_000  # a whole second, so every-1s fires are T0 + k * 1000
-EVERY = Schedule(id="tick", target="tests.chaos.jobs.work", every_ms=1000)
+EVERY = Schedule(id="tick", target="devtools.chaos.jobs.work", every_ms=1000)
 
 
 def ran(
@@ -85,7 +85,7 @@ def test_coalesced_fires_named_by_a_missed_entry_are_dropped_by_policy() -> None
 
 
 def test_a_drop_the_policy_does_not_allow_is_reported() -> None:
-    every_all = Schedule(id="tick", target="tests.chaos.jobs.work", every_ms=1000, misfire="all")  # type: ignore[arg-type]
+    every_all = Schedule(id="tick", target="devtools.chaos.jobs.work", every_ms=1000, misfire="all")  # type: ignore[arg-type]
     missed = Entry(T0 + 4500, "missed", {"count": "2", "fire_ms": str(T0 + 4000)})
     report = audit(observe([ran(T0 + k * 1000) for k in (1, 4, 5)], [missed], schedule=every_all))
     assert not report.ok
@@ -95,7 +95,7 @@ def test_a_drop_the_policy_does_not_allow_is_reported() -> None:
 def test_a_drop_of_a_fire_not_yet_missed_is_reported() -> None:
     # Fire 3 is dropped at 3.2 s: within the 1 s grace, so it was not a misfire.
     missed = Entry(T0 + 3200, "missed", {"count": "1", "next_fire_ms": str(T0 + 4000)})
-    skip = Schedule(id="tick", target="tests.chaos.jobs.work", every_ms=1000, misfire="skip")  # type: ignore[arg-type]
+    skip = Schedule(id="tick", target="devtools.chaos.jobs.work", every_ms=1000, misfire="skip")  # type: ignore[arg-type]
     report = audit(observe([ran(T0 + k * 1000) for k in (1, 2, 4, 5)], [missed], schedule=skip))
     assert report.bad_drops and "grace" in report.bad_drops[0]
 
@@ -103,14 +103,14 @@ def test_a_drop_of_a_fire_not_yet_missed_is_reported() -> None:
 def test_give_up_needs_max_attempts() -> None:
     gave_up = Entry(T0 + 3900, "gave_up", {"fire_ms": str(T0 + 3000), "job_id": f"tick-{T0 + 3000}-2"})
     runs = [ran(T0 + k * 1000) for k in (1, 2, 4, 5)]
-    limited = Schedule(id="tick", target="tests.chaos.jobs.work", every_ms=1000, max_attempts=2)
+    limited = Schedule(id="tick", target="devtools.chaos.jobs.work", every_ms=1000, max_attempts=2)
     assert audit(observe(runs, [gave_up], schedule=limited)).ok
     report = audit(observe(runs, [gave_up]))
     assert report.bad_drops == ["tick: gave up after attempt 2"]
 
 
 def test_fires_while_paused_on_failure_are_dropped_until_the_resume() -> None:
-    pof = Schedule(id="tick", target="tests.chaos.jobs.work", every_ms=1000, pause_on_failure=True)
+    pof = Schedule(id="tick", target="devtools.chaos.jobs.work", every_ms=1000, pause_on_failure=True)
     paused = Entry(T0 + 2100, "failed", {"fire_ms": str(T0 + 2000), "retry_at": ""})
     resumed = Entry(T0 + 3500, "resumed", {})
     runs = [ran(T0 + k * 1000) for k in (1, 4, 5)] + [ran(T0 + 2000, ok=False)]

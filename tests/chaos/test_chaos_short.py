@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos.driver import FAULTS
-from tests.chaos.run import ChaosConfig, run_chaos
+from devtools.chaos.driver import FAULTS
+from devtools.chaos.run import ChaosConfig, run_chaos
 
 pytestmark = pytest.mark.integration
 

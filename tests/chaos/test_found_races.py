@@ -14,14 +14,15 @@ from typing import Any
 import pytest
 from redis import Redis
 
-from scheduler import runs, scripts
+from scheduler import scripts
 from scheduler.clock import redis_now_ms
-from scheduler.dispatch import Dispatcher
+from scheduler.engine import runs
+from scheduler.engine.dispatch import Dispatcher
+from scheduler.engine.watchdog import Watchdog
 from scheduler.keys import Keys
 from scheduler.model import Schedule
 from scheduler.records import text
 from scheduler.store import Client
-from scheduler.watchdog import Watchdog
 
 pytestmark = pytest.mark.integration
 

@@ -8,9 +8,9 @@ import pytest
 import redis.exceptions
 from redis import Redis
 
+from devtools.chaos.proxy import TcpProxy
+from devtools.processes import RedisServer, wait_for
 from scheduler.connection import connect
-from tests.chaos.proxy import TcpProxy
-from tests.harness import RedisServer, wait_for
 
 pytestmark = pytest.mark.integration
 

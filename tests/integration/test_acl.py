@@ -1,6 +1,6 @@
 """ACL users and password hygiene against a real server.
 
-The rules come from :mod:`scheduler.acl` -- the same text ``rqbeat acl`` prints and
+The rules come from :mod:`scheduler.ops.acl` -- the same text ``rqbeat acl`` prints and
 the README quotes -- and are applied with ``ACL SETUSER``; then a real replica and a
 real worker run as those users, and what each user may *not* do is tried too.
 Every command's output (and the replica's and worker's logs) is searched for the
@@ -18,10 +18,10 @@ import pytest
 import redis.exceptions
 from redis import Redis
 
-from scheduler.acl import acl_rules
+from devtools.cluster import Cluster, runs_per_key
+from devtools.processes import REPO, Process, RedisServer, wait_for
+from scheduler.ops.acl import acl_rules
 from scheduler.records import text
-from tests.harness import REPO, Process, RedisServer, wait_for
-from tests.integration.cluster import Cluster, runs_per_key
 
 pytestmark = pytest.mark.integration
 

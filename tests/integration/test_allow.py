@@ -11,6 +11,8 @@ import pytest
 from click.testing import CliRunner, Result
 from redis import Redis
 
+from devtools.cluster import Cluster, runs_per_key
+from devtools.processes import Process, wait_for
 from scheduler.allow import AllowList
 from scheduler.cli.app import cli
 from scheduler.clock import iso, redis_now_ms
@@ -18,8 +20,6 @@ from scheduler.errors import InvalidSchedule
 from scheduler.keys import Keys
 from scheduler.model import Schedule
 from scheduler.store import Client
-from tests.harness import Process, wait_for
-from tests.integration.cluster import Cluster, runs_per_key
 from tests.integration.test_bad_input_cli import assert_clean_refusal
 from tests.integration.test_cli import snapshot
 

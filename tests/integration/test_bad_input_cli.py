@@ -19,13 +19,13 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 from redis import Redis
 
+from devtools.processes import REPO
 from scheduler.cli.app import cli
 from scheduler.errors import InvalidSchedule
 from scheduler.model import Schedule
 from scheduler.records import decode_definition, text
 from scheduler.store import Client
 from tests.badinput import PROFILE, any_raw, junk, nasty_text, toml_document, valid_raw
-from tests.harness import REPO
 from tests.integration.test_cli import snapshot
 
 pytestmark = pytest.mark.integration

@@ -12,11 +12,11 @@ import pytest
 from click.testing import CliRunner
 from redis import Redis
 
+from devtools.cluster import Cluster
+from devtools.processes import Process, wait_for
 from scheduler.cli.app import cli
 from scheduler.clock import redis_now_ms
-from scheduler.status import Node, StatusReport, node_problems
-from tests.harness import Process, wait_for
-from tests.integration.cluster import Cluster
+from scheduler.ops.status import Node, StatusReport, node_problems
 
 pytestmark = pytest.mark.integration
 

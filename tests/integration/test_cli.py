@@ -12,12 +12,12 @@ import pytest
 from click.testing import CliRunner, Result
 from redis import Redis
 
+from devtools.localredis import free_port
+from devtools.processes import RedisServer
 from scheduler.cli.app import cli
 from scheduler.keys import Keys
-from scheduler.localredis import free_port
 from scheduler.model import MAX_PAYLOAD_BYTES
 from scheduler.records import text
-from tests.harness import RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -231,7 +231,7 @@ def test_ls_shows_a_run_in_flight_and_the_last_result(rqbeat: Invoke, conn: Redi
     ok(rqbeat("add", "busy", "app.jobs.run", "--every", "1h"))
     ok(rqbeat("add", "sad", "app.jobs.run", "--every", "1h"))
     now_s, _ = conn.time()
-    # what dispatch and a failed run write (see scheduler/dispatch.py, scripts.RETRY)
+    # what dispatch and a failed run write (see scheduler/engine/dispatch.py, scripts.RETRY)
     conn.zrem(K.due, "busy")
     conn.zadd(K.running, {"busy": now_s + 5})
     fire = text(conn.hget(K.schedule("busy"), "fire_at"))

@@ -19,13 +19,13 @@ import pytest
 from click.testing import CliRunner, Result
 from redis import Redis
 
+from devtools.cluster import Cluster
+from devtools.localredis import free_port
+from devtools.processes import REPO, Process, wait_for
 from scheduler import Client, Schedule
 from scheduler.cli.app import cli
 from scheduler.keys import Keys
-from scheduler.localredis import free_port
 from scheduler.records import text
-from tests.harness import REPO, Process, wait_for
-from tests.integration.cluster import Cluster
 
 pytestmark = pytest.mark.integration
 

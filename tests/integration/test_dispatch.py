@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from redis import Redis
 
-from scheduler import rqjob
 from scheduler.clock import iso, redis_now_ms
-from scheduler.dispatch import READ_AHEAD, BatchResult, Dispatcher
+from scheduler.engine import rqjob
+from scheduler.engine.dispatch import READ_AHEAD, BatchResult, Dispatcher
 from scheduler.errors import LeadershipLost
 from scheduler.keys import Keys
 from scheduler.model import Schedule

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
+from devtools.cluster import Cluster
+from devtools.processes import REPO, Process, RedisServer, wait_for
 from scheduler.eviction import check_eviction, read_policy
-from tests.harness import REPO, Process, RedisServer, wait_for
-from tests.integration.cluster import Cluster
 
 pytestmark = pytest.mark.integration
 

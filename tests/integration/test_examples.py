@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from redis import Redis
 
-from tests.harness import REPO
+from devtools.processes import REPO
 
 pytestmark = pytest.mark.integration
 

@@ -21,13 +21,13 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
+from devtools.cluster import Cluster, kill_group, runs_per_key
+from devtools.processes import Process, RedisServer, wait_for
 from scheduler import Client, Schedule
 from scheduler.clock import parse_iso_ms, redis_now_ms
 from scheduler.keys import Keys
 from scheduler.records import text
 from scheduler.store import HistoryEntry
-from tests.harness import Process, RedisServer, wait_for
-from tests.integration.cluster import Cluster, kill_group, runs_per_key
 
 pytestmark = pytest.mark.integration
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from redis import Redis
 
-from scheduler.clock import FakeClock
-from scheduler.dispatch import Dispatcher
+from scheduler.engine.dispatch import Dispatcher
+from scheduler.engine.lease import Lease
 from scheduler.errors import LeadershipLost
 from scheduler.keys import Keys
-from scheduler.lease import Lease
+from tests.fakeclock import FakeClock
 
 pytestmark = pytest.mark.integration
 

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from redis import Redis
 
+from devtools.cluster import Cluster
+from devtools.processes import Process, RedisServer, answers, wait_for
+from scheduler.engine.service import Service, ServiceConfig
 from scheduler.model import Schedule
-from scheduler.service import Service, ServiceConfig
 from scheduler.store import Client
-from tests.harness import Process, RedisServer, answers, wait_for
-from tests.integration.cluster import Cluster
 
 pytestmark = pytest.mark.integration
 
@@ -79,7 +79,7 @@ def test_json_logs_carry_the_run_identity_and_no_password(
     dispatched = [o for o in lines if o["msg"].startswith("dispatched ")]
     assert len(dispatched) == 1
     line = dispatched[0]
-    assert line["level"] == "INFO" and line["logger"] == "scheduler.dispatch"
+    assert line["level"] == "INFO" and line["logger"] == "scheduler.engine.dispatch"
     job_id = line["job_id"]
     assert job_id == f"hello-{job_id.split('-')[1]}-1"
     assert (line["schedule"], line["attempt"], line["epoch"]) == ("hello", 1, 1)
@@ -118,7 +118,7 @@ def test_redis_outage_logs_a_few_warnings_and_counts_every_error(
         service.stop()
         thread.join(10)
         server.stop()
-    ours = [r for r in caplog.records if r.name == "scheduler.service"]
+    ours = [r for r in caplog.records if r.name == "scheduler.engine.service"]
     warnings = [r for r in ours if r.getMessage().startswith("redis error ")]
     failures = [int(str(r.args[1])) for r in warnings]  # type: ignore[index]
     assert failures[:4] == [1, 2, 4, 8]  # thinned: powers of two only

@@ -14,12 +14,12 @@ from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 
+from devtools.cluster import Cluster
+from devtools.localredis import free_port
+from devtools.processes import Process, wait_for
 from scheduler.cli.app import cli
-from scheduler.localredis import free_port
 from scheduler.model import Schedule
 from scheduler.store import Client
-from tests.harness import Process, wait_for
-from tests.integration.cluster import Cluster
 
 pytestmark = pytest.mark.integration
 

@@ -17,9 +17,9 @@ from redis import Redis
 from rq import Queue
 from rq.serializers import JSONSerializer
 
+from devtools.cluster import Cluster, runs_per_key
+from devtools.processes import Process, wait_for
 from scheduler import Client, Schedule
-from tests.harness import Process, wait_for
-from tests.integration.cluster import Cluster, runs_per_key
 
 pytestmark = pytest.mark.integration
 

@@ -16,15 +16,15 @@ import pytest
 from click.testing import CliRunner, Result
 from redis import Redis
 
-from scheduler import repair_io
+from devtools.cluster import Cluster, runs_per_key
+from devtools.processes import Process, wait_for
 from scheduler.cli.app import cli
 from scheduler.clock import redis_now_ms
 from scheduler.keys import Keys
 from scheduler.model import Schedule
+from scheduler.ops import repair_io
 from scheduler.records import text
 from scheduler.store import Client
-from tests.harness import Process, wait_for
-from tests.integration.cluster import Cluster, runs_per_key
 from tests.integration.test_cli import snapshot
 
 pytestmark = pytest.mark.integration

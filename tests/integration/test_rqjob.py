@@ -1,6 +1,6 @@
 """rqbeat writes RQ jobs itself (one Lua script per batch); they must be RQ's jobs.
 
-Each case dispatches a schedule through :class:`scheduler.dispatch.Dispatcher`, dumps
+Each case dispatches a schedule through :class:`scheduler.engine.dispatch.Dispatcher`, dumps
 every ``rq:*`` key it wrote, then enqueues the same job through RQ's own
 ``Queue.enqueue_many`` on a clean database and dumps again. The two must be equal but
 for the creation and enqueue timestamps. An RQ upgrade that changes what a queued job
@@ -19,7 +19,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from scheduler.clock import redis_now_ms
-from scheduler.dispatch import Dispatcher
+from scheduler.engine.dispatch import Dispatcher
 from scheduler.keys import Keys
 from scheduler.model import Schedule
 from scheduler.store import Client

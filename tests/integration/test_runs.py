@@ -17,14 +17,14 @@ from typing import Any
 import pytest
 from redis import Redis
 
+from devtools.cluster import Cluster, kill_session, runs_per_key
+from devtools.processes import Process, wait_for
 from scheduler import policy
 from scheduler.clock import iso, parse_iso_ms, redis_now_ms
 from scheduler.keys import Keys
 from scheduler.model import Schedule
 from scheduler.records import text
 from scheduler.store import Client, HistoryEntry
-from tests.harness import Process, wait_for
-from tests.integration.cluster import Cluster, kill_session, runs_per_key
 
 pytestmark = pytest.mark.integration
 

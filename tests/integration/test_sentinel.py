@@ -24,12 +24,12 @@ from typing import Any
 import pytest
 from redis import Redis
 
+from devtools.cluster import Cluster, runs_per_key
+from devtools.processes import Process, RedisServer, SentinelServer, wait_for
 from scheduler import Client, Schedule
 from scheduler.clock import parse_iso_ms, redis_now_ms
 from scheduler.keys import Keys
 from scheduler.records import text
-from tests.harness import Process, RedisServer, SentinelServer, wait_for
-from tests.integration.cluster import Cluster, runs_per_key
 
 pytestmark = pytest.mark.integration
 

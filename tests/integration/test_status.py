@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner
 from redis import Redis
 
+from devtools.processes import wait_for
 from scheduler import Client, Schedule, Service, ServiceConfig
 from scheduler.cli.app import cli
-from tests.harness import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
+from devtools.cluster import Cluster, runs_per_key
+from devtools.localredis import free_port
+from devtools.processes import REPO, Process, RedisServer, wait_for
 from scheduler import Client, Schedule
-from scheduler.localredis import free_port
 from scheduler.records import text
-from tests.harness import REPO, Process, RedisServer, wait_for
-from tests.integration.cluster import Cluster, runs_per_key
 from tests.tlscerts import Pki, make_pki
 
 pytestmark = pytest.mark.integration

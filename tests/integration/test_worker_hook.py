@@ -7,7 +7,7 @@ moves the call out of the transaction (or renames it), the first test here fails
 loudly, before any ack silently stops being atomic.
 
 The functional tests run a real (forking) ``workers.Worker`` in burst mode, in this
-process, on a job dispatched by :class:`scheduler.dispatch.Dispatcher` under a lease
+process, on a job dispatched by :class:`scheduler.engine.dispatch.Dispatcher` under a lease
 token set by hand.
 """
 
@@ -28,15 +28,15 @@ from rq.registry import FinishedJobRegistry
 from rq.serializers import JSONSerializer
 
 import workers.worker
+from devtools.cluster import runs_per_key
 from scheduler import cron
 from scheduler.clock import iso, redis_now_ms
-from scheduler.dispatch import Decision, Dispatcher
+from scheduler.engine.dispatch import Decision, Dispatcher
+from scheduler.engine.watchdog import Watchdog
 from scheduler.keys import Keys
 from scheduler.model import Schedule
 from scheduler.records import text
 from scheduler.store import Client
-from scheduler.watchdog import Watchdog
-from tests.integration.cluster import runs_per_key
 from workers import Worker
 
 pytestmark = pytest.mark.integration

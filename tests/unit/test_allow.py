@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from scheduler.allow import AllowList
 from scheduler.clock import iso
-from scheduler.dispatch import decide
+from scheduler.engine.dispatch import decide
 from scheduler.errors import ConfigError, InvalidSchedule
 from scheduler.model import Schedule
 from tests.badinput import PROFILE, nasty_text

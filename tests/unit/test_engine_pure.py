@@ -13,11 +13,11 @@ from hypothesis import strategies as st
 
 from scheduler import policy
 from scheduler.clock import iso
-from scheduler.dispatch import Decision, decide
+from scheduler.engine.dispatch import Decision, decide
+from scheduler.engine.runs import MAX_ERROR_CHARS, InFlight, prepare_ack
+from scheduler.engine.watchdog import MAX_CHECK_MS, MIN_CHECK_MS, ORPHAN_GRACE_MS, judge, next_check_ms
 from scheduler.keys import HISTORY_MAXLEN, Keys
 from scheduler.model import Misfire, Schedule
-from scheduler.runs import MAX_ERROR_CHARS, InFlight, prepare_ack
-from scheduler.watchdog import MAX_CHECK_MS, MIN_CHECK_MS, ORPHAN_GRACE_MS, judge, next_check_ms
 
 #: A whole second (and a whole 5 minutes) far from any epoch edge.
 T_MS = 1_800_000_000_000

@@ -26,7 +26,7 @@ CREATED_S = 1_800_000_000.25  # 2027-01-15T08:00:00.250Z
 def record(
     msg: str, *args: Any, level: int = logging.INFO, extra: dict[str, Any] | None = None, exc: Any = None
 ) -> logging.LogRecord:
-    rec = logging.LogRecord("scheduler.dispatch", level, __file__, 1, msg, args or None, exc)
+    rec = logging.LogRecord("scheduler.engine.dispatch", level, __file__, 1, msg, args or None, exc)
     rec.created = CREATED_S
     for name, value in (extra or {}).items():
         setattr(rec, name, value)
@@ -53,7 +53,7 @@ def test_json_line_has_the_envelope_and_the_identity_in_order() -> None:
     assert obj == {
         "ts": "2027-01-15T08:00:00.250Z",
         "level": "INFO",
-        "logger": "scheduler.dispatch",
+        "logger": "scheduler.engine.dispatch",
         "msg": "dispatched schedule=nightly fire=2027-01-15T08:00:00.000Z "
         "job=nightly-1800000000000-1 attempt=1 epoch=7 lag_ms=12",
         "schedule": "nightly",
@@ -108,7 +108,9 @@ def test_tracebacks_stay_on_one_json_line() -> None:
 
 def test_text_line_is_utc_level_logger_message() -> None:
     out = TextFormatter().format(record("leader node=%s epoch=%d acquired", "n1", 4))
-    assert out == "2027-01-15T08:00:00.250Z INFO    scheduler.dispatch: leader node=n1 epoch=4 acquired"
+    assert (
+        out == "2027-01-15T08:00:00.250Z INFO    scheduler.engine.dispatch: leader node=n1 epoch=4 acquired"
+    )
 
 
 def test_formatter_by_name() -> None:

@@ -7,10 +7,10 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from scheduler.clusterstats import ACK_BUCKETS_S, ClusterStats, ack_increments
-from scheduler.dispatch import BatchResult, Decision
+from scheduler.engine.clusterstats import ACK_BUCKETS_S, ClusterStats, ack_increments
+from scheduler.engine.dispatch import BatchResult, Decision
+from scheduler.engine.metrics import BatchHistogram, Metrics
 from scheduler.keys import Keys
-from scheduler.metrics import BatchHistogram, Metrics
 
 T_MS = 1_800_000_000_000
 

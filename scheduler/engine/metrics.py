@@ -10,7 +10,7 @@ Two kinds of figures (the README's "Metrics" section is the reference):
   watchdog, dispatch lag, loop duration, Redis errors. Sum them over replicas.
 * the cluster's state, read from Redis at scrape time -- schedules by state (set sizes,
   O(1): the idle path never grows with the number of schedules) and the ack counters
-  that workers keep in ``<ns>:stats`` (:mod:`scheduler.clusterstats`). Every replica,
+  that workers keep in ``<ns>:stats`` (:mod:`scheduler.engine.clusterstats`). Every replica,
   standbys included, reports the same values: take ``max()``, not ``sum()``.
 """
 
@@ -29,14 +29,14 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from scheduler.clock import time_reply_ms
-from scheduler.clusterstats import ACK_BUCKETS_S, ClusterStats
+from scheduler.engine.clusterstats import ACK_BUCKETS_S, ClusterStats
 from scheduler.errors import ConfigError
 from scheduler.keys import Keys
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
-    from scheduler.dispatch import BatchResult
+    from scheduler.engine.dispatch import BatchResult
 
 log = logging.getLogger(__name__)
 

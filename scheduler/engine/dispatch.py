@@ -8,7 +8,7 @@ Per batch, two round trips::
         reschedule -- due → due at a later fire (skip policy, recomputed fire)
         broken     -- cannot be decoded/computed: marked broken after the batch
     DISPATCH   if the lease is still ours and no edit moved the revision: write it
-               all, RQ jobs included (as RQ writes them, see :mod:`scheduler.rqjob`)
+               all, RQ jobs included (as RQ writes them, see :mod:`scheduler.engine.rqjob`)
 
 A deposed leader's write is refused by the script (the new leader rewrote the lease
 key), so it cannot enqueue anything once another replica has taken over. An edit
@@ -26,9 +26,10 @@ from typing import Any
 
 from redis import Redis
 
-from scheduler import cron, policy, rqjob, scripts
+from scheduler import cron, policy, scripts
 from scheduler.allow import AllowList
 from scheduler.clock import iso, parse_iso_ms
+from scheduler.engine import rqjob
 from scheduler.errors import LeadershipLost, RqbeatError
 from scheduler.keys import HISTORY_MAXLEN, Keys
 from scheduler.model import Schedule

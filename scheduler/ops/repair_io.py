@@ -17,9 +17,9 @@ from typing import Any
 from redis import Redis
 from rq.job import Job
 
-from scheduler import repair
 from scheduler.clock import iso, time_reply_ms
 from scheduler.keys import HISTORY_MAXLEN, Keys
+from scheduler.ops import repair
 from scheduler.records import text
 
 log = logging.getLogger(__name__)

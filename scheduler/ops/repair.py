@@ -1,6 +1,6 @@
 """Finding hand-corrupted state, and the safe repair for each finding (pure part).
 
-:func:`diagnose` looks at what :mod:`scheduler.repair_io` read from Redis and
+:func:`diagnose` looks at what :mod:`scheduler.ops.repair_io` read from Redis and
 returns one :class:`Finding` per problem plus one :class:`Fix` per key. Each fix is
 the *safe* thing, applied by ``rqbeat check --repair`` in one small atomic step
 (a Lua script that first re-checks what it depends on):

@@ -29,14 +29,15 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.utils import utcparse
 
-from scheduler import rqjob, runs, scripts
+from scheduler import scripts
 from scheduler.clock import iso
+from scheduler.engine import rqjob, runs
 from scheduler.errors import RqbeatError
 from scheduler.keys import HISTORY_MAXLEN, Keys
 from scheduler.records import decode_definition, text
 
 if TYPE_CHECKING:
-    from scheduler.metrics import Metrics
+    from scheduler.engine.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

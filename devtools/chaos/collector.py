@@ -19,13 +19,13 @@ from typing import Any
 import redis.exceptions
 from redis import Redis
 
+from devtools.chaos.audit import Entry, FinalState
+from devtools.chaos.jobs import RUNS_KEY, RunRecord
 from scheduler import Client
 from scheduler.clock import parse_iso_ms, redis_now_ms
 from scheduler.connection import connect
 from scheduler.keys import Keys
 from scheduler.records import text
-from tests.chaos.audit import Entry, FinalState
-from tests.chaos.jobs import RUNS_KEY, RunRecord
 
 log = logging.getLogger(__name__)
 

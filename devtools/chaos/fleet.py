@@ -20,7 +20,7 @@ from scheduler.cron import fires_between
 
 QUEUE = "chaos"
 SLOW_QUEUE = "chaos-slow"  # listened to after QUEUE, so slow runs never starve fast ones
-TARGET = "tests.chaos.jobs.work"
+TARGET = "devtools.chaos.jobs.work"
 ZONES = (
     "UTC",
     "Europe/Berlin",

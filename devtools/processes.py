@@ -19,7 +19,7 @@ from typing import TypeVar
 
 from redis import Redis
 
-from scheduler.localredis import free_port, server_binary
+from devtools.localredis import free_port, server_binary
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent

@@ -79,7 +79,7 @@ def acl_rules(role: str, namespace: str = DEFAULT_NAMESPACE) -> tuple[str, ...]:
             f"~{ns}:running",
             f"~{ns}:history:*",
             f"~{ns}:events",
-            f"~{ns}:stats",  # the ack counts itself for the metrics (scheduler.clusterstats)
+            f"~{ns}:stats",  # the ack counts itself for the metrics (scheduler.engine.clusterstats)
         )
         channels = (f"&{ns}:events", "&rq:pubsub:*")
     else:

@@ -20,20 +20,9 @@ from collections.abc import Iterator
 
 from redis import Redis
 
-from scheduler.localredis import free_port, server_binary
+from devtools.localredis import free_port, server_binary
 from scheduler.model import Schedule
 from scheduler.store import Client
-from workers import current_fire
-
-
-def hello(name: str = "world") -> str:
-    """The demo job: says which fire it runs for."""
-    fire = current_fire()
-    if fire is None:
-        return f"hello {name} (not run by rqbeat)"
-    message = f"hello {name} from fire {fire.fire_at.isoformat()} (attempt {fire.attempt})"
-    print(message, flush=True)
-    return message
 
 
 @contextlib.contextmanager
@@ -84,9 +73,7 @@ def main() -> None:
     with contextlib.nullcontext(given) if given else _private_redis() as url:
         client = Client(Redis.from_url(url))
         client.upsert(
-            Schedule(
-                id="demo-hello", target="scheduler.demo.hello", every_ms=5_000, kwargs={"name": "rqbeat"}
-            )
+            Schedule(id="demo-hello", target="workers.demo.hello", every_ms=5_000, kwargs={"name": "rqbeat"})
         )
         print(
             f"demo: schedule demo-hello fires every 5s; inspect with: RQBEAT_REDIS_URL={url} rqbeat ls",

@@ -32,15 +32,15 @@ from redis.client import PubSub
 from scheduler.allow import AllowList
 from scheduler.clock import Clock, SystemClock, iso, redis_now_ms, time_reply_ms
 from scheduler.connection import DEFAULT_REDIS_URL
-from scheduler.dispatch import DEFAULT_BATCH, Dispatcher, Prepared
+from scheduler.engine.dispatch import DEFAULT_BATCH, Dispatcher, Prepared
+from scheduler.engine.lease import Lease
+from scheduler.engine.metrics import Metrics, MetricsServer
+from scheduler.engine.watchdog import Watchdog
 from scheduler.errors import LeadershipLost
 from scheduler.eviction import check_eviction
 from scheduler.keys import DEFAULT_NAMESPACE, Keys
-from scheduler.lease import Lease
 from scheduler.logs import worth_logging
-from scheduler.metrics import Metrics, MetricsServer
 from scheduler.redisconf import RedisSettings
-from scheduler.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from redis import Redis
 
+from devtools.processes import Process, wait_for
 from scheduler.keys import Keys
 from scheduler.records import text
-from tests.harness import Process, wait_for
 
 _counter = itertools.count()
 

@@ -27,14 +27,14 @@ from pathlib import Path
 import redis.exceptions
 from redis import Redis
 
+from devtools.chaos.audit import Fault
+from devtools.chaos.fleet import QUEUE, SLOW_QUEUE
+from devtools.chaos.proxy import TcpProxy
+from devtools.cluster import Cluster, kill_group, kill_session
+from devtools.processes import Process, RedisServer, wait_for
 from scheduler.connection import connect
 from scheduler.keys import Keys
 from scheduler.records import text
-from tests.chaos.audit import Fault
-from tests.chaos.fleet import QUEUE, SLOW_QUEUE
-from tests.chaos.proxy import TcpProxy
-from tests.harness import Process, RedisServer, wait_for
-from tests.integration.cluster import Cluster, kill_group, kill_session
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ so counters kept in a worker's memory would die with it. Instead the ACK script 
 the increments computed here to ``<ns>:stats`` in the same transaction that re-arms
 the schedule, and only when its compare-and-set succeeds (a stale or duplicate ack
 counts nothing). Every replica reads the hash back at scrape time
-(:mod:`scheduler.metrics`), so the figures are the same on each: the cluster's.
+(:mod:`scheduler.engine.metrics`), so the figures are the same on each: the cluster's.
 
 Fields (all integers, only ever incremented)::
 

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import redis.exceptions
 
+from devtools.chaos.audit import Fault, Observed, Report, audit
+from devtools.chaos.collector import Collector
+from devtools.chaos.driver import FAULTS, Rig, drive, now_ms
+from devtools.chaos.fleet import fleet, runs_per_s
 from scheduler import Client, Schedule
 from scheduler.clock import redis_now_ms
-from tests.chaos.audit import Fault, Observed, Report, audit
-from tests.chaos.collector import Collector
-from tests.chaos.driver import FAULTS, Rig, drive, now_ms
-from tests.chaos.fleet import fleet, runs_per_s
 
 log = logging.getLogger(__name__)
 

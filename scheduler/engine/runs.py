@@ -15,8 +15,9 @@ from typing import Any
 from redis import Redis
 from redis.client import Pipeline
 
-from scheduler import clusterstats, cron, policy, scripts
+from scheduler import cron, policy, scripts
 from scheduler.clock import iso, parse_iso_ms
+from scheduler.engine import clusterstats
 from scheduler.errors import RqbeatError
 from scheduler.keys import HISTORY_MAXLEN, Keys
 from scheduler.model import Schedule
@@ -90,7 +91,7 @@ def prepare_ack(
 ) -> Ack:
     """Compute the schedule's next fire after ``run`` (misfire policy applied at
     ``now_ms``) and the arguments of the ACK script, with the cluster-wide counters it
-    adds when it applies (:mod:`scheduler.clusterstats`): an ack ``by`` the worker or
+    adds when it applies (:mod:`scheduler.engine.clusterstats`): an ack ``by`` the worker or
     the watchdog, its latency from ``ended_ms`` (the job's end; None when unknown)."""
     schedule = run.schedule
     pending = cron.next_fire_ms(schedule.trigger, run.fire_ms)

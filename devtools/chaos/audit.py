@@ -29,11 +29,11 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from devtools.chaos.jobs import RunRecord
 from scheduler import Schedule
 from scheduler.cron import fires_between
 from scheduler.model import Misfire
 from scheduler.policy import MISFIRE_GRACE_MS
-from tests.chaos.jobs import RunRecord
 
 #: How far back of the window start the trigger fires are enumerated, so a drop that
 #: names fires from just before the window can be placed.

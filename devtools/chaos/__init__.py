@@ -1,0 +1,1 @@
+"""The chaos rig: faults against a live fleet, and an audit of every fire (``make chaos``)."""
