@@ -197,7 +197,7 @@ def resolve(target: str) -> Walk | str:
         except ImportError:
             continue
         except (Exception, SystemExit) as exc:  # noqa: BLE001 -- app code run at import must not end a replica
-            return f"importing {name} raised {type(exc).__name__}: {exc}"
+            return f"importing {name} raised {_describe(exc)}"
         return _walk(module, name, bits[cut:])
     return f"no module of {target} imports here"
 
@@ -212,7 +212,7 @@ def _walk(module: ModuleType, module_name: str, rest: list[str]) -> Walk | str:
     except AttributeError:
         return f"{module_name} has no attribute {name}"
     except Exception as exc:  # noqa: BLE001 -- a module's __getattr__ is app code; any error means unresolved
-        return f"looking up {name} in {module_name} raised {type(exc).__name__}: {exc}"
+        return f"looking up {name} in {module_name} raised {_describe(exc)}"
 
 
 def walk_refusal(prefixes: Prefixes, target: str, walk: Walk) -> str | None:
@@ -228,8 +228,9 @@ def walk_refusal(prefixes: Prefixes, target: str, walk: Walk) -> str | None:
     defined_in = getattr(walk.value, "__module__", None)
     if not under(prefixes, defined_in):
         return f"resolves to a callable defined in {defined_in}, outside it"
-    if not under(prefixes, walk.module.__name__):  # reached from a parent of every prefix
-        return f"walks through module {walk.module.__name__}, which is outside it"
+    module_name = getattr(walk.module, "__name__", None)  # sys.modules may hold any object
+    if not under(prefixes, module_name):  # reached from a parent of every prefix
+        return f"walks through module {module_name}, which is outside it"
     return None
 
 
@@ -237,6 +238,12 @@ def _defined_at(value: object) -> str | None:
     """``module.qualname`` where ``value`` was defined, if it says."""
     module, qualname = getattr(value, "__module__", None), getattr(value, "__qualname__", None)
     return f"{module}.{qualname}" if isinstance(module, str) and isinstance(qualname, str) else None
+
+
+def _describe(exc: BaseException) -> str:
+    """One short line for a log: app code's exception text may be long or multi-line."""
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {first[:200]}"
 
 
 def _is_dunder(segment: str) -> bool:
