@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from scheduler import apply as applying
+from scheduler.allow import Verdict
 from scheduler.cli.common import (
     Context,
     allow_option,
@@ -89,7 +90,9 @@ def add(ctx: Context, /, schedule_id: str, target: str, as_json: bool, **options
             raw[renames.get(name, name)] = value
     schedule = Schedule.from_dict(raw, owner="cli")
     if allow is not None:
-        allow.check(schedule.target)
+        verdict = allow.check(schedule.target)
+        if not verdict.resolved:
+            warn_by_name_only(schedule.id, verdict)
     result = ctx.client.upsert(schedule)
     record = ctx.client.get(schedule.id)
     if as_json:
@@ -150,7 +153,8 @@ def apply_file(
     allowed = parse_allow(allow)
     group = group or applying.group_for(file)
     schedules = applying.load_file(file, group=group)
-    applying.check_allowed(schedules, allowed)
+    for schedule_id, verdict in applying.check_allowed(schedules, allowed):
+        warn_by_name_only(schedule_id, verdict)
     owner = f"apply:{group}"
     stored = ctx.client.stored([s.id for s in schedules])
     existing = ctx.client.list() if prune else None
@@ -176,6 +180,16 @@ def apply_file(
             click.echo(f"{verb}{key} {schedule_id}")
     counts = ", ".join(f"{len(summary[k])} {verb}{k}" for k in ("created", "updated", "unchanged", "pruned"))
     click.echo(f"{file}: {counts}")
+
+
+def warn_by_name_only(schedule_id: str, verdict: Verdict) -> None:
+    """One stderr line (stdout stays clean for --json): the target was allowed by its
+    name alone because it does not import where this command runs."""
+    click.echo(
+        f"warning: {schedule_id}: target {verdict.target} allowed by name only, it does not import here "
+        f"({verdict.reason}); replicas that import it check it in full",
+        err=True,
+    )
 
 
 @click.command()
