@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from scheduler.clock import parse_iso_ms
-from scheduler.errors import RqbeatError
+from scheduler.errors import CorruptDefinition
 from scheduler.model import Schedule
 
 STATES = ("due", "running", "paused", "broken")
@@ -45,21 +45,23 @@ def text(value: bytes | str | None) -> str | None:
 
 
 def decode_definition(schedule_id: str, definition: str | None) -> Schedule:
-    """The stored definition as a :class:`Schedule`; raises :class:`RqbeatError` (or
-    ``ValueError``) with the reason when it cannot be used."""
+    """The stored definition as a :class:`Schedule`; raises :class:`CorruptDefinition`
+    with the reason when it cannot be used."""
     if definition is None:
-        raise RqbeatError("the hash has no 'definition' field")
+        raise CorruptDefinition(schedule_id, "the hash has no 'definition' field")
     try:
         raw = json.loads(definition)
     except (ValueError, RecursionError) as exc:
-        raise RqbeatError(f"definition is not valid JSON: {exc}") from None
+        raise CorruptDefinition(schedule_id, f"definition is not valid JSON: {exc}") from None
     if not isinstance(raw, dict):
-        raise RqbeatError("definition is not a JSON object")
+        raise CorruptDefinition(schedule_id, "definition is not a JSON object")
     stored_id = raw.setdefault("id", schedule_id)  # the stored form leaves it to the key
     if stored_id != schedule_id:
-        raise RqbeatError(f"definition id {stored_id!r} does not match the key")
-    schedule = Schedule.from_dict(raw)
-    return schedule
+        raise CorruptDefinition(schedule_id, f"definition id {stored_id!r} does not match the key")
+    try:
+        return Schedule.from_dict(raw)
+    except ValueError as exc:  # InvalidSchedule: valid once, or written by hand
+        raise CorruptDefinition(schedule_id, str(exc)) from exc
 
 
 def decode_record(
@@ -77,7 +79,7 @@ def decode_record(
     schedule: Schedule | None = None
     try:
         schedule = (decode or decode_definition)(schedule_id, raw.get("definition"))
-    except (RqbeatError, ValueError) as exc:
+    except CorruptDefinition as exc:
         # a recorded error (the leader's, or "key has type ...") says more than "no definition"
         error = error or str(exc)
     state = raw.get("state", "")

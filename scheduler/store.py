@@ -18,7 +18,7 @@ from redis import Redis
 from scheduler import cron, policy, scripts
 from scheduler.allow import AllowList
 from scheduler.clock import iso, redis_now_ms
-from scheduler.errors import RqbeatError, ScheduleNotFound
+from scheduler.errors import CorruptDefinition, RqbeatError, ScheduleConflict, ScheduleNotFound
 from scheduler.keys import DEFAULT_NAMESPACE, HISTORY_MAXLEN, Keys
 from scheduler.model import Schedule
 from scheduler.records import ScheduleRecord, decode_definition, decode_record, text
@@ -45,10 +45,6 @@ class HistoryEntry:
     at_ms: int
     event: str
     fields: dict[str, str]
-
-
-class ScheduleConflict(RqbeatError):
-    """A schedule kept changing under an upsert (another writer); try again."""
 
 
 class Client:
@@ -271,7 +267,7 @@ def _old_definition(schedule_id: str, definition: bytes | None) -> Schedule | No
         return None
     try:
         return decode_definition(schedule_id, text(definition))
-    except (RqbeatError, ValueError):
+    except CorruptDefinition:
         return None
 
 

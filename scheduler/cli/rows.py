@@ -19,7 +19,7 @@ import redis.exceptions
 from redis import Redis
 
 from scheduler.clock import iso
-from scheduler.errors import RqbeatError
+from scheduler.errors import CorruptDefinition
 from scheduler.keys import Keys
 from scheduler.model import ID_PATTERN, Schedule
 from scheduler.records import ScheduleRecord, decode_definition, decode_record, text
@@ -42,7 +42,7 @@ class Definitions:
     """
 
     def __init__(self) -> None:
-        self._shapes: dict[str, Schedule | Exception] = {}
+        self._shapes: dict[str, Schedule | CorruptDefinition] = {}
 
     def decode(self, schedule_id: str, definition: str | None) -> Schedule:
         if (
@@ -56,11 +56,11 @@ class Definitions:
         if known is None:
             try:
                 known = decode_definition(schedule_id, definition)
-            except (RqbeatError, ValueError) as exc:
+            except CorruptDefinition as exc:
                 known = exc
             self._shapes[definition] = known
-        if isinstance(known, Exception):
-            raise known
+        if isinstance(known, CorruptDefinition):
+            raise CorruptDefinition(schedule_id, known.reason)  # this schedule's id, not the first's
         if known.id == schedule_id:
             return known
         clone = copy.copy(known)

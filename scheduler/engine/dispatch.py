@@ -30,7 +30,7 @@ from scheduler import cron, policy, scripts
 from scheduler.allow import AllowList
 from scheduler.clock import iso, parse_iso_ms
 from scheduler.engine import rqjob
-from scheduler.errors import LeadershipLost, RqbeatError
+from scheduler.errors import CorruptDefinition, LeadershipLost
 from scheduler.keys import HISTORY_MAXLEN, Keys
 from scheduler.model import Schedule
 from scheduler.records import decode_definition, text
@@ -103,13 +103,14 @@ def decide(
     definition, version, state, fire_at, attempt = (text(v) for v in row)
     try:
         if state != "due":
-            raise RqbeatError(f"is in the due set but its state is {state!r}")
+            raise CorruptDefinition(schedule_id, f"is in the due set but its state is {state!r}")
         schedule = _decode(schedule_id, definition)
         if allow is not None and not allow.permits(schedule.target):
-            raise RqbeatError(f"target {schedule.target!r} is not in this replica's allow-list ({allow})")
+            reason = f"target {schedule.target!r} is not in this replica's allow-list ({allow})"
+            raise CorruptDefinition(schedule_id, reason)
         pending = parse_iso_ms(fire_at) if fire_at else cron.next_fire_ms(schedule.trigger, score_ms)
         tries = int(attempt or 1)
-    except (RqbeatError, ValueError) as exc:
+    except ValueError as exc:  # CorruptDefinition, or a damaged fire_at or attempt
         return Decision(schedule_id, "broken", error=str(exc))
     if tries > 1:  # a retry of a fire that already failed: never dropped by policy
         return Decision(schedule_id, "run", schedule, pending, tries, version=str(version))

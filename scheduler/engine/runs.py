@@ -18,7 +18,6 @@ from redis.client import Pipeline
 from scheduler import cron, policy, scripts
 from scheduler.clock import iso, parse_iso_ms
 from scheduler.engine import clusterstats
-from scheduler.errors import RqbeatError
 from scheduler.keys import HISTORY_MAXLEN, Keys
 from scheduler.model import Schedule
 from scheduler.records import decode_definition, text
@@ -72,7 +71,7 @@ def decode_in_flight(schedule_id: str, row: list[Any]) -> InFlight | None:
         dispatched_ms = parse_iso_ms(str(text(dispatched_at))) if dispatched_at else fire_ms
         tries = int(attempt or 1)
         epoch_n = int(epoch or 0)
-    except (RqbeatError, ValueError):  # unparseable JSON is an RqbeatError, not a ValueError
+    except ValueError:  # CorruptDefinition, or a damaged fire_at, attempt or epoch
         return None
     return InFlight(
         schedule_id, str(text(job_id)), fire_ms, tries, str(text(version)), schedule, dispatched_ms, epoch_n

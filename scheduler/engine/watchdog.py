@@ -32,7 +32,7 @@ from rq.utils import utcparse
 from scheduler import scripts
 from scheduler.clock import iso
 from scheduler.engine import rqjob, runs
-from scheduler.errors import RqbeatError
+from scheduler.errors import CorruptDefinition
 from scheduler.keys import HISTORY_MAXLEN, Keys
 from scheduler.records import decode_definition, text
 
@@ -266,8 +266,8 @@ class Watchdog:
         definition = self.conn.hget(self.keys.schedule(schedule_id), "definition")
         try:
             decode_definition(schedule_id, text(definition))
-        except (RqbeatError, ValueError) as exc:
-            return str(exc)[:500]
+        except CorruptDefinition as exc:
+            return exc.reason[:500]
         return "in the running set without a readable in-flight run"
 
 

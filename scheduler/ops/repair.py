@@ -33,7 +33,7 @@ from typing import Any
 
 from scheduler import cron, policy
 from scheduler.clock import iso, parse_iso_ms
-from scheduler.errors import RqbeatError
+from scheduler.errors import CorruptDefinition
 from scheduler.model import Schedule
 from scheduler.records import decode_definition
 
@@ -174,7 +174,7 @@ def _diagnose_hash(view: View, now_ms: int, out: Diagnosis) -> None:
         out.add("not_in_ids", view.key, view.schedule_id, "hash is not in the id set", "added to it")
     try:
         schedule = decode_definition(view.schedule_id, raw.get("definition"))
-    except (RqbeatError, ValueError) as exc:
+    except CorruptDefinition as exc:
         _diagnose_unreadable(view, str(exc), seen, out)
         return
     fields = _field_resets(view, out)
