@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from scheduler.clock import parse_iso_ms
 from scheduler.errors import CorruptDefinition
 from scheduler.model import Schedule
-
-STATES = ("due", "running", "paused", "broken")
+from scheduler.protocol import STATES, ScheduleState
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -24,7 +23,7 @@ class ScheduleRecord:
 
     id: str
     schedule: Schedule | None
-    state: str
+    state: ScheduleState
     version: int
     fire_ms: int | None  # the pending or in-flight fire
     due_ms: int | None  # score in the due set: fire + jitter, or the retry time
@@ -82,10 +81,11 @@ def decode_record(
     except CorruptDefinition as exc:
         # a recorded error (the leader's, or "key has type ...") says more than "no definition"
         error = error or str(exc)
-    state = raw.get("state", "")
-    if schedule is None or state not in STATES:
-        error = error or f"unknown state {state!r}"
-        state = "broken"
+    stored = raw.get("state", "")
+    state = ScheduleState(stored) if stored in STATES else ScheduleState.BROKEN
+    if schedule is None or stored not in STATES:
+        error = error or f"unknown state {stored!r}"
+        state = ScheduleState.BROKEN
     return ScheduleRecord(
         id=schedule_id,
         schedule=schedule,
@@ -98,7 +98,7 @@ def decode_record(
         last_result=raw.get("last_result") or None,
         last_run_ms=_time(raw.get("last_run_at")),
         last_error=raw.get("last_error") or None,
-        error=error if state == "broken" else None,
+        error=error if state is ScheduleState.BROKEN else None,
         raw=raw,
     )
 

@@ -148,16 +148,16 @@ TRIGGER = """
 -- KEYS[1] schedule hash, KEYS[2] due, KEYS[3] revision, KEYS[4] events, KEYS[5] history
 -- ARGV[1] id, ARGV[2] now ISO, ARGV[3] now score, ARGV[4] history maxlen
 -- Makes the schedule due now with fire = now; its regular fires carry on after.
--- returns 1 triggered, -1 no such schedule, or the state that prevents it (string)
+-- returns 'triggered', 'not_found', or the state that prevents it (TriggerReply)
 local state = redis.call('HGET', KEYS[1], 'state')
-if not state then return -1 end
+if not state then return 'not_found' end
 if state ~= 'due' then return state end
 redis.call('HSET', KEYS[1], 'fire_at', ARGV[2], 'attempt', 1, 'updated_at', ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[4], '*', 'event', 'triggered', 'at', ARGV[2])
 redis.call('INCR', KEYS[3])
 redis.call('PUBLISH', KEYS[4], 'wake')
-return 1
+return 'triggered'
 """
 
 ACK = (

@@ -21,9 +21,19 @@ from scheduler.clock import iso, redis_now_ms
 from scheduler.errors import CorruptDefinition, RqbeatError, ScheduleConflict, ScheduleNotFound
 from scheduler.keys import DEFAULT_NAMESPACE, HISTORY_MAXLEN, Keys
 from scheduler.model import Schedule
+from scheduler.protocol import (
+    PauseReply,
+    RemoveReply,
+    ResumeReply,
+    ScheduleState,
+    TriggerReply,
+    UpsertReply,
+)
 from scheduler.records import ScheduleRecord, decode_definition, decode_record, text
 
 _TRIGGER_FIELDS = ("cron", "every_ms", "timezone", "jitter_ms")
+#: The version UPSERT gives a schedule it creates.
+FIRST_VERSION = 1
 #: Schedules per upsert script call: one round trip each way, Redis busy ~ms.
 UPSERT_CHUNK = 1_000
 
@@ -96,15 +106,19 @@ class Client:
             k.revision,
             k.events,
         ]
-        return bool(scripts.run(self._scripts.remove, keys, [schedule_id]) == 1)
+        return RemoveReply(scripts.run(self._scripts.remove, keys, [schedule_id])) is RemoveReply.REMOVED
 
     def pause(self, schedule_id: str) -> bool:
         """Stop firing (a run in flight finishes). False if it was already paused."""
         k = self.keys
         now = redis_now_ms(self.conn)
         keys = [k.schedule(schedule_id), k.due, k.revision, k.events, k.history(schedule_id)]
-        result = scripts.run(self._scripts.pause, keys, [schedule_id, iso(now), self.history_maxlen])
-        return self._changed(schedule_id, result)
+        reply = PauseReply(
+            scripts.run(self._scripts.pause, keys, [schedule_id, iso(now), self.history_maxlen])
+        )
+        if reply is PauseReply.NOT_FOUND:
+            raise ScheduleNotFound(schedule_id)
+        return reply is PauseReply.PAUSED
 
     def resume(self, schedule_id: str) -> bool:
         """Fire again from now on (missed fires while paused are not run). False if it
@@ -120,22 +134,22 @@ class Client:
         k = self.keys
         keys = [k.schedule(schedule_id), k.due, k.revision, k.events, k.history(schedule_id)]
         args = [schedule_id, iso(fire), score / 1000, iso(now), self.history_maxlen]
-        return self._changed(schedule_id, scripts.run(self._scripts.resume, keys, args))
+        reply = ResumeReply(scripts.run(self._scripts.resume, keys, args))
+        if reply is ResumeReply.NOT_FOUND:
+            raise ScheduleNotFound(schedule_id)
+        return reply is ResumeReply.RESUMED
 
     def trigger(self, schedule_id: str) -> None:
         """Run the schedule now, once; its regular fires carry on afterwards."""
         now = redis_now_ms(self.conn)
         k = self.keys
         keys = [k.schedule(schedule_id), k.due, k.revision, k.events, k.history(schedule_id)]
-        result = scripts.run(
-            self._scripts.trigger, keys, [schedule_id, iso(now), now / 1000, self.history_maxlen]
-        )
-        if result == -1:
+        args = [schedule_id, iso(now), now / 1000, self.history_maxlen]
+        reply = text(scripts.run(self._scripts.trigger, keys, args))
+        if reply == TriggerReply.NOT_FOUND:
             raise ScheduleNotFound(schedule_id)
-        if result != 1:
-            raise RqbeatError(
-                f"schedule {schedule_id!r} is {text(result)!s}; only a due schedule can be triggered"
-            )
+        if reply != TriggerReply.TRIGGERED:  # the state that prevents it
+            raise RqbeatError(f"schedule {schedule_id!r} is {reply!s}; only a due schedule can be triggered")
 
     # -- reads --------------------------------------------------------------------
 
@@ -219,10 +233,12 @@ class Client:
 
         def settle(writes: builtins.list[Schedule], versions: Any) -> bool:
             for schedule, version in zip(writes, versions or [], strict=True):
-                if version == -1:
+                if version == UpsertReply.CONFLICT:
                     lost.append(schedule)
                 else:
-                    action: Literal["created", "updated"] = "created" if version == 1 else "updated"
+                    action: Literal["created", "updated"] = (
+                        "created" if version == FIRST_VERSION else "updated"
+                    )
                     results[schedule.id] = UpsertResult(schedule.id, action, int(version))
             return True
 
@@ -244,21 +260,20 @@ class Client:
         for i, schedule in enumerate(schedules):
             version, definition, state = reply[3 * i : 3 * i + 3]
             new_json = schedule.to_json()
-            if definition is not None and text(definition) == new_json and text(state) != "broken":
+            if (
+                definition is not None
+                and text(definition) == new_json
+                and text(state) != ScheduleState.BROKEN
+            ):
                 results[schedule.id] = UpsertResult(schedule.id, "unchanged", int(version))
                 continue
             old = _old_definition(schedule.id, definition)
-            refire = old is None or text(state) == "broken" or _trigger_changed(old, schedule)
+            refire = old is None or text(state) == ScheduleState.BROKEN or _trigger_changed(old, schedule)
             fire = cron.next_fire_ms(schedule.trigger, now) if refire else None
             args += [schedule.id, new_json, int(version or 0)]
             args += [iso(fire), policy.due_score_ms(schedule, fire) / 1000] if fire is not None else ["", 0]
             writes.append(schedule)
         return writes, args
-
-    def _changed(self, schedule_id: str, result: object) -> bool:
-        if result == -1:
-            raise ScheduleNotFound(schedule_id)
-        return result == 1
 
 
 def _old_definition(schedule_id: str, definition: bytes | None) -> Schedule | None:

@@ -22,13 +22,14 @@ from scheduler.clock import iso
 from scheduler.errors import CorruptDefinition
 from scheduler.keys import Keys
 from scheduler.model import ID_PATTERN, Schedule
+from scheduler.protocol import ScheduleState
 from scheduler.records import ScheduleRecord, decode_definition, decode_record, text
 
 CHUNK = 1000
 #: Every ``"cron":"..."`` in a definition's text (cron expressions contain no quotes).
 _CRON = re.compile(r'"cron":"([^"\\]*)"')
 #: Order of the states that have no next fire, after all those that have one.
-_IDLE_ORDER = {"broken": 0, "paused": 1}
+_IDLE_ORDER = {ScheduleState.BROKEN: 0, ScheduleState.PAUSED: 1}
 
 
 class Definitions:
@@ -71,14 +72,14 @@ class Definitions:
 
 def candidate_ids(conn: Redis, keys: Keys, states: Collection[str]) -> list[str]:
     """Every id that may be in one of ``states`` (all ids when none is given)."""
-    if not states or "broken" in states:  # a corrupt hash may sit in any set
+    if not states or ScheduleState.BROKEN in states:  # a corrupt hash may sit in any set
         return [str(text(m)) for m in conn.smembers(keys.ids)]
     found: set[str] = set()
-    if "due" in states:
+    if ScheduleState.DUE in states:
         found.update(_zset_members(conn, keys.due))
-    if "running" in states or "paused" in states:
+    if ScheduleState.RUNNING in states or ScheduleState.PAUSED in states:
         found.update(_zset_members(conn, keys.running))
-    if "paused" in states:
+    if ScheduleState.PAUSED in states:
         found.update(_members(conn.zdiff([keys.ids, keys.due, keys.running])))  # a set is a valid input
     return list(found)
 
@@ -135,9 +136,9 @@ def matches(
 def sort_key(record: ScheduleRecord) -> tuple[Any, ...]:
     """Runs in flight first (oldest fire first), then the soonest due; then broken
     (they need attention), then paused, each by id."""
-    if record.state == "running":
+    if record.state is ScheduleState.RUNNING:
         return (0, record.fire_ms or 0, record.id)
-    if record.state == "due" and record.due_ms is not None:
+    if record.state is ScheduleState.DUE and record.due_ms is not None:
         return (1, record.due_ms, record.id)
     return (2, _IDLE_ORDER.get(record.state, 2), record.id)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 
@@ -33,6 +34,7 @@ from scheduler.engine import rqjob
 from scheduler.errors import CorruptDefinition, LeadershipLost
 from scheduler.keys import HISTORY_MAXLEN, Keys
 from scheduler.model import Schedule
+from scheduler.protocol import DispatchReply, ScheduleState
 from scheduler.records import decode_definition, text
 
 log = logging.getLogger(__name__)
@@ -50,12 +52,20 @@ _NOW_ARG, _STAMP_ARG = 6, 10
 READ_AHEAD = 4
 
 
+class Kind(StrEnum):
+    """What dispatch does with one due schedule."""
+
+    RUN = "run"  # due -> running: in-flight state, history, the RQ job
+    RESCHEDULE = "reschedule"  # due -> due at a later fire (skip policy, too old)
+    BROKEN = "broken"  # cannot be decoded or computed: marked broken after the batch
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     """What one due schedule gets in this batch."""
 
     schedule_id: str
-    kind: str  # "run" | "reschedule" | "broken"
+    kind: Kind
     schedule: Schedule | None = None
     fire_ms: int = 0
     attempt: int = 1
@@ -76,7 +86,9 @@ class BatchResult:
     broken: list[Decision] = field(default_factory=list)
 
     def add(self, decision: Decision) -> None:
-        bucket = {"run": self.runs, "reschedule": self.rescheduled, "broken": self.broken}[decision.kind]
+        bucket = {Kind.RUN: self.runs, Kind.RESCHEDULE: self.rescheduled, Kind.BROKEN: self.broken}[
+            decision.kind
+        ]
         bucket.append(decision)
 
     def extend(self, other: BatchResult) -> None:
@@ -102,7 +114,7 @@ def decide(
     A target outside ``allow`` (this replica's own list, never Redis's word) is broken."""
     definition, version, state, fire_at, attempt = (text(v) for v in row)
     try:
-        if state != "due":
+        if state != ScheduleState.DUE:
             raise CorruptDefinition(schedule_id, f"is in the due set but its state is {state!r}")
         schedule = _decode(schedule_id, definition)
         if allow is not None and not allow.permits(schedule.target):
@@ -111,14 +123,14 @@ def decide(
         pending = parse_iso_ms(fire_at) if fire_at else cron.next_fire_ms(schedule.trigger, score_ms)
         tries = int(attempt or 1)
     except ValueError as exc:  # CorruptDefinition, or a damaged fire_at or attempt
-        return Decision(schedule_id, "broken", error=str(exc))
+        return Decision(schedule_id, Kind.BROKEN, error=str(exc))
     if tries > 1:  # a retry of a fire that already failed: never dropped by policy
-        return Decision(schedule_id, "run", schedule, pending, tries, version=str(version))
+        return Decision(schedule_id, Kind.RUN, schedule, pending, tries, version=str(version))
     res = policy.resolve_misfire(schedule, pending, now_ms)
     if not res.run_now:
         score = policy.due_score_ms(schedule, res.fire_ms)
-        return Decision(schedule_id, "reschedule", schedule, res.fire_ms, 1, res.dropped, score)
-    return Decision(schedule_id, "run", schedule, res.fire_ms, 1, res.dropped, version=str(version))
+        return Decision(schedule_id, Kind.RESCHEDULE, schedule, res.fire_ms, 1, res.dropped, score)
+    return Decision(schedule_id, Kind.RUN, schedule, res.fire_ms, 1, res.dropped, version=str(version))
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,10 +235,10 @@ class Dispatcher:
 
     def _settle(self, part: BatchResult, reply: Any, done: BatchResult, now_ms: int, epoch: int) -> bool:
         """Take in a batch's write; False when an edit raced it (nothing written)."""
-        written = 1 if reply is None else int(reply)
-        if written == -1:
+        written = DispatchReply.WRITTEN if reply is None else DispatchReply(reply)
+        if written is DispatchReply.DEPOSED:
             raise LeadershipLost("the lease changed hands during dispatch")
-        if written == -2:
+        if written is DispatchReply.RACED:
             return False
         done.extend(part)
         self._after(part, now_ms, epoch)

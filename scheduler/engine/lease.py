@@ -27,8 +27,12 @@ from redis import Redis
 from scheduler import scripts
 from scheduler.clock import Clock
 from scheduler.keys import Keys
+from scheduler.protocol import AcquireReply, LeaseReply
 
 log = logging.getLogger(__name__)
+
+# PTTL's replies for a key that does not exist and for one without a TTL.
+_PTTL_NO_KEY, _PTTL_NO_EXPIRY = -2, -1
 
 ACQUIRE = """
 -- KEYS[1] leader, KEYS[2] epoch; ARGV[1] node name, ARGV[2] ttl ms
@@ -92,7 +96,7 @@ class Lease:
         """Take the lease if nobody holds it."""
         started = self.clock.monotonic()
         epoch = int(scripts.run(self._acquire, [self.keys.leader, self.keys.epoch], [self.node, self.ttl_ms]))
-        if not epoch:
+        if epoch == AcquireReply.HELD:
             return False
         self.epoch = epoch
         self.token = f"{epoch}:{self.node}"
@@ -104,7 +108,10 @@ class Lease:
         if self.token is None:
             return False
         started = self.clock.monotonic()
-        if scripts.run(self._renew, [self.keys.leader], [self.token, self.ttl_ms]) == 1:
+        if (
+            LeaseReply(scripts.run(self._renew, [self.keys.leader], [self.token, self.ttl_ms]))
+            is LeaseReply.OURS
+        ):
             self._extend_from(started)
             return True
         self.drop()
@@ -115,7 +122,8 @@ class Lease:
         token, self.token = self.token, None
         if token is None:
             return False
-        return bool(scripts.run(self._release, [self.keys.leader, self.keys.events], [token]) == 1)
+        reply = LeaseReply(scripts.run(self._release, [self.keys.leader, self.keys.events], [token]))
+        return reply is LeaseReply.OURS
 
     def drop(self) -> None:
         """Forget the lease locally (renew failed, deadline passed, fenced out)."""
@@ -126,9 +134,9 @@ class Lease:
         """Milliseconds until the current holder's lease expires; None when nobody
         holds it. A lease key without a TTL (set by hand) counts as a full TTL."""
         pttl = int(self.conn.pttl(self.keys.leader))
-        if pttl == -2:
+        if pttl == _PTTL_NO_KEY:
             return None
-        return self.ttl_ms if pttl == -1 else pttl
+        return self.ttl_ms if pttl == _PTTL_NO_EXPIRY else pttl
 
     def _extend_from(self, started: float) -> None:
         # The TTL started no earlier than our request left; count from then.

@@ -20,11 +20,17 @@ from scheduler.clock import iso, parse_iso_ms
 from scheduler.engine import clusterstats
 from scheduler.keys import HISTORY_MAXLEN, Keys
 from scheduler.model import Schedule
+from scheduler.protocol import AckOutcome, AckReply, FailOutcome, Flag, RetryReply
 from scheduler.records import decode_definition, text
 
 log = logging.getLogger(__name__)
 
 MAX_ERROR_CHARS = 500
+_FAIL_OUTCOMES = {
+    RetryReply.RETRYING: FailOutcome.RETRY,
+    RetryReply.PAUSED: FailOutcome.PAUSED,
+    RetryReply.STALE: FailOutcome.STALE,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +89,7 @@ def prepare_ack(
     run: InFlight,
     now_ms: int,
     *,
-    outcome: str = "succeeded",
+    outcome: AckOutcome = AckOutcome.SUCCEEDED,
     error: str = "",
     by: str = "worker",
     ended_ms: int | None = None,
@@ -97,7 +103,7 @@ def prepare_ack(
     resolution = policy.resolve_misfire(schedule, pending, now_ms)
     score = policy.due_score_ms(schedule, resolution.fire_ms)
     sid = run.schedule_id
-    if outcome == "succeeded":
+    if outcome is AckOutcome.SUCCEEDED:
         latency_ms = None if ended_ms is None else now_ms - ended_ms
         stats = clusterstats.ack_increments(by=by, latency_ms=latency_ms, dropped=resolution.dropped)
     else:
@@ -123,13 +129,14 @@ def prepare_ack(
 
 def fail(
     conn: Redis, script_set: scripts.Scripts, keys: Keys, run: InFlight, *, now_ms: int, error: str
-) -> str:
+) -> FailOutcome:
     """Record a failed run: retry with back-off, give the fire up after
     ``max_attempts``, or pause (``pause_on_failure``). Returns what happened."""
     schedule = run.schedule
     if policy.gives_up(schedule, run.attempt) and not schedule.pause_on_failure:
-        ack = prepare_ack(keys, run, now_ms, outcome="gave_up", error=error)
-        return "gave_up" if scripts.run(script_set.ack, ack.keys, ack.args, client=conn) else "stale"
+        ack = prepare_ack(keys, run, now_ms, outcome=AckOutcome.GAVE_UP, error=error)
+        acked = AckReply(scripts.run(script_set.ack, ack.keys, ack.args, client=conn))
+        return FailOutcome.STALE if acked is AckReply.STALE else FailOutcome.GAVE_UP
     retry_ms = now_ms + policy.backoff_ms(run.schedule_id, run.fire_ms, run.attempt)
     sid = run.schedule_id
     result = scripts.run(
@@ -143,8 +150,8 @@ def fail(
             iso(now_ms),
             error[:MAX_ERROR_CHARS],
             HISTORY_MAXLEN,
-            "1" if schedule.pause_on_failure else "0",
+            Flag.of(schedule.pause_on_failure),
         ],
         client=conn,
     )
-    return {1: "retry", 3: "paused"}.get(int(result), "stale")
+    return _FAIL_OUTCOMES[RetryReply(result)]

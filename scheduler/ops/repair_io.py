@@ -20,6 +20,7 @@ from rq.job import Job
 from scheduler.clock import iso, time_reply_ms
 from scheduler.keys import HISTORY_MAXLEN, Keys
 from scheduler.ops import repair
+from scheduler.protocol import RepairReply
 from scheduler.records import text
 
 log = logging.getLogger(__name__)
@@ -123,7 +124,7 @@ def apply_fixes(conn: Redis, keys: Keys, fixes: Sequence[repair.Fix], now_ms: in
     applied = 0
     for fix in fixes:
         keys_, args = _call(keys, fix, now_ms)
-        done = scripts[fix.op](keys=keys_, args=args) == 1
+        done = RepairReply(scripts[fix.op](keys=keys_, args=args)) is RepairReply.APPLIED
         applied += done
         log.info("repair op=%s key=%s schedule=%s applied=%s", fix.op, fix.key, fix.schedule_id, done)
     return applied

@@ -4,12 +4,33 @@ definition decodes to, the named script replies and states, the job meta layout.
 from __future__ import annotations
 
 import json
+import re
+from enum import IntEnum
 
 import pytest
 
 import scheduler
+from scheduler import scripts
 from scheduler.cli.rows import Definitions
+from scheduler.engine import lease
 from scheduler.errors import CorruptDefinition, RqbeatError
+from scheduler.ops import repair_io
+from scheduler.protocol import (
+    STATES,
+    AckReply,
+    AcquireReply,
+    DispatchReply,
+    LeaseReply,
+    MarkBrokenReply,
+    NudgeReply,
+    PauseReply,
+    RepairReply,
+    ResumeReply,
+    RetryReply,
+    ScheduleState,
+    TriggerReply,
+    UpsertReply,
+)
 from scheduler.records import decode_definition
 
 
@@ -48,3 +69,48 @@ def test_a_shared_bad_shape_names_each_schedule_it_breaks() -> None:
 def test_the_errors_are_exported_from_the_package() -> None:
     assert scheduler.ScheduleConflict.__mro__[1] is RqbeatError
     assert scheduler.CorruptDefinition is CorruptDefinition
+
+
+_INT_RETURN = re.compile(r"\breturn (-?\d+)\b")
+_STR_RETURN = re.compile(r"\breturn '([a-z_]+)'")
+
+
+@pytest.mark.parametrize(
+    ("script", "reply"),
+    [
+        (scripts.PAUSE, PauseReply),
+        (scripts.RESUME, ResumeReply),
+        (scripts.ACK, AckReply),
+        (scripts.RETRY, RetryReply),
+        (scripts.NUDGE, NudgeReply),
+        (scripts.MARK_BROKEN, MarkBrokenReply),
+        (scripts.DISPATCH, DispatchReply),
+        (lease.RENEW, LeaseReply),
+        (lease.RELEASE, LeaseReply),
+        (repair_io.PLACE, RepairReply),
+        (repair_io.DROP, RepairReply),
+        (repair_io.QUARANTINE, RepairReply),
+    ],
+)
+def test_each_script_returns_exactly_what_its_reply_enum_names(
+    script: str, reply: type[IntEnum]
+) -> None:
+    assert {int(v) for v in _INT_RETURN.findall(script)} == {m.value for m in reply}
+
+
+def test_trigger_replies_with_strings_only() -> None:
+    assert not _INT_RETURN.findall(scripts.TRIGGER)
+    assert set(_STR_RETURN.findall(scripts.TRIGGER)) == {m.value for m in TriggerReply}
+
+
+def test_the_reply_values_that_are_not_a_status() -> None:
+    # UPSERT replies with a version (>= 1) per schedule, ACQUIRE with an epoch (>= 1):
+    # their sentinels must never be a valid version or epoch.
+    assert UpsertReply.CONFLICT < 1 and "return -1" in scripts.UPSERT
+    assert AcquireReply.HELD < 1 and "return 0" in lease.ACQUIRE
+
+
+def test_states_are_their_stored_strings() -> None:
+    assert STATES == ("due", "running", "paused", "broken")
+    assert json.dumps({ScheduleState.PAUSED: ScheduleState.BROKEN}) == '{"paused": "broken"}'
+    assert f"{ScheduleState.DUE}" == "due"
