@@ -35,30 +35,44 @@ log = logging.getLogger(__name__)
 _PTTL_NO_KEY, _PTTL_NO_EXPIRY = -2, -1
 
 ACQUIRE = """
--- KEYS[1] leader, KEYS[2] epoch; ARGV[1] node name, ARGV[2] ttl ms
--- returns the new epoch, or 0 when the lease is held (by anyone)
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local epoch = redis.call('INCR', KEYS[2])
-redis.call('SET', KEYS[1], epoch .. ':' .. ARGV[1], 'PX', ARGV[2])
+-- KEYS[1] - the leader lease
+-- KEYS[2] - the epoch counter
+-- ARGV[1] - this replica's node name
+-- ARGV[2] - ttl, ms
+-- returns the new epoch, or 0 (AcquireReply.HELD) when the lease is held (by anyone)
+local leader, epochs = KEYS[1], KEYS[2]
+local node, ttl_ms = ARGV[1], ARGV[2]
+if redis.call('EXISTS', leader) == 1 then return 0 end
+local epoch = redis.call('INCR', epochs)
+redis.call('SET', leader, epoch .. ':' .. node, 'PX', ttl_ms)
 return epoch
 """
 
 RENEW = """
--- KEYS[1] leader; ARGV[1] our token '<epoch>:<node>', ARGV[2] ttl ms
--- returns 1 extended, 0 the lease is not ours (expired, or another replica's)
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+-- KEYS[1] - the leader lease
+-- ARGV[1] - our token '<epoch>:<node>'
+-- ARGV[2] - ttl, ms
+-- returns (LeaseReply) 1 extended, 0 the lease is not ours (expired, or another
+-- replica's)
+local leader = KEYS[1]
+local token, ttl_ms = ARGV[1], ARGV[2]
+if redis.call('GET', leader) == token then
+  redis.call('PEXPIRE', leader, ttl_ms)
   return 1
 end
 return 0
 """
 
 RELEASE = """
--- KEYS[1] leader, KEYS[2] events channel; ARGV[1] our token
--- returns 1 released (and standbys woken), 0 it was not ours
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  redis.call('PUBLISH', KEYS[2], 'released')
+-- KEYS[1] - the leader lease
+-- KEYS[2] - the events channel
+-- ARGV[1] - our token '<epoch>:<node>'
+-- returns (LeaseReply) 1 released (and standbys woken), 0 it was not ours
+local leader, events = KEYS[1], KEYS[2]
+local token = ARGV[1]
+if redis.call('GET', leader) == token then
+  redis.call('DEL', leader)
+  redis.call('PUBLISH', events, 'released')
   return 1
 end
 return 0

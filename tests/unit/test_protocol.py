@@ -24,6 +24,7 @@ from scheduler.protocol import (
     MarkBrokenReply,
     NudgeReply,
     PauseReply,
+    RemoveReply,
     RepairReply,
     ResumeReply,
     RetryReply,
@@ -78,6 +79,7 @@ _STR_RETURN = re.compile(r"\breturn '([a-z_]+)'")
 @pytest.mark.parametrize(
     ("script", "reply"),
     [
+        (scripts.REMOVE, RemoveReply),
         (scripts.PAUSE, PauseReply),
         (scripts.RESUME, ResumeReply),
         (scripts.ACK, AckReply),
@@ -92,9 +94,7 @@ _STR_RETURN = re.compile(r"\breturn '([a-z_]+)'")
         (repair_io.QUARANTINE, RepairReply),
     ],
 )
-def test_each_script_returns_exactly_what_its_reply_enum_names(
-    script: str, reply: type[IntEnum]
-) -> None:
+def test_each_script_returns_exactly_what_its_reply_enum_names(script: str, reply: type[IntEnum]) -> None:
     assert {int(v) for v in _INT_RETURN.findall(script)} == {m.value for m in reply}
 
 
@@ -114,3 +114,33 @@ def test_states_are_their_stored_strings() -> None:
     assert STATES == ("due", "running", "paused", "broken")
     assert json.dumps({ScheduleState.PAUSED: ScheduleState.BROKEN}) == '{"paused": "broken"}'
     assert f"{ScheduleState.DUE}" == "due"
+
+
+_LITERAL = re.compile(r"\b(KEYS|ARGV)\[(\d+)\]")
+_BINDING = re.compile(r"^local [\w, ]+ = (?:(?:KEYS|ARGV)\[\d+\],?\s*)+$")
+_CONTINUED = re.compile(r"^\s+(?:(?:KEYS|ARGV)\[\d+\],?\s*)+$")
+
+
+def _all_scripts() -> dict[str, str]:
+    found = {}
+    for module in (scripts, lease, repair_io):
+        for name, value in vars(module).items():
+            if name.isupper() and isinstance(value, str) and "redis.call" in value:
+                found[f"{module.__name__}.{name}"] = value
+    return found
+
+
+@pytest.mark.parametrize("name", sorted(_all_scripts()))
+def test_a_script_names_its_keys_and_arguments_once_at_the_top(name: str) -> None:
+    """Every ``KEYS[n]``/``ARGV[n]`` is listed in the header, one per line, and bound
+    to a local in one block before the body, which then reads by name only."""
+    body = _all_scripts()[name]
+    lines = [line for line in body.splitlines() if not line.lstrip().startswith("--")]
+    header = [line for line in body.splitlines() if line.startswith("--")]
+    used = [i for i, line in enumerate(lines) if _LITERAL.search(line)]
+    if not used:
+        return
+    block = range(used[0], used[-1] + 1)
+    assert all(_BINDING.match(lines[i]) or _CONTINUED.match(lines[i]) for i in block), name
+    for kind, index in _LITERAL.findall("\n".join(lines)):
+        assert any(line.startswith(f"-- {kind}[{index}] - ") for line in header), (name, kind, index)
