@@ -45,9 +45,6 @@ FIRST_CHECK_MS = 1_000
 #: The hash fields :data:`scripts.DUE_READ` returns per schedule, in order.
 _FIELDS = ["definition", "version", "state", "fire_at", "attempt"]
 _TEMPLATES_KEPT = 65_536
-# Where DISPATCH's arguments hold the write's time (ARGV[7], ARGV[11]): set again
-# when a prepared batch is sent.
-_NOW_ARG, _STAMP_ARG = 6, 10
 #: Batches read at once: Redis writes one while the next is decided.
 READ_AHEAD = 4
 
@@ -134,12 +131,42 @@ def decide(
 
 
 @dataclass(frozen=True, slots=True)
+class Write:
+    """One decided batch's write but its time: :data:`scripts.DISPATCH`'s arguments
+    are built when it is sent (:meth:`args`), so a batch decided ahead is stamped with
+    the time it is written, not the time it was decided."""
+
+    token: str
+    revision: bytes
+    epoch: int
+    prefixes: tuple[str, ...]  # schedule, history, RQ job, RQ queue
+    runs: int
+    rescheduled: int
+    body: list[Any]  # per run, then per reschedule (see DISPATCH's header)
+
+    def args(self, now_ms: int) -> list[Any]:
+        return [
+            self.token,
+            self.revision,
+            *self.prefixes,
+            iso(now_ms),
+            (now_ms + FIRST_CHECK_MS) / 1000,  # the watchdog's first look
+            self.epoch,
+            HISTORY_MAXLEN,
+            rqjob.rq_timestamp(now_ms),  # the jobs' created_at and enqueued_at
+            self.runs,
+            self.rescheduled,
+            *self.body,
+        ]
+
+
+@dataclass(frozen=True, slots=True)
 class Prepared:
     """Batches decided ahead of their due time ``at_ms`` (:meth:`Dispatcher.prepare`)."""
 
     at_ms: int
     epoch: int
-    batches: list[tuple[BatchResult, list[Any] | None]]
+    batches: list[tuple[BatchResult, Write | None]]
 
 
 class Dispatcher:
@@ -154,7 +181,7 @@ class Dispatcher:
         self.batch_size = batch_size
         self._scripts = scripts.Scripts(conn)
         self._templates: dict[tuple[str, str], rqjob.JobTemplate] = {}
-        self._prefixes = [keys.schedule(""), keys.history(""), rqjob.JOB_PREFIX, rqjob.QUEUE_PREFIX]
+        self._prefixes = (keys.schedule(""), keys.history(""), rqjob.JOB_PREFIX, rqjob.QUEUE_PREFIX)
 
     def dispatch(self, now_ms: int, token: str, epoch: int) -> BatchResult:
         """Dispatch what is due at ``now_ms``: up to :data:`READ_AHEAD` transactions of
@@ -197,9 +224,6 @@ class Dispatcher:
         """Write what :meth:`prepare` decided, stamped ``now_ms`` (history, RQ's
         enqueued_at). Empty when an edit raced it (dispatch normally then); raises
         :class:`LeadershipLost` like :meth:`dispatch`."""
-        for _, args in prepared.batches:
-            if args is not None:
-                args[_NOW_ARG], args[_STAMP_ARG] = iso(now_ms), rqjob.rq_timestamp(now_ms)
         return self._run(iter(prepared.batches), now_ms, prepared.epoch)
 
     def _write_all(
@@ -211,26 +235,28 @@ class Dispatcher:
 
     def _batches(
         self, rows: list[tuple[str, int, list[Any]]], revision: bytes, now_ms: int, token: str, epoch: int
-    ) -> Iterator[tuple[BatchResult, list[Any] | None]]:
-        """Each batch decided, with its write's arguments (None: nothing to write)."""
+    ) -> Iterator[tuple[BatchResult, Write | None]]:
+        """Each batch decided, with its write (None: nothing to write)."""
         for start in range(0, len(rows), self.batch_size):
             part = BatchResult()
             for schedule_id, score_ms, row in rows[start : start + self.batch_size]:
                 part.add(decide(schedule_id, row, score_ms, now_ms, self.allow))
             writes = part.runs or part.rescheduled
-            yield part, self._args(part, revision, now_ms, token, epoch) if writes else None
+            yield part, self._write(part, revision, token, epoch) if writes else None
 
     def _run(
-        self, batches: Iterator[tuple[BatchResult, list[Any] | None]], now_ms: int, epoch: int
+        self, batches: Iterator[tuple[BatchResult, Write | None]], now_ms: int, epoch: int
     ) -> BatchResult:
+        """Send each batch's write stamped ``now_ms``, the next decided meanwhile."""
         done = BatchResult()
 
         def settle(part: BatchResult, reply: Any) -> bool:
             return self._settle(part, reply, done, now_ms, epoch)
 
+        sends = ((part, None if write is None else write.args(now_ms)) for part, write in batches)
         k = self.keys
         keys = [k.leader, k.revision, k.due, k.running, rqjob.QUEUES_KEY]
-        scripts.pipelined(self.conn, self._scripts.dispatch, keys, batches, settle)
+        scripts.pipelined(self.conn, self._scripts.dispatch, keys, sends, settle)
         return done
 
     def _settle(self, part: BatchResult, reply: Any, done: BatchResult, now_ms: int, epoch: int) -> bool:
@@ -244,20 +270,9 @@ class Dispatcher:
         self._after(part, now_ms, epoch)
         return True
 
-    def _args(self, result: BatchResult, revision: bytes, now_ms: int, token: str, epoch: int) -> list[Any]:
-        """:data:`scripts.DISPATCH`'s arguments for one decided batch."""
-        args: list[Any] = [
-            token,
-            revision,
-            *self._prefixes,
-            iso(now_ms),  # _NOW_ARG
-            (now_ms + FIRST_CHECK_MS) / 1000,
-            epoch,
-            HISTORY_MAXLEN,
-            rqjob.rq_timestamp(now_ms),  # _STAMP_ARG
-            len(result.runs),
-            len(result.rescheduled),
-        ]
+    def _write(self, result: BatchResult, revision: bytes, token: str, epoch: int) -> Write:
+        """The write of one decided batch (its time is set when it is sent)."""
+        args: list[Any] = []
         for d in result.runs:
             template = self._template(d)
             fire_iso = iso(d.fire_ms)
@@ -266,7 +281,7 @@ class Dispatcher:
             args += [template.ttl_s, len(job), *job]
         for d in result.rescheduled:
             args += [d.schedule_id, iso(d.fire_ms), d.score_ms / 1000, d.dropped]
-        return args
+        return Write(token, revision, epoch, self._prefixes, len(result.runs), len(result.rescheduled), args)
 
     def _template(self, d: Decision) -> rqjob.JobTemplate:
         """The schedule version's job template, built once per version."""
