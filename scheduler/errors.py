@@ -66,6 +66,10 @@ class CorruptDefinition(RqbeatError, ValueError):
         super().__init__(reason)
 
 
+class CorruptJobMeta(RqbeatError, ValueError):
+    """An RQ job's ``meta["rqbeat"]`` cannot be read (written by hand, or damaged)."""
+
+
 def _message(field: str, value: Any, reason: str) -> str:
     # The field (a TOML key, a table name) and the reason (a parser's words, which may
     # quote the input) can carry newlines or terminal escapes: the message stays one

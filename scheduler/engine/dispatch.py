@@ -32,6 +32,7 @@ from scheduler.allow import AllowList
 from scheduler.clock import iso, parse_iso_ms
 from scheduler.engine import rqjob
 from scheduler.errors import CorruptDefinition, LeadershipLost
+from scheduler.jobmeta import FireMeta
 from scheduler.keys import HISTORY_MAXLEN, Keys
 from scheduler.model import Schedule
 from scheduler.protocol import DispatchReply, ScheduleState
@@ -294,19 +295,17 @@ class Dispatcher:
         return template
 
     def _meta(self, d: Decision, fire_iso: str, epoch: int) -> dict[str, Any]:
-        """``job.meta["rqbeat"]``: what :func:`workers.current_fire` and the ack read."""
-        return {
-            "rqbeat": {
-                "schedule": d.schedule_id,
-                "fire_at": fire_iso,
-                "fire_ms": d.fire_ms,
-                "attempt": d.attempt,
-                "key": f"{d.schedule_id}:{d.fire_ms}",
-                "epoch": epoch,
-                "version": d.version,
-                "namespace": self.keys.namespace,
-            }
-        }
+        """``job.meta``: what :func:`workers.current_fire` and the ack read."""
+        fire = FireMeta(
+            schedule=d.schedule_id,
+            fire_at=fire_iso,
+            fire_ms=d.fire_ms,
+            attempt=d.attempt,
+            epoch=epoch,
+            version=d.version,
+            namespace=self.keys.namespace,
+        )
+        return fire.to_meta()
 
     def _after(self, result: BatchResult, now_ms: int, epoch: int) -> None:
         if log.isEnabledFor(logging.INFO):

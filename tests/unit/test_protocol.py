@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from enum import IntEnum
+from typing import Any
 
 import pytest
 
@@ -13,7 +14,8 @@ import scheduler
 from scheduler import scripts
 from scheduler.cli.rows import Definitions
 from scheduler.engine import lease
-from scheduler.errors import CorruptDefinition, RqbeatError
+from scheduler.errors import CorruptDefinition, CorruptJobMeta, RqbeatError
+from scheduler.jobmeta import META_KEY, FireMeta
 from scheduler.ops import repair_io
 from scheduler.protocol import (
     STATES,
@@ -33,6 +35,7 @@ from scheduler.protocol import (
     UpsertReply,
 )
 from scheduler.records import decode_definition
+from workers.fire import Fire
 
 
 @pytest.mark.parametrize(
@@ -144,3 +147,60 @@ def test_a_script_names_its_keys_and_arguments_once_at_the_top(name: str) -> Non
     assert all(_BINDING.match(lines[i]) or _CONTINUED.match(lines[i]) for i in block), name
     for kind, index in _LITERAL.findall("\n".join(lines)):
         assert any(line.startswith(f"-- {kind}[{index}] - ") for line in header), (name, kind, index)
+
+
+# -- job.meta["rqbeat"] ---------------------------------------------------------------
+
+FIRE = FireMeta(
+    schedule="s1",
+    fire_at="2027-01-15T06:00:00.000Z",
+    fire_ms=1_799_992_800_000,
+    attempt=2,
+    epoch=7,
+    version="3",
+    namespace="ns",
+)
+
+
+def test_the_meta_layout_round_trips_through_json() -> None:
+    meta = json.loads(json.dumps(FIRE.to_meta()))  # as RQ stores it
+    assert FireMeta.from_meta(meta) == FIRE
+    assert meta[META_KEY]["key"] == "s1:1799992800000" == FIRE.key
+    # what DESIGN 5.4 promises job code, plus what the ack needs
+    assert set(meta[META_KEY]) == {
+        "schedule", "fire_at", "fire_ms", "attempt", "key", "epoch", "version", "namespace",
+    }  # fmt: skip
+
+
+def test_the_public_fire_is_read_from_the_same_layout() -> None:
+    fire = Fire.from_meta(FIRE.to_meta()[META_KEY])
+    assert (fire.schedule, fire.fire_ms, fire.attempt, fire.key, fire.epoch) == (
+        "s1",
+        FIRE.fire_ms,
+        2,
+        FIRE.key,
+        7,
+    )
+    assert fire.fire_at.isoformat() == "2027-01-15T06:00:00+00:00"
+
+
+@pytest.mark.parametrize("meta", [None, {}, {"other": 1}, {META_KEY: "not ours"}, {META_KEY: None}])
+def test_a_job_rqbeat_did_not_enqueue_has_no_fire(meta: dict[str, Any] | None) -> None:
+    assert FireMeta.from_meta(meta) is None
+
+
+def test_an_older_layout_without_version_or_namespace_still_reads() -> None:
+    raw = {k: v for k, v in FIRE.to_meta()[META_KEY].items() if k not in ("version", "namespace")}
+    fire = FireMeta.from_meta({META_KEY: raw})
+    assert fire is not None and (fire.version, fire.namespace) == ("", "rqbeat")
+
+
+@pytest.mark.parametrize(("field", "value"), [("schedule", None), ("fire_ms", "soon"), ("attempt", None)])
+def test_a_damaged_layout_is_one_named_error(field: str, value: Any) -> None:
+    raw = dict(FIRE.to_meta()[META_KEY])
+    if value is None:
+        del raw[field]
+    else:
+        raw[field] = value
+    with pytest.raises(CorruptJobMeta, match=field if value is None else "bad value"):
+        FireMeta.from_meta({META_KEY: raw})
