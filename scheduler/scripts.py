@@ -23,7 +23,12 @@ from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 from redis.typing import KeyT
 
+from scheduler.protocol import RUN_FIELDS, lua_list
+
 C = TypeVar("C")
+
+# The fields of a run in flight, cleared together when the run ends.
+_RUN_FIELDS = lua_list("RUN_FIELDS", RUN_FIELDS)
 
 # Publishes 'wake' when score ARGV is earlier than anything already due, so the leader
 # re-plans; otherwise its current wait already covers the new score.
@@ -213,6 +218,7 @@ return 'triggered'
 
 ACK = (
     _WAKE_IF_EARLIER
+    + _RUN_FIELDS
     + """
 -- The run of a job is over for good (succeeded, or failed and given up): re-arm the
 -- schedule at its next fire. Compare-and-set on the in-flight job id, so a late,
@@ -246,7 +252,7 @@ local maxlen, err = ARGV[10], ARGV[11]
 if redis.call('HGET', schedule, 'job_id') ~= job then return 0 end
 local state = redis.call('HGET', schedule, 'state')
 local fire = redis.call('HGET', schedule, 'fire_at')
-redis.call('HDEL', schedule, 'job_id', 'job_queue', 'epoch', 'dispatched_at')
+redis.call('HDEL', schedule, unpack(RUN_FIELDS))
 redis.call('HSET', schedule, 'last_result', outcome, 'last_run_at', now, 'attempt', 1)
 redis.call('ZREM', running, id)
 for i = 12, #ARGV, 2 do redis.call('HINCRBY', stats, ARGV[i], ARGV[i + 1]) end  -- metrics
@@ -273,6 +279,7 @@ return 1
 
 RETRY = (
     _WAKE_IF_EARLIER
+    + _RUN_FIELDS
     + """
 -- The run of a job failed and will be retried: the fire stays pending, due again at
 -- the back-off score, attempt + 1. Compare-and-set on the in-flight job id.
@@ -297,7 +304,7 @@ local err, maxlen, pause = ARGV[6], ARGV[7], ARGV[8]
 if redis.call('HGET', schedule, 'job_id') ~= job then return 0 end
 local state = redis.call('HGET', schedule, 'state')
 local fire = redis.call('HGET', schedule, 'fire_at')
-redis.call('HDEL', schedule, 'job_id', 'job_queue', 'epoch', 'dispatched_at')
+redis.call('HDEL', schedule, unpack(RUN_FIELDS))
 local attempt = redis.call('HINCRBY', schedule, 'attempt', 1)
 redis.call('HSET', schedule, 'last_result', 'failed', 'last_run_at', now, 'last_error', err)
 redis.call('ZREM', running, id)
@@ -334,7 +341,9 @@ redis.call('PUBLISH', events, 'wake')
 return 1
 """
 
-MARK_BROKEN = """
+MARK_BROKEN = (
+    _RUN_FIELDS
+    + """
 -- A definition that cannot be decoded or computed: out of both zsets, state 'broken'
 -- with its error, visible in `rqbeat ls`. Fixed by upserting a valid definition.
 -- KEYS[1] - the schedule hash
@@ -354,11 +363,12 @@ redis.call('ZREM', running, id)
 if redis.call('TYPE', schedule)['ok'] ~= 'hash' then return 0 end
 redis.call('HSET', schedule, 'state', 'broken', 'error', err, 'updated_at', now)
 -- a late ack of an old run must not touch a schedule repaired in the meantime
-redis.call('HDEL', schedule, 'job_id', 'job_queue', 'epoch', 'dispatched_at')
+redis.call('HDEL', schedule, unpack(RUN_FIELDS))
 redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', 'event', 'broken', 'error', err,
            'at', now)
 return 1
 """
+)
 
 
 DUE_READ = """
@@ -449,7 +459,7 @@ for _ = 1, tonumber(n_runs) do
   redis.call('ZREM', due, id)
   redis.call('ZADD', running, first_look, id)
   redis.call('HSET', sched .. id, 'state', 'running', 'fire_at', fire, 'attempt', attempt,
-             'job_id', job, 'job_queue', queue, 'epoch', epoch, 'dispatched_at', now)
+             'job_id', job, 'job_queue', queue, 'epoch', epoch, 'dispatched_at', now)  -- RUN_FIELDS
   if dropped ~= '0' then  -- the fires this run stands for (coalesce) or that were too old
     redis.call('XADD', hist .. id, 'MAXLEN', '~', maxlen, '*', 'event', 'missed',
                'fire_at', fire, 'count', dropped, 'at', now)

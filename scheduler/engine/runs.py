@@ -20,7 +20,7 @@ from scheduler.clock import iso, parse_iso_ms
 from scheduler.engine import clusterstats
 from scheduler.keys import HISTORY_MAXLEN, Keys
 from scheduler.model import Schedule
-from scheduler.protocol import AckOutcome, AckReply, FailOutcome, Flag, RetryReply
+from scheduler.protocol import RUN_FIELDS, AckOutcome, AckReply, FailOutcome, Flag, RetryReply
 from scheduler.records import decode_definition, text
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,9 @@ class Ack:
         scripts.run(script_set.ack, list(self.keys), list(self.args), client=pipe)
 
 
-IN_FLIGHT_FIELDS = ["definition", "version", "job_id", "fire_at", "attempt", "dispatched_at", "epoch"]
+#: What an in-flight run is read from: the fire and its definition, and the run's own
+#: fields (:data:`~scheduler.protocol.RUN_FIELDS`).
+IN_FLIGHT_FIELDS = ("definition", "version", "fire_at", "attempt", *RUN_FIELDS)
 
 
 def read_in_flight(conn: Redis, keys: Keys, schedule_id: str) -> InFlight | None:
@@ -68,7 +70,9 @@ def read_in_flight(conn: Redis, keys: Keys, schedule_id: str) -> InFlight | None
 
 def decode_in_flight(schedule_id: str, row: list[Any]) -> InFlight | None:
     """An in-flight run from an HMGET of :data:`IN_FLIGHT_FIELDS`."""
-    definition, version, job_id, fire_at, attempt, dispatched_at, epoch = row
+    fields = dict(zip(IN_FLIGHT_FIELDS, row, strict=True))
+    job_id, fire_at, dispatched_at = fields["job_id"], fields["fire_at"], fields["dispatched_at"]
+    definition, version, attempt, epoch = (fields[f] for f in ("definition", "version", "attempt", "epoch"))
     if job_id is None or fire_at is None:
         return None
     try:

@@ -38,7 +38,6 @@ from scheduler.model import Schedule
 from scheduler.records import decode_definition
 
 SET_TYPES = {"due": "zset", "running": "zset", "ids": "set"}
-_JOB_FIELDS = ("job_id", "job_queue", "epoch", "dispatched_at")
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,14 +20,16 @@ from rq.job import Job
 from scheduler.clock import iso, time_reply_ms
 from scheduler.keys import HISTORY_MAXLEN, Keys
 from scheduler.ops import repair
-from scheduler.protocol import Flag, RepairReply
+from scheduler.protocol import RUN_FIELDS, Flag, RepairReply, lua_list
 from scheduler.records import text
 
 log = logging.getLogger(__name__)
 
 _CHUNK = 500
 
-PLACE = """
+PLACE = (
+    lua_list("RUN_FIELDS", RUN_FIELDS)
+    + """
 -- Put a schedule where its state says, with the fields the diagnosis resets, unless
 -- the hash changed since it was read.
 -- KEYS[1] - the schedule hash
@@ -64,7 +66,7 @@ redis.call('ZREM', running, id)
 if where == 'due' then redis.call('ZADD', due, score, id) end
 if where == 'running' then redis.call('ZADD', running, score, id) end
 redis.call('SADD', ids, id)
-if clear_run == '1' then redis.call('HDEL', schedule, 'job_id', 'job_queue', 'epoch', 'dispatched_at') end
+if clear_run == '1' then redis.call('HDEL', schedule, unpack(RUN_FIELDS)) end
 if #ARGV >= 12 then redis.call('HSET', schedule, unpack(ARGV, 11)) end
 local history_type = redis.call('TYPE', history)['ok']
 if history_type == 'stream' or history_type == 'none' then
@@ -75,6 +77,7 @@ redis.call('INCR', revision)
 redis.call('PUBLISH', events, 'wake')
 return 1
 """
+)
 
 DROP = """
 -- Drop an id whose hash is missing.

@@ -14,10 +14,12 @@ import scheduler
 from scheduler import scripts
 from scheduler.cli.rows import Definitions
 from scheduler.engine import lease
+from scheduler.engine.runs import IN_FLIGHT_FIELDS
 from scheduler.errors import CorruptDefinition, CorruptJobMeta, RqbeatError
 from scheduler.jobmeta import META_KEY, FireMeta
 from scheduler.ops import repair_io
 from scheduler.protocol import (
+    RUN_FIELDS,
     STATES,
     AckReply,
     AcquireReply,
@@ -33,6 +35,7 @@ from scheduler.protocol import (
     ScheduleState,
     TriggerReply,
     UpsertReply,
+    lua_list,
 )
 from scheduler.records import decode_definition
 from workers.fire import Fire
@@ -204,3 +207,12 @@ def test_a_damaged_layout_is_one_named_error(field: str, value: Any) -> None:
         raw[field] = value
     with pytest.raises(CorruptJobMeta, match=field if value is None else "bad value"):
         FireMeta.from_meta({META_KEY: raw})
+
+
+def test_the_run_fields_dispatch_sets_are_the_ones_every_ending_clears() -> None:
+    dispatch_set = set(re.findall(r"'(\w+)', (?:job|queue|epoch|now)\b", scripts.DISPATCH))
+    assert set(RUN_FIELDS) <= dispatch_set
+    for body in (scripts.ACK, scripts.RETRY, scripts.MARK_BROKEN, repair_io.PLACE):
+        assert lua_list("RUN_FIELDS", RUN_FIELDS) in body
+        assert "unpack(RUN_FIELDS)" in body
+    assert set(RUN_FIELDS) <= set(IN_FLIGHT_FIELDS)  # what the ack and the watchdog read
