@@ -65,7 +65,7 @@ def decode_definition(schedule_id: str, definition: str | None) -> Schedule:
 
 def decode_record(
     schedule_id: str,
-    raw_hash: Mapping[bytes | str, bytes | str],
+    raw_hash: Mapping[bytes | str, bytes | str] | Mapping[str, str],
     due_ms: int | None,
     *,
     decode: Callable[[str, str | None], Schedule] | None = None,

@@ -9,13 +9,13 @@ reaches Redis.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from redis import Redis
 
-from scheduler import cron, policy, scripts
+from scheduler import cron, hashes, policy, scripts
 from scheduler.allow import AllowList
 from scheduler.clock import iso, redis_now_ms
 from scheduler.errors import CorruptDefinition, RqbeatError, ScheduleConflict, ScheduleNotFound
@@ -29,13 +29,13 @@ from scheduler.protocol import (
     TriggerReply,
     UpsertReply,
 )
-from scheduler.records import ScheduleRecord, decode_definition, decode_record, text
+from scheduler.records import ScheduleRecord, decode_definition, text
 
 _TRIGGER_FIELDS = ("cron", "every_ms", "timezone", "jitter_ms")
 #: The version UPSERT gives a schedule it creates.
 FIRST_VERSION = 1
 #: Schedules per upsert script call: one round trip each way, Redis busy ~ms.
-UPSERT_CHUNK = 1_000
+UPSERT_CHUNK = hashes.CHUNK
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,8 +173,7 @@ class Client:
         what ``rqbeat apply`` compares the file with. One script call per chunk."""
         out: dict[str, tuple[str | None, str | None]] = {}
         prefix = self.keys.schedule("")
-        for start in range(0, len(ids), UPSERT_CHUNK):
-            chunk = ids[start : start + UPSERT_CHUNK]
+        for chunk in hashes.chunks(ids, UPSERT_CHUNK):
             reply = scripts.run(self._scripts.upsert_read, [], [prefix, *chunk])
             for i, schedule_id in enumerate(chunk):
                 version, definition, state = reply[3 * i : 3 * i + 3]
@@ -196,27 +195,8 @@ class Client:
 
     # -- internals ----------------------------------------------------------------
 
-    def _read(self, ids: Iterable[str]) -> builtins.list[ScheduleRecord]:
-        ids = list(ids)
-        pipe = self.conn.pipeline(transaction=False)
-        for schedule_id in ids:
-            pipe.type(self.keys.schedule(schedule_id))
-            pipe.zscore(self.keys.due, schedule_id)
-        replies = pipe.execute()
-        pipe = self.conn.pipeline(transaction=False)
-        for schedule_id, key_type in zip(ids, replies[::2], strict=True):
-            if text(key_type) == "hash":
-                pipe.hgetall(self.keys.schedule(schedule_id))
-        hashes = iter(pipe.execute())
-        records = []
-        for schedule_id, key_type, score in zip(ids, replies[::2], replies[1::2], strict=True):
-            kind = text(key_type)
-            if kind == "none":
-                continue
-            raw = next(hashes) if kind == "hash" else {"error": f"key has type {kind}, not hash"}
-            due_ms = round(float(score) * 1000) if score is not None else None
-            records.append(decode_record(schedule_id, raw, due_ms))
-        return records
+    def _read(self, ids: Sequence[str]) -> builtins.list[ScheduleRecord]:
+        return builtins.list(hashes.read_records(self.conn, self.keys, ids))
 
     def _upsert_round(
         self, schedules: Sequence[Schedule], results: dict[str, UpsertResult]
@@ -227,8 +207,8 @@ class Client:
         lost: builtins.list[Schedule] = []
 
         def chunks() -> Iterator[tuple[builtins.list[Schedule], builtins.list[Any] | None]]:
-            for start in range(0, len(schedules), UPSERT_CHUNK):
-                writes, args = self._prepare(schedules[start : start + UPSERT_CHUNK], results)
+            for chunk in hashes.chunks(schedules, UPSERT_CHUNK):
+                writes, args = self._prepare(chunk, results)
                 yield writes, args if writes else None
 
         def settle(writes: builtins.list[Schedule], versions: Any) -> bool:

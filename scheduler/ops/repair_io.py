@@ -10,13 +10,14 @@ running leader, a worker's ack or an upsert racing the repair is never overwritt
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from redis import Redis
 from rq.job import Job
 
+from scheduler import hashes
 from scheduler.clock import iso, time_reply_ms
 from scheduler.keys import HISTORY_MAXLEN, Keys
 from scheduler.ops import repair
@@ -24,8 +25,6 @@ from scheduler.protocol import RUN_FIELDS, Flag, RepairReply, lua_list
 from scheduler.records import text
 
 log = logging.getLogger(__name__)
-
-_CHUNK = 500
 
 PLACE = (
     lua_list("RUN_FIELDS", RUN_FIELDS)
@@ -146,7 +145,7 @@ def examine(conn: Redis, keys: Keys) -> Examination:
     members = _members(conn, set_types)
     ids = sorted(set().union(*members.values(), _scanned_ids(conn, keys)))
     result.schedules = len(ids)
-    for chunk in _chunks(ids):
+    for chunk in hashes.chunks(ids):
         for view in _views(conn, keys, chunk, members):
             _merge(result, repair.diagnose(view, now_ms, quarantine))
     return result
@@ -225,30 +224,22 @@ def _scanned_ids(conn: Redis, keys: Keys) -> set[str]:
 
 
 def _views(
-    conn: Redis, keys: Keys, ids: list[str], members: dict[str, dict[str, float | None]]
+    conn: Redis, keys: Keys, ids: Sequence[str], members: dict[str, dict[str, float | None]]
 ) -> list[repair.View]:
+    stored = list(hashes.read_hashes(conn, keys, ids, missing=True))
     pipe = conn.pipeline(transaction=False)
     for sid in ids:
-        pipe.type(keys.schedule(sid))
         pipe.type(keys.history(sid))
-    types = [str(text(t)) for t in pipe.execute()]
-    pipe = conn.pipeline(transaction=False)
-    hashes = [sid for sid, t in zip(ids, types[::2], strict=True) if t == "hash"]
-    for sid in hashes:
-        pipe.hgetall(keys.schedule(sid))
-    fields = {
-        sid: {str(text(k)): str(text(v)) for k, v in raw.items()}
-        for sid, raw in zip(hashes, pipe.execute(), strict=True)
-    }
-    jobs = _jobs_exist(conn, [f["job_id"] for f in fields.values() if f.get("job_id")])
+    history_types = [str(text(t)) for t in pipe.execute()]
+    jobs = _jobs_exist(conn, [s.fields["job_id"] for s in stored if s.fields.get("job_id")])
     views = []
-    for sid, key_type, history_type in zip(ids, types[::2], types[1::2], strict=True):
-        raw = fields.get(sid, {})
+    for sid, found, history_type in zip(ids, stored, history_types, strict=True):
+        raw = found.fields
         views.append(
             repair.View(
                 schedule_id=sid,
                 key=keys.schedule(sid),
-                key_type=key_type,
+                key_type=found.key_type,
                 fields=raw,
                 in_ids=sid in members["ids"],
                 due_ms=_score_ms(members["due"], sid),
@@ -271,8 +262,3 @@ def _jobs_exist(conn: Redis, job_ids: list[str]) -> dict[str, bool]:
     for job_id in job_ids:
         pipe.exists(Job.redis_job_namespace_prefix + job_id)  # read only: no RQ side effects
     return {job_id: bool(n) for job_id, n in zip(job_ids, pipe.execute(), strict=True)}
-
-
-def _chunks(ids: list[str]) -> Iterator[list[str]]:
-    for start in range(0, len(ids), _CHUNK):
-        yield ids[start : start + _CHUNK]

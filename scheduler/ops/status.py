@@ -20,12 +20,12 @@ from rq.queue import Queue
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
+from scheduler import hashes
 from scheduler.clock import iso, time_reply_ms
 from scheduler.keys import Keys
 from scheduler.protocol import ScheduleState
 from scheduler.records import text
 
-CHUNK = 1000
 #: A due fire this late is overdue (the same grace as a misfire).
 OVERDUE_GRACE_MS = 1000
 
@@ -147,9 +147,9 @@ def _split_idle(conn: Redis, k: Keys) -> dict[str, int]:
     """Paused and broken: the ids in neither zset, by their ``state`` field."""
     ids: list[Any] = list(conn.zdiff([k.ids, k.due, k.running]))  # a set is a valid ZDIFF input
     counts = {ScheduleState.PAUSED.value: 0, ScheduleState.BROKEN.value: 0}
-    for start in range(0, len(ids), CHUNK):
+    for chunk in hashes.chunks(ids):
         pipe = conn.pipeline(transaction=False)
-        for member in ids[start : start + CHUNK]:
+        for member in chunk:
             pipe.hget(k.schedule(str(text(member))), "state")
         for state in pipe.execute(raise_on_error=False):
             if state is None:
