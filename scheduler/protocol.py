@@ -138,6 +138,13 @@ class Flag(StrEnum):
 RUN_FIELDS = ("job_id", "job_queue", "epoch", "dispatched_at")
 
 
+#: The hash fields DUE_READ returns per due schedule, in this order (dispatch decides
+#: from them).
+DUE_FIELDS = ("definition", "version", "state", "fire_at", "attempt")
+#: The hash fields UPSERT_READ returns per schedule, in this order.
+UPSERT_READ_FIELDS = ("version", "definition", "state")
+
+
 def lua_list(name: str, values: tuple[str, ...]) -> str:
     """A Lua ``local`` holding ``values``, to prepend to a script that uses them."""
     quoted = ", ".join(f"'{v}'" for v in values)

@@ -23,7 +23,7 @@ from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 from redis.typing import KeyT
 
-from scheduler.protocol import RUN_FIELDS, lua_list
+from scheduler.protocol import DUE_FIELDS, RUN_FIELDS, UPSERT_READ_FIELDS, lua_list
 
 C = TypeVar("C")
 
@@ -41,21 +41,24 @@ local function wake_if_earlier(due, events, score)
 end
 """
 
-UPSERT_READ = """
+UPSERT_READ = (
+    lua_list("FIELDS", UPSERT_READ_FIELDS)
+    + """
 -- What an upsert decides from, for many schedules in one round trip.
 -- ARGV[1] - the schedule key prefix
 -- ARGV[2..] - the schedule ids
--- returns per id: version, definition, state (a key of another type, set by hand,
--- reads as state 'broken': the upsert replaces it)
+-- returns per id: version, definition, state (UPSERT_READ_FIELDS; a key of another
+-- type, set by hand, reads as state 'broken': the upsert replaces it)
 local prefix = ARGV[1]
 local out = {}
 for i = 2, #ARGV do
-  local row = redis.pcall('HMGET', prefix .. ARGV[i], 'version', 'definition', 'state')
+  local row = redis.pcall('HMGET', prefix .. ARGV[i], unpack(FIELDS))
   if row.err then row = {false, false, 'broken'} end
-  for j = 1, 3 do out[#out + 1] = row[j] or false end
+  for j = 1, #FIELDS do out[#out + 1] = row[j] or false end
 end
 return out
 """
+)
 
 UPSERT = """
 -- Create or replace many schedules; one revision bump and one publish for the whole
@@ -371,7 +374,9 @@ return 1
 )
 
 
-DUE_READ = """
+DUE_READ = (
+    lua_list("FIELDS", DUE_FIELDS)
+    + """
 -- One batch of due schedules with the hash fields dispatch decides from, plus the
 -- lease and the revision the write is fenced with (one round trip).
 -- KEYS[1] - the due zset
@@ -380,22 +385,22 @@ DUE_READ = """
 -- ARGV[1] - now, score
 -- ARGV[2] - batch size
 -- ARGV[3] - the schedule key prefix
--- returns {leader, revision, id, score, definition, version, state, fire_at, attempt, ...}
+-- returns {leader, revision, then per schedule: id, score, DUE_FIELDS...}
 -- The hashes are named prefix .. id, not passed as KEYS: rqbeat does not run on Cluster.
 local due, leader, revision = KEYS[1], KEYS[2], KEYS[3]
 local now_score, batch, prefix = ARGV[1], ARGV[2], ARGV[3]
 local out = {redis.call('GET', leader) or '', redis.call('GET', revision) or '0'}
 local ready = redis.call('ZRANGEBYSCORE', due, '-inf', now_score, 'WITHSCORES', 'LIMIT', 0, batch)
 for i = 1, #ready, 2 do
-  local row = redis.pcall('HMGET', prefix .. ready[i], 'definition', 'version', 'state',
-                          'fire_at', 'attempt')
+  local row = redis.pcall('HMGET', prefix .. ready[i], unpack(FIELDS))
   if row.err then row = {} end  -- not a hash: decided broken, not an error for the batch
   out[#out + 1] = ready[i]
   out[#out + 1] = ready[i + 1]
-  for j = 1, 5 do out[#out + 1] = row[j] or false end
+  for j = 1, #FIELDS do out[#out + 1] = row[j] or false end
 end
 return out
 """
+)
 
 DISPATCH = """
 -- Write one decided batch: every run's RQ job (hash + RPUSH, as RQ writes them), the

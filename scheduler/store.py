@@ -22,6 +22,7 @@ from scheduler.errors import CorruptDefinition, RqbeatError, ScheduleConflict, S
 from scheduler.keys import DEFAULT_NAMESPACE, HISTORY_MAXLEN, Keys
 from scheduler.model import Schedule
 from scheduler.protocol import (
+    UPSERT_READ_FIELDS,
     PauseReply,
     RemoveReply,
     ResumeReply,
@@ -176,7 +177,7 @@ class Client:
         for chunk in hashes.chunks(ids, UPSERT_CHUNK):
             reply = scripts.run(self._scripts.upsert_read, [], [prefix, *chunk])
             for i, schedule_id in enumerate(chunk):
-                version, definition, state = reply[3 * i : 3 * i + 3]
+                version, definition, state = _upsert_row(reply, i)
                 if version is not None or definition is not None or state is not None:
                     out[schedule_id] = (text(definition), text(state))
         return out
@@ -238,7 +239,7 @@ class Client:
         args: builtins.list[Any] = [prefix, iso(now)]
         writes: builtins.list[Schedule] = []
         for i, schedule in enumerate(schedules):
-            version, definition, state = reply[3 * i : 3 * i + 3]
+            version, definition, state = _upsert_row(reply, i)
             new_json = schedule.to_json()
             if (
                 definition is not None
@@ -264,6 +265,13 @@ def _old_definition(schedule_id: str, definition: bytes | None) -> Schedule | No
         return decode_definition(schedule_id, text(definition))
     except CorruptDefinition:
         return None
+
+
+def _upsert_row(reply: list[Any], i: int) -> tuple[Any, Any, Any]:
+    """(version, definition, state) of the ``i``-th schedule of an UPSERT_READ reply."""
+    n = len(UPSERT_READ_FIELDS)
+    fields = dict(zip(UPSERT_READ_FIELDS, reply[n * i : n * i + n], strict=True))
+    return fields["version"], fields["definition"], fields["state"]
 
 
 def _trigger_changed(old: Schedule, new: Schedule) -> bool:

@@ -35,7 +35,7 @@ from scheduler.errors import CorruptDefinition, LeadershipLost
 from scheduler.jobmeta import FireMeta
 from scheduler.keys import HISTORY_MAXLEN, Keys
 from scheduler.model import Schedule
-from scheduler.protocol import DispatchReply, ScheduleState
+from scheduler.protocol import DUE_FIELDS, DispatchReply, ScheduleState
 from scheduler.records import decode_definition, text
 
 log = logging.getLogger(__name__)
@@ -43,8 +43,11 @@ log = logging.getLogger(__name__)
 DEFAULT_BATCH = 1_000
 #: First watchdog look at a new run; later looks back off (see watchdog).
 FIRST_CHECK_MS = 1_000
-#: The hash fields :data:`scripts.DUE_READ` returns per schedule, in order.
-_FIELDS = ["definition", "version", "state", "fire_at", "attempt"]
+# DUE_READ's reply: the lease and the revision, then per schedule its id, its score
+# and DUE_FIELDS.
+_HEAD, _ROW = 2, 2 + len(DUE_FIELDS)
+#: The order :func:`decide` unpacks a row in; the same as DUE_FIELDS (a test pins it).
+DECIDED_FROM = ("definition", "version", "state", "fire_at", "attempt")
 _TEMPLATES_KEPT = 65_536
 #: Batches read at once: Redis writes one while the next is decided.
 READ_AHEAD = 4
@@ -108,8 +111,10 @@ def _decode(schedule_id: str, definition: str | None) -> Schedule:
 def decide(
     schedule_id: str, row: list[Any], score_ms: int, now_ms: int, allow: AllowList | None = None
 ) -> Decision:
-    """Pure decision for one due schedule from its HMGET row (see ``_FIELDS``).
-    A target outside ``allow`` (this replica's own list, never Redis's word) is broken."""
+    """Pure decision for one due schedule from its HMGET row (of
+    :data:`~scheduler.protocol.DUE_FIELDS`). A target outside ``allow`` (this replica's
+    own list, never Redis's word) is broken."""
+    # unpacked by position, not through a dict: this runs per fire in a burst
     definition, version, state, fire_at, attempt = (text(v) for v in row)
     try:
         if state != ScheduleState.DUE:
@@ -207,8 +212,8 @@ class Dispatcher:
         if reply[0] != token.encode():
             raise LeadershipLost("the lease is held by another replica")
         rows = [
-            (str(text(reply[i])), round(float(reply[i + 1]) * 1000), reply[i + 2 : i + 7])
-            for i in range(2, len(reply), 7)
+            (str(text(reply[i])), round(float(reply[i + 1]) * 1000), reply[i + 2 : i + _ROW])
+            for i in range(_HEAD, len(reply), _ROW)
         ]
         return rows, reply[1]
 

@@ -38,7 +38,7 @@ def row(
     fire_at: str | None = None,
     attempt: str | None = "1",
 ) -> list[bytes | None]:
-    """An HMGET reply of ``dispatch._FIELDS``, bytes as Redis sends them."""
+    """An HMGET reply of ``protocol.DUE_FIELDS``, bytes as Redis sends them."""
     definition = schedule.to_json() if isinstance(schedule, Schedule) else schedule
     values = [definition, version, state, fire_at, attempt]
     return [None if v is None else v.encode() for v in values]

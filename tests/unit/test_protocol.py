@@ -14,13 +14,16 @@ import scheduler
 from scheduler import scripts
 from scheduler.cli.rows import Definitions
 from scheduler.engine import lease
+from scheduler.engine.dispatch import DECIDED_FROM
 from scheduler.engine.runs import IN_FLIGHT_FIELDS
 from scheduler.errors import CorruptDefinition, CorruptJobMeta, RqbeatError
 from scheduler.jobmeta import META_KEY, FireMeta
 from scheduler.ops import repair_io
 from scheduler.protocol import (
+    DUE_FIELDS,
     RUN_FIELDS,
     STATES,
+    UPSERT_READ_FIELDS,
     AckReply,
     AcquireReply,
     DispatchReply,
@@ -216,3 +219,9 @@ def test_the_run_fields_dispatch_sets_are_the_ones_every_ending_clears() -> None
         assert lua_list("RUN_FIELDS", RUN_FIELDS) in body
         assert "unpack(RUN_FIELDS)" in body
     assert set(RUN_FIELDS) <= set(IN_FLIGHT_FIELDS)  # what the ack and the watchdog read
+
+
+def test_dispatch_unpacks_due_rows_in_the_order_due_read_returns_them() -> None:
+    assert DECIDED_FROM == DUE_FIELDS
+    assert lua_list("FIELDS", DUE_FIELDS) in scripts.DUE_READ
+    assert lua_list("FIELDS", UPSERT_READ_FIELDS) in scripts.UPSERT_READ
