@@ -27,6 +27,7 @@ from typing import Any
 from scheduler.allow import AllowList, Verdict
 from scheduler.errors import InvalidSchedule
 from scheduler.model import OWNER_PATTERN, USER_KEYS, Schedule
+from scheduler.protocol import ScheduleState
 from scheduler.records import ScheduleRecord
 
 _TOP_LEVEL = ("defaults", "schedules")
@@ -141,7 +142,7 @@ def plan(
         record = stored.get(schedule.id)
         if record is None:
             result.create.append(schedule)
-        elif record[0] == schedule.to_json() and record[1] != "broken":
+        elif record[0] == schedule.to_json() and record[1] != ScheduleState.BROKEN:
             result.unchanged.append(schedule)
         else:
             result.update.append(schedule)

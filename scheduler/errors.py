@@ -50,6 +50,26 @@ class LeadershipLost(RqbeatError):
     """This replica is no longer the leader; it must stop dispatching at once."""
 
 
+class ScheduleConflict(RqbeatError):
+    """A schedule kept changing under an upsert (another writer); try again."""
+
+
+class CorruptDefinition(RqbeatError, ValueError):
+    """A definition stored in Redis cannot be used (not JSON, not an object, another
+    id, an invalid setting). The schedule is shown and marked broken, never raised
+    past the one schedule it concerns. The message is the ``reason`` alone: it is what
+    the schedule's ``error`` field records, next to its id."""
+
+    def __init__(self, schedule_id: str, reason: str) -> None:
+        self.schedule_id = schedule_id
+        self.reason = reason
+        super().__init__(reason)
+
+
+class CorruptJobMeta(RqbeatError, ValueError):
+    """An RQ job's ``meta["rqbeat"]`` cannot be read (written by hand, or damaged)."""
+
+
 def _message(field: str, value: Any, reason: str) -> str:
     # The field (a TOML key, a table name) and the reason (a parser's words, which may
     # quote the input) can carry newlines or terminal escapes: the message stays one

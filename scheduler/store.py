@@ -10,25 +10,36 @@ from __future__ import annotations
 
 import builtins
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from redis import Redis
 
-from scheduler import cron, policy, scripts
+from scheduler import cron, hashes, policy, scripts
 from scheduler.allow import AllowList
 from scheduler.clock import iso, redis_now_ms
-from scheduler.errors import RqbeatError, ScheduleNotFound
+from scheduler.errors import CorruptDefinition, RqbeatError, ScheduleConflict, ScheduleNotFound
 from scheduler.keys import DEFAULT_NAMESPACE, HISTORY_MAXLEN, Keys
 from scheduler.model import Schedule
-from scheduler.records import ScheduleRecord, decode_definition, decode_record, text
+from scheduler.protocol import (
+    UPSERT_READ_FIELDS,
+    PauseReply,
+    RemoveReply,
+    ResumeReply,
+    ScheduleState,
+    TriggerReply,
+    UpsertReply,
+)
+from scheduler.records import ScheduleRecord, decode_definition, text
 
 log = logging.getLogger(__name__)
 
 _TRIGGER_FIELDS = ("cron", "every_ms", "timezone", "jitter_ms")
+#: The version UPSERT gives a schedule it creates.
+FIRST_VERSION = 1
 #: Schedules per upsert script call: one round trip each way, Redis busy ~ms.
-UPSERT_CHUNK = 1_000
+UPSERT_CHUNK = hashes.CHUNK
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,10 +59,6 @@ class HistoryEntry:
     at_ms: int
     event: str
     fields: dict[str, str]
-
-
-class ScheduleConflict(RqbeatError):
-    """A schedule kept changing under an upsert (another writer); try again."""
 
 
 class Client:
@@ -116,15 +123,19 @@ class Client:
             k.revision,
             k.events,
         ]
-        return bool(scripts.run(self._scripts.remove, keys, [schedule_id]) == 1)
+        return RemoveReply(scripts.run(self._scripts.remove, keys, [schedule_id])) is RemoveReply.REMOVED
 
     def pause(self, schedule_id: str) -> bool:
         """Stop firing (a run in flight finishes). False if it was already paused."""
         k = self.keys
         now = redis_now_ms(self.conn)
         keys = [k.schedule(schedule_id), k.due, k.revision, k.events, k.history(schedule_id)]
-        result = scripts.run(self._scripts.pause, keys, [schedule_id, iso(now), self.history_maxlen])
-        return self._changed(schedule_id, result)
+        reply = PauseReply(
+            scripts.run(self._scripts.pause, keys, [schedule_id, iso(now), self.history_maxlen])
+        )
+        if reply is PauseReply.NOT_FOUND:
+            raise ScheduleNotFound(schedule_id)
+        return reply is PauseReply.PAUSED
 
     def resume(self, schedule_id: str) -> bool:
         """Fire again from now on (missed fires while paused are not run). False if it
@@ -140,22 +151,22 @@ class Client:
         k = self.keys
         keys = [k.schedule(schedule_id), k.due, k.revision, k.events, k.history(schedule_id)]
         args = [schedule_id, iso(fire), score / 1000, iso(now), self.history_maxlen]
-        return self._changed(schedule_id, scripts.run(self._scripts.resume, keys, args))
+        reply = ResumeReply(scripts.run(self._scripts.resume, keys, args))
+        if reply is ResumeReply.NOT_FOUND:
+            raise ScheduleNotFound(schedule_id)
+        return reply is ResumeReply.RESUMED
 
     def trigger(self, schedule_id: str) -> None:
         """Run the schedule now, once; its regular fires carry on afterwards."""
         now = redis_now_ms(self.conn)
         k = self.keys
         keys = [k.schedule(schedule_id), k.due, k.revision, k.events, k.history(schedule_id)]
-        result = scripts.run(
-            self._scripts.trigger, keys, [schedule_id, iso(now), now / 1000, self.history_maxlen]
-        )
-        if result == -1:
+        args = [schedule_id, iso(now), now / 1000, self.history_maxlen]
+        reply = text(scripts.run(self._scripts.trigger, keys, args))
+        if reply == TriggerReply.NOT_FOUND:
             raise ScheduleNotFound(schedule_id)
-        if result != 1:
-            raise RqbeatError(
-                f"schedule {schedule_id!r} is {text(result)!s}; only a due schedule can be triggered"
-            )
+        if reply != TriggerReply.TRIGGERED:  # the state that prevents it
+            raise RqbeatError(f"schedule {schedule_id!r} is {reply!s}; only a due schedule can be triggered")
 
     # -- reads --------------------------------------------------------------------
 
@@ -179,11 +190,10 @@ class Client:
         what ``rqbeat apply`` compares the file with. One script call per chunk."""
         out: dict[str, tuple[str | None, str | None]] = {}
         prefix = self.keys.schedule("")
-        for start in range(0, len(ids), UPSERT_CHUNK):
-            chunk = ids[start : start + UPSERT_CHUNK]
+        for chunk in hashes.chunks(ids, UPSERT_CHUNK):
             reply = scripts.run(self._scripts.upsert_read, [], [prefix, *chunk])
             for i, schedule_id in enumerate(chunk):
-                version, definition, state = reply[3 * i : 3 * i + 3]
+                version, definition, state = _upsert_row(reply, i)
                 if version is not None or definition is not None or state is not None:
                     out[schedule_id] = (text(definition), text(state))
         return out
@@ -202,27 +212,8 @@ class Client:
 
     # -- internals ----------------------------------------------------------------
 
-    def _read(self, ids: Iterable[str]) -> builtins.list[ScheduleRecord]:
-        ids = list(ids)
-        pipe = self.conn.pipeline(transaction=False)
-        for schedule_id in ids:
-            pipe.type(self.keys.schedule(schedule_id))
-            pipe.zscore(self.keys.due, schedule_id)
-        replies = pipe.execute()
-        pipe = self.conn.pipeline(transaction=False)
-        for schedule_id, key_type in zip(ids, replies[::2], strict=True):
-            if text(key_type) == "hash":
-                pipe.hgetall(self.keys.schedule(schedule_id))
-        hashes = iter(pipe.execute())
-        records = []
-        for schedule_id, key_type, score in zip(ids, replies[::2], replies[1::2], strict=True):
-            kind = text(key_type)
-            if kind == "none":
-                continue
-            raw = next(hashes) if kind == "hash" else {"error": f"key has type {kind}, not hash"}
-            due_ms = round(float(score) * 1000) if score is not None else None
-            records.append(decode_record(schedule_id, raw, due_ms))
-        return records
+    def _read(self, ids: Sequence[str]) -> builtins.list[ScheduleRecord]:
+        return builtins.list(hashes.read_records(self.conn, self.keys, ids))
 
     def _upsert_round(
         self, schedules: Sequence[Schedule], results: dict[str, UpsertResult]
@@ -233,16 +224,18 @@ class Client:
         lost: builtins.list[Schedule] = []
 
         def chunks() -> Iterator[tuple[builtins.list[Schedule], builtins.list[Any] | None]]:
-            for start in range(0, len(schedules), UPSERT_CHUNK):
-                writes, args = self._prepare(schedules[start : start + UPSERT_CHUNK], results)
+            for chunk in hashes.chunks(schedules, UPSERT_CHUNK):
+                writes, args = self._prepare(chunk, results)
                 yield writes, args if writes else None
 
         def settle(writes: builtins.list[Schedule], versions: Any) -> bool:
             for schedule, version in zip(writes, versions or [], strict=True):
-                if version == -1:
+                if version == UpsertReply.CONFLICT:
                     lost.append(schedule)
                 else:
-                    action: Literal["created", "updated"] = "created" if version == 1 else "updated"
+                    action: Literal["created", "updated"] = (
+                        "created" if version == FIRST_VERSION else "updated"
+                    )
                     results[schedule.id] = UpsertResult(schedule.id, action, int(version))
             return True
 
@@ -262,23 +255,22 @@ class Client:
         args: builtins.list[Any] = [prefix, iso(now)]
         writes: builtins.list[Schedule] = []
         for i, schedule in enumerate(schedules):
-            version, definition, state = reply[3 * i : 3 * i + 3]
+            version, definition, state = _upsert_row(reply, i)
             new_json = schedule.to_json()
-            if definition is not None and text(definition) == new_json and text(state) != "broken":
+            if (
+                definition is not None
+                and text(definition) == new_json
+                and text(state) != ScheduleState.BROKEN
+            ):
                 results[schedule.id] = UpsertResult(schedule.id, "unchanged", int(version))
                 continue
             old = _old_definition(schedule.id, definition)
-            refire = old is None or text(state) == "broken" or _trigger_changed(old, schedule)
+            refire = old is None or text(state) == ScheduleState.BROKEN or _trigger_changed(old, schedule)
             fire = cron.next_fire_ms(schedule.trigger, now) if refire else None
             args += [schedule.id, new_json, int(version or 0)]
             args += [iso(fire), policy.due_score_ms(schedule, fire) / 1000] if fire is not None else ["", 0]
             writes.append(schedule)
         return writes, args
-
-    def _changed(self, schedule_id: str, result: object) -> bool:
-        if result == -1:
-            raise ScheduleNotFound(schedule_id)
-        return result == 1
 
 
 def _old_definition(schedule_id: str, definition: bytes | None) -> Schedule | None:
@@ -287,8 +279,15 @@ def _old_definition(schedule_id: str, definition: bytes | None) -> Schedule | No
         return None
     try:
         return decode_definition(schedule_id, text(definition))
-    except (RqbeatError, ValueError):
+    except CorruptDefinition:
         return None
+
+
+def _upsert_row(reply: list[Any], i: int) -> tuple[Any, Any, Any]:
+    """(version, definition, state) of the ``i``-th schedule of an UPSERT_READ reply."""
+    n = len(UPSERT_READ_FIELDS)
+    fields = dict(zip(UPSERT_READ_FIELDS, reply[n * i : n * i + n], strict=True))
+    return fields["version"], fields["definition"], fields["state"]
 
 
 def _trigger_changed(old: Schedule, new: Schedule) -> bool:

@@ -27,6 +27,8 @@ from rq.serializers import JSONSerializer
 from scheduler import scripts
 from scheduler.clock import iso, redis_now_ms
 from scheduler.engine import runs
+from scheduler.errors import CorruptJobMeta
+from scheduler.jobmeta import FireMeta
 from scheduler.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -67,13 +69,13 @@ class Worker(RQWorker):
         super().handle_job_failure(
             job, queue, started_job_registry=started_job_registry, exc_string=exc_string
         )
-        meta = _rqbeat_meta(job)
-        if meta is not None:
-            keys = Keys(str(meta.get("namespace", "rqbeat")))
-            sid = str(meta["schedule"])
+        fire = _fire_of(job)
+        if fire is not None:
+            keys = Keys(fire.namespace)
+            sid = fire.schedule
             log.info(
                 "run failed schedule=%s fire=%s job_id=%s attempt=%s epoch=%s (the leader decides the retry)",
-                sid, meta.get("fire_at"), job.id, meta.get("attempt"), meta.get("epoch"),
+                sid, fire.fire_at, job.id, fire.attempt, fire.epoch,
             )  # fmt: skip
             now = redis_now_ms(self.connection)
             scripts.run(
@@ -89,11 +91,11 @@ class Worker(RQWorker):
         return int(self.job_monitoring_interval) + self.heartbeat_grace_s
 
     def _prepare_ack(self, job: Job) -> tuple[str, runs.Ack] | None:
-        meta = _rqbeat_meta(job)
-        if meta is None:
+        fire = _fire_of(job)
+        if fire is None:
             return None
-        keys = Keys(str(meta.get("namespace", "rqbeat")))
-        run = runs.read_in_flight(self.connection, keys, str(meta["schedule"]))
+        keys = Keys(fire.namespace)
+        run = runs.read_in_flight(self.connection, keys, fire.schedule)
         if run is None or run.job_id != job.id:
             return None  # stale: removed, re-dispatched or already acked; nothing to do
         ended_ms = round(job.ended_at.timestamp() * 1000) if job.ended_at else None
@@ -106,6 +108,11 @@ class Worker(RQWorker):
         return job.id, ack
 
 
-def _rqbeat_meta(job: Job) -> dict[str, Any] | None:
-    meta = job.meta.get("rqbeat") if job.meta else None
-    return meta if isinstance(meta, dict) else None
+def _fire_of(job: Job) -> FireMeta | None:
+    """The job's fire; None for a job rqbeat did not enqueue, or whose meta is damaged
+    (then the watchdog concludes the run from RQ's state)."""
+    try:
+        return FireMeta.from_meta(job.meta)
+    except CorruptJobMeta as exc:
+        log.warning("job_id=%s carries an unreadable rqbeat meta (%s); not acking it here", job.id, exc)
+        return None

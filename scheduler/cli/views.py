@@ -16,7 +16,8 @@ from scheduler.cli.timeline import Line, explain
 from scheduler.clock import iso, parse_iso_ms, redis_now_ms
 from scheduler.errors import InvalidSchedule
 from scheduler.keys import Keys
-from scheduler.records import STATES, ScheduleRecord
+from scheduler.protocol import STATES, ScheduleState
+from scheduler.records import ScheduleRecord
 
 LS_HEADERS = ["ID", "TRIGGER", "TZ", "STATE", "NEXT", "LAST"]
 #: Extra history entries read so that the first runs shown still find their dispatch.
@@ -83,7 +84,7 @@ def _ls_row(record: ScheduleRecord, now_ms: int) -> list[Cell | str]:
 
 
 def _next_cell(record: ScheduleRecord, tz: str, now_ms: int) -> Cell:
-    if record.state == "due" and record.due_ms is not None:
+    if record.state is ScheduleState.DUE and record.due_ms is not None:
         retry = f", retry {record.attempt}" if record.attempt > 1 else ""
         overdue = "warn" if record.due_ms < now_ms - 1000 else None
         return Cell(f"{wall(record.due_ms, tz)} ({relative(record.due_ms, now_ms)}{retry})", overdue)
@@ -96,7 +97,7 @@ def _next_cell(record: ScheduleRecord, tz: str, now_ms: int) -> Cell:
 
 
 def _last_cell(record: ScheduleRecord, now_ms: int) -> Cell:
-    if record.state == "broken":
+    if record.state is ScheduleState.BROKEN:
         return Cell(f"broken: {first_line(record.error or '?', 80)}", "bad")
     if record.last_result is None or record.last_run_ms is None:
         return Cell("-")

@@ -18,14 +18,19 @@ from redis.client import Pipeline
 from scheduler import cron, policy, scripts
 from scheduler.clock import iso, parse_iso_ms
 from scheduler.engine import clusterstats
-from scheduler.errors import RqbeatError
 from scheduler.keys import HISTORY_MAXLEN, Keys
 from scheduler.model import Schedule
+from scheduler.protocol import RUN_FIELDS, AckOutcome, AckReply, FailOutcome, Flag, RetryReply
 from scheduler.records import decode_definition, text
 
 log = logging.getLogger(__name__)
 
 MAX_ERROR_CHARS = 500
+_FAIL_OUTCOMES = {
+    RetryReply.RETRYING: FailOutcome.RETRY,
+    RetryReply.PAUSED: FailOutcome.PAUSED,
+    RetryReply.STALE: FailOutcome.STALE,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +58,9 @@ class Ack:
         scripts.run(script_set.ack, list(self.keys), list(self.args), client=pipe)
 
 
-IN_FLIGHT_FIELDS = ["definition", "version", "job_id", "fire_at", "attempt", "dispatched_at", "epoch"]
+#: What an in-flight run is read from: the fire and its definition, and the run's own
+#: fields (:data:`~scheduler.protocol.RUN_FIELDS`).
+IN_FLIGHT_FIELDS = ("definition", "version", "fire_at", "attempt", *RUN_FIELDS)
 
 
 def read_in_flight(conn: Redis, keys: Keys, schedule_id: str) -> InFlight | None:
@@ -63,7 +70,9 @@ def read_in_flight(conn: Redis, keys: Keys, schedule_id: str) -> InFlight | None
 
 def decode_in_flight(schedule_id: str, row: list[Any]) -> InFlight | None:
     """An in-flight run from an HMGET of :data:`IN_FLIGHT_FIELDS`."""
-    definition, version, job_id, fire_at, attempt, dispatched_at, epoch = row
+    fields = dict(zip(IN_FLIGHT_FIELDS, row, strict=True))
+    job_id, fire_at, dispatched_at = fields["job_id"], fields["fire_at"], fields["dispatched_at"]
+    definition, version, attempt, epoch = (fields[f] for f in ("definition", "version", "attempt", "epoch"))
     if job_id is None or fire_at is None:
         return None
     try:
@@ -72,7 +81,7 @@ def decode_in_flight(schedule_id: str, row: list[Any]) -> InFlight | None:
         dispatched_ms = parse_iso_ms(str(text(dispatched_at))) if dispatched_at else fire_ms
         tries = int(attempt or 1)
         epoch_n = int(epoch or 0)
-    except (RqbeatError, ValueError):  # unparseable JSON is an RqbeatError, not a ValueError
+    except ValueError:  # CorruptDefinition, or a damaged fire_at, attempt or epoch
         return None
     return InFlight(
         schedule_id, str(text(job_id)), fire_ms, tries, str(text(version)), schedule, dispatched_ms, epoch_n
@@ -84,7 +93,7 @@ def prepare_ack(
     run: InFlight,
     now_ms: int,
     *,
-    outcome: str = "succeeded",
+    outcome: AckOutcome = AckOutcome.SUCCEEDED,
     error: str = "",
     by: str = "worker",
     ended_ms: int | None = None,
@@ -98,7 +107,7 @@ def prepare_ack(
     resolution = policy.resolve_misfire(schedule, pending, now_ms)
     score = policy.due_score_ms(schedule, resolution.fire_ms)
     sid = run.schedule_id
-    if outcome == "succeeded":
+    if outcome is AckOutcome.SUCCEEDED:
         latency_ms = None if ended_ms is None else now_ms - ended_ms
         stats = clusterstats.ack_increments(by=by, latency_ms=latency_ms, dropped=resolution.dropped)
     else:
@@ -124,13 +133,14 @@ def prepare_ack(
 
 def fail(
     conn: Redis, script_set: scripts.Scripts, keys: Keys, run: InFlight, *, now_ms: int, error: str
-) -> str:
+) -> FailOutcome:
     """Record a failed run: retry with back-off, give the fire up after
     ``max_attempts``, or pause (``pause_on_failure``). Returns what happened."""
     schedule = run.schedule
     if policy.gives_up(schedule, run.attempt) and not schedule.pause_on_failure:
-        ack = prepare_ack(keys, run, now_ms, outcome="gave_up", error=error)
-        return "gave_up" if scripts.run(script_set.ack, ack.keys, ack.args, client=conn) else "stale"
+        ack = prepare_ack(keys, run, now_ms, outcome=AckOutcome.GAVE_UP, error=error)
+        acked = AckReply(scripts.run(script_set.ack, ack.keys, ack.args, client=conn))
+        return FailOutcome.STALE if acked is AckReply.STALE else FailOutcome.GAVE_UP
     retry_ms = now_ms + policy.backoff_ms(run.schedule_id, run.fire_ms, run.attempt)
     sid = run.schedule_id
     result = scripts.run(
@@ -144,8 +154,8 @@ def fail(
             iso(now_ms),
             error[:MAX_ERROR_CHARS],
             HISTORY_MAXLEN,
-            "1" if schedule.pause_on_failure else "0",
+            Flag.of(schedule.pause_on_failure),
         ],
         client=conn,
     )
-    return {1: "retry", 3: "paused"}.get(int(result), "stale")
+    return _FAIL_OUTCOMES[RetryReply(result)]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
 import redis.exceptions
@@ -32,8 +33,9 @@ from rq.utils import utcparse
 from scheduler import scripts
 from scheduler.clock import iso
 from scheduler.engine import rqjob, runs
-from scheduler.errors import RqbeatError
+from scheduler.errors import CorruptDefinition
 from scheduler.keys import HISTORY_MAXLEN, Keys
+from scheduler.protocol import AckReply, FailOutcome
 from scheduler.records import decode_definition, text
 
 if TYPE_CHECKING:
@@ -52,11 +54,19 @@ MAX_CHECK_MS = 30_000
 _FAILED = {"failed", "stopped", "canceled"}
 
 
+class Outcome(StrEnum):
+    """What RQ's state says of one in-flight run."""
+
+    SUCCEEDED = "succeeded"  # ack it
+    FAILED = "failed"  # retry, give up or pause
+    PENDING = "pending"  # look again later
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """What RQ's state means for one in-flight run."""
 
-    outcome: str  # "succeeded" | "failed" | "pending"
+    outcome: Outcome
     reason: str = ""
 
 
@@ -67,16 +77,16 @@ def judge(
     when a ``queued`` job has been seen in none of its queue's lists (None: it is in
     one, or it is not queued)."""
     if status is None:
-        return Verdict("failed", "lost: the RQ job no longer exists")
+        return Verdict(Outcome.FAILED, "lost: the RQ job no longer exists")
     if status == "finished":
-        return Verdict("succeeded")
+        return Verdict(Outcome.SUCCEEDED)
     if status in _FAILED:
-        return Verdict("failed", f"RQ job {status}")
+        return Verdict(Outcome.FAILED, f"RQ job {status}")
     if status == "started" and (heartbeat_expires_s is None or heartbeat_expires_s * 1000 < now_ms):
-        return Verdict("failed", "abandoned: the worker's heartbeat expired")
+        return Verdict(Outcome.FAILED, "abandoned: the worker's heartbeat expired")
     if status == "queued" and unlisted_since_ms is not None and now_ms - unlisted_since_ms >= ORPHAN_GRACE_MS:
-        return Verdict("failed", "lost: popped from its queue by a worker that died before starting it")
-    return Verdict("pending")
+        return Verdict(Outcome.FAILED, "lost: popped from its queue by a worker that died before starting it")
+    return Verdict(Outcome.PENDING)
 
 
 def next_check_ms(dispatched_ms: int, now_ms: int) -> int:
@@ -119,7 +129,7 @@ class Watchdog:
                 status, expires, ended_ms, listed = states[run.job_id]
                 since = self._unlisted_since(run.job_id, status == "queued" and not listed, now_ms)
                 verdict = judge(status, expires, now_ms, since)
-                if verdict.outcome == "pending":
+                if verdict.outcome is Outcome.PENDING:
                     look_ms = next_check_ms(run.dispatched_ms, now_ms)
                     if run.job_id in self._unlisted:  # confirm (or clear) it soon
                         look_ms = min(look_ms, now_ms + ORPHAN_GRACE_MS)
@@ -154,9 +164,9 @@ class Watchdog:
         return {r.schedule_id: r for r in decoded if r is not None}
 
     def _conclude(self, run: runs.InFlight, verdict: Verdict, now_ms: int, ended_ms: int | None) -> None:
-        if verdict.outcome == "succeeded":
+        if verdict.outcome is Outcome.SUCCEEDED:
             ack = runs.prepare_ack(self.keys, run, now_ms, by="watchdog", ended_ms=ended_ms)
-            if scripts.run(self._scripts.ack, ack.keys, ack.args):
+            if AckReply(scripts.run(self._scripts.ack, ack.keys, ack.args)) is not AckReply.STALE:
                 log.info(
                     "acked schedule=%s fire=%s job_id=%s attempt=%d epoch=%d by=watchdog",
                     run.schedule_id, iso(run.fire_ms), run.job_id, run.attempt, run.epoch,
@@ -168,7 +178,7 @@ class Watchdog:
             self.metrics.run_failed(what)
         # A retry is routine (WARNING); a fire given up or a schedule paused needs a person;
         # 'stale' means the run was concluded meanwhile (nothing happened here).
-        level = {"retry": logging.WARNING, "stale": logging.INFO}.get(what, logging.ERROR)
+        level = {FailOutcome.RETRY: logging.WARNING, FailOutcome.STALE: logging.INFO}.get(what, logging.ERROR)
         log.log(
             level,
             "run failed schedule=%s fire=%s job_id=%s attempt=%d epoch=%d then=%s reason=%r",
@@ -266,8 +276,8 @@ class Watchdog:
         definition = self.conn.hget(self.keys.schedule(schedule_id), "definition")
         try:
             decode_definition(schedule_id, text(definition))
-        except (RqbeatError, ValueError) as exc:
-            return str(exc)[:500]
+        except CorruptDefinition as exc:
+            return exc.reason[:500]
         return "in the running set without a readable in-flight run"
 
 

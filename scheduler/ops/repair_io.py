@@ -10,68 +10,105 @@ running leader, a worker's ack or an upsert racing the repair is never overwritt
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from redis import Redis
 from rq.job import Job
 
+from scheduler import hashes
 from scheduler.clock import iso, time_reply_ms
 from scheduler.keys import HISTORY_MAXLEN, Keys
 from scheduler.ops import repair
+from scheduler.protocol import RUN_FIELDS, Flag, RepairReply, lua_list
 from scheduler.records import text
 
 log = logging.getLogger(__name__)
 
-_CHUNK = 500
-
-PLACE = """
--- KEYS[1] schedule hash, KEYS[2] due, KEYS[3] running, KEYS[4] ids, KEYS[5] revision,
--- KEYS[6] events, KEYS[7] history
--- ARGV[1] id, ARGV[2..4] version, state, job_id as read ('' = missing),
--- ARGV[5] where: 'due' | 'running' | 'none', ARGV[6] score, ARGV[7] '1' = clear the run
--- in flight, ARGV[8] now ISO, ARGV[9] note, ARGV[10] history maxlen, ARGV[11..] field,
--- value pairs to set. returns 1 repaired, 0 changed since it was read (nothing written)
-if redis.call('TYPE', KEYS[1])['ok'] ~= 'hash' then return 0 end
-local function was(name, value) return (redis.call('HGET', KEYS[1], name) or '') == value end
-if not (was('version', ARGV[2]) and was('state', ARGV[3]) and was('job_id', ARGV[4])) then
+PLACE = (
+    lua_list("RUN_FIELDS", RUN_FIELDS)
+    + """
+-- Put a schedule where its state says, with the fields the diagnosis resets, unless
+-- the hash changed since it was read.
+-- KEYS[1] - the schedule hash
+-- KEYS[2] - the due zset
+-- KEYS[3] - the running zset
+-- KEYS[4] - the ids set
+-- KEYS[5] - the revision counter
+-- KEYS[6] - the events channel
+-- KEYS[7] - its history stream
+-- ARGV[1] - the schedule id
+-- ARGV[2] - version as read ('' = missing)
+-- ARGV[3] - state as read ('' = missing)
+-- ARGV[4] - job_id as read ('' = missing)
+-- ARGV[5] - where: 'due' | 'running' | 'none'
+-- ARGV[6] - the score there
+-- ARGV[7] - clear the run in flight (Flag: '1' | '0')
+-- ARGV[8] - now, ISO
+-- ARGV[9] - note for the history
+-- ARGV[10] - history maxlen
+-- ARGV[11..] - field, value pairs to set
+-- returns (RepairReply) 1 repaired, 0 changed since it was read (nothing written)
+local schedule, due, running, ids = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local revision, events, history = KEYS[5], KEYS[6], KEYS[7]
+local id, seen_version, seen_state, seen_job = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local where, score, clear_run, now = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local note, maxlen = ARGV[9], ARGV[10]
+if redis.call('TYPE', schedule)['ok'] ~= 'hash' then return 0 end
+local function was(name, value) return (redis.call('HGET', schedule, name) or '') == value end
+if not (was('version', seen_version) and was('state', seen_state) and was('job_id', seen_job)) then
   return 0
 end
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-if ARGV[5] == 'due' then redis.call('ZADD', KEYS[2], ARGV[6], ARGV[1]) end
-if ARGV[5] == 'running' then redis.call('ZADD', KEYS[3], ARGV[6], ARGV[1]) end
-redis.call('SADD', KEYS[4], ARGV[1])
-if ARGV[7] == '1' then redis.call('HDEL', KEYS[1], 'job_id', 'job_queue', 'epoch', 'dispatched_at') end
-if #ARGV >= 12 then redis.call('HSET', KEYS[1], unpack(ARGV, 11)) end
-local history = redis.call('TYPE', KEYS[7])['ok']
-if history == 'stream' or history == 'none' then
-  redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[10], '*', 'event', 'repaired', 'note', ARGV[9],
-             'at', ARGV[8])
+redis.call('ZREM', due, id)
+redis.call('ZREM', running, id)
+if where == 'due' then redis.call('ZADD', due, score, id) end
+if where == 'running' then redis.call('ZADD', running, score, id) end
+redis.call('SADD', ids, id)
+if clear_run == '1' then redis.call('HDEL', schedule, unpack(RUN_FIELDS)) end
+if #ARGV >= 12 then redis.call('HSET', schedule, unpack(ARGV, 11)) end
+local history_type = redis.call('TYPE', history)['ok']
+if history_type == 'stream' or history_type == 'none' then
+  redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', 'event', 'repaired', 'note', note,
+             'at', now)
 end
-redis.call('INCR', KEYS[5])
-redis.call('PUBLISH', KEYS[6], 'wake')
+redis.call('INCR', revision)
+redis.call('PUBLISH', events, 'wake')
 return 1
 """
+)
 
 DROP = """
--- KEYS[1] schedule hash, KEYS[2] due, KEYS[3] running, KEYS[4] ids, KEYS[5] revision
--- ARGV[1] id. Drops an id whose hash is missing; returns 1, or 0 if a hash exists now.
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('SREM', KEYS[4], ARGV[1])
-redis.call('INCR', KEYS[5])
+-- Drop an id whose hash is missing.
+-- KEYS[1] - the schedule hash
+-- KEYS[2] - the due zset
+-- KEYS[3] - the running zset
+-- KEYS[4] - the ids set
+-- KEYS[5] - the revision counter
+-- ARGV[1] - the schedule id
+-- returns (RepairReply) 1 dropped, 0 a hash exists now
+local schedule, due, running, ids, revision = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local id = ARGV[1]
+if redis.call('EXISTS', schedule) == 1 then return 0 end
+redis.call('ZREM', due, id)
+redis.call('ZREM', running, id)
+redis.call('SREM', ids, id)
+redis.call('INCR', revision)
 return 1
 """
 
 QUARANTINE = """
--- KEYS[1] key, KEYS[2] where to move it; ARGV[1] its type as read
--- returns 1 moved aside, 0 its type changed since it was read or the target exists
-if redis.call('TYPE', KEYS[1])['ok'] ~= ARGV[1] then return 0 end
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-redis.call('RENAME', KEYS[1], KEYS[2])
+-- Move a key of the wrong type aside.
+-- KEYS[1] - the key
+-- KEYS[2] - where to move it
+-- ARGV[1] - its type as read
+-- returns (RepairReply) 1 moved aside, 0 its type changed since it was read or the
+-- target exists
+local key, target = KEYS[1], KEYS[2]
+local seen_type = ARGV[1]
+if redis.call('TYPE', key)['ok'] ~= seen_type then return 0 end
+if redis.call('EXISTS', target) == 1 then return 0 end
+redis.call('RENAME', key, target)
 return 1
 """
 
@@ -108,7 +145,7 @@ def examine(conn: Redis, keys: Keys) -> Examination:
     members = _members(conn, set_types)
     ids = sorted(set().union(*members.values(), _scanned_ids(conn, keys)))
     result.schedules = len(ids)
-    for chunk in _chunks(ids):
+    for chunk in hashes.chunks(ids):
         for view in _views(conn, keys, chunk, members):
             _merge(result, repair.diagnose(view, now_ms, quarantine))
     return result
@@ -123,7 +160,7 @@ def apply_fixes(conn: Redis, keys: Keys, fixes: Sequence[repair.Fix], now_ms: in
     applied = 0
     for fix in fixes:
         keys_, args = _call(keys, fix, now_ms)
-        done = scripts[fix.op](keys=keys_, args=args) == 1
+        done = RepairReply(scripts[fix.op](keys=keys_, args=args)) is RepairReply.APPLIED
         applied += done
         log.info("repair op=%s key=%s schedule=%s applied=%s", fix.op, fix.key, fix.schedule_id, done)
     return applied
@@ -150,7 +187,7 @@ def _call(keys: Keys, fix: repair.Fix, now_ms: int) -> tuple[list[str], list[Any
     if fix.op == "drop":
         return [keys.schedule(sid), keys.due, keys.running, keys.ids, keys.revision], [sid]
     pairs = [item for name_value in fix.fields.items() for item in name_value]
-    args = [sid, *fix.seen, fix.where, fix.score_ms / 1000, "1" if fix.clear_job else "0"]
+    args = [sid, *fix.seen, fix.where, fix.score_ms / 1000, Flag.of(fix.clear_job)]
     args += [iso(now_ms), fix.note, HISTORY_MAXLEN, *pairs]
     hkeys = [keys.schedule(sid), keys.due, keys.running, keys.ids, keys.revision, keys.events]
     return [*hkeys, keys.history(sid)], args
@@ -187,30 +224,22 @@ def _scanned_ids(conn: Redis, keys: Keys) -> set[str]:
 
 
 def _views(
-    conn: Redis, keys: Keys, ids: list[str], members: dict[str, dict[str, float | None]]
+    conn: Redis, keys: Keys, ids: Sequence[str], members: dict[str, dict[str, float | None]]
 ) -> list[repair.View]:
+    stored = list(hashes.read_hashes(conn, keys, ids, missing=True))
     pipe = conn.pipeline(transaction=False)
     for sid in ids:
-        pipe.type(keys.schedule(sid))
         pipe.type(keys.history(sid))
-    types = [str(text(t)) for t in pipe.execute()]
-    pipe = conn.pipeline(transaction=False)
-    hashes = [sid for sid, t in zip(ids, types[::2], strict=True) if t == "hash"]
-    for sid in hashes:
-        pipe.hgetall(keys.schedule(sid))
-    fields = {
-        sid: {str(text(k)): str(text(v)) for k, v in raw.items()}
-        for sid, raw in zip(hashes, pipe.execute(), strict=True)
-    }
-    jobs = _jobs_exist(conn, [f["job_id"] for f in fields.values() if f.get("job_id")])
+    history_types = [str(text(t)) for t in pipe.execute()]
+    jobs = _jobs_exist(conn, [s.fields["job_id"] for s in stored if s.fields.get("job_id")])
     views = []
-    for sid, key_type, history_type in zip(ids, types[::2], types[1::2], strict=True):
-        raw = fields.get(sid, {})
+    for sid, found, history_type in zip(ids, stored, history_types, strict=True):
+        raw = found.fields
         views.append(
             repair.View(
                 schedule_id=sid,
                 key=keys.schedule(sid),
-                key_type=key_type,
+                key_type=found.key_type,
                 fields=raw,
                 in_ids=sid in members["ids"],
                 due_ms=_score_ms(members["due"], sid),
@@ -233,8 +262,3 @@ def _jobs_exist(conn: Redis, job_ids: list[str]) -> dict[str, bool]:
     for job_id in job_ids:
         pipe.exists(Job.redis_job_namespace_prefix + job_id)  # read only: no RQ side effects
     return {job_id: bool(n) for job_id, n in zip(job_ids, pipe.execute(), strict=True)}
-
-
-def _chunks(ids: list[str]) -> Iterator[list[str]]:
-    for start in range(0, len(ids), _CHUNK):
-        yield ids[start : start + _CHUNK]

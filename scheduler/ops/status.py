@@ -20,11 +20,12 @@ from rq.queue import Queue
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
+from scheduler import hashes
 from scheduler.clock import iso, time_reply_ms
 from scheduler.keys import Keys
+from scheduler.protocol import ScheduleState
 from scheduler.records import text
 
-CHUNK = 1000
 #: A due fire this late is overdue (the same grace as a misfire).
 OVERDUE_GRACE_MS = 1000
 
@@ -145,16 +146,18 @@ def read_status(conn: Redis, namespace: str, *, detail: bool = True) -> StatusRe
 def _split_idle(conn: Redis, k: Keys) -> dict[str, int]:
     """Paused and broken: the ids in neither zset, by their ``state`` field."""
     ids: list[Any] = list(conn.zdiff([k.ids, k.due, k.running]))  # a set is a valid ZDIFF input
-    counts = {"paused": 0, "broken": 0}
-    for start in range(0, len(ids), CHUNK):
+    counts = {ScheduleState.PAUSED.value: 0, ScheduleState.BROKEN.value: 0}
+    for chunk in hashes.chunks(ids):
         pipe = conn.pipeline(transaction=False)
-        for member in ids[start : start + CHUNK]:
+        for member in chunk:
             pipe.hget(k.schedule(str(text(member))), "state")
         for state in pipe.execute(raise_on_error=False):
             if state is None:
                 continue  # removed since the ZDIFF
-            paused = not isinstance(state, redis.exceptions.ResponseError) and text(state) == "paused"
-            counts["paused" if paused else "broken"] += 1
+            paused = (
+                not isinstance(state, redis.exceptions.ResponseError) and text(state) == ScheduleState.PAUSED
+            )
+            counts[ScheduleState.PAUSED if paused else ScheduleState.BROKEN] += 1
     return counts
 
 

@@ -23,6 +23,7 @@ import pytest
 import rq.worker
 from redis import Redis
 from redis.client import Pipeline
+from rq import Queue
 from rq.job import Job
 from rq.registry import FinishedJobRegistry
 from rq.serializers import JSONSerializer
@@ -33,6 +34,7 @@ from scheduler import cron
 from scheduler.clock import iso, redis_now_ms
 from scheduler.engine.dispatch import Decision, Dispatcher
 from scheduler.engine.watchdog import Watchdog
+from scheduler.jobmeta import META_KEY
 from scheduler.keys import Keys
 from scheduler.model import Schedule
 from scheduler.records import text
@@ -236,3 +238,13 @@ def test_a_stale_job_is_not_acked(conn: Redis) -> None:
     assert not conn.exists(K.schedule(SID), K.history(SID))
     assert conn.zscore(K.due, SID) is None
     assert conn.zscore(K.running, SID) is None
+
+
+def test_a_job_with_a_damaged_rqbeat_meta_finishes_and_is_left_to_the_watchdog(conn: Redis) -> None:
+    """A ``meta["rqbeat"]`` that lacks fields (written by hand, or by another tool)
+    must not break RQ's success path: the job finishes, nothing is acked."""
+    queue = Queue(QUEUE, connection=conn, serializer=JSONSerializer)
+    job = queue.enqueue("time.sleep", 0, meta={META_KEY: {"fire_at": "soon"}})
+    work(conn)
+    assert rq_status(conn, job.id) == "finished"
+    assert not conn.exists(K.schedule(SID))

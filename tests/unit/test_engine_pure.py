@@ -18,6 +18,7 @@ from scheduler.engine.runs import MAX_ERROR_CHARS, InFlight, prepare_ack
 from scheduler.engine.watchdog import MAX_CHECK_MS, MIN_CHECK_MS, ORPHAN_GRACE_MS, judge, next_check_ms
 from scheduler.keys import HISTORY_MAXLEN, Keys
 from scheduler.model import Misfire, Schedule
+from scheduler.protocol import AckOutcome
 
 #: A whole second (and a whole 5 minutes) far from any epoch edge.
 T_MS = 1_800_000_000_000
@@ -37,7 +38,7 @@ def row(
     fire_at: str | None = None,
     attempt: str | None = "1",
 ) -> list[bytes | None]:
-    """An HMGET reply of ``dispatch._FIELDS``, bytes as Redis sends them."""
+    """An HMGET reply of ``protocol.DUE_FIELDS``, bytes as Redis sends them."""
     definition = schedule.to_json() if isinstance(schedule, Schedule) else schedule
     values = [definition, version, state, fire_at, attempt]
     return [None if v is None else v.encode() for v in values]
@@ -284,7 +285,7 @@ def test_ack_without_a_job_end_counts_no_latency_and_a_late_one_its_drops() -> N
 
 
 def test_giving_up_is_not_an_ack() -> None:
-    assert stats_increments(every_second(), T_MS + 200, outcome="gave_up", ended_ms=T_MS) == {}
+    assert stats_increments(every_second(), T_MS + 200, outcome=AckOutcome.GAVE_UP, ended_ms=T_MS) == {}
 
 
 def test_ack_on_time_arms_the_next_fire() -> None:
@@ -333,7 +334,7 @@ def test_ack_of_a_cron_schedule() -> None:
 
 
 def test_gave_up_ack_carries_a_truncated_error() -> None:
-    args = ack_args(every_second(), T_MS + 100, outcome="gave_up", error="x" * 2000)
+    args = ack_args(every_second(), T_MS + 100, outcome=AckOutcome.GAVE_UP, error="x" * 2000)
     assert args["outcome"] == "gave_up"
     assert args["error"] == "x" * MAX_ERROR_CHARS
     assert args["next_fire"] == iso(T_MS + 1000)
