@@ -10,6 +10,7 @@ import click
 
 from scheduler import cron
 from scheduler.cli.common import Context, echo_json, echo_json_array, json_option, pass_context, table
+from scheduler.cli.complete import id_argument
 from scheduler.cli.render import Cell, age, duration, first_line, local_iso, relative, toned, wall
 from scheduler.cli.rows import candidate_ids, matches, read_records, record_json, sort_key
 from scheduler.cli.timeline import Line, explain
@@ -107,7 +108,7 @@ def _last_cell(record: ScheduleRecord, now_ms: int) -> Cell:
 
 
 @click.command()
-@click.argument("schedule_id", metavar="ID")
+@id_argument()
 @click.option(
     "-n", "count", default=20, type=click.IntRange(1, 10_000), help="How many entries, newest last."
 )
