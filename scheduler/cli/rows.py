@@ -155,7 +155,7 @@ def record_json(record: ScheduleRecord) -> dict[str, Any]:
         "attempt": record.attempt,
         "job_id": record.job_id,
         "job_queue": raw.get("job_queue") or None,
-        "epoch": _number(raw.get("epoch")),
+        "epoch": number(raw.get("epoch")),
         "dispatched_at": _iso(_time(raw.get("dispatched_at"))),
         "last_result": record.last_result,
         "last_run_at": _iso(record.last_run_ms),
@@ -174,7 +174,8 @@ def _iso(ms: int | None) -> str | None:
     return iso(ms) if ms else None
 
 
-def _number(value: str | None) -> int | None:
+def number(value: str | None) -> int | None:
+    """A counter stored as text, as a number (None when absent or not a number)."""
     try:
         return int(value) if value else None
     except ValueError:  # edited by hand: shown as missing rather than as a string
