@@ -27,6 +27,7 @@ from devtools.processes import REPO
 from scheduler.cli.app import cli
 from scheduler.keys import Keys
 from scheduler.records import decode_definition, text
+from tests.integration.test_cli import snapshot
 
 pytestmark = pytest.mark.integration
 
@@ -48,10 +49,6 @@ def ok(result: Result) -> str:
     assert result.exception is None or isinstance(result.exception, SystemExit), result.output
     assert result.exit_code == 0, result.output
     return result.output
-
-
-def snapshot(conn: Redis) -> dict[Any, Any]:
-    return {key: conn.dump(key) for key in conn.keys("*")}
 
 
 def definition(conn: Redis, schedule_id: str, namespace: str = "rqbeat") -> dict[str, Any]:
@@ -368,6 +365,10 @@ def test_show_json_gives_numbers_as_numbers(rqbeat: Invoke, conn: Redis) -> None
     assert (data["job_queue"], data["dispatched_at"]) == ("default", "2026-01-01T00:00:00.000Z")
     lines = ok(rqbeat("show", "r1")).splitlines()
     assert "epoch:" in [line.split()[0] for line in lines]
+    conn.xadd(K.history("r1"), {"event": "missed", "fire_at": "2026-01-01T00:00:00.000Z", "count": "3"})
+    conn.xadd(K.history("r1"), {"event": "dispatched", "job_id": "r1-1-1", "attempt": "2", "epoch": "7"})
+    missed, dispatched = json.loads(ok(rqbeat("history", "r1", "--json")))
+    assert (missed["count"], dispatched["epoch"], dispatched["attempt"]) == (3, 7, 2)
 
 
 # -- the demo's hint ------------------------------------------------------------------

@@ -11,12 +11,9 @@ from scheduler.errors import InvalidSchedule, ScheduleExists, ScheduleNotFound, 
 from scheduler.model import Schedule
 from scheduler.records import ScheduleRecord
 from scheduler.store import EDIT_ATTEMPTS, Client
+from tests.integration.test_cli import snapshot
 
 pytestmark = pytest.mark.integration
-
-
-def snapshot(conn: Redis) -> dict[Any, Any]:
-    return {key: conn.dump(key) for key in conn.keys("*")}
 
 
 def beat(**changes: Any) -> Schedule:
