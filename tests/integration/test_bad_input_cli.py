@@ -156,8 +156,8 @@ def test_add_with_one_junk_option(redis_url: str, conn: Redis, option: str, valu
 def test_set_with_one_junk_option(redis_url: str, conn: Redis, option: str, value: str) -> None:
     """``set`` validates the merged schedule as ``add`` does: a clean refusal and
     nothing written, or a valid stored definition."""
-    if not conn.exists("rqbeat:schedule:x"):
-        assert invoke(redis_url, "add", "x", "app.jobs.run", "--every", "1m", "--args", "[1]").exit_code == 0
+    fresh = invoke(redis_url, "add", "x", "app.jobs.run", "--every", "1m", "--args", "[1]", "--replace")
+    assert fresh.exit_code == 0, fresh.output  # the examples share one Redis: start each afresh
     before = snapshot(conn)
     result = invoke(redis_url, "set", "x", option, value.replace("\x00", ""))
     if result.exit_code != 0:
