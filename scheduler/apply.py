@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scheduler.allow import AllowList
+from scheduler.allow import AllowList, Verdict
 from scheduler.errors import InvalidSchedule, RqbeatError
 from scheduler.model import OWNER_PATTERN, USER_KEYS, Schedule
 from scheduler.records import ScheduleRecord, decode_definition
@@ -144,14 +144,18 @@ def _check_defaults(defaults: dict[str, Any], *, any_schedules: bool) -> None:
         raise InvalidSchedule(f"defaults.{unknown[0]}", defaults[unknown[0]], "unknown setting")
 
 
-def check_allowed(schedules: list[Schedule], allow: AllowList | None) -> None:
-    """Refuse the whole file when any target lies outside ``allow``."""
+def check_allowed(schedules: list[Schedule], allow: AllowList | None) -> list[tuple[str, Verdict]]:
+    """Refuse the whole file when any target is not allowed (:mod:`scheduler.allow`).
+    Returns the schedules whose targets do not import here and so passed by name
+    only, with their verdicts, for the caller to warn about."""
     if allow is None:
-        return
+        return []
+    by_name_only = []
     for schedule in schedules:
-        if not allow.permits(schedule.target):
-            field = f"schedules.{schedule.id}.target"
-            raise InvalidSchedule(field, schedule.target, f"is not in the allow-list ({allow})")
+        verdict = allow.check(schedule.target, field=f"schedules.{schedule.id}.target")
+        if not verdict.resolved:
+            by_name_only.append((schedule.id, verdict))
+    return by_name_only
 
 
 def plan(

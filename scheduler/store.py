@@ -9,6 +9,7 @@ reaches Redis.
 from __future__ import annotations
 
 import builtins
+import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -23,6 +24,8 @@ from scheduler.errors import RqbeatError, ScheduleNotFound
 from scheduler.keys import DEFAULT_NAMESPACE, HISTORY_MAXLEN, Keys
 from scheduler.model import Schedule
 from scheduler.records import ScheduleRecord, decode_definition, decode_record, text
+
+log = logging.getLogger(__name__)
 
 _TRIGGER_FIELDS = ("cron", "every_ms", "timezone", "jitter_ms")
 #: Schedules per upsert script call: one round trip each way, Redis busy ~ms.
@@ -118,6 +121,21 @@ class Client:
             reraise=True,
         )
         return retrying(self._edit_once, schedule_id, changes)
+
+    def _check_allowed(self, schedules: Sequence[Schedule]) -> None:
+        """All targets checked before anything is written; one that does not import
+        here passes by its name alone, and the log says so."""
+        if self.allow is None:
+            return
+        for schedule in schedules:
+            verdict = self.allow.check(schedule.target)
+            if not verdict.resolved:
+                log.warning(
+                    "schedule=%s target=%s allowed by name only: %s (the code may live on workers only)",
+                    schedule.id,
+                    schedule.target,
+                    verdict.reason,
+                )
 
     def remove(self, schedule_id: str) -> bool:
         """Delete a schedule and its history. Returns False if there was none."""
@@ -294,11 +312,6 @@ class Client:
                 f"schedule {schedule_id!r} is broken ({record.error}); apply a valid definition"
             )
         return self._upsert_at(record.schedule.edited(changes), record.version)
-
-    def _check_allowed(self, schedules: Iterable[Schedule]) -> None:
-        if self.allow is not None:
-            for schedule in schedules:  # all checked before anything is written
-                self.allow.check(schedule.target)
 
     def _prepare(
         self,

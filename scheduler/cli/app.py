@@ -8,7 +8,7 @@ from typing import Any
 import click
 import redis.exceptions
 
-from scheduler.cli import aclcmd, applycmd, edit, ops, schedules, views
+from scheduler.cli import aclcmd, applycmd, edit, importcmd, ops, schedules, views
 from scheduler.cli.common import Context
 from scheduler.cli.connopts import add_to_command, global_values, group_options
 from scheduler.connection import mask_secrets
@@ -128,6 +128,7 @@ for _command in [
     *views.COMMANDS,
     *ops.COMMANDS,
     *aclcmd.COMMANDS,
+    *importcmd.COMMANDS,
 ]:
     cli.add_command(_command)
 

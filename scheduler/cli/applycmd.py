@@ -21,7 +21,15 @@ from typing import Any
 import click
 
 from scheduler import apply as applying
-from scheduler.cli.common import Context, allow_option, echo_json, json_option, parse_allow, pass_context
+from scheduler.cli.common import (
+    Context,
+    allow_option,
+    echo_json,
+    json_option,
+    parse_allow,
+    pass_context,
+    warn_by_name_only,
+)
 from scheduler.cli.render import STYLES
 from scheduler.errors import ConfigError
 from scheduler.model import Schedule
@@ -89,7 +97,8 @@ def apply_file(
     allowed = parse_allow(allow)
     group = group or applying.group_for(file)
     schedules = applying.load_file(file, group=group)
-    applying.check_allowed(schedules, allowed)
+    for schedule_id, verdict in applying.check_allowed(schedules, allowed):
+        warn_by_name_only(schedule_id, verdict)
     owner = f"apply:{group}"
     stored = ctx.client.stored([s.id for s in schedules])
     existing = ctx.client.list() if prune else None

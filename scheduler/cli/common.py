@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import click
 from redis import Redis
 
-from scheduler.allow import AllowList
+from scheduler.allow import AllowList, Verdict
 from scheduler.cli.connopts import redis_settings
 from scheduler.cli.render import Cell, local_iso, relative, table_lines
 from scheduler.clock import iso
@@ -89,6 +89,16 @@ def allow_option(func: F) -> F:
 
 def parse_allow(text: str | None) -> AllowList | None:
     return AllowList.parse(text, setting="--allow")
+
+
+def warn_by_name_only(schedule_id: str, verdict: Verdict) -> None:
+    """One stderr line (stdout stays clean for --json): the target was allowed by its
+    name alone because it does not import where this command runs."""
+    click.echo(
+        f"warning: {schedule_id}: target {verdict.target} allowed by name only, it does not import here "
+        f"({verdict.reason}); replicas that import it check it in full",
+        err=True,
+    )
 
 
 def echo_json(value: Any) -> None:

@@ -17,6 +17,7 @@ from scheduler.cli.common import (
     parse_allow,
     pass_context,
     utc_iso,
+    warn_by_name_only,
 )
 from scheduler.cli.complete import id_argument
 from scheduler.cli.rows import record_json
@@ -122,11 +123,15 @@ def add(
       rqbeat add heartbeat app.jobs.ping --every 20s --replace
       rqbeat add report myapp.jobs.report --cron @daily --allow myapp.jobs
     """
-    client = ctx.client_allowing(parse_allow(allow))
+    allowed = parse_allow(allow)
     raw = {"id": schedule_id, "target": target, **settings_given(options)}
     schedule = Schedule.from_dict(raw, owner="cli")
+    if allowed is not None:
+        verdict = allowed.check(schedule.target)
+        if not verdict.resolved:
+            warn_by_name_only(schedule.id, verdict)
     try:
-        result = client.upsert(schedule, version=None if replace else 0)
+        result = ctx.client.upsert(schedule, version=None if replace else 0)
     except ScheduleExists as exc:
         raise click.ClickException(
             f"{exc}; nothing written (overwrite it: add --replace; change some settings: "

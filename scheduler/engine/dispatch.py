@@ -27,7 +27,7 @@ from typing import Any
 from redis import Redis
 
 from scheduler import cron, policy, scripts
-from scheduler.allow import AllowList
+from scheduler.allow import AllowList, Verdict
 from scheduler.clock import iso, parse_iso_ms
 from scheduler.engine import rqjob
 from scheduler.errors import LeadershipLost, RqbeatError
@@ -95,6 +95,25 @@ def _decode(schedule_id: str, definition: str | None) -> Schedule:
     return decode_definition(schedule_id, definition)
 
 
+def _check_allowed(schedule_id: str, target: str, allow: AllowList) -> None:
+    """Raise unless ``allow`` permits ``target`` (memoized: a dict lookup after the
+    first fire). A target this replica cannot import passes by name: warned once."""
+
+    def warn(verdict: Verdict) -> None:
+        if verdict.allowed and not verdict.resolved:
+            log.warning(
+                "schedule=%s target=%s allowed by name only, it does not import on this replica: %s",
+                schedule_id,
+                target,
+                verdict.reason,
+            )
+
+    verdict = allow.judge(target, warn)
+    if not verdict.allowed:
+        detail = allow.explain(verdict).removeprefix("is not in the allow-list")
+        raise RqbeatError(f"target {target!r} is not in this replica's allow-list{detail}")
+
+
 def decide(
     schedule_id: str, row: list[Any], score_ms: int, now_ms: int, allow: AllowList | None = None
 ) -> Decision:
@@ -105,8 +124,8 @@ def decide(
         if state != "due":
             raise RqbeatError(f"is in the due set but its state is {state!r}")
         schedule = _decode(schedule_id, definition)
-        if allow is not None and not allow.permits(schedule.target):
-            raise RqbeatError(f"target {schedule.target!r} is not in this replica's allow-list ({allow})")
+        if allow is not None:
+            _check_allowed(schedule_id, schedule.target, allow)
         pending = parse_iso_ms(fire_at) if fire_at else cron.next_fire_ms(schedule.trigger, score_ms)
         tries = int(attempt or 1)
     except (RqbeatError, ValueError) as exc:
