@@ -18,7 +18,7 @@ from typing import Any
 import redis.exceptions
 from redis import Redis
 
-from scheduler.clock import iso, parse_iso_ms
+from scheduler.clock import iso
 from scheduler.errors import RqbeatError
 from scheduler.keys import Keys
 from scheduler.model import ID_PATTERN, Schedule
@@ -156,11 +156,11 @@ def record_json(record: ScheduleRecord) -> dict[str, Any]:
         "job_id": record.job_id,
         "job_queue": raw.get("job_queue") or None,
         "epoch": number(raw.get("epoch")),
-        "dispatched_at": _iso(_time(raw.get("dispatched_at"))),
+        "dispatched_at": raw.get("dispatched_at") or None,  # written by rqbeat's scripts as ISO UTC
         "last_result": record.last_result,
         "last_run_at": _iso(record.last_run_ms),
         "last_error": record.last_error,
-        "updated_at": _iso(_time(raw.get("updated_at"))),
+        "updated_at": raw.get("updated_at") or None,
         "error": record.error,
         "definition": record.schedule.to_dict() if record.schedule else None,
     }
@@ -179,11 +179,4 @@ def number(value: str | None) -> int | None:
     try:
         return int(value) if value else None
     except ValueError:  # edited by hand: shown as missing rather than as a string
-        return None
-
-
-def _time(value: str | None) -> int | None:
-    try:
-        return parse_iso_ms(value) if value else None
-    except ValueError:
         return None
