@@ -36,6 +36,29 @@ class ScheduleNotFound(RqbeatError, LookupError):
         super().__init__(f"no schedule with id {schedule_id!r}")
 
 
+class StaleVersion(RqbeatError):
+    """A compare-and-set write found another version than the one it was based on:
+    someone created, changed or removed the schedule meanwhile. Nothing was written;
+    re-reading and deciding again is safe. ``found`` 0 means there is no schedule."""
+
+    def __init__(self, schedule_id: str, expected: int, found: int, message: str = "") -> None:
+        self.schedule_id = schedule_id
+        self.expected = expected
+        self.found = found
+        super().__init__(
+            message
+            or f"schedule {schedule_id!r} changed meanwhile (version {found}, expected {expected});"
+            " nothing was written"
+        )
+
+
+class ScheduleExists(StaleVersion):
+    """A create found the id taken (``found`` is the existing version)."""
+
+    def __init__(self, schedule_id: str, found: int) -> None:
+        super().__init__(schedule_id, 0, found, f"schedule {schedule_id!r} already exists (version {found})")
+
+
 class ConfigError(RqbeatError, ValueError):
     """A setting (flag, environment variable) has an invalid value."""
 

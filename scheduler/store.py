@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import builtins
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from redis import Redis
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
-from scheduler import cron, hashes, policy, scripts
+from scheduler import cron, errors, hashes, policy, scripts
 from scheduler.allow import AllowList
 from scheduler.clock import iso, redis_now_ms
 from scheduler.errors import CorruptDefinition, RqbeatError, ScheduleConflict, ScheduleNotFound
@@ -40,6 +41,12 @@ _TRIGGER_FIELDS = ("cron", "every_ms", "timezone", "jitter_ms")
 FIRST_VERSION = 1
 #: Schedules per upsert script call: one round trip each way, Redis busy ~ms.
 UPSERT_CHUNK = hashes.CHUNK
+#: Read-merge-write passes of :meth:`Client.edit` before a busy schedule's edit gives up.
+EDIT_ATTEMPTS = 5
+#: Called with how many schedules an upsert has settled since the last call.
+Progress = Callable[[int], None]
+#: What an upsert pass carries from sending a chunk to settling it: its writes, its size.
+_Chunk = tuple[list[Schedule], int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,21 +87,47 @@ class Client:
 
     # -- writes -------------------------------------------------------------------
 
-    def upsert(self, schedule: Schedule) -> UpsertResult:
+    def upsert(self, schedule: Schedule, *, version: int | None = None) -> UpsertResult:
         """Create or replace a schedule. A new schedule, or a changed trigger, gets its
-        next fire computed from now (Redis time); other changes keep the pending fire."""
-        return self.upsert_many([schedule])[0]
+        next fire computed from now (Redis time); other changes keep the pending fire.
 
-    def upsert_many(self, schedules: Sequence[Schedule]) -> builtins.list[UpsertResult]:
-        """Upsert several schedules with pipelined round trips (``rqbeat apply``)."""
+        Without ``version`` the last writer wins (a race with another writer is re-read
+        and retried). With it, the write is a compare-and-set: it happens only if the
+        stored version is still ``version`` (0: only if there is no such schedule), and
+        raises :class:`~scheduler.errors.StaleVersion` (``ScheduleExists`` for 0)
+        otherwise, having written nothing."""
+        if version is None:
+            return self.upsert_many([schedule])[0]
+        return self._upsert_at(schedule, version)
+
+    def upsert_many(
+        self, schedules: Sequence[Schedule], *, progress: Progress | None = None
+    ) -> builtins.list[UpsertResult]:
+        """Upsert several schedules with pipelined round trips (``rqbeat apply``);
+        ``progress`` hears of each chunk as Redis answers it."""
         self._check_allowed(schedules)
         results: dict[str, UpsertResult] = {}
         pending = list(schedules)
         for _ in range(5):
-            pending = self._upsert_round(pending, results)
+            pending = self._upsert_round(pending, results, progress)
             if not pending:
                 return [results[s.id] for s in schedules]
         raise ScheduleConflict(f"schedule {pending[0].id!r} kept changing during the upsert")
+
+    def edit(self, schedule_id: str, changes: Mapping[str, Any]) -> UpsertResult:
+        """Change some settings of a stored schedule (:meth:`Schedule.edited`: the
+        others, args included, stay). A compare-and-set on the version read, so an edit
+        made meanwhile by someone else is never overwritten with settings read before
+        it; when that happens the read and the merge are simply done again (a lost
+        compare-and-set wrote nothing, so this retry cannot write twice).
+        Raises :class:`ScheduleNotFound`, or ``StaleVersion`` when the schedule kept
+        changing for :data:`EDIT_ATTEMPTS` passes."""
+        retrying = Retrying(
+            retry=retry_if_exception_type(errors.StaleVersion),
+            stop=stop_after_attempt(EDIT_ATTEMPTS),
+            reraise=True,
+        )
+        return retrying(self._edit_once, schedule_id, changes)
 
     def _check_allowed(self, schedules: Sequence[Schedule]) -> None:
         """All targets checked before anything is written; one that does not import
@@ -216,19 +249,24 @@ class Client:
         return builtins.list(hashes.read_records(self.conn, self.keys, ids))
 
     def _upsert_round(
-        self, schedules: Sequence[Schedule], results: dict[str, UpsertResult]
+        self,
+        schedules: Sequence[Schedule],
+        results: dict[str, UpsertResult],
+        progress: Progress | None = None,
     ) -> builtins.list[Schedule]:
         """One read-compute-write pass, chunk by chunk, each chunk computed while Redis
         writes the last; returns the schedules that lost a race (an edit between the
         read and the write)."""
         lost: builtins.list[Schedule] = []
 
-        def chunks() -> Iterator[tuple[builtins.list[Schedule], builtins.list[Any] | None]]:
+        def chunks() -> Iterator[tuple[_Chunk, builtins.list[Any] | None]]:
             for chunk in hashes.chunks(schedules, UPSERT_CHUNK):
                 writes, args = self._prepare(chunk, results)
-                yield writes, args if writes else None
+                yield (writes, len(chunk)), args if writes else None
 
-        def settle(writes: builtins.list[Schedule], versions: Any) -> bool:
+        def settle(context: _Chunk, versions: Any) -> bool:
+            writes, size = context
+            lost_before = len(lost)
             for schedule, version in zip(writes, versions or [], strict=True):
                 if version == UpsertReply.CONFLICT:
                     lost.append(schedule)
@@ -237,6 +275,8 @@ class Client:
                         "created" if version == FIRST_VERSION else "updated"
                     )
                     results[schedule.id] = UpsertResult(schedule.id, action, int(version))
+            if progress is not None:  # the lost are counted when a later round settles them
+                progress(size - (len(lost) - lost_before))
             return True
 
         k = self.keys
@@ -244,11 +284,37 @@ class Client:
         scripts.pipelined(self.conn, self._scripts.upsert, keys, chunks(), settle)
         return lost
 
+    def _upsert_at(self, schedule: Schedule, version: int) -> UpsertResult:
+        """:meth:`upsert` as a compare-and-set on ``version``."""
+        self._check_allowed([schedule])
+        results: dict[str, UpsertResult] = {}
+        writes, args = self._prepare([schedule], results, expected={schedule.id: version})
+        if not writes:
+            return results[schedule.id]
+        k = self.keys
+        (written,) = scripts.run(self._scripts.upsert, [k.due, k.ids, k.revision, k.events], args)
+        if written == UpsertReply.CONFLICT:  # moved between the read and the script: report what is there
+            raise _stale(schedule.id, version, int(self.conn.hget(k.schedule(schedule.id), "version") or 0))
+        return UpsertResult(schedule.id, "created" if written == FIRST_VERSION else "updated", int(written))
+
+    def _edit_once(self, schedule_id: str, changes: Mapping[str, Any]) -> UpsertResult:
+        record = self.get(schedule_id)
+        if record.schedule is None:
+            raise RqbeatError(
+                f"schedule {schedule_id!r} is broken ({record.error}); apply a valid definition"
+            )
+        return self._upsert_at(record.schedule.edited(changes), record.version)
+
     def _prepare(
-        self, schedules: Sequence[Schedule], results: dict[str, UpsertResult]
+        self,
+        schedules: Sequence[Schedule],
+        results: dict[str, UpsertResult],
+        expected: Mapping[str, int] | None = None,
     ) -> tuple[builtins.list[Schedule], builtins.list[Any]]:
         """Read a chunk's current versions and build the upsert's arguments for the
-        schedules that changed (the unchanged go straight to ``results``)."""
+        schedules that changed (the unchanged go straight to ``results``). With
+        ``expected`` (id → version), a schedule found at another version raises
+        ``StaleVersion`` before anything is sent."""
         prefix = self.keys.schedule("")
         reply = scripts.run(self._scripts.upsert_read, [], [prefix, *(s.id for s in schedules)])
         now = redis_now_ms(self.conn)
@@ -256,6 +322,8 @@ class Client:
         writes: builtins.list[Schedule] = []
         for i, schedule in enumerate(schedules):
             version, definition, state = _upsert_row(reply, i)
+            if expected is not None and int(version or 0) != expected[schedule.id]:
+                raise _stale(schedule.id, expected[schedule.id], int(version or 0))
             new_json = schedule.to_json()
             if (
                 definition is not None
@@ -288,6 +356,12 @@ def _upsert_row(reply: list[Any], i: int) -> tuple[Any, Any, Any]:
     n = len(UPSERT_READ_FIELDS)
     fields = dict(zip(UPSERT_READ_FIELDS, reply[n * i : n * i + n], strict=True))
     return fields["version"], fields["definition"], fields["state"]
+
+
+def _stale(schedule_id: str, expected: int, found: int) -> errors.StaleVersion:
+    if expected == 0:
+        return errors.ScheduleExists(schedule_id, found)
+    return errors.StaleVersion(schedule_id, expected, found)
 
 
 def _trigger_changed(old: Schedule, new: Schedule) -> bool:

@@ -129,18 +129,40 @@ def sort_key(record: ScheduleRecord) -> tuple[Any, ...]:
 
 
 def record_json(record: ScheduleRecord) -> dict[str, Any]:
-    """A schedule as ``ls --json`` and ``show --json`` print it."""
+    """A schedule as ``ls --json`` and ``show --json`` print it: times as ISO UTC,
+    counters (``version``, ``attempt``, ``epoch``) as numbers, absent values as null."""
+    raw = record.raw
     return {
         "id": record.id,
         "state": record.state,
         "version": record.version,
-        "fire_at": iso(record.fire_ms) if record.fire_ms else None,
-        "due_at": iso(record.due_ms) if record.due_ms else None,
+        "fire_at": _iso(record.fire_ms),
+        "due_at": _iso(record.due_ms),
         "attempt": record.attempt,
         "job_id": record.job_id,
+        "job_queue": raw.get("job_queue") or None,
+        "epoch": number(raw.get("epoch")),
+        "dispatched_at": raw.get("dispatched_at") or None,  # written by rqbeat's scripts as ISO UTC
         "last_result": record.last_result,
-        "last_run_at": iso(record.last_run_ms) if record.last_run_ms else None,
+        "last_run_at": _iso(record.last_run_ms),
         "last_error": record.last_error,
+        "updated_at": raw.get("updated_at") or None,
         "error": record.error,
         "definition": record.schedule.to_dict() if record.schedule else None,
     }
+
+
+#: The keys of :func:`record_json` that hold times.
+TIME_KEYS = ("fire_at", "due_at", "dispatched_at", "last_run_at", "updated_at")
+
+
+def _iso(ms: int | None) -> str | None:
+    return iso(ms) if ms else None
+
+
+def number(value: str | None) -> int | None:
+    """A counter stored as text, as a number (None when absent or not a number)."""
+    try:
+        return int(value) if value else None
+    except ValueError:  # edited by hand: shown as missing rather than as a string
+        return None

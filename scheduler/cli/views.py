@@ -10,8 +10,9 @@ import click
 
 from scheduler import cron
 from scheduler.cli.common import Context, echo_json, echo_json_array, json_option, pass_context, table
+from scheduler.cli.complete import id_argument
 from scheduler.cli.render import Cell, age, duration, first_line, local_iso, relative, toned, wall
-from scheduler.cli.rows import candidate_ids, matches, read_records, record_json, sort_key
+from scheduler.cli.rows import candidate_ids, matches, number, read_records, record_json, sort_key
 from scheduler.cli.timeline import Line, explain
 from scheduler.clock import iso, parse_iso_ms, redis_now_ms
 from scheduler.errors import InvalidSchedule
@@ -20,6 +21,8 @@ from scheduler.protocol import STATES, ScheduleState
 from scheduler.records import ScheduleRecord
 
 LS_HEADERS = ["ID", "TRIGGER", "TZ", "STATE", "NEXT", "LAST"]
+#: History fields that are counters: numbers in --json, as in ``show --json``.
+_NUMBERS = ("epoch", "count")
 #: Extra history entries read so that the first runs shown still find their dispatch.
 _PAIRING_SLACK = 20
 
@@ -108,7 +111,7 @@ def _last_cell(record: ScheduleRecord, now_ms: int) -> Cell:
 
 
 @click.command()
-@click.argument("schedule_id", metavar="ID")
+@id_argument()
 @click.option(
     "-n", "count", default=20, type=click.IntRange(1, 10_000), help="How many entries, newest last."
 )
@@ -158,6 +161,7 @@ def _history_json(line: Line) -> dict[str, Any]:
         "at": iso(entry.at_ms),
         "event": entry.event,
         **entry.fields,
+        **{k: number(entry.fields[k]) for k in _NUMBERS if k in entry.fields},
         "attempt": line.attempt,
         "duration_ms": line.duration_ms,
         "run_outcome": line.run_outcome,
