@@ -126,17 +126,27 @@ return 1
 RESUME = """
 -- KEYS[1] schedule hash, KEYS[2] due, KEYS[3] revision, KEYS[4] events, KEYS[5] history
 -- ARGV[1] id, ARGV[2] fire_at ISO of the next fire from now, ARGV[3] its score,
--- ARGV[4] now ISO, ARGV[5] history maxlen
--- returns 1 resumed, 0 not paused, -1 no such schedule
+-- ARGV[4] now ISO, ARGV[5] history maxlen, ARGV[6..8] version, fire_at, job_id as read
+-- ('' = missing), ARGV[9] fires skipped (pending or passed while paused: never run),
+-- ARGV[10] the first of them ISO
+-- returns 1 resumed, 0 not paused, -1 no such schedule, -2 changed since it was read
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return -1 end
 if state ~= 'paused' then return 0 end
-if redis.call('HEXISTS', KEYS[1], 'job_id') == 1 then
-  -- its last run is still in flight: the ack re-arms it
-  redis.call('HSET', KEYS[1], 'state', 'running', 'updated_at', ARGV[4])
+local function was(name, value) return (redis.call('HGET', KEYS[1], name) or '') == value end
+if not (was('version', ARGV[6]) and was('fire_at', ARGV[7]) and was('job_id', ARGV[8])) then
+  return -2  -- an ack, a failure or an edit since the read: the skipped fires differ
+end
+if ARGV[8] ~= '' then
+  -- its last run is still in flight: the ack re-arms it from the first fire after now
+  redis.call('HSET', KEYS[1], 'state', 'running', 'resumed_at', ARGV[4], 'updated_at', ARGV[4])
 else
   redis.call('HSET', KEYS[1], 'state', 'due', 'fire_at', ARGV[2], 'attempt', 1, 'updated_at', ARGV[4])
   redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+end
+if tonumber(ARGV[9]) > 0 then
+  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[5], '*', 'event', 'skipped', 'count', ARGV[9],
+             'fire_at', ARGV[10], 'at', ARGV[4])
 end
 redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[5], '*', 'event', 'resumed', 'at', ARGV[4])
 redis.call('INCR', KEYS[3])
@@ -171,22 +181,27 @@ ACK = (
 -- ARGV[1] id, ARGV[2] job id, ARGV[3] version the next fire was computed from,
 -- ARGV[4] next fire ISO, ARGV[5] next due score, ARGV[6] now ISO, ARGV[7] now score,
 -- ARGV[8] outcome ('succeeded' | 'gave_up'), ARGV[9] fires dropped by the misfire
--- policy, ARGV[10] history maxlen, ARGV[11] error text (gave_up) or ''
--- KEYS[6] stats hash, ARGV[12..] (field, increment) pairs for it (scheduler.engine.clusterstats)
--- returns 1 re-armed, 2 definition changed (due now, fire recomputed by the leader),
--- 3 paused (left idle), 0 not this schedule's run in flight (no-op)
+-- policy, ARGV[10] history maxlen, ARGV[11] error text (gave_up) or '',
+-- ARGV[12] resumed_at the next fire was computed from ('' = none)
+-- KEYS[6] stats hash, ARGV[13..] (field, increment) pairs for it (scheduler.engine.clusterstats)
+-- returns 1 re-armed, 2 definition changed or resumed meanwhile (due now, fire
+-- recomputed by the leader), 3 paused (left idle), 0 not this schedule's run in flight
 if redis.call('HGET', KEYS[1], 'job_id') ~= ARGV[2] then return 0 end
 local state = redis.call('HGET', KEYS[1], 'state')
 local fire = redis.call('HGET', KEYS[1], 'fire_at')
 redis.call('HDEL', KEYS[1], 'job_id', 'job_queue', 'epoch', 'dispatched_at')
 redis.call('HSET', KEYS[1], 'last_result', ARGV[8], 'last_run_at', ARGV[6], 'attempt', 1)
 redis.call('ZREM', KEYS[3], ARGV[1])
-for i = 12, #ARGV, 2 do redis.call('HINCRBY', KEYS[6], ARGV[i], ARGV[i + 1]) end  -- metrics
+for i = 13, #ARGV, 2 do redis.call('HINCRBY', KEYS[6], ARGV[i], ARGV[i + 1]) end  -- metrics
 local entry = {'event', ARGV[8], 'fire_at', fire, 'job_id', ARGV[2], 'at', ARGV[6]}
 if ARGV[11] ~= '' then table.insert(entry, 'error'); table.insert(entry, ARGV[11]) end
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[10], '*', unpack(entry))
-if state ~= 'running' then return 3 end
-if redis.call('HGET', KEYS[1], 'version') ~= ARGV[3] then
+if redis.call('HGET', KEYS[1], 'version') ~= ARGV[3]
+    or (redis.call('HGET', KEYS[1], 'resumed_at') or '') ~= ARGV[12] then
+  if state ~= 'running' then  -- paused: resume recomputes the fire
+    redis.call('HSET', KEYS[1], 'fire_at', '')
+    return 3
+  end
   redis.call('HSET', KEYS[1], 'state', 'due', 'fire_at', '')
   wake_if_earlier(KEYS[2], KEYS[5], ARGV[7])
   redis.call('ZADD', KEYS[2], ARGV[7], ARGV[1])
@@ -195,6 +210,10 @@ end
 if tonumber(ARGV[9]) > 0 then
   redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[10], '*', 'event', 'missed',
              'count', ARGV[9], 'next_fire_at', ARGV[4], 'at', ARGV[6])
+end
+if state ~= 'running' then  -- paused: the pending fire, from which resume counts the skipped
+  redis.call('HSET', KEYS[1], 'fire_at', ARGV[4])
+  return 3
 end
 redis.call('HSET', KEYS[1], 'state', 'due', 'fire_at', ARGV[4])
 wake_if_earlier(KEYS[2], KEYS[5], ARGV[5])

@@ -26,6 +26,10 @@ from scheduler.records import ScheduleRecord, decode_definition, decode_record, 
 _TRIGGER_FIELDS = ("cron", "every_ms", "timezone", "jitter_ms")
 #: Schedules per upsert script call: one round trip each way, Redis busy ~ms.
 UPSERT_CHUNK = 1_000
+#: A resume re-reads and tries again when an ack or an edit raced it, this many times.
+RESUME_ATTEMPTS = 5
+#: RESUME's reply when the schedule changed between the read and the write.
+RESUME_RACED = -2
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,20 +115,35 @@ class Client:
         return self._changed(schedule_id, result)
 
     def resume(self, schedule_id: str) -> bool:
-        """Fire again from now on (missed fires while paused are not run). False if it
-        was not paused."""
+        """Fire again from the first fire after now. The fires pending or passed while
+        it was paused never run; they are recorded as ``skipped`` in its history. A run
+        still in flight finishes, and its ack re-arms the schedule after now as well.
+        False if it was not paused."""
+        for _ in range(RESUME_ATTEMPTS):
+            result = self._resume_once(schedule_id)
+            if result != RESUME_RACED:
+                return self._changed(schedule_id, result)
+        raise ScheduleConflict(f"schedule {schedule_id!r} kept changing during the resume")
+
+    def _resume_once(self, schedule_id: str) -> object:
+        """One read-compute-write: the script refuses (:data:`RESUME_RACED`) when the
+        version, the pending fire or the run in flight moved since the read."""
         record = self.get(schedule_id)
         if record.schedule is None:
             raise RqbeatError(
                 f"schedule {schedule_id!r} is broken ({record.error}); apply a valid definition"
             )
+        trigger = record.schedule.trigger
         now = redis_now_ms(self.conn)
-        fire = cron.next_fire_ms(record.schedule.trigger, now)
+        fire = cron.next_fire_ms(trigger, now)
         score = policy.due_score_ms(record.schedule, fire)
+        first = _first_unrun_ms(trigger, record)
+        skipped = policy.paused_fires(trigger, first, now)
+        seen = [record.raw.get(f, "") for f in ("version", "fire_at", "job_id")]
         k = self.keys
         keys = [k.schedule(schedule_id), k.due, k.revision, k.events, k.history(schedule_id)]
-        args = [schedule_id, iso(fire), score / 1000, iso(now), self.history_maxlen]
-        return self._changed(schedule_id, scripts.run(self._scripts.resume, keys, args))
+        args = [schedule_id, iso(fire), score / 1000, iso(now), self.history_maxlen, *seen, skipped]
+        return scripts.run(self._scripts.resume, keys, [*args, iso(first) if first is not None else ""])
 
     def trigger(self, schedule_id: str) -> None:
         """Run the schedule now, once; its regular fires carry on afterwards."""
@@ -263,6 +282,14 @@ class Client:
         if result == -1:
             raise ScheduleNotFound(schedule_id)
         return result == 1
+
+
+def _first_unrun_ms(trigger: cron.Trigger, record: ScheduleRecord) -> int | None:
+    """The earliest fire of a paused schedule that has neither run nor been dropped:
+    the pending fire, or the one after the run still in flight (None: unknown)."""
+    if record.fire_ms is None:
+        return None
+    return cron.next_fire_ms(trigger, record.fire_ms) if record.job_id else record.fire_ms
 
 
 def _old_definition(schedule_id: str, definition: bytes | None) -> Schedule | None:
