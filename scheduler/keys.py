@@ -64,6 +64,11 @@ class Keys:
         """HASH of cluster-wide run counters, incremented by acks (scheduler.engine.clusterstats)."""
         return f"{self.namespace}:stats"
 
+    @property
+    def data_lost(self) -> str:
+        """HASH, no TTL: a replica saw the counters go back (scheduler.dataloss)."""
+        return f"{self.namespace}:data_lost"
+
     def schedule(self, schedule_id: str) -> str:
         """HASH: the definition (JSON) and the state of one schedule."""
         return f"{self.namespace}:schedule:{schedule_id}"

@@ -46,3 +46,15 @@ def fail_until(attempt: int) -> str:
         record("failures")
         raise RuntimeError(f"attempt {fire.attempt} fails")
     return record()
+
+
+def gated(tag: str) -> str:
+    """Records the start, then waits until the test opens the gate (one token per
+    run, ``RPUSH test:<tag>:gate``): a run that stays in flight exactly as long as the
+    test needs, with no timing margins."""
+    job = get_current_job()
+    assert job is not None
+    job.connection.rpush(f"test:{tag}:started", job.id)
+    if job.connection.blpop([f"test:{tag}:gate"], timeout=60) is None:
+        raise RuntimeError(f"the gate of {tag!r} never opened")
+    return record(tag)

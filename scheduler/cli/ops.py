@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import click
 import redis.exceptions
 
+from scheduler import dataloss
 from scheduler.cli.common import Context, allow_option, echo_json, json_option, parse_allow, pass_context
 from scheduler.cli.status_view import status_lines
 from scheduler.durations import parse_duration_ms
@@ -246,6 +247,8 @@ def check(
         if not yes:
             click.confirm(f"Repair {len(found)} problem(s) in {ctx.namespace}?", abort=True, err=True)
         outcome = run_repair(ctx.conn, keys)
+    if repair:
+        _clear_data_lost(ctx, keys, yes)
     remaining = outcome.remaining if outcome is not None else found
     problems, summary = _health(ctx, limit_ms, node, node_age_ms)
     if remaining:
@@ -268,7 +271,7 @@ def _health(ctx: Context, limit_ms: int, node: str, node_age_ms: int) -> tuple[l
     except redis.exceptions.ResponseError as exc:  # WRONGTYPE: a set key edited by hand
         return [f"cannot read the status: {str(exc).splitlines()[0]}"], ""
     now = report.now_ms
-    problems = []
+    problems = [] if report.data_lost is None else [report.data_lost.line()]
     if report.leader_node is None:
         problems.append("no leader holds the lease")
     if report.oldest_overdue_ms is not None and now - report.oldest_overdue_ms > limit_ms:
@@ -279,6 +282,18 @@ def _health(ctx: Context, limit_ms: int, node: str, node_age_ms: int) -> tuple[l
         problems.extend(node_problems(report, node, node_age_ms))
     seen = f", replica {node} reporting" if node else ""
     return problems, f"ok: leader {report.leader_node}, {report.total} schedules{seen}"
+
+
+def _clear_data_lost(ctx: Context, keys: Keys, yes: bool) -> None:
+    """--repair: a person acknowledges a recorded loss (after re-applying the files)."""
+    marker = dataloss.decode_marker(ctx.conn.hgetall(keys.data_lost))
+    if marker is None:
+        return
+    click.echo(marker.line())
+    if not yes:
+        click.confirm("Schedule files re-applied? Clear the data_lost marker", abort=True, err=True)
+    dataloss.clear(ctx.conn, keys)
+    click.echo("cleared the data_lost marker")
 
 
 def _check_json(found: list[Finding], outcome: RepairOutcome | None, problems: list[str]) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from scheduler.cli.render import Cell, age, duration, relative, table_lines, toned
+from scheduler.dataloss import ADVICE, Loss
 from scheduler.engine.service import HEARTBEAT_S
 from scheduler.ops.status import StatusReport
 
@@ -18,6 +19,8 @@ def status_lines(report: StatusReport) -> list[str]:
         _field("overdue", _overdue(report)),
         "",
     ]
+    if report.data_lost is not None:  # first: the counts below are not the whole truth
+        lines[:0] = [_field("data lost", _data_lost(report.data_lost))]
     now = report.now_ms
     replicas: list[list[Cell | str]] = [
         [
@@ -66,6 +69,13 @@ def _schedules(report: StatusReport) -> str:
         tone = {"broken": "bad", "paused": "warn"}.get(state) if count else None
         parts.append(Cell(text, tone).render(0))
     return f"{report.total} total: " + ", ".join(parts)
+
+
+def _data_lost(loss: Loss) -> str:
+    seen = f", seen by {loss.node}" if loss.node else ""
+    at = f" at {loss.detected_at}" if loss.detected_at else ""
+    text = f"{loss.what}{seen}{at}: {ADVICE}, then clear this with rqbeat check --repair"
+    return Cell(text, "bad").render(0)
 
 
 def _overdue(report: StatusReport) -> str:

@@ -32,6 +32,7 @@ from redis.client import PubSub
 from scheduler.allow import AllowList
 from scheduler.clock import Clock, SystemClock, iso, redis_now_ms, time_reply_ms
 from scheduler.connection import DEFAULT_REDIS_URL
+from scheduler.engine.counters import CounterWatch
 from scheduler.engine.dispatch import DEFAULT_BATCH, Dispatcher, Prepared
 from scheduler.engine.lease import Lease
 from scheduler.engine.metrics import Metrics, MetricsServer
@@ -97,6 +98,7 @@ class Service:
         self._owns_conn = conn is None
         self.conn = conn or config.redis_settings().connect()
         self.lease = Lease(self.conn, self.keys, self.node, config.lease_ms, self.clock)
+        self.counters = CounterWatch(self.conn, self.keys, self.node)
         self.dispatcher = Dispatcher(self.conn, self.keys, batch_size=config.batch_size, allow=config.allow)
         self.metrics = Metrics(self.keys, self.conn)
         self.watchdog = Watchdog(self.conn, self.keys, batch_size=config.batch_size, metrics=self.metrics)
@@ -194,6 +196,7 @@ class Service:
         if remaining_ms is None and self.lease.try_acquire():
             self.metrics.set_leader(True)
             log.info("leader node=%s epoch=%d acquired", self.node, self.lease.epoch)
+            self.counters.acquired(self.lease.epoch)
             self._heartbeat("leader")
             return 0.0
         self._heartbeat("standby")
@@ -335,11 +338,14 @@ class Service:
                 "pid": os.getpid(),
                 "host": socket.gethostname(),
                 "seen_at": iso(now_ms),
+                **self.counters.node_fields(),
             },
         )
         pipe.expire(self.keys.node(self.node), NODE_TTL_S)
         pipe.zremrangebyscore(self.keys.nodes, "-inf", now_ms / 1000 - NODE_TTL_S)
-        pipe.execute()
+        self.counters.read_into(pipe)  # the loss check rides on the heartbeat
+        *_, epoch, revision = pipe.execute()
+        self.counters.observe(epoch, revision)
 
     def _shutdown(self) -> None:
         try:

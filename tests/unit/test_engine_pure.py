@@ -5,6 +5,7 @@ schedule (``dispatch.decide``), what the watchdog makes of RQ's state
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -260,7 +261,7 @@ def ack_args(schedule: Schedule, now_ms: int, **kwargs: Any) -> dict[str, Any]:
     assert ack.keys == [K.schedule(SID), K.due, K.running, K.history(SID), K.events, K.stats]
     names = [
         "id", "job_id", "version", "next_fire", "score", "now", "now_score",
-        "outcome", "dropped", "maxlen", "error",
+        "outcome", "dropped", "maxlen", "error", "resumed_at",
     ]  # fmt: skip
     # after the named arguments: (field, increment) pairs for the stats hash
     assert len(ack.args) >= len(names) and (len(ack.args) - len(names)) % 2 == 0
@@ -268,7 +269,7 @@ def ack_args(schedule: Schedule, now_ms: int, **kwargs: Any) -> dict[str, Any]:
 
 
 def stats_increments(schedule: Schedule, now_ms: int, **kwargs: Any) -> dict[str, int]:
-    args = prepare_ack(K, in_flight(schedule), now_ms, **kwargs).args[11:]
+    args = prepare_ack(K, in_flight(schedule), now_ms, **kwargs).args[12:]
     return dict(zip(args[::2], args[1::2], strict=True))
 
 
@@ -302,6 +303,7 @@ def test_ack_on_time_arms_the_next_fire() -> None:
         "dropped": 0,
         "maxlen": HISTORY_MAXLEN,
         "error": "",
+        "resumed_at": "",
     }
 
 
@@ -324,6 +326,39 @@ def test_late_ack_applies_the_misfire_policy_at_now(
     assert (args["next_fire"], args["dropped"]) == (iso(fire_ms), dropped)
     assert args["score"] == policy.due_score_ms(schedule, fire_ms) / 1000
     assert fire_ms <= args["score"] * 1000 < fire_ms + 1000
+
+
+@pytest.mark.parametrize("misfire", ["coalesce", "all", "skip"])
+def test_ack_after_a_resume_never_arms_a_fire_from_the_pause(misfire: str) -> None:
+    # paused while the run of T was in flight, resumed at T+4.5 s, acked at T+6.5 s:
+    # T+1 .. T+4 s passed while paused (the resume recorded them as skipped); T+5 and
+    # T+6 s passed after the resume, while the run was still in flight: the policy decides
+    schedule = every_second(misfire=misfire)
+    run = dataclasses.replace(in_flight(schedule), resumed_at=iso(T_MS + 4_500))
+    args = prepare_ack(K, run, T_MS + 6_500).args
+    expected = {"coalesce": (T_MS + 6000, 1), "all": (T_MS + 5000, 0), "skip": (T_MS + 7000, 2)}[misfire]
+    assert (args[3], args[8]) == (iso(expected[0]), expected[1])
+    assert args[11] == iso(T_MS + 4_500)  # what the script re-checks
+
+
+def test_an_old_resume_does_not_move_the_next_fire() -> None:
+    run = dataclasses.replace(in_flight(every_second()), resumed_at=iso(T_MS - 60_000))
+    assert prepare_ack(K, run, T_MS + 200).args[3] == iso(T_MS + 1000)
+
+
+@pytest.mark.parametrize(
+    ("first_ms", "resumed_ms", "skipped"),
+    [
+        (None, T_MS, 0),  # nothing known to be pending
+        (T_MS + 1, T_MS, 0),  # the pending fire is still ahead
+        (T_MS, T_MS, 1),  # the pending fire is now
+        (T_MS - 3000, T_MS + 500, 4),  # T-3 .. T s
+    ],
+)
+def test_paused_fires_counts_the_pending_fire_and_those_up_to_the_resume(
+    first_ms: int | None, resumed_ms: int, skipped: int
+) -> None:
+    assert policy.paused_fires(every_second().trigger, first_ms, resumed_ms) == skipped
 
 
 def test_ack_of_a_cron_schedule() -> None:
