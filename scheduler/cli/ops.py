@@ -127,7 +127,8 @@ def run(
         "redis=%s allow=%s", ctx.redis.describe(), allowed if allowed is not None else "any"
     )
     # Started beside Redis (compose, systemd), a replica may come up first: wait for it
-    # (PING only, so retrying is safe), then check its eviction policy against it.
+    # (tenacity retrying PING, which writes nothing, so retrying is safe), then check its
+    # eviction policy against it. Later outages are the service loop's to ride out.
     wait_until_reachable(service.conn, where=ctx.redis.describe())
     signal.signal(signal.SIGTERM, service.on_signal)
     signal.signal(signal.SIGINT, service.on_signal)
@@ -173,8 +174,9 @@ def worker(
       rqbeat --redis-url redis://redis:6379/0 worker default reports --log-format json
     """
     setup_logging(log_level, log_format.lower())
-    # RQ's worker exits when Redis is down as it starts: wait for it first (PING only,
-    # so retrying is safe; the worker's own recovery later is RQ's and workers.Worker's).
+    # RQ's worker exits when Redis is down as it starts: wait for it first (tenacity
+    # retrying PING, which writes nothing, so retrying is safe; recovery once running is
+    # RQ's and workers.Worker's).
     wait_until_reachable(ctx.conn, where=ctx.redis.describe())
     w = Worker(
         list(queues or ["default"]),

@@ -114,11 +114,11 @@ class Service:
         self._metrics_server: MetricsServer | None = None
         self._stop = threading.Event()
         self._pubsub: PubSub | None = None
-        # Safe to retry: a pass re-reads all it acts on (lease, sets, definitions) and
-        # each write in it is one fenced transaction or compare-and-set script, so even
-        # after an EXEC that reached Redis before the connection dropped, the next pass
-        # re-decides from what Redis holds; it resends nothing. Any exception is retried
-        # (a bug in one pass must not stop scheduling); only stop() ends the retries.
+        # tenacity retries a whole pass. Safe: a pass re-reads all it acts on (lease, sets,
+        # definitions) and each write in it is one fenced transaction or compare-and-set
+        # script, so even after an EXEC that reached Redis before the connection dropped,
+        # the next pass re-decides from what Redis holds; it resends nothing. Any exception
+        # is retried (a bug in one pass must not stop scheduling); only stop() ends it.
         self._retrying = Retrying(
             retry=retry_if_exception_type(Exception),
             wait=outage_wait(),
