@@ -23,6 +23,7 @@ from scheduler.logs import formatter
 from scheduler.ops.repair import Finding
 from scheduler.ops.repair_io import RepairOutcome, examine, run_repair
 from scheduler.ops.status import node_problems, read_status
+from scheduler.outage import wait_until_reachable
 from workers import Worker
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -126,6 +127,10 @@ def run(
     logging.getLogger(__name__).info(
         "redis=%s allow=%s", ctx.redis.describe(), allowed if allowed is not None else "any"
     )
+    # Started beside Redis (compose, systemd), a replica may come up first: wait for it
+    # (tenacity retrying PING, which writes nothing, so retrying is safe), then check its
+    # eviction policy against it. Later outages are the service loop's to ride out.
+    wait_until_reachable(service.conn, where=ctx.redis.describe())
     signal.signal(signal.SIGTERM, service.on_signal)
     signal.signal(signal.SIGINT, service.on_signal)
     service.run()
@@ -170,6 +175,10 @@ def worker(
       rqbeat --redis-url redis://redis:6379/0 worker default reports --log-format json
     """
     setup_logging(log_level, log_format.lower())
+    # RQ's worker exits when Redis is down as it starts: wait for it first (tenacity
+    # retrying PING, which writes nothing, so retrying is safe; recovery once running is
+    # RQ's and workers.Worker's).
+    wait_until_reachable(ctx.conn, where=ctx.redis.describe())
     w = Worker(
         list(queues or ["default"]),
         connection=ctx.conn,
