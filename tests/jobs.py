@@ -46,3 +46,19 @@ def fail_until(attempt: int) -> str:
         record("failures")
         raise RuntimeError(f"attempt {fire.attempt} fails")
     return record()
+
+
+def exclusive(seconds: float, tag: str = "runs") -> str:
+    """Like :func:`slow`, and counts overlaps: a run that starts while another run under
+    ``tag`` is still in flight adds one to ``test:<tag>:overlaps`` (clock-free)."""
+    job = get_current_job()
+    assert job is not None
+    conn = job.connection
+    if int(conn.incr(f"test:{tag}:inflight")) > 1:
+        conn.incr(f"test:{tag}:overlaps")
+    conn.rpush(f"test:{tag}:started", job.id)
+    try:
+        time.sleep(seconds)
+    finally:
+        conn.decr(f"test:{tag}:inflight")
+    return record(tag)
