@@ -176,6 +176,7 @@ def worker(
         job_monitoring_interval=job_monitoring_interval,
     )
     w.heartbeat_grace_s = heartbeat_grace
+    w.rqbeat_namespace = ctx.namespace
     w.work(burst=burst, logging_level=log_level.upper(), with_scheduler=False)
 
 
