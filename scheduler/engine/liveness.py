@@ -14,23 +14,28 @@ too: it is RQ's own bookkeeping.
 Timeline of one look (no MULTI needed, the order of the reads does it)::
 
     t0  ZRANGE rq:executions:<job>          -> the job's execution ids
+        HGET rq:job:<job> worker_name       -> who took it
     t1  EXISTS rq:execution:<job>:<id>...   -> alive?
+        HGET rq:worker:<name> current_job   -> does that worker still say it runs it?
     t2  HGET rq:job:<job> status            -> RQ's status, read *after* the liveness
     t2' ZRANGE rq:executions:<job>          -> an execution started since t0?
 
 A worker that finished between t0 and t1 deleted its execution in the same EXEC that
 set ``finished``, so t2 reads ``finished``, never "started and dead". ``failed`` while
-an execution is alive is RQ's registry clean-up (run by any worker, or ``rq``'s own
-commands, on *their* clocks) calling a running job abandoned: rqbeat waits for the
-worker instead of retrying the fire under it.
+an execution is alive, and whose worker still names it its ``current_job``, is RQ's
+registry clean-up (run by any worker, or ``rq``'s own commands, on *their* clocks)
+calling a running job abandoned: rqbeat waits for the worker instead of retrying
+the fire under it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
+from rq import Worker
 from rq.executions import ExecutionRegistry
 
 from scheduler.records import text
@@ -39,6 +44,8 @@ from scheduler.records import text
 EXECUTIONS_KEY = ExecutionRegistry.key_template
 #: ``rq:execution:<job>:<execution id>``: one execution's hash, expired by Redis.
 EXECUTION_KEY = "rq:execution:{0}:{1}"
+#: ``rq:worker:<name>``: a worker's hash; ``current_job`` names what it works on.
+WORKER_PREFIX = Worker.redis_worker_namespace_prefix
 #: RQ statuses whose run may still have a live execution.
 WATCHED = frozenset({"started", "failed"})
 
@@ -57,21 +64,35 @@ def read(conn: Redis, job_ids: list[str]) -> dict[str, Liveness]:
     pipe = conn.pipeline(transaction=False)
     for job_id in job_ids:
         pipe.zrange(EXECUTIONS_KEY.format(job_id), 0, -1)
-    seen = {j: {str(text(e)) for e in ids} for j, ids in zip(job_ids, pipe.execute(), strict=True)}
+        pipe.hget(f"rq:job:{job_id}", "worker_name")
+    first = iter(pipe.execute())
+    seen: dict[str, set[str]] = {}
+    workers: dict[str, str | None] = {}
+    for job_id in job_ids:
+        seen[job_id] = {str(text(e)) for e in next(first)}
+        workers[job_id] = text(next(first))
     pipe = conn.pipeline(transaction=False)
     for job_id in job_ids:
         if seen[job_id]:
             pipe.exists(*(EXECUTION_KEY.format(job_id, e) for e in sorted(seen[job_id])))
+        pipe.hget(f"{WORKER_PREFIX}{workers[job_id] or ''}", "current_job")
         pipe.hget(f"rq:job:{job_id}", "status")
         pipe.zrange(EXECUTIONS_KEY.format(job_id), 0, -1)
     replies = iter(pipe.execute())
-    return {job_id: _liveness(seen[job_id], replies) for job_id in job_ids}
+    return {job_id: _liveness(job_id, seen[job_id], replies) for job_id in job_ids}
 
 
-def _liveness(seen: set[str], replies: Any) -> Liveness:
+def _liveness(job_id: str, seen: set[str], replies: Iterator[Any]) -> Liveness:
     live = int(next(replies)) if seen else 0
+    current_job = text(next(replies))
     status = text(next(replies))
     now_listed = {str(text(e)) for e in next(replies)}
     # An execution that started after the first read was not looked at: call it alive
     # (look again later) rather than judge the run by its predecessors.
-    return Liveness(status, live > 0 or not now_listed <= seen)
+    alive = live > 0 or not now_listed <= seen
+    if status == "failed":
+        # A worker records its own failure and clears its current job in one EXEC, but
+        # may leave the execution to expire (an aborted success transaction): only a
+        # worker that still says it is on this job makes a "failed" job alive.
+        alive = alive and current_job == job_id
+    return Liveness(status, alive)

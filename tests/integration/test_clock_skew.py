@@ -14,17 +14,21 @@ heartbeat interval (1 s) plus grace (2 s), which count overlaps without a clock.
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from redis import Redis
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from devtools.cluster import Cluster, kill_session, runs_per_key
 from devtools.processes import Process, wait_for
+from scheduler.cli.app import cli
 from scheduler.clock import parse_iso_ms
 from scheduler.keys import Keys
 from scheduler.model import Schedule
@@ -44,6 +48,11 @@ RUN_S = 4.0
 @pytest.fixture
 def cluster(redis_url: str, tmp_path: Path, processes: list[Process]) -> Cluster:
     return Cluster(redis_url, tmp_path, processes)
+
+
+def rqbeat(redis_url: str, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, ["--redis-url", redis_url, *args])
+    return result.exit_code, result.output
 
 
 def hourly(sid: str, target: str, *args: object) -> Schedule:
@@ -139,3 +148,37 @@ def test_dead_worker_with_a_clock_ahead_is_noticed(cluster: Cluster, conn: Redis
     assert "abandoned" in failed[0].fields["error"]
     fire_ms = parse_iso_ms(failed[0].fields["fire_at"])
     assert runs_per_key(conn, "dead") == {f"dead:{fire_ms}": 1}
+
+
+def test_status_and_check_report_skewed_workers(cluster: Cluster, conn: Redis) -> None:
+    cluster.replica("r1")
+    cluster.wait_leader(conn)
+    cluster.worker("fast", clock_offset_s=SKEW_S)
+    cluster.worker("slow", clock_offset_s=-SKEW_S)
+    cluster.worker("good")
+    cluster.plain_rq_worker("plain")
+    keys = [K.clock("fast"), K.clock("slow"), K.clock("good")]
+    wait_for(lambda: conn.exists(*keys) == len(keys), 20, what="the workers' clock offsets")
+    wait_for(lambda: conn.exists("rq:worker:plain"), 20, what="the plain worker to register")
+
+    code, output = rqbeat(cluster.redis_url, "status", "--json")
+    assert code == 0, output
+    clocks = {w["name"]: w["clock_offset_s"] for w in json.loads(output)["workers"]}
+    assert clocks.keys() == {"fast", "slow", "good", "plain"}
+    assert SKEW_S - 1 < clocks["fast"] < SKEW_S + 1
+    assert -SKEW_S - 1 < clocks["slow"] < -SKEW_S + 1
+    assert abs(clocks["good"]) < 1
+    assert clocks["plain"] is None  # a stock rq worker measures nothing
+
+    code, output = rqbeat(cluster.redis_url, "status")
+    assert code == 0, output
+    assert re.search(r"^fast +\+(299\.9|300\.0)\d\ds", output, re.MULTILINE), output
+    assert re.search(r"^plain +not measured", output, re.MULTILINE), output
+
+    code, output = rqbeat(cluster.redis_url, "check", "--health-only")
+    assert code == 1
+    assert "worker fast's clock is 300.0s ahead of Redis (tolerance 2s)" in output
+    assert "worker slow's clock is 300.0s behind Redis (tolerance 2s)" in output
+    assert "worker good" not in output and "worker plain" not in output
+    code, output = rqbeat(cluster.redis_url, "check", "--health-only", "--max-clock-offset", "10m")
+    assert code == 0, output
