@@ -38,12 +38,14 @@ from redis import Redis
 from rq import Worker
 from rq.executions import ExecutionRegistry
 
+from scheduler.engine.rqjob import JOB_PREFIX
 from scheduler.records import text
 
 #: ``rq:executions:<job>``: the ids of a job's executions (scores: the worker's clock).
 EXECUTIONS_KEY = ExecutionRegistry.key_template
-#: ``rq:execution:<job>:<execution id>``: one execution's hash, expired by Redis.
-EXECUTION_KEY = "rq:execution:{0}:{1}"
+#: ``rq:execution:<job>:<execution id>``: one execution's hash, expired by Redis
+#: (derived from RQ's template so that RQ 3's key prefix carries over).
+EXECUTION_KEY = EXECUTIONS_KEY.replace(":executions:", ":execution:") + ":{1}"
 #: ``rq:worker:<name>``: a worker's hash; ``current_job`` names what it works on.
 WORKER_PREFIX = Worker.redis_worker_namespace_prefix
 #: RQ statuses whose run may still have a live execution.
@@ -64,7 +66,7 @@ def read(conn: Redis, job_ids: list[str]) -> dict[str, Liveness]:
     pipe = conn.pipeline(transaction=False)
     for job_id in job_ids:
         pipe.zrange(EXECUTIONS_KEY.format(job_id), 0, -1)
-        pipe.hget(f"rq:job:{job_id}", "worker_name")
+        pipe.hget(f"{JOB_PREFIX}{job_id}", "worker_name")
     first = iter(pipe.execute())
     seen: dict[str, set[str]] = {}
     workers: dict[str, str | None] = {}
@@ -76,7 +78,7 @@ def read(conn: Redis, job_ids: list[str]) -> dict[str, Liveness]:
         if seen[job_id]:
             pipe.exists(*(EXECUTION_KEY.format(job_id, e) for e in sorted(seen[job_id])))
         pipe.hget(f"{WORKER_PREFIX}{workers[job_id] or ''}", "current_job")
-        pipe.hget(f"rq:job:{job_id}", "status")
+        pipe.hget(f"{JOB_PREFIX}{job_id}", "status")
         pipe.zrange(EXECUTIONS_KEY.format(job_id), 0, -1)
     replies = iter(pipe.execute())
     return {job_id: _liveness(job_id, seen[job_id], replies) for job_id in job_ids}
