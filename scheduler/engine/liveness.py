@@ -17,6 +17,7 @@ Timeline of one look (no MULTI needed, the order of the reads does it)::
         HGET rq:job:<job> worker_name       -> who took it
     t1  EXISTS rq:execution:<job>:<id>...   -> alive?
         HGET rq:worker:<name> current_job   -> does that worker still say it runs it?
+                                               (RQ 3: its rq:worker:<name>:executions)
     t2  HGET rq:job:<job> status            -> RQ's status, read *after* the liveness
     t2' ZRANGE rq:executions:<job>          -> an execution started since t0?
 
@@ -34,7 +35,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import rq.executions
 from redis import Redis
+from redis.client import Pipeline
 from rq import Worker
 from rq.executions import ExecutionRegistry
 
@@ -46,8 +49,11 @@ EXECUTIONS_KEY = ExecutionRegistry.key_template
 #: ``rq:execution:<job>:<execution id>``: one execution's hash, expired by Redis
 #: (derived from RQ's template so that RQ 3's key prefix carries over).
 EXECUTION_KEY = EXECUTIONS_KEY.replace(":executions:", ":execution:") + ":{1}"
-#: ``rq:worker:<name>``: a worker's hash; ``current_job`` names what it works on.
+#: ``rq:worker:<name>``: a worker's hash; with RQ 2 ``current_job`` names its job.
 WORKER_PREFIX = Worker.redis_worker_namespace_prefix
+#: RQ 3 instead indexes a worker's executions in ``rq:worker:<name>:executions`` (a SET
+#: of ``<job>:<execution>``); None with RQ 2.
+WORKER_EXECUTIONS_KEY: str | None = getattr(rq.executions, "WORKER_EXECUTIONS_KEY_TEMPLATE", None)
 #: RQ statuses whose run may still have a live execution.
 WATCHED = frozenset({"started", "failed"})
 
@@ -77,7 +83,7 @@ def read(conn: Redis, job_ids: list[str]) -> dict[str, Liveness]:
     for job_id in job_ids:
         if seen[job_id]:
             pipe.exists(*(EXECUTION_KEY.format(job_id, e) for e in sorted(seen[job_id])))
-        pipe.hget(f"{WORKER_PREFIX}{workers[job_id] or ''}", "current_job")
+        _ask_holds(pipe, job_id, workers[job_id] or "", seen[job_id])
         pipe.hget(f"{JOB_PREFIX}{job_id}", "status")
         pipe.zrange(EXECUTIONS_KEY.format(job_id), 0, -1)
     replies = iter(pipe.execute())
@@ -86,15 +92,30 @@ def read(conn: Redis, job_ids: list[str]) -> dict[str, Liveness]:
 
 def _liveness(job_id: str, seen: set[str], replies: Iterator[Any]) -> Liveness:
     live = int(next(replies)) if seen else 0
-    current_job = text(next(replies))
+    holds = _holds(job_id, next(replies))
     status = text(next(replies))
     now_listed = {str(text(e)) for e in next(replies)}
     # An execution that started after the first read was not looked at: call it alive
     # (look again later) rather than judge the run by its predecessors.
     alive = live > 0 or not now_listed <= seen
     if status == "failed":
-        # A worker records its own failure and clears its current job in one EXEC, but
-        # may leave the execution to expire (an aborted success transaction): only a
-        # worker that still says it is on this job makes a "failed" job alive.
-        alive = alive and current_job == job_id
+        # A worker records its own failure and lets go of the job in one EXEC, but may
+        # leave the execution to expire (an aborted success transaction): only a worker
+        # that still says it runs this job makes a "failed" job alive.
+        alive = alive and holds
     return Liveness(status, alive)
+
+
+def _ask_holds(pipe: Pipeline, job_id: str, worker: str, seen: set[str]) -> None:
+    """Queue the read of whether ``worker`` still says it runs ``job_id``."""
+    if WORKER_EXECUTIONS_KEY is None:
+        pipe.hget(f"{WORKER_PREFIX}{worker}", "current_job")
+    else:
+        members = [f"{job_id}:{e}" for e in sorted(seen)] or [f"{job_id}:"]
+        pipe.smismember(WORKER_EXECUTIONS_KEY.format(worker), members)
+
+
+def _holds(job_id: str, reply: Any) -> bool:
+    if WORKER_EXECUTIONS_KEY is None:
+        return bool(text(reply) == job_id)
+    return any(reply)
