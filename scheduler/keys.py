@@ -77,6 +77,10 @@ class Keys:
         """STREAM: capped run history of one schedule."""
         return f"{self.namespace}:history:{schedule_id}"
 
+    def clock(self, worker: str) -> str:
+        """HASH: an rqbeat worker's clock offset from Redis time (scheduler.clockskew)."""
+        return f"{self.namespace}:clock:{worker}"
+
     def node(self, node: str) -> str:
         """HASH: what one replica last reported (role, epoch, pid, host)."""
         return f"{self.namespace}:node:{node}"

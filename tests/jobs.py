@@ -58,3 +58,19 @@ def gated(tag: str) -> str:
     if job.connection.blpop([f"test:{tag}:gate"], timeout=60) is None:
         raise RuntimeError(f"the gate of {tag!r} never opened")
     return record(tag)
+
+
+def exclusive(seconds: float, tag: str = "runs") -> str:
+    """Like :func:`slow`, and counts overlaps: a run that starts while another run under
+    ``tag`` is still in flight adds one to ``test:<tag>:overlaps`` (clock-free)."""
+    job = get_current_job()
+    assert job is not None
+    conn = job.connection
+    if int(conn.incr(f"test:{tag}:inflight")) > 1:
+        conn.incr(f"test:{tag}:overlaps")
+    conn.rpush(f"test:{tag}:started", job.id)
+    try:
+        time.sleep(seconds)
+    finally:
+        conn.decr(f"test:{tag}:inflight")
+    return record(tag)

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import click
 import redis.exceptions
 
-from scheduler import dataloss
+from scheduler import clockskew, dataloss
 from scheduler.cli.common import Context, allow_option, echo_json, json_option, parse_allow, pass_context
 from scheduler.cli.status_view import status_lines
 from scheduler.durations import parse_duration_ms
@@ -186,6 +186,7 @@ def worker(
         job_monitoring_interval=job_monitoring_interval,
     )
     w.heartbeat_grace_s = heartbeat_grace
+    w.rqbeat_namespace = ctx.namespace
     w.work(burst=burst, logging_level=log_level.upper(), with_scheduler=False)
 
 
@@ -212,9 +213,18 @@ def status(ctx: Context, as_json: bool) -> None:
 @click.option("--max-lag", default="60s", help="Unhealthy when a due fire is older than this.")
 @click.option("--node", default="", help="Also require this replica's heartbeat (its `run --node`).")
 @click.option("--node-max-age", default="45s", help="With --node: unhealthy when its heartbeat is older.")
+@click.option(
+    "--max-clock-offset",
+    default=f"{clockskew.TOLERANCE_MS // 1000}s",
+    help="Unhealthy when an rqbeat worker's clock is further off Redis time.",
+)
 @click.option("--repair", is_flag=True, help="Fix what the scan of the stored state finds (asks first).")
 @click.option("--yes", is_flag=True, help="With --repair: do not ask (scripts, cron jobs).")
-@click.option("--health-only", is_flag=True, help="Skip the scan of every schedule: a cheap probe.")
+@click.option(
+    "--health-only",
+    is_flag=True,
+    help="Skip the scan of every schedule and the worker clocks: a cheap probe of the scheduler.",
+)
 @json_option
 @pass_context
 def check(
@@ -222,14 +232,16 @@ def check(
     max_lag: str,
     node: str,
     node_max_age: str,
+    max_clock_offset: str,
     repair: bool,
     yes: bool,
     health_only: bool,
     as_json: bool,
 ) -> None:
     """Health and consistency check: exit 0 when a leader holds the lease, no fire
-    is overdue by more than --max-lag and the stored state is consistent; exit 1
-    (with the reasons) otherwise. With --node, also the named replica must have
+    is overdue by more than --max-lag, no rqbeat worker's clock is off Redis time by
+    more than --max-clock-offset and the stored state is consistent; exit 1 (with the
+    reasons) otherwise. With --node, also the named replica must have
     reported itself within --node-max-age: a per-container health check for `rqbeat
     run`. Warns (stderr, exit code unchanged) when Redis's maxmemory-policy can evict
     rqbeat's data. --repair fixes the stored state, each fix one atomic step that
@@ -244,6 +256,7 @@ def check(
     """
     limit_ms = parse_duration_ms("max-lag", max_lag)
     node_age_ms = parse_duration_ms("node-max-age", node_max_age)
+    clock_ms = parse_duration_ms("max-clock-offset", max_clock_offset)
     if repair and health_only:
         raise ConfigError("--repair", True, "needs the scan; drop --health-only")
     policy_warning = eviction_warning(read_policy(ctx.conn) or "noeviction")
@@ -259,7 +272,8 @@ def check(
     if repair:
         _clear_data_lost(ctx, keys, yes)
     remaining = outcome.remaining if outcome is not None else found
-    problems, summary = _health(ctx, limit_ms, node, node_age_ms)
+    # a worker's clock is no reason to restart a replica: not part of the container probe
+    problems, summary = _health(ctx, limit_ms, node, node_age_ms, None if health_only else clock_ms)
     if remaining:
         problems.append(f"{len(remaining)} problem(s) in the stored state")
     if as_json:
@@ -273,8 +287,11 @@ def check(
     click.echo(summary)
 
 
-def _health(ctx: Context, limit_ms: int, node: str, node_age_ms: int) -> tuple[list[str], str]:
-    """The health problems (lease, overdue fires, --node), and the one-line summary."""
+def _health(
+    ctx: Context, limit_ms: int, node: str, node_age_ms: int, clock_ms: int | None
+) -> tuple[list[str], str]:
+    """The health problems (lease, overdue fires, --node, worker clocks), and the
+    one-line summary."""
     try:
         report = read_status(ctx.conn, ctx.namespace, detail=False)
     except redis.exceptions.ResponseError as exc:  # WRONGTYPE: a set key edited by hand
@@ -289,6 +306,8 @@ def _health(ctx: Context, limit_ms: int, node: str, node_age_ms: int) -> tuple[l
         )
     if node:
         problems.extend(node_problems(report, node, node_age_ms))
+    if clock_ms is not None:
+        problems.extend(report.clock_problems(clock_ms))
     seen = f", replica {node} reporting" if node else ""
     return problems, f"ok: leader {report.leader_node}, {report.total} schedules{seen}"
 

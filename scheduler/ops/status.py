@@ -16,11 +16,12 @@ from typing import Any
 
 import redis.exceptions
 from redis import Redis
+from rq import Worker
 from rq.queue import Queue
 from rq.registry import FailedJobRegistry, StartedJobRegistry
-from rq.worker_registration import WORKERS_BY_QUEUE_KEY
+from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
 
-from scheduler import dataloss, hashes
+from scheduler import clockskew, dataloss, hashes
 from scheduler.clock import iso, time_reply_ms
 from scheduler.keys import Keys
 from scheduler.protocol import ScheduleState
@@ -53,6 +54,23 @@ class QueueInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkerClock:
+    """A live RQ worker and its clock's offset from Redis time (None: not measured,
+    a plain ``rq worker``; see :mod:`scheduler.clockskew`)."""
+
+    name: str
+    offset: clockskew.Offset | None
+
+    def to_json(self) -> dict[str, Any]:
+        o = self.offset
+        return {
+            "name": self.name,
+            "clock_offset_s": None if o is None else o.offset_ms / 1000,
+            "clock_measured_at": None if o is None else iso(o.measured_ms),
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class StatusReport:
     leader_node: str | None
     epoch: int
@@ -65,10 +83,15 @@ class StatusReport:
     overdue: int = 0
     queues: list[QueueInfo] = field(default_factory=list)
     data_lost: dataloss.Loss | None = None
+    workers: list[WorkerClock] = field(default_factory=list)
 
     @property
     def total(self) -> int:
         return sum(self.counts.values())
+
+    def clock_problems(self, tolerance_ms: int = clockskew.TOLERANCE_MS) -> list[str]:
+        """Workers whose clock is off Redis time by more than ``tolerance_ms``."""
+        return clockskew.problems({w.name: w.offset for w in self.workers}, tolerance_ms)
 
     def to_json(self) -> dict[str, Any]:
         lag = None if self.oldest_overdue_ms is None else (self.now_ms - self.oldest_overdue_ms) / 1000
@@ -111,6 +134,7 @@ class StatusReport:
                 }
                 for q in self.queues
             ],
+            "workers": [w.to_json() for w in self.workers],
         }
 
 
@@ -156,6 +180,7 @@ def read_status(conn: Redis, namespace: str, *, detail: bool = True) -> StatusRe
         overdue=int(conn.zcount(k.due, "-inf", (now_ms - OVERDUE_GRACE_MS) / 1000)) if overdue_id else 0,
         queues=read_queues(conn) if detail else [],
         data_lost=dataloss.assess(dataloss.decode_marker(marker), counter, seen),
+        workers=read_worker_clocks(conn, k),
     )
 
 
@@ -195,6 +220,18 @@ def _nodes(conn: Redis, k: Keys, members: list[tuple[bytes, float]]) -> list[Nod
             )
         )
     return out
+
+
+def read_worker_clocks(conn: Redis, k: Keys) -> list[WorkerClock]:
+    """Every live RQ worker (its key has not expired) with its measured clock offset."""
+    members = sorted(str(text(m)) for m in conn.smembers(REDIS_WORKER_KEYS))
+    pipe = conn.pipeline(transaction=False)
+    for member in members:  # a worker killed with -9 stays in the set; its key expires
+        pipe.exists(member)
+    prefix = Worker.redis_worker_namespace_prefix
+    names = [m.removeprefix(prefix) for m, alive in zip(members, pipe.execute(), strict=True) if alive]
+    offsets = clockskew.read(conn, k, names)
+    return [WorkerClock(name, offsets[name]) for name in names]
 
 
 def read_queues(conn: Redis) -> list[QueueInfo]:
