@@ -29,9 +29,9 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.utils import utcparse
 
-from scheduler import scripts
+from scheduler import rqkeys, scripts
 from scheduler.clock import iso
-from scheduler.engine import rqjob, runs
+from scheduler.engine import runs
 from scheduler.errors import RqbeatError
 from scheduler.keys import HISTORY_MAXLEN, Keys
 from scheduler.records import decode_definition, text
@@ -177,23 +177,23 @@ class Watchdog:
 
     def _rq_states(self, job_ids: list[str]) -> dict[str, tuple[str | None, float | None, int | None, bool]]:
         """RQ's status of each job, for started ones the heartbeat expiry (epoch s) of
-        its newest live execution in ``rq:wip:<queue>``, when it ended (epoch ms, for
+        its newest live execution in RQ's ``wip`` registry of its queue, when it ended (epoch ms, for
         the ack latency metric), and for queued ones whether it is in its queue or the
         queue's intermediate list (:meth:`_listed`). Read-only."""
         pipe = self.conn.pipeline(transaction=False)
         for job_id in job_ids:
-            pipe.hmget(f"rq:job:{job_id}", ["status", "origin", "ended_at"])
+            pipe.hmget(rqkeys.job(job_id), ["status", "origin", "ended_at"])
         rows = dict(zip(job_ids, pipe.execute(), strict=True))
         jobs = {j: (text(s), text(o)) for j, (s, o, _) in rows.items()}
         started = [j for j, (status, _) in jobs.items() if status == "started"]
         pipe = self.conn.pipeline(transaction=False)
         for job_id in started:
-            pipe.zrange(f"rq:executions:{job_id}", 0, -1)
+            pipe.zrange(rqkeys.executions(job_id), 0, -1)
         executions = dict(zip(started, pipe.execute(), strict=True))
         pipe = self.conn.pipeline(transaction=False)
         for job_id in started:
             members = [f"{job_id}:{text(e)}" for e in executions[job_id]] or [f"{job_id}:none"]
-            pipe.zmscore(f"rq:wip:{jobs[job_id][1]}", members)
+            pipe.zmscore(rqkeys.started(str(jobs[job_id][1])), members)
         beats = dict(zip(started, pipe.execute(), strict=True))
         listed = self._listed({j: origin for j, (status, origin) in jobs.items() if status == "queued"})
         out: dict[str, tuple[str | None, float | None, int | None, bool]] = {}
@@ -208,8 +208,7 @@ class Watchdog:
         looked for within :data:`QUEUE_SCAN` of each end (True when it may be deeper)."""
         pipe = self.conn.pipeline(transaction=False)
         for job_id, origin in queued.items():
-            key = f"{rqjob.QUEUE_PREFIX}{origin}"
-            for name in (key, f"{key}:intermediate"):
+            for name in (rqkeys.queue(str(origin)), rqkeys.intermediate(str(origin))):
                 pipe.llen(name)
                 pipe.lpos(name, job_id, maxlen=QUEUE_SCAN)
                 pipe.lpos(name, job_id, rank=-1, maxlen=QUEUE_SCAN)

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis import Redis
-from rq.job import Job
 
+from scheduler import rqkeys
 from scheduler.clock import iso, time_reply_ms
 from scheduler.keys import HISTORY_MAXLEN, Keys
 from scheduler.ops import repair
@@ -231,7 +231,7 @@ def _score_ms(zset: dict[str, float | None], sid: str) -> int | None:
 def _jobs_exist(conn: Redis, job_ids: list[str]) -> dict[str, bool]:
     pipe = conn.pipeline(transaction=False)
     for job_id in job_ids:
-        pipe.exists(Job.redis_job_namespace_prefix + job_id)  # read only: no RQ side effects
+        pipe.exists(rqkeys.job(job_id))  # read only: no RQ side effects
     return {job_id: bool(n) for job_id, n in zip(job_ids, pipe.execute(), strict=True)}
 
 

@@ -16,10 +16,8 @@ from typing import Any
 
 import redis.exceptions
 from redis import Redis
-from rq.queue import Queue
-from rq.registry import FailedJobRegistry, StartedJobRegistry
-from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
+from scheduler import rqkeys
 from scheduler.clock import iso, time_reply_ms
 from scheduler.keys import Keys
 from scheduler.records import text
@@ -182,16 +180,13 @@ def read_queues(conn: Redis) -> list[QueueInfo]:
 
     Reads RQ's keys directly: RQ's own counters clean registries up first, which runs
     failure callbacks and writes (never done from a status command)."""
-    names = sorted(
-        str(text(n)).removeprefix(Queue.redis_queue_namespace_prefix)
-        for n in conn.smembers(Queue.redis_queues_keys)
-    )
+    names = sorted(str(text(n)).removeprefix(rqkeys.QUEUE_PREFIX) for n in conn.smembers(rqkeys.QUEUES))
     pipe = conn.pipeline(transaction=False)
     for name in names:
-        pipe.llen(Queue.redis_queue_namespace_prefix + name)
-        pipe.zcard(StartedJobRegistry.key_template.format(name))
-        pipe.zcard(FailedJobRegistry.key_template.format(name))
-        pipe.smembers(WORKERS_BY_QUEUE_KEY % name)
+        pipe.llen(rqkeys.queue(name))
+        pipe.zcard(rqkeys.started(name))
+        pipe.zcard(rqkeys.failed(name))
+        pipe.smembers(rqkeys.workers_of(name))
     replies = pipe.execute()
     pipe = conn.pipeline(transaction=False)
     for members in replies[3::4]:
