@@ -6,7 +6,8 @@ class adds rqbeat's compare-and-set ACK script to that very transaction, through
 and "schedule re-armed at its next fire" happen together or not at all. The next
 fire is computed *before* the transaction, from the definition, the fire that ran
 and Redis time. ``tests/integration/test_worker_hook.py`` fails loudly if RQ moves
-that hook.
+that hook. RQ 2.12 and 3.x differ in the signatures overridden here; the
+difference lives in :mod:`workers.rqcompat`.
 
 If the worker dies between the job and the EXEC, nothing is acked and the leader's
 watchdog decides later from RQ's state; a failed job nudges the watchdog to look now.
@@ -28,6 +29,7 @@ from scheduler import scripts
 from scheduler.clock import iso, redis_now_ms
 from scheduler.engine import runs
 from scheduler.keys import Keys
+from workers import rqcompat
 
 log = logging.getLogger(__name__)
 
@@ -48,24 +50,27 @@ class Worker(RQWorker):
         self._rqbeat_scripts = scripts.Scripts(self.connection)
         self._rqbeat_ack: tuple[str, runs.Ack] | None = None
 
-    def handle_job_success(self, job: Job, queue: Queue, started_job_registry: StartedJobRegistry) -> None:
+    # **rq_args: what RQ 3 adds (the execution), passed on as given (workers.rqcompat)
+    def handle_job_success(
+        self, job: Job, queue: Queue, started_job_registry: StartedJobRegistry, **rq_args: Any
+    ) -> None:
         self._rqbeat_ack = self._prepare_ack(job)
         try:
-            super().handle_job_success(job, queue, started_job_registry)
+            super().handle_job_success(job, queue, started_job_registry, **rq_args)
         finally:
             self._rqbeat_ack = None
 
-    def cleanup_execution(self, job: Job, pipeline: Pipeline) -> None:
-        super().cleanup_execution(job, pipeline)
+    def cleanup_execution(self, job: Job, pipeline: Pipeline, **rq_args: Any) -> None:
+        super().cleanup_execution(job, pipeline, **rq_args)
         pending = self._rqbeat_ack
         if pending is not None and pending[0] == job.id:
             pending[1].add_to(pipeline, self._rqbeat_scripts)
 
     def handle_job_failure(
-        self, job: Job, queue: Queue, started_job_registry: Any = None, exc_string: str = ""
+        self, job: Job, queue: Queue, started_job_registry: Any = None, exc_string: str = "", **rq_args: Any
     ) -> None:
         super().handle_job_failure(
-            job, queue, started_job_registry=started_job_registry, exc_string=exc_string
+            job, queue, started_job_registry=started_job_registry, exc_string=exc_string, **rq_args
         )
         meta = _rqbeat_meta(job)
         if meta is not None:
@@ -82,9 +87,9 @@ class Worker(RQWorker):
                 [sid, job.id, now / 1000],
             )
 
-    def get_heartbeat_ttl(self, job: Job) -> int:
+    def get_heartbeat_ttl(self, job: Job, working_time: float | None = None) -> int:
         if job.timeout and job.timeout > 0:
-            remaining = job.timeout - self.current_job_working_time
+            remaining = job.timeout - rqcompat.working_time_s(self, working_time)
             return int(min(remaining, self.job_monitoring_interval)) + self.heartbeat_grace_s
         return int(self.job_monitoring_interval) + self.heartbeat_grace_s
 
