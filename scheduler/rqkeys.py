@@ -20,7 +20,9 @@ installation -- replicas, workers, ``rqbeat status`` -- needs the same
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import rq
 import rq.defaults
@@ -96,6 +98,12 @@ def worker(name: str) -> str:
     return Worker.redis_worker_namespace_prefix + name
 
 
+#: Where a process records its :class:`RqIdentity`: fields of a replica's node hash,
+#: keys of a worker's JSON record in ``<ns>:rq-workers``.
+VERSION_FIELD = "rq_version"
+PREFIX_FIELD = "rq_prefix"
+
+
 @dataclass(frozen=True, slots=True)
 class RqIdentity:
     """Which RQ a process runs and under which key prefix it finds RQ's keys."""
@@ -106,6 +114,18 @@ class RqIdentity:
     @classmethod
     def current(cls) -> RqIdentity:
         return cls(RQ_VERSION, PREFIX)
+
+    @classmethod
+    def of(cls, fields: Mapping[str, Any]) -> RqIdentity | None:
+        """Read from :meth:`fields`; None when they are missing (a process of an
+        rqbeat release that did not record them)."""
+        version, prefix = fields.get(VERSION_FIELD), fields.get(PREFIX_FIELD)
+        if not isinstance(version, str) or not isinstance(prefix, str) or not version or not prefix:
+            return None
+        return cls(version, prefix)
+
+    def fields(self) -> dict[str, str]:
+        return {VERSION_FIELD: self.version, PREFIX_FIELD: self.prefix}
 
     def label(self) -> str:
         return f"RQ {self.version}, key prefix {self.prefix!r}"

@@ -29,7 +29,7 @@ from scheduler import scripts
 from scheduler.clock import iso, redis_now_ms
 from scheduler.engine import runs
 from scheduler.keys import Keys
-from workers import rqcompat
+from workers import presence, rqcompat
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,9 @@ class Worker(RQWorker):
     """An RQ worker that acknowledges rqbeat runs atomically. JSON serializer by default."""
 
     heartbeat_grace_s: int = DEFAULT_HEARTBEAT_GRACE_S
+    #: Where the worker records its RQ version and key prefix (workers.presence);
+    #: empty: $RQBEAT_NAMESPACE, else rqbeat's default.
+    rqbeat_namespace: str = ""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         if kwargs.get("serializer") is None:
@@ -49,6 +52,15 @@ class Worker(RQWorker):
         super().__init__(*args, **kwargs)
         self._rqbeat_scripts = scripts.Scripts(self.connection)
         self._rqbeat_ack: tuple[str, runs.Ack] | None = None
+
+    def register_birth(self) -> None:
+        super().register_birth()  # type: ignore[no-untyped-call]
+        presence.announce(self.connection, presence.keys_for(self.rqbeat_namespace), self.key, self.name,
+                          self.queue_names())  # fmt: skip
+
+    def register_death(self) -> None:
+        presence.withdraw(self.connection, presence.keys_for(self.rqbeat_namespace), self.key, self.name)
+        super().register_death()  # type: ignore[no-untyped-call]
 
     # **rq_args: what RQ 3 adds (the execution), passed on as given (workers.rqcompat)
     def handle_job_success(

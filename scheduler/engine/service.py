@@ -29,6 +29,7 @@ import redis.exceptions
 from redis import Redis
 from redis.client import PubSub
 
+from scheduler import rqkeys
 from scheduler.allow import AllowList
 from scheduler.clock import Clock, SystemClock, iso, redis_now_ms, time_reply_ms
 from scheduler.connection import DEFAULT_REDIS_URL
@@ -335,6 +336,9 @@ class Service:
                 "pid": os.getpid(),
                 "host": socket.gethostname(),
                 "seen_at": iso(now_ms),
+                # `status` compares these with the workers'
+                rqkeys.VERSION_FIELD: rqkeys.RQ_VERSION,
+                rqkeys.PREFIX_FIELD: rqkeys.PREFIX,
             },
         )
         pipe.expire(self.keys.node(self.node), NODE_TTL_S)

@@ -20,7 +20,9 @@ from redis import Redis
 from scheduler import rqkeys
 from scheduler.clock import iso, time_reply_ms
 from scheduler.keys import Keys
+from scheduler.ops.rqinfo import RqWorker, disagreements, read_workers
 from scheduler.records import text
+from scheduler.rqkeys import PREFIX_FIELD, VERSION_FIELD, RqIdentity
 
 CHUNK = 1000
 #: A due fire this late is overdue (the same grace as a misfire).
@@ -35,6 +37,7 @@ class Node:
     seen_ms: int
     host: str = ""
     pid: str = ""
+    rq: RqIdentity | None = None  # None: a replica of a release that did not record it
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +63,17 @@ class StatusReport:
     lease_ttl_ms: int | None = None
     overdue: int = 0
     queues: list[QueueInfo] = field(default_factory=list)
+    rq: RqIdentity = field(default_factory=RqIdentity.current)  # this process's
+    rq_workers: list[RqWorker] = field(default_factory=list)
 
     @property
     def total(self) -> int:
         return sum(self.counts.values())
+
+    @property
+    def rq_warnings(self) -> list[str]:
+        """Where replicas, workers and this process disagree on RQ (scheduler.ops.rqinfo)."""
+        return disagreements(self.rq, {n.name: n.rq for n in self.nodes}, self.rq_workers)
 
     def to_json(self) -> dict[str, Any]:
         lag = None if self.oldest_overdue_ms is None else (self.now_ms - self.oldest_overdue_ms) / 1000
@@ -85,9 +95,15 @@ class StatusReport:
                     "age_s": (self.now_ms - n.seen_ms) / 1000,
                     "host": n.host,
                     "pid": n.pid,
+                    "rq": None if n.rq is None else _rq_json(n.rq),
                 }
                 for n in self.nodes
             ],
+            "rq": _rq_json(self.rq),
+            "rq_workers": [
+                {"name": w.name, "queues": list(w.queues), "rq": _rq_json(w.rq)} for w in self.rq_workers
+            ],
+            "rq_warnings": self.rq_warnings,
             "queues": [
                 {
                     "name": q.name,
@@ -99,6 +115,10 @@ class StatusReport:
                 for q in self.queues
             ],
         }
+
+
+def _rq_json(rq: RqIdentity) -> dict[str, str]:
+    return {"version": rq.version, "prefix": rq.prefix}
 
 
 def read_status(conn: Redis, namespace: str, *, detail: bool = True) -> StatusReport:
@@ -137,6 +157,7 @@ def read_status(conn: Redis, namespace: str, *, detail: bool = True) -> StatusRe
         lease_ttl_ms=pttl if token and pttl >= 0 else None,
         overdue=int(conn.zcount(k.due, "-inf", (now_ms - OVERDUE_GRACE_MS) / 1000)) if overdue_id else 0,
         queues=read_queues(conn) if detail else [],
+        rq_workers=read_workers(conn, k),
     )
 
 
@@ -159,9 +180,9 @@ def _split_idle(conn: Redis, k: Keys) -> dict[str, int]:
 def _nodes(conn: Redis, k: Keys, members: list[tuple[bytes, float]]) -> list[Node]:
     pipe = conn.pipeline(transaction=False)
     for member, _ in members:
-        pipe.hmget(k.node(str(text(member))), ["role", "epoch", "host", "pid"])
+        pipe.hmget(k.node(str(text(member))), ["role", "epoch", "host", "pid", VERSION_FIELD, PREFIX_FIELD])
     out = []
-    for (member, score), (role, epoch, host, pid) in zip(members, pipe.execute(), strict=True):
+    for (member, score), (role, epoch, host, pid, *rq) in zip(members, pipe.execute(), strict=True):
         out.append(
             Node(
                 str(text(member)),
@@ -170,6 +191,7 @@ def _nodes(conn: Redis, k: Keys, members: list[tuple[bytes, float]]) -> list[Nod
                 round(score * 1000),
                 text(host) or "",
                 text(pid) or "",
+                RqIdentity.of({VERSION_FIELD: text(rq[0]), PREFIX_FIELD: text(rq[1])}),
             )
         )
     return out

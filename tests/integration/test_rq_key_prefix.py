@@ -21,10 +21,12 @@ from pathlib import Path
 
 import pytest
 import rq
+from click.testing import CliRunner
 from redis import Redis
 
 from devtools.cluster import Cluster, runs_per_key
 from devtools.processes import REPO, Process, wait_for
+from scheduler.cli.app import cli
 from scheduler.keys import Keys
 from scheduler.model import Schedule
 from scheduler.store import Client
@@ -57,7 +59,7 @@ def run_fires(conn: Redis, sid: str) -> None:
     client = Client(conn)
     for n in range(1, FIRES + 1):
         client.trigger(sid)
-        wait_for(lambda n=n: succeeded(conn, sid) >= n, timeout=30, what=f"{sid}: fire {n} succeeded")
+        wait_for(lambda: succeeded(conn, sid) >= n, timeout=30, what=f"{sid}: fire {n} succeeded")  # noqa: B023
 
 
 def test_each_fire_runs_once_under_a_key_prefix(conn: Redis, cluster: Cluster) -> None:
@@ -99,3 +101,24 @@ def status_json(cluster: Cluster) -> dict[str, object]:
     done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=True)
     report: dict[str, object] = json.loads(done.stdout)
     return report
+
+
+def test_status_warns_when_replicas_and_workers_use_other_prefixes(
+    conn: Redis, cluster: Cluster, redis_url: str, tmp_path: Path, processes: list[Process]
+) -> None:
+    cluster.replica("r1")
+    cluster.wait_leader(conn)
+    Cluster(redis_url, tmp_path, processes).worker("bare", "default")  # RQ_KEY_PREFIX forgotten
+    wait_for(lambda: conn.hlen(K.rq_workers) == 1, timeout=30, what="worker bare to record its RQ")
+    wait_for(lambda: conn.hget(K.node("r1"), "rq_prefix"), what="replica r1 to record its RQ")
+
+    apart = "replica r1 uses RQ key prefix '{rqb}' but worker bare 'rq': they never see its jobs"
+    report = status_json(cluster)  # run with the replica's prefix
+    assert report["rq"] == {"version": rq.__version__, "prefix": PREFIX}
+    assert report["rq_warnings"] == [apart]
+    # this process runs without the prefix, like the worker
+    result = CliRunner().invoke(cli, ["--redis-url", redis_url, "status", "--json"])
+    assert json.loads(result.stdout)["rq_warnings"] == [
+        "replica r1 uses RQ key prefix '{rqb}', this rqbeat 'rq': run it with RQ_KEY_PREFIX={rqb}",
+        apart,
+    ]
