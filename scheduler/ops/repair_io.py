@@ -21,6 +21,7 @@ from scheduler.clock import iso, time_reply_ms
 from scheduler.keys import HISTORY_MAXLEN, Keys
 from scheduler.ops import repair
 from scheduler.records import text
+from scheduler.scripts import register
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ def examine(conn: Redis, keys: Keys) -> Examination:
 def apply_fixes(conn: Redis, keys: Keys, fixes: Sequence[repair.Fix], now_ms: int) -> int:
     """Apply each fix atomically; returns how many took effect (the others saw a change)."""
     scripts = {
-        name: conn.register_script(body)
+        name: register(conn, body)  # writes: refused as a whole when Redis is full
         for name, body in (("place", PLACE), ("drop", DROP), ("quarantine", QUARANTINE))
     }
     applied = 0
