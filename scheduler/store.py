@@ -13,19 +13,25 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import redis.exceptions
 from redis import Redis
 
 from scheduler import cron, policy, scripts
 from scheduler.allow import AllowList
 from scheduler.clock import iso, redis_now_ms
-from scheduler.errors import RqbeatError, ScheduleNotFound
+from scheduler.errors import RedisFull, RqbeatError, ScheduleNotFound
 from scheduler.keys import DEFAULT_NAMESPACE, HISTORY_MAXLEN, Keys
+from scheduler.memory import full_is_error, read_memory
 from scheduler.model import Schedule
 from scheduler.records import ScheduleRecord, decode_definition, decode_record, text
 
 _TRIGGER_FIELDS = ("cron", "every_ms", "timezone", "jitter_ms")
 #: Schedules per upsert script call: one round trip each way, Redis busy ~ms.
 UPSERT_CHUNK = 1_000
+#: What one stored schedule costs Redis beyond twice its definition's JSON (hash
+#: fields, the due zset and the id set entries), for the headroom check of a
+#: multi-chunk upsert. Generous on purpose: refusing early beats a half-written apply.
+SCHEDULE_OVERHEAD_BYTES = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,12 +86,23 @@ class Client:
         if self.allow is not None:
             for schedule in schedules:  # all checked before anything is written
                 self.allow.check(schedule.target)
+        what = f"the upsert of {len(schedules)} schedule(s)"
+        if len(schedules) > UPSERT_CHUNK:  # one chunk is one script: all or nothing anyway
+            self._check_headroom(schedules, what)
         results: dict[str, UpsertResult] = {}
         pending = list(schedules)
-        for _ in range(5):
-            pending = self._upsert_round(pending, results)
-            if not pending:
-                return [results[s.id] for s in schedules]
+        try:
+            for _ in range(5):
+                pending = self._upsert_round(pending, results)
+                if not pending:
+                    return [results[s.id] for s in schedules]
+        except redis.exceptions.OutOfMemoryError as exc:
+            # Each chunk is one script, refused whole; the chunks before it stand. An
+            # upsert of the same schedules again writes only the rest (the written
+            # ones read back unchanged), so a re-run converges.
+            written = sum(r.action != "unchanged" for r in results.values())
+            done = f"{written} schedule(s) of it were written before (re-running writes the rest)"
+            raise RedisFull(what, done if written else "nothing was written") from exc
         raise ScheduleConflict(f"schedule {pending[0].id!r} kept changing during the upsert")
 
     def remove(self, schedule_id: str) -> bool:
@@ -100,14 +117,16 @@ class Client:
             k.revision,
             k.events,
         ]
-        return bool(scripts.run(self._scripts.remove, keys, [schedule_id]) == 1)
+        with full_is_error(f"removing schedule {schedule_id!r}"):
+            return bool(scripts.run(self._scripts.remove, keys, [schedule_id]) == 1)
 
     def pause(self, schedule_id: str) -> bool:
         """Stop firing (a run in flight finishes). False if it was already paused."""
         k = self.keys
         now = redis_now_ms(self.conn)
         keys = [k.schedule(schedule_id), k.due, k.revision, k.events, k.history(schedule_id)]
-        result = scripts.run(self._scripts.pause, keys, [schedule_id, iso(now), self.history_maxlen])
+        with full_is_error(f"pausing schedule {schedule_id!r}"):
+            result = scripts.run(self._scripts.pause, keys, [schedule_id, iso(now), self.history_maxlen])
         return self._changed(schedule_id, result)
 
     def resume(self, schedule_id: str) -> bool:
@@ -124,16 +143,19 @@ class Client:
         k = self.keys
         keys = [k.schedule(schedule_id), k.due, k.revision, k.events, k.history(schedule_id)]
         args = [schedule_id, iso(fire), score / 1000, iso(now), self.history_maxlen]
-        return self._changed(schedule_id, scripts.run(self._scripts.resume, keys, args))
+        with full_is_error(f"resuming schedule {schedule_id!r}"):
+            result = scripts.run(self._scripts.resume, keys, args)
+        return self._changed(schedule_id, result)
 
     def trigger(self, schedule_id: str) -> None:
         """Run the schedule now, once; its regular fires carry on afterwards."""
         now = redis_now_ms(self.conn)
         k = self.keys
         keys = [k.schedule(schedule_id), k.due, k.revision, k.events, k.history(schedule_id)]
-        result = scripts.run(
-            self._scripts.trigger, keys, [schedule_id, iso(now), now / 1000, self.history_maxlen]
-        )
+        with full_is_error(f"triggering schedule {schedule_id!r}"):
+            result = scripts.run(
+                self._scripts.trigger, keys, [schedule_id, iso(now), now / 1000, self.history_maxlen]
+            )
         if result == -1:
             raise ScheduleNotFound(schedule_id)
         if result != 1:
@@ -258,6 +280,15 @@ class Client:
             args += [iso(fire), policy.due_score_ms(schedule, fire) / 1000] if fire is not None else ["", 0]
             writes.append(schedule)
         return writes, args
+
+    def _check_headroom(self, schedules: Sequence[Schedule], what: str) -> None:
+        """Refuse up front an upsert that cannot fit under maxmemory, so that it is not
+        cut off between chunks. Unknown memory (INFO refused) is not a refusal."""
+        memory = read_memory(self.conn)
+        need = sum(2 * len(s.to_json()) + SCHEDULE_OVERHEAD_BYTES for s in schedules)
+        if memory is not None and not memory.fits(need):
+            left = max(0, memory.max_bytes - memory.used_bytes)
+            raise RedisFull(what, f"nothing was written (it needs about {need} bytes, Redis has {left} left)")
 
     def _changed(self, schedule_id: str, result: object) -> bool:
         if result == -1:

@@ -12,7 +12,7 @@ from scheduler.cli import aclcmd, ops, schedules, views
 from scheduler.cli.common import Context
 from scheduler.cli.connopts import connection_options, redis_settings
 from scheduler.connection import DEFAULT_REDIS_URL, mask_secrets
-from scheduler.errors import RqbeatError, ScheduleNotFound
+from scheduler.errors import RedisFull, RqbeatError, ScheduleNotFound
 from scheduler.keys import DEFAULT_NAMESPACE
 
 
@@ -80,6 +80,9 @@ class RqbeatGroup(click.Group):
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             where = ctx.obj.redis.describe() if isinstance(ctx.obj, Context) else "?"
             raise click.ClickException(f"cannot reach Redis at {where}: {_first_line(ctx, exc)}") from None
+        except redis.exceptions.OutOfMemoryError:  # a write outside the client's own (RedisFull)
+            what = f"a write of 'rqbeat {ctx.invoked_subcommand}'"
+            raise click.ClickException(str(RedisFull(what, "the steps before it stand"))) from None
         except redis.exceptions.ResponseError as exc:  # NOPERM (ACL), WRONGTYPE (key edited by hand)
             raise click.ClickException(f"Redis refused the command: {_first_line(ctx, exc)}") from None
 

@@ -19,6 +19,7 @@ from scheduler.errors import ConfigError, InvalidSchedule
 from scheduler.eviction import eviction_warning, read_policy
 from scheduler.keys import Keys
 from scheduler.logs import formatter
+from scheduler.memory import memory_note, memory_problem, read_memory
 from scheduler.ops.repair import Finding
 from scheduler.ops.repair_io import RepairOutcome, examine, run_repair
 from scheduler.ops.status import node_problems, read_status
@@ -222,7 +223,9 @@ def check(
     (with the reasons) otherwise. With --node, also the named replica must have
     reported itself within --node-max-age: a per-container health check for `rqbeat
     run`. Warns (stderr, exit code unchanged) when Redis's maxmemory-policy can evict
-    rqbeat's data. --repair fixes the stored state, each fix one atomic step that
+    rqbeat's data, or when Redis refused writes for lack of memory earlier; unhealthy
+    while Redis uses 95% or more of its maxmemory (writes are refused with OOM when it
+    is full). --repair fixes the stored state, each fix one atomic step that
     never drops a valid schedule (see the README, "Repairing state").
 
     \b
@@ -248,6 +251,7 @@ def check(
         outcome = run_repair(ctx.conn, keys)
     remaining = outcome.remaining if outcome is not None else found
     problems, summary = _health(ctx, limit_ms, node, node_age_ms)
+    problems.extend(_memory_problems(ctx))
     if remaining:
         problems.append(f"{len(remaining)} problem(s) in the stored state")
     if as_json:
@@ -279,6 +283,18 @@ def _health(ctx: Context, limit_ms: int, node: str, node_age_ms: int) -> tuple[l
         problems.extend(node_problems(report, node, node_age_ms))
     seen = f", replica {node} reporting" if node else ""
     return problems, f"ok: leader {report.leader_node}, {report.total} schedules{seen}"
+
+
+def _memory_problems(ctx: Context) -> list[str]:
+    """Redis (nearly) full is a problem; OOM refusals seen earlier are a warning."""
+    memory = read_memory(ctx.conn)
+    if memory is None:
+        return []
+    note = memory_note(memory)
+    if note:
+        click.echo(f"warning: {note}", err=True)
+    problem = memory_problem(memory)
+    return [problem] if problem else []
 
 
 def _check_json(found: list[Finding], outcome: RepairOutcome | None, problems: list[str]) -> dict[str, Any]:

@@ -104,6 +104,7 @@ class Service:
         self._stop = threading.Event()
         self._pubsub: PubSub | None = None
         self._error_streak = 0
+        self._oom_streak = 0  # passes in a row whose writes Redis refused (OOM)
         self._waiting = False
         self._reported_role = ""
         # Monotonic time until which the last read of the sets still holds: nothing is
@@ -161,10 +162,13 @@ class Service:
             if self._error_streak:
                 log.info("recovered node=%s after failures=%d", self.node, self._error_streak)
             self._error_streak = 0
+            self._memory_recovered()
             return wait
         except LeadershipLost as exc:
             self._step_down(str(exc))
             return 0.0
+        except redis.exceptions.OutOfMemoryError as exc:
+            return self._on_oom(exc)
         except _ERRORS as exc:
             self._error_streak += 1
             self.metrics.redis_errors.labels("loop").inc()
@@ -185,6 +189,30 @@ class Service:
                 log.error("unexpected error node=%s failures=%d (retrying)", self.node,
                           self._error_streak, exc_info=first)  # fmt: skip
             return min(1.0, 0.05 * 2.0 ** min(self._error_streak, 10))
+
+    def _on_oom(self, exc: redis.exceptions.OutOfMemoryError) -> float:
+        """Redis is full: its scripts are refused whole (they declare their flags), so
+        nothing of this pass was written. Back off and try again; the fires that pass
+        meanwhile are handled by their misfire policy once memory is freed."""
+        self._oom_streak += 1
+        self.metrics.redis_oom.inc()
+        self.metrics.redis_full.set(1)
+        pause = min(1.0, 0.05 * 2.0 ** min(self._oom_streak, 10))
+        if worth_logging(self._oom_streak):  # 1st, 2nd, 4th, 8th...: not one per retry
+            log.warning(
+                "redis full node=%s epoch=%d refused=%d retry_in_s=%.2f error=%s "
+                "(nothing written; free memory in Redis or raise maxmemory)",
+                self.node, self.lease.epoch, self._oom_streak, pause, exc,
+            )  # fmt: skip
+        if self.lease.token is not None and not self.lease.held:
+            self._step_down("lease deadline passed while Redis was full")
+        return pause
+
+    def _memory_recovered(self) -> None:
+        if self._oom_streak:
+            log.warning("redis accepts writes again node=%s after refused=%d", self.node, self._oom_streak)
+            self._oom_streak = 0
+            self.metrics.redis_full.set(0)
 
     def _stand_by(self) -> float:
         """Take the lease when it is free; otherwise sleep until it would expire (or a
