@@ -4,6 +4,7 @@ runs per fire."""
 
 from __future__ import annotations
 
+import os
 import time
 
 from rq import get_current_job
@@ -46,3 +47,29 @@ def fail_until(attempt: int) -> str:
         record("failures")
         raise RuntimeError(f"attempt {fire.attempt} fails")
     return record()
+
+
+def touch(path: str, seconds: float = 0.0) -> str:
+    """A run whose side effect lies outside Redis, so it can end while Redis is away:
+    appends ``started <key>`` to ``path``, sleeps ``seconds``, appends ``done <key>``."""
+    fire = current_fire()
+    assert fire is not None
+    with open(path, "a", encoding="utf-8") as out:
+        out.write(f"started {fire.key}\n")
+    time.sleep(seconds)
+    with open(path, "a", encoding="utf-8") as out:
+        out.write(f"done {fire.key}\n")
+    return fire.key
+
+
+def fail_on(path: str) -> None:
+    """Appends ``started <key>`` to ``path``, waits (at most 60 s) until ``<path>.go``
+    exists, then raises: a failure at a moment the test chooses."""
+    fire = current_fire()
+    assert fire is not None
+    with open(path, "a", encoding="utf-8") as out:
+        out.write(f"started {fire.key} attempt={fire.attempt}\n")
+    deadline = time.monotonic() + 60
+    while not os.path.exists(f"{path}.go") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    raise RuntimeError(f"attempt {fire.attempt} fails")
