@@ -62,14 +62,16 @@ def touch(path: str, seconds: float = 0.0) -> str:
     return fire.key
 
 
-def fail_on(path: str) -> None:
-    """Appends ``started <key>`` to ``path``, waits (at most 60 s) until ``<path>.go``
-    exists, then raises: a failure at a moment the test chooses."""
+def hang_first(path: str) -> str:
+    """Attempt 1 appends ``started <key> attempt=1 pid=<pid>`` to ``path`` and hangs
+    (60 s at most) for the test to kill its work horse; later attempts append
+    ``done <key> attempt=<n>`` and return."""
     fire = current_fire()
     assert fire is not None
     with open(path, "a", encoding="utf-8") as out:
-        out.write(f"started {fire.key} attempt={fire.attempt}\n")
-    deadline = time.monotonic() + 60
-    while not os.path.exists(f"{path}.go") and time.monotonic() < deadline:
-        time.sleep(0.01)
-    raise RuntimeError(f"attempt {fire.attempt} fails")
+        out.write(f"started {fire.key} attempt={fire.attempt} pid={os.getpid()}\n")
+    if fire.attempt == 1:
+        time.sleep(60)
+    with open(path, "a", encoding="utf-8") as out:
+        out.write(f"done {fire.key} attempt={fire.attempt}\n")
+    return fire.key

@@ -229,6 +229,21 @@ class Resilience:
             job, queue=queue, exc_string="Work-horse ended while Redis was unreachable"
         )
 
+    def handle_job_failure(self, job: Job, *args: Any, **kwargs: Any) -> None:
+        # RQ guards only part of its failure transaction; an OOM or a dropped
+        # connection in the rest ended the worker. Not resent (it counts and appends):
+        # the job stays "started" in RQ, and the watchdog judges it abandoned once
+        # its heartbeat expires.
+        try:
+            super().handle_job_failure(job, *args, **kwargs)  # type: ignore[misc]
+        except TRANSIENT as exc:
+            self.outage.failed(f"recording the failure of job {job.id}", exc)
+            log.warning(
+                "could not record the failure of job_id=%s in RQ error=%s "
+                "(the watchdog judges the run when its heartbeat expires)",
+                job.id, _first_line(exc),
+            )  # fmt: skip
+
     # -- the horse: a finished job's success waits for Redis -------------------------
 
     def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
