@@ -225,9 +225,7 @@ class Resilience:
         if status in (JobStatus.FINISHED, JobStatus.FAILED):
             return
         job.ended_at = job.ended_at or job.started_at
-        self.handle_job_failure(  # type: ignore[attr-defined]
-            job, queue=queue, exc_string="Work-horse ended while Redis was unreachable"
-        )
+        self.handle_job_failure(job, queue=queue, exc_string="Work-horse ended while Redis was unreachable")
 
     def handle_job_failure(self, job: Job, *args: Any, **kwargs: Any) -> None:
         # RQ guards only part of its failure transaction; an OOM or a dropped
