@@ -86,7 +86,11 @@ class Client:
         if self.allow is not None:
             for schedule in schedules:  # all checked before anything is written
                 self.allow.check(schedule.target)
-        what = f"the upsert of {len(schedules)} schedule(s)"
+        what = (
+            f"writing schedule {schedules[0].id!r}"
+            if len(schedules) == 1
+            else f"writing {len(schedules)} schedules"
+        )
         if len(schedules) > UPSERT_CHUNK:  # one chunk is one script: all or nothing anyway
             self._check_headroom(schedules, what)
         results: dict[str, UpsertResult] = {}

@@ -207,6 +207,16 @@ class Resilience:
         # heartbeats stay away past the grace is judged abandoned by the watchdog.
         self.outage.skip(lambda: super(Resilience, self).maintain_heartbeats(job), "job heartbeat")  # type: ignore[misc]
 
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        try:
+            super().execute_job(job, queue)  # type: ignore[misc]
+        except TRANSIENT as exc:
+            # Only the steps before the fork get here (the monitor handles its own): the
+            # job was dequeued but never started. RQ's maintenance fails it out of its
+            # intermediate queue later (with the nudge), and the watchdog retries it.
+            self.outage.failed(f"starting job {job.id}", exc)
+            log.warning("could not start job_id=%s error=%s (left to RQ's maintenance)", job.id, exc)
+
     def monitor_work_horse(self, job: Job, queue: Queue) -> None:
         try:
             super().monitor_work_horse(job, queue)  # type: ignore[misc]
