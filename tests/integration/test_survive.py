@@ -9,6 +9,7 @@ job can finish while Redis is down; the run must then be acknowledged exactly on
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,14 +87,20 @@ def test_idle_worker_survives_a_redis_restart(
     cluster = start(aof_redis, tmp_path, processes, seconds=0)
     worker = processes[-1]
     restart(aof_redis)
+    back = time.monotonic()
 
     conn = aof_redis.client()
     assert worker.alive(), worker.output()
     Client(conn).trigger(SID)
+    wait_for(lambda: any(line.startswith("done ") for line in lines(tmp_path)), what="the run")
+    print(f"restart: a run triggered after the restart done {time.monotonic() - back:.3f}s after it")
     assert_acked_once(conn, tmp_path, worker)
     log = worker.output()
-    assert log.count("redis unavailable worker=w1") == 1, log  # one warning, not one per try
-    assert "redis back worker=w1" in log, log
+    # thinned: a warning when the wait starts (a second only if a stale pooled
+    # connection fails once more after it), not one per try
+    assert 1 <= log.count("redis unavailable worker=w1") <= 2, log
+    tries = [int(n) for n in re.findall(r"redis back worker=w1 after_s=[\d.]+ tries=(\d+)", log)]
+    assert tries and max(tries) >= 3, log
     conn.close()
     assert cluster.keys.namespace == "rqbeat"
 
@@ -108,8 +115,11 @@ def test_job_ending_while_redis_is_away_is_acked_once(
     wait_for(lambda: any(line.startswith("started ") for line in lines(tmp_path)), what="the job to start")
     conn.close()
     restart(aof_redis)  # the job ends 1 s into the 3 s outage
+    back = time.monotonic()
 
     conn = aof_redis.client()
+    wait_for(lambda: succeeded(conn), timeout=30, what="the run's ack")
+    print(f"restart: the run that ended during the outage acked {time.monotonic() - back:.3f}s after it")
     assert_acked_once(conn, tmp_path, worker)
     assert "redis back worker=w1" in worker.output()
     conn.close()
