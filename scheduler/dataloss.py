@@ -107,7 +107,7 @@ def decode_marker(raw: Mapping[bytes | str, bytes | str]) -> Loss | None:
 def record(conn: Redis, keys: Keys, what: str, *, node: str, now_iso: str, seen: tuple[int, int]) -> bool:
     """Write the marker unless one is there and raise the counters to ``seen`` (epoch,
     revision); True when this call wrote the marker."""
-    script = conn.register_script(RECORD)
+    script = scripts.register(conn, RECORD, scripts.Flags.WRITES)
     keys_ = [keys.data_lost, keys.epoch, keys.revision]
     return bool(scripts.run(script, keys_, [what, node, now_iso, *seen]) == 1)
 

@@ -16,6 +16,7 @@ leader re-plans its wait at once.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from enum import StrEnum
 from typing import Any, TypeVar
 
 from redis import Redis
@@ -515,22 +516,51 @@ return 1
 """
 
 
+class Flags(StrEnum):
+    """The ``#!lua`` shebang a script is registered with (Redis 7+ script flags).
+
+    A script without a shebang runs in Redis's compatibility mode, where ``maxmemory``
+    is only checked at its first write that can grow memory: one that deletes first
+    (UPSERT replacing a key) then writes on past the limit. With a shebang Redis
+    refuses a writing script as a whole, before it runs, when memory is full: the
+    caller gets ``OOM`` and nothing is written."""
+
+    #: writes: refused as a whole when ``used_memory > maxmemory``
+    WRITES = "#!lua"
+    #: reads only: runs under OOM (and on a read-only replica)
+    READS = "#!lua flags=no-writes"
+    #: writes a few bytes at most (or frees memory) and must work when memory is full
+    ALLOW_OOM = "#!lua flags=allow-oom"
+
+
+def flagged(body: str, flags: Flags = Flags.WRITES) -> str:
+    """``body`` with its flags declared on the first line, as Redis expects them."""
+    return f"{flags}\n{body}"
+
+
+def register(conn: Redis, body: str, flags: Flags = Flags.WRITES) -> Script:
+    """Register ``body`` on ``conn`` with its flags (see :class:`Flags`). The SHA is
+    that of the flagged text, so raw EVALSHA (:class:`Pending`) finds it as well."""
+    return conn.register_script(flagged(body, flags))
+
+
 class Scripts:
     """The scripts registered on one client (EVALSHA, loaded on first use)."""
 
     def __init__(self, conn: Redis) -> None:
-        self.upsert_read = conn.register_script(UPSERT_READ)
-        self.upsert = conn.register_script(UPSERT)
-        self.remove = conn.register_script(REMOVE)
-        self.pause = conn.register_script(PAUSE)
-        self.resume = conn.register_script(RESUME)
-        self.trigger = conn.register_script(TRIGGER)
-        self.ack = conn.register_script(ACK)
-        self.retry = conn.register_script(RETRY)
-        self.nudge = conn.register_script(NUDGE)
-        self.mark_broken = conn.register_script(MARK_BROKEN)
-        self.due_read = conn.register_script(DUE_READ)
-        self.dispatch = conn.register_script(DISPATCH)
+        self.upsert_read = register(conn, UPSERT_READ, Flags.READS)
+        self.upsert = register(conn, UPSERT)
+        # Removing frees memory: the way out of a full Redis must not be refused.
+        self.remove = register(conn, REMOVE, Flags.ALLOW_OOM)
+        self.pause = register(conn, PAUSE)
+        self.resume = register(conn, RESUME)
+        self.trigger = register(conn, TRIGGER)
+        self.ack = register(conn, ACK)
+        self.retry = register(conn, RETRY)
+        self.nudge = register(conn, NUDGE)
+        self.mark_broken = register(conn, MARK_BROKEN)
+        self.due_read = register(conn, DUE_READ, Flags.READS)
+        self.dispatch = register(conn, DISPATCH)
 
 
 def run(script: Script, keys: Sequence[KeyT], args: Sequence[Any], client: Any = None) -> Any:

@@ -11,6 +11,8 @@ difference lives in :mod:`workers.rqcompat`.
 
 If the worker dies between the job and the EXEC, nothing is acked and the leader's
 watchdog decides later from RQ's state; a failed job nudges the watchdog to look now.
+Redis going away (restart, failover, ``OOM``) does not end the worker: see
+:mod:`workers.resilience`.
 
 Nothing here decides by this machine's clock. It is measured against Redis ``TIME``
 at start and on heartbeats (:mod:`workers.clockoffset`) so that ``rqbeat status`` and
@@ -39,6 +41,7 @@ from scheduler.jobmeta import FireMeta
 from scheduler.keys import Keys
 from workers import presence, rqcompat
 from workers.clockoffset import ClockProbe
+from workers.resilience import NUDGE_PATIENCE_S, TRANSIENT, Resilience
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +50,7 @@ log = logging.getLogger(__name__)
 DEFAULT_HEARTBEAT_GRACE_S = 10
 
 
-class Worker(RQWorker):
+class Worker(Resilience, RQWorker):
     """An RQ worker that acknowledges rqbeat runs atomically. JSON serializer by default."""
 
     heartbeat_grace_s: int = DEFAULT_HEARTBEAT_GRACE_S
@@ -89,7 +92,8 @@ class Worker(RQWorker):
     def handle_job_success(
         self, job: Job, queue: Queue, started_job_registry: StartedJobRegistry, **rq_args: Any
     ) -> None:
-        self._rqbeat_ack = self._prepare_ack(job)
+        # reads only, so retried until Redis answers (the success below waits too)
+        self._rqbeat_ack = self.outage.call(lambda: self._prepare_ack(job), f"reading the run of {job.id}")
         try:
             super().handle_job_success(job, queue, started_job_registry, **rq_args)
         finally:
@@ -115,12 +119,25 @@ class Worker(RQWorker):
                 "run failed schedule=%s fire=%s job_id=%s attempt=%s epoch=%s (the leader decides the retry)",
                 sid, fire.fire_at, job.id, fire.attempt, fire.epoch,
             )  # fmt: skip
+            self._nudge(keys, sid, job.id)
+
+    def _nudge(self, keys: Keys, sid: str, job_id: str) -> None:
+        """Bring the watchdog's look at the failed run forward. Retried, since it is
+        idempotent (ZADD XX of "now" + a wake-up), but only briefly and never fatal:
+        without it the watchdog still finds the failure at its next look."""
+
+        def nudge() -> None:
             now = redis_now_ms(self.connection)
-            scripts.run(
-                self._rqbeat_scripts.nudge,
-                [keys.schedule(sid), keys.running, keys.events],
-                [sid, job.id, now / 1000],
-            )
+            keys_ = [keys.schedule(sid), keys.running, keys.events]
+            scripts.run(self._rqbeat_scripts.nudge, keys_, [sid, job_id, now / 1000])
+
+        try:
+            self.outage.call(nudge, f"nudging the watchdog for {job_id}", NUDGE_PATIENCE_S)
+        except TRANSIENT as exc:
+            log.warning(
+                "could not nudge the watchdog schedule=%s job_id=%s error=%s (it looks at the run later)",
+                sid, job_id, exc,
+            )  # fmt: skip
 
     def get_heartbeat_ttl(self, job: Job, working_time: float | None = None) -> int:
         if job.timeout and job.timeout > 0:

@@ -20,6 +20,7 @@ from scheduler.errors import ConfigError, InvalidSchedule
 from scheduler.eviction import eviction_warning, read_policy
 from scheduler.keys import Keys
 from scheduler.logs import formatter
+from scheduler.memory import memory_note, memory_problem, read_memory
 from scheduler.ops.repair import Finding
 from scheduler.ops.repair_io import RepairOutcome, examine, run_repair
 from scheduler.ops.status import node_problems, read_status
@@ -245,7 +246,9 @@ def check(
     reasons) otherwise. With --node, also the named replica must have
     reported itself within --node-max-age: a per-container health check for `rqbeat
     run`. Warns (stderr, exit code unchanged) when Redis's maxmemory-policy can evict
-    rqbeat's data. --repair fixes the stored state, each fix one atomic step that
+    rqbeat's data, or when Redis refused writes for lack of memory earlier; unhealthy
+    while Redis uses 95% or more of its maxmemory (writes are refused with OOM when it
+    is full). --repair fixes the stored state, each fix one atomic step that
     never drops a valid schedule (see the README, "Repairing state").
 
     \b
@@ -276,6 +279,7 @@ def check(
     remaining = outcome.remaining if outcome is not None else found
     # a worker's clock is no reason to restart a replica: not part of the container probe
     problems, summary = _health(ctx, limit_ms, node, node_age_ms, None if health_only else clock_ms)
+    problems.extend(_memory_problems(ctx))
     if remaining:
         problems.append(f"{len(remaining)} problem(s) in the stored state")
     if as_json:
@@ -324,6 +328,18 @@ def _health(
         problems.extend(report.clock_problems(clock_ms))
     seen = f", replica {node} reporting" if node else ""
     return problems, f"ok: leader {report.leader_node}, {report.total} schedules{seen}"
+
+
+def _memory_problems(ctx: Context) -> list[str]:
+    """Redis (nearly) full is a problem; OOM refusals seen earlier are a warning."""
+    memory = read_memory(ctx.conn)
+    if memory is None:
+        return []
+    note = memory_note(memory)
+    if note:
+        click.echo(f"warning: {note}", err=True)
+    problem = memory_problem(memory)
+    return [problem] if problem else []
 
 
 def _clear_data_lost(ctx: Context, keys: Keys, yes: bool) -> None:

@@ -195,6 +195,13 @@ class Metrics:
         )
         for where in ("loop", "events", "scrape"):  # every series exists from the start, at 0
             self.redis_errors.labels(where)
+        self.redis_oom = counter(
+            "rqbeat_redis_oom_total",
+            "Writes of this replica that Redis refused for lack of memory (OOM); the loop backs off.",
+        )
+        self.redis_full = Gauge(
+            "rqbeat_redis_full", "1 while this replica's last write was refused with OOM, else 0.", registry=r
+        )
         self.dispatch_lag = BatchHistogram(
             "rqbeat_dispatch_lag_seconds",
             "First attempts: enqueue time (Redis time of the batch) minus the nominal fire time.",

@@ -28,6 +28,7 @@ from scheduler.keys import HISTORY_MAXLEN, Keys
 from scheduler.ops import repair
 from scheduler.protocol import RUN_FIELDS, Flag, RepairReply, lua_list
 from scheduler.records import text
+from scheduler.scripts import Flags, register
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +191,7 @@ def examine(conn: Redis, keys: Keys) -> Examination:
     _merge(result, repair.diagnose_sets(set_types, quarantine))
     ids = sorted(_listed_ids(conn, set_types) | _scanned_ids(conn, keys))
     result.schedules = len(ids)
-    view_read = conn.register_script(VIEW_READ)
+    view_read = register(conn, VIEW_READ, Flags.READS)
     for chunk in hashes.chunks(ids, VIEW_CHUNK):
         for view in _views(view_read, keys, chunk):
             _merge(result, repair.diagnose(view, now_ms, quarantine))
@@ -200,7 +201,7 @@ def examine(conn: Redis, keys: Keys) -> Examination:
 def apply_fixes(conn: Redis, keys: Keys, fixes: Sequence[repair.Fix], now_ms: int) -> int:
     """Apply each fix atomically; returns how many took effect (the others saw a change)."""
     scripts = {
-        name: conn.register_script(body)
+        name: register(conn, body)  # writes: refused as a whole when Redis is full
         for name, body in (("place", PLACE), ("drop", DROP), ("quarantine", QUARANTINE))
     }
     applied = 0
