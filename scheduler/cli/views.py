@@ -12,7 +12,7 @@ from scheduler import cron
 from scheduler.cli.common import Context, echo_json, echo_json_array, json_option, pass_context, table
 from scheduler.cli.render import Cell, age, duration, first_line, local_iso, relative, toned, wall
 from scheduler.cli.rows import candidate_ids, matches, read_records, record_json, sort_key
-from scheduler.cli.timeline import Line, explain
+from scheduler.timeline import Line, explain
 from scheduler.clock import iso, parse_iso_ms, redis_now_ms
 from scheduler.errors import InvalidSchedule
 from scheduler.keys import Keys
