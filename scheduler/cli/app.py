@@ -8,7 +8,7 @@ from typing import Any
 import click
 import redis.exceptions
 
-from scheduler.cli import aclcmd, importcmd, ops, schedules, views
+from scheduler.cli import aclcmd, importcmd, ops, schedules, views, webcmd
 from scheduler.cli.common import Context
 from scheduler.cli.connopts import connection_options, redis_settings
 from scheduler.connection import DEFAULT_REDIS_URL, mask_secrets
@@ -131,7 +131,14 @@ def cli(ctx: click.Context, /, redis_url: str, namespace: str, **connection: str
     ctx.call_on_close(ctx.obj.close)
 
 
-for _command in [*schedules.COMMANDS, *views.COMMANDS, *ops.COMMANDS, *aclcmd.COMMANDS, *importcmd.COMMANDS]:
+for _command in [
+    *schedules.COMMANDS,
+    *views.COMMANDS,
+    *ops.COMMANDS,
+    *aclcmd.COMMANDS,
+    *importcmd.COMMANDS,
+    *webcmd.COMMANDS,
+]:
     cli.add_command(_command)
 
 

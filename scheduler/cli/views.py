@@ -12,11 +12,11 @@ from scheduler import cron
 from scheduler.cli.common import Context, echo_json, echo_json_array, json_option, pass_context, table
 from scheduler.cli.render import Cell, age, duration, first_line, local_iso, relative, toned, wall
 from scheduler.cli.rows import candidate_ids, matches, read_records, record_json, sort_key
-from scheduler.timeline import Line, explain
 from scheduler.clock import iso, parse_iso_ms, redis_now_ms
 from scheduler.errors import InvalidSchedule
 from scheduler.keys import Keys
 from scheduler.records import STATES, ScheduleRecord
+from scheduler.timeline import Line, explain
 
 LS_HEADERS = ["ID", "TRIGGER", "TZ", "STATE", "NEXT", "LAST"]
 #: Extra history entries read so that the first runs shown still find their dispatch.

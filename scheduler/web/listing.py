@@ -1,0 +1,291 @@
+"""One page of the schedule list, in a few round trips whatever the number of schedules.
+
+The list is the concatenation of *sources*, each read a slice at a time: the
+``running`` zset (runs in flight, by when the watchdog looks next), the ``due`` zset
+(soonest fire first), then the idle schedules (paused or broken: the ids in neither
+zset, found by ``SSCAN`` of the ids set). An id-prefix search is one source of its own:
+``SSCAN ... MATCH prefix*`` of the ids set, in Redis's set order. A page reads one
+slice of ids, one pipelined ``HMGET`` of those schedules and a ``ZMSCORE``; filters on
+the definition (queue, owner) and on the state are applied to each slice, and a page
+examines at most :data:`SCAN_BUDGET` ids, so a filter that matches little returns a
+short page with a cursor to go on from instead of scanning 100k schedules.
+
+A cursor is ``<source>:<position>``: an offset into a zset, or an ``SSCAN`` cursor.
+Offsets into live zsets shift as schedules move between them, so paging through a
+busy list may show a schedule twice or skip one; every page is fresh when it is read.
+An ``SSCAN`` slice is taken whole, so a page may hold a few more rows than asked for.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import redis.exceptions
+from redis import Redis
+
+from scheduler.clock import time_reply_ms
+from scheduler.errors import RqbeatError
+from scheduler.keys import Keys
+from scheduler.model import ID_PATTERN, OWNER_PATTERN, QUEUE_PATTERN
+from scheduler.records import STATES, ScheduleRecord, decode_record, text
+
+#: The hash fields a list row or a schedule page shows (one HMGET per schedule).
+FIELDS = (
+    "definition",
+    "state",
+    "version",
+    "fire_at",
+    "attempt",
+    "job_id",
+    "dispatched_at",
+    "last_result",
+    "last_run_at",
+    "last_error",
+    "error",
+)
+PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
+#: Ids one page request examines at most before it returns what it found.
+SCAN_BUDGET = 5_000
+_MAX_SLICE = 1_000
+_PREFIX = re.compile(r"[A-Za-z0-9_-]{0,100}")
+_CURSOR = re.compile(r"(?P<source>[a-z]+):(?P<pos>[0-9]{1,20})")
+
+
+class Source(StrEnum):
+    """Where a page reads ids from, in list order."""
+
+    RUNNING = "running"
+    DUE = "due"
+    IDLE = "idle"  # in neither zset: paused or broken
+    MATCH = "match"  # an id-prefix search over every id
+
+
+#: The sources each state filter reads. A state not named here (one a newer rqbeat
+#: adds) reads everything and filters by the stored state.
+_STATE_SOURCES: dict[str, tuple[Source, ...]] = {
+    "": (Source.RUNNING, Source.DUE, Source.IDLE),
+    "due": (Source.DUE,),
+    "running": (Source.RUNNING,),
+    "paused": (Source.RUNNING, Source.IDLE),  # a paused schedule's last run may be in flight
+    "broken": (Source.IDLE,),
+}
+_ZSETS = (Source.RUNNING, Source.DUE)
+
+
+class BadQuery(RqbeatError, ValueError):
+    """A list query parameter is invalid."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Query:
+    """What the list shows: filters, page size and where to start."""
+
+    state: str = ""
+    queue: str = ""
+    owner: str = ""
+    prefix: str = ""
+    size: int = PAGE_SIZE
+    cursor: str = ""
+
+    @classmethod
+    def parse(cls, args: Mapping[str, str]) -> Query:
+        """From URL parameters; :class:`BadQuery` names the bad one."""
+        query = cls(
+            state=_pick(args, "state", lambda v: v in STATES or v in _STATE_SOURCES),
+            queue=_pick(args, "queue", QUEUE_PATTERN.fullmatch),
+            owner=_pick(args, "owner", OWNER_PATTERN.fullmatch),
+            prefix=_pick(args, "prefix", _PREFIX.fullmatch),
+            size=_size(args.get("size", "")),
+            cursor=_pick(args, "cursor", _CURSOR.fullmatch),
+        )
+        if query.cursor and query.start()[0] not in query.sources():
+            raise BadQuery(f"cursor {query.cursor!r} does not belong to these filters")
+        return query
+
+    def sources(self) -> tuple[Source, ...]:
+        if self.prefix:
+            return (Source.MATCH,)
+        return _STATE_SOURCES.get(self.state, (Source.RUNNING, Source.DUE, Source.IDLE))
+
+    def start(self) -> tuple[Source, int]:
+        if not self.cursor:
+            return self.sources()[0], 0
+        source, _, pos = self.cursor.partition(":")
+        try:
+            return Source(source), int(pos)
+        except ValueError:
+            raise BadQuery(f"cursor {self.cursor!r} names no source") from None
+
+    def params(self, **changes: str) -> dict[str, str]:
+        """The non-default parameters, for links (``cursor=`` for the next page)."""
+        values = {
+            "state": self.state,
+            "queue": self.queue,
+            "owner": self.owner,
+            "prefix": self.prefix,
+            "size": "" if self.size == PAGE_SIZE else str(self.size),
+            **changes,
+        }
+        return {k: v for k, v in values.items() if v}
+
+    def wants(self, record: ScheduleRecord) -> bool:
+        schedule = record.schedule
+        return (
+            (not self.state or record.state == self.state)
+            and (not self.queue or (schedule is not None and schedule.queue == self.queue))
+            and (not self.owner or (schedule is not None and schedule.owner == self.owner))
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Page:
+    """One page of the list and how to go on."""
+
+    records: list[ScheduleRecord]
+    next_cursor: str | None
+    examined: int
+    now_ms: int
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def read_page(conn: Redis, keys: Keys, query: Query) -> Page:
+    """The rows of ``query``'s page (see the module docstring for the cost)."""
+    pipe = conn.pipeline(transaction=False)
+    pipe.time()
+    pipe.scard(keys.ids)
+    pipe.zcard(keys.due)
+    pipe.zcard(keys.running)
+    time_reply, total, due, running = pipe.execute()
+    counts = {
+        "total": total,
+        "due": due,
+        "running": running,
+        "paused or broken": max(0, total - due - running),
+    }
+    walker = _Walker(conn, keys, query)
+    walker.walk()
+    return Page(
+        records=walker.found,
+        next_cursor=walker.next_cursor,
+        examined=walker.examined,
+        now_ms=time_reply_ms(time_reply),
+        counts=counts,
+    )
+
+
+class _Walker:
+    """Reads slices from the query's sources until the page is full, the sources end
+    or the budget is spent; remembers where it stopped."""
+
+    def __init__(self, conn: Redis, keys: Keys, query: Query) -> None:
+        self.conn, self.keys, self.query = conn, keys, query
+        self.found: list[ScheduleRecord] = []
+        self.examined = 0
+        self.next_cursor: str | None = None
+
+    def walk(self) -> None:
+        sources = self.query.sources()
+        source, pos = self.query.start()
+        for current in sources[sources.index(source) :]:
+            stopped = self._zset(current, pos) if current in _ZSETS else self._scan(current, pos)
+            if stopped is not None:
+                self.next_cursor = f"{current}:{stopped}"
+                return
+            pos = 0
+        self.next_cursor = None
+
+    def _full(self) -> bool:
+        return len(self.found) >= self.query.size or self.examined >= SCAN_BUDGET
+
+    def _zset(self, source: Source, pos: int) -> int | None:
+        """Reads the zset from offset ``pos``; the offset to go on from, or None at its end."""
+        key = self.keys.running if source is Source.RUNNING else self.keys.due
+        while not self._full():
+            width = min(_MAX_SLICE, max(self.query.size - len(self.found), 10) * 2)
+            reply: list[bytes] = self.conn.zrange(key, pos, pos + width - 1)  # type: ignore[assignment]
+            members = [str(text(m)) for m in reply]
+            for record in self._records(members):
+                pos += 1
+                self.examined += 1
+                if record is not None and self.query.wants(record):
+                    self.found.append(record)
+                if self._full():
+                    return pos
+            if len(members) < width:
+                return None
+        return pos
+
+    def _scan(self, source: Source, cursor: int) -> int | None:
+        """Reads the ids set by ``SSCAN`` from ``cursor``; where to go on, or None at its end."""
+        match = f"{self.query.prefix}*" if source is Source.MATCH else None
+        while not self._full():
+            count = min(_MAX_SLICE, max(self.query.size - len(self.found), 10))
+            cursor, reply = self.conn.sscan(self.keys.ids, cursor, match=match, count=count)
+            members = [str(text(m)) for m in reply]
+            if source is Source.IDLE:
+                members = self._idle(members)
+            self.examined += len(reply)
+            found = [r for r in self._records(sorted(members)) if r is not None and self.query.wants(r)]
+            self.found.extend(found)
+            if cursor == 0:
+                return None
+        return cursor
+
+    def _idle(self, members: list[str]) -> list[str]:
+        """The ids of ``members`` in neither zset."""
+        if not members:
+            return []
+        pipe = self.conn.pipeline(transaction=False)
+        pipe.zmscore(self.keys.due, members)
+        pipe.zmscore(self.keys.running, members)
+        due, running = pipe.execute()
+        return [m for m, d, r in zip(members, due, running, strict=True) if d is None and r is None]
+
+    def _records(self, ids: Sequence[str]) -> Iterator[ScheduleRecord | None]:
+        yield from read_records(self.conn, self.keys, ids)
+
+
+def read_records(conn: Redis, keys: Keys, ids: Sequence[str]) -> list[ScheduleRecord | None]:
+    """The schedules ``ids`` in one round trip (None for one removed meanwhile)."""
+    if not ids:
+        return []
+    pipe = conn.pipeline(transaction=False)
+    pipe.zmscore(keys.due, list(ids))
+    for schedule_id in ids:
+        pipe.hmget(keys.schedule(schedule_id), FIELDS)
+    scores, *rows = pipe.execute(raise_on_error=False)
+    return [_record(i, row, score) for i, row, score in zip(ids, rows, scores, strict=True)]
+
+
+def _record(schedule_id: str, row: Any, score: float | None) -> ScheduleRecord | None:
+    if isinstance(row, redis.exceptions.ResponseError):  # WRONGTYPE: a key set by hand
+        raw: dict[bytes | str, bytes | str] = {"error": "the key is not a hash (set by hand?)"}
+    else:
+        raw = {name: value for name, value in zip(FIELDS, row, strict=True) if value is not None}
+        if not raw:
+            return None
+    due_ms = round(float(score) * 1000) if score is not None else None
+    return decode_record(schedule_id, raw, due_ms)
+
+
+def _pick(args: Mapping[str, str], name: str, valid: Any) -> str:
+    value = (args.get(name) or "").strip()
+    if value and not valid(value):
+        raise BadQuery(f"{name}: {value[:100]!r} is not a valid value")
+    return value
+
+
+def _size(value: str) -> int:
+    if not value:
+        return PAGE_SIZE
+    if not value.isdigit() or not 1 <= int(value) <= MAX_PAGE_SIZE:
+        raise BadQuery(f"size: must be a whole number from 1 to {MAX_PAGE_SIZE}")
+    return int(value)
+
+
+__all__ = ["FIELDS", "ID_PATTERN", "BadQuery", "Page", "Query", "Source", "read_page", "read_records"]
