@@ -24,20 +24,25 @@ TOKEN = "t0ken-for-tests"
 XSS = "<img src=x onerror=alert(1)>"
 
 
-def web(redis_url: str, **auth: object) -> FlaskClient:
-    config = WebConfig(redis=RedisSettings(url=redis_url), auth=ActionAuth(**auth))  # type: ignore[arg-type]
+def web(
+    redis_url: str,
+    *,
+    allow_actions: bool = False,
+    token: str | None = None,
+    username: str | None = None,
+    password: str | None = None,
+) -> FlaskClient:
+    auth = ActionAuth(allow_actions=allow_actions, token=token, username=username, password=password)
+    config = WebConfig(redis=RedisSettings(url=redis_url), auth=auth)
     app = create_app(config)
     app.testing = True
     return app.test_client()
 
 
-def seed(conn: Redis, n: int, **settings: object) -> Client:
+def seed(conn: Redis, n: int) -> Client:
     client = Client(conn)
     client.upsert_many(
-        [
-            Schedule(id=f"s-{i:04d}", target="tests.jobs.record", cron="0 0 1 1 *", **settings)
-            for i in range(n)
-        ]  # type: ignore[arg-type]
+        [Schedule(id=f"s-{i:04d}", target="tests.jobs.record", cron="0 0 1 1 *") for i in range(n)]
     )
     return client
 
@@ -161,7 +166,9 @@ def test_untrusted_text_stays_text(redis_url: str, conn: Redis) -> None:
 
 
 def test_cluster_panel_masks_the_redis_password(redis_url: str, conn: Redis) -> None:
-    conn.execute_command("ACL", "SETUSER", "webtest", "on", ">s3cret-pw", "~*", "&*", "+@all")
+    conn.acl_setuser(
+        "webtest", enabled=True, passwords=["+s3cret-pw"], keys=["*"], channels=["*"], commands=["+@all"]
+    )
     try:
         url = redis_url.replace("redis://", "redis://webtest:s3cret-pw@")
         response = web(url).get("/cluster")
@@ -170,11 +177,11 @@ def test_cluster_panel_masks_the_redis_password(redis_url: str, conn: Redis) -> 
         assert "s3cret-pw" not in html and "webtest:***@" in html
         assert "s3cret-pw" not in web(url).get("/api/cluster").get_data(as_text=True)
     finally:
-        conn.execute_command("ACL", "DELUSER", "webtest")
+        conn.acl_deluser("webtest")
 
 
 def test_redis_down_is_a_503_without_the_password(redis_url: str) -> None:
-    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    port = int(redis_url.rsplit(":", 1)[1].split("/", 1)[0])
     dead = f"redis://user:s3cret-pw@127.0.0.1:{port + 1}/0"  # nothing listens there
     for path in ("/", "/api/schedules"):
         response = web(dead).get(path)
