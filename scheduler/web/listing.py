@@ -7,13 +7,16 @@ zset, found by ``SSCAN`` of the ids set). An id-prefix search is one source of i
 ``SSCAN ... MATCH prefix*`` of the ids set, in Redis's set order. A page reads one
 slice of ids, one pipelined ``HMGET`` of those schedules and a ``ZMSCORE``; filters on
 the definition (queue, owner) and on the state are applied to each slice, and a page
-examines at most :data:`SCAN_BUDGET` ids, so a filter that matches little returns a
-short page with a cursor to go on from instead of scanning 100k schedules.
+examines at most :data:`SCAN_BUDGET` ids (:data:`SEARCH_BUDGET` for a search, which
+Redis matches server-side), so a filter that matches little returns a short page with
+a cursor to go on from instead of scanning 100k schedules in one request.
 
-A cursor is ``<source>:<position>``: an offset into a zset, or an ``SSCAN`` cursor.
-Offsets into live zsets shift as schedules move between them, so paging through a
-busy list may show a schedule twice or skip one; every page is fresh when it is read.
-An ``SSCAN`` slice is taken whole, so a page may hold a few more rows than asked for.
+A cursor is ``<source>:<position>``: an offset into a zset, or an ``SSCAN`` cursor
+plus how many of that slice's rows were shown already (``idle:8123.20``; a slice is
+read with a fixed ``COUNT`` so that reading it again gives the same ids). Offsets into
+live zsets shift as schedules move between them, and a set that grows is rehashed,
+so paging through a busy list may show a schedule twice or skip one; every page is
+fresh when it is read.
 """
 
 from __future__ import annotations
@@ -51,9 +54,14 @@ PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
 #: Ids one page request examines at most before it returns what it found.
 SCAN_BUDGET = 5_000
+#: Ids a prefix search lets Redis match per request (``SSCAN MATCH`` is cheap per id).
+SEARCH_BUDGET = 50_000
+#: ``SSCAN`` ``COUNT`` of the idle ids (each slice is also checked against both zsets)
+#: and of a search; fixed, so that a cursor re-reads the same slice.
+_SCAN_COUNT = {"idle": 1_000, "match": 5_000}
 _MAX_SLICE = 1_000
 _PREFIX = re.compile(r"[A-Za-z0-9_-]{0,100}")
-_CURSOR = re.compile(r"(?P<source>[a-z]+):(?P<pos>[0-9]{1,20})")
+_CURSOR = re.compile(r"(?P<source>[a-z]+):(?P<pos>[0-9]{1,20})(\.(?P<skip>[0-9]{1,6}))?")
 
 
 class Source(StrEnum):
@@ -112,14 +120,16 @@ class Query:
             return (Source.MATCH,)
         return _STATE_SOURCES.get(self.state, (Source.RUNNING, Source.DUE, Source.IDLE))
 
-    def start(self) -> tuple[Source, int]:
-        if not self.cursor:
-            return self.sources()[0], 0
-        source, _, pos = self.cursor.partition(":")
+    def start(self) -> tuple[Source, int, int]:
+        """The source, the position in it and the rows of that slice already shown."""
+        match = _CURSOR.fullmatch(self.cursor)
+        if match is None:
+            return self.sources()[0], 0, 0
         try:
-            return Source(source), int(pos)
+            source = Source(match["source"])
         except ValueError:
             raise BadQuery(f"cursor {self.cursor!r} names no source") from None
+        return source, int(match["pos"]), int(match["skip"] or 0)
 
     def params(self, **changes: str) -> dict[str, str]:
         """The non-default parameters, for links (``cursor=`` for the next page)."""
@@ -190,19 +200,19 @@ class _Walker:
 
     def walk(self) -> None:
         sources = self.query.sources()
-        source, pos = self.query.start()
+        source, pos, skip = self.query.start()
         for current in sources[sources.index(source) :]:
-            stopped = self._zset(current, pos) if current in _ZSETS else self._scan(current, pos)
+            stopped = self._zset(current, pos) if current in _ZSETS else self._scan(current, pos, skip)
             if stopped is not None:
                 self.next_cursor = f"{current}:{stopped}"
                 return
-            pos = 0
+            pos, skip = 0, 0
         self.next_cursor = None
 
-    def _full(self) -> bool:
-        return len(self.found) >= self.query.size or self.examined >= SCAN_BUDGET
+    def _full(self, budget: int = SCAN_BUDGET) -> bool:
+        return len(self.found) >= self.query.size or self.examined >= budget
 
-    def _zset(self, source: Source, pos: int) -> int | None:
+    def _zset(self, source: Source, pos: int) -> str | None:
         """Reads the zset from offset ``pos``; the offset to go on from, or None at its end."""
         key = self.keys.running if source is Source.RUNNING else self.keys.due
         while not self._full():
@@ -215,26 +225,32 @@ class _Walker:
                 if record is not None and self.query.wants(record):
                     self.found.append(record)
                 if self._full():
-                    return pos
+                    return str(pos)
             if len(members) < width:
                 return None
-        return pos
+        return str(pos)
 
-    def _scan(self, source: Source, cursor: int) -> int | None:
-        """Reads the ids set by ``SSCAN`` from ``cursor``; where to go on, or None at its end."""
+    def _scan(self, source: Source, cursor: int, skip: int) -> str | None:
+        """Reads the ids set by ``SSCAN`` from ``cursor``, the first ``skip`` rows of
+        its slice already shown; where to go on, or None at the set's end."""
         match = f"{self.query.prefix}*" if source is Source.MATCH else None
-        while not self._full():
-            count = min(_MAX_SLICE, max(self.query.size - len(self.found), 10))
-            cursor, reply = self.conn.sscan(self.keys.ids, cursor, match=match, count=count)
+        count = _SCAN_COUNT[source]
+        budget = SEARCH_BUDGET if source is Source.MATCH else SCAN_BUDGET
+        while not self._full(budget):
+            after, reply = self.conn.sscan(self.keys.ids, cursor, match=match, count=count)
             members = [str(text(m)) for m in reply]
+            self.examined += count if source is Source.MATCH else len(members)
             if source is Source.IDLE:
                 members = self._idle(members)
-            self.examined += len(reply)
             found = [r for r in self._records(sorted(members)) if r is not None and self.query.wants(r)]
-            self.found.extend(found)
+            room = self.query.size - len(self.found)
+            self.found.extend(found[skip : skip + room])
+            if len(found) - skip > room:  # the page is full inside this slice
+                return f"{cursor}.{skip + room}"
+            cursor, skip = after, 0
             if cursor == 0:
                 return None
-        return cursor
+        return str(cursor)
 
     def _idle(self, members: list[str]) -> list[str]:
         """The ids of ``members`` in neither zset."""

@@ -79,6 +79,30 @@ def test_list_pages_through_every_schedule_once(redis_url: str, conn: Redis) -> 
     assert sorted(seen) == [f"s-{i:04d}" for i in range(120)]
 
 
+def page_through(client: FlaskClient, query: str) -> list[list[str]]:
+    """The ids of every page of ``query``, following the next-page cursors."""
+    pages: list[list[str]] = []
+    cursor: str | None = ""
+    while cursor is not None:
+        data = client.get(f"/api/schedules?{query}&cursor={cursor}").get_json()
+        pages.append([row["id"] for row in data["schedules"]])
+        cursor = data["next_cursor"]
+    return pages
+
+
+def test_paging_splits_a_set_slice_between_pages(redis_url: str, conn: Redis) -> None:
+    client_api = seed(conn, 300)
+    for i in range(0, 240, 2):
+        client_api.pause(f"s-{i:04d}")
+    client = web(redis_url)
+    paused = [f"s-{i:04d}" for i in range(0, 240, 2)]
+    pages = page_through(client, "state=paused&size=50")
+    assert [len(p) for p in pages if p] == [50, 50, 20]
+    assert sorted(sum(pages, [])) == paused
+    found = sum(page_through(client, "prefix=s-01&size=30"), [])
+    assert sorted(found) == [f"s-01{i:02d}" for i in range(100)]
+
+
 def test_list_filters_by_state_queue_owner_and_prefix(redis_url: str, conn: Redis) -> None:
     client_api = seed(conn, 30)
     client_api.upsert(Schedule(id="mail-1", target="tests.jobs.record", every_ms=60_000, queue="mail"))
