@@ -102,12 +102,12 @@ def dst_note(fire_ms: int, previous_ms: int, tz: str) -> str:
     was skipped), in the hour a fall-back repeats, or after an offset change."""
     zone = ZoneInfo(tz)
     here = datetime.fromtimestamp(fire_ms / 1000, zone)
-    before = datetime.fromtimestamp((fire_ms - 1) / 1000, zone)
-    if here.utcoffset() != before.utcoffset():
-        return f"at the DST change ({_offset(before)} → {_offset(here)}): a skipped wall time fires here"
     other = here.replace(fold=1 - here.fold)
     if other.utcoffset() != here.utcoffset():
         return f"in the repeated hour, {'second' if here.fold else 'first'} pass ({_offset(here)})"
+    before = datetime.fromtimestamp((fire_ms - 1) / 1000, zone)
+    if here.utcoffset() != before.utcoffset():
+        return f"at the DST change ({_offset(before)} → {_offset(here)}): a skipped wall time fires here"
     earlier = datetime.fromtimestamp(previous_ms / 1000, zone)
     if earlier.utcoffset() != here.utcoffset():
         return f"after the DST change ({_offset(earlier)} → {_offset(here)})"
