@@ -50,6 +50,7 @@ from scheduler.web.guard import (
     same_origin,
 )
 from scheduler.web.listing import BadQuery, Query, read_page
+from scheduler.web.rqworkers import read_workers
 
 log = logging.getLogger(__name__)
 
@@ -303,13 +304,16 @@ class Dashboard:
         return jsonify(self._schedule_data(schedule_id))
 
     def cluster_page(self) -> str:
-        data = present.cluster(read_status(self.conn, self.config.namespace), self.config.where())
         return render_template(
-            "rqbeat/cluster.html", c=data, api_url=self._url("cluster_json"), **self._common()
+            "rqbeat/cluster.html", c=self._cluster(), api_url=self._url("cluster_json"), **self._common()
         )
 
     def cluster_json(self) -> Response:
-        return jsonify(present.cluster(read_status(self.conn, self.config.namespace), self.config.where()))
+        return jsonify(self._cluster())
+
+    def _cluster(self) -> dict[str, Any]:
+        report = read_status(self.conn, self.config.namespace)
+        return present.cluster(report, read_workers(self.conn), self.config.where())
 
     # -- actions --------------------------------------------------------------------
 

@@ -3,20 +3,25 @@
 The list is the concatenation of *sources*, each read a slice at a time: the
 ``running`` zset (runs in flight, by when the watchdog looks next), the ``due`` zset
 (soonest fire first), then the idle schedules (paused or broken: the ids in neither
-zset, found by ``SSCAN`` of the ids set). An id-prefix search is one source of its own:
-``SSCAN ... MATCH prefix*`` of the ids set, in Redis's set order. A page reads one
-slice of ids, one pipelined ``HMGET`` of those schedules and a ``ZMSCORE``; filters on
-the definition (queue, owner) and on the state are applied to each slice, and a page
-examines at most :data:`SCAN_BUDGET` ids (:data:`SEARCH_BUDGET` for a search, which
-Redis matches server-side), so a filter that matches little returns a short page with
-a cursor to go on from instead of scanning 100k schedules in one request.
+zset, one ``ZDIFF`` computed by Redis, by id). An id-prefix search is one source of its
+own: ``SSCAN ... MATCH prefix*`` of the ids set. A page reads one slice of ids, one
+pipelined ``HMGET`` of those schedules and a ``ZMSCORE``; filters on the definition
+(queue, owner) and on the state are applied to each slice, and a page examines at most
+:data:`SCAN_BUDGET` ids (:data:`SEARCH_BUDGET` for a search, which Redis matches
+server-side), so a filter that matches little returns a short page with a cursor to
+go on from instead of decoding 100k schedules in one request.
 
-A cursor is ``<source>:<position>``: an offset into a zset, or an ``SSCAN`` cursor
-plus how many of that slice's rows were shown already (``idle:8123.20``; a slice is
-read with a fixed ``COUNT`` so that reading it again gives the same ids). Offsets into
-live zsets shift as schedules move between them, and a set that grows is rehashed,
-so paging through a busy list may show a schedule twice or skip one; every page is
-fresh when it is read.
+A cursor is ``<source>:<position>``: an offset into a zset or the idle ids, or an
+``SSCAN`` cursor plus how many of that slice's rows were shown already
+(``match:8123.20``; a slice is read with a fixed ``COUNT`` so that reading it again
+gives the same ids). Offsets into live zsets shift as schedules move between them,
+and a set that grows is rehashed, so paging through a busy list may show a schedule
+twice or skip one; every page is fresh when it is read.
+
+The idle ids cost one ``ZDIFF`` per page that reaches them (O(all schedules) inside
+Redis, ~60 ms at 100k, see :mod:`scheduler.ops.status`): paused and broken schedules
+have no index of their own, and a budgeted scan would need dozens of clicks to find
+the one paused schedule among 100k.
 """
 
 from __future__ import annotations
@@ -54,11 +59,11 @@ PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
 #: Ids one page request examines at most before it returns what it found.
 SCAN_BUDGET = 5_000
-#: Ids a prefix search lets Redis match per request (``SSCAN MATCH`` is cheap per id).
-SEARCH_BUDGET = 50_000
-#: ``SSCAN`` ``COUNT`` of the idle ids (each slice is also checked against both zsets)
-#: and of a search; fixed, so that a cursor re-reads the same slice.
-_SCAN_COUNT = {"idle": 1_000, "match": 5_000}
+#: Ids a prefix search lets Redis match per request (``SSCAN MATCH`` is cheap per id:
+#: ~2 ms per 10k on the server), so a search covers 100k schedules in one request.
+SEARCH_BUDGET = 100_000
+#: ``SSCAN`` ``COUNT`` of a search; fixed, so that a cursor re-reads the same slice.
+_SEARCH_COUNT = 10_000
 _MAX_SLICE = 1_000
 _PREFIX = re.compile(r"[A-Za-z0-9_-]{0,100}")
 _CURSOR = re.compile(r"(?P<source>[a-z]+):(?P<pos>[0-9]{1,20})(\.(?P<skip>[0-9]{1,6}))?")
@@ -82,7 +87,7 @@ _STATE_SOURCES: dict[str, tuple[Source, ...]] = {
     "paused": (Source.RUNNING, Source.IDLE),  # a paused schedule's last run may be in flight
     "broken": (Source.IDLE,),
 }
-_ZSETS = (Source.RUNNING, Source.DUE)
+_RANKED = (Source.RUNNING, Source.DUE, Source.IDLE)
 
 
 class BadQuery(RqbeatError, ValueError):
@@ -179,6 +184,8 @@ def read_page(conn: Redis, keys: Keys, query: Query) -> Page:
     }
     walker = _Walker(conn, keys, query)
     walker.walk()
+    if query.prefix:  # a search reads in set order: show each page by id
+        walker.found.sort(key=lambda r: r.id)
     return Page(
         records=walker.found,
         next_cursor=walker.next_cursor,
@@ -197,12 +204,13 @@ class _Walker:
         self.found: list[ScheduleRecord] = []
         self.examined = 0
         self.next_cursor: str | None = None
+        self._idle: list[str] | None = None
 
     def walk(self) -> None:
         sources = self.query.sources()
         source, pos, skip = self.query.start()
         for current in sources[sources.index(source) :]:
-            stopped = self._zset(current, pos) if current in _ZSETS else self._scan(current, pos, skip)
+            stopped = self._ranked(current, pos) if current in _RANKED else self._search(pos, skip)
             if stopped is not None:
                 self.next_cursor = f"{current}:{stopped}"
                 return
@@ -212,13 +220,12 @@ class _Walker:
     def _full(self, budget: int = SCAN_BUDGET) -> bool:
         return len(self.found) >= self.query.size or self.examined >= budget
 
-    def _zset(self, source: Source, pos: int) -> str | None:
-        """Reads the zset from offset ``pos``; the offset to go on from, or None at its end."""
-        key = self.keys.running if source is Source.RUNNING else self.keys.due
+    def _ranked(self, source: Source, pos: int) -> str | None:
+        """Reads ``source`` in order from offset ``pos``; the offset to go on from, or
+        None at its end."""
         while not self._full():
             width = min(_MAX_SLICE, max(self.query.size - len(self.found), 10) * 2)
-            reply: list[bytes] = self.conn.zrange(key, pos, pos + width - 1)  # type: ignore[assignment]
-            members = [str(text(m)) for m in reply]
+            members = self._slice(source, pos, width)
             for record in self._records(members):
                 pos += 1
                 self.examined += 1
@@ -230,19 +237,25 @@ class _Walker:
                 return None
         return str(pos)
 
-    def _scan(self, source: Source, cursor: int, skip: int) -> str | None:
-        """Reads the ids set by ``SSCAN`` from ``cursor``, the first ``skip`` rows of
-        its slice already shown; where to go on, or None at the set's end."""
-        match = f"{self.query.prefix}*" if source is Source.MATCH else None
-        count = _SCAN_COUNT[source]
-        budget = SEARCH_BUDGET if source is Source.MATCH else SCAN_BUDGET
-        while not self._full(budget):
-            after, reply = self.conn.sscan(self.keys.ids, cursor, match=match, count=count)
-            members = [str(text(m)) for m in reply]
-            self.examined += count if source is Source.MATCH else len(members)
-            if source is Source.IDLE:
-                members = self._idle(members)
-            found = [r for r in self._records(sorted(members)) if r is not None and self.query.wants(r)]
+    def _slice(self, source: Source, pos: int, width: int) -> list[str]:
+        if source is Source.IDLE:
+            if self._idle is None:  # a set is a valid ZDIFF input
+                idle: list[bytes] = self.conn.zdiff([self.keys.ids, self.keys.due, self.keys.running])  # type: ignore[assignment]
+                self._idle = sorted(str(text(m)) for m in idle)
+            return self._idle[pos : pos + width]
+        key = self.keys.running if source is Source.RUNNING else self.keys.due
+        reply: list[bytes] = self.conn.zrange(key, pos, pos + width - 1)  # type: ignore[assignment]
+        return [str(text(m)) for m in reply]
+
+    def _search(self, cursor: int, skip: int) -> str | None:
+        """Reads the ids set by ``SSCAN MATCH`` from ``cursor``, the first ``skip`` rows
+        of its slice already shown; where to go on, or None at the set's end."""
+        match = f"{self.query.prefix}*"
+        while not self._full(SEARCH_BUDGET):
+            after, reply = self.conn.sscan(self.keys.ids, cursor, match=match, count=_SEARCH_COUNT)
+            self.examined += _SEARCH_COUNT  # ids Redis looked at, not the few it returned
+            members = sorted(str(text(m)) for m in reply)
+            found = [r for r in self._records(members) if r is not None and self.query.wants(r)]
             room = self.query.size - len(self.found)
             self.found.extend(found[skip : skip + room])
             if len(found) - skip > room:  # the page is full inside this slice
@@ -251,16 +264,6 @@ class _Walker:
             if cursor == 0:
                 return None
         return str(cursor)
-
-    def _idle(self, members: list[str]) -> list[str]:
-        """The ids of ``members`` in neither zset."""
-        if not members:
-            return []
-        pipe = self.conn.pipeline(transaction=False)
-        pipe.zmscore(self.keys.due, members)
-        pipe.zmscore(self.keys.running, members)
-        due, running = pipe.execute()
-        return [m for m, d, r in zip(members, due, running, strict=True) if d is None and r is None]
 
     def _records(self, ids: Sequence[str]) -> Iterator[ScheduleRecord | None]:
         yield from read_records(self.conn, self.keys, ids)

@@ -18,6 +18,7 @@ from scheduler.ops.status import StatusReport
 from scheduler.records import ScheduleRecord
 from scheduler.store import HistoryEntry
 from scheduler.timeline import explain
+from scheduler.web.rqworkers import WorkerInfo
 from scheduler.web.words import in_words
 
 NEXT_FIRES = 10
@@ -67,7 +68,7 @@ def row(record: ScheduleRecord, now_ms: int) -> dict[str, Any]:
         "attempt": record.attempt,
         "last_result": record.last_result,
         "last": _when(record.last_run_ms, now_ms),
-        "error": first_line(record.error or (record.last_error if record.last_result == "failed" else "")),
+        "error": first_line(record.error or (record.last_error if record.last_result != "succeeded" else "")),
     }
 
 
@@ -160,9 +161,21 @@ def schedule(record: ScheduleRecord, now_ms: int) -> dict[str, Any]:
     }
 
 
-def cluster(report: StatusReport, redis_where: str) -> dict[str, Any]:
+def cluster(report: StatusReport, workers: Sequence[WorkerInfo], redis_where: str) -> dict[str, Any]:
     """The cluster panel: leader, replicas and their heartbeats, queues and workers."""
     data = report.to_json()
+    data["workers"] = [
+        {
+            "name": w.name,
+            "state": w.state,
+            "queues": w.queues,
+            "job": w.current_job,
+            "heartbeat": _heartbeat(w.last_heartbeat, report.now_ms),
+            "host": w.host,
+            "pid": w.pid,
+        }
+        for w in workers
+    ]
     now = report.now_ms
     for replica, node in zip(data["replicas"], report.nodes, strict=True):
         replica["heartbeat"] = relative(node.seen_ms, now)
@@ -172,8 +185,10 @@ def cluster(report: StatusReport, redis_where: str) -> dict[str, Any]:
     return data
 
 
-def parse_time(value: str | None) -> int | None:
+def _heartbeat(stamp: str, now_ms: int) -> str:
+    """RQ writes a worker's heartbeat with the worker's clock (no timezone, UTC): shown
+    as an age, never used for a decision."""
     try:
-        return parse_iso_ms(value) if value else None
+        return relative(parse_iso_ms(stamp if stamp.endswith("Z") else stamp + "Z"), now_ms) if stamp else ""
     except ValueError:
-        return None
+        return stamp[:40]

@@ -25,6 +25,7 @@ _ALIASES = {
 }
 _DAYS = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
 _MONTHS = ["", "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+_EVERY_DAY = " every day"
 _FIVE = 5
 _SIX = 6
 
@@ -45,7 +46,9 @@ def in_words(schedule: Schedule) -> str:
     if when is None:
         return cron.describe(schedule.trigger)
     days = _days(dom, month, dow)
-    return f"{when}{days}" if days is not None else cron.describe(schedule.trigger)
+    if days is None:
+        return cron.describe(schedule.trigger)
+    return when if days == _EVERY_DAY and when.startswith("every ") else f"{when}{days}"
 
 
 def _time_of_day(second: str, minute: str, hour: str) -> str | None:
@@ -106,7 +109,7 @@ def _days(dom: str, month: str, dow: str) -> str | None:
         if names is None:
             return None
         parts.append(f"in {names}")
-    return " " + (" ".join(parts) if parts else "every day")
+    return " " + " ".join(parts) if parts else _EVERY_DAY
 
 
 def _names(field: str, names: list[str]) -> str | None:

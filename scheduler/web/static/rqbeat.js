@@ -49,7 +49,8 @@
     if (r.attempt > 1) state.push(" ", el("span", { class: "attempt" }, ["retry " + r.attempt]));
     return el("tr", { "data-id": r.id }, [
       el("td", { "data-label": "ID" }, [el("a", { href: r.url }, [r.id])]),
-      el("td", { "data-label": "Trigger" }, [el("span", { class: "words" }, [r.words]), " ", el("code", {}, [r.trigger])]),
+      el("td", { "data-label": "Trigger" }, [el("span", { class: "words" }, [r.words]),
+                                             r.words === r.trigger ? null : el("code", {}, [r.trigger])]),
       el("td", { "data-label": "Zone" }, [r.timezone]),
       el("td", { "data-label": "State" }, state),
       el("td", { "data-label": "Next fire" }, when(r.next)),
@@ -121,6 +122,9 @@
     box.querySelector("#queues").replaceChildren(...c.queues.map((q) =>
       el("tr", {}, cells([q.name, q.queued, q.started, q.failed, q.workers],
                          ["Queue", "Queued", "Started", "Failed", "Workers"]))));
+    box.querySelector("#workers").replaceChildren(...c.workers.map((w) =>
+      el("tr", {}, cells([w.name, w.state, w.queues, w.job, w.heartbeat, w.host, w.pid],
+                         ["Worker", "State", "Queues", "Job", "Heartbeat", "Host", "PID"]))));
   }
 
   const views = [
