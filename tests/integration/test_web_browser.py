@@ -129,11 +129,16 @@ def test_list_is_live_filters_pages_and_keeps_untrusted_text_inert(
         rows = page.locator("#rows tr td[data-label=Trigger] code").all_text_contents()
         assert all(re.fullmatch(r"\d+ \d+ 1 1 \*", r) for r in rows)
 
+        for path in ("schedule/xss", ""):  # as rendered by the server, then by the refresh
+            page.goto(base + path)
+            expect(page.locator("body[data-refreshes]")).to_be_visible(timeout=WAIT_MS)
+            assert page.locator("img").count() == 0, path
+        expect(page.locator('#rows tr[data-id="xss"] .error')).to_contain_text(XSS)
         page.goto(base + "schedule/xss")
-        expect(page.locator("#last-error")).to_contain_text(XSS, timeout=WAIT_MS)
+        expect(page.locator("#last-error")).to_contain_text(XSS)
         expect(page.locator("dd.description")).to_have_text(XSS)
-        page.goto(base)
-        expect(page.locator('#rows tr[data-id="xss"] .error')).to_contain_text(XSS, timeout=WAIT_MS)
+        expect(page.locator("body[data-refreshes]")).to_be_visible(timeout=WAIT_MS)
+        expect(page.locator("#history .outcome").first).to_contain_text(XSS)
         assert page.locator("img").count() == 0
         assert dialogs == []
 

@@ -141,6 +141,8 @@
       if (!response.ok) throw new Error("HTTP " + response.status);
       render(node, await response.json());
       localize(node);
+      // how many refreshes the page has taken in (tests wait for one before they look)
+      document.body.dataset.refreshes = String(Number(document.body.dataset.refreshes || 0) + 1);
       live.textContent = "live";
       live.className = "live";
     } catch (error) {
