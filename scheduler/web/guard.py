@@ -106,11 +106,12 @@ def csrf_ok(cookie: str | None, field: str | None) -> bool:
 
 
 def same_origin(origin: str | None, host_url: str) -> bool:
-    """No ``Origin`` (an old browser, curl) passes; a present one must be this host."""
+    """No ``Origin`` (an old browser, curl) passes; a present one must name this host.
+    The scheme is not compared: behind a proxy that ends TLS the app sees ``http``
+    while the browser says ``https``."""
     if not origin:
         return True
-    here, there = urlsplit(host_url), urlsplit(origin)
-    return (here.scheme, here.netloc) == (there.scheme, there.netloc)
+    return urlsplit(host_url).netloc.lower() == urlsplit(origin).netloc.lower()
 
 
 def _same(a: str, b: str) -> bool:

@@ -91,6 +91,8 @@ def test_csrf_and_origin_checks() -> None:
     assert same_origin(None, "http://127.0.0.1:9182/")
     assert same_origin("http://127.0.0.1:9182", "http://127.0.0.1:9182/")
     assert not same_origin("http://evil.example", "http://127.0.0.1:9182/")
+    assert not same_origin("http://127.0.0.1:9183", "http://127.0.0.1:9182/")
+    assert same_origin("https://ops.example", "http://ops.example/")  # TLS ended by a proxy
 
 
 def test_list_query_parsing() -> None:
