@@ -69,6 +69,26 @@ class Action(StrEnum):
     TRIGGER = "trigger"
 
 
+class Outcome(StrEnum):
+    """What an action did, carried by the redirect after it (``?done=``): reloading
+    the page then shows the message again instead of posting the action again."""
+
+    PAUSED = "paused"
+    ALREADY_PAUSED = "already-paused"
+    RESUMED = "resumed"
+    NOT_PAUSED = "not-paused"
+    TRIGGERED = "triggered"
+
+
+_SAY = {
+    Outcome.PAUSED: "paused {id}",
+    Outcome.ALREADY_PAUSED: "{id} was already paused",
+    Outcome.RESUMED: "resumed {id}",
+    Outcome.NOT_PAUSED: "{id} was not paused",
+    Outcome.TRIGGERED: "triggered {id}: it runs now, once",
+}
+
+
 @dataclass(frozen=True, kw_only=True)
 class WebConfig:
     """Everything the blueprint needs; ``redis`` or ``connection`` says where Redis is."""
@@ -288,7 +308,14 @@ class Dashboard:
         data["job_url"] = self.job_link(record.job_id) if record.job_id else None
         return data
 
-    def schedule_page(self, schedule_id: str, message: str = "", status: int = 200) -> Response:
+    def schedule_page(self, schedule_id: str) -> Response:
+        try:
+            message = _SAY[Outcome(request.args.get("done", ""))].format(id=schedule_id)
+        except ValueError:  # none, or not one of ours: no message
+            message = ""
+        return self._render_schedule(schedule_id, message)
+
+    def _render_schedule(self, schedule_id: str, message: str = "", status: int = 200) -> Response:
         data = self._schedule_data(schedule_id)
         html = render_template(
             "rqbeat/schedule.html",
@@ -328,7 +355,7 @@ class Dashboard:
             or (basic is not None and auth.check_basic(basic.username, basic.password))
         )
 
-    def act(self, schedule_id: str, action: str) -> Response:
+    def act(self, schedule_id: str, action: str) -> Response | WerkzeugResponse:
         refusal = self._refusal()
         if refusal is not None:
             return refusal
@@ -352,16 +379,16 @@ class Dashboard:
                 f"refused: {schedule_id} changed meanwhile (version {record.version} now, the page showed "
                 f"{shown[:20] or 'none'}); look again, then retry"
             )
-            return self.schedule_page(schedule_id, message, 409)
+            return self._render_schedule(schedule_id, message, 409)
         try:
-            message = self._perform(chosen, schedule_id)
+            outcome = self._perform(chosen, schedule_id)
         except RqbeatError as exc:
             log.info("web: %s of schedule=%s refused: %s", chosen, schedule_id, exc)
-            return self.schedule_page(schedule_id, f"refused: {exc}", 409)
+            return self._render_schedule(schedule_id, f"refused: {exc}", 409)
         log.info(
             "web: %s schedule=%s version=%s from %s", chosen, schedule_id, record.version, request.remote_addr
         )
-        return self.schedule_page(schedule_id, message)
+        return redirect(self._url("schedule_page", schedule_id=schedule_id, done=str(outcome)), 303)
 
     def _refusal(self) -> Response | None:
         """Why this action request is refused (read-only, no credentials, CSRF), or None."""
@@ -379,21 +406,13 @@ class Dashboard:
             return self._problem(403, "refused: the form is stale or forged (CSRF check); reload the page")
         return None
 
-    def _perform(self, action: Action, schedule_id: str) -> str:
+    def _perform(self, action: Action, schedule_id: str) -> Outcome:
         if action is Action.PAUSE:
-            return (
-                f"paused {schedule_id}"
-                if self.client.pause(schedule_id)
-                else f"{schedule_id} was already paused"
-            )
+            return Outcome.PAUSED if self.client.pause(schedule_id) else Outcome.ALREADY_PAUSED
         if action is Action.RESUME:
-            return (
-                f"resumed {schedule_id}"
-                if self.client.resume(schedule_id)
-                else f"{schedule_id} was not paused"
-            )
+            return Outcome.RESUMED if self.client.resume(schedule_id) else Outcome.NOT_PAUSED
         self.client.trigger(schedule_id)
-        return f"triggered {schedule_id}: it runs now, once"
+        return Outcome.TRIGGERED
 
     def unlock(self) -> Response | WerkzeugResponse:
         """The token form: a browser that knows the token gets the unlock cookie."""

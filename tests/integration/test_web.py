@@ -153,6 +153,8 @@ def test_schedule_page_shows_definition_next_fires_and_history(redis_url: str, c
     assert html.count('<td data-label="Your time">') == 10
     assert '<span class="event">paused</span>' in html
     assert "Read-only" in html and 'name="version"' not in html
+    forged = web(redis_url).get("/schedule/nightly?done=%3Cscript%3E").get_data(as_text=True)
+    assert "<script>" not in forged and 'id="message"' not in forged
     data = web(redis_url).get("/api/schedule/nightly").get_json()
     assert data["state"] == "paused" and len(data["fires"]) == 10
     assert [h["event"] for h in data["history"]] == ["paused"]
@@ -249,12 +251,14 @@ def test_actions_need_credentials_csrf_and_the_shown_version(redis_url: str, con
     assert client_api.get("s-0000").state == "due"
 
     response = client.post("/schedule/s-0000/pause", data=form, headers=bearer)
-    assert response.status_code == 200 and "paused s-0000" in response.get_data(as_text=True)
+    assert response.status_code == 303  # to the schedule page: a reload does not post again
+    assert response.headers["Location"] == "/schedule/s-0000?done=paused"
+    assert "paused s-0000" in client.get(response.headers["Location"]).get_data(as_text=True)
     assert client_api.get("s-0000").state == "paused"
     response = client.post("/schedule/s-0000/trigger", data=form, headers=bearer)
     assert response.status_code == 409 and "only a due schedule" in response.get_data(as_text=True)
-    assert client.post("/schedule/s-0000/resume", data=form, headers=bearer).status_code == 200
-    assert client.post("/schedule/s-0000/trigger", data=form, headers=bearer).status_code == 200
+    assert client.post("/schedule/s-0000/resume", data=form, headers=bearer).status_code == 303
+    assert client.post("/schedule/s-0000/trigger", data=form, headers=bearer).status_code == 303
     assert client.post("/schedule/s-0000/explode", data=form, headers=bearer).status_code == 404
     events = [e.event for e in client_api.history("s-0000")]
     assert events == ["paused", "resumed", "triggered"]
@@ -274,7 +278,7 @@ def test_the_token_form_unlocks_the_browser(redis_url: str, conn: Redis) -> None
     html = client.get("/schedule/s-0000").get_data(as_text=True)
     assert 'id="do-pause"' in html and TOKEN not in html
     response = client.post("/schedule/s-0000/pause", data={"csrf": csrf, "version": "1"})
-    assert response.status_code == 200
+    assert response.status_code == 303
     assert Client(conn).get("s-0000").state == "paused"
 
 
@@ -290,8 +294,9 @@ def test_basic_credentials_unlock_actions(redis_url: str, conn: Redis) -> None:
         "/schedule/s-0000/pause",
         data={"csrf": csrf, "version": "1"},
         headers={"Authorization": f"Basic {creds}"},
+        follow_redirects=True,
     )
-    assert response.status_code == 200
+    assert response.status_code == 200 and "paused s-0000" in response.get_data(as_text=True)
     assert "pw-basic" not in response.get_data(as_text=True)
 
 
