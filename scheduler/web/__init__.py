@@ -12,10 +12,21 @@ through :class:`scheduler.store.Client`.
 
 from __future__ import annotations
 
-from scheduler.web.app import Action, Dashboard, WebConfig, create_app, make_blueprint
+from scheduler.web.actions import Action, Outcome
+from scheduler.web.app import Dashboard, create_app, make_blueprint
+from scheduler.web.config import WebConfig
 from scheduler.web.guard import ActionAuth
 
 #: The name the issue gave it; the same function.
 blueprint = make_blueprint
 
-__all__ = ["Action", "ActionAuth", "Dashboard", "WebConfig", "blueprint", "create_app", "make_blueprint"]
+__all__ = [
+    "Action",
+    "Outcome",
+    "ActionAuth",
+    "Dashboard",
+    "WebConfig",
+    "blueprint",
+    "create_app",
+    "make_blueprint",
+]

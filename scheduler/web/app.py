@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from enum import StrEnum
 from functools import cached_property
 from typing import Any
 
@@ -39,6 +37,8 @@ from scheduler.ops.status import read_status
 from scheduler.redisconf import RedisSettings
 from scheduler.store import Client
 from scheduler.web import present
+from scheduler.web.actions import Action, Outcome, perform
+from scheduler.web.config import WebConfig
 from scheduler.web.guard import (
     CSRF_COOKIE,
     CSRF_FIELD,
@@ -55,64 +55,8 @@ from scheduler.web.rqworkers import read_workers
 log = logging.getLogger(__name__)
 
 BLUEPRINT = "rqbeat"
-#: Seconds between the pages' background refreshes.
-REFRESH_S = 5
 HISTORY_ENTRIES = 50
 _PAIRING_SLACK = 20  # extra entries so the oldest runs shown still find their dispatch
-
-
-class Action(StrEnum):
-    """What the schedule page can do, each one :class:`Client` method."""
-
-    PAUSE = "pause"
-    RESUME = "resume"
-    TRIGGER = "trigger"
-
-
-class Outcome(StrEnum):
-    """What an action did, carried by the redirect after it (``?done=``): reloading
-    the page then shows the message again instead of posting the action again."""
-
-    PAUSED = "paused"
-    ALREADY_PAUSED = "already-paused"
-    RESUMED = "resumed"
-    NOT_PAUSED = "not-paused"
-    TRIGGERED = "triggered"
-
-
-_SAY = {
-    Outcome.PAUSED: "paused {id}",
-    Outcome.ALREADY_PAUSED: "{id} was already paused",
-    Outcome.RESUMED: "resumed {id}",
-    Outcome.NOT_PAUSED: "{id} was not paused",
-    Outcome.TRIGGERED: "triggered {id}: it runs now, once",
-}
-
-
-@dataclass(frozen=True, kw_only=True)
-class WebConfig:
-    """Everything the blueprint needs; ``redis`` or ``connection`` says where Redis is."""
-
-    redis: RedisSettings | None = None
-    connection: Redis | None = None
-    namespace: str = DEFAULT_NAMESPACE
-    auth: ActionAuth = field(default_factory=ActionAuth)
-    #: rq-dashboard's URL prefix for job links; found by itself when mounted in its app.
-    rq_dashboard_url: str | None = None
-    refresh_s: int = REFRESH_S
-
-    def __post_init__(self) -> None:
-        if (self.redis is None) == (self.connection is None):
-            raise RqbeatError("give exactly one of redis settings and a connection")
-
-    def where(self) -> str:
-        if self.redis is not None:
-            return self.redis.describe()
-        kwargs = self.connection.connection_pool.connection_kwargs if self.connection else {}
-        return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
-
-    def secrets(self) -> tuple[str, ...]:
-        return (*(self.redis.secrets() if self.redis else ()), *self.auth.secrets())
 
 
 def make_blueprint(
@@ -310,7 +254,7 @@ class Dashboard:
 
     def schedule_page(self, schedule_id: str) -> Response:
         try:
-            message = _SAY[Outcome(request.args.get("done", ""))].format(id=schedule_id)
+            message = Outcome(request.args.get("done", "")).say(schedule_id)
         except ValueError:  # none, or not one of ours: no message
             message = ""
         return self._render_schedule(schedule_id, message)
@@ -381,7 +325,7 @@ class Dashboard:
             )
             return self._render_schedule(schedule_id, message, 409)
         try:
-            outcome = self._perform(chosen, schedule_id)
+            outcome = perform(self.client, chosen, schedule_id)
         except RqbeatError as exc:
             log.info("web: %s of schedule=%s refused: %s", chosen, schedule_id, exc)
             return self._render_schedule(schedule_id, f"refused: {exc}", 409)
@@ -405,14 +349,6 @@ class Dashboard:
         if not csrf_ok(request.cookies.get(CSRF_COOKIE), request.form.get(CSRF_FIELD)):
             return self._problem(403, "refused: the form is stale or forged (CSRF check); reload the page")
         return None
-
-    def _perform(self, action: Action, schedule_id: str) -> Outcome:
-        if action is Action.PAUSE:
-            return Outcome.PAUSED if self.client.pause(schedule_id) else Outcome.ALREADY_PAUSED
-        if action is Action.RESUME:
-            return Outcome.RESUMED if self.client.resume(schedule_id) else Outcome.NOT_PAUSED
-        self.client.trigger(schedule_id)
-        return Outcome.TRIGGERED
 
     def unlock(self) -> Response | WerkzeugResponse:
         """The token form: a browser that knows the token gets the unlock cookie."""
