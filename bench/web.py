@@ -7,8 +7,8 @@ now), 1% paused, every 10th on another queue. The dashboard's Flask app
 client, so the time measured is the server's: reading Redis (over loopback), decoding,
 rendering the template. Each page is requested 20 times after one warm-up request;
 the median is reported. Pages: the first page of the list (50 rows), the JSON the
-page refreshes itself with, a filtered page (state=paused: the idle ids by SSCAN,
-budgeted), a queue filter, an id-prefix search, and one schedule's page (next 10 fires
+page refreshes itself with, a filtered page (state=paused: the idle ids by ZDIFF),
+a queue filter, an id-prefix search (SSCAN MATCH), and one schedule's page (next 10 fires
 and history).
 """
 
@@ -30,7 +30,7 @@ REQUESTS = 20
 PAGES = [
     ("first page of the list", "/"),
     ("the list's JSON refresh", "/api/schedules"),
-    ("state=paused (idle ids, SSCAN)", "/?state=paused"),
+    ("state=paused (idle ids, one ZDIFF)", "/?state=paused"),
     ("queue=other", "/?queue=other"),
     ("id prefix search", "/?prefix=s-00042"),
     ("one schedule's page", "/schedule/s-000042"),
