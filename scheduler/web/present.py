@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 from scheduler import cron
 from scheduler.clock import iso, parse_iso_ms
+from scheduler.engine.service import HEARTBEAT_S
 from scheduler.model import Schedule
 from scheduler.ops.status import StatusReport
 from scheduler.records import ScheduleRecord
@@ -22,8 +23,9 @@ from scheduler.web.rqworkers import WorkerInfo
 from scheduler.web.words import in_words
 
 NEXT_FIRES = 10
-#: A replica silent for longer than this is shown as stale (it reports every few seconds).
-STALE_REPLICA_MS = 10_000
+#: A replica silent for longer than this has probably died (it reports every HEARTBEAT_S),
+#: as `rqbeat status` judges it.
+STALE_REPLICA_MS = 2 * HEARTBEAT_S * 1000
 
 
 def relative(ms: int, now_ms: int) -> str:
