@@ -34,6 +34,7 @@ from scheduler.errors import RqbeatError, ScheduleNotFound
 from scheduler.keys import DEFAULT_NAMESPACE, Keys
 from scheduler.model import ID_PATTERN
 from scheduler.ops.status import read_status
+from scheduler.records import STATES
 from scheduler.redisconf import RedisSettings
 from scheduler.store import Client
 from scheduler.web import present
@@ -215,6 +216,7 @@ class Dashboard:
         rows = [present.row(r, page.now_ms) for r in page.records]
         return render_template(
             "rqbeat/list.html",
+            states=STATES,  # every state this rqbeat knows: new ones appear in the filter
             query=query,
             page=page,
             rows=rows,
