@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -17,6 +18,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 from redis import Redis
 
@@ -68,6 +70,14 @@ def _spawn(name: str, args: list[str], url: str) -> subprocess.Popen[str]:
     return proc
 
 
+def inspect_command(url: str) -> str:
+    """``.venv/bin/rqbeat ls --redis-url URL``: the rqbeat next to this Python, so the
+    line works as printed without activating the virtualenv."""
+    rqbeat = Path(sys.executable).parent / "rqbeat"
+    shown = os.path.relpath(rqbeat) if rqbeat.is_relative_to(Path.cwd()) else str(rqbeat)
+    return f"{shlex.quote(shown)} ls --redis-url {shlex.quote(url)}"
+
+
 def main() -> None:
     given = os.environ.get("RQBEAT_REDIS_URL")
     with contextlib.nullcontext(given) if given else _private_redis() as url:
@@ -75,10 +85,7 @@ def main() -> None:
         client.upsert(
             Schedule(id="demo-hello", target="workers.demo.hello", every_ms=5_000, kwargs={"name": "rqbeat"})
         )
-        print(
-            f"demo: schedule demo-hello fires every 5s; inspect with: RQBEAT_REDIS_URL={url} rqbeat ls",
-            flush=True,
-        )
+        print(f"demo: schedule demo-hello fires every 5s; inspect with: {inspect_command(url)}", flush=True)
         procs = [
             _spawn("replica-1", ["run", "--node", "replica-1"], url),
             _spawn("replica-2", ["run", "--node", "replica-2"], url),

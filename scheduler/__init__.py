@@ -15,9 +15,11 @@ To embed the scheduler itself, see :class:`scheduler.engine.service.Service`.
 from scheduler.engine.service import Service, ServiceConfig
 from scheduler.errors import (
     ConfigError,
+    CorruptDefinition,
     InvalidSchedule,
     LeadershipLost,
     RqbeatError,
+    ScheduleConflict,
     ScheduleNotFound,
 )
 from scheduler.model import Misfire, Schedule
@@ -40,4 +42,6 @@ __all__ = [
     "ScheduleNotFound",
     "ConfigError",
     "LeadershipLost",
+    "ScheduleConflict",
+    "CorruptDefinition",
 ]

@@ -17,6 +17,7 @@ never one made with ``rqbeat add`` or the Python API.
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from collections.abc import Mapping
@@ -25,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.allow import AllowList, Verdict
-from scheduler.errors import InvalidSchedule
+from scheduler.errors import InvalidSchedule, RqbeatError
 from scheduler.model import OWNER_PATTERN, USER_KEYS, Schedule
-from scheduler.records import ScheduleRecord
+from scheduler.protocol import ScheduleState
+from scheduler.records import ScheduleRecord, decode_definition
 
 _TOP_LEVEL = ("defaults", "schedules")
 MAX_FILE_BYTES = 64 * 1024 * 1024
@@ -42,6 +44,37 @@ class Plan:
     update: list[Schedule] = field(default_factory=list)
     unchanged: list[Schedule] = field(default_factory=list)
     prune: list[str] = field(default_factory=list)
+    #: The stored definition text of each schedule in ``update``, by id.
+    before: dict[str, str | None] = field(default_factory=dict)
+
+    def owner_changes(self) -> list[OwnerChange]:
+        """The updates that move a schedule to this file's group: from another file's
+        group, or from ``api``/``cli`` (made by the Python API or ``rqbeat add``)."""
+        changes = []
+        for schedule in self.update:
+            previous = stored_owner(self.before.get(schedule.id))
+            if previous != schedule.owner:
+                changes.append(OwnerChange(schedule.id, previous, schedule.owner))
+        return changes
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerChange:
+    """A schedule that changes hands; ``old`` is None when the stored definition is
+    unreadable."""
+
+    id: str
+    old: str | None
+    new: str
+
+
+@dataclass(frozen=True, slots=True)
+class FieldChange:
+    """One setting that differs, as user-facing values (None: not set)."""
+
+    key: str
+    old: Any
+    new: Any
 
 
 def group_for(path: Path) -> str:
@@ -141,10 +174,11 @@ def plan(
         record = stored.get(schedule.id)
         if record is None:
             result.create.append(schedule)
-        elif record[0] == schedule.to_json() and record[1] != "broken":
+        elif record[0] == schedule.to_json() and record[1] != ScheduleState.BROKEN:
             result.unchanged.append(schedule)
         else:
             result.update.append(schedule)
+            result.before[schedule.id] = record[0]
     if existing is not None:
         wanted = {s.id for s in schedules}
         result.prune.extend(
@@ -153,3 +187,28 @@ def plan(
             if r.id not in wanted and r.schedule is not None and r.schedule.owner == owner
         )
     return result
+
+
+def field_changes(before: str | None, after: Schedule) -> list[FieldChange] | None:
+    """The settings that differ between a stored definition text and ``after``, in
+    the order of :meth:`Schedule.to_dict`; None when the stored one is unreadable."""
+    try:
+        old = decode_definition(after.id, before).to_dict()
+    except (RqbeatError, ValueError):
+        return None
+    new = after.to_dict()
+    keys = [*new, *(k for k in old if k not in new)]
+    return [FieldChange(k, old.get(k), new.get(k)) for k in keys if old.get(k) != new.get(k)]
+
+
+def stored_owner(before: str | None) -> str | None:
+    """The owner named by a stored definition text, without validating the rest (cheap
+    for 100k); None when the text is unreadable. The stored form leaves out ``api``."""
+    try:
+        raw = json.loads(before) if before is not None else None
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(raw, dict):
+        return None
+    owner = raw.get("owner", "api")
+    return owner if isinstance(owner, str) else None

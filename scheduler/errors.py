@@ -36,6 +36,29 @@ class ScheduleNotFound(RqbeatError, LookupError):
         super().__init__(f"no schedule with id {schedule_id!r}")
 
 
+class StaleVersion(RqbeatError):
+    """A compare-and-set write found another version than the one it was based on:
+    someone created, changed or removed the schedule meanwhile. Nothing was written;
+    re-reading and deciding again is safe. ``found`` 0 means there is no schedule."""
+
+    def __init__(self, schedule_id: str, expected: int, found: int, message: str = "") -> None:
+        self.schedule_id = schedule_id
+        self.expected = expected
+        self.found = found
+        super().__init__(
+            message
+            or f"schedule {schedule_id!r} changed meanwhile (version {found}, expected {expected});"
+            " nothing was written"
+        )
+
+
+class ScheduleExists(StaleVersion):
+    """A create found the id taken (``found`` is the existing version)."""
+
+    def __init__(self, schedule_id: str, found: int) -> None:
+        super().__init__(schedule_id, 0, found, f"schedule {schedule_id!r} already exists (version {found})")
+
+
 class ConfigError(RqbeatError, ValueError):
     """A setting (flag, environment variable) has an invalid value."""
 
@@ -48,6 +71,26 @@ class ConfigError(RqbeatError, ValueError):
 
 class LeadershipLost(RqbeatError):
     """This replica is no longer the leader; it must stop dispatching at once."""
+
+
+class ScheduleConflict(RqbeatError):
+    """A schedule kept changing under an upsert (another writer); try again."""
+
+
+class CorruptDefinition(RqbeatError, ValueError):
+    """A definition stored in Redis cannot be used (not JSON, not an object, another
+    id, an invalid setting). The schedule is shown and marked broken, never raised
+    past the one schedule it concerns. The message is the ``reason`` alone: it is what
+    the schedule's ``error`` field records, next to its id."""
+
+    def __init__(self, schedule_id: str, reason: str) -> None:
+        self.schedule_id = schedule_id
+        self.reason = reason
+        super().__init__(reason)
+
+
+class CorruptJobMeta(RqbeatError, ValueError):
+    """An RQ job's ``meta["rqbeat"]`` cannot be read (written by hand, or damaged)."""
 
 
 def _message(field: str, value: Any, reason: str) -> str:

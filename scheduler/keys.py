@@ -64,6 +64,11 @@ class Keys:
         """HASH of cluster-wide run counters, incremented by acks (scheduler.engine.clusterstats)."""
         return f"{self.namespace}:stats"
 
+    @property
+    def data_lost(self) -> str:
+        """HASH, no TTL: a replica saw the counters go back (scheduler.dataloss)."""
+        return f"{self.namespace}:data_lost"
+
     def schedule(self, schedule_id: str) -> str:
         """HASH: the definition (JSON) and the state of one schedule."""
         return f"{self.namespace}:schedule:{schedule_id}"
@@ -72,6 +77,16 @@ class Keys:
         """STREAM: capped run history of one schedule."""
         return f"{self.namespace}:history:{schedule_id}"
 
+    def clock(self, worker: str) -> str:
+        """HASH: an rqbeat worker's clock offset from Redis time (scheduler.clockskew)."""
+        return f"{self.namespace}:clock:{worker}"
+
     def node(self, node: str) -> str:
-        """HASH: what one replica last reported (role, epoch, pid, host)."""
+        """HASH: what one replica last reported (role, epoch, pid, host, RQ version and prefix)."""
         return f"{self.namespace}:node:{node}"
+
+    @property
+    def rq_workers(self) -> str:
+        """HASH: RQ worker key -> JSON (name, queues, RQ version and key prefix) of each
+        ``workers.Worker``, for ``rqbeat status`` (workers.presence)."""
+        return f"{self.namespace}:rq-workers"

@@ -130,6 +130,25 @@ class Schedule:
             values["owner"] = owner
         return cls(**values)
 
+    def edited(self, changes: Mapping[str, Any]) -> Schedule:
+        """A copy with some user-facing settings changed (keys and values as in
+        :meth:`from_dict`; ``None`` puts a setting back to its default), validated as a
+        whole. Setting ``cron`` drops ``every`` and the other way round: a schedule has
+        exactly one trigger. The id and the owner are not settings one edits."""
+        for key in ("id", "owner"):
+            if key in changes:
+                raise InvalidSchedule(key, changes[key], "cannot be changed by an edit")
+        raw = self.to_dict()
+        for one, other in (("cron", "every"), ("every", "cron")):
+            if changes.get(one) is not None and changes.get(other) is None:
+                raw.pop(other, None)
+        for key, value in changes.items():
+            if value is None:
+                raw.pop(key, None)
+            else:
+                raw[key] = value
+        return Schedule.from_dict(raw)
+
     def to_dict(self) -> dict[str, Any]:
         """User-facing keys with durations as text; ``from_dict(to_dict())`` round-trips."""
         out: dict[str, Any] = {}

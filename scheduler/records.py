@@ -12,10 +12,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from scheduler.clock import parse_iso_ms
-from scheduler.errors import RqbeatError
+from scheduler.errors import CorruptDefinition
 from scheduler.model import Schedule
-
-STATES = ("due", "running", "paused", "broken")
+from scheduler.protocol import STATES, ScheduleState
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -24,7 +23,7 @@ class ScheduleRecord:
 
     id: str
     schedule: Schedule | None
-    state: str
+    state: ScheduleState
     version: int
     fire_ms: int | None  # the pending or in-flight fire
     due_ms: int | None  # score in the due set: fire + jitter, or the retry time
@@ -45,26 +44,28 @@ def text(value: bytes | str | None) -> str | None:
 
 
 def decode_definition(schedule_id: str, definition: str | None) -> Schedule:
-    """The stored definition as a :class:`Schedule`; raises :class:`RqbeatError` (or
-    ``ValueError``) with the reason when it cannot be used."""
+    """The stored definition as a :class:`Schedule`; raises :class:`CorruptDefinition`
+    with the reason when it cannot be used."""
     if definition is None:
-        raise RqbeatError("the hash has no 'definition' field")
+        raise CorruptDefinition(schedule_id, "the hash has no 'definition' field")
     try:
         raw = json.loads(definition)
     except (ValueError, RecursionError) as exc:
-        raise RqbeatError(f"definition is not valid JSON: {exc}") from None
+        raise CorruptDefinition(schedule_id, f"definition is not valid JSON: {exc}") from None
     if not isinstance(raw, dict):
-        raise RqbeatError("definition is not a JSON object")
+        raise CorruptDefinition(schedule_id, "definition is not a JSON object")
     stored_id = raw.setdefault("id", schedule_id)  # the stored form leaves it to the key
     if stored_id != schedule_id:
-        raise RqbeatError(f"definition id {stored_id!r} does not match the key")
-    schedule = Schedule.from_dict(raw)
-    return schedule
+        raise CorruptDefinition(schedule_id, f"definition id {stored_id!r} does not match the key")
+    try:
+        return Schedule.from_dict(raw)
+    except ValueError as exc:  # InvalidSchedule: valid once, or written by hand
+        raise CorruptDefinition(schedule_id, str(exc)) from exc
 
 
 def decode_record(
     schedule_id: str,
-    raw_hash: Mapping[bytes | str, bytes | str],
+    raw_hash: Mapping[bytes | str, bytes | str] | Mapping[str, str],
     due_ms: int | None,
     *,
     decode: Callable[[str, str | None], Schedule] | None = None,
@@ -77,13 +78,14 @@ def decode_record(
     schedule: Schedule | None = None
     try:
         schedule = (decode or decode_definition)(schedule_id, raw.get("definition"))
-    except (RqbeatError, ValueError) as exc:
+    except CorruptDefinition as exc:
         # a recorded error (the leader's, or "key has type ...") says more than "no definition"
         error = error or str(exc)
-    state = raw.get("state", "")
-    if schedule is None or state not in STATES:
-        error = error or f"unknown state {state!r}"
-        state = "broken"
+    stored = raw.get("state", "")
+    state = ScheduleState(stored) if stored in STATES else ScheduleState.BROKEN
+    if schedule is None or stored not in STATES:
+        error = error or f"unknown state {stored!r}"
+        state = ScheduleState.BROKEN
     return ScheduleRecord(
         id=schedule_id,
         schedule=schedule,
@@ -96,7 +98,7 @@ def decode_record(
         last_result=raw.get("last_result") or None,
         last_run_ms=_time(raw.get("last_run_at")),
         last_error=raw.get("last_error") or None,
-        error=error if state == "broken" else None,
+        error=error if state is ScheduleState.BROKEN else None,
         raw=raw,
     )
 

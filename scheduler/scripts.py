@@ -23,7 +23,12 @@ from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 from redis.typing import KeyT
 
+from scheduler.protocol import DUE_FIELDS, RUN_FIELDS, UPSERT_READ_FIELDS, lua_list
+
 C = TypeVar("C")
+
+# The fields of a run in flight, cleared together when the run ends.
+_RUN_FIELDS = lua_list("RUN_FIELDS", RUN_FIELDS)
 
 # Publishes 'wake' when score ARGV is earlier than anything already due, so the leader
 # re-plans; otherwise its current wait already covers the new score.
@@ -36,29 +41,44 @@ local function wake_if_earlier(due, events, score)
 end
 """
 
-UPSERT_READ = """
+UPSERT_READ = (
+    lua_list("FIELDS", UPSERT_READ_FIELDS)
+    + """
 -- What an upsert decides from, for many schedules in one round trip.
--- ARGV[1] schedule key prefix, ARGV[2..] ids
--- returns per id: version, definition, state (a key of another type, set by hand,
--- reads as state 'broken': the upsert replaces it)
+-- ARGV[1] - the schedule key prefix
+-- ARGV[2..] - the schedule ids
+-- returns per id: version, definition, state (UPSERT_READ_FIELDS; a key of another
+-- type, set by hand, reads as state 'broken': the upsert replaces it)
+local prefix = ARGV[1]
 local out = {}
 for i = 2, #ARGV do
-  local row = redis.pcall('HMGET', ARGV[1] .. ARGV[i], 'version', 'definition', 'state')
+  local row = redis.pcall('HMGET', prefix .. ARGV[i], unpack(FIELDS))
   if row.err then row = {false, false, 'broken'} end
-  for j = 1, 3 do out[#out + 1] = row[j] or false end
+  for j = 1, #FIELDS do out[#out + 1] = row[j] or false end
 end
 return out
 """
+)
 
 UPSERT = """
--- Create or replace many schedules (5 arguments each); one revision bump and one
--- publish for the whole call.
--- KEYS[1] due, KEYS[2] ids, KEYS[3] revision, KEYS[4] events
--- ARGV[1] schedule key prefix, ARGV[2] now ISO, then per schedule: id, definition
--- JSON, version read before (0 = new), fire_at ISO of the recomputed next fire or ''
--- to keep the pending fire, its due score
--- returns per schedule the new version, or -1 when the version moved since it was
--- read (re-read, retry)
+-- Create or replace many schedules; one revision bump and one publish for the whole
+-- call.
+-- KEYS[1] - the due zset
+-- KEYS[2] - the ids set
+-- KEYS[3] - the revision counter
+-- KEYS[4] - the events channel
+-- ARGV[1] - the schedule key prefix
+-- ARGV[2] - now, ISO
+-- then 5 per schedule, from ARGV[i] (i = 3, 8, ...):
+-- ARGV[i] - the schedule id
+-- ARGV[i + 1] - its definition, JSON
+-- ARGV[i + 2] - the version read before (0 = new)
+-- ARGV[i + 3] - fire_at ISO of the recomputed next fire, or '' to keep the pending fire
+-- ARGV[i + 4] - its due score
+-- returns per schedule the new version, or -1 (UpsertReply.CONFLICT) when the version
+-- moved since it was read (re-read, retry)
+local due, ids, revision, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local prefix, now = ARGV[1], ARGV[2]
 local function upsert(key, id, definition, read, fire, score)
   if redis.call('TYPE', key)['ok'] ~= 'hash' then
     if tonumber(read) ~= 0 then return -1 end
@@ -67,13 +87,13 @@ local function upsert(key, id, definition, read, fire, score)
   local current = tonumber(redis.call('HGET', key, 'version') or '0')
   if current ~= tonumber(read) then return -1 end
   local version = current + 1
-  redis.call('HSET', key, 'definition', definition, 'version', version, 'updated_at', ARGV[2])
+  redis.call('HSET', key, 'definition', definition, 'version', version, 'updated_at', now)
   local state = redis.call('HGET', key, 'state')
   if current == 0 or ((state == 'due' or state == 'broken') and fire ~= '') then
     redis.call('HSET', key, 'state', 'due', 'fire_at', fire, 'attempt', 1)
     redis.call('HDEL', key, 'error')
-    redis.call('ZADD', KEYS[1], score, id)
-    redis.call('SADD', KEYS[2], id)
+    redis.call('ZADD', due, score, id)
+    redis.call('SADD', ids, id)
   end
   -- running: the in-flight run finishes; its ack sees the new version and re-arms from
   -- the new definition. paused: stays paused; resume computes the next fire.
@@ -81,243 +101,398 @@ local function upsert(key, id, definition, read, fire, score)
 end
 local out, written = {}, false
 for i = 3, #ARGV, 5 do
-  local version = upsert(ARGV[1] .. ARGV[i], ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3],
+  local version = upsert(prefix .. ARGV[i], ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3],
                          ARGV[i + 4])
   written = written or version > 0
   out[#out + 1] = version
 end
 if written then
-  redis.call('INCR', KEYS[3])
-  redis.call('PUBLISH', KEYS[4], 'edit')
+  redis.call('INCR', revision)
+  redis.call('PUBLISH', events, 'edit')
 end
 return out
 """
 
 REMOVE = """
--- KEYS[1] schedule hash, KEYS[2] history, KEYS[3] due, KEYS[4] running, KEYS[5] ids,
--- KEYS[6] revision, KEYS[7] events; ARGV[1] id
--- returns 1 if the schedule existed. An in-flight run finishes; its ack finds no
+-- Delete a schedule and its history. An in-flight run finishes; its ack finds no
 -- schedule and does nothing.
-local existed = redis.call('DEL', KEYS[1])
-redis.call('DEL', KEYS[2])
-redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('ZREM', KEYS[4], ARGV[1])
-existed = existed + redis.call('SREM', KEYS[5], ARGV[1])
-redis.call('INCR', KEYS[6])
-redis.call('PUBLISH', KEYS[7], 'edit')
-return existed > 0 and 1 or 0
+-- KEYS[1] - the schedule hash
+-- KEYS[2] - its history stream
+-- KEYS[3] - the due zset
+-- KEYS[4] - the running zset
+-- KEYS[5] - the ids set
+-- KEYS[6] - the revision counter
+-- KEYS[7] - the events channel
+-- ARGV[1] - the schedule id
+-- returns (RemoveReply) 1 the schedule existed, 0 it did not
+local schedule, history, due, running = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local ids, revision, events = KEYS[5], KEYS[6], KEYS[7]
+local id = ARGV[1]
+local existed = redis.call('DEL', schedule)
+redis.call('DEL', history)
+redis.call('ZREM', due, id)
+redis.call('ZREM', running, id)
+existed = existed + redis.call('SREM', ids, id)
+redis.call('INCR', revision)
+redis.call('PUBLISH', events, 'edit')
+if existed > 0 then return 1 end
+return 0
 """
 
 PAUSE = """
--- KEYS[1] schedule hash, KEYS[2] due, KEYS[3] revision, KEYS[4] events, KEYS[5] history
--- ARGV[1] id, ARGV[2] now ISO, ARGV[3] history maxlen
--- returns 1 paused, 0 already paused, -1 no such schedule
-local state = redis.call('HGET', KEYS[1], 'state')
+-- Stop firing; a run in flight finishes (its ack leaves the schedule paused).
+-- KEYS[1] - the schedule hash
+-- KEYS[2] - the due zset
+-- KEYS[3] - the revision counter
+-- KEYS[4] - the events channel
+-- KEYS[5] - its history stream
+-- ARGV[1] - the schedule id
+-- ARGV[2] - now, ISO
+-- ARGV[3] - history maxlen
+-- returns (PauseReply) 1 paused, 0 already paused, -1 no such schedule
+local schedule, due, revision, events, history = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local id, now, maxlen = ARGV[1], ARGV[2], ARGV[3]
+local state = redis.call('HGET', schedule, 'state')
 if not state then return -1 end
 if state == 'paused' then return 0 end
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('HSET', KEYS[1], 'state', 'paused', 'updated_at', ARGV[2])
-redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[3], '*', 'event', 'paused', 'at', ARGV[2])
-redis.call('INCR', KEYS[3])
-redis.call('PUBLISH', KEYS[4], 'edit')
+redis.call('ZREM', due, id)
+redis.call('HSET', schedule, 'state', 'paused', 'updated_at', now)
+redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', 'event', 'paused', 'at', now)
+redis.call('INCR', revision)
+redis.call('PUBLISH', events, 'edit')
 return 1
 """
 
 RESUME = """
--- KEYS[1] schedule hash, KEYS[2] due, KEYS[3] revision, KEYS[4] events, KEYS[5] history
--- ARGV[1] id, ARGV[2] fire_at ISO of the next fire from now, ARGV[3] its score,
--- ARGV[4] now ISO, ARGV[5] history maxlen
--- returns 1 resumed, 0 not paused, -1 no such schedule
-local state = redis.call('HGET', KEYS[1], 'state')
+-- Fire again from now on: fires that passed while paused never run; each is recorded
+-- as skipped. Compare-and-set on what the caller read, so the skipped fires it counted
+-- are the ones that passed.
+-- KEYS[1] - the schedule hash
+-- KEYS[2] - the due zset
+-- KEYS[3] - the revision counter
+-- KEYS[4] - the events channel
+-- KEYS[5] - its history stream
+-- ARGV[1] - the schedule id
+-- ARGV[2] - fire_at ISO of the next fire from now
+-- ARGV[3] - its due score
+-- ARGV[4] - now, ISO
+-- ARGV[5] - history maxlen
+-- ARGV[6] - the version as read
+-- ARGV[7] - fire_at as read ('' = missing)
+-- ARGV[8] - job_id as read ('' = no run in flight)
+-- ARGV[9] - fires skipped (pending or passed while paused: never run)
+-- ARGV[10] - the first of them, ISO
+-- returns (ResumeReply) 1 resumed, 0 not paused, -1 no such schedule, -2 changed since
+-- it was read (an ack, a failure or an edit: the skipped fires differ; re-read)
+local schedule, due, revision, events, history = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local id, fire, score, now, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local read_version, read_fire, read_job = ARGV[6], ARGV[7], ARGV[8]
+local skipped, first_skipped = ARGV[9], ARGV[10]
+local state = redis.call('HGET', schedule, 'state')
 if not state then return -1 end
 if state ~= 'paused' then return 0 end
-if redis.call('HEXISTS', KEYS[1], 'job_id') == 1 then
-  -- its last run is still in flight: the ack re-arms it
-  redis.call('HSET', KEYS[1], 'state', 'running', 'updated_at', ARGV[4])
-else
-  redis.call('HSET', KEYS[1], 'state', 'due', 'fire_at', ARGV[2], 'attempt', 1, 'updated_at', ARGV[4])
-  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+local function was(name, value) return (redis.call('HGET', schedule, name) or '') == value end
+if not (was('version', read_version) and was('fire_at', read_fire) and was('job_id', read_job)) then
+  return -2
 end
-redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[5], '*', 'event', 'resumed', 'at', ARGV[4])
-redis.call('INCR', KEYS[3])
-redis.call('PUBLISH', KEYS[4], 'edit')
+if read_job ~= '' then
+  -- its last run is still in flight: the ack re-arms it from the first fire after now
+  redis.call('HSET', schedule, 'state', 'running', 'resumed_at', now, 'updated_at', now)
+else
+  redis.call('HSET', schedule, 'state', 'due', 'fire_at', fire, 'attempt', 1, 'updated_at', now)
+  redis.call('ZADD', due, score, id)
+end
+if tonumber(skipped) > 0 then
+  redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', 'event', 'skipped', 'count', skipped,
+             'fire_at', first_skipped, 'at', now)
+end
+redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', 'event', 'resumed', 'at', now)
+redis.call('INCR', revision)
+redis.call('PUBLISH', events, 'edit')
 return 1
 """
 
 TRIGGER = """
--- KEYS[1] schedule hash, KEYS[2] due, KEYS[3] revision, KEYS[4] events, KEYS[5] history
--- ARGV[1] id, ARGV[2] now ISO, ARGV[3] now score, ARGV[4] history maxlen
 -- Makes the schedule due now with fire = now; its regular fires carry on after.
--- returns 1 triggered, -1 no such schedule, or the state that prevents it (string)
-local state = redis.call('HGET', KEYS[1], 'state')
-if not state then return -1 end
+-- KEYS[1] - the schedule hash
+-- KEYS[2] - the due zset
+-- KEYS[3] - the revision counter
+-- KEYS[4] - the events channel
+-- KEYS[5] - its history stream
+-- ARGV[1] - the schedule id
+-- ARGV[2] - now, ISO
+-- ARGV[3] - now, score
+-- ARGV[4] - history maxlen
+-- returns (TriggerReply) 'triggered', 'not_found', or the state that prevents it
+local schedule, due, revision, events, history = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local id, now, now_score, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local state = redis.call('HGET', schedule, 'state')
+if not state then return 'not_found' end
 if state ~= 'due' then return state end
-redis.call('HSET', KEYS[1], 'fire_at', ARGV[2], 'attempt', 1, 'updated_at', ARGV[2])
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[4], '*', 'event', 'triggered', 'at', ARGV[2])
-redis.call('INCR', KEYS[3])
-redis.call('PUBLISH', KEYS[4], 'wake')
-return 1
+redis.call('HSET', schedule, 'fire_at', now, 'attempt', 1, 'updated_at', now)
+redis.call('ZADD', due, now_score, id)
+redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', 'event', 'triggered', 'at', now)
+redis.call('INCR', revision)
+redis.call('PUBLISH', events, 'wake')
+return 'triggered'
 """
 
 ACK = (
     _WAKE_IF_EARLIER
+    + _RUN_FIELDS
     + """
--- The run of job ARGV[2] is over for good (succeeded, or failed and given up):
--- re-arm the schedule at its next fire. Compare-and-set on the in-flight job id, so a
--- late, duplicate or stale ack (run already acked, schedule removed, re-dispatched)
--- does nothing.
--- KEYS[1] schedule hash, KEYS[2] due, KEYS[3] running, KEYS[4] history, KEYS[5] events
--- ARGV[1] id, ARGV[2] job id, ARGV[3] version the next fire was computed from,
--- ARGV[4] next fire ISO, ARGV[5] next due score, ARGV[6] now ISO, ARGV[7] now score,
--- ARGV[8] outcome ('succeeded' | 'gave_up'), ARGV[9] fires dropped by the misfire
--- policy, ARGV[10] history maxlen, ARGV[11] error text (gave_up) or ''
--- KEYS[6] stats hash, ARGV[12..] (field, increment) pairs for it (scheduler.engine.clusterstats)
--- returns 1 re-armed, 2 definition changed (due now, fire recomputed by the leader),
--- 3 paused (left idle), 0 not this schedule's run in flight (no-op)
-if redis.call('HGET', KEYS[1], 'job_id') ~= ARGV[2] then return 0 end
-local state = redis.call('HGET', KEYS[1], 'state')
-local fire = redis.call('HGET', KEYS[1], 'fire_at')
-redis.call('HDEL', KEYS[1], 'job_id', 'job_queue', 'epoch', 'dispatched_at')
-redis.call('HSET', KEYS[1], 'last_result', ARGV[8], 'last_run_at', ARGV[6], 'attempt', 1)
-redis.call('ZREM', KEYS[3], ARGV[1])
-for i = 12, #ARGV, 2 do redis.call('HINCRBY', KEYS[6], ARGV[i], ARGV[i + 1]) end  -- metrics
-local entry = {'event', ARGV[8], 'fire_at', fire, 'job_id', ARGV[2], 'at', ARGV[6]}
-if ARGV[11] ~= '' then table.insert(entry, 'error'); table.insert(entry, ARGV[11]) end
-redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[10], '*', unpack(entry))
-if state ~= 'running' then return 3 end
-if redis.call('HGET', KEYS[1], 'version') ~= ARGV[3] then
-  redis.call('HSET', KEYS[1], 'state', 'due', 'fire_at', '')
-  wake_if_earlier(KEYS[2], KEYS[5], ARGV[7])
-  redis.call('ZADD', KEYS[2], ARGV[7], ARGV[1])
+-- The run of a job is over for good (succeeded, or failed and given up): re-arm the
+-- schedule at its next fire. Compare-and-set on the in-flight job id, so a late,
+-- duplicate or stale ack (run already acked, schedule removed, re-dispatched) does
+-- nothing.
+-- KEYS[1] - the schedule hash
+-- KEYS[2] - the due zset
+-- KEYS[3] - the running zset
+-- KEYS[4] - its history stream
+-- KEYS[5] - the events channel
+-- KEYS[6] - the stats hash (scheduler.engine.clusterstats)
+-- ARGV[1] - the schedule id
+-- ARGV[2] - the job id of the run
+-- ARGV[3] - the version the next fire was computed from
+-- ARGV[4] - the next fire, ISO
+-- ARGV[5] - the next due score
+-- ARGV[6] - now, ISO
+-- ARGV[7] - now, score
+-- ARGV[8] - outcome (AckOutcome: 'succeeded' | 'gave_up')
+-- ARGV[9] - fires dropped by the misfire policy
+-- ARGV[10] - history maxlen
+-- ARGV[11] - error text (gave_up) or ''
+-- ARGV[12] - resumed_at the next fire was computed from ('' = none)
+-- ARGV[13..] - (field, increment) pairs for the stats hash
+-- returns (AckReply) 1 re-armed, 2 definition changed or resumed meanwhile (due now,
+-- fire recomputed by the leader), 3 paused (left idle), 0 not this schedule's run in
+-- flight (no-op)
+local schedule, due, running, history, events, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4],
+                                                        KEYS[5], KEYS[6]
+local id, job, version, next_fire, next_score = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local now, now_score, outcome, dropped = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local maxlen, err, resumed_at = ARGV[10], ARGV[11], ARGV[12]
+if redis.call('HGET', schedule, 'job_id') ~= job then return 0 end
+local state = redis.call('HGET', schedule, 'state')
+local fire = redis.call('HGET', schedule, 'fire_at')
+redis.call('HDEL', schedule, unpack(RUN_FIELDS))
+redis.call('HSET', schedule, 'last_result', outcome, 'last_run_at', now, 'attempt', 1)
+redis.call('ZREM', running, id)
+for i = 13, #ARGV, 2 do redis.call('HINCRBY', stats, ARGV[i], ARGV[i + 1]) end  -- metrics
+local entry = {'event', outcome, 'fire_at', fire, 'job_id', job, 'at', now}
+if err ~= '' then table.insert(entry, 'error'); table.insert(entry, err) end
+redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', unpack(entry))
+if redis.call('HGET', schedule, 'version') ~= version
+    or (redis.call('HGET', schedule, 'resumed_at') or '') ~= resumed_at then
+  if state ~= 'running' then  -- paused: resume recomputes the fire
+    redis.call('HSET', schedule, 'fire_at', '')
+    return 3
+  end
+  redis.call('HSET', schedule, 'state', 'due', 'fire_at', '')
+  wake_if_earlier(due, events, now_score)
+  redis.call('ZADD', due, now_score, id)
   return 2
 end
-if tonumber(ARGV[9]) > 0 then
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[10], '*', 'event', 'missed',
-             'count', ARGV[9], 'next_fire_at', ARGV[4], 'at', ARGV[6])
+if tonumber(dropped) > 0 then
+  redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', 'event', 'missed',
+             'count', dropped, 'next_fire_at', next_fire, 'at', now)
 end
-redis.call('HSET', KEYS[1], 'state', 'due', 'fire_at', ARGV[4])
-wake_if_earlier(KEYS[2], KEYS[5], ARGV[5])
-redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
+if state ~= 'running' then  -- paused: the pending fire, from which resume counts the skipped
+  redis.call('HSET', schedule, 'fire_at', next_fire)
+  return 3
+end
+redis.call('HSET', schedule, 'state', 'due', 'fire_at', next_fire)
+wake_if_earlier(due, events, next_score)
+redis.call('ZADD', due, next_score, id)
 return 1
 """
 )
 
 RETRY = (
     _WAKE_IF_EARLIER
+    + _RUN_FIELDS
     + """
--- The run of job ARGV[2] failed and will be retried: the fire stays pending, due again
--- at the back-off score, attempt + 1. Compare-and-set on the in-flight job id.
--- KEYS[1] schedule hash, KEYS[2] due, KEYS[3] running, KEYS[4] history, KEYS[5] events
--- ARGV[1] id, ARGV[2] job id, ARGV[3] retry score, ARGV[4] retry ISO, ARGV[5] now ISO,
--- ARGV[6] error text, ARGV[7] history maxlen, ARGV[8] '1' to pause instead of retrying
--- returns 1 retry scheduled, 3 paused, 0 not this schedule's run in flight (no-op)
-if redis.call('HGET', KEYS[1], 'job_id') ~= ARGV[2] then return 0 end
-local state = redis.call('HGET', KEYS[1], 'state')
-local fire = redis.call('HGET', KEYS[1], 'fire_at')
-redis.call('HDEL', KEYS[1], 'job_id', 'job_queue', 'epoch', 'dispatched_at')
-local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
-redis.call('HSET', KEYS[1], 'last_result', 'failed', 'last_run_at', ARGV[5], 'last_error', ARGV[6])
-redis.call('ZREM', KEYS[3], ARGV[1])
-local paused = state ~= 'running' or ARGV[8] == '1'
-redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[7], '*', 'event', 'failed', 'fire_at', fire,
-           'job_id', ARGV[2], 'error', ARGV[6], 'next_attempt', attempt,
-           'retry_at', paused and '' or ARGV[4], 'at', ARGV[5])
+-- The run of a job failed and will be retried: the fire stays pending, due again at
+-- the back-off score, attempt + 1. Compare-and-set on the in-flight job id.
+-- KEYS[1] - the schedule hash
+-- KEYS[2] - the due zset
+-- KEYS[3] - the running zset
+-- KEYS[4] - its history stream
+-- KEYS[5] - the events channel
+-- ARGV[1] - the schedule id
+-- ARGV[2] - the job id of the run
+-- ARGV[3] - the retry's due score
+-- ARGV[4] - the retry's time, ISO
+-- ARGV[5] - now, ISO
+-- ARGV[6] - error text
+-- ARGV[7] - history maxlen
+-- ARGV[8] - pause instead of retrying (Flag: '1' | '0')
+-- returns (RetryReply) 1 retry scheduled, 3 paused, 0 not this schedule's run in
+-- flight (no-op)
+local schedule, due, running, history, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local id, job, retry_score, retry_at, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local err, maxlen, pause = ARGV[6], ARGV[7], ARGV[8]
+if redis.call('HGET', schedule, 'job_id') ~= job then return 0 end
+local state = redis.call('HGET', schedule, 'state')
+local fire = redis.call('HGET', schedule, 'fire_at')
+redis.call('HDEL', schedule, unpack(RUN_FIELDS))
+local attempt = redis.call('HINCRBY', schedule, 'attempt', 1)
+redis.call('HSET', schedule, 'last_result', 'failed', 'last_run_at', now, 'last_error', err)
+redis.call('ZREM', running, id)
+local paused = state ~= 'running' or pause == '1'
+redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', 'event', 'failed', 'fire_at', fire,
+           'job_id', job, 'error', err, 'next_attempt', attempt,
+           'retry_at', paused and '' or retry_at, 'at', now)
 if paused then
-  redis.call('HSET', KEYS[1], 'state', 'paused')
+  redis.call('HSET', schedule, 'state', 'paused')
   return 3
 end
-redis.call('HSET', KEYS[1], 'state', 'due')
-wake_if_earlier(KEYS[2], KEYS[5], ARGV[3])
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+redis.call('HSET', schedule, 'state', 'due')
+wake_if_earlier(due, events, retry_score)
+redis.call('ZADD', due, retry_score, id)
 return 1
 """
 )
 
 NUDGE = """
--- A worker saw job ARGV[2] fail: bring the leader's watchdog look forward to now,
--- so the retry is decided at once rather than at the next scheduled look.
--- KEYS[1] schedule hash, KEYS[2] running, KEYS[3] events; ARGV[1] id, ARGV[2] job id,
--- ARGV[3] now score. returns 1 nudged, 0 not this schedule's run in flight
-if redis.call('HGET', KEYS[1], 'job_id') ~= ARGV[2] then return 0 end
-redis.call('ZADD', KEYS[2], 'XX', ARGV[3], ARGV[1])
-redis.call('PUBLISH', KEYS[3], 'wake')
+-- A worker saw a job fail: bring the leader's watchdog look forward to now, so the
+-- retry is decided at once rather than at the next scheduled look.
+-- KEYS[1] - the schedule hash
+-- KEYS[2] - the running zset
+-- KEYS[3] - the events channel
+-- ARGV[1] - the schedule id
+-- ARGV[2] - the job id that failed
+-- ARGV[3] - now, score
+-- returns (NudgeReply) 1 nudged, 0 not this schedule's run in flight
+local schedule, running, events = KEYS[1], KEYS[2], KEYS[3]
+local id, job, now_score = ARGV[1], ARGV[2], ARGV[3]
+if redis.call('HGET', schedule, 'job_id') ~= job then return 0 end
+redis.call('ZADD', running, 'XX', now_score, id)
+redis.call('PUBLISH', events, 'wake')
 return 1
 """
 
-MARK_BROKEN = """
+MARK_BROKEN = (
+    _RUN_FIELDS
+    + """
 -- A definition that cannot be decoded or computed: out of both zsets, state 'broken'
 -- with its error, visible in `rqbeat ls`. Fixed by upserting a valid definition.
--- KEYS[1] schedule hash, KEYS[2] due, KEYS[3] running, KEYS[4] history
--- ARGV[1] id, ARGV[2] error text, ARGV[3] now ISO, ARGV[4] history maxlen
--- returns 1 marked, 0 the key is not a hash (only taken out of the zsets)
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-if redis.call('TYPE', KEYS[1])['ok'] ~= 'hash' then return 0 end
-redis.call('HSET', KEYS[1], 'state', 'broken', 'error', ARGV[2], 'updated_at', ARGV[3])
+-- KEYS[1] - the schedule hash
+-- KEYS[2] - the due zset
+-- KEYS[3] - the running zset
+-- KEYS[4] - its history stream
+-- ARGV[1] - the schedule id
+-- ARGV[2] - error text
+-- ARGV[3] - now, ISO
+-- ARGV[4] - history maxlen
+-- returns (MarkBrokenReply) 1 marked, 0 the key is not a hash (only taken out of the
+-- zsets)
+local schedule, due, running, history = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local id, err, now, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+redis.call('ZREM', due, id)
+redis.call('ZREM', running, id)
+if redis.call('TYPE', schedule)['ok'] ~= 'hash' then return 0 end
+redis.call('HSET', schedule, 'state', 'broken', 'error', err, 'updated_at', now)
 -- a late ack of an old run must not touch a schedule repaired in the meantime
-redis.call('HDEL', KEYS[1], 'job_id', 'job_queue', 'epoch', 'dispatched_at')
-redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'event', 'broken', 'error', ARGV[2],
-           'at', ARGV[3])
+redis.call('HDEL', schedule, unpack(RUN_FIELDS))
+redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', 'event', 'broken', 'error', err,
+           'at', now)
 return 1
 """
+)
 
 
-DUE_READ = """
+DUE_READ = (
+    lua_list("FIELDS", DUE_FIELDS)
+    + """
 -- One batch of due schedules with the hash fields dispatch decides from, plus the
 -- lease and the revision the write is fenced with (one round trip).
--- KEYS[1] due, KEYS[2] leader, KEYS[3] revision
--- ARGV[1] now score, ARGV[2] batch size, ARGV[3] schedule key prefix
--- returns {leader, revision, id, score, definition, version, state, fire_at, attempt, ...}
+-- KEYS[1] - the due zset
+-- KEYS[2] - the leader lease
+-- KEYS[3] - the revision counter
+-- ARGV[1] - now, score
+-- ARGV[2] - batch size
+-- ARGV[3] - the schedule key prefix
+-- returns {leader, revision, then per schedule: id, score, DUE_FIELDS...}
 -- The hashes are named prefix .. id, not passed as KEYS: rqbeat does not run on Cluster.
-local out = {redis.call('GET', KEYS[2]) or '', redis.call('GET', KEYS[3]) or '0'}
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[2])
-for i = 1, #due, 2 do
-  local row = redis.pcall('HMGET', ARGV[3] .. due[i], 'definition', 'version', 'state',
-                          'fire_at', 'attempt')
+local due, leader, revision = KEYS[1], KEYS[2], KEYS[3]
+local now_score, batch, prefix = ARGV[1], ARGV[2], ARGV[3]
+local out = {redis.call('GET', leader) or '', redis.call('GET', revision) or '0'}
+local ready = redis.call('ZRANGEBYSCORE', due, '-inf', now_score, 'WITHSCORES', 'LIMIT', 0, batch)
+for i = 1, #ready, 2 do
+  local row = redis.pcall('HMGET', prefix .. ready[i], unpack(FIELDS))
   if row.err then row = {} end  -- not a hash: decided broken, not an error for the batch
-  out[#out + 1] = due[i]
-  out[#out + 1] = due[i + 1]
-  for j = 1, 5 do out[#out + 1] = row[j] or false end
+  out[#out + 1] = ready[i]
+  out[#out + 1] = ready[i + 1]
+  for j = 1, #FIELDS do out[#out + 1] = row[j] or false end
 end
 return out
 """
+)
 
 DISPATCH = """
 -- Write one decided batch: every run's RQ job (hash + RPUSH, as RQ writes them), the
 -- schedule's in-flight state and history, and the reschedules -- or nothing at all.
--- KEYS[1] leader, KEYS[2] revision, KEYS[3] due, KEYS[4] running, KEYS[5] RQ's queues set
--- ARGV[1] lease token, ARGV[2] revision the batch was read at, ARGV[3] schedule key
--- prefix, ARGV[4] history key prefix, ARGV[5] RQ job key prefix, ARGV[6] RQ queue key
--- prefix, ARGV[7] now ISO, ARGV[8] first watchdog look (score), ARGV[9] epoch,
--- ARGV[10] history maxlen, ARGV[11] the jobs' created_at/enqueued_at (RQ's format),
--- ARGV[12] number of runs, ARGV[13] number of reschedules,
--- then per run:        id, fire ISO, attempt, job id, queue, dropped, job ttl s (0 = none),
---                      n, then n job hash field/values (all but the two stamps)
--- then per reschedule: id, fire ISO, due score, dropped
--- returns 1 written, -1 the lease is not ARGV[1] (deposed: nothing written),
--- -2 an edit moved the revision since the read (re-read and decide again)
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
-if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[2] then return -2 end
-local sched, hist, now, epoch, maxlen = ARGV[3], ARGV[4], ARGV[7], ARGV[9], ARGV[10]
+-- KEYS[1] - the leader lease
+-- KEYS[2] - the revision counter
+-- KEYS[3] - the due zset
+-- KEYS[4] - the running zset
+-- KEYS[5] - RQ's queues set
+-- ARGV[1] - our lease token
+-- ARGV[2] - the revision the batch was read at
+-- ARGV[3] - the schedule key prefix
+-- ARGV[4] - the history key prefix
+-- ARGV[5] - RQ's job key prefix
+-- ARGV[6] - RQ's queue key prefix
+-- ARGV[7] - now, ISO
+-- ARGV[8] - the first watchdog look, score
+-- ARGV[9] - the leader's epoch
+-- ARGV[10] - history maxlen
+-- ARGV[11] - the jobs' created_at/enqueued_at (RQ's format)
+-- ARGV[12] - number of runs
+-- ARGV[13] - number of reschedules
+-- then ARGV[12] runs, 8 + n each, from ARGV[i] (i = 14 for the first):
+-- ARGV[i] - the schedule id
+-- ARGV[i + 1] - the fire, ISO
+-- ARGV[i + 2] - the attempt
+-- ARGV[i + 3] - the job id
+-- ARGV[i + 4] - the queue
+-- ARGV[i + 5] - fires dropped by the misfire policy
+-- ARGV[i + 6] - the job's ttl, s (0 = none)
+-- ARGV[i + 7] - n
+-- ARGV[i + 8 .. i + 7 + n] - the job hash's field/value pairs (all but the two stamps)
+-- then ARGV[13] reschedules, 4 each:
+-- ARGV[i] - the schedule id
+-- ARGV[i + 1] - the fire, ISO
+-- ARGV[i + 2] - its due score
+-- ARGV[i + 3] - fires dropped by the misfire policy
+-- returns (DispatchReply) 1 written, -1 the lease is not ours (deposed: nothing
+-- written), -2 an edit moved the revision since the read (re-read and decide again)
+local leader, revision, due, running, queues_set = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local token, read_revision, sched, hist = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local job_prefix, queue_prefix, now, first_look = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local epoch, maxlen, stamp, n_runs, n_reschedules = ARGV[9], ARGV[10], ARGV[11], ARGV[12],
+                                                    ARGV[13]
+if redis.call('GET', leader) ~= token then return -1 end
+if (redis.call('GET', revision) or '0') ~= read_revision then return -2 end
 local queues = {}
 local i = 14
-for _ = 1, tonumber(ARGV[12]) do
+for _ = 1, tonumber(n_runs) do
   local id, fire, attempt, job, queue, dropped, ttl, n = unpack(ARGV, i, i + 7)
   local last = i + 7 + tonumber(n)
-  local job_key, queue_key = ARGV[5] .. job, ARGV[6] .. queue
-  redis.call('HSET', job_key, 'created_at', ARGV[11], 'enqueued_at', ARGV[11],
+  local job_key, queue_key = job_prefix .. job, queue_prefix .. queue
+  redis.call('HSET', job_key, 'created_at', stamp, 'enqueued_at', stamp,
              unpack(ARGV, i + 8, last))
   if ttl ~= '0' then redis.call('EXPIRE', job_key, ttl) end
   if not queues[queue_key] then
     queues[queue_key] = true
-    redis.call('SADD', KEYS[5], queue_key)
+    redis.call('SADD', queues_set, queue_key)
   end
   redis.call('RPUSH', queue_key, job)
-  redis.call('ZREM', KEYS[3], id)
-  redis.call('ZADD', KEYS[4], ARGV[8], id)
+  redis.call('ZREM', due, id)
+  redis.call('ZADD', running, first_look, id)
   redis.call('HSET', sched .. id, 'state', 'running', 'fire_at', fire, 'attempt', attempt,
-             'job_id', job, 'job_queue', queue, 'epoch', epoch, 'dispatched_at', now)
+             'job_id', job, 'job_queue', queue, 'epoch', epoch, 'dispatched_at', now)  -- RUN_FIELDS
   if dropped ~= '0' then  -- the fires this run stands for (coalesce) or that were too old
     redis.call('XADD', hist .. id, 'MAXLEN', '~', maxlen, '*', 'event', 'missed',
                'fire_at', fire, 'count', dropped, 'at', now)
@@ -326,9 +501,9 @@ for _ = 1, tonumber(ARGV[12]) do
              'fire_at', fire, 'job_id', job, 'attempt', attempt, 'epoch', epoch, 'at', now)
   i = last + 1
 end
-for _ = 1, tonumber(ARGV[13]) do
+for _ = 1, tonumber(n_reschedules) do
   local id, fire, score, dropped = unpack(ARGV, i, i + 3)
-  redis.call('ZADD', KEYS[3], score, id)
+  redis.call('ZADD', due, score, id)
   redis.call('HSET', sched .. id, 'fire_at', fire, 'attempt', 1)
   if dropped ~= '0' then
     redis.call('XADD', hist .. id, 'MAXLEN', '~', maxlen, '*', 'event', 'missed',

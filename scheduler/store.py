@@ -10,25 +10,45 @@ from __future__ import annotations
 
 import builtins
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from redis import Redis
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
-from scheduler import cron, policy, scripts
+from scheduler import cron, errors, hashes, policy, scripts
 from scheduler.allow import AllowList
 from scheduler.clock import iso, redis_now_ms
-from scheduler.errors import RqbeatError, ScheduleNotFound
+from scheduler.errors import CorruptDefinition, RqbeatError, ScheduleConflict, ScheduleNotFound
 from scheduler.keys import DEFAULT_NAMESPACE, HISTORY_MAXLEN, Keys
 from scheduler.model import Schedule
-from scheduler.records import ScheduleRecord, decode_definition, decode_record, text
+from scheduler.protocol import (
+    UPSERT_READ_FIELDS,
+    PauseReply,
+    RemoveReply,
+    ResumeReply,
+    ScheduleState,
+    TriggerReply,
+    UpsertReply,
+)
+from scheduler.records import ScheduleRecord, decode_definition, text
 
 log = logging.getLogger(__name__)
 
 _TRIGGER_FIELDS = ("cron", "every_ms", "timezone", "jitter_ms")
+#: The version UPSERT gives a schedule it creates.
+FIRST_VERSION = 1
 #: Schedules per upsert script call: one round trip each way, Redis busy ~ms.
-UPSERT_CHUNK = 1_000
+UPSERT_CHUNK = hashes.CHUNK
+#: Read-merge-write passes of :meth:`Client.edit` before a busy schedule's edit gives up.
+EDIT_ATTEMPTS = 5
+#: A resume re-reads and tries again when an ack or an edit raced it, this many times.
+RESUME_ATTEMPTS = 5
+#: Called with how many schedules an upsert has settled since the last call.
+Progress = Callable[[int], None]
+#: What an upsert pass carries from sending a chunk to settling it: its writes, its size.
+_Chunk = tuple[list[Schedule], int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +70,6 @@ class HistoryEntry:
     fields: dict[str, str]
 
 
-class ScheduleConflict(RqbeatError):
-    """A schedule kept changing under an upsert (another writer); try again."""
-
-
 class Client:
     """Manage schedules in Redis. Thread-safe as far as the redis client is."""
 
@@ -73,21 +89,47 @@ class Client:
 
     # -- writes -------------------------------------------------------------------
 
-    def upsert(self, schedule: Schedule) -> UpsertResult:
+    def upsert(self, schedule: Schedule, *, version: int | None = None) -> UpsertResult:
         """Create or replace a schedule. A new schedule, or a changed trigger, gets its
-        next fire computed from now (Redis time); other changes keep the pending fire."""
-        return self.upsert_many([schedule])[0]
+        next fire computed from now (Redis time); other changes keep the pending fire.
 
-    def upsert_many(self, schedules: Sequence[Schedule]) -> builtins.list[UpsertResult]:
-        """Upsert several schedules with pipelined round trips (``rqbeat apply``)."""
+        Without ``version`` the last writer wins (a race with another writer is re-read
+        and retried). With it, the write is a compare-and-set: it happens only if the
+        stored version is still ``version`` (0: only if there is no such schedule), and
+        raises :class:`~scheduler.errors.StaleVersion` (``ScheduleExists`` for 0)
+        otherwise, having written nothing."""
+        if version is None:
+            return self.upsert_many([schedule])[0]
+        return self._upsert_at(schedule, version)
+
+    def upsert_many(
+        self, schedules: Sequence[Schedule], *, progress: Progress | None = None
+    ) -> builtins.list[UpsertResult]:
+        """Upsert several schedules with pipelined round trips (``rqbeat apply``);
+        ``progress`` hears of each chunk as Redis answers it."""
         self._check_allowed(schedules)
         results: dict[str, UpsertResult] = {}
         pending = list(schedules)
         for _ in range(5):
-            pending = self._upsert_round(pending, results)
+            pending = self._upsert_round(pending, results, progress)
             if not pending:
                 return [results[s.id] for s in schedules]
         raise ScheduleConflict(f"schedule {pending[0].id!r} kept changing during the upsert")
+
+    def edit(self, schedule_id: str, changes: Mapping[str, Any]) -> UpsertResult:
+        """Change some settings of a stored schedule (:meth:`Schedule.edited`: the
+        others, args included, stay). A compare-and-set on the version read, so an edit
+        made meanwhile by someone else is never overwritten with settings read before
+        it; when that happens the read and the merge are simply done again (a lost
+        compare-and-set wrote nothing, so this retry cannot write twice).
+        Raises :class:`ScheduleNotFound`, or ``StaleVersion`` when the schedule kept
+        changing for :data:`EDIT_ATTEMPTS` passes."""
+        retrying = Retrying(
+            retry=retry_if_exception_type(errors.StaleVersion),
+            stop=stop_after_attempt(EDIT_ATTEMPTS),
+            reraise=True,
+        )
+        return retrying(self._edit_once, schedule_id, changes)
 
     def _check_allowed(self, schedules: Sequence[Schedule]) -> None:
         """All targets checked before anything is written; one that does not import
@@ -116,46 +158,74 @@ class Client:
             k.revision,
             k.events,
         ]
-        return bool(scripts.run(self._scripts.remove, keys, [schedule_id]) == 1)
+        return RemoveReply(scripts.run(self._scripts.remove, keys, [schedule_id])) is RemoveReply.REMOVED
 
     def pause(self, schedule_id: str) -> bool:
         """Stop firing (a run in flight finishes). False if it was already paused."""
         k = self.keys
         now = redis_now_ms(self.conn)
         keys = [k.schedule(schedule_id), k.due, k.revision, k.events, k.history(schedule_id)]
-        result = scripts.run(self._scripts.pause, keys, [schedule_id, iso(now), self.history_maxlen])
-        return self._changed(schedule_id, result)
+        reply = PauseReply(
+            scripts.run(self._scripts.pause, keys, [schedule_id, iso(now), self.history_maxlen])
+        )
+        if reply is PauseReply.NOT_FOUND:
+            raise ScheduleNotFound(schedule_id)
+        return reply is PauseReply.PAUSED
 
     def resume(self, schedule_id: str) -> bool:
-        """Fire again from now on (missed fires while paused are not run). False if it
-        was not paused."""
+        """Fire again from the first fire after now. The fires pending or passed while
+        it was paused never run; they are recorded as ``skipped`` in its history. A run
+        still in flight finishes, and its ack re-arms the schedule after now as well.
+        False if it was not paused."""
+        # Safe to retry: a RESUME refused as CHANGED wrote nothing.
+        retrying = Retrying(
+            retry=retry_if_exception_type(_ResumeRaced),
+            stop=stop_after_attempt(RESUME_ATTEMPTS),
+            reraise=True,
+        )
+        try:
+            reply = retrying(self._resume_once, schedule_id)
+        except _ResumeRaced:
+            raise ScheduleConflict(f"schedule {schedule_id!r} kept changing during the resume") from None
+        if reply is ResumeReply.NOT_FOUND:
+            raise ScheduleNotFound(schedule_id)
+        return reply is ResumeReply.RESUMED
+
+    def _resume_once(self, schedule_id: str) -> ResumeReply:
+        """One read-compute-write: the script refuses (``CHANGED``) when the version,
+        the pending fire or the run in flight moved since the read."""
         record = self.get(schedule_id)
         if record.schedule is None:
             raise RqbeatError(
                 f"schedule {schedule_id!r} is broken ({record.error}); apply a valid definition"
             )
+        trigger = record.schedule.trigger
         now = redis_now_ms(self.conn)
-        fire = cron.next_fire_ms(record.schedule.trigger, now)
+        fire = cron.next_fire_ms(trigger, now)
         score = policy.due_score_ms(record.schedule, fire)
+        first = _first_unrun_ms(trigger, record)
+        skipped = policy.paused_fires(trigger, first, now)
+        seen = [record.raw.get(f, "") for f in ("version", "fire_at", "job_id")]
         k = self.keys
         keys = [k.schedule(schedule_id), k.due, k.revision, k.events, k.history(schedule_id)]
-        args = [schedule_id, iso(fire), score / 1000, iso(now), self.history_maxlen]
-        return self._changed(schedule_id, scripts.run(self._scripts.resume, keys, args))
+        args = [schedule_id, iso(fire), score / 1000, iso(now), self.history_maxlen, *seen, skipped]
+        first_text = iso(first) if first is not None else ""
+        reply = ResumeReply(scripts.run(self._scripts.resume, keys, [*args, first_text]))
+        if reply is ResumeReply.CHANGED:
+            raise _ResumeRaced
+        return reply
 
     def trigger(self, schedule_id: str) -> None:
         """Run the schedule now, once; its regular fires carry on afterwards."""
         now = redis_now_ms(self.conn)
         k = self.keys
         keys = [k.schedule(schedule_id), k.due, k.revision, k.events, k.history(schedule_id)]
-        result = scripts.run(
-            self._scripts.trigger, keys, [schedule_id, iso(now), now / 1000, self.history_maxlen]
-        )
-        if result == -1:
+        args = [schedule_id, iso(now), now / 1000, self.history_maxlen]
+        reply = text(scripts.run(self._scripts.trigger, keys, args))
+        if reply == TriggerReply.NOT_FOUND:
             raise ScheduleNotFound(schedule_id)
-        if result != 1:
-            raise RqbeatError(
-                f"schedule {schedule_id!r} is {text(result)!s}; only a due schedule can be triggered"
-            )
+        if reply != TriggerReply.TRIGGERED:  # the state that prevents it
+            raise RqbeatError(f"schedule {schedule_id!r} is {reply!s}; only a due schedule can be triggered")
 
     # -- reads --------------------------------------------------------------------
 
@@ -179,11 +249,10 @@ class Client:
         what ``rqbeat apply`` compares the file with. One script call per chunk."""
         out: dict[str, tuple[str | None, str | None]] = {}
         prefix = self.keys.schedule("")
-        for start in range(0, len(ids), UPSERT_CHUNK):
-            chunk = ids[start : start + UPSERT_CHUNK]
+        for chunk in hashes.chunks(ids, UPSERT_CHUNK):
             reply = scripts.run(self._scripts.upsert_read, [], [prefix, *chunk])
             for i, schedule_id in enumerate(chunk):
-                version, definition, state = reply[3 * i : 3 * i + 3]
+                version, definition, state = _upsert_row(reply, i)
                 if version is not None or definition is not None or state is not None:
                     out[schedule_id] = (text(definition), text(state))
         return out
@@ -202,48 +271,38 @@ class Client:
 
     # -- internals ----------------------------------------------------------------
 
-    def _read(self, ids: Iterable[str]) -> builtins.list[ScheduleRecord]:
-        ids = list(ids)
-        pipe = self.conn.pipeline(transaction=False)
-        for schedule_id in ids:
-            pipe.type(self.keys.schedule(schedule_id))
-            pipe.zscore(self.keys.due, schedule_id)
-        replies = pipe.execute()
-        pipe = self.conn.pipeline(transaction=False)
-        for schedule_id, key_type in zip(ids, replies[::2], strict=True):
-            if text(key_type) == "hash":
-                pipe.hgetall(self.keys.schedule(schedule_id))
-        hashes = iter(pipe.execute())
-        records = []
-        for schedule_id, key_type, score in zip(ids, replies[::2], replies[1::2], strict=True):
-            kind = text(key_type)
-            if kind == "none":
-                continue
-            raw = next(hashes) if kind == "hash" else {"error": f"key has type {kind}, not hash"}
-            due_ms = round(float(score) * 1000) if score is not None else None
-            records.append(decode_record(schedule_id, raw, due_ms))
-        return records
+    def _read(self, ids: Sequence[str]) -> builtins.list[ScheduleRecord]:
+        return builtins.list(hashes.read_records(self.conn, self.keys, ids))
 
     def _upsert_round(
-        self, schedules: Sequence[Schedule], results: dict[str, UpsertResult]
+        self,
+        schedules: Sequence[Schedule],
+        results: dict[str, UpsertResult],
+        progress: Progress | None = None,
     ) -> builtins.list[Schedule]:
         """One read-compute-write pass, chunk by chunk, each chunk computed while Redis
         writes the last; returns the schedules that lost a race (an edit between the
         read and the write)."""
         lost: builtins.list[Schedule] = []
 
-        def chunks() -> Iterator[tuple[builtins.list[Schedule], builtins.list[Any] | None]]:
-            for start in range(0, len(schedules), UPSERT_CHUNK):
-                writes, args = self._prepare(schedules[start : start + UPSERT_CHUNK], results)
-                yield writes, args if writes else None
+        def chunks() -> Iterator[tuple[_Chunk, builtins.list[Any] | None]]:
+            for chunk in hashes.chunks(schedules, UPSERT_CHUNK):
+                writes, args = self._prepare(chunk, results)
+                yield (writes, len(chunk)), args if writes else None
 
-        def settle(writes: builtins.list[Schedule], versions: Any) -> bool:
+        def settle(context: _Chunk, versions: Any) -> bool:
+            writes, size = context
+            lost_before = len(lost)
             for schedule, version in zip(writes, versions or [], strict=True):
-                if version == -1:
+                if version == UpsertReply.CONFLICT:
                     lost.append(schedule)
                 else:
-                    action: Literal["created", "updated"] = "created" if version == 1 else "updated"
+                    action: Literal["created", "updated"] = (
+                        "created" if version == FIRST_VERSION else "updated"
+                    )
                     results[schedule.id] = UpsertResult(schedule.id, action, int(version))
+            if progress is not None:  # the lost are counted when a later round settles them
+                progress(size - (len(lost) - lost_before))
             return True
 
         k = self.keys
@@ -251,34 +310,73 @@ class Client:
         scripts.pipelined(self.conn, self._scripts.upsert, keys, chunks(), settle)
         return lost
 
+    def _upsert_at(self, schedule: Schedule, version: int) -> UpsertResult:
+        """:meth:`upsert` as a compare-and-set on ``version``."""
+        self._check_allowed([schedule])
+        results: dict[str, UpsertResult] = {}
+        writes, args = self._prepare([schedule], results, expected={schedule.id: version})
+        if not writes:
+            return results[schedule.id]
+        k = self.keys
+        (written,) = scripts.run(self._scripts.upsert, [k.due, k.ids, k.revision, k.events], args)
+        if written == UpsertReply.CONFLICT:  # moved between the read and the script: report what is there
+            raise _stale(schedule.id, version, int(self.conn.hget(k.schedule(schedule.id), "version") or 0))
+        return UpsertResult(schedule.id, "created" if written == FIRST_VERSION else "updated", int(written))
+
+    def _edit_once(self, schedule_id: str, changes: Mapping[str, Any]) -> UpsertResult:
+        record = self.get(schedule_id)
+        if record.schedule is None:
+            raise RqbeatError(
+                f"schedule {schedule_id!r} is broken ({record.error}); apply a valid definition"
+            )
+        return self._upsert_at(record.schedule.edited(changes), record.version)
+
     def _prepare(
-        self, schedules: Sequence[Schedule], results: dict[str, UpsertResult]
+        self,
+        schedules: Sequence[Schedule],
+        results: dict[str, UpsertResult],
+        expected: Mapping[str, int] | None = None,
     ) -> tuple[builtins.list[Schedule], builtins.list[Any]]:
         """Read a chunk's current versions and build the upsert's arguments for the
-        schedules that changed (the unchanged go straight to ``results``)."""
+        schedules that changed (the unchanged go straight to ``results``). With
+        ``expected`` (id → version), a schedule found at another version raises
+        ``StaleVersion`` before anything is sent."""
         prefix = self.keys.schedule("")
         reply = scripts.run(self._scripts.upsert_read, [], [prefix, *(s.id for s in schedules)])
         now = redis_now_ms(self.conn)
         args: builtins.list[Any] = [prefix, iso(now)]
         writes: builtins.list[Schedule] = []
         for i, schedule in enumerate(schedules):
-            version, definition, state = reply[3 * i : 3 * i + 3]
+            version, definition, state = _upsert_row(reply, i)
+            if expected is not None and int(version or 0) != expected[schedule.id]:
+                raise _stale(schedule.id, expected[schedule.id], int(version or 0))
             new_json = schedule.to_json()
-            if definition is not None and text(definition) == new_json and text(state) != "broken":
+            if (
+                definition is not None
+                and text(definition) == new_json
+                and text(state) != ScheduleState.BROKEN
+            ):
                 results[schedule.id] = UpsertResult(schedule.id, "unchanged", int(version))
                 continue
             old = _old_definition(schedule.id, definition)
-            refire = old is None or text(state) == "broken" or _trigger_changed(old, schedule)
+            refire = old is None or text(state) == ScheduleState.BROKEN or _trigger_changed(old, schedule)
             fire = cron.next_fire_ms(schedule.trigger, now) if refire else None
             args += [schedule.id, new_json, int(version or 0)]
             args += [iso(fire), policy.due_score_ms(schedule, fire) / 1000] if fire is not None else ["", 0]
             writes.append(schedule)
         return writes, args
 
-    def _changed(self, schedule_id: str, result: object) -> bool:
-        if result == -1:
-            raise ScheduleNotFound(schedule_id)
-        return result == 1
+
+class _ResumeRaced(Exception):
+    """RESUME found the schedule changed since its read: read again."""
+
+
+def _first_unrun_ms(trigger: cron.Trigger, record: ScheduleRecord) -> int | None:
+    """The earliest fire of a paused schedule that has neither run nor been dropped:
+    the pending fire, or the one after the run still in flight (None: unknown)."""
+    if record.fire_ms is None:
+        return None
+    return cron.next_fire_ms(trigger, record.fire_ms) if record.job_id else record.fire_ms
 
 
 def _old_definition(schedule_id: str, definition: bytes | None) -> Schedule | None:
@@ -287,8 +385,21 @@ def _old_definition(schedule_id: str, definition: bytes | None) -> Schedule | No
         return None
     try:
         return decode_definition(schedule_id, text(definition))
-    except (RqbeatError, ValueError):
+    except CorruptDefinition:
         return None
+
+
+def _upsert_row(reply: list[Any], i: int) -> tuple[Any, Any, Any]:
+    """(version, definition, state) of the ``i``-th schedule of an UPSERT_READ reply."""
+    n = len(UPSERT_READ_FIELDS)
+    fields = dict(zip(UPSERT_READ_FIELDS, reply[n * i : n * i + n], strict=True))
+    return fields["version"], fields["definition"], fields["state"]
+
+
+def _stale(schedule_id: str, expected: int, found: int) -> errors.StaleVersion:
+    if expected == 0:
+        return errors.ScheduleExists(schedule_id, found)
+    return errors.StaleVersion(schedule_id, expected, found)
 
 
 def _trigger_changed(old: Schedule, new: Schedule) -> bool:

@@ -8,6 +8,8 @@ from typing import Any
 
 from rq import get_current_job
 
+from scheduler.jobmeta import FireMeta
+
 
 @dataclass(frozen=True, slots=True)
 class Fire:
@@ -27,20 +29,25 @@ class Fire:
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any]) -> Fire:
-        fire_ms = int(meta["fire_ms"])
+        """From ``job.meta["rqbeat"]``; raises :class:`~scheduler.errors.CorruptJobMeta`."""
+        return cls.of(FireMeta.from_dict(meta))
+
+    @classmethod
+    def of(cls, fire: FireMeta) -> Fire:
         return cls(
-            schedule=str(meta["schedule"]),
-            fire_at=datetime.fromtimestamp(fire_ms / 1000, UTC),
-            fire_ms=fire_ms,
-            attempt=int(meta["attempt"]),
-            key=str(meta["key"]),
-            epoch=int(meta["epoch"]),
+            schedule=fire.schedule,
+            fire_at=datetime.fromtimestamp(fire.fire_ms / 1000, UTC),
+            fire_ms=fire.fire_ms,
+            attempt=fire.attempt,
+            key=fire.key,
+            epoch=fire.epoch,
         )
 
 
 def current_fire() -> Fire | None:
     """The fire of the RQ job running now; None outside a job or for a job rqbeat
-    did not enqueue."""
+    did not enqueue. Raises :class:`~scheduler.errors.CorruptJobMeta` when the job's
+    ``meta["rqbeat"]`` is damaged."""
     job = get_current_job()
-    meta = job.meta.get("rqbeat") if job is not None else None
-    return Fire.from_meta(meta) if isinstance(meta, dict) else None
+    fire = FireMeta.from_meta(job.meta) if job is not None else None
+    return Fire.of(fire) if fire is not None else None

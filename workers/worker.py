@@ -6,15 +6,22 @@ class adds rqbeat's compare-and-set ACK script to that very transaction, through
 and "schedule re-armed at its next fire" happen together or not at all. The next
 fire is computed *before* the transaction, from the definition, the fire that ran
 and Redis time. ``tests/integration/test_worker_hook.py`` fails loudly if RQ moves
-that hook.
+that hook. RQ 2.12 and 3.x differ in the signatures overridden here; the
+difference lives in :mod:`workers.rqcompat`.
 
 If the worker dies between the job and the EXEC, nothing is acked and the leader's
 watchdog decides later from RQ's state; a failed job nudges the watchdog to look now.
+
+Nothing here decides by this machine's clock. It is measured against Redis ``TIME``
+at start and on heartbeats (:mod:`workers.clockoffset`) so that ``rqbeat status`` and
+``rqbeat check`` can show a skewed worker.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from functools import cached_property
 from typing import Any
 
 from redis.client import Pipeline
@@ -24,10 +31,14 @@ from rq.job import Job
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from scheduler import scripts
+from scheduler import clockskew, scripts
 from scheduler.clock import iso, redis_now_ms
 from scheduler.engine import runs
+from scheduler.errors import CorruptJobMeta
+from scheduler.jobmeta import FireMeta
 from scheduler.keys import Keys
+from workers import presence, rqcompat
+from workers.clockoffset import ClockProbe
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +51,10 @@ class Worker(RQWorker):
     """An RQ worker that acknowledges rqbeat runs atomically. JSON serializer by default."""
 
     heartbeat_grace_s: int = DEFAULT_HEARTBEAT_GRACE_S
+    #: The namespace the worker records its clock offset, RQ version and key prefix in
+    #: (workers.clockoffset, workers.presence); empty: $RQBEAT_NAMESPACE, else rqbeat's
+    #: default. ``rqbeat worker`` sets its --namespace.
+    rqbeat_namespace: str = ""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         if kwargs.get("serializer") is None:
@@ -48,32 +63,57 @@ class Worker(RQWorker):
         self._rqbeat_scripts = scripts.Scripts(self.connection)
         self._rqbeat_ack: tuple[str, runs.Ack] | None = None
 
-    def handle_job_success(self, job: Job, queue: Queue, started_job_registry: StartedJobRegistry) -> None:
+    def register_birth(self) -> None:
+        super().register_birth()  # type: ignore[no-untyped-call]
+        presence.announce(self.connection, self._rqbeat_keys, self.key, self.name, self.queue_names())
+        self._rqbeat_clock.measure(self.worker_ttl + 60)
+
+    def register_death(self) -> None:
+        presence.withdraw(self.connection, self._rqbeat_keys, self.key, self.name)
+        super().register_death()  # type: ignore[no-untyped-call]
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
+        super().heartbeat(timeout, pipeline)
+        self._rqbeat_clock.maybe_measure(self.worker_ttl + 60)
+
+    @cached_property
+    def _rqbeat_keys(self) -> Keys:
+        """The namespace this worker reports in (its runs carry their own)."""
+        return presence.keys_for(self.rqbeat_namespace)
+
+    @cached_property
+    def _rqbeat_clock(self) -> ClockProbe:
+        return ClockProbe(self.connection, self._rqbeat_keys, self.name)
+
+    # **rq_args: what RQ 3 adds (the execution), passed on as given (workers.rqcompat)
+    def handle_job_success(
+        self, job: Job, queue: Queue, started_job_registry: StartedJobRegistry, **rq_args: Any
+    ) -> None:
         self._rqbeat_ack = self._prepare_ack(job)
         try:
-            super().handle_job_success(job, queue, started_job_registry)
+            super().handle_job_success(job, queue, started_job_registry, **rq_args)
         finally:
             self._rqbeat_ack = None
 
-    def cleanup_execution(self, job: Job, pipeline: Pipeline) -> None:
-        super().cleanup_execution(job, pipeline)
+    def cleanup_execution(self, job: Job, pipeline: Pipeline, **rq_args: Any) -> None:
+        super().cleanup_execution(job, pipeline, **rq_args)
         pending = self._rqbeat_ack
         if pending is not None and pending[0] == job.id:
             pending[1].add_to(pipeline, self._rqbeat_scripts)
 
     def handle_job_failure(
-        self, job: Job, queue: Queue, started_job_registry: Any = None, exc_string: str = ""
+        self, job: Job, queue: Queue, started_job_registry: Any = None, exc_string: str = "", **rq_args: Any
     ) -> None:
         super().handle_job_failure(
-            job, queue, started_job_registry=started_job_registry, exc_string=exc_string
+            job, queue, started_job_registry=started_job_registry, exc_string=exc_string, **rq_args
         )
-        meta = _rqbeat_meta(job)
-        if meta is not None:
-            keys = Keys(str(meta.get("namespace", "rqbeat")))
-            sid = str(meta["schedule"])
+        fire = _fire_of(job)
+        if fire is not None:
+            keys = Keys(fire.namespace)
+            sid = fire.schedule
             log.info(
                 "run failed schedule=%s fire=%s job_id=%s attempt=%s epoch=%s (the leader decides the retry)",
-                sid, meta.get("fire_at"), job.id, meta.get("attempt"), meta.get("epoch"),
+                sid, fire.fire_at, job.id, fire.attempt, fire.epoch,
             )  # fmt: skip
             now = redis_now_ms(self.connection)
             scripts.run(
@@ -82,22 +122,24 @@ class Worker(RQWorker):
                 [sid, job.id, now / 1000],
             )
 
-    def get_heartbeat_ttl(self, job: Job) -> int:
+    def get_heartbeat_ttl(self, job: Job, working_time: float | None = None) -> int:
         if job.timeout and job.timeout > 0:
-            remaining = job.timeout - self.current_job_working_time
+            remaining = job.timeout - rqcompat.working_time_s(self, working_time)
             return int(min(remaining, self.job_monitoring_interval)) + self.heartbeat_grace_s
         return int(self.job_monitoring_interval) + self.heartbeat_grace_s
 
     def _prepare_ack(self, job: Job) -> tuple[str, runs.Ack] | None:
-        meta = _rqbeat_meta(job)
-        if meta is None:
+        fire = _fire_of(job)
+        if fire is None:
             return None
-        keys = Keys(str(meta.get("namespace", "rqbeat")))
-        run = runs.read_in_flight(self.connection, keys, str(meta["schedule"]))
+        keys = Keys(fire.namespace)
+        run = runs.read_in_flight(self.connection, keys, fire.schedule)
         if run is None or run.job_id != job.id:
             return None  # stale: removed, re-dispatched or already acked; nothing to do
-        ended_ms = round(job.ended_at.timestamp() * 1000) if job.ended_at else None
-        ack = runs.prepare_ack(keys, run, redis_now_ms(self.connection), by="worker", ended_ms=ended_ms)
+        now_ms = redis_now_ms(self.connection)
+        # ended_at is this machine's clock: only the time since then is used, from Redis now
+        ended_ms = clockskew.ended_redis_ms(job.ended_at, now_ms, time.time_ns() // 1_000_000)
+        ack = runs.prepare_ack(keys, run, now_ms, by="worker", ended_ms=ended_ms)
         if log.isEnabledFor(logging.INFO):
             log.info(
                 "run succeeded schedule=%s fire=%s job_id=%s attempt=%d epoch=%d (acking)",
@@ -106,6 +148,11 @@ class Worker(RQWorker):
         return job.id, ack
 
 
-def _rqbeat_meta(job: Job) -> dict[str, Any] | None:
-    meta = job.meta.get("rqbeat") if job.meta else None
-    return meta if isinstance(meta, dict) else None
+def _fire_of(job: Job) -> FireMeta | None:
+    """The job's fire; None for a job rqbeat did not enqueue, or whose meta is damaged
+    (then the watchdog concludes the run from RQ's state)."""
+    try:
+        return FireMeta.from_meta(job.meta)
+    except CorruptJobMeta as exc:
+        log.warning("job_id=%s carries an unreadable rqbeat meta (%s); not acking it here", job.id, exc)
+        return None

@@ -8,12 +8,11 @@ from typing import Any
 import click
 import redis.exceptions
 
-from scheduler.cli import aclcmd, importcmd, ops, schedules, views, webcmd
+from scheduler.cli import aclcmd, applycmd, edit, importcmd, ops, schedules, views, webcmd
 from scheduler.cli.common import Context
-from scheduler.cli.connopts import connection_options, redis_settings
-from scheduler.connection import DEFAULT_REDIS_URL, mask_secrets
+from scheduler.cli.connopts import add_to_command, global_values, group_options
+from scheduler.connection import mask_secrets
 from scheduler.errors import RqbeatError, ScheduleNotFound
-from scheduler.keys import DEFAULT_NAMESPACE
 
 
 class BadInput(click.ClickException):
@@ -43,7 +42,9 @@ class RqbeatGroup(click.Group):
     def add_command(self, cmd: click.Command, name: str | None = None) -> None:
         """Every option gets the environment variable RQBEAT_<COMMAND>_<OPTION>, named
         after the option as typed (``--json`` → ``RQBEAT_LS_JSON``, not the Python
-        name), and --help shows it."""
+        name), and --help shows it. The global options (``--redis-url``, ...) are
+        accepted after the command too, with their own variables."""
+        add_to_command(cmd)
         command = name or cmd.name or ""
         for param in cmd.params:
             if isinstance(param, click.Option) and param.name != "help":
@@ -92,22 +93,10 @@ def _first_line(ctx: click.Context, exc: BaseException) -> str:
 
 
 @click.group(cls=RqbeatGroup, context_settings={"auto_envvar_prefix": "RQBEAT", "show_default": True})
-@click.option(
-    "--redis-url",
-    default=DEFAULT_REDIS_URL,
-    show_envvar=True,
-    help="Redis to keep schedules in: redis://, rediss:// (TLS) or unix://.",
-)
-@click.option(
-    "--namespace",
-    default=DEFAULT_NAMESPACE,
-    show_envvar=True,
-    help="Prefix of every key rqbeat writes.",
-)
-@connection_options
+@group_options
 @click.version_option(package_name="rqbeat")
 @click.pass_context
-def cli(ctx: click.Context, /, redis_url: str, namespace: str, **connection: str | None) -> None:
+def cli(ctx: click.Context, /) -> None:
     """rqbeat: distributed cron for RQ.
 
     Schedules live in Redis; `rqbeat run` replicas elect a leader that enqueues
@@ -124,14 +113,17 @@ def cli(ctx: click.Context, /, redis_url: str, namespace: str, **connection: str
       rqbeat --sentinel s1:26379,s2:26379,s3:26379 --sentinel-master mymaster run
       rqbeat --redis-url redis://localhost:6379/0 add hello app.jobs.hello --every 30s
       rqbeat ls
+      rqbeat ls -u redis://redis:6379/1   # the global options work after the command too
 
     Colours appear only on a terminal, and never when NO_COLOR is set.
     """
-    ctx.obj = Context(redis=redis_settings(redis_url, **connection), namespace=namespace)
+    ctx.obj = Context(global_values(ctx))
     ctx.call_on_close(ctx.obj.close)
 
 
 for _command in [
+    *edit.COMMANDS,
+    *applycmd.COMMANDS,
     *schedules.COMMANDS,
     *views.COMMANDS,
     *ops.COMMANDS,

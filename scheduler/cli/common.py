@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, TypeVar
@@ -11,9 +11,11 @@ from typing import Any, TypeVar
 import click
 from redis import Redis
 
-from scheduler.allow import AllowList
+from scheduler.allow import AllowList, Verdict
+from scheduler.cli.connopts import redis_settings
 from scheduler.cli.render import Cell, local_iso, relative, table_lines
 from scheduler.clock import iso
+from scheduler.keys import DEFAULT_NAMESPACE
 from scheduler.redisconf import RedisSettings
 from scheduler.store import Client
 
@@ -34,10 +36,19 @@ __all__ = [
 
 @dataclass
 class Context:
-    """Where Redis is and which namespace to use; connects on first use."""
+    """The global options in effect (:mod:`scheduler.cli.connopts`: the group's, then
+    the command's over them). Settings are resolved, and Redis connected, on first
+    use: by then the command's own options have been read."""
 
-    redis: RedisSettings
-    namespace: str
+    options: Mapping[str, Any]
+
+    @cached_property
+    def redis(self) -> RedisSettings:
+        return redis_settings(self.options)
+
+    @property
+    def namespace(self) -> str:
+        return str(self.options.get("namespace") or DEFAULT_NAMESPACE)
 
     @cached_property
     def conn(self) -> Redis:
@@ -46,6 +57,10 @@ class Context:
     @cached_property
     def client(self) -> Client:
         return Client(self.conn, self.namespace)
+
+    def client_allowing(self, allow: AllowList | None) -> Client:
+        """A client that refuses targets outside ``allow`` (the shared one when None)."""
+        return self.client if allow is None else Client(self.conn, self.namespace, allow=allow)
 
     def close(self) -> None:
         """Close the connection pool if a command opened one."""
@@ -74,6 +89,16 @@ def allow_option(func: F) -> F:
 
 def parse_allow(text: str | None) -> AllowList | None:
     return AllowList.parse(text, setting="--allow")
+
+
+def warn_by_name_only(schedule_id: str, verdict: Verdict) -> None:
+    """One stderr line (stdout stays clean for --json): the target was allowed by its
+    name alone because it does not import where this command runs."""
+    click.echo(
+        f"warning: {schedule_id}: target {verdict.target} allowed by name only, it does not import here "
+        f"({verdict.reason}); replicas that import it check it in full",
+        err=True,
+    )
 
 
 def echo_json(value: Any) -> None:

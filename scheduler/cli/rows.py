@@ -1,7 +1,7 @@
 """Reading many schedules for ``rqbeat ls``: in pipelined chunks, each shape validated once.
 
 At 100k schedules the cost of ``ls`` is (1) the round trips, bounded by reading
-``CHUNK`` hashes per pipeline, and (2) validating every definition (compiling its
+``scheduler.hashes.CHUNK`` hashes per pipeline, and (2) validating every definition (compiling its
 cron expression), which :class:`Definitions` does once per *shape* instead of once per
 schedule. A state filter narrows the ids before any hash is read: ``due`` and
 ``running`` come from their zsets, ``paused`` from the ids in neither zset (one ZDIFF)
@@ -15,20 +15,20 @@ import re
 from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
-import redis.exceptions
 from redis import Redis
 
+from scheduler import hashes
 from scheduler.clock import iso
-from scheduler.errors import RqbeatError
+from scheduler.errors import CorruptDefinition
 from scheduler.keys import Keys
 from scheduler.model import ID_PATTERN, Schedule
-from scheduler.records import ScheduleRecord, decode_definition, decode_record, text
+from scheduler.protocol import ScheduleState
+from scheduler.records import ScheduleRecord, decode_definition, text
 
-CHUNK = 1000
 #: Every ``"cron":"..."`` in a definition's text (cron expressions contain no quotes).
 _CRON = re.compile(r'"cron":"([^"\\]*)"')
 #: Order of the states that have no next fire, after all those that have one.
-_IDLE_ORDER = {"broken": 0, "paused": 1}
+_IDLE_ORDER = {ScheduleState.BROKEN: 0, ScheduleState.PAUSED: 1}
 
 
 class Definitions:
@@ -42,7 +42,7 @@ class Definitions:
     """
 
     def __init__(self) -> None:
-        self._shapes: dict[str, Schedule | Exception] = {}
+        self._shapes: dict[str, Schedule | CorruptDefinition] = {}
 
     def decode(self, schedule_id: str, definition: str | None) -> Schedule:
         if (
@@ -56,11 +56,11 @@ class Definitions:
         if known is None:
             try:
                 known = decode_definition(schedule_id, definition)
-            except (RqbeatError, ValueError) as exc:
+            except CorruptDefinition as exc:
                 known = exc
             self._shapes[definition] = known
-        if isinstance(known, Exception):
-            raise known
+        if isinstance(known, CorruptDefinition):
+            raise CorruptDefinition(schedule_id, known.reason)  # this schedule's id, not the first's
         if known.id == schedule_id:
             return known
         clone = copy.copy(known)
@@ -71,19 +71,19 @@ class Definitions:
 
 def candidate_ids(conn: Redis, keys: Keys, states: Collection[str]) -> list[str]:
     """Every id that may be in one of ``states`` (all ids when none is given)."""
-    if not states or "broken" in states:  # a corrupt hash may sit in any set
+    if not states or ScheduleState.BROKEN in states:  # a corrupt hash may sit in any set
         return [str(text(m)) for m in conn.smembers(keys.ids)]
     found: set[str] = set()
-    if "due" in states:
+    if ScheduleState.DUE in states:
         found.update(_zset_members(conn, keys.due))
-    if "running" in states or "paused" in states:
+    if ScheduleState.RUNNING in states or ScheduleState.PAUSED in states:
         found.update(_zset_members(conn, keys.running))
-    if "paused" in states:
+    if ScheduleState.PAUSED in states:
         found.update(_members(conn.zdiff([keys.ids, keys.due, keys.running])))  # a set is a valid input
     return list(found)
 
 
-def _zset_members(conn: Redis, key: str, chunk: int = 10 * CHUNK) -> Iterator[str]:
+def _zset_members(conn: Redis, key: str, chunk: int = 10 * hashes.CHUNK) -> Iterator[str]:
     """ZRANGE in slices: no single command holds the server for the whole set."""
     start = 0
     while True:
@@ -101,23 +101,9 @@ def _members(reply: Any) -> list[str]:
 def read_records(
     conn: Redis, keys: Keys, ids: Sequence[str], definitions: Definitions | None = None
 ) -> Iterator[ScheduleRecord]:
-    """The schedules ``ids`` (vanished ones skipped), ``CHUNK`` per round trip."""
-    definitions = definitions or Definitions()
-    for start in range(0, len(ids), CHUNK):
-        part = ids[start : start + CHUNK]
-        pipe = conn.pipeline(transaction=False)
-        pipe.zmscore(keys.due, list(part))  # one command for the chunk's due scores (Redis 6.2+)
-        for schedule_id in part:
-            pipe.hgetall(keys.schedule(schedule_id))
-        scores, *replies = pipe.execute(raise_on_error=False)
-        for schedule_id, reply, score in zip(part, replies, scores, strict=True):
-            raw = reply
-            if isinstance(reply, redis.exceptions.ResponseError):  # WRONGTYPE: set by hand
-                raw = {"error": f"key has type {text(conn.type(keys.schedule(schedule_id)))}, not hash"}
-            elif not reply:
-                continue  # removed since the ids were read
-            due_ms = round(float(score) * 1000) if score is not None else None
-            yield decode_record(schedule_id, raw, due_ms, decode=definitions.decode)
+    """The schedules ``ids`` (vanished ones skipped), :data:`~scheduler.hashes.CHUNK`
+    per round trip, each shape validated once."""
+    return hashes.read_records(conn, keys, ids, decode=(definitions or Definitions()).decode)
 
 
 def matches(
@@ -135,26 +121,48 @@ def matches(
 def sort_key(record: ScheduleRecord) -> tuple[Any, ...]:
     """Runs in flight first (oldest fire first), then the soonest due; then broken
     (they need attention), then paused, each by id."""
-    if record.state == "running":
+    if record.state is ScheduleState.RUNNING:
         return (0, record.fire_ms or 0, record.id)
-    if record.state == "due" and record.due_ms is not None:
+    if record.state is ScheduleState.DUE and record.due_ms is not None:
         return (1, record.due_ms, record.id)
     return (2, _IDLE_ORDER.get(record.state, 2), record.id)
 
 
 def record_json(record: ScheduleRecord) -> dict[str, Any]:
-    """A schedule as ``ls --json`` and ``show --json`` print it."""
+    """A schedule as ``ls --json`` and ``show --json`` print it: times as ISO UTC,
+    counters (``version``, ``attempt``, ``epoch``) as numbers, absent values as null."""
+    raw = record.raw
     return {
         "id": record.id,
         "state": record.state,
         "version": record.version,
-        "fire_at": iso(record.fire_ms) if record.fire_ms else None,
-        "due_at": iso(record.due_ms) if record.due_ms else None,
+        "fire_at": _iso(record.fire_ms),
+        "due_at": _iso(record.due_ms),
         "attempt": record.attempt,
         "job_id": record.job_id,
+        "job_queue": raw.get("job_queue") or None,
+        "epoch": number(raw.get("epoch")),
+        "dispatched_at": raw.get("dispatched_at") or None,  # written by rqbeat's scripts as ISO UTC
         "last_result": record.last_result,
-        "last_run_at": iso(record.last_run_ms) if record.last_run_ms else None,
+        "last_run_at": _iso(record.last_run_ms),
         "last_error": record.last_error,
+        "updated_at": raw.get("updated_at") or None,
         "error": record.error,
         "definition": record.schedule.to_dict() if record.schedule else None,
     }
+
+
+#: The keys of :func:`record_json` that hold times.
+TIME_KEYS = ("fire_at", "due_at", "dispatched_at", "last_run_at", "updated_at")
+
+
+def _iso(ms: int | None) -> str | None:
+    return iso(ms) if ms else None
+
+
+def number(value: str | None) -> int | None:
+    """A counter stored as text, as a number (None when absent or not a number)."""
+    try:
+        return int(value) if value else None
+    except ValueError:  # edited by hand: shown as missing rather than as a string
+        return None

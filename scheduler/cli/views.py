@@ -10,15 +10,19 @@ import click
 
 from scheduler import cron
 from scheduler.cli.common import Context, echo_json, echo_json_array, json_option, pass_context, table
+from scheduler.cli.complete import id_argument
 from scheduler.cli.render import Cell, age, duration, first_line, local_iso, relative, toned, wall
-from scheduler.cli.rows import candidate_ids, matches, read_records, record_json, sort_key
+from scheduler.cli.rows import candidate_ids, matches, number, read_records, record_json, sort_key
 from scheduler.clock import iso, parse_iso_ms, redis_now_ms
 from scheduler.errors import InvalidSchedule
 from scheduler.keys import Keys
-from scheduler.records import STATES, ScheduleRecord
+from scheduler.protocol import STATES, ScheduleState
+from scheduler.records import ScheduleRecord
 from scheduler.timeline import Line, explain
 
 LS_HEADERS = ["ID", "TRIGGER", "TZ", "STATE", "NEXT", "LAST"]
+#: History fields that are counters: numbers in --json, as in ``show --json``.
+_NUMBERS = ("epoch", "count")
 #: Extra history entries read so that the first runs shown still find their dispatch.
 _PAIRING_SLACK = 20
 
@@ -83,7 +87,7 @@ def _ls_row(record: ScheduleRecord, now_ms: int) -> list[Cell | str]:
 
 
 def _next_cell(record: ScheduleRecord, tz: str, now_ms: int) -> Cell:
-    if record.state == "due" and record.due_ms is not None:
+    if record.state is ScheduleState.DUE and record.due_ms is not None:
         retry = f", retry {record.attempt}" if record.attempt > 1 else ""
         overdue = "warn" if record.due_ms < now_ms - 1000 else None
         return Cell(f"{wall(record.due_ms, tz)} ({relative(record.due_ms, now_ms)}{retry})", overdue)
@@ -96,7 +100,7 @@ def _next_cell(record: ScheduleRecord, tz: str, now_ms: int) -> Cell:
 
 
 def _last_cell(record: ScheduleRecord, now_ms: int) -> Cell:
-    if record.state == "broken":
+    if record.state is ScheduleState.BROKEN:
         return Cell(f"broken: {first_line(record.error or '?', 80)}", "bad")
     if record.last_result is None or record.last_run_ms is None:
         return Cell("-")
@@ -107,7 +111,7 @@ def _last_cell(record: ScheduleRecord, now_ms: int) -> Cell:
 
 
 @click.command()
-@click.argument("schedule_id", metavar="ID")
+@id_argument()
 @click.option(
     "-n", "count", default=20, type=click.IntRange(1, 10_000), help="How many entries, newest last."
 )
@@ -157,6 +161,7 @@ def _history_json(line: Line) -> dict[str, Any]:
         "at": iso(entry.at_ms),
         "event": entry.event,
         **entry.fields,
+        **{k: number(entry.fields[k]) for k in _NUMBERS if k in entry.fields},
         "attempt": line.attempt,
         "duration_ms": line.duration_ms,
         "run_outcome": line.run_outcome,

@@ -21,18 +21,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 
 from redis import Redis
 
-from scheduler import cron, policy, scripts
+from scheduler import cron, policy, rqkeys, scripts
 from scheduler.allow import AllowList, Verdict
 from scheduler.clock import iso, parse_iso_ms
 from scheduler.engine import rqjob
-from scheduler.errors import LeadershipLost, RqbeatError
+from scheduler.errors import CorruptDefinition, LeadershipLost
+from scheduler.jobmeta import FireMeta
 from scheduler.keys import HISTORY_MAXLEN, Keys
 from scheduler.model import Schedule
+from scheduler.protocol import DUE_FIELDS, DispatchReply, ScheduleState
 from scheduler.records import decode_definition, text
 
 log = logging.getLogger(__name__)
@@ -40,14 +43,22 @@ log = logging.getLogger(__name__)
 DEFAULT_BATCH = 1_000
 #: First watchdog look at a new run; later looks back off (see watchdog).
 FIRST_CHECK_MS = 1_000
-#: The hash fields :data:`scripts.DUE_READ` returns per schedule, in order.
-_FIELDS = ["definition", "version", "state", "fire_at", "attempt"]
+# DUE_READ's reply: the lease and the revision, then per schedule its id, its score
+# and DUE_FIELDS.
+_HEAD, _ROW = 2, 2 + len(DUE_FIELDS)
+#: The order :func:`decide` unpacks a row in; the same as DUE_FIELDS (a test pins it).
+DECIDED_FROM = ("definition", "version", "state", "fire_at", "attempt")
 _TEMPLATES_KEPT = 65_536
-# Where DISPATCH's arguments hold the write's time (ARGV[7], ARGV[11]): set again
-# when a prepared batch is sent.
-_NOW_ARG, _STAMP_ARG = 6, 10
 #: Batches read at once: Redis writes one while the next is decided.
 READ_AHEAD = 4
+
+
+class Kind(StrEnum):
+    """What dispatch does with one due schedule."""
+
+    RUN = "run"  # due -> running: in-flight state, history, the RQ job
+    RESCHEDULE = "reschedule"  # due -> due at a later fire (skip policy, too old)
+    BROKEN = "broken"  # cannot be decoded or computed: marked broken after the batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +66,7 @@ class Decision:
     """What one due schedule gets in this batch."""
 
     schedule_id: str
-    kind: str  # "run" | "reschedule" | "broken"
+    kind: Kind
     schedule: Schedule | None = None
     fire_ms: int = 0
     attempt: int = 1
@@ -76,7 +87,9 @@ class BatchResult:
     broken: list[Decision] = field(default_factory=list)
 
     def add(self, decision: Decision) -> None:
-        bucket = {"run": self.runs, "reschedule": self.rescheduled, "broken": self.broken}[decision.kind]
+        bucket = {Kind.RUN: self.runs, Kind.RESCHEDULE: self.rescheduled, Kind.BROKEN: self.broken}[
+            decision.kind
+        ]
         bucket.append(decision)
 
     def extend(self, other: BatchResult) -> None:
@@ -111,32 +124,64 @@ def _check_allowed(schedule_id: str, target: str, allow: AllowList) -> None:
     verdict = allow.judge(target, warn)
     if not verdict.allowed:
         detail = allow.explain(verdict).removeprefix("is not in the allow-list")
-        raise RqbeatError(f"target {target!r} is not in this replica's allow-list{detail}")
+        raise CorruptDefinition(schedule_id, f"target {target!r} is not in this replica's allow-list{detail}")
 
 
 def decide(
     schedule_id: str, row: list[Any], score_ms: int, now_ms: int, allow: AllowList | None = None
 ) -> Decision:
-    """Pure decision for one due schedule from its HMGET row (see ``_FIELDS``).
-    A target outside ``allow`` (this replica's own list, never Redis's word) is broken."""
+    """Pure decision for one due schedule from its HMGET row (of
+    :data:`~scheduler.protocol.DUE_FIELDS`). A target outside ``allow`` (this replica's
+    own list, never Redis's word) is broken."""
+    # unpacked by position, not through a dict: this runs per fire in a burst
     definition, version, state, fire_at, attempt = (text(v) for v in row)
     try:
-        if state != "due":
-            raise RqbeatError(f"is in the due set but its state is {state!r}")
+        if state != ScheduleState.DUE:
+            raise CorruptDefinition(schedule_id, f"is in the due set but its state is {state!r}")
         schedule = _decode(schedule_id, definition)
         if allow is not None:
             _check_allowed(schedule_id, schedule.target, allow)
         pending = parse_iso_ms(fire_at) if fire_at else cron.next_fire_ms(schedule.trigger, score_ms)
         tries = int(attempt or 1)
-    except (RqbeatError, ValueError) as exc:
-        return Decision(schedule_id, "broken", error=str(exc))
+    except ValueError as exc:  # CorruptDefinition, or a damaged fire_at or attempt
+        return Decision(schedule_id, Kind.BROKEN, error=str(exc))
     if tries > 1:  # a retry of a fire that already failed: never dropped by policy
-        return Decision(schedule_id, "run", schedule, pending, tries, version=str(version))
+        return Decision(schedule_id, Kind.RUN, schedule, pending, tries, version=str(version))
     res = policy.resolve_misfire(schedule, pending, now_ms)
     if not res.run_now:
         score = policy.due_score_ms(schedule, res.fire_ms)
-        return Decision(schedule_id, "reschedule", schedule, res.fire_ms, 1, res.dropped, score)
-    return Decision(schedule_id, "run", schedule, res.fire_ms, 1, res.dropped, version=str(version))
+        return Decision(schedule_id, Kind.RESCHEDULE, schedule, res.fire_ms, 1, res.dropped, score)
+    return Decision(schedule_id, Kind.RUN, schedule, res.fire_ms, 1, res.dropped, version=str(version))
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One decided batch's write but its time: :data:`scripts.DISPATCH`'s arguments
+    are built when it is sent (:meth:`args`), so a batch decided ahead is stamped with
+    the time it is written, not the time it was decided."""
+
+    token: str
+    revision: bytes
+    epoch: int
+    prefixes: tuple[str, ...]  # schedule, history, RQ job, RQ queue
+    runs: int
+    rescheduled: int
+    body: list[Any]  # per run, then per reschedule (see DISPATCH's header)
+
+    def args(self, now_ms: int) -> list[Any]:
+        return [
+            self.token,
+            self.revision,
+            *self.prefixes,
+            iso(now_ms),
+            (now_ms + FIRST_CHECK_MS) / 1000,  # the watchdog's first look
+            self.epoch,
+            HISTORY_MAXLEN,
+            rqjob.rq_timestamp(now_ms),  # the jobs' created_at and enqueued_at
+            self.runs,
+            self.rescheduled,
+            *self.body,
+        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +190,7 @@ class Prepared:
 
     at_ms: int
     epoch: int
-    batches: list[tuple[BatchResult, list[Any] | None]]
+    batches: list[tuple[BatchResult, Write | None]]
 
 
 class Dispatcher:
@@ -160,7 +205,7 @@ class Dispatcher:
         self.batch_size = batch_size
         self._scripts = scripts.Scripts(conn)
         self._templates: dict[tuple[str, str], rqjob.JobTemplate] = {}
-        self._prefixes = [keys.schedule(""), keys.history(""), rqjob.JOB_PREFIX, rqjob.QUEUE_PREFIX]
+        self._prefixes = (keys.schedule(""), keys.history(""), rqkeys.JOB_PREFIX, rqkeys.QUEUE_PREFIX)
 
     def dispatch(self, now_ms: int, token: str, epoch: int) -> BatchResult:
         """Dispatch what is due at ``now_ms``: up to :data:`READ_AHEAD` transactions of
@@ -185,8 +230,8 @@ class Dispatcher:
         if reply[0] != token.encode():
             raise LeadershipLost("the lease is held by another replica")
         rows = [
-            (str(text(reply[i])), round(float(reply[i + 1]) * 1000), reply[i + 2 : i + 7])
-            for i in range(2, len(reply), 7)
+            (str(text(reply[i])), round(float(reply[i + 1]) * 1000), reply[i + 2 : i + _ROW])
+            for i in range(_HEAD, len(reply), _ROW)
         ]
         return rows, reply[1]
 
@@ -203,9 +248,6 @@ class Dispatcher:
         """Write what :meth:`prepare` decided, stamped ``now_ms`` (history, RQ's
         enqueued_at). Empty when an edit raced it (dispatch normally then); raises
         :class:`LeadershipLost` like :meth:`dispatch`."""
-        for _, args in prepared.batches:
-            if args is not None:
-                args[_NOW_ARG], args[_STAMP_ARG] = iso(now_ms), rqjob.rq_timestamp(now_ms)
         return self._run(iter(prepared.batches), now_ms, prepared.epoch)
 
     def _write_all(
@@ -217,53 +259,44 @@ class Dispatcher:
 
     def _batches(
         self, rows: list[tuple[str, int, list[Any]]], revision: bytes, now_ms: int, token: str, epoch: int
-    ) -> Iterator[tuple[BatchResult, list[Any] | None]]:
-        """Each batch decided, with its write's arguments (None: nothing to write)."""
+    ) -> Iterator[tuple[BatchResult, Write | None]]:
+        """Each batch decided, with its write (None: nothing to write)."""
         for start in range(0, len(rows), self.batch_size):
             part = BatchResult()
             for schedule_id, score_ms, row in rows[start : start + self.batch_size]:
                 part.add(decide(schedule_id, row, score_ms, now_ms, self.allow))
             writes = part.runs or part.rescheduled
-            yield part, self._args(part, revision, now_ms, token, epoch) if writes else None
+            yield part, self._write(part, revision, token, epoch) if writes else None
 
     def _run(
-        self, batches: Iterator[tuple[BatchResult, list[Any] | None]], now_ms: int, epoch: int
+        self, batches: Iterator[tuple[BatchResult, Write | None]], now_ms: int, epoch: int
     ) -> BatchResult:
+        """Send each batch's write stamped ``now_ms``, the next decided meanwhile."""
         done = BatchResult()
 
         def settle(part: BatchResult, reply: Any) -> bool:
             return self._settle(part, reply, done, now_ms, epoch)
 
+        sends = ((part, None if write is None else write.args(now_ms)) for part, write in batches)
         k = self.keys
-        keys = [k.leader, k.revision, k.due, k.running, rqjob.QUEUES_KEY]
-        scripts.pipelined(self.conn, self._scripts.dispatch, keys, batches, settle)
+        keys = [k.leader, k.revision, k.due, k.running, rqkeys.QUEUES]
+        scripts.pipelined(self.conn, self._scripts.dispatch, keys, sends, settle)
         return done
 
     def _settle(self, part: BatchResult, reply: Any, done: BatchResult, now_ms: int, epoch: int) -> bool:
         """Take in a batch's write; False when an edit raced it (nothing written)."""
-        written = 1 if reply is None else int(reply)
-        if written == -1:
+        written = DispatchReply.WRITTEN if reply is None else DispatchReply(reply)
+        if written is DispatchReply.DEPOSED:
             raise LeadershipLost("the lease changed hands during dispatch")
-        if written == -2:
+        if written is DispatchReply.RACED:
             return False
         done.extend(part)
         self._after(part, now_ms, epoch)
         return True
 
-    def _args(self, result: BatchResult, revision: bytes, now_ms: int, token: str, epoch: int) -> list[Any]:
-        """:data:`scripts.DISPATCH`'s arguments for one decided batch."""
-        args: list[Any] = [
-            token,
-            revision,
-            *self._prefixes,
-            iso(now_ms),  # _NOW_ARG
-            (now_ms + FIRST_CHECK_MS) / 1000,
-            epoch,
-            HISTORY_MAXLEN,
-            rqjob.rq_timestamp(now_ms),  # _STAMP_ARG
-            len(result.runs),
-            len(result.rescheduled),
-        ]
+    def _write(self, result: BatchResult, revision: bytes, token: str, epoch: int) -> Write:
+        """The write of one decided batch (its time is set when it is sent)."""
+        args: list[Any] = []
         for d in result.runs:
             template = self._template(d)
             fire_iso = iso(d.fire_ms)
@@ -272,7 +305,7 @@ class Dispatcher:
             args += [template.ttl_s, len(job), *job]
         for d in result.rescheduled:
             args += [d.schedule_id, iso(d.fire_ms), d.score_ms / 1000, d.dropped]
-        return args
+        return Write(token, revision, epoch, self._prefixes, len(result.runs), len(result.rescheduled), args)
 
     def _template(self, d: Decision) -> rqjob.JobTemplate:
         """The schedule version's job template, built once per version."""
@@ -285,19 +318,17 @@ class Dispatcher:
         return template
 
     def _meta(self, d: Decision, fire_iso: str, epoch: int) -> dict[str, Any]:
-        """``job.meta["rqbeat"]``: what :func:`workers.current_fire` and the ack read."""
-        return {
-            "rqbeat": {
-                "schedule": d.schedule_id,
-                "fire_at": fire_iso,
-                "fire_ms": d.fire_ms,
-                "attempt": d.attempt,
-                "key": f"{d.schedule_id}:{d.fire_ms}",
-                "epoch": epoch,
-                "version": d.version,
-                "namespace": self.keys.namespace,
-            }
-        }
+        """``job.meta``: what :func:`workers.current_fire` and the ack read."""
+        fire = FireMeta(
+            schedule=d.schedule_id,
+            fire_at=fire_iso,
+            fire_ms=d.fire_ms,
+            attempt=d.attempt,
+            epoch=epoch,
+            version=d.version,
+            namespace=self.keys.namespace,
+        )
+        return fire.to_meta()
 
     def _after(self, result: BatchResult, now_ms: int, epoch: int) -> None:
         if log.isEnabledFor(logging.INFO):

@@ -27,34 +27,52 @@ from redis import Redis
 from scheduler import scripts
 from scheduler.clock import Clock
 from scheduler.keys import Keys
+from scheduler.protocol import AcquireReply, LeaseReply
 
 log = logging.getLogger(__name__)
 
+# PTTL's replies for a key that does not exist and for one without a TTL.
+_PTTL_NO_KEY, _PTTL_NO_EXPIRY = -2, -1
+
 ACQUIRE = """
--- KEYS[1] leader, KEYS[2] epoch; ARGV[1] node name, ARGV[2] ttl ms
--- returns the new epoch, or 0 when the lease is held (by anyone)
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local epoch = redis.call('INCR', KEYS[2])
-redis.call('SET', KEYS[1], epoch .. ':' .. ARGV[1], 'PX', ARGV[2])
+-- KEYS[1] - the leader lease
+-- KEYS[2] - the epoch counter
+-- ARGV[1] - this replica's node name
+-- ARGV[2] - ttl, ms
+-- returns the new epoch, or 0 (AcquireReply.HELD) when the lease is held (by anyone)
+local leader, epochs = KEYS[1], KEYS[2]
+local node, ttl_ms = ARGV[1], ARGV[2]
+if redis.call('EXISTS', leader) == 1 then return 0 end
+local epoch = redis.call('INCR', epochs)
+redis.call('SET', leader, epoch .. ':' .. node, 'PX', ttl_ms)
 return epoch
 """
 
 RENEW = """
--- KEYS[1] leader; ARGV[1] our token '<epoch>:<node>', ARGV[2] ttl ms
--- returns 1 extended, 0 the lease is not ours (expired, or another replica's)
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+-- KEYS[1] - the leader lease
+-- ARGV[1] - our token '<epoch>:<node>'
+-- ARGV[2] - ttl, ms
+-- returns (LeaseReply) 1 extended, 0 the lease is not ours (expired, or another
+-- replica's)
+local leader = KEYS[1]
+local token, ttl_ms = ARGV[1], ARGV[2]
+if redis.call('GET', leader) == token then
+  redis.call('PEXPIRE', leader, ttl_ms)
   return 1
 end
 return 0
 """
 
 RELEASE = """
--- KEYS[1] leader, KEYS[2] events channel; ARGV[1] our token
--- returns 1 released (and standbys woken), 0 it was not ours
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  redis.call('PUBLISH', KEYS[2], 'released')
+-- KEYS[1] - the leader lease
+-- KEYS[2] - the events channel
+-- ARGV[1] - our token '<epoch>:<node>'
+-- returns (LeaseReply) 1 released (and standbys woken), 0 it was not ours
+local leader, events = KEYS[1], KEYS[2]
+local token = ARGV[1]
+if redis.call('GET', leader) == token then
+  redis.call('DEL', leader)
+  redis.call('PUBLISH', events, 'released')
   return 1
 end
 return 0
@@ -92,7 +110,7 @@ class Lease:
         """Take the lease if nobody holds it."""
         started = self.clock.monotonic()
         epoch = int(scripts.run(self._acquire, [self.keys.leader, self.keys.epoch], [self.node, self.ttl_ms]))
-        if not epoch:
+        if epoch == AcquireReply.HELD:
             return False
         self.epoch = epoch
         self.token = f"{epoch}:{self.node}"
@@ -104,7 +122,10 @@ class Lease:
         if self.token is None:
             return False
         started = self.clock.monotonic()
-        if scripts.run(self._renew, [self.keys.leader], [self.token, self.ttl_ms]) == 1:
+        if (
+            LeaseReply(scripts.run(self._renew, [self.keys.leader], [self.token, self.ttl_ms]))
+            is LeaseReply.OURS
+        ):
             self._extend_from(started)
             return True
         self.drop()
@@ -115,7 +136,8 @@ class Lease:
         token, self.token = self.token, None
         if token is None:
             return False
-        return bool(scripts.run(self._release, [self.keys.leader, self.keys.events], [token]) == 1)
+        reply = LeaseReply(scripts.run(self._release, [self.keys.leader, self.keys.events], [token]))
+        return reply is LeaseReply.OURS
 
     def drop(self) -> None:
         """Forget the lease locally (renew failed, deadline passed, fenced out)."""
@@ -126,9 +148,9 @@ class Lease:
         """Milliseconds until the current holder's lease expires; None when nobody
         holds it. A lease key without a TTL (set by hand) counts as a full TTL."""
         pttl = int(self.conn.pttl(self.keys.leader))
-        if pttl == -2:
+        if pttl == _PTTL_NO_KEY:
             return None
-        return self.ttl_ms if pttl == -1 else pttl
+        return self.ttl_ms if pttl == _PTTL_NO_EXPIRY else pttl
 
     def _extend_from(self, started: float) -> None:
         # The TTL started no earlier than our request left; count from then.

@@ -32,6 +32,7 @@ from scheduler.clock import time_reply_ms
 from scheduler.engine.clusterstats import ACK_BUCKETS_S, ClusterStats
 from scheduler.errors import ConfigError
 from scheduler.keys import Keys
+from scheduler.protocol import FailOutcome
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -231,14 +232,14 @@ class Metrics:
         if result.broken:
             self.broken.inc(len(result.broken))
 
-    def run_failed(self, then: str) -> None:
+    def run_failed(self, then: FailOutcome) -> None:
         """A failed run concluded by the watchdog; ``then`` is what ``runs.fail`` did."""
-        if then == "stale":
+        if then is FailOutcome.STALE:
             return  # concluded elsewhere meanwhile: not a failure of this run
         self.failed.inc()
-        if then == "retry":
+        if then is FailOutcome.RETRY:
             self.retried.inc()
-        elif then == "gave_up":
+        elif then is FailOutcome.GAVE_UP:
             self.given_up.inc()
 
     def serve(self, port: int, host: str = "0.0.0.0") -> MetricsServer:

@@ -18,14 +18,19 @@ from redis.client import Pipeline
 from scheduler import cron, policy, scripts
 from scheduler.clock import iso, parse_iso_ms
 from scheduler.engine import clusterstats
-from scheduler.errors import RqbeatError
 from scheduler.keys import HISTORY_MAXLEN, Keys
 from scheduler.model import Schedule
+from scheduler.protocol import RUN_FIELDS, AckOutcome, AckReply, FailOutcome, Flag, RetryReply
 from scheduler.records import decode_definition, text
 
 log = logging.getLogger(__name__)
 
 MAX_ERROR_CHARS = 500
+_FAIL_OUTCOMES = {
+    RetryReply.RETRYING: FailOutcome.RETRY,
+    RetryReply.PAUSED: FailOutcome.PAUSED,
+    RetryReply.STALE: FailOutcome.STALE,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +45,13 @@ class InFlight:
     schedule: Schedule
     dispatched_ms: int
     epoch: int = 0  # of the leader that dispatched it: for log lines
+    #: When the schedule was last resumed while a run was in flight ('' = never), as
+    #: stored: fires up to then passed while it was paused and never run.
+    resumed_at: str = ""
+
+    @property
+    def resumed_ms(self) -> int | None:
+        return parse_iso_ms(self.resumed_at) if self.resumed_at else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +65,9 @@ class Ack:
         scripts.run(script_set.ack, list(self.keys), list(self.args), client=pipe)
 
 
-IN_FLIGHT_FIELDS = ["definition", "version", "job_id", "fire_at", "attempt", "dispatched_at", "epoch"]
+#: What an in-flight run is read from: the fire and its definition, the run's own
+#: fields (:data:`~scheduler.protocol.RUN_FIELDS`) and when it was last resumed.
+IN_FLIGHT_FIELDS = ("definition", "version", "fire_at", "attempt", *RUN_FIELDS, "resumed_at")
 
 
 def read_in_flight(conn: Redis, keys: Keys, schedule_id: str) -> InFlight | None:
@@ -63,7 +77,9 @@ def read_in_flight(conn: Redis, keys: Keys, schedule_id: str) -> InFlight | None
 
 def decode_in_flight(schedule_id: str, row: list[Any]) -> InFlight | None:
     """An in-flight run from an HMGET of :data:`IN_FLIGHT_FIELDS`."""
-    definition, version, job_id, fire_at, attempt, dispatched_at, epoch = row
+    fields = dict(zip(IN_FLIGHT_FIELDS, row, strict=True))
+    job_id, fire_at, dispatched_at = fields["job_id"], fields["fire_at"], fields["dispatched_at"]
+    definition, version, attempt, epoch = (fields[f] for f in ("definition", "version", "attempt", "epoch"))
     if job_id is None or fire_at is None:
         return None
     try:
@@ -72,10 +88,21 @@ def decode_in_flight(schedule_id: str, row: list[Any]) -> InFlight | None:
         dispatched_ms = parse_iso_ms(str(text(dispatched_at))) if dispatched_at else fire_ms
         tries = int(attempt or 1)
         epoch_n = int(epoch or 0)
-    except (RqbeatError, ValueError):  # unparseable JSON is an RqbeatError, not a ValueError
+        resumed = str(text(fields["resumed_at"]) or "")
+        if resumed:
+            parse_iso_ms(resumed)
+    except ValueError:  # CorruptDefinition, or a damaged fire_at, attempt, epoch or resumed_at
         return None
     return InFlight(
-        schedule_id, str(text(job_id)), fire_ms, tries, str(text(version)), schedule, dispatched_ms, epoch_n
+        schedule_id,
+        str(text(job_id)),
+        fire_ms,
+        tries,
+        str(text(version)),
+        schedule,
+        dispatched_ms,
+        epoch_n,
+        resumed,
     )
 
 
@@ -84,7 +111,7 @@ def prepare_ack(
     run: InFlight,
     now_ms: int,
     *,
-    outcome: str = "succeeded",
+    outcome: AckOutcome = AckOutcome.SUCCEEDED,
     error: str = "",
     by: str = "worker",
     ended_ms: int | None = None,
@@ -92,13 +119,20 @@ def prepare_ack(
     """Compute the schedule's next fire after ``run`` (misfire policy applied at
     ``now_ms``) and the arguments of the ACK script, with the cluster-wide counters it
     adds when it applies (:mod:`scheduler.engine.clusterstats`): an ack ``by`` the worker or
-    the watchdog, its latency from ``ended_ms`` (the job's end; None when unknown)."""
+    the watchdog, its latency from ``ended_ms`` (the job's end; None when unknown).
+
+    A schedule resumed while this run was in flight fires again only after the resume:
+    the fires before it passed while it was paused (the resume recorded them as
+    skipped). The script re-checks ``resumed_at``, so a resume racing this ack makes it
+    re-arm from the time of the ack instead."""
     schedule = run.schedule
-    pending = cron.next_fire_ms(schedule.trigger, run.fire_ms)
+    resumed_ms = run.resumed_ms
+    after = run.fire_ms if resumed_ms is None else max(run.fire_ms, resumed_ms)
+    pending = cron.next_fire_ms(schedule.trigger, after)
     resolution = policy.resolve_misfire(schedule, pending, now_ms)
     score = policy.due_score_ms(schedule, resolution.fire_ms)
     sid = run.schedule_id
-    if outcome == "succeeded":
+    if outcome is AckOutcome.SUCCEEDED:
         latency_ms = None if ended_ms is None else now_ms - ended_ms
         stats = clusterstats.ack_increments(by=by, latency_ms=latency_ms, dropped=resolution.dropped)
     else:
@@ -117,6 +151,7 @@ def prepare_ack(
             resolution.dropped,
             HISTORY_MAXLEN,
             error[:MAX_ERROR_CHARS],
+            run.resumed_at,
             *stats,
         ],
     )
@@ -124,13 +159,14 @@ def prepare_ack(
 
 def fail(
     conn: Redis, script_set: scripts.Scripts, keys: Keys, run: InFlight, *, now_ms: int, error: str
-) -> str:
+) -> FailOutcome:
     """Record a failed run: retry with back-off, give the fire up after
     ``max_attempts``, or pause (``pause_on_failure``). Returns what happened."""
     schedule = run.schedule
     if policy.gives_up(schedule, run.attempt) and not schedule.pause_on_failure:
-        ack = prepare_ack(keys, run, now_ms, outcome="gave_up", error=error)
-        return "gave_up" if scripts.run(script_set.ack, ack.keys, ack.args, client=conn) else "stale"
+        ack = prepare_ack(keys, run, now_ms, outcome=AckOutcome.GAVE_UP, error=error)
+        acked = AckReply(scripts.run(script_set.ack, ack.keys, ack.args, client=conn))
+        return FailOutcome.STALE if acked is AckReply.STALE else FailOutcome.GAVE_UP
     retry_ms = now_ms + policy.backoff_ms(run.schedule_id, run.fire_ms, run.attempt)
     sid = run.schedule_id
     result = scripts.run(
@@ -144,8 +180,8 @@ def fail(
             iso(now_ms),
             error[:MAX_ERROR_CHARS],
             HISTORY_MAXLEN,
-            "1" if schedule.pause_on_failure else "0",
+            Flag.of(schedule.pause_on_failure),
         ],
         client=conn,
     )
-    return {1: "retry", 3: "paused"}.get(int(result), "stale")
+    return _FAIL_OUTCOMES[RetryReply(result)]

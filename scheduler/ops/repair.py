@@ -29,16 +29,25 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from scheduler import cron, policy
 from scheduler.clock import iso, parse_iso_ms
-from scheduler.errors import RqbeatError
+from scheduler.errors import CorruptDefinition
 from scheduler.model import Schedule
+from scheduler.protocol import STATES, ScheduleState
 from scheduler.records import decode_definition
 
 SET_TYPES = {"due": "zset", "running": "zset", "ids": "set"}
-_JOB_FIELDS = ("job_id", "job_queue", "epoch", "dispatched_at")
+
+
+class Place(StrEnum):
+    """Which zset a repaired schedule goes to (repair_io.PLACE's ``where``)."""
+
+    DUE = "due"
+    RUNNING = "running"
+    NONE = "none"  # neither: paused with no run in flight, or broken
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +86,7 @@ class Fix:
     schedule_id: str | None = None
     seen_type: str = ""
     seen: tuple[str, str, str] = ("", "", "")  # version, state, job_id as read
-    where: str = "none"  # due | running | none
+    where: Place = Place.NONE
     score_ms: int = 0
     fields: Mapping[str, str] = field(default_factory=dict)
     clear_job: bool = False
@@ -131,6 +140,8 @@ def diagnose(view: View, now_ms: int, quarantine_prefix: str) -> Diagnosis:
             for n, present in (("ids", view.in_ids), ("due", view.due_ms), ("running", view.running_ms))
             if present is not None and present is not False
         ]
+        if not sets:
+            return out  # removed since its id was listed: nothing left, nothing wrong
         out.add(
             "dangling_id",
             view.key,
@@ -174,7 +185,7 @@ def _diagnose_hash(view: View, now_ms: int, out: Diagnosis) -> None:
         out.add("not_in_ids", view.key, view.schedule_id, "hash is not in the id set", "added to it")
     try:
         schedule = decode_definition(view.schedule_id, raw.get("definition"))
-    except (RqbeatError, ValueError) as exc:
+    except CorruptDefinition as exc:
         _diagnose_unreadable(view, str(exc), seen, out)
         return
     fields = _field_resets(view, out)
@@ -197,12 +208,12 @@ def _diagnose_hash(view: View, now_ms: int, out: Diagnosis) -> None:
 
 
 def _diagnose_unreadable(view: View, reason: str, seen: tuple[str, str, str], out: Diagnosis) -> None:
-    consistent = seen[1] == "broken" and view.due_ms is None and view.running_ms is None
+    consistent = seen[1] == ScheduleState.BROKEN and view.due_ms is None and view.running_ms is None
     if consistent and view.in_ids:
         return  # already broken and visible: fixed by upserting a valid definition
     if not consistent:
         out.add("bad_definition", view.key, view.schedule_id, reason, "marked broken (definition kept)")
-    fields = {"state": "broken"}
+    fields: dict[str, str] = {"state": ScheduleState.BROKEN}
     if not view.fields.get("error") or not consistent:
         fields["error"] = f"repair: {reason}"[:500]
     out.fixes.append(
@@ -242,25 +253,25 @@ def _field_resets(view: View, out: Diagnosis) -> dict[str, str]:
 
 def _placement(
     view: View, schedule: Schedule, now_ms: int, fields: dict[str, str], out: Diagnosis
-) -> tuple[str, int, bool] | None:
+) -> tuple[Place, int, bool] | None:
     """Where the schedule belongs, when that is not where it is (else None)."""
     state, job_id = view.fields.get("state", ""), view.fields.get("job_id", "")
     in_due, in_running = view.due_ms is not None, view.running_ms is not None
-    if state not in ("due", "running", "paused", "broken"):
-        fields["state"] = "running" if job_id else "due"
+    if state not in STATES:
+        fields["state"] = ScheduleState.RUNNING if job_id else ScheduleState.DUE
         out.add("bad_field", view.key, view.schedule_id, f"state is {state!r}", f"set to {fields['state']}")
-        state = fields["state"]
+        state = str(fields["state"])  # plain text: it is shown with !r
     if in_due and in_running:
-        keep = "running" if job_id else "due"
+        keep = Place.RUNNING if job_id else Place.DUE
         out.add(
             "in_both", view.key, view.schedule_id, "in the due and the running zset", f"kept in {keep} only"
         )
-    if state == "broken" or (state == "paused" and not job_id):
+    if state == ScheduleState.BROKEN or (state == ScheduleState.PAUSED and not job_id):
         if in_due or in_running:
             out.add(
                 "wrong_set", view.key, view.schedule_id, f"{state} but in a zset", "taken out of the zsets"
             )
-            return "none", 0, False
+            return Place.NONE, 0, False
         return None
     if job_id:
         return _in_flight(view, state, fields, now_ms, out)
@@ -269,12 +280,12 @@ def _placement(
 
 def _in_flight(
     view: View, state: str, fields: dict[str, str], now_ms: int, out: Diagnosis
-) -> tuple[str, int, bool] | None:
+) -> tuple[Place, int, bool] | None:
     job_id = view.fields["job_id"]
     if view.job_exists is False:
         attempt = int(fields.get("attempt", view.fields.get("attempt", "1")))
         fields.update(
-            state="due" if state != "paused" else "paused",
+            state=ScheduleState.DUE if state != ScheduleState.PAUSED else ScheduleState.PAUSED,
             attempt=str(attempt + 1),
             last_result="failed",
             last_error=f"repair: job {job_id} not found in RQ",
@@ -284,11 +295,11 @@ def _in_flight(
             view.key,
             view.schedule_id,
             f"job {job_id} is in flight but RQ has no such job",
-            "due now as a retry" if state != "paused" else "left paused",
+            "due now as a retry" if state != ScheduleState.PAUSED else "left paused",
         )
-        return ("due" if state != "paused" else "none"), now_ms, True
-    if state not in ("running", "paused"):
-        fields["state"] = "running"
+        return (Place.DUE if state != ScheduleState.PAUSED else Place.NONE), now_ms, True
+    if state not in (ScheduleState.RUNNING, ScheduleState.PAUSED):
+        fields["state"] = ScheduleState.RUNNING
         out.add(
             "bad_field",
             view.key,
@@ -304,21 +315,21 @@ def _in_flight(
             f"job {job_id} in flight but not in the running zset",
             "in the running zset, the watchdog looks now",
         )
-        return "running", now_ms, False
-    return ("running", view.running_ms, False) if view.due_ms is not None or "state" in fields else None
+        return Place.RUNNING, now_ms, False
+    return (Place.RUNNING, view.running_ms, False) if view.due_ms is not None or "state" in fields else None
 
 
 def _idle(
     view: View, schedule: Schedule, state: str, fields: dict[str, str], *, now_ms: int, out: Diagnosis
-) -> tuple[str, int, bool] | None:
-    if state != "due":
-        fields["state"] = "due"
+) -> tuple[Place, int, bool] | None:
+    if state != ScheduleState.DUE:
+        fields["state"] = ScheduleState.DUE
         out.add(
             "bad_field", view.key, view.schedule_id, f"state is {state!r} with no run in flight", "set to due"
         )
     if view.due_ms is not None:
         if view.running_ms is not None or "state" in fields:
-            return "due", view.due_ms, True
+            return Place.DUE, view.due_ms, True
         return None
     fire_at = fields.get("fire_at", view.fields.get("fire_at", ""))
     if fire_at:
@@ -338,15 +349,15 @@ def _idle(
         f"due but in {where}",
         f"due at {iso(score)}",
     )
-    return "due", score, True
+    return Place.DUE, score, True
 
 
-def _current_place(view: View) -> tuple[str, int, bool]:
+def _current_place(view: View) -> tuple[Place, int, bool]:
     if view.due_ms is not None:
-        return "due", view.due_ms, False
+        return Place.DUE, view.due_ms, False
     if view.running_ms is not None:
-        return "running", view.running_ms, False
-    return "none", 0, False
+        return Place.RUNNING, view.running_ms, False
+    return Place.NONE, 0, False
 
 
 def _is_iso(text: str) -> bool:

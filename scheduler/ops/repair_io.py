@@ -1,7 +1,12 @@
 """``rqbeat check``'s Redis side: read the state to diagnose, apply the fixes.
 
-Reading is side-effect free: one SCAN for schedule hashes (so a hash missing from
-the id set is found too), then pipelined TYPE/HGETALL reads in chunks. Each fix is
+Reading is side-effect free: the ids come from the sets and one SCAN for schedule
+hashes (so a hash missing from the id set is found too); then :data:`VIEW_READ` reads
+each schedule whole -- its hash, its memberships and its RQ job -- in one script per
+chunk. A schedule moves (dispatch, ack, edit) in one script too, so check sees each
+move entirely or not at all: reading the sets first and the hashes later took every
+move in between for an inconsistency (hundreds of ``wrong_set`` per second at 50k
+busy schedules). Each fix is
 one Lua script that re-checks what the diagnosis saw (the key's type; the hash's
 version, state and in-flight job id) and does nothing when it changed meanwhile, so a
 running leader, a worker's ack or an upsert racing the repair is never overwritten.
@@ -10,68 +15,146 @@ running leader, a worker's ack or an upsert racing the repair is never overwritt
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from redis import Redis
-from rq.job import Job
+from redis.commands.core import Script
 
+from scheduler import hashes, rqkeys
 from scheduler.clock import iso, time_reply_ms
 from scheduler.keys import HISTORY_MAXLEN, Keys
 from scheduler.ops import repair
+from scheduler.protocol import RUN_FIELDS, Flag, RepairReply, lua_list
 from scheduler.records import text
 
 log = logging.getLogger(__name__)
 
-_CHUNK = 500
+#: Schedules per VIEW_READ call: one script holds Redis while it reads them all.
+VIEW_CHUNK = 500
+#: VIEW_READ's "job exists" when the schedule has no run in flight.
+NO_JOB = -1
 
-PLACE = """
--- KEYS[1] schedule hash, KEYS[2] due, KEYS[3] running, KEYS[4] ids, KEYS[5] revision,
--- KEYS[6] events, KEYS[7] history
--- ARGV[1] id, ARGV[2..4] version, state, job_id as read ('' = missing),
--- ARGV[5] where: 'due' | 'running' | 'none', ARGV[6] score, ARGV[7] '1' = clear the run
--- in flight, ARGV[8] now ISO, ARGV[9] note, ARGV[10] history maxlen, ARGV[11..] field,
--- value pairs to set. returns 1 repaired, 0 changed since it was read (nothing written)
-if redis.call('TYPE', KEYS[1])['ok'] ~= 'hash' then return 0 end
-local function was(name, value) return (redis.call('HGET', KEYS[1], name) or '') == value end
-if not (was('version', ARGV[2]) and was('state', ARGV[3]) and was('job_id', ARGV[4])) then
-  return 0
+VIEW_READ = """
+-- One consistent look at a chunk of schedules (nothing written): a transition racing
+-- the check is seen whole or not at all, never as a schedule in the wrong set.
+-- KEYS[1] - the due zset
+-- KEYS[2] - the running zset
+-- KEYS[3] - the ids set
+-- ARGV[1] - the schedule key prefix
+-- ARGV[2] - the history key prefix
+-- ARGV[3] - RQ's job key prefix
+-- ARGV[4..] - the schedule ids
+-- returns per id: {hash type, history type, HGETALL (flat, {} unless a hash),
+-- due score or false, running score or false, 1 in ids or 0, job exists: 1, 0, or
+-- NO_JOB (-1: no job_id)}; a set of the wrong type reads as empty (a finding of its own)
+local due, running, ids = KEYS[1], KEYS[2], KEYS[3]
+local schedule_prefix, history_prefix, job_prefix = ARGV[1], ARGV[2], ARGV[3]
+local function member(command, key, id)
+  local reply = redis.pcall(command, key, id)
+  if type(reply) == 'table' then return false end  -- WRONGTYPE
+  return reply
 end
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-if ARGV[5] == 'due' then redis.call('ZADD', KEYS[2], ARGV[6], ARGV[1]) end
-if ARGV[5] == 'running' then redis.call('ZADD', KEYS[3], ARGV[6], ARGV[1]) end
-redis.call('SADD', KEYS[4], ARGV[1])
-if ARGV[7] == '1' then redis.call('HDEL', KEYS[1], 'job_id', 'job_queue', 'epoch', 'dispatched_at') end
-if #ARGV >= 12 then redis.call('HSET', KEYS[1], unpack(ARGV, 11)) end
-local history = redis.call('TYPE', KEYS[7])['ok']
-if history == 'stream' or history == 'none' then
-  redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[10], '*', 'event', 'repaired', 'note', ARGV[9],
-             'at', ARGV[8])
+local out = {}
+for i = 4, #ARGV do
+  local id = ARGV[i]
+  local key = schedule_prefix .. id
+  local key_type = redis.call('TYPE', key)['ok']
+  local fields = key_type == 'hash' and redis.call('HGETALL', key) or {}
+  local job = -1
+  local job_id = key_type == 'hash' and redis.call('HGET', key, 'job_id') or false
+  if job_id then job = redis.call('EXISTS', job_prefix .. job_id) end
+  out[#out + 1] = {key_type, redis.call('TYPE', history_prefix .. id)['ok'], fields,
+                   member('ZSCORE', due, id), member('ZSCORE', running, id),
+                   member('SISMEMBER', ids, id) == 1 and 1 or 0, job}
 end
-redis.call('INCR', KEYS[5])
-redis.call('PUBLISH', KEYS[6], 'wake')
-return 1
+return out
 """
 
+PLACE = (
+    lua_list("RUN_FIELDS", RUN_FIELDS)
+    + """
+-- Put a schedule where its state says, with the fields the diagnosis resets, unless
+-- the hash changed since it was read.
+-- KEYS[1] - the schedule hash
+-- KEYS[2] - the due zset
+-- KEYS[3] - the running zset
+-- KEYS[4] - the ids set
+-- KEYS[5] - the revision counter
+-- KEYS[6] - the events channel
+-- KEYS[7] - its history stream
+-- ARGV[1] - the schedule id
+-- ARGV[2] - version as read ('' = missing)
+-- ARGV[3] - state as read ('' = missing)
+-- ARGV[4] - job_id as read ('' = missing)
+-- ARGV[5] - where: 'due' | 'running' | 'none'
+-- ARGV[6] - the score there
+-- ARGV[7] - clear the run in flight (Flag: '1' | '0')
+-- ARGV[8] - now, ISO
+-- ARGV[9] - note for the history
+-- ARGV[10] - history maxlen
+-- ARGV[11..] - field, value pairs to set
+-- returns (RepairReply) 1 repaired, 0 changed since it was read (nothing written)
+local schedule, due, running, ids = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local revision, events, history = KEYS[5], KEYS[6], KEYS[7]
+local id, seen_version, seen_state, seen_job = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local where, score, clear_run, now = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local note, maxlen = ARGV[9], ARGV[10]
+if redis.call('TYPE', schedule)['ok'] ~= 'hash' then return 0 end
+local function was(name, value) return (redis.call('HGET', schedule, name) or '') == value end
+if not (was('version', seen_version) and was('state', seen_state) and was('job_id', seen_job)) then
+  return 0
+end
+redis.call('ZREM', due, id)
+redis.call('ZREM', running, id)
+if where == 'due' then redis.call('ZADD', due, score, id) end
+if where == 'running' then redis.call('ZADD', running, score, id) end
+redis.call('SADD', ids, id)
+if clear_run == '1' then redis.call('HDEL', schedule, unpack(RUN_FIELDS)) end
+if #ARGV >= 12 then redis.call('HSET', schedule, unpack(ARGV, 11)) end
+local history_type = redis.call('TYPE', history)['ok']
+if history_type == 'stream' or history_type == 'none' then
+  redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', 'event', 'repaired', 'note', note,
+             'at', now)
+end
+redis.call('INCR', revision)
+redis.call('PUBLISH', events, 'wake')
+return 1
+"""
+)
+
 DROP = """
--- KEYS[1] schedule hash, KEYS[2] due, KEYS[3] running, KEYS[4] ids, KEYS[5] revision
--- ARGV[1] id. Drops an id whose hash is missing; returns 1, or 0 if a hash exists now.
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('SREM', KEYS[4], ARGV[1])
-redis.call('INCR', KEYS[5])
+-- Drop an id whose hash is missing.
+-- KEYS[1] - the schedule hash
+-- KEYS[2] - the due zset
+-- KEYS[3] - the running zset
+-- KEYS[4] - the ids set
+-- KEYS[5] - the revision counter
+-- ARGV[1] - the schedule id
+-- returns (RepairReply) 1 dropped, 0 a hash exists now
+local schedule, due, running, ids, revision = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local id = ARGV[1]
+if redis.call('EXISTS', schedule) == 1 then return 0 end
+redis.call('ZREM', due, id)
+redis.call('ZREM', running, id)
+redis.call('SREM', ids, id)
+redis.call('INCR', revision)
 return 1
 """
 
 QUARANTINE = """
--- KEYS[1] key, KEYS[2] where to move it; ARGV[1] its type as read
--- returns 1 moved aside, 0 its type changed since it was read or the target exists
-if redis.call('TYPE', KEYS[1])['ok'] ~= ARGV[1] then return 0 end
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-redis.call('RENAME', KEYS[1], KEYS[2])
+-- Move a key of the wrong type aside.
+-- KEYS[1] - the key
+-- KEYS[2] - where to move it
+-- ARGV[1] - its type as read
+-- returns (RepairReply) 1 moved aside, 0 its type changed since it was read or the
+-- target exists
+local key, target = KEYS[1], KEYS[2]
+local seen_type = ARGV[1]
+if redis.call('TYPE', key)['ok'] ~= seen_type then return 0 end
+if redis.call('EXISTS', target) == 1 then return 0 end
+redis.call('RENAME', key, target)
 return 1
 """
 
@@ -105,11 +188,11 @@ def examine(conn: Redis, keys: Keys) -> Examination:
     quarantine = f"{keys.namespace}:quarantine:{now_ms}"
     result = Examination(now_ms)
     _merge(result, repair.diagnose_sets(set_types, quarantine))
-    members = _members(conn, set_types)
-    ids = sorted(set().union(*members.values(), _scanned_ids(conn, keys)))
+    ids = sorted(_listed_ids(conn, set_types) | _scanned_ids(conn, keys))
     result.schedules = len(ids)
-    for chunk in _chunks(ids):
-        for view in _views(conn, keys, chunk, members):
+    view_read = conn.register_script(VIEW_READ)
+    for chunk in hashes.chunks(ids, VIEW_CHUNK):
+        for view in _views(view_read, keys, chunk):
             _merge(result, repair.diagnose(view, now_ms, quarantine))
     return result
 
@@ -123,7 +206,7 @@ def apply_fixes(conn: Redis, keys: Keys, fixes: Sequence[repair.Fix], now_ms: in
     applied = 0
     for fix in fixes:
         keys_, args = _call(keys, fix, now_ms)
-        done = scripts[fix.op](keys=keys_, args=args) == 1
+        done = RepairReply(scripts[fix.op](keys=keys_, args=args)) is RepairReply.APPLIED
         applied += done
         log.info("repair op=%s key=%s schedule=%s applied=%s", fix.op, fix.key, fix.schedule_id, done)
     return applied
@@ -150,7 +233,7 @@ def _call(keys: Keys, fix: repair.Fix, now_ms: int) -> tuple[list[str], list[Any
     if fix.op == "drop":
         return [keys.schedule(sid), keys.due, keys.running, keys.ids, keys.revision], [sid]
     pairs = [item for name_value in fix.fields.items() for item in name_value]
-    args = [sid, *fix.seen, fix.where, fix.score_ms / 1000, "1" if fix.clear_job else "0"]
+    args = [sid, *fix.seen, fix.where, fix.score_ms / 1000, Flag.of(fix.clear_job)]
     args += [iso(now_ms), fix.note, HISTORY_MAXLEN, *pairs]
     hkeys = [keys.schedule(sid), keys.due, keys.running, keys.ids, keys.revision, keys.events]
     return [*hkeys, keys.history(sid)], args
@@ -161,23 +244,15 @@ def _merge(into: Examination, diagnosis: repair.Diagnosis) -> None:
     into.fixes.extend(diagnosis.fixes)
 
 
-def _members(conn: Redis, set_types: dict[str, tuple[str, str]]) -> dict[str, dict[str, float | None]]:
-    """Members of due, running and ids (only those of the right type)."""
+def _listed_ids(conn: Redis, set_types: dict[str, tuple[str, str]]) -> set[str]:
+    """The ids in due, running and ids (those of the right type): where to look."""
     pipe = conn.pipeline(transaction=False)
-    names = [n for n, (_, t) in set_types.items() if t == repair.SET_TYPES[n]]
-    for name in names:
-        key = set_types[name][0]
-        if repair.SET_TYPES[name] == "zset":
-            pipe.zrange(key, 0, -1, withscores=True)
-        else:
+    for name, (key, key_type) in set_types.items():
+        if key_type == "zset" == repair.SET_TYPES[name]:
+            pipe.zrange(key, 0, -1)
+        elif key_type == "set" == repair.SET_TYPES[name]:
             pipe.smembers(key)
-    out: dict[str, dict[str, float | None]] = {n: {} for n in repair.SET_TYPES}
-    for name, reply in zip(names, pipe.execute(), strict=True):
-        if repair.SET_TYPES[name] == "zset":
-            out[name] = {str(text(m)): float(s) for m, s in reply}
-        else:
-            out[name] = dict.fromkeys((str(text(m)) for m in reply), None)
-    return out
+    return {str(text(m)) for members in pipe.execute() for m in members}
 
 
 def _scanned_ids(conn: Redis, keys: Keys) -> set[str]:
@@ -186,55 +261,29 @@ def _scanned_ids(conn: Redis, keys: Keys) -> set[str]:
     return {str(text(k))[len(prefix) :] for k in conn.scan_iter(match=pattern, count=1000)}
 
 
-def _views(
-    conn: Redis, keys: Keys, ids: list[str], members: dict[str, dict[str, float | None]]
-) -> list[repair.View]:
-    pipe = conn.pipeline(transaction=False)
-    for sid in ids:
-        pipe.type(keys.schedule(sid))
-        pipe.type(keys.history(sid))
-    types = [str(text(t)) for t in pipe.execute()]
-    pipe = conn.pipeline(transaction=False)
-    hashes = [sid for sid, t in zip(ids, types[::2], strict=True) if t == "hash"]
-    for sid in hashes:
-        pipe.hgetall(keys.schedule(sid))
-    fields = {
-        sid: {str(text(k)): str(text(v)) for k, v in raw.items()}
-        for sid, raw in zip(hashes, pipe.execute(), strict=True)
-    }
-    jobs = _jobs_exist(conn, [f["job_id"] for f in fields.values() if f.get("job_id")])
+def _views(view_read: Script, keys: Keys, ids: Sequence[str]) -> list[repair.View]:
+    """Each of ``ids`` as it is at one instant (:data:`VIEW_READ`)."""
+    prefixes = [keys.schedule(""), keys.history(""), rqkeys.JOB_PREFIX]
+    reply = view_read(keys=[keys.due, keys.running, keys.ids], args=[*prefixes, *ids])
     views = []
-    for sid, key_type, history_type in zip(ids, types[::2], types[1::2], strict=True):
-        raw = fields.get(sid, {})
+    for sid, (key_type, history_type, flat, due, running, in_ids, job) in zip(ids, reply, strict=True):
+        fields = {str(text(k)): str(text(v)) for k, v in zip(flat[::2], flat[1::2], strict=True)}
         views.append(
             repair.View(
                 schedule_id=sid,
                 key=keys.schedule(sid),
-                key_type=key_type,
-                fields=raw,
-                in_ids=sid in members["ids"],
-                due_ms=_score_ms(members["due"], sid),
-                running_ms=_score_ms(members["running"], sid),
+                key_type=str(text(key_type)),
+                fields=fields,
+                in_ids=in_ids == 1,
+                due_ms=_score_ms(due),
+                running_ms=_score_ms(running),
                 history_key=keys.history(sid),
-                history_type=history_type,
-                job_exists=jobs.get(raw["job_id"]) if raw.get("job_id") else None,
+                history_type=str(text(history_type)),
+                job_exists=None if job == NO_JOB else job == 1,
             )
         )
     return views
 
 
-def _score_ms(zset: dict[str, float | None], sid: str) -> int | None:
-    score = zset.get(sid)
-    return None if score is None else round(score * 1000)
-
-
-def _jobs_exist(conn: Redis, job_ids: list[str]) -> dict[str, bool]:
-    pipe = conn.pipeline(transaction=False)
-    for job_id in job_ids:
-        pipe.exists(Job.redis_job_namespace_prefix + job_id)  # read only: no RQ side effects
-    return {job_id: bool(n) for job_id, n in zip(job_ids, pipe.execute(), strict=True)}
-
-
-def _chunks(ids: list[str]) -> Iterator[list[str]]:
-    for start in range(0, len(ids), _CHUNK):
-        yield ids[start : start + _CHUNK]
+def _score_ms(score: bytes | None) -> int | None:
+    return None if score is None else round(float(score) * 1000)

@@ -16,15 +16,15 @@ from typing import Any
 
 import redis.exceptions
 from redis import Redis
-from rq.queue import Queue
-from rq.registry import FailedJobRegistry, StartedJobRegistry
-from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
+from scheduler import clockskew, dataloss, hashes, rqkeys
 from scheduler.clock import iso, time_reply_ms
 from scheduler.keys import Keys
+from scheduler.ops.rqinfo import RqWorker, disagreements, read_workers
+from scheduler.protocol import ScheduleState
 from scheduler.records import text
+from scheduler.rqkeys import PREFIX_FIELD, VERSION_FIELD, RqIdentity
 
-CHUNK = 1000
 #: A due fire this late is overdue (the same grace as a misfire).
 OVERDUE_GRACE_MS = 1000
 
@@ -37,6 +37,8 @@ class Node:
     seen_ms: int
     host: str = ""
     pid: str = ""
+    seen_epoch: int = 0  # the highest epoch this replica has seen (scheduler.dataloss)
+    rq: RqIdentity | None = None  # None: a replica of a release that did not record it
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +53,23 @@ class QueueInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkerClock:
+    """A live RQ worker and its clock's offset from Redis time (None: not measured,
+    a plain ``rq worker``; see :mod:`scheduler.clockskew`)."""
+
+    name: str
+    offset: clockskew.Offset | None
+
+    def to_json(self) -> dict[str, Any]:
+        o = self.offset
+        return {
+            "name": self.name,
+            "clock_offset_s": None if o is None else o.offset_ms / 1000,
+            "clock_measured_at": None if o is None else iso(o.measured_ms),
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class StatusReport:
     leader_node: str | None
     epoch: int
@@ -62,10 +81,23 @@ class StatusReport:
     lease_ttl_ms: int | None = None
     overdue: int = 0
     queues: list[QueueInfo] = field(default_factory=list)
+    data_lost: dataloss.Loss | None = None
+    workers: list[WorkerClock] = field(default_factory=list)
+    rq: RqIdentity = field(default_factory=RqIdentity.current)  # this process's
+    rq_workers: list[RqWorker] = field(default_factory=list)
 
     @property
     def total(self) -> int:
         return sum(self.counts.values())
+
+    def clock_problems(self, tolerance_ms: int = clockskew.TOLERANCE_MS) -> list[str]:
+        """Workers whose clock is off Redis time by more than ``tolerance_ms``."""
+        return clockskew.problems({w.name: w.offset for w in self.workers}, tolerance_ms)
+
+    @property
+    def rq_warnings(self) -> list[str]:
+        """Where replicas, workers and this process disagree on RQ (scheduler.ops.rqinfo)."""
+        return disagreements(self.rq, {n.name: n.rq for n in self.nodes}, self.rq_workers)
 
     def to_json(self) -> dict[str, Any]:
         lag = None if self.oldest_overdue_ms is None else (self.now_ms - self.oldest_overdue_ms) / 1000
@@ -87,9 +119,23 @@ class StatusReport:
                     "age_s": (self.now_ms - n.seen_ms) / 1000,
                     "host": n.host,
                     "pid": n.pid,
+                    "rq": None if n.rq is None else _rq_json(n.rq),
                 }
                 for n in self.nodes
             ],
+            "data_lost": None
+            if self.data_lost is None
+            else {
+                "what": self.data_lost.what,
+                "node": self.data_lost.node or None,
+                "detected_at": self.data_lost.detected_at or None,
+                "advice": dataloss.ADVICE,
+            },
+            "rq": _rq_json(self.rq),
+            "rq_workers": [
+                {"name": w.name, "queues": list(w.queues), "rq": _rq_json(w.rq)} for w in self.rq_workers
+            ],
+            "rq_warnings": self.rq_warnings,
             "queues": [
                 {
                     "name": q.name,
@@ -100,7 +146,12 @@ class StatusReport:
                 }
                 for q in self.queues
             ],
+            "workers": [w.to_json() for w in self.workers],
         }
+
+
+def _rq_json(rq: RqIdentity) -> dict[str, str]:
+    return {"version": rq.version, "prefix": rq.prefix}
 
 
 def read_status(conn: Redis, namespace: str, *, detail: bool = True) -> StatusReport:
@@ -115,7 +166,9 @@ def read_status(conn: Redis, namespace: str, *, detail: bool = True) -> StatusRe
     pipe.zcard(k.running)
     pipe.zrange(k.due, 0, 0, withscores=True)
     pipe.zrange(k.nodes, 0, -1, withscores=True)
-    time_reply, leader, pttl, total, due, running, first, nodes = pipe.execute()
+    pipe.get(k.epoch)
+    pipe.hgetall(k.data_lost)
+    time_reply, leader, pttl, total, due, running, first, nodes, epoch_counter, marker = pipe.execute()
     now_ms = time_reply_ms(time_reply)
     token = text(leader)
     epoch, _, node = token.partition(":") if token else ("0", "", None)
@@ -128,6 +181,9 @@ def read_status(conn: Redis, namespace: str, *, detail: bool = True) -> StatusRe
         counts.update(_split_idle(conn, k) if idle else {"paused": 0, "broken": 0})
     else:
         counts["paused or broken"] = idle
+    replicas = _nodes(conn, k, nodes)
+    seen = {n.name: n.seen_epoch for n in replicas}
+    counter = None if epoch_counter is None else int(epoch_counter)
     return StatusReport(
         leader_node=node or None,
         epoch=int(epoch),
@@ -135,35 +191,41 @@ def read_status(conn: Redis, namespace: str, *, detail: bool = True) -> StatusRe
         oldest_overdue_id=overdue_id,
         oldest_overdue_ms=overdue_ms,
         now_ms=now_ms,
-        nodes=_nodes(conn, k, nodes),
+        nodes=replicas,
         lease_ttl_ms=pttl if token and pttl >= 0 else None,
         overdue=int(conn.zcount(k.due, "-inf", (now_ms - OVERDUE_GRACE_MS) / 1000)) if overdue_id else 0,
         queues=read_queues(conn) if detail else [],
+        data_lost=dataloss.assess(dataloss.decode_marker(marker), counter, seen),
+        workers=read_worker_clocks(conn, k),
+        rq_workers=read_workers(conn, k),
     )
 
 
 def _split_idle(conn: Redis, k: Keys) -> dict[str, int]:
     """Paused and broken: the ids in neither zset, by their ``state`` field."""
     ids: list[Any] = list(conn.zdiff([k.ids, k.due, k.running]))  # a set is a valid ZDIFF input
-    counts = {"paused": 0, "broken": 0}
-    for start in range(0, len(ids), CHUNK):
+    counts = {ScheduleState.PAUSED.value: 0, ScheduleState.BROKEN.value: 0}
+    for chunk in hashes.chunks(ids):
         pipe = conn.pipeline(transaction=False)
-        for member in ids[start : start + CHUNK]:
+        for member in chunk:
             pipe.hget(k.schedule(str(text(member))), "state")
         for state in pipe.execute(raise_on_error=False):
             if state is None:
                 continue  # removed since the ZDIFF
-            paused = not isinstance(state, redis.exceptions.ResponseError) and text(state) == "paused"
-            counts["paused" if paused else "broken"] += 1
+            paused = (
+                not isinstance(state, redis.exceptions.ResponseError) and text(state) == ScheduleState.PAUSED
+            )
+            counts[ScheduleState.PAUSED if paused else ScheduleState.BROKEN] += 1
     return counts
 
 
 def _nodes(conn: Redis, k: Keys, members: list[tuple[bytes, float]]) -> list[Node]:
     pipe = conn.pipeline(transaction=False)
     for member, _ in members:
-        pipe.hmget(k.node(str(text(member))), ["role", "epoch", "host", "pid"])
+        fields = ["role", "epoch", "host", "pid", "seen_epoch", VERSION_FIELD, PREFIX_FIELD]
+        pipe.hmget(k.node(str(text(member))), fields)
     out = []
-    for (member, score), (role, epoch, host, pid) in zip(members, pipe.execute(), strict=True):
+    for (member, score), (role, epoch, host, pid, seen, *rq) in zip(members, pipe.execute(), strict=True):
         out.append(
             Node(
                 str(text(member)),
@@ -172,9 +234,23 @@ def _nodes(conn: Redis, k: Keys, members: list[tuple[bytes, float]]) -> list[Nod
                 round(score * 1000),
                 text(host) or "",
                 text(pid) or "",
+                int(seen or 0),
+                RqIdentity.of({VERSION_FIELD: text(rq[0]), PREFIX_FIELD: text(rq[1])}),
             )
         )
     return out
+
+
+def read_worker_clocks(conn: Redis, k: Keys) -> list[WorkerClock]:
+    """Every live RQ worker (its key has not expired) with its measured clock offset."""
+    members = sorted(str(text(m)) for m in conn.smembers(rqkeys.WORKERS))
+    pipe = conn.pipeline(transaction=False)
+    for member in members:  # a worker killed with -9 stays in the set; its key expires
+        pipe.exists(member)
+    prefix = rqkeys.worker("")
+    names = [m.removeprefix(prefix) for m, alive in zip(members, pipe.execute(), strict=True) if alive]
+    offsets = clockskew.read(conn, k, names)
+    return [WorkerClock(name, offsets[name]) for name in names]
 
 
 def read_queues(conn: Redis) -> list[QueueInfo]:
@@ -182,16 +258,13 @@ def read_queues(conn: Redis) -> list[QueueInfo]:
 
     Reads RQ's keys directly: RQ's own counters clean registries up first, which runs
     failure callbacks and writes (never done from a status command)."""
-    names = sorted(
-        str(text(n)).removeprefix(Queue.redis_queue_namespace_prefix)
-        for n in conn.smembers(Queue.redis_queues_keys)
-    )
+    names = sorted(str(text(n)).removeprefix(rqkeys.QUEUE_PREFIX) for n in conn.smembers(rqkeys.QUEUES))
     pipe = conn.pipeline(transaction=False)
     for name in names:
-        pipe.llen(Queue.redis_queue_namespace_prefix + name)
-        pipe.zcard(StartedJobRegistry.key_template.format(name))
-        pipe.zcard(FailedJobRegistry.key_template.format(name))
-        pipe.smembers(WORKERS_BY_QUEUE_KEY % name)
+        pipe.llen(rqkeys.queue(name))
+        pipe.zcard(rqkeys.started(name))
+        pipe.zcard(rqkeys.failed(name))
+        pipe.smembers(rqkeys.workers_of(name))
     replies = pipe.execute()
     pipe = conn.pipeline(transaction=False)
     for members in replies[3::4]:

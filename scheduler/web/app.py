@@ -34,7 +34,7 @@ from scheduler.errors import RqbeatError, ScheduleNotFound
 from scheduler.keys import DEFAULT_NAMESPACE, Keys
 from scheduler.model import ID_PATTERN
 from scheduler.ops.status import read_status
-from scheduler.records import STATES
+from scheduler.protocol import STATES
 from scheduler.redisconf import RedisSettings
 from scheduler.store import Client
 from scheduler.web import present

@@ -5,7 +5,8 @@ The list is the concatenation of *sources*, each read a slice at a time: the
 (soonest fire first), then the idle schedules (paused or broken: the ids in neither
 zset, one ``ZDIFF`` computed by Redis, by id). An id-prefix search is one source of its
 own: ``SSCAN ... MATCH prefix*`` of the ids set. A page reads one slice of ids, one
-pipelined ``HMGET`` of those schedules and a ``ZMSCORE``; filters on the definition
+pipelined read of those schedules (:func:`scheduler.hashes.read_records`, the one
+bulk reader) with their due scores; filters on the definition
 (queue, owner) and on the state are applied to each slice, and a page examines at most
 :data:`SCAN_BUDGET` ids (:data:`SEARCH_BUDGET` for a search, which Redis matches
 server-side), so a filter that matches little returns a short page with a cursor to
@@ -32,29 +33,16 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-import redis.exceptions
 from redis import Redis
 
 from scheduler.clock import time_reply_ms
 from scheduler.errors import RqbeatError
+from scheduler.hashes import read_records
 from scheduler.keys import Keys
-from scheduler.model import ID_PATTERN, OWNER_PATTERN, QUEUE_PATTERN
-from scheduler.records import STATES, ScheduleRecord, decode_record, text
+from scheduler.model import OWNER_PATTERN, QUEUE_PATTERN
+from scheduler.protocol import STATES
+from scheduler.records import ScheduleRecord, text
 
-#: The hash fields a list row or a schedule page shows (one HMGET per schedule).
-FIELDS = (
-    "definition",
-    "state",
-    "version",
-    "fire_at",
-    "attempt",
-    "job_id",
-    "dispatched_at",
-    "last_result",
-    "last_run_at",
-    "last_error",
-    "error",
-)
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
 #: Ids one page request examines at most before it returns what it found.
@@ -266,30 +254,11 @@ class _Walker:
         return str(cursor)
 
     def _records(self, ids: Sequence[str]) -> Iterator[ScheduleRecord | None]:
-        yield from read_records(self.conn, self.keys, ids)
-
-
-def read_records(conn: Redis, keys: Keys, ids: Sequence[str]) -> list[ScheduleRecord | None]:
-    """The schedules ``ids`` in one round trip (None for one removed meanwhile)."""
-    if not ids:
-        return []
-    pipe = conn.pipeline(transaction=False)
-    pipe.zmscore(keys.due, list(ids))
-    for schedule_id in ids:
-        pipe.hmget(keys.schedule(schedule_id), FIELDS)
-    scores, *rows = pipe.execute(raise_on_error=False)
-    return [_record(i, row, score) for i, row, score in zip(ids, rows, scores, strict=True)]
-
-
-def _record(schedule_id: str, row: Any, score: float | None) -> ScheduleRecord | None:
-    if isinstance(row, redis.exceptions.ResponseError):  # WRONGTYPE: a key set by hand
-        raw: dict[bytes | str, bytes | str] = {"error": "the key is not a hash (set by hand?)"}
-    else:
-        raw = {name: value for name, value in zip(FIELDS, row, strict=True) if value is not None}
-        if not raw:
-            return None
-    due_ms = round(float(score) * 1000) if score is not None else None
-    return decode_record(schedule_id, raw, due_ms)
+        """Each of ``ids`` in order, None for one removed since it was listed (so that
+        offsets keep counting ids)."""
+        found = {r.id: r for r in read_records(self.conn, self.keys, ids)}
+        for schedule_id in ids:
+            yield found.get(schedule_id)
 
 
 def _pick(args: Mapping[str, str], name: str, valid: Any) -> str:
@@ -307,4 +276,4 @@ def _size(value: str) -> int:
     return int(value)
 
 
-__all__ = ["FIELDS", "ID_PATTERN", "BadQuery", "Page", "Query", "Source", "read_page", "read_records"]
+__all__ = ["BadQuery", "Page", "Query", "Source", "read_page"]

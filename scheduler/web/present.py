@@ -166,7 +166,8 @@ def schedule(record: ScheduleRecord, now_ms: int) -> dict[str, Any]:
 def cluster(report: StatusReport, workers: Sequence[WorkerInfo], redis_where: str) -> dict[str, Any]:
     """The cluster panel: leader, replicas and their heartbeats, queues and workers."""
     data = report.to_json()
-    data["workers"] = [
+    offsets = {w["name"]: w["clock_offset_s"] for w in data.get("workers", [])}
+    data["worker_rows"] = [
         {
             "name": w.name,
             "state": w.state,
@@ -175,6 +176,7 @@ def cluster(report: StatusReport, workers: Sequence[WorkerInfo], redis_where: st
             "heartbeat": _heartbeat(w.last_heartbeat, report.now_ms),
             "host": w.host,
             "pid": w.pid,
+            "clock": _clock(offsets.get(w.name)),
         }
         for w in workers
     ]
@@ -185,6 +187,11 @@ def cluster(report: StatusReport, workers: Sequence[WorkerInfo], redis_where: st
     data["redis"] = redis_where
     data["now_utc"] = wall(now, "UTC")
     return data
+
+
+def _clock(offset_s: float | None) -> str:
+    """A worker's clock against Redis time, as `rqbeat status` measured it."""
+    return "" if offset_s is None else f"{offset_s:+.3f}s"
 
 
 def _heartbeat(stamp: str, now_ms: int) -> str:

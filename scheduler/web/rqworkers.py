@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
-from rq.worker import Worker
 
+from scheduler import rqkeys
 from scheduler.records import text
 
 _FIELDS = ("state", "queues", "current_job", "last_heartbeat", "hostname", "pid")
@@ -32,7 +32,7 @@ class WorkerInfo:
 
 def read_workers(conn: Redis, limit: int = MAX_WORKERS) -> list[WorkerInfo]:
     """Live RQ workers (a registration whose key expired, after ``kill -9``, is skipped)."""
-    members: Any = conn.smembers(Worker.redis_workers_keys)
+    members: Any = conn.smembers(rqkeys.WORKERS)
     keys = sorted(str(text(m)) for m in members)[:limit]
     pipe = conn.pipeline(transaction=False)
     for key in keys:
@@ -42,6 +42,6 @@ def read_workers(conn: Redis, limit: int = MAX_WORKERS) -> list[WorkerInfo]:
         if all(v is None for v in row):
             continue
         state, queues, job, beat, host, pid = (str(text(v) or "") for v in row)
-        name = key.removeprefix(Worker.redis_worker_namespace_prefix)
+        name = key.removeprefix(rqkeys.worker(""))
         out.append(WorkerInfo(name, state, queues, job, beat, host, pid))
     return out

@@ -26,7 +26,7 @@ from scheduler.model import Schedule
 from scheduler.records import decode_definition, text
 from scheduler.store import Client
 from tests.badinput import PROFILE, any_raw, junk, nasty_text, toml_document, valid_raw
-from tests.integration.test_cli import snapshot
+from tests.keyspace import snapshot
 
 pytestmark = pytest.mark.integration
 
@@ -84,7 +84,7 @@ def add_argv(draw: st.DrawFn) -> list[str]:
         if option not in ("--cron", "--every"):
             argv += [option, pick(ADD_OPTIONS[option])]
     argv += draw(st.lists(st.sampled_from(["--json", "--pause-on-failure"]), unique=True))
-    return argv
+    return [*argv, "--replace"]  # the examples share one Redis: an id drawn twice is no refusal
 
 
 # -- the Python API -------------------------------------------------------------------
@@ -144,10 +144,29 @@ def test_add_with_random_options(redis_url: str, conn: Redis, argv: list[str]) -
 @given(st.sampled_from(sorted(ADD_OPTIONS)), junk.map(str))
 def test_add_with_one_junk_option(redis_url: str, conn: Redis, option: str, value: str) -> None:
     before = snapshot(conn)
-    result = invoke(redis_url, "add", "x", "app.jobs.run", "--every", "1m", option, value.replace("\x00", ""))
+    junk_value = value.replace("\x00", "")
+    result = invoke(redis_url, "add", "x", "app.jobs.run", "--every", "1m", option, junk_value, "--replace")
     if result.exit_code != 0:
         assert_clean_refusal(result)
         assert snapshot(conn) == before
+
+
+@PROFILE
+@given(st.sampled_from(sorted(ADD_OPTIONS)), junk.map(str))
+def test_set_with_one_junk_option(redis_url: str, conn: Redis, option: str, value: str) -> None:
+    """``set`` validates the merged schedule as ``add`` does: a clean refusal and
+    nothing written, or a valid stored definition."""
+    fresh = invoke(redis_url, "add", "x", "app.jobs.run", "--every", "1m", "--args", "[1]", "--replace")
+    assert fresh.exit_code == 0, fresh.output  # the examples share one Redis: start each afresh
+    before = snapshot(conn)
+    result = invoke(redis_url, "set", "x", option, value.replace("\x00", ""))
+    if result.exit_code != 0:
+        assert_clean_refusal(result)
+        assert snapshot(conn) == before
+        return
+    stored = decode_definition("x", text(conn.hget("rqbeat:schedule:x", "definition")))
+    if option != "--args":
+        assert stored.args == (1,)  # set keeps what it was not given
 
 
 # -- rqbeat apply ---------------------------------------------------------------------

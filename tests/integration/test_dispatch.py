@@ -13,7 +13,7 @@ from redis import Redis
 
 from scheduler.clock import iso, redis_now_ms
 from scheduler.engine import rqjob
-from scheduler.engine.dispatch import READ_AHEAD, BatchResult, Dispatcher
+from scheduler.engine.dispatch import FIRST_CHECK_MS, READ_AHEAD, BatchResult, Dispatcher
 from scheduler.errors import LeadershipLost
 from scheduler.keys import Keys
 from scheduler.model import Schedule
@@ -119,6 +119,8 @@ def test_a_prepared_dispatch_writes_at_send_time_what_was_decided_before(conn: R
     assert [e[b"at"] for e in dispatched] == [iso(sent_ms).encode()]
     job = conn.hgetall(f"rq:job:{result.runs[0].job_id}")
     assert job[b"enqueued_at"] == rqjob.rq_timestamp(sent_ms).encode()
+    # the watchdog's first look counts from the write too, not from the decision
+    assert conn.zscore(K.running, "s-0") == (sent_ms + FIRST_CHECK_MS) / 1000
 
 
 def test_nothing_due_means_nothing_to_prepare(conn: Redis) -> None:

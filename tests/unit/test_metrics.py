@@ -8,9 +8,10 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from scheduler.engine.clusterstats import ACK_BUCKETS_S, ClusterStats, ack_increments
-from scheduler.engine.dispatch import BatchResult, Decision
+from scheduler.engine.dispatch import BatchResult, Decision, Kind
 from scheduler.engine.metrics import BatchHistogram, Metrics
 from scheduler.keys import Keys
+from scheduler.protocol import FailOutcome
 
 T_MS = 1_800_000_000_000
 
@@ -39,11 +40,11 @@ def test_each_service_has_its_own_registry() -> None:
 def test_a_batch_counts_runs_lag_drops_and_broken() -> None:
     m = Metrics(Keys())
     batch = BatchResult()
-    batch.add(Decision("a", "run", fire_ms=T_MS - 4, attempt=1))
-    batch.add(Decision("b", "run", fire_ms=T_MS - 2_000, attempt=1, dropped=3))
-    batch.add(Decision("c", "run", fire_ms=T_MS - 60_000, attempt=2))  # a retry: no lag
-    batch.add(Decision("d", "reschedule", fire_ms=T_MS + 1000, dropped=2))
-    batch.add(Decision("e", "broken", error="bad json"))
+    batch.add(Decision("a", Kind.RUN, fire_ms=T_MS - 4, attempt=1))
+    batch.add(Decision("b", Kind.RUN, fire_ms=T_MS - 2_000, attempt=1, dropped=3))
+    batch.add(Decision("c", Kind.RUN, fire_ms=T_MS - 60_000, attempt=2))  # a retry: no lag
+    batch.add(Decision("d", Kind.RESCHEDULE, fire_ms=T_MS + 1000, dropped=2))
+    batch.add(Decision("e", Kind.BROKEN, error="bad json"))
     m.observe_batch(batch, T_MS)
     assert value(m, "rqbeat_fires_dispatched_total") == 3
     assert value(m, "rqbeat_fires_missed_total") == 5
@@ -62,7 +63,7 @@ def test_a_batch_counts_runs_lag_drops_and_broken() -> None:
 )
 def test_a_failure_counts_by_what_followed(then: str, failed: int, retried: int, given_up: int) -> None:
     m = Metrics(Keys())
-    m.run_failed(then)
+    m.run_failed(FailOutcome(then))
     assert value(m, "rqbeat_runs_failed_total") == failed
     assert value(m, "rqbeat_runs_retried_total") == retried
     assert value(m, "rqbeat_runs_given_up_total") == given_up

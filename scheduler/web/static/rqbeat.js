@@ -122,9 +122,9 @@
     box.querySelector("#queues").replaceChildren(...c.queues.map((q) =>
       el("tr", {}, cells([q.name, q.queued, q.started, q.failed, q.workers],
                          ["Queue", "Queued", "Started", "Failed", "Workers"]))));
-    box.querySelector("#workers").replaceChildren(...c.workers.map((w) =>
-      el("tr", {}, cells([w.name, w.state, w.queues, w.job, w.heartbeat, w.host, w.pid],
-                         ["Worker", "State", "Queues", "Job", "Heartbeat", "Host", "PID"]))));
+    box.querySelector("#workers").replaceChildren(...c.worker_rows.map((w) =>
+      el("tr", {}, cells([w.name, w.state, w.queues, w.job, w.heartbeat, w.clock, w.host, w.pid],
+                         ["Worker", "State", "Queues", "Job", "Heartbeat", "Clock", "Host", "PID"]))));
   }
 
   const views = [

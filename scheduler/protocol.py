@@ -1,0 +1,152 @@
+"""The Python side of the Lua protocol: every script's reply, and the values that
+cross into a script, as named members.
+
+A script's reply arrives as a bare integer or string; each caller turns it into the
+enum below (``AckReply(reply)``) before it decides anything, so a ``-1`` never means
+three things in three places. The values are the script's literals: change one on
+both sides at once (``tests/unit/test_protocol.py`` pins them). Script bodies live in
+:mod:`scheduler.scripts`; each header names the enum its reply is.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, StrEnum
+
+
+class ScheduleState(StrEnum):
+    """The ``state`` field of a schedule's hash (the value is what is stored)."""
+
+    DUE = "due"  # in the due zset, waiting for its fire
+    RUNNING = "running"  # in the running zset, a job in flight
+    PAUSED = "paused"  # in neither zset (or in running while its last run finishes)
+    BROKEN = "broken"  # in neither zset: its definition cannot be used
+
+
+#: Every state as plain text, in the order the CLI lists them (click shows an enum by name).
+STATES: tuple[str, ...] = tuple(s.value for s in ScheduleState)
+
+
+class UpsertReply(IntEnum):
+    """UPSERT replies per schedule with its new version (>= 1), or this."""
+
+    CONFLICT = -1  # the version moved since it was read: re-read and retry
+
+
+class RemoveReply(IntEnum):
+    REMOVED = 1
+    ABSENT = 0
+
+
+class PauseReply(IntEnum):
+    PAUSED = 1
+    ALREADY_PAUSED = 0
+    NOT_FOUND = -1
+
+
+class ResumeReply(IntEnum):
+    RESUMED = 1
+    NOT_PAUSED = 0
+    NOT_FOUND = -1
+    CHANGED = -2  # acked, failed or edited since it was read: re-read and try again
+
+
+class TriggerReply(StrEnum):
+    """TRIGGER replies with one of these, or with the state that prevents it."""
+
+    TRIGGERED = "triggered"
+    NOT_FOUND = "not_found"
+
+
+class AckReply(IntEnum):
+    REARMED = 1  # due again at its next fire
+    REDEFINED = 2  # the definition changed (or it was resumed) under the run: due now, fire recomputed
+    PAUSED = 3  # paused meanwhile: left idle
+    STALE = 0  # not this schedule's run in flight: nothing written
+
+
+class RetryReply(IntEnum):
+    RETRYING = 1  # due again at the back-off time, attempt + 1
+    PAUSED = 3  # paused (pause_on_failure, or paused meanwhile)
+    STALE = 0  # not this schedule's run in flight: nothing written
+
+
+class NudgeReply(IntEnum):
+    NUDGED = 1
+    STALE = 0
+
+
+class MarkBrokenReply(IntEnum):
+    MARKED = 1
+    NOT_A_HASH = 0  # only taken out of the zsets
+
+
+class DispatchReply(IntEnum):
+    WRITTEN = 1
+    DEPOSED = -1  # the lease is another's: nothing written
+    RACED = -2  # an edit moved the revision since the read: decide again
+
+
+class AcquireReply(IntEnum):
+    """ACQUIRE replies with the new epoch (>= 1), or this."""
+
+    HELD = 0  # by anyone, us included
+
+
+class LeaseReply(IntEnum):
+    """RENEW and RELEASE."""
+
+    OURS = 1  # extended / released
+    NOT_OURS = 0  # expired, or another replica's: nothing written
+
+
+class RepairReply(IntEnum):
+    """PLACE, DROP and QUARANTINE (:mod:`scheduler.ops.repair_io`)."""
+
+    APPLIED = 1
+    CHANGED = 0  # what the diagnosis saw changed meanwhile: nothing written
+
+
+class AckOutcome(StrEnum):
+    """How a run ended for good (ACK's outcome argument, and its history event)."""
+
+    SUCCEEDED = "succeeded"
+    GAVE_UP = "gave_up"
+
+
+class FailOutcome(StrEnum):
+    """What recording a failed run did (:func:`scheduler.engine.runs.fail`)."""
+
+    RETRY = "retry"
+    GAVE_UP = "gave_up"
+    PAUSED = "paused"
+    STALE = "stale"  # concluded meanwhile by someone else: nothing happened
+
+
+class Flag(StrEnum):
+    """A yes/no argument of a script."""
+
+    YES = "1"
+    NO = "0"
+
+    @classmethod
+    def of(cls, value: bool) -> Flag:
+        return cls.YES if value else cls.NO
+
+
+#: The hash fields of a run in flight: set together by DISPATCH, cleared together by
+#: whatever ends the run (ACK, RETRY, MARK_BROKEN, repair). A schedule has a run in
+#: flight exactly when ``job_id`` is set.
+RUN_FIELDS = ("job_id", "job_queue", "epoch", "dispatched_at")
+
+
+#: The hash fields DUE_READ returns per due schedule, in this order (dispatch decides
+#: from them).
+DUE_FIELDS = ("definition", "version", "state", "fire_at", "attempt")
+#: The hash fields UPSERT_READ returns per schedule, in this order.
+UPSERT_READ_FIELDS = ("version", "definition", "state")
+
+
+def lua_list(name: str, values: tuple[str, ...]) -> str:
+    """A Lua ``local`` holding ``values``, to prepend to a script that uses them."""
+    quoted = ", ".join(f"'{v}'" for v in values)
+    return f"local {name} = {{{quoted}}}\n"
