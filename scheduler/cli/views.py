@@ -13,12 +13,12 @@ from scheduler.cli.common import Context, echo_json, echo_json_array, json_optio
 from scheduler.cli.complete import id_argument
 from scheduler.cli.render import Cell, age, duration, first_line, local_iso, relative, toned, wall
 from scheduler.cli.rows import candidate_ids, matches, number, read_records, record_json, sort_key
-from scheduler.cli.timeline import Line, explain
 from scheduler.clock import iso, parse_iso_ms, redis_now_ms
 from scheduler.errors import InvalidSchedule
 from scheduler.keys import Keys
 from scheduler.protocol import STATES, ScheduleState
 from scheduler.records import ScheduleRecord
+from scheduler.timeline import Line, explain
 
 LS_HEADERS = ["ID", "TRIGGER", "TZ", "STATE", "NEXT", "LAST"]
 #: History fields that are counters: numbers in --json, as in ``show --json``.
