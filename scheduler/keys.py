@@ -64,6 +64,28 @@ class Keys:
         """HASH of cluster-wide run counters, incremented by acks (scheduler.engine.clusterstats)."""
         return f"{self.namespace}:stats"
 
+    @property
+    def queued(self) -> str:
+        """ZSET of schedule ids whose run is dispatched but not started yet; score = when
+        it counts as queued too long (dispatch time + ``max_queued``), epoch seconds."""
+        return f"{self.namespace}:queued"
+
+    @property
+    def stale(self) -> str:
+        """ZSET of active schedule ids; score = when the schedule counts as stale unless
+        a run succeeds before (last success, or first dispatch, + ``stale_after``)."""
+        return f"{self.namespace}:stale"
+
+    @property
+    def broken(self) -> str:
+        """SET of schedule ids marked broken (the health probe reads it, never a scan)."""
+        return f"{self.namespace}:broken"
+
+    @property
+    def queues(self) -> str:
+        """ZSET of RQ queue names rqbeat dispatches to; score = last dispatch, epoch s."""
+        return f"{self.namespace}:queues"
+
     def schedule(self, schedule_id: str) -> str:
         """HASH: the definition (JSON) and the state of one schedule."""
         return f"{self.namespace}:schedule:{schedule_id}"
@@ -71,6 +93,18 @@ class Keys:
     def history(self, schedule_id: str) -> str:
         """STREAM: capped run history of one schedule."""
         return f"{self.namespace}:history:{schedule_id}"
+
+    def mark_broken_keys(self, schedule_id: str) -> list[str]:
+        """The KEYS of :data:`scheduler.scripts.MARK_BROKEN`, in its order."""
+        return [
+            self.schedule(schedule_id),
+            self.due,
+            self.running,
+            self.history(schedule_id),
+            self.queued,
+            self.stale,
+            self.broken,
+        ]
 
     def node(self, node: str) -> str:
         """HASH: what one replica last reported (role, epoch, pid, host)."""

@@ -15,7 +15,7 @@ from typing import Any
 from redis import Redis
 from redis.client import Pipeline
 
-from scheduler import cron, policy, scripts
+from scheduler import cron, policy, scripts, thresholds
 from scheduler.clock import iso, parse_iso_ms
 from scheduler.engine import clusterstats
 from scheduler.keys import HISTORY_MAXLEN, Keys
@@ -104,6 +104,7 @@ def prepare_ack(
     the watchdog, its latency from ``ended_ms`` (the job's end; None when unknown)."""
     schedule = run.schedule
     pending = cron.next_fire_ms(schedule.trigger, run.fire_ms)
+    stale_ms = thresholds.limits(schedule, pending - run.fire_ms).stale_after_ms
     resolution = policy.resolve_misfire(schedule, pending, now_ms)
     score = policy.due_score_ms(schedule, resolution.fire_ms)
     sid = run.schedule_id
@@ -113,7 +114,16 @@ def prepare_ack(
     else:
         stats = clusterstats.missed_increments(resolution.dropped)
     return Ack(
-        keys=[keys.schedule(sid), keys.due, keys.running, keys.history(sid), keys.events, keys.stats],
+        keys=[
+            keys.schedule(sid),
+            keys.due,
+            keys.running,
+            keys.history(sid),
+            keys.events,
+            keys.stats,
+            keys.queued,
+            keys.stale,
+        ],
         args=[
             sid,
             run.job_id,
@@ -126,6 +136,7 @@ def prepare_ack(
             resolution.dropped,
             HISTORY_MAXLEN,
             error[:MAX_ERROR_CHARS],
+            (now_ms + stale_ms) / 1000,
             *stats,
         ],
     )
@@ -145,7 +156,7 @@ def fail(
     sid = run.schedule_id
     result = scripts.run(
         script_set.retry,
-        [keys.schedule(sid), keys.due, keys.running, keys.history(sid), keys.events],
+        [keys.schedule(sid), keys.due, keys.running, keys.history(sid), keys.events, keys.queued, keys.stale],
         [
             sid,
             run.job_id,
