@@ -86,6 +86,12 @@ class Keys:
         """ZSET of RQ queue names rqbeat dispatches to; score = last dispatch, epoch s."""
         return f"{self.namespace}:queues"
 
+    @property
+    def wrong_serializer(self) -> str:
+        """HASH queue -> name of a worker seen failing rqbeat's jobs with RQ's
+        DeserializationError (its serializer is not JSON); a finding while it lives."""
+        return f"{self.namespace}:wrong_serializer"
+
     def schedule(self, schedule_id: str) -> str:
         """HASH: the definition (JSON) and the state of one schedule."""
         return f"{self.namespace}:schedule:{schedule_id}"

@@ -280,6 +280,7 @@ if state ~= 'running' then
 elseif outcome == 'succeeded' then
   redis.call('ZADD', stale, stale_by, id)
 end
+if outcome == 'succeeded' then redis.call('HSET', schedule, 'last_success_at', now) end
 for i = 13, #ARGV, 2 do redis.call('HINCRBY', stats, ARGV[i], ARGV[i + 1]) end  -- metrics
 local entry = {'event', outcome, 'fire_at', fire, 'job_id', job, 'at', now}
 if err ~= '' then table.insert(entry, 'error'); table.insert(entry, err) end

@@ -17,6 +17,7 @@ from scheduler.durations import parse_duration_ms
 from scheduler.engine.service import Service, ServiceConfig
 from scheduler.errors import ConfigError, InvalidSchedule
 from scheduler.eviction import eviction_warning, read_policy
+from scheduler.health import Health, read_health
 from scheduler.keys import Keys
 from scheduler.logs import formatter
 from scheduler.ops.repair import Finding
@@ -192,10 +193,11 @@ def status(ctx: Context, as_json: bool) -> None:
       rqbeat status --json
     """
     report = read_status(ctx.conn, ctx.namespace)
+    health = read_health(ctx.conn, Keys(ctx.namespace))
     if as_json:
-        echo_json(report.to_json())
+        echo_json({**report.to_json(), "health": health.to_json()})
         return
-    click.echo("\n".join(status_lines(report)))
+    click.echo("\n".join(status_lines(report, health)))
 
 
 @click.command()
@@ -205,6 +207,7 @@ def status(ctx: Context, as_json: bool) -> None:
 @click.option("--repair", is_flag=True, help="Fix what the scan of the stored state finds (asks first).")
 @click.option("--yes", is_flag=True, help="With --repair: do not ask (scripts, cron jobs).")
 @click.option("--health-only", is_flag=True, help="Skip the scan of every schedule: a cheap probe.")
+@click.option("--warn", is_flag=True, help="Print the findings but exit 0 (report, do not fail).")
 @json_option
 @pass_context
 def check(
@@ -215,11 +218,15 @@ def check(
     repair: bool,
     yes: bool,
     health_only: bool,
+    warn: bool,
     as_json: bool,
 ) -> None:
     """Health and consistency check: exit 0 when a leader holds the lease, no fire
-    is overdue by more than --max-lag and the stored state is consistent; exit 1
-    (with the reasons) otherwise. With --node, also the named replica must have
+    is overdue by more than --max-lag, nothing stalls (no run queued too long, no
+    queue without a live worker or with one that cannot read rqbeat's jobs, no
+    schedule broken or without a recent success: the README's "Health") and the
+    stored state is consistent; exit 1 with one line per finding otherwise (--warn:
+    the same lines, exit 0). With --node, also the named replica must have
     reported itself within --node-max-age: a per-container health check for `rqbeat
     run`. Warns (stderr, exit code unchanged) when Redis's maxmemory-policy can evict
     rqbeat's data. --repair fixes the stored state, each fix one atomic step that
@@ -228,6 +235,8 @@ def check(
     \b
     Examples:
       rqbeat check --max-lag 2m || alert "rqbeat is not scheduling"
+      rqbeat check --health-only      # the cheap probe (no scan): Docker's health check
+      rqbeat check --warn             # the findings, exit 0
       rqbeat check --node replica-1   # in the container running `run --node replica-1`
       rqbeat check --json             # what the scan of the stored state found
       rqbeat check --repair --yes     # fix it without asking
@@ -247,30 +256,32 @@ def check(
             click.confirm(f"Repair {len(found)} problem(s) in {ctx.namespace}?", abort=True, err=True)
         outcome = run_repair(ctx.conn, keys)
     remaining = outcome.remaining if outcome is not None else found
-    problems, summary = _health(ctx, limit_ms, node, node_age_ms)
+    problems, summary, health = _health(ctx, limit_ms, node, node_age_ms)
     if remaining:
         problems.append(f"{len(remaining)} problem(s) in the stored state")
     if as_json:
-        echo_json(_check_json(found, outcome, problems))
-        if problems:
+        echo_json(_check_json(found, outcome, problems, health))
+        if problems and not warn:
             raise click.exceptions.Exit(1)
         return
     _echo_findings(found, outcome)
-    if problems:
+    for line in health.lines() if health is not None else []:
+        click.echo(line)
+    if problems and not warn:
         raise click.ClickException("; ".join(problems))
-    click.echo(summary)
+    click.echo(f"warning: {'; '.join(problems)}" if problems else summary)
 
 
-def _health(ctx: Context, limit_ms: int, node: str, node_age_ms: int) -> tuple[list[str], str]:
-    """The health problems (lease, overdue fires, --node), and the one-line summary."""
+def _health(ctx: Context, limit_ms: int, node: str, node_age_ms: int) -> tuple[list[str], str, Health | None]:
+    """The health problems (findings, overdue fires, --node), the one-line summary,
+    and the findings (each printed on its own line)."""
     try:
         report = read_status(ctx.conn, ctx.namespace, detail=False)
+        health = read_health(ctx.conn, Keys(ctx.namespace))
     except redis.exceptions.ResponseError as exc:  # WRONGTYPE: a set key edited by hand
-        return [f"cannot read the status: {str(exc).splitlines()[0]}"], ""
+        return [f"cannot read the status: {str(exc).splitlines()[0]}"], "", None
     now = report.now_ms
-    problems = []
-    if report.leader_node is None:
-        problems.append("no leader holds the lease")
+    problems = [f"{n} {kind}" for kind, n in health.counts.items() if n]
     if report.oldest_overdue_ms is not None and now - report.oldest_overdue_ms > limit_ms:
         problems.append(
             f"schedule {report.oldest_overdue_id} is overdue by {(now - report.oldest_overdue_ms) // 1000}s"
@@ -278,14 +289,17 @@ def _health(ctx: Context, limit_ms: int, node: str, node_age_ms: int) -> tuple[l
     if node:
         problems.extend(node_problems(report, node, node_age_ms))
     seen = f", replica {node} reporting" if node else ""
-    return problems, f"ok: leader {report.leader_node}, {report.total} schedules{seen}"
+    return problems, f"ok: leader {report.leader_node}, {report.total} schedules{seen}", health
 
 
-def _check_json(found: list[Finding], outcome: RepairOutcome | None, problems: list[str]) -> dict[str, Any]:
+def _check_json(
+    found: list[Finding], outcome: RepairOutcome | None, problems: list[str], health: Health | None
+) -> dict[str, Any]:
     remaining = outcome.remaining if outcome is not None else found
     return {
         "ok": not problems,
         "problems": problems,
+        "health": health.to_json() if health is not None else None,
         "findings": [f.to_json() for f in found],
         "repaired": None if outcome is None else outcome.applied,
         "remaining": [f.to_json() for f in remaining],

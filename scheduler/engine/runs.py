@@ -45,6 +45,7 @@ class InFlight:
     schedule: Schedule
     dispatched_ms: int
     epoch: int = 0  # of the leader that dispatched it: for log lines
+    started: bool = False  # a worker began it (START); else it is still queued
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +84,17 @@ def decode_in_flight(schedule_id: str, row: list[Any]) -> InFlight | None:
         epoch_n = int(epoch or 0)
     except ValueError:  # CorruptDefinition, or a damaged fire_at, attempt or epoch
         return None
+    started = fields["started_at"] is not None
     return InFlight(
-        schedule_id, str(text(job_id)), fire_ms, tries, str(text(version)), schedule, dispatched_ms, epoch_n
+        schedule_id,
+        str(text(job_id)),
+        fire_ms,
+        tries,
+        str(text(version)),
+        schedule,
+        dispatched_ms,
+        epoch_n,
+        started,
     )
 
 
