@@ -106,8 +106,11 @@ class Cluster:
             ],
         )
 
-    def plain_rq_worker(self, name: str, *queues: str) -> Process:
-        """A stock ``rq worker -S json``: acks come from the leader's watchdog."""
+    def plain_rq_worker(
+        self, name: str, *queues: str, serializer: str | None = "rq.serializers.JSONSerializer"
+    ) -> Process:
+        """A stock ``rq worker -S json``: acks come from the leader's watchdog.
+        ``serializer=None``: RQ's default (pickle), which cannot read rqbeat's jobs."""
         return self._start(
             name,
             [
@@ -117,8 +120,7 @@ class Cluster:
                 "worker",
                 "--url",
                 self.redis_url,
-                "-S",
-                "rq.serializers.JSONSerializer",
+                *(("-S", serializer) if serializer else ()),
                 "--name",
                 name,
                 "--logging_level",

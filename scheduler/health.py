@@ -199,9 +199,9 @@ class _Reading:
                 count -= 1
                 continue
             detail = (
-                f"run {row['job_id']} queued for {format_duration(self.now_ms - dispatched)} on queue "
+                f"run {row['job_id']} queued for {_span(self.now_ms - dispatched)} on queue "
                 f"{row['job_queue']}, started by no worker "
-                f"(max_queued {format_duration(deadline_ms - dispatched)})"
+                f"(max_queued {_span(deadline_ms - dispatched)})"
             )
             queue = row["job_queue"]
             self.findings.append(
@@ -218,7 +218,7 @@ class _Reading:
             success = _time(row["last_success_at"])
             last = "no successful run yet"
             if success is not None:
-                last = f"no successful run for {format_duration(self.now_ms - success)}"
+                last = f"no successful run for {_span(self.now_ms - success)}"
             detail = f"{last} (stale since {iso(deadline_ms)})"
             if row["last_result"] and row["last_result"] != "succeeded":
                 error = (row["last_error"] or "").strip().splitlines()
@@ -243,7 +243,7 @@ class _Reading:
         for (name, last_ms), group in zip(queues, members, strict=True):
             workers[name] = sum(1 for _ in group if next(alive))
             if not workers[name]:
-                ago = format_duration(self.now_ms - last_ms)
+                ago = _span(self.now_ms - last_ms)
                 detail = f"no live worker listens on it (rqbeat dispatched to it {ago} ago)"
                 self.add(Finding(FindingKind.NO_WORKER, detail, queue=name, since_ms=last_ms))
         for queue, worker in unreadable.items():
@@ -254,6 +254,11 @@ class _Reading:
                 )
                 self.add(Finding(FindingKind.WRONG_SERIALIZER, detail, queue=queue))
         return workers
+
+
+def _span(ms: int) -> str:
+    """A span as a person reads it: whole seconds (``2m5s``), ``0s`` when shorter."""
+    return format_duration(max(0, ms) // 1000 * 1000) if ms >= 1000 else "0s"
 
 
 def _time(value: str | None) -> int | None:

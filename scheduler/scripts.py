@@ -283,7 +283,10 @@ end
 if outcome == 'succeeded' then redis.call('HSET', schedule, 'last_success_at', now) end
 for i = 13, #ARGV, 2 do redis.call('HINCRBY', stats, ARGV[i], ARGV[i + 1]) end  -- metrics
 local entry = {'event', outcome, 'fire_at', fire, 'job_id', job, 'at', now}
-if err ~= '' then table.insert(entry, 'error'); table.insert(entry, err) end
+if err ~= '' then
+  table.insert(entry, 'error'); table.insert(entry, err)
+  redis.call('HSET', schedule, 'last_error', err)  -- why it gave up, for ls and check
+end
 redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', unpack(entry))
 if state ~= 'running' then return 3 end
 if redis.call('HGET', schedule, 'version') ~= version then

@@ -54,7 +54,7 @@ def _health(report: StatusReport, health: Health) -> list[str]:
     """Runs in flight split into queued and started, then the findings, one a line."""
     in_flight = report.counts.get("running", 0)
     queued = min(in_flight, health.queued_runs)
-    runs = f"{in_flight} in flight: {queued} queued (not started by a worker), {in_flight - queued} started"
+    runs = f"{in_flight} in flight: {queued} queued (not started by a worker), {in_flight - queued} running"
     lines = [_field("runs", runs)]
     if health.ok:
         return [*lines, _field("health", Cell("ok", "ok").render(0))]
