@@ -17,7 +17,7 @@ from scheduler.durations import parse_duration_ms
 from scheduler.engine.service import Service, ServiceConfig
 from scheduler.errors import ConfigError, InvalidSchedule
 from scheduler.eviction import eviction_warning, read_policy
-from scheduler.health import Health, read_health
+from scheduler.health import FindingKind, Health, read_health
 from scheduler.keys import Keys
 from scheduler.logs import formatter
 from scheduler.ops.repair import Finding
@@ -281,7 +281,7 @@ def _health(ctx: Context, limit_ms: int, node: str, node_age_ms: int) -> tuple[l
     except redis.exceptions.ResponseError as exc:  # WRONGTYPE: a set key edited by hand
         return [f"cannot read the status: {str(exc).splitlines()[0]}"], "", None
     now = report.now_ms
-    problems = [f"{n} {kind}" for kind, n in health.counts.items() if n]
+    problems = [_problem(kind, n) for kind, n in health.counts.items() if n]
     if report.oldest_overdue_ms is not None and now - report.oldest_overdue_ms > limit_ms:
         problems.append(
             f"schedule {report.oldest_overdue_id} is overdue by {(now - report.oldest_overdue_ms) // 1000}s"
@@ -290,6 +290,10 @@ def _health(ctx: Context, limit_ms: int, node: str, node_age_ms: int) -> tuple[l
         problems.extend(node_problems(report, node, node_age_ms))
     seen = f", replica {node} reporting" if node else ""
     return problems, f"ok: leader {report.leader_node}, {report.total} schedules{seen}", health
+
+
+def _problem(kind: FindingKind, count: int) -> str:
+    return "no leader holds the lease" if kind is FindingKind.NO_LEADER else f"{count} {kind}"
 
 
 def _check_json(

@@ -80,6 +80,8 @@ def acl_rules(role: str, namespace: str = DEFAULT_NAMESPACE) -> tuple[str, ...]:
             f"~{ns}:history:*",
             f"~{ns}:events",
             f"~{ns}:stats",  # the ack counts itself for the metrics (scheduler.engine.clusterstats)
+            f"~{ns}:queued",  # START and the ack keep the stall indexes (scheduler.health)
+            f"~{ns}:stale",
         )
         channels = (f"&{ns}:events", "&rq:pubsub:*")
     else:

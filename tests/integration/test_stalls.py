@@ -141,9 +141,7 @@ def test_a_target_that_never_imports_goes_stale_until_fixed(
     )
     client.upsert(bad)
 
-    output = check_finds(
-        redis_url, r"^stale: schedule nope: no successful run yet .*; last run gave_up: \w+"
-    )
+    output = check_finds(redis_url, r"^stale: schedule nope: no successful run yet .*; last run gave_up: \w+")
     # RQ's words for a target it cannot import
     assert "Invalid attribute name" in output or "No module named" in output, output
     assert "stale" in finding_kinds(redis_url)
