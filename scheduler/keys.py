@@ -92,6 +92,11 @@ class Keys:
         DeserializationError (its serializer is not JSON); a finding while it lives."""
         return f"{self.namespace}:wrong_serializer"
 
+    @property
+    def data_lost(self) -> str:
+        """HASH, no TTL: a replica saw the counters go back (scheduler.dataloss)."""
+        return f"{self.namespace}:data_lost"
+
     def schedule(self, schedule_id: str) -> str:
         """HASH: the definition (JSON) and the state of one schedule."""
         return f"{self.namespace}:schedule:{schedule_id}"
@@ -111,6 +116,10 @@ class Keys:
             self.stale,
             self.broken,
         ]
+
+    def clock(self, worker: str) -> str:
+        """HASH: an rqbeat worker's clock offset from Redis time (scheduler.clockskew)."""
+        return f"{self.namespace}:clock:{worker}"
 
     def node(self, node: str) -> str:
         """HASH: what one replica last reported (role, epoch, pid, host)."""

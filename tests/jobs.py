@@ -46,3 +46,31 @@ def fail_until(attempt: int) -> str:
         record("failures")
         raise RuntimeError(f"attempt {fire.attempt} fails")
     return record()
+
+
+def gated(tag: str) -> str:
+    """Records the start, then waits until the test opens the gate (one token per
+    run, ``RPUSH test:<tag>:gate``): a run that stays in flight exactly as long as the
+    test needs, with no timing margins."""
+    job = get_current_job()
+    assert job is not None
+    job.connection.rpush(f"test:{tag}:started", job.id)
+    if job.connection.blpop([f"test:{tag}:gate"], timeout=60) is None:
+        raise RuntimeError(f"the gate of {tag!r} never opened")
+    return record(tag)
+
+
+def exclusive(seconds: float, tag: str = "runs") -> str:
+    """Like :func:`slow`, and counts overlaps: a run that starts while another run under
+    ``tag`` is still in flight adds one to ``test:<tag>:overlaps`` (clock-free)."""
+    job = get_current_job()
+    assert job is not None
+    conn = job.connection
+    if int(conn.incr(f"test:{tag}:inflight")) > 1:
+        conn.incr(f"test:{tag}:overlaps")
+    conn.rpush(f"test:{tag}:started", job.id)
+    try:
+        time.sleep(seconds)
+    finally:
+        conn.decr(f"test:{tag}:inflight")
+    return record(tag)

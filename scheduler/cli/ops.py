@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import click
 import redis.exceptions
 
+from scheduler import clockskew, dataloss
 from scheduler.cli.common import Context, allow_option, echo_json, json_option, parse_allow, pass_context
 from scheduler.cli.status_view import status_lines
 from scheduler.durations import parse_duration_ms
@@ -23,6 +24,7 @@ from scheduler.logs import formatter
 from scheduler.ops.repair import Finding
 from scheduler.ops.repair_io import RepairOutcome, examine, run_repair
 from scheduler.ops.status import node_problems, read_status
+from scheduler.outage import wait_until_reachable
 from workers import Worker
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -126,6 +128,10 @@ def run(
     logging.getLogger(__name__).info(
         "redis=%s allow=%s", ctx.redis.describe(), allowed if allowed is not None else "any"
     )
+    # Started beside Redis (compose, systemd), a replica may come up first: wait for it
+    # (tenacity retrying PING, which writes nothing, so retrying is safe), then check its
+    # eviction policy against it. Later outages are the service loop's to ride out.
+    wait_until_reachable(service.conn, where=ctx.redis.describe())
     signal.signal(signal.SIGTERM, service.on_signal)
     signal.signal(signal.SIGINT, service.on_signal)
     service.run()
@@ -170,6 +176,10 @@ def worker(
       rqbeat --redis-url redis://redis:6379/0 worker default reports --log-format json
     """
     setup_logging(log_level, log_format.lower())
+    # RQ's worker exits when Redis is down as it starts: wait for it first (tenacity
+    # retrying PING, which writes nothing, so retrying is safe; recovery once running is
+    # RQ's and workers.Worker's).
+    wait_until_reachable(ctx.conn, where=ctx.redis.describe())
     w = Worker(
         list(queues or ["default"]),
         connection=ctx.conn,
@@ -177,6 +187,7 @@ def worker(
         job_monitoring_interval=job_monitoring_interval,
     )
     w.heartbeat_grace_s = heartbeat_grace
+    w.rqbeat_namespace = ctx.namespace
     w.work(burst=burst, logging_level=log_level.upper(), with_scheduler=False)
 
 
@@ -204,9 +215,18 @@ def status(ctx: Context, as_json: bool) -> None:
 @click.option("--max-lag", default="60s", help="Unhealthy when a due fire is older than this.")
 @click.option("--node", default="", help="Also require this replica's heartbeat (its `run --node`).")
 @click.option("--node-max-age", default="45s", help="With --node: unhealthy when its heartbeat is older.")
+@click.option(
+    "--max-clock-offset",
+    default=f"{clockskew.TOLERANCE_MS // 1000}s",
+    help="Unhealthy when an rqbeat worker's clock is further off Redis time.",
+)
 @click.option("--repair", is_flag=True, help="Fix what the scan of the stored state finds (asks first).")
 @click.option("--yes", is_flag=True, help="With --repair: do not ask (scripts, cron jobs).")
-@click.option("--health-only", is_flag=True, help="Skip the scan of every schedule: a cheap probe.")
+@click.option(
+    "--health-only",
+    is_flag=True,
+    help="Skip the scan of every schedule and the worker clocks: a cheap probe of the scheduler.",
+)
 @click.option("--warn", is_flag=True, help="Print the findings but exit 0 (report, do not fail).")
 @json_option
 @pass_context
@@ -215,6 +235,7 @@ def check(
     max_lag: str,
     node: str,
     node_max_age: str,
+    max_clock_offset: str,
     repair: bool,
     yes: bool,
     health_only: bool,
@@ -224,9 +245,10 @@ def check(
     """Health and consistency check: exit 0 when a leader holds the lease, no fire
     is overdue by more than --max-lag, nothing stalls (no run queued too long, no
     queue without a live worker or with one that cannot read rqbeat's jobs, no
-    schedule broken or without a recent success: the README's "Health") and the
-    stored state is consistent; exit 1 with one line per finding otherwise (--warn:
-    the same lines, exit 0). With --node, also the named replica must have
+    schedule broken or without a recent success: the README's "Health"), no rqbeat
+    worker's clock is off Redis time by more than --max-clock-offset and the stored
+    state is consistent; exit 1 with one line per finding otherwise (--warn: the same
+    lines, exit 0). With --node, also the named replica must have
     reported itself within --node-max-age: a per-container health check for `rqbeat
     run`. Warns (stderr, exit code unchanged) when Redis's maxmemory-policy can evict
     rqbeat's data. --repair fixes the stored state, each fix one atomic step that
@@ -243,6 +265,7 @@ def check(
     """
     limit_ms = parse_duration_ms("max-lag", max_lag)
     node_age_ms = parse_duration_ms("node-max-age", node_max_age)
+    clock_ms = parse_duration_ms("max-clock-offset", max_clock_offset)
     if repair and health_only:
         raise ConfigError("--repair", True, "needs the scan; drop --health-only")
     policy_warning = eviction_warning(read_policy(ctx.conn) or "noeviction")
@@ -255,8 +278,12 @@ def check(
         if not yes:
             click.confirm(f"Repair {len(found)} problem(s) in {ctx.namespace}?", abort=True, err=True)
         outcome = run_repair(ctx.conn, keys)
+    if repair:
+        _clear_data_lost(ctx, keys, yes)
     remaining = outcome.remaining if outcome is not None else found
-    problems, summary, health = _health(ctx, limit_ms, node, node_age_ms)
+    # a worker's clock is no reason to restart a replica: not part of the container probe
+    clock_limit = None if health_only else clock_ms
+    problems, summary, health = _health(ctx, limit_ms, node, node_age_ms, clock_limit)
     if remaining:
         problems.append(f"{len(remaining)} problem(s) in the stored state")
     if as_json:
@@ -265,6 +292,12 @@ def check(
             raise click.exceptions.Exit(1)
         return
     _echo_findings(found, outcome)
+    _conclude(problems, summary, health, warn=warn)
+
+
+def _conclude(problems: list[str], summary: str, health: Health | None, *, warn: bool) -> None:
+    """One line per health finding, then the verdict: exit 1 naming the problems, or
+    (``--warn``, or nothing found) exit 0."""
     for line in health.lines() if health is not None else []:
         click.echo(line)
     if problems and not warn:
@@ -272,24 +305,41 @@ def check(
     click.echo(f"warning: {'; '.join(problems)}" if problems else summary)
 
 
-def _health(ctx: Context, limit_ms: int, node: str, node_age_ms: int) -> tuple[list[str], str, Health | None]:
-    """The health problems (findings, overdue fires, --node), the one-line summary,
-    and the findings (each printed on its own line)."""
+def _health(
+    ctx: Context, limit_ms: int, node: str, node_age_ms: int, clock_ms: int | None
+) -> tuple[list[str], str, Health | None]:
+    """The health problems (findings, overdue fires, --node, worker clocks), the
+    one-line summary, and the findings (each printed on its own line)."""
     try:
         report = read_status(ctx.conn, ctx.namespace, detail=False)
         health = read_health(ctx.conn, Keys(ctx.namespace))
     except redis.exceptions.ResponseError as exc:  # WRONGTYPE: a set key edited by hand
         return [f"cannot read the status: {str(exc).splitlines()[0]}"], "", None
     now = report.now_ms
-    problems = [_problem(kind, n) for kind, n in health.counts.items() if n]
+    problems = [] if report.data_lost is None else [report.data_lost.line()]
+    problems += [_problem(kind, n) for kind, n in health.counts.items() if n]
     if report.oldest_overdue_ms is not None and now - report.oldest_overdue_ms > limit_ms:
         problems.append(
             f"schedule {report.oldest_overdue_id} is overdue by {(now - report.oldest_overdue_ms) // 1000}s"
         )
     if node:
         problems.extend(node_problems(report, node, node_age_ms))
+    if clock_ms is not None:
+        problems.extend(report.clock_problems(clock_ms))
     seen = f", replica {node} reporting" if node else ""
     return problems, f"ok: leader {report.leader_node}, {report.total} schedules{seen}", health
+
+
+def _clear_data_lost(ctx: Context, keys: Keys, yes: bool) -> None:
+    """--repair: a person acknowledges a recorded loss (after re-applying the files)."""
+    marker = dataloss.decode_marker(ctx.conn.hgetall(keys.data_lost))
+    if marker is None:
+        return
+    click.echo(marker.line())
+    if not yes:
+        click.confirm("Schedule files re-applied? Clear the data_lost marker", abort=True, err=True)
+    dataloss.clear(ctx.conn, keys)
+    click.echo("cleared the data_lost marker")
 
 
 def _problem(kind: FindingKind, count: int) -> str:

@@ -15,8 +15,10 @@ Fields (all integers, only ever incremented)::
     ack_sum_us              sum of the ack latencies, microseconds
     ack_missed_total        fires dropped by the misfire policy when an ack re-armed
 
-Ack latency = from the end of the job (RQ's ``ended_at``, the worker's clock) to the
-moment the ack was prepared (Redis time, just before the transaction is sent). With
+Ack latency = from the end of the job (RQ's ``ended_at``, stamped by the worker's
+clock, turned into Redis time by the worker's measured offset:
+:mod:`scheduler.clockskew`) to the moment the ack was prepared (Redis time, just
+before the transaction is sent). With
 ``workers.Worker`` that is the ack's own overhead (milliseconds); with a plain
 ``rq worker`` it is how long the leader's watchdog took to notice the success.
 """

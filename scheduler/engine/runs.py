@@ -46,6 +46,13 @@ class InFlight:
     dispatched_ms: int
     epoch: int = 0  # of the leader that dispatched it: for log lines
     started: bool = False  # a worker began it (START); else it is still queued
+    #: When the schedule was last resumed while a run was in flight ('' = never), as
+    #: stored: fires up to then passed while it was paused and never run.
+    resumed_at: str = ""
+
+    @property
+    def resumed_ms(self) -> int | None:
+        return parse_iso_ms(self.resumed_at) if self.resumed_at else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +66,9 @@ class Ack:
         scripts.run(script_set.ack, list(self.keys), list(self.args), client=pipe)
 
 
-#: What an in-flight run is read from: the fire and its definition, and the run's own
-#: fields (:data:`~scheduler.protocol.RUN_FIELDS`).
-IN_FLIGHT_FIELDS = ("definition", "version", "fire_at", "attempt", *RUN_FIELDS)
+#: What an in-flight run is read from: the fire and its definition, the run's own
+#: fields (:data:`~scheduler.protocol.RUN_FIELDS`) and when it was last resumed.
+IN_FLIGHT_FIELDS = ("definition", "version", "fire_at", "attempt", *RUN_FIELDS, "resumed_at")
 
 
 def read_in_flight(conn: Redis, keys: Keys, schedule_id: str) -> InFlight | None:
@@ -82,7 +89,10 @@ def decode_in_flight(schedule_id: str, row: list[Any]) -> InFlight | None:
         dispatched_ms = parse_iso_ms(str(text(dispatched_at))) if dispatched_at else fire_ms
         tries = int(attempt or 1)
         epoch_n = int(epoch or 0)
-    except ValueError:  # CorruptDefinition, or a damaged fire_at, attempt or epoch
+        resumed = str(text(fields["resumed_at"]) or "")
+        if resumed:
+            parse_iso_ms(resumed)
+    except ValueError:  # CorruptDefinition, or a damaged fire_at, attempt, epoch or resumed_at
         return None
     started = fields["started_at"] is not None
     return InFlight(
@@ -94,7 +104,8 @@ def decode_in_flight(schedule_id: str, row: list[Any]) -> InFlight | None:
         schedule,
         dispatched_ms,
         epoch_n,
-        started,
+        started=started,
+        resumed_at=resumed,
     )
 
 
@@ -111,10 +122,19 @@ def prepare_ack(
     """Compute the schedule's next fire after ``run`` (misfire policy applied at
     ``now_ms``) and the arguments of the ACK script, with the cluster-wide counters it
     adds when it applies (:mod:`scheduler.engine.clusterstats`): an ack ``by`` the worker or
-    the watchdog, its latency from ``ended_ms`` (the job's end; None when unknown)."""
+    the watchdog, its latency from ``ended_ms`` (the job's end; None when unknown).
+
+    A schedule resumed while this run was in flight fires again only after the resume:
+    the fires before it passed while it was paused (the resume recorded them as
+    skipped). The script re-checks ``resumed_at``, so a resume racing this ack makes it
+    re-arm from the time of the ack instead."""
     schedule = run.schedule
-    pending = cron.next_fire_ms(schedule.trigger, run.fire_ms)
-    stale_ms = thresholds.limits(schedule, pending - run.fire_ms).stale_after_ms
+    resumed_ms = run.resumed_ms
+    after = run.fire_ms if resumed_ms is None else max(run.fire_ms, resumed_ms)
+    pending = cron.next_fire_ms(schedule.trigger, after)
+    # the period at the fire that ran; measured apart only after a resume moved `after`
+    period = pending - run.fire_ms if resumed_ms is None else thresholds.period_ms(schedule, run.fire_ms)
+    stale_ms = thresholds.limits(schedule, period).stale_after_ms
     resolution = policy.resolve_misfire(schedule, pending, now_ms)
     score = policy.due_score_ms(schedule, resolution.fire_ms)
     sid = run.schedule_id
@@ -146,6 +166,7 @@ def prepare_ack(
             resolution.dropped,
             HISTORY_MAXLEN,
             error[:MAX_ERROR_CHARS],
+            run.resumed_at,
             (now_ms + stale_ms) / 1000,
             *stats,
         ],

@@ -220,3 +220,11 @@ def test_json_of_a_definition_is_unchanged_by_sharing() -> None:
     assert second.to_dict() == {**first.to_dict(), "id": "s-2"}
     assert second is not first
     assert first.id == "s-1"  # the cached template is never changed
+
+
+def test_a_resume_that_skipped_fires_says_how_many() -> None:
+    fire = "2027-01-01T00:00:00.000Z"
+    entries = [entry(1_000, "skipped", count="4", fire_at=fire), entry(1_000, "resumed", at="x")]
+    lines = explain(entries, None, lambda ms: f"<{ms}>")
+    assert lines[0].outcome == "4 fires skipped: pending or due while paused"
+    assert lines[0].fire_ms == 1_798_761_600_000
