@@ -34,10 +34,8 @@ from enum import StrEnum
 from typing import Any
 
 from redis import Redis
-from rq.job import Job
-from rq.worker import Worker as RQWorker
-from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
+from scheduler import rqkeys
 from scheduler.clock import iso, parse_iso_ms, time_reply_ms
 from scheduler.durations import format_duration
 from scheduler.keys import Keys
@@ -189,7 +187,7 @@ class _Reading:
         rows = self._rows([i for i, _ in late], ("job_id", "job_queue", "dispatched_at", "started_at"))
         pipe = self.conn.pipeline(transaction=False)
         for row in rows:
-            pipe.hget(Job.redis_job_namespace_prefix + (row["job_id"] or "-"), "status")
+            pipe.hget(rqkeys.job(row["job_id"] or "-"), "status")
         statuses = [text(s) for s in pipe.execute()]
         for (schedule_id, deadline_ms), row, status in zip(late, rows, statuses, strict=True):
             dispatched = _time(row["dispatched_at"])
@@ -232,11 +230,10 @@ class _Reading:
         ``death`` (one killed with -9 stays listed until its key expires)."""
         pipe = self.conn.pipeline(transaction=False)
         for name, _ in queues:
-            pipe.smembers(WORKERS_BY_QUEUE_KEY % name)
+            pipe.smembers(rqkeys.workers_of(name))
         members = [sorted(str(text(m)) for m in reply) for reply in pipe.execute()]
-        prefix = RQWorker.redis_worker_namespace_prefix
         pipe = self.conn.pipeline(transaction=False)
-        for key in [k for group in members for k in group] + [prefix + w for w in unreadable.values()]:
+        for key in [k for group in members for k in group] + [rqkeys.worker(w) for w in unreadable.values()]:
             pipe.hmget(key, ["birth", "death"])
         alive = iter(birth is not None and death is None for birth, death in pipe.execute())
         workers: dict[str, int] = {}

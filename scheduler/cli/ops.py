@@ -25,6 +25,7 @@ from scheduler.ops.repair import Finding
 from scheduler.ops.repair_io import RepairOutcome, examine, run_repair
 from scheduler.ops.status import node_problems, read_status
 from scheduler.outage import wait_until_reachable
+from scheduler.rqkeys import RqIdentity
 from workers import Worker
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -271,6 +272,7 @@ def check(
     policy_warning = eviction_warning(read_policy(ctx.conn) or "noeviction")
     if policy_warning:
         click.echo(f"warning: {policy_warning}", err=True)
+    rq_json = _warn_rq(ctx)
     keys = Keys(ctx.namespace)
     found = [] if health_only else examine(ctx.conn, keys).findings
     outcome = None
@@ -287,7 +289,7 @@ def check(
     if remaining:
         problems.append(f"{len(remaining)} problem(s) in the stored state")
     if as_json:
-        echo_json(_check_json(found, outcome, problems, health))
+        echo_json({**_check_json(found, outcome, problems, health), **rq_json})
         if problems and not warn:
             raise click.exceptions.Exit(1)
         return
@@ -302,7 +304,21 @@ def _conclude(problems: list[str], summary: str, health: Health | None, *, warn:
         click.echo(line)
     if problems and not warn:
         raise click.ClickException("; ".join(problems))
-    click.echo(f"warning: {'; '.join(problems)}" if problems else summary)
+    click.echo(
+        f"warning: {'; '.join(problems)}" if problems else f"{summary}; {RqIdentity.current().label()}"
+    )
+
+
+def _warn_rq(ctx: Context) -> dict[str, Any]:
+    """Where replicas and workers disagree on RQ (stderr: the exit code stays the
+    health verdict); which RQ this process runs and those warnings for ``--json``."""
+    try:
+        report = read_status(ctx.conn, ctx.namespace, detail=False)
+    except redis.exceptions.ResponseError:
+        return {}  # WRONGTYPE: _health reports it
+    for warning in report.rq_warnings:
+        click.echo(f"warning: {warning}", err=True)
+    return {"rq": report.to_json()["rq"], "rq_warnings": report.rq_warnings}
 
 
 def _health(
