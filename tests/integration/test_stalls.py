@@ -14,6 +14,7 @@ import re
 import signal
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -167,10 +168,20 @@ def test_a_job_slower_than_its_period_goes_stale_and_shows_running(
     client.upsert(slow)
 
     check_finds(redis_url, r"^stale: schedule slow: no successful run ")
-    _, listing = rqbeat(redis_url, "ls")
-    assert re.search(r"^slow .*\(running \d+\w* on w1\)", listing, re.M), listing
-    shown = json.loads(rqbeat(redis_url, "show", "slow", "--json")[1])
-    assert (shown["run_phase"], shown["worker"]) == ("running", "w1")
+
+    # between two runs it is due or queued for a moment: wait for one it runs
+    def running_row() -> str | None:
+        listing = rqbeat(redis_url, "ls")[1]
+        return listing if re.search(r"^slow .*\(running \d+\w* on w1\)", listing, re.M) else None
+
+    wait_for(running_row, 30, interval=0.1, what="ls to show the slow run running on w1")
+
+    def shown_running() -> dict[str, Any] | None:
+        shown: dict[str, Any] = json.loads(rqbeat(redis_url, "show", "slow", "--json")[1])
+        return shown if shown["run_phase"] == "running" else None
+
+    shown = wait_for(shown_running, 30, interval=0.1, what="show to say running")
+    assert shown["worker"] == "w1"
     assert shown["started_at"] >= shown["dispatched_at"]
 
     client.upsert(replace(slow, args=(0,)))  # the fix: a job faster than its period
