@@ -205,3 +205,27 @@ def test_a_worker_that_cannot_read_json_jobs_is_named(
     cluster.worker("w-json", "pk")
     check_clears(redis_url)
     assert gauge(conn, "rqbeat_health_findings", {"kind": "wrong_serializer"}) == 0
+
+
+def test_the_thresholds_are_settings_of_add_and_set(redis_url: str, conn: Redis) -> None:
+    code, output = rqbeat(
+        redis_url,
+        "add",
+        "t",
+        "tests.jobs.record",
+        "--every",
+        "1m",
+        "--max-queued",
+        "2m",
+        "--stale-after",
+        "1h",
+    )
+    assert code == 0, output
+    definition = json.loads(rqbeat(redis_url, "show", "t", "--json")[1])["definition"]
+    assert (definition["max_queued"], definition["stale_after"]) == ("2m", "1h")
+    code, output = rqbeat(redis_url, "set", "t", "--unset", "max-queued", "--stale-after", "3h")
+    assert code == 0, output
+    definition = json.loads(rqbeat(redis_url, "show", "t", "--json")[1])["definition"]
+    assert "max_queued" not in definition and definition["stale_after"] == "3h"
+    code, output = rqbeat(redis_url, "set", "t", "--max-queued", "0s")
+    assert code != 0 and "max_queued" in output, output

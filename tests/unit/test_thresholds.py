@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import tomllib
+
 import pytest
 
+from scheduler.apply import parse_document
 from scheduler.clock import parse_iso_ms
 from scheduler.health import Finding, FindingKind, Health
 from scheduler.model import Schedule
@@ -83,3 +86,23 @@ def test_findings_read_as_lines_and_count_what_is_not_listed() -> None:
     ]
     assert queued.to_json()["since"] == "1970-01-01T00:00:00.000Z"
     assert Health(0, [], dict.fromkeys(FindingKind, 0)).ok
+
+
+def test_an_apply_file_sets_the_thresholds_per_schedule_and_in_defaults() -> None:
+    document = tomllib.loads(
+        """
+        [defaults]
+        target = "app.jobs.run"
+        stale_after = "2h"
+
+        [schedules.report]
+        cron = "0 * * * *"
+        max_queued = "5m"
+
+        [schedules.ping]
+        every = "30s"
+        """
+    )
+    by_id = {s.id: s for s in parse_document(document, owner="apply:jobs")}
+    assert (by_id["report"].max_queued_ms, by_id["report"].stale_after_ms) == (300_000, 7_200_000)
+    assert (by_id["ping"].max_queued_ms, by_id["ping"].stale_after_ms) == (None, 7_200_000)
