@@ -63,6 +63,8 @@ class Schedule:
     jitter_ms: int = 0
     max_attempts: int | None = None
     pause_on_failure: bool = False
+    max_queued_ms: int | None = None  # queued longer is a finding (scheduler.thresholds)
+    stale_after_ms: int | None = None  # no success for longer is a finding
     owner: str = "api"
 
     def __post_init__(self) -> None:
@@ -87,6 +89,8 @@ class Schedule:
             "result_ttl_ms",
             "failure_ttl_ms",
             "catchup_window_ms",
+            "max_queued_ms",
+            "stale_after_ms",
         ):
             _check_positive_ms(name, getattr(self, name), optional=True)
         _check_positive_ms("jitter_ms", self.jitter_ms, optional=False, allow_zero=True)
@@ -267,6 +271,8 @@ USER_KEYS: dict[str, tuple[str, Any]] = {
     "jitter": ("jitter_ms", _as_duration),
     "max_attempts": ("max_attempts", _as_int),
     "pause_on_failure": ("pause_on_failure", _as_bool),
+    "max_queued": ("max_queued_ms", _as_duration),
+    "stale_after": ("stale_after_ms", _as_duration),
     "owner": ("owner", _as_str),
 }
 # Left out of the stored form too; from_dict restores them.

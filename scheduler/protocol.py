@@ -75,6 +75,11 @@ class NudgeReply(IntEnum):
     STALE = 0
 
 
+class StartReply(IntEnum):
+    MARKED = 1  # the run is recorded as started
+    STALE = 0  # not this schedule's run in flight, or already marked: nothing written
+
+
 class MarkBrokenReply(IntEnum):
     MARKED = 1
     NOT_A_HASH = 0  # only taken out of the zsets
@@ -133,10 +138,13 @@ class Flag(StrEnum):
         return cls.YES if value else cls.NO
 
 
-#: The hash fields of a run in flight: set together by DISPATCH, cleared together by
-#: whatever ends the run (ACK, RETRY, MARK_BROKEN, repair). A schedule has a run in
-#: flight exactly when ``job_id`` is set.
-RUN_FIELDS = ("job_id", "job_queue", "epoch", "dispatched_at")
+#: The hash fields of a run in flight that say it started (START: a worker began it):
+#: absent while the run is still queued.
+STARTED_FIELDS = ("started_at", "worker")
+#: The hash fields of a run in flight: set together by DISPATCH (the started ones by
+#: START), cleared together by whatever ends the run (ACK, RETRY, MARK_BROKEN, repair).
+#: A schedule has a run in flight exactly when ``job_id`` is set.
+RUN_FIELDS = ("job_id", "job_queue", "epoch", "dispatched_at", *STARTED_FIELDS)
 
 
 #: The hash fields DUE_READ returns per due schedule, in this order (dispatch decides

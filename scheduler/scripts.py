@@ -68,6 +68,7 @@ UPSERT = """
 -- KEYS[2] - the ids set
 -- KEYS[3] - the revision counter
 -- KEYS[4] - the events channel
+-- KEYS[5] - the broken set
 -- ARGV[1] - the schedule key prefix
 -- ARGV[2] - now, ISO
 -- then 5 per schedule, from ARGV[i] (i = 3, 8, ...):
@@ -78,7 +79,7 @@ UPSERT = """
 -- ARGV[i + 4] - its due score
 -- returns per schedule the new version, or -1 (UpsertReply.CONFLICT) when the version
 -- moved since it was read (re-read, retry)
-local due, ids, revision, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local due, ids, revision, events, broken = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix, now = ARGV[1], ARGV[2]
 local function upsert(key, id, definition, read, fire, score)
   if redis.call('TYPE', key)['ok'] ~= 'hash' then
@@ -93,6 +94,7 @@ local function upsert(key, id, definition, read, fire, score)
   if current == 0 or ((state == 'due' or state == 'broken') and fire ~= '') then
     redis.call('HSET', key, 'state', 'due', 'fire_at', fire, 'attempt', 1)
     redis.call('HDEL', key, 'error')
+    redis.call('SREM', broken, id)
     redis.call('ZADD', due, score, id)
     redis.call('SADD', ids, id)
   end
@@ -124,12 +126,19 @@ REMOVE = """
 -- KEYS[5] - the ids set
 -- KEYS[6] - the revision counter
 -- KEYS[7] - the events channel
+-- KEYS[8] - the queued zset
+-- KEYS[9] - the stale zset
+-- KEYS[10] - the broken set
 -- ARGV[1] - the schedule id
 -- returns (RemoveReply) 1 the schedule existed, 0 it did not
 local schedule, history, due, running = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local ids, revision, events = KEYS[5], KEYS[6], KEYS[7]
+local queued, stale, broken = KEYS[8], KEYS[9], KEYS[10]
 local id = ARGV[1]
 local existed = redis.call('DEL', schedule)
+redis.call('ZREM', queued, id)
+redis.call('ZREM', stale, id)
+redis.call('SREM', broken, id)
 redis.call('DEL', history)
 redis.call('ZREM', due, id)
 redis.call('ZREM', running, id)
@@ -147,16 +156,19 @@ PAUSE = """
 -- KEYS[3] - the revision counter
 -- KEYS[4] - the events channel
 -- KEYS[5] - its history stream
+-- KEYS[6] - the stale zset (a paused schedule is not expected to succeed)
 -- ARGV[1] - the schedule id
 -- ARGV[2] - now, ISO
 -- ARGV[3] - history maxlen
 -- returns (PauseReply) 1 paused, 0 already paused, -1 no such schedule
 local schedule, due, revision, events, history = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local stale = KEYS[6]
 local id, now, maxlen = ARGV[1], ARGV[2], ARGV[3]
 local state = redis.call('HGET', schedule, 'state')
 if not state then return -1 end
 if state == 'paused' then return 0 end
 redis.call('ZREM', due, id)
+redis.call('ZREM', stale, id)
 redis.call('HSET', schedule, 'state', 'paused', 'updated_at', now)
 redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', 'event', 'paused', 'at', now)
 redis.call('INCR', revision)
@@ -252,6 +264,8 @@ ACK = (
 -- KEYS[4] - its history stream
 -- KEYS[5] - the events channel
 -- KEYS[6] - the stats hash (scheduler.engine.clusterstats)
+-- KEYS[7] - the queued zset
+-- KEYS[8] - the stale zset
 -- ARGV[1] - the schedule id
 -- ARGV[2] - the job id of the run
 -- ARGV[3] - the version the next fire was computed from
@@ -264,24 +278,36 @@ ACK = (
 -- ARGV[10] - history maxlen
 -- ARGV[11] - error text (gave_up) or ''
 -- ARGV[12] - resumed_at the next fire was computed from ('' = none)
--- ARGV[13..] - (field, increment) pairs for the stats hash
+-- ARGV[13] - when the schedule counts as stale without another success, score
+-- ARGV[14..] - (field, increment) pairs for the stats hash
 -- returns (AckReply) 1 re-armed, 2 definition changed or resumed meanwhile (due now,
 -- fire recomputed by the leader), 3 paused (left idle), 0 not this schedule's run in
 -- flight (no-op)
 local schedule, due, running, history, events, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4],
                                                         KEYS[5], KEYS[6]
+local queued, stale = KEYS[7], KEYS[8]
 local id, job, version, next_fire, next_score = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local now, now_score, outcome, dropped = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
-local maxlen, err, resumed_at = ARGV[10], ARGV[11], ARGV[12]
+local maxlen, err, resumed_at, stale_by = ARGV[10], ARGV[11], ARGV[12], ARGV[13]
 if redis.call('HGET', schedule, 'job_id') ~= job then return 0 end
 local state = redis.call('HGET', schedule, 'state')
 local fire = redis.call('HGET', schedule, 'fire_at')
 redis.call('HDEL', schedule, unpack(RUN_FIELDS))
 redis.call('HSET', schedule, 'last_result', outcome, 'last_run_at', now, 'attempt', 1)
 redis.call('ZREM', running, id)
-for i = 13, #ARGV, 2 do redis.call('HINCRBY', stats, ARGV[i], ARGV[i + 1]) end  -- metrics
+redis.call('ZREM', queued, id)
+if state ~= 'running' then
+  redis.call('ZREM', stale, id)
+elseif outcome == 'succeeded' then
+  redis.call('ZADD', stale, stale_by, id)
+end
+if outcome == 'succeeded' then redis.call('HSET', schedule, 'last_success_at', now) end
+for i = 14, #ARGV, 2 do redis.call('HINCRBY', stats, ARGV[i], ARGV[i + 1]) end  -- metrics
 local entry = {'event', outcome, 'fire_at', fire, 'job_id', job, 'at', now}
-if err ~= '' then table.insert(entry, 'error'); table.insert(entry, err) end
+if err ~= '' then
+  table.insert(entry, 'error'); table.insert(entry, err)
+  redis.call('HSET', schedule, 'last_error', err)  -- why it gave up, for ls and check
+end
 redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', unpack(entry))
 if redis.call('HGET', schedule, 'version') ~= version
     or (redis.call('HGET', schedule, 'resumed_at') or '') ~= resumed_at then
@@ -320,6 +346,8 @@ RETRY = (
 -- KEYS[3] - the running zset
 -- KEYS[4] - its history stream
 -- KEYS[5] - the events channel
+-- KEYS[6] - the queued zset
+-- KEYS[7] - the stale zset
 -- ARGV[1] - the schedule id
 -- ARGV[2] - the job id of the run
 -- ARGV[3] - the retry's due score
@@ -331,6 +359,7 @@ RETRY = (
 -- returns (RetryReply) 1 retry scheduled, 3 paused, 0 not this schedule's run in
 -- flight (no-op)
 local schedule, due, running, history, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local queued, stale = KEYS[6], KEYS[7]
 local id, job, retry_score, retry_at, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local err, maxlen, pause = ARGV[6], ARGV[7], ARGV[8]
 if redis.call('HGET', schedule, 'job_id') ~= job then return 0 end
@@ -340,12 +369,14 @@ redis.call('HDEL', schedule, unpack(RUN_FIELDS))
 local attempt = redis.call('HINCRBY', schedule, 'attempt', 1)
 redis.call('HSET', schedule, 'last_result', 'failed', 'last_run_at', now, 'last_error', err)
 redis.call('ZREM', running, id)
+redis.call('ZREM', queued, id)
 local paused = state ~= 'running' or pause == '1'
 redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', 'event', 'failed', 'fire_at', fire,
            'job_id', job, 'error', err, 'next_attempt', attempt,
            'retry_at', paused and '' or retry_at, 'at', now)
 if paused then
   redis.call('HSET', schedule, 'state', 'paused')
+  redis.call('ZREM', stale, id)
   return 3
 end
 redis.call('HSET', schedule, 'state', 'due')
@@ -373,6 +404,26 @@ redis.call('PUBLISH', events, 'wake')
 return 1
 """
 
+START = """
+-- A worker began the run (or the watchdog saw RQ say so): record when and who, and
+-- the run is no longer queued. Compare-and-set on the in-flight job id; the first
+-- mark stands (the worker's own, from Redis time, beats the watchdog's later look).
+-- KEYS[1] - the schedule hash
+-- KEYS[2] - the queued zset
+-- ARGV[1] - the schedule id
+-- ARGV[2] - the job id of the run
+-- ARGV[3] - when it started, ISO
+-- ARGV[4] - the worker's name
+-- returns (StartReply) 1 marked, 0 not this schedule's run in flight or already marked
+local schedule, queued = KEYS[1], KEYS[2]
+local id, job, started, worker = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+if redis.call('HGET', schedule, 'job_id') ~= job then return 0 end
+if redis.call('HEXISTS', schedule, 'started_at') == 1 then return 0 end
+redis.call('HSET', schedule, 'started_at', started, 'worker', worker)  -- STARTED_FIELDS
+redis.call('ZREM', queued, id)
+return 1
+"""
+
 MARK_BROKEN = (
     _RUN_FIELDS
     + """
@@ -382,6 +433,9 @@ MARK_BROKEN = (
 -- KEYS[2] - the due zset
 -- KEYS[3] - the running zset
 -- KEYS[4] - its history stream
+-- KEYS[5] - the queued zset
+-- KEYS[6] - the stale zset
+-- KEYS[7] - the broken set
 -- ARGV[1] - the schedule id
 -- ARGV[2] - error text
 -- ARGV[3] - now, ISO
@@ -389,10 +443,14 @@ MARK_BROKEN = (
 -- returns (MarkBrokenReply) 1 marked, 0 the key is not a hash (only taken out of the
 -- zsets)
 local schedule, due, running, history = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local queued, stale, broken = KEYS[5], KEYS[6], KEYS[7]
 local id, err, now, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 redis.call('ZREM', due, id)
 redis.call('ZREM', running, id)
+redis.call('ZREM', queued, id)
+redis.call('ZREM', stale, id)  -- broken is a finding of its own
 if redis.call('TYPE', schedule)['ok'] ~= 'hash' then return 0 end
+redis.call('SADD', broken, id)
 redis.call('HSET', schedule, 'state', 'broken', 'error', err, 'updated_at', now)
 -- a late ack of an old run must not touch a schedule repaired in the meantime
 redis.call('HDEL', schedule, unpack(RUN_FIELDS))
@@ -439,6 +497,9 @@ DISPATCH = """
 -- KEYS[3] - the due zset
 -- KEYS[4] - the running zset
 -- KEYS[5] - RQ's queues set
+-- KEYS[6] - the queued zset
+-- KEYS[7] - the stale zset
+-- KEYS[8] - rqbeat's queues zset
 -- ARGV[1] - our lease token
 -- ARGV[2] - the revision the batch was read at
 -- ARGV[3] - the schedule key prefix
@@ -452,7 +513,8 @@ DISPATCH = """
 -- ARGV[11] - the jobs' created_at/enqueued_at (RQ's format)
 -- ARGV[12] - number of runs
 -- ARGV[13] - number of reschedules
--- then ARGV[12] runs, 8 + n each, from ARGV[i] (i = 14 for the first):
+-- ARGV[14] - now, score
+-- then ARGV[12] runs, 10 + n each, from ARGV[i] (i = 15 for the first):
 -- ARGV[i] - the schedule id
 -- ARGV[i + 1] - the fire, ISO
 -- ARGV[i + 2] - the attempt
@@ -460,8 +522,10 @@ DISPATCH = """
 -- ARGV[i + 4] - the queue
 -- ARGV[i + 5] - fires dropped by the misfire policy
 -- ARGV[i + 6] - the job's ttl, s (0 = none)
--- ARGV[i + 7] - n
--- ARGV[i + 8 .. i + 7 + n] - the job hash's field/value pairs (all but the two stamps)
+-- ARGV[i + 7] - when the run counts as queued too long, score
+-- ARGV[i + 8] - when the schedule counts as stale if it has no success by then, score
+-- ARGV[i + 9] - n
+-- ARGV[i + 10 .. i + 9 + n] - the job hash's field/value pairs (all but the two stamps)
 -- then ARGV[13] reschedules, 4 each:
 -- ARGV[i] - the schedule id
 -- ARGV[i + 1] - the fire, ISO
@@ -470,30 +534,35 @@ DISPATCH = """
 -- returns (DispatchReply) 1 written, -1 the lease is not ours (deposed: nothing
 -- written), -2 an edit moved the revision since the read (re-read and decide again)
 local leader, revision, due, running, queues_set = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local queued, stale, our_queues = KEYS[6], KEYS[7], KEYS[8]
 local token, read_revision, sched, hist = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local job_prefix, queue_prefix, now, first_look = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local epoch, maxlen, stamp, n_runs, n_reschedules = ARGV[9], ARGV[10], ARGV[11], ARGV[12],
                                                     ARGV[13]
+local now_score = ARGV[14]
 if redis.call('GET', leader) ~= token then return -1 end
 if (redis.call('GET', revision) or '0') ~= read_revision then return -2 end
 local queues = {}
-local i = 14
+local i = 15
 for _ = 1, tonumber(n_runs) do
-  local id, fire, attempt, job, queue, dropped, ttl, n = unpack(ARGV, i, i + 7)
-  local last = i + 7 + tonumber(n)
+  local id, fire, attempt, job, queue, dropped, ttl, queued_by, stale_by, n = unpack(ARGV, i, i + 9)
+  local last = i + 9 + tonumber(n)
   local job_key, queue_key = job_prefix .. job, queue_prefix .. queue
   redis.call('HSET', job_key, 'created_at', stamp, 'enqueued_at', stamp,
-             unpack(ARGV, i + 8, last))
+             unpack(ARGV, i + 10, last))
   if ttl ~= '0' then redis.call('EXPIRE', job_key, ttl) end
   if not queues[queue_key] then
     queues[queue_key] = true
     redis.call('SADD', queues_set, queue_key)
+    redis.call('ZADD', our_queues, now_score, queue)
   end
   redis.call('RPUSH', queue_key, job)
   redis.call('ZREM', due, id)
   redis.call('ZADD', running, first_look, id)
   redis.call('HSET', sched .. id, 'state', 'running', 'fire_at', fire, 'attempt', attempt,
              'job_id', job, 'job_queue', queue, 'epoch', epoch, 'dispatched_at', now)  -- RUN_FIELDS
+  redis.call('ZADD', queued, queued_by, id)  -- until START
+  redis.call('ZADD', stale, 'NX', stale_by, id)  -- a first run: stale from now if it never succeeds
   if dropped ~= '0' then  -- the fires this run stands for (coalesce) or that were too old
     redis.call('XADD', hist .. id, 'MAXLEN', '~', maxlen, '*', 'event', 'missed',
                'fire_at', fire, 'count', dropped, 'at', now)
@@ -558,6 +627,8 @@ class Scripts:
         self.ack = register(conn, ACK)
         self.retry = register(conn, RETRY)
         self.nudge = register(conn, NUDGE)
+        # Two short fields when a job starts: a full Redis must not fail the job's start.
+        self.start = register(conn, START, Flags.ALLOW_OOM)
         self.mark_broken = register(conn, MARK_BROKEN)
         self.due_read = register(conn, DUE_READ, Flags.READS)
         self.dispatch = register(conn, DISPATCH)

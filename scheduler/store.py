@@ -179,6 +179,9 @@ class Client:
             k.ids,
             k.revision,
             k.events,
+            k.queued,
+            k.stale,
+            k.broken,
         ]
         with full_is_error(f"removing schedule {schedule_id!r}"):
             reply = RemoveReply(scripts.run(self._scripts.remove, keys, [schedule_id]))
@@ -188,7 +191,7 @@ class Client:
         """Stop firing (a run in flight finishes). False if it was already paused."""
         k = self.keys
         now = redis_now_ms(self.conn)
-        keys = [k.schedule(schedule_id), k.due, k.revision, k.events, k.history(schedule_id)]
+        keys = [k.schedule(schedule_id), k.due, k.revision, k.events, k.history(schedule_id), k.stale]
         with full_is_error(f"pausing schedule {schedule_id!r}"):
             reply = PauseReply(
                 scripts.run(self._scripts.pause, keys, [schedule_id, iso(now), self.history_maxlen])
@@ -333,7 +336,7 @@ class Client:
             return True
 
         k = self.keys
-        keys = [k.due, k.ids, k.revision, k.events]
+        keys = [k.due, k.ids, k.revision, k.events, k.broken]
         scripts.pipelined(self.conn, self._scripts.upsert, keys, chunks(), settle)
         return lost
 
@@ -355,7 +358,8 @@ class Client:
             return results[schedule.id]
         k = self.keys
         with full_is_error(f"writing schedule {schedule.id!r}"):
-            (written,) = scripts.run(self._scripts.upsert, [k.due, k.ids, k.revision, k.events], args)
+            keys = [k.due, k.ids, k.revision, k.events, k.broken]
+            (written,) = scripts.run(self._scripts.upsert, keys, args)
         if written == UpsertReply.CONFLICT:  # moved between the read and the script: report what is there
             raise _stale(schedule.id, version, int(self.conn.hget(k.schedule(schedule.id), "version") or 0))
         return UpsertResult(schedule.id, "created" if written == FIRST_VERSION else "updated", int(written))

@@ -90,6 +90,8 @@ _PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
     "jitter": st.sampled_from(["0s", "0", "1s", "5m", 0]),
     "max_attempts": st.integers(min_value=1, max_value=1000),
     "pause_on_failure": st.booleans(),
+    "max_queued": _durations,
+    "stale_after": _durations,
 }
 USER_SETTINGS = [k for k in USER_KEYS if k != "owner"]
 

@@ -27,6 +27,7 @@ from functools import cached_property
 from typing import Any
 
 from redis.client import Pipeline
+from redis.exceptions import RedisError
 from rq import Queue
 from rq import Worker as RQWorker
 from rq.job import Job
@@ -65,6 +66,30 @@ class Worker(Resilience, RQWorker):
         super().__init__(*args, **kwargs)
         self._rqbeat_scripts = scripts.Scripts(self.connection)
         self._rqbeat_ack: tuple[str, runs.Ack] | None = None
+
+    def prepare_job_execution(self, job: Job, *args: Any, **kwargs: Any) -> None:
+        super().prepare_job_execution(job, *args, **kwargs)
+        self._mark_started(job)
+
+    def _mark_started(self, job: Job) -> None:
+        """Record in the schedule's hash that this run started (Redis time) and where:
+        queued and running are told apart by it. Best effort: the leader's watchdog
+        marks it from RQ's state when this cannot (the job runs either way)."""
+        fire = _fire_of(job)
+        if fire is None:
+            return
+        keys = Keys(fire.namespace)
+        try:
+            scripts.run(
+                self._rqbeat_scripts.start,
+                [keys.schedule(fire.schedule), keys.queued],
+                [fire.schedule, job.id, iso(redis_now_ms(self.connection)), self.name],
+            )
+        except RedisError as exc:
+            log.warning(
+                "could not mark the run started schedule=%s fire=%s job_id=%s epoch=%s error=%s",
+                fire.schedule, fire.fire_at, job.id, fire.epoch, exc,
+            )  # fmt: skip
 
     def register_birth(self) -> None:
         super().register_birth()  # type: ignore[no-untyped-call]

@@ -15,7 +15,7 @@ from typing import Any
 from redis import Redis
 from redis.client import Pipeline
 
-from scheduler import cron, policy, scripts
+from scheduler import cron, policy, scripts, thresholds
 from scheduler.clock import iso, parse_iso_ms
 from scheduler.engine import clusterstats
 from scheduler.keys import HISTORY_MAXLEN, Keys
@@ -45,6 +45,7 @@ class InFlight:
     schedule: Schedule
     dispatched_ms: int
     epoch: int = 0  # of the leader that dispatched it: for log lines
+    started: bool = False  # a worker began it (START); else it is still queued
     #: When the schedule was last resumed while a run was in flight ('' = never), as
     #: stored: fires up to then passed while it was paused and never run.
     resumed_at: str = ""
@@ -93,6 +94,7 @@ def decode_in_flight(schedule_id: str, row: list[Any]) -> InFlight | None:
             parse_iso_ms(resumed)
     except ValueError:  # CorruptDefinition, or a damaged fire_at, attempt, epoch or resumed_at
         return None
+    started = fields["started_at"] is not None
     return InFlight(
         schedule_id,
         str(text(job_id)),
@@ -102,7 +104,8 @@ def decode_in_flight(schedule_id: str, row: list[Any]) -> InFlight | None:
         schedule,
         dispatched_ms,
         epoch_n,
-        resumed,
+        started=started,
+        resumed_at=resumed,
     )
 
 
@@ -129,6 +132,9 @@ def prepare_ack(
     resumed_ms = run.resumed_ms
     after = run.fire_ms if resumed_ms is None else max(run.fire_ms, resumed_ms)
     pending = cron.next_fire_ms(schedule.trigger, after)
+    # the period at the fire that ran; measured apart only after a resume moved `after`
+    period = pending - run.fire_ms if resumed_ms is None else thresholds.period_ms(schedule, run.fire_ms)
+    stale_ms = thresholds.limits(schedule, period).stale_after_ms
     resolution = policy.resolve_misfire(schedule, pending, now_ms)
     score = policy.due_score_ms(schedule, resolution.fire_ms)
     sid = run.schedule_id
@@ -138,7 +144,16 @@ def prepare_ack(
     else:
         stats = clusterstats.missed_increments(resolution.dropped)
     return Ack(
-        keys=[keys.schedule(sid), keys.due, keys.running, keys.history(sid), keys.events, keys.stats],
+        keys=[
+            keys.schedule(sid),
+            keys.due,
+            keys.running,
+            keys.history(sid),
+            keys.events,
+            keys.stats,
+            keys.queued,
+            keys.stale,
+        ],
         args=[
             sid,
             run.job_id,
@@ -152,6 +167,7 @@ def prepare_ack(
             HISTORY_MAXLEN,
             error[:MAX_ERROR_CHARS],
             run.resumed_at,
+            (now_ms + stale_ms) / 1000,
             *stats,
         ],
     )
@@ -171,7 +187,7 @@ def fail(
     sid = run.schedule_id
     result = scripts.run(
         script_set.retry,
-        [keys.schedule(sid), keys.due, keys.running, keys.history(sid), keys.events],
+        [keys.schedule(sid), keys.due, keys.running, keys.history(sid), keys.events, keys.queued, keys.stale],
         [
             sid,
             run.job_id,

@@ -20,6 +20,7 @@ from scheduler.engine.watchdog import MAX_CHECK_MS, MIN_CHECK_MS, ORPHAN_GRACE_M
 from scheduler.keys import HISTORY_MAXLEN, Keys
 from scheduler.model import Misfire, Schedule
 from scheduler.protocol import AckOutcome
+from scheduler.thresholds import MIN_STALE_AFTER_MS
 
 #: A whole second (and a whole 5 minutes) far from any epoch edge.
 T_MS = 1_800_000_000_000
@@ -265,10 +266,12 @@ def in_flight(schedule: Schedule, fire_ms: int = T_MS, attempt: int = 1) -> InFl
 
 def ack_args(schedule: Schedule, now_ms: int, **kwargs: Any) -> dict[str, Any]:
     ack = prepare_ack(K, in_flight(schedule), now_ms, **kwargs)
-    assert ack.keys == [K.schedule(SID), K.due, K.running, K.history(SID), K.events, K.stats]
+    assert ack.keys == [
+        K.schedule(SID), K.due, K.running, K.history(SID), K.events, K.stats, K.queued, K.stale,
+    ]  # fmt: skip
     names = [
         "id", "job_id", "version", "next_fire", "score", "now", "now_score",
-        "outcome", "dropped", "maxlen", "error", "resumed_at",
+        "outcome", "dropped", "maxlen", "error", "resumed_at", "stale_by",
     ]  # fmt: skip
     # after the named arguments: (field, increment) pairs for the stats hash
     assert len(ack.args) >= len(names) and (len(ack.args) - len(names)) % 2 == 0
@@ -276,7 +279,7 @@ def ack_args(schedule: Schedule, now_ms: int, **kwargs: Any) -> dict[str, Any]:
 
 
 def stats_increments(schedule: Schedule, now_ms: int, **kwargs: Any) -> dict[str, int]:
-    args = prepare_ack(K, in_flight(schedule), now_ms, **kwargs).args[12:]
+    args = prepare_ack(K, in_flight(schedule), now_ms, **kwargs).args[13:]
     return dict(zip(args[::2], args[1::2], strict=True))
 
 
@@ -311,6 +314,7 @@ def test_ack_on_time_arms_the_next_fire() -> None:
         "maxlen": HISTORY_MAXLEN,
         "error": "",
         "resumed_at": "",
+        "stale_by": (T_MS + 200 + MIN_STALE_AFTER_MS) / 1000,  # every second: the 5 min floor
     }
 
 

@@ -22,6 +22,7 @@ from scheduler.ops import repair_io
 from scheduler.protocol import (
     DUE_FIELDS,
     RUN_FIELDS,
+    STARTED_FIELDS,
     STATES,
     UPSERT_READ_FIELDS,
     AckReply,
@@ -36,6 +37,7 @@ from scheduler.protocol import (
     ResumeReply,
     RetryReply,
     ScheduleState,
+    StartReply,
     TriggerReply,
     UpsertReply,
     lua_list,
@@ -94,6 +96,7 @@ _STR_RETURN = re.compile(r"\breturn '([a-z_]+)'")
         (scripts.ACK, AckReply),
         (scripts.RETRY, RetryReply),
         (scripts.NUDGE, NudgeReply),
+        (scripts.START, StartReply),
         (scripts.MARK_BROKEN, MarkBrokenReply),
         (scripts.DISPATCH, DispatchReply),
         (lease.RENEW, LeaseReply),
@@ -214,7 +217,8 @@ def test_a_damaged_layout_is_one_named_error(field: str, value: Any) -> None:
 
 def test_the_run_fields_dispatch_sets_are_the_ones_every_ending_clears() -> None:
     dispatch_set = set(re.findall(r"'(\w+)', (?:job|queue|epoch|now)\b", scripts.DISPATCH))
-    assert set(RUN_FIELDS) <= dispatch_set
+    assert set(RUN_FIELDS) - set(STARTED_FIELDS) <= dispatch_set
+    assert set(STARTED_FIELDS) <= set(re.findall(r"'(\w+)', (?:started|worker)\b", scripts.START))
     for body in (scripts.ACK, scripts.RETRY, scripts.MARK_BROKEN, repair_io.PLACE):
         assert lua_list("RUN_FIELDS", RUN_FIELDS) in body
         assert "unpack(RUN_FIELDS)" in body
