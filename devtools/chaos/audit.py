@@ -22,6 +22,8 @@ injected, and each schedule's state at the end. :func:`audit` computes, per sche
   it ran so its heartbeat lapsed), or it fails the run;
 * **triggered** — runs of the fire a ``triggered`` entry made (``rqbeat trigger``: fire
   = the trigger's time): counted, not strays, not due fires;
+* **overlaps** — two runs of one schedule at once (one started before the other
+  recorded its end): one in flight forbids it, whatever the fault;
 * **stuck** — schedules whose state at the end is overdue, hung or broken.
 
 Lags, leader epochs and counts are reported as figures.
@@ -120,6 +122,7 @@ class Report:
     bad_drops: list[str] = field(default_factory=list)
     duplicates: list[Duplicate] = field(default_factory=list)
     stuck: list[str] = field(default_factory=list)
+    overlaps: list[str] = field(default_factory=list)
     strays: list[str] = field(default_factory=list)  # runs of fires the trigger never had
     lags_ms: list[int] = field(default_factory=list)
     epochs: list[int] = field(default_factory=list)
@@ -132,7 +135,13 @@ class Report:
     @property
     def ok(self) -> bool:
         return not (
-            self.lost or self.stuck or self.bad_drops or self.unexplained or self.strays or self.history_gaps
+            self.lost
+            or self.stuck
+            or self.bad_drops
+            or self.unexplained
+            or self.strays
+            or self.history_gaps
+            or self.overlaps
         )
 
     def lag(self, q: float) -> int:
@@ -150,6 +159,7 @@ class Report:
         out += [f"bad drop: {b}" for b in self.bad_drops]
         out += [f"unexplained duplicate {d.key}: {[r.job_id for r in d.runs]}" for d in self.unexplained]
         out += [f"stray run: {s}" for s in self.strays]
+        out += [f"overlap: {o}" for o in self.overlaps]
         out += [f"history gap (trimmed before read): {g}" for g in self.history_gaps]
         return out
 
@@ -165,6 +175,7 @@ def audit(obs: Observed) -> Report:
             report.runs_failed += 1
     for schedule in obs.schedules:
         _audit_schedule(obs, schedule, ok_runs, report)
+    report.overlaps = _overlaps(obs.runs)
     for key, runs in sorted(ok_runs.items()):
         if len(runs) > 1:
             ordered = sorted(runs, key=_at)
@@ -173,6 +184,23 @@ def audit(obs: Observed) -> Report:
         {int(e.fields["epoch"]) for entries in obs.history.values() for e in entries if "epoch" in e.fields}
     )
     return report
+
+
+def _overlaps(runs: Sequence[RunRecord]) -> list[str]:
+    """Runs of one schedule whose spans (start to recorded end) intersect."""
+    by_schedule: dict[str, list[RunRecord]] = defaultdict(list)
+    for run in runs:
+        by_schedule[run.schedule].append(run)
+    out = []
+    for sid, mine in sorted(by_schedule.items()):
+        ordered = sorted(mine, key=lambda r: r.started_ms)
+        for before, after in itertools.pairwise(ordered):
+            if after.started_ms < before.at_ms:
+                out.append(
+                    f"{sid}: {after.job_id} on {after.worker} started {before.at_ms - after.started_ms} ms "
+                    f"before {before.job_id} on {before.worker} ended"
+                )
+    return out
 
 
 def _at(run: RunRecord) -> int:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from devtools.chaos.audit import Entry, Fault, FinalState, Observed, audit
 from devtools.chaos.jobs import SKEW_ENV, RunRecord
-from devtools.skewclock import OFFSET_ENV
+from devtools.skewclock.sitecustomize import OFFSET_ENV
 from scheduler import Schedule
 
 T0 = 1_700_000_000_000  # a whole second, so every-1s fires are T0 + k * 1000
@@ -245,3 +245,24 @@ def test_skewed_clocks_and_storms_explain_no_duplicate() -> None:
 
 def test_the_job_spells_skewclocks_variable_the_same() -> None:
     assert SKEW_ENV == OFFSET_ENV
+
+
+def test_two_runs_of_one_schedule_at_once_are_an_overlap() -> None:
+    runs = [ran(T0 + k * 1000) for k in range(1, 6)]
+    assert audit(observe(runs)).overlaps == []
+    slow = RunRecord(
+        key=f"tick:{T0 + 2000}",
+        schedule="tick",
+        fire_ms=T0 + 2000,
+        attempt=1,
+        job_id=f"tick-{T0 + 2000}-1",
+        worker="w0",
+        ok=True,
+        at_ms=T0 + 3100,  # still running when fire 3's run started (3.01 s)
+        started_ms=T0 + 2010,
+    )
+    report = audit(observe([r for r in runs if r.fire_ms != T0 + 2000] + [slow]))
+    assert not report.ok
+    assert report.overlaps == [
+        f"tick: tick-{T0 + 3000}-1 on w0 started 90 ms before tick-{T0 + 2000}-1 on w0 ended"
+    ]
