@@ -211,6 +211,7 @@ def _figures(result: ChaosResult) -> list[str]:
         ("... lost unexplained", len(r.lost)),
         ("runs of `rqbeat trigger` fires", r.triggered),
         ("overlaps (two runs of one schedule at once)", len(r.overlaps)),
+        ("... across a reported data loss (the run in flight forgotten)", len(r.overlaps_across_loss)),
         ("stuck schedules at the end", len(r.stuck)),
         ("runs recorded (ok / failed by injection)", f"{r.runs_ok} / {r.runs_failed}"),
         ("fires run more than once", f"{len(r.duplicates)} ({len(r.unexplained)} unexplained)"),

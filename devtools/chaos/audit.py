@@ -23,7 +23,8 @@ injected, and each schedule's state at the end. :func:`audit` computes, per sche
 * **triggered** — runs of the fire a ``triggered`` entry made (``rqbeat trigger``: fire
   = the trigger's time): counted, not strays, not due fires;
 * **overlaps** — two runs of one schedule at once (one started before the other
-  recorded its end): one in flight forbids it, whatever the fault;
+  recorded its end): one in flight forbids it, whatever the fault, except a reported
+  data loss that forgot the earlier run while it was in flight (counted apart);
 * **stuck** — schedules whose state at the end is overdue, hung or broken.
 
 Lags, leader epochs and counts are reported as figures.
@@ -123,6 +124,8 @@ class Report:
     duplicates: list[Duplicate] = field(default_factory=list)
     stuck: list[str] = field(default_factory=list)
     overlaps: list[str] = field(default_factory=list)
+    #: overlaps with a run Redis forgot when it lost its data (reported): not a failure
+    overlaps_across_loss: list[str] = field(default_factory=list)
     strays: list[str] = field(default_factory=list)  # runs of fires the trigger never had
     lags_ms: list[int] = field(default_factory=list)
     epochs: list[int] = field(default_factory=list)
@@ -175,7 +178,8 @@ def audit(obs: Observed) -> Report:
             report.runs_failed += 1
     for schedule in obs.schedules:
         _audit_schedule(obs, schedule, ok_runs, report)
-    report.overlaps = _overlaps(obs.runs)
+    for overlap, cause in _overlaps(obs.runs, obs.faults):
+        (report.overlaps_across_loss if cause else report.overlaps).append(overlap)
     for key, runs in sorted(ok_runs.items()):
         if len(runs) > 1:
             ordered = sorted(runs, key=_at)
@@ -186,8 +190,10 @@ def audit(obs: Observed) -> Report:
     return report
 
 
-def _overlaps(runs: Sequence[RunRecord]) -> list[str]:
-    """Runs of one schedule whose spans (start to recorded end) intersect."""
+def _overlaps(runs: Sequence[RunRecord], faults: Sequence[Fault]) -> list[tuple[str, bool]]:
+    """Runs of one schedule whose spans (start to recorded end) intersect, each with
+    whether a reported data loss explains it: the earlier run was in flight when Redis
+    lost its data, run state included, and the later one started after that."""
     by_schedule: dict[str, list[RunRecord]] = defaultdict(list)
     for run in runs:
         by_schedule[run.schedule].append(run)
@@ -196,11 +202,22 @@ def _overlaps(runs: Sequence[RunRecord]) -> list[str]:
         ordered = sorted(mine, key=lambda r: r.started_ms)
         for before, after in itertools.pairwise(ordered):
             if after.started_ms < before.at_ms:
-                out.append(
+                line = (
                     f"{sid}: {after.job_id} on {after.worker} started {before.at_ms - after.started_ms} ms "
                     f"before {before.job_id} on {before.worker} ended"
                 )
+                out.append((line, any(_forgot(f, before, after) for f in faults)))
     return out
+
+
+def _forgot(fault: Fault, before: RunRecord, after: RunRecord) -> bool:
+    return (
+        fault.kind == "redis-wipe"
+        and fault.reported
+        and before.started_ms <= fault.end_ms
+        and before.at_ms >= fault.start_ms
+        and after.started_ms >= fault.start_ms
+    )
 
 
 def _at(run: RunRecord) -> int:
@@ -249,7 +266,8 @@ def _off_trigger(
     report: Report,
 ) -> None:
     """Runs of fires the trigger does not have: made by ``rqbeat trigger``, or strays."""
-    triggered = {e.at_ms for e in entries if e.event == "triggered"}
+    # the fire a trigger ran: the pending one when it was due already, else one at its time
+    triggered = {int(e.fields.get("fire_ms") or e.at_ms) for e in entries if e.event == "triggered"}
     for runs in ok_runs.values():
         first = runs[0]
         if first.schedule != sid or first.fire_ms in known:

@@ -266,3 +266,35 @@ def test_two_runs_of_one_schedule_at_once_are_an_overlap() -> None:
     assert report.overlaps == [
         f"tick: tick-{T0 + 3000}-1 on w0 started 90 ms before tick-{T0 + 2000}-1 on w0 ended"
     ]
+
+
+def test_an_overlap_with_a_run_a_reported_wipe_forgot_is_counted_apart() -> None:
+    # Run of fire 2 in flight (2.01-3.2 s) when Redis lost its data at 2.5 s; re-applied
+    # at 2.9 s, the schedule ran fire 3 at 3.01 s, knowing nothing of the earlier run.
+    slow = RunRecord(
+        key=f"tick:{T0 + 2000}",
+        schedule="tick",
+        fire_ms=T0 + 2000,
+        attempt=1,
+        job_id=f"tick-{T0 + 2000}-1",
+        worker="w0",
+        ok=True,
+        at_ms=T0 + 3200,
+        started_ms=T0 + 2010,
+    )
+    runs = [ran(T0 + k * 1000) for k in (1, 3, 4, 5)] + [slow]
+    wipe = Fault("redis-wipe", "redis", T0 + 2500, T0 + 2900, reported=True)
+    report = audit(observe(runs, faults=[wipe]))
+    assert report.ok, report.problems()
+    assert len(report.overlaps_across_loss) == 1
+    unreported = Fault("redis-wipe", "redis", T0 + 2500, T0 + 2900)
+    assert len(audit(observe(runs, faults=[unreported])).overlaps) == 1
+
+
+def test_a_trigger_that_ran_the_pending_fire_names_it() -> None:
+    # A trigger at 3.5 s while fire 3 waited for its retry: fire 3 ran (attempt 2).
+    runs = [ran(T0 + k * 1000) for k in (1, 2, 4, 5)] + [ran(T0 + 3000, at=T0 + 3600, attempt=2)]
+    trig = Entry(T0 + 3500, "triggered", {"fire_ms": str(T0 + 3000)})
+    report = audit(observe(runs, [trig]))
+    assert report.ok, report.problems()
+    assert (report.ran, report.triggered) == (5, 0)
