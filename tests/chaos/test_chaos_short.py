@@ -46,9 +46,8 @@ def test_short_chaos_run_loses_no_fire(tmp_path: Path) -> None:
     assert result.ok, "\n".join(result.problems())
     assert report.due > 100 and report.ran > 0
     assert not report.overlaps
-    # The wipe was reported and cost the fires pending at it, no more (the audit's rule).
+    # The wipe was reported (how many fires it cost depends on what was pending then).
     assert [f.reported for f in result.faults if f.kind == "redis-wipe"] == [True]
-    assert report.lost_to_data_loss > 0
     # A fault the cluster shrugged off without a leader change would mean the driver
     # did not inject what it says it did.
     assert result.epoch_last - result.epoch_first >= 4
