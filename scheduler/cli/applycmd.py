@@ -102,7 +102,7 @@ def apply_file(
     group = group or applying.group_for(file)
     schedules = applying.load_file(file, group=group)
     targets = [Target(s.id, s.target, f"schedules.{s.id}.target") for s in schedules]
-    check_targets(targets, allowed, paths=paths, strict=check_import)
+    warnings = check_targets(targets, allowed, paths=paths, strict=check_import)
     owner = f"apply:{group}"
     stored = ctx.client.stored([s.id for s in schedules])
     existing = ctx.client.list() if prune else None
@@ -112,6 +112,7 @@ def apply_file(
         with _progress(changes, enabled=not quiet and changes > LINES_UP_TO) as advance:
             _write(ctx.client, plan, advance)
     elapsed_s = time.monotonic() - started
+    warnings.echo()
     if quiet:
         return
     if as_json:

@@ -141,7 +141,9 @@ def add(
     allowed = parse_allow(allow)
     raw = {"id": schedule_id, "target": target, **settings_given(options)}
     schedule = Schedule.from_dict(raw, owner="cli")
-    check_targets([Target(schedule.id, schedule.target)], allowed, paths=paths, strict=check_import)
+    warnings = check_targets(
+        [Target(schedule.id, schedule.target)], allowed, paths=paths, strict=check_import
+    )
     try:
         result = ctx.client.upsert(schedule, version=None if replace else 0)
     except ScheduleExists as exc:
@@ -150,6 +152,7 @@ def add(
             f"rqbeat set {schedule_id} ...)"
         ) from None
     _echo_result(ctx, result, as_json)
+    warnings.echo()
 
 
 @click.command(name="set")
@@ -201,10 +204,12 @@ def set_settings(
     if not changes:
         raise click.UsageError("Nothing to change: give at least one setting", click.get_current_context())
     allowed = parse_allow(allow)
-    if target is not None:  # an unchanged target was checked when it was written
-        check_targets([Target(schedule_id, target)], allowed, paths=paths, strict=check_import)
+    # an unchanged target was checked when it was written
+    checked = [Target(schedule_id, target)] if target is not None else []
+    warnings = check_targets(checked, allowed, paths=paths, strict=check_import)
     result = ctx.client_allowing(allowed).edit(schedule_id, changes)
     _echo_result(ctx, result, as_json)
+    warnings.echo()
 
 
 def _echo_result(ctx: Context, result: UpsertResult, as_json: bool) -> None:

@@ -10,7 +10,7 @@ resolved it already), after ``--path`` went first on ``sys.path`` as it does for
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import click
@@ -50,38 +50,55 @@ def import_options(command: str) -> Callable[[F], F]:
 
 def check_targets(
     targets: Sequence[Target], allowed: AllowList | None, *, paths: Sequence[str], strict: bool
-) -> None:
+) -> Warnings:
     """Refuse (``InvalidSchedule``) what the allow-list refuses and, with ``strict``,
-    a target that does not import; warn (stderr) about the rest that does not import.
-    Every target is checked before anything is printed or written."""
+    a target that does not import. Returns the warnings about the rest that does not
+    import, for the caller to print once it has written (a refused write warns of
+    nothing)."""
     add_import_paths(paths)
-    warnings: list[Callable[[], None]] = []
+    warnings = Warnings()
     for item in targets:
-        if allowed is not None:
-            verdict = allowed.check(item.target, field=item.field)
+        verdict = allowed.check(item.target, field=item.field) if allowed is not None else None
+        if verdict is not None:
             reason = None if verdict.resolved else verdict.reason
-            warn = _by_name(item.schedule_id, verdict)
         else:
             walk = resolve(item.target)
             reason = walk if isinstance(walk, str) else None
-            warn = _not_imported(item, reason or "")
         if reason is None:
             continue
         if strict:
             raise InvalidSchedule(item.field, item.target, f"does not import here: {reason}")
-        warnings.append(warn)
-    for warn in warnings:
-        warn()
+        if verdict is not None:
+            warnings.by_name.append((item.schedule_id, verdict))
+        else:
+            warnings.unimported.setdefault(reason, []).append(item)
+    return warnings
 
 
-def _by_name(schedule_id: str, verdict: Verdict) -> Callable[[], None]:
-    return lambda: warn_by_name_only(schedule_id, verdict)
+@dataclass
+class Warnings:
+    """Deferred stderr lines (stdout stays clean for --json): one per schedule allowed
+    by name only, one per reason a target does not import (a file of 500 schedules
+    whose app is not here is one line, not 500)."""
+
+    by_name: list[tuple[str, Verdict]] = field(default_factory=list)
+    unimported: dict[str, list[Target]] = field(default_factory=dict)
+
+    def echo(self) -> None:
+        for schedule_id, verdict in self.by_name:
+            warn_by_name_only(schedule_id, verdict)
+        for reason, items in self.unimported.items():
+            click.echo(f"warning: {_who(items)} not import here ({reason}); {_ANYWAY}", err=True)
 
 
-def _not_imported(item: Target, reason: str) -> Callable[[], None]:
-    """One stderr line (stdout stays clean for --json)."""
-    return lambda: click.echo(
-        f"warning: {item.schedule_id}: target {item.target} does not import here ({reason}); "
-        "written anyway: workers must import it (rqbeat worker --path), or refuse with --check-import",
-        err=True,
-    )
+_ANYWAY = "written anyway: workers must import it (rqbeat worker --path), or refuse with --check-import"
+#: Schedules named in one warning line before "and N more".
+NAMED = 3
+
+
+def _who(items: list[Target]) -> str:
+    if len(items) == 1:
+        return f"{items[0].schedule_id}: target {items[0].target} does"
+    named = ", ".join(i.schedule_id for i in items[:NAMED])
+    more = f" and {len(items) - NAMED} more" if len(items) > NAMED else ""
+    return f"{len(items)} schedules ({named}{more}): their targets do"
