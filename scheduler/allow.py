@@ -204,9 +204,14 @@ def resolve(target: str) -> Walk | str:
         except (Exception, SystemExit) as exc:  # noqa: BLE001 -- app code run at import must not end a replica
             return f"importing {name} raised {_describe(exc)}"
         walk = _walk(module, name, bits[cut:])
-        if isinstance(walk, str) and failed is not None and _broke_inside(*failed):
-            # myapp.jobs exists but its own imports fail: that, not "myapp has no
-            # attribute jobs.ok", is what the user must fix
+        if (
+            isinstance(walk, str)
+            and failed is not None
+            and (hasattr(module, "__path__") or _broke_inside(*failed))
+        ):
+            # a package's missing submodule, or one whose own imports fail: that, not
+            # "myapp has no attribute jobs.ok", is what the user must fix (below a
+            # plain module the rest can only be attributes: pkg.mod.Class.method)
             return _cannot_import(*failed)
         return walk
     return _cannot_import(*failed) if failed is not None else f"no module of {target} imports here"
