@@ -104,6 +104,21 @@ class LeaseReply(IntEnum):
     NOT_OURS = 0  # expired, or another replica's: nothing written
 
 
+class JobPresence(IntEnum):
+    """VIEW_READ's look at a schedule's run (:mod:`scheduler.ops.repair_io`)."""
+
+    EXISTS = 1  # its RQ job hash is there
+    GONE = 0  # the schedule names a job that RQ no longer has
+    NO_RUN = -1  # no job_id: nothing in flight
+
+
+class LossReply(IntEnum):
+    """RECORD (:mod:`scheduler.dataloss`)."""
+
+    RECORDED = 1
+    ALREADY_RECORDED = 0  # the first loss's marker stays until a person clears it
+
+
 class RepairReply(IntEnum):
     """PLACE, DROP and QUARANTINE (:mod:`scheduler.ops.repair_io`)."""
 

@@ -21,7 +21,6 @@ and only those, so that ``rqbeat worker`` waits and reconnects instead:
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -264,17 +263,24 @@ class Resilience:
         step = super().handle_job_success  # type: ignore[misc]
         execution = self.execution  # RQ forgets it while building the transaction
         deadline = time.monotonic() + ACK_PATIENCE_S
-        for attempt in itertools.count():
+
+        def once() -> None:
             try:
                 step(job, *args, **kwargs)
             except TRANSIENT as exc:
                 self.outage.failed(f"success of job {job.id}", exc)
-                if self._success_written(job, deadline):
-                    break
+                if self._success_written(job, deadline):  # raises once the deadline passed
+                    return  # its EXEC reached Redis before the connection dropped
                 self.execution = execution  # so the resent transaction deletes it too
-                time.sleep(min(MAX_PAUSE_S, 0.05 * 2**attempt))  # OOM answers at once
-                continue
-            break
+                raise
+
+        # The success transaction appends and counts, so it is not idempotent by itself:
+        # it is sent again only after reading back that the last one did not apply.
+        Retrying(
+            retry=retry_if_exception_type(TRANSIENT),
+            wait=backoff(multiplier=0.05, max=MAX_PAUSE_S),  # OOM answers at once: pause
+            reraise=True,
+        )(once)
         self.outage.recovered()
 
     def _success_written(self, job: Job, deadline: float) -> bool:

@@ -9,7 +9,6 @@ import pty
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from scheduler import Client, Schedule
 from scheduler.cli.app import cli
 from scheduler.keys import Keys
 from scheduler.records import text
+from tests.tty import drain
 
 pytestmark = pytest.mark.integration
 
@@ -158,17 +158,7 @@ def run_on_tty(args: Sequence[str], env: dict[str, str]) -> str:
         list(args), stdout=side, stderr=side, stdin=subprocess.DEVNULL, env=env, cwd=REPO, close_fds=True
     )
     os.close(side)
-    out = bytearray()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            chunk = os.read(main, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not chunk:
-            break
-        out += chunk
-    os.close(main)
+    out = drain(main)
     assert proc.wait(10) == 0, out.decode(errors="replace")
     return out.decode(errors="replace")
 
