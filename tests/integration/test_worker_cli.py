@@ -25,12 +25,13 @@ from scheduler.engine.watchdog import Watchdog
 from scheduler.keys import Keys
 from scheduler.model import Schedule
 from scheduler.store import Client
-from workers import modes
 
 pytestmark = pytest.mark.integration
 
 RQBEAT = Path(sys.executable).with_name("rqbeat")
 K = Keys()
+#: ``rqbeat worker --mode`` (as typed: this file runs the CLI only).
+MODES = ("fork", "simple", "pool")
 QUEUE = "reports"
 TARGET = "myapp.tasks.reports.daily"
 UNIMPORTABLE = "cannot import myapp.tasks.reports: No module named 'myapp'"
@@ -146,7 +147,7 @@ def step(
         assert (done.returncode, done.stderr) == (0, ""), done.stderr
 
 
-@pytest.mark.parametrize("mode", list(modes.Mode))
+@pytest.mark.parametrize("mode", MODES)
 def test_the_readmes_five_minute_start_runs_as_written(
     *, env: dict[str, str], conn: Redis, tmp_path: Path, started: list[subprocess.Popen[bytes]], mode: str
 ) -> None:
