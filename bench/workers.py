@@ -14,6 +14,7 @@ token set by hand), so only the worker is measured. A no-op job
 
 from __future__ import annotations
 
+import functools
 import statistics
 import sys
 
@@ -54,10 +55,16 @@ def latency_ms(conn: Redis, runs: int) -> float:
     for n in range(runs + WARMUP):
         dispatch(conn, ["lat"])
         sent = Client(conn).history("lat", count=1)[-1].at_ms
-        wait_for(lambda n=n: len(acks(conn, "lat")) > n, 30, 0.001, "an ack")
+        acked = wait_for(functools.partial(_acked_after, conn, "lat", n), 30, 0.001, "an ack")
         if n >= WARMUP:
-            samples.append(acks(conn, "lat")[-1] - sent)
+            samples.append(acked - sent)
     return statistics.median(samples)
+
+
+def _acked_after(conn: Redis, sid: str, seen: int) -> int | None:
+    """The newest ack's time once there are more than ``seen`` acks."""
+    done = acks(conn, sid)
+    return done[-1] if len(done) > seen else None
 
 
 def throughput(conn: Redis, jobs: int) -> float:
