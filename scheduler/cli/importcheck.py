@@ -57,13 +57,18 @@ def check_targets(
     nothing)."""
     add_import_paths(paths)
     warnings = Warnings()
+    # per target, not per schedule: a file of 100k schedules names a few functions, and
+    # a failed import is retried (searched on disk) every time it is asked for
+    reasons: dict[str, str | None] = {}
     for item in targets:
         verdict = allowed.check(item.target, field=item.field) if allowed is not None else None
         if verdict is not None:
             reason = None if verdict.resolved else verdict.reason
         else:
-            walk = resolve(item.target)
-            reason = walk if isinstance(walk, str) else None
+            if item.target not in reasons:
+                walk = resolve(item.target)
+                reasons[item.target] = walk if isinstance(walk, str) else None
+            reason = reasons[item.target]
         if reason is None:
             continue
         if strict:
