@@ -64,6 +64,22 @@ class Keys:
         """HASH of cluster-wide run counters, incremented by acks (scheduler.engine.clusterstats)."""
         return f"{self.namespace}:stats"
 
+    @property
+    def alerts(self) -> str:
+        """LIST of alert events (JSON) the scripts push on give-up, break, pause and
+        recovery; the leader drains it to the webhooks. Capped (ALERTS_MAXLEN)."""
+        return f"{self.namespace}:alerts"
+
+    @property
+    def failing(self) -> str:
+        """ZSET of schedules whose last run failed; score = consecutive failed runs."""
+        return f"{self.namespace}:failing"
+
+    @property
+    def metered(self) -> str:
+        """SET of schedules with ``metrics = true``: their own series are exported."""
+        return f"{self.namespace}:metered"
+
     def schedule(self, schedule_id: str) -> str:
         """HASH: the definition (JSON) and the state of one schedule."""
         return f"{self.namespace}:schedule:{schedule_id}"

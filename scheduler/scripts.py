@@ -23,7 +23,7 @@ from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 from redis.typing import KeyT
 
-from scheduler.protocol import DUE_FIELDS, RUN_FIELDS, UPSERT_READ_FIELDS, lua_list
+from scheduler.protocol import ALERTS_MAXLEN, DUE_FIELDS, RUN_FIELDS, UPSERT_READ_FIELDS, lua_list
 
 C = TypeVar("C")
 
@@ -38,6 +38,45 @@ local function wake_if_earlier(due, events, score)
   if first[2] == nil or tonumber(score) < tonumber(first[2]) then
     redis.call('PUBLISH', events, 'wake')
   end
+end
+"""
+
+# Pushes an alert event onto the alerts list, atomically with the transition it
+# reports: kind (AlertKind) is the condition, recovered says it cleared. The leader
+# drains the list (scheduler.engine.alerts). Capped, so a namespace nobody drains (no
+# leader) cannot fill Redis.
+_ALERT = (
+    f"""
+local ALERTS_MAXLEN = {ALERTS_MAXLEN}
+"""
+    + """
+local function alert(list, kind, id, fire, job, detail, now, recovered)
+  redis.call('RPUSH', list, cjson.encode({kind = kind, schedule = id, fire_at = fire or '',
+                                          job_id = job or '', detail = detail or '', at = now,
+                                          recovered = recovered}))
+  redis.call('LTRIM', list, -ALERTS_MAXLEN, -1)
+end
+"""
+)
+
+#: The five ARGV of ACK and RETRY from ARGV[i]: the run's start and end (ISO, '' when
+#: unknown: a plain rq worker reports neither), its worker, its lateness (ms from fire
+#: to start, ''), and whether the schedule exports its own series (Flag).
+RUN_TIMES_HEADER = "started_at, ended_at, worker, lateness_ms, metered"
+
+# Adds the run's times (ARGV[i..i+4], RUN_TIMES_HEADER) to a history entry, keeps the
+# last lateness on the schedule and its metered-set membership in step with the
+# definition (a flag in the definition, so the ack is what keeps the set true).
+_RUN_TIMES = """
+local function run_times(schedule, metered, id, entry, i)
+  local started, ended, worker, lateness, meter = ARGV[i], ARGV[i + 1], ARGV[i + 2],
+                                                  ARGV[i + 3], ARGV[i + 4]
+  if started ~= '' then
+    for _, v in ipairs({'started_at', started, 'worker', worker}) do table.insert(entry, v) end
+  end
+  if ended ~= '' then table.insert(entry, 'ended_at'); table.insert(entry, ended) end
+  if lateness ~= '' then redis.call('HSET', schedule, 'lateness_ms', lateness) end
+  if meter == '1' then redis.call('SADD', metered, id) else redis.call('SREM', metered, id) end
 end
 """
 
@@ -123,15 +162,19 @@ REMOVE = """
 -- KEYS[5] - the ids set
 -- KEYS[6] - the revision counter
 -- KEYS[7] - the events channel
+-- KEYS[8] - the failing zset
+-- KEYS[9] - the metered set
 -- ARGV[1] - the schedule id
 -- returns (RemoveReply) 1 the schedule existed, 0 it did not
 local schedule, history, due, running = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local ids, revision, events = KEYS[5], KEYS[6], KEYS[7]
+local ids, revision, events, failing, metered = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local id = ARGV[1]
 local existed = redis.call('DEL', schedule)
 redis.call('DEL', history)
 redis.call('ZREM', due, id)
 redis.call('ZREM', running, id)
+redis.call('ZREM', failing, id)
+redis.call('SREM', metered, id)
 existed = existed + redis.call('SREM', ids, id)
 redis.call('INCR', revision)
 redis.call('PUBLISH', events, 'edit')
@@ -222,6 +265,8 @@ return 'triggered'
 ACK = (
     _WAKE_IF_EARLIER
     + _RUN_FIELDS
+    + _ALERT
+    + _RUN_TIMES
     + """
 -- The run of a job is over for good (succeeded, or failed and given up): re-arm the
 -- schedule at its next fire. Compare-and-set on the in-flight job id, so a late,
@@ -233,6 +278,9 @@ ACK = (
 -- KEYS[4] - its history stream
 -- KEYS[5] - the events channel
 -- KEYS[6] - the stats hash (scheduler.engine.clusterstats)
+-- KEYS[7] - the alerts list
+-- KEYS[8] - the failing zset
+-- KEYS[9] - the metered set
 -- ARGV[1] - the schedule id
 -- ARGV[2] - the job id of the run
 -- ARGV[3] - the version the next fire was computed from
@@ -244,11 +292,13 @@ ACK = (
 -- ARGV[9] - fires dropped by the misfire policy
 -- ARGV[10] - history maxlen
 -- ARGV[11] - error text (gave_up) or ''
--- ARGV[12..] - (field, increment) pairs for the stats hash
+-- ARGV[12..16] - the run's times (RUN_TIMES_HEADER)
+-- ARGV[17..] - (field, increment) pairs for the stats hash
 -- returns (AckReply) 1 re-armed, 2 definition changed (due now, fire recomputed by the
 -- leader), 3 paused (left idle), 0 not this schedule's run in flight (no-op)
 local schedule, due, running, history, events, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4],
                                                         KEYS[5], KEYS[6]
+local alerts, failing, metered = KEYS[7], KEYS[8], KEYS[9]
 local id, job, version, next_fire, next_score = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local now, now_score, outcome, dropped = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
 local maxlen, err = ARGV[10], ARGV[11]
@@ -258,10 +308,24 @@ local fire = redis.call('HGET', schedule, 'fire_at')
 redis.call('HDEL', schedule, unpack(RUN_FIELDS))
 redis.call('HSET', schedule, 'last_result', outcome, 'last_run_at', now, 'attempt', 1)
 redis.call('ZREM', running, id)
-for i = 12, #ARGV, 2 do redis.call('HINCRBY', stats, ARGV[i], ARGV[i + 1]) end  -- metrics
+for i = 17, #ARGV, 2 do redis.call('HINCRBY', stats, ARGV[i], ARGV[i + 1]) end  -- metrics
 local entry = {'event', outcome, 'fire_at', fire, 'job_id', job, 'at', now}
+run_times(schedule, metered, id, entry, 12)
 if err ~= '' then table.insert(entry, 'error'); table.insert(entry, err) end
 redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', unpack(entry))
+if outcome == 'succeeded' then
+  redis.call('HSET', schedule, 'last_success_at', now)
+  if redis.call('HDEL', schedule, 'failures') == 1 then redis.call('ZREM', failing, id) end
+  local alerted = redis.call('HGET', schedule, 'alerted')
+  if alerted then  -- the first success after a give-up, a break or a pause
+    redis.call('HDEL', schedule, 'alerted')
+    alert(alerts, alerted, id, fire, job, 'the first run since succeeded', now, true)
+  end
+else
+  redis.call('ZADD', failing, redis.call('HINCRBY', schedule, 'failures', 1), id)
+  redis.call('HSET', schedule, 'alerted', 'gave_up')
+  alert(alerts, 'gave_up', id, fire, job, err, now, false)
+end
 if state ~= 'running' then return 3 end
 if redis.call('HGET', schedule, 'version') ~= version then
   redis.call('HSET', schedule, 'state', 'due', 'fire_at', '')
@@ -283,6 +347,8 @@ return 1
 RETRY = (
     _WAKE_IF_EARLIER
     + _RUN_FIELDS
+    + _ALERT
+    + _RUN_TIMES
     + """
 -- The run of a job failed and will be retried: the fire stays pending, due again at
 -- the back-off score, attempt + 1. Compare-and-set on the in-flight job id.
@@ -291,6 +357,9 @@ RETRY = (
 -- KEYS[3] - the running zset
 -- KEYS[4] - its history stream
 -- KEYS[5] - the events channel
+-- KEYS[6] - the alerts list
+-- KEYS[7] - the failing zset
+-- KEYS[8] - the metered set
 -- ARGV[1] - the schedule id
 -- ARGV[2] - the job id of the run
 -- ARGV[3] - the retry's due score
@@ -299,24 +368,34 @@ RETRY = (
 -- ARGV[6] - error text
 -- ARGV[7] - history maxlen
 -- ARGV[8] - pause instead of retrying (Flag: '1' | '0')
+-- ARGV[9..13] - the run's times (RUN_TIMES_HEADER)
 -- returns (RetryReply) 1 retry scheduled, 3 paused, 0 not this schedule's run in
 -- flight (no-op)
 local schedule, due, running, history, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local alerts, failing, metered = KEYS[6], KEYS[7], KEYS[8]
 local id, job, retry_score, retry_at, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local err, maxlen, pause = ARGV[6], ARGV[7], ARGV[8]
 if redis.call('HGET', schedule, 'job_id') ~= job then return 0 end
 local state = redis.call('HGET', schedule, 'state')
 local fire = redis.call('HGET', schedule, 'fire_at')
+local entry = {'event', 'failed', 'fire_at', fire, 'job_id', job, 'error', err}
+run_times(schedule, metered, id, entry, 9)
 redis.call('HDEL', schedule, unpack(RUN_FIELDS))
 local attempt = redis.call('HINCRBY', schedule, 'attempt', 1)
 redis.call('HSET', schedule, 'last_result', 'failed', 'last_run_at', now, 'last_error', err)
+redis.call('ZADD', failing, redis.call('HINCRBY', schedule, 'failures', 1), id)
 redis.call('ZREM', running, id)
 local paused = state ~= 'running' or pause == '1'
-redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', 'event', 'failed', 'fire_at', fire,
-           'job_id', job, 'error', err, 'next_attempt', attempt,
-           'retry_at', paused and '' or retry_at, 'at', now)
+for _, v in ipairs({'next_attempt', attempt, 'retry_at', paused and '' or retry_at, 'at', now}) do
+  table.insert(entry, v)
+end
+redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', unpack(entry))
 if paused then
   redis.call('HSET', schedule, 'state', 'paused')
+  if state == 'running' then  -- pause_on_failure (not a pause by hand meanwhile)
+    redis.call('HSET', schedule, 'alerted', 'paused')
+    alert(alerts, 'paused', id, fire, job, err, now, false)
+  end
   return 3
 end
 redis.call('HSET', schedule, 'state', 'due')
@@ -335,10 +414,12 @@ NUDGE = """
 -- ARGV[1] - the schedule id
 -- ARGV[2] - the job id that failed
 -- ARGV[3] - now, score
+-- ARGV[4] - now, epoch ms (the run's end, kept for its history entry)
 -- returns (NudgeReply) 1 nudged, 0 not this schedule's run in flight
 local schedule, running, events = KEYS[1], KEYS[2], KEYS[3]
-local id, job, now_score = ARGV[1], ARGV[2], ARGV[3]
+local id, job, now_score, now_ms = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 if redis.call('HGET', schedule, 'job_id') ~= job then return 0 end
+redis.call('HSET', schedule, 'ended_ms', now_ms)
 redis.call('ZADD', running, 'XX', now_score, id)
 redis.call('PUBLISH', events, 'wake')
 return 1
@@ -346,6 +427,7 @@ return 1
 
 MARK_BROKEN = (
     _RUN_FIELDS
+    + _ALERT
     + """
 -- A definition that cannot be decoded or computed: out of both zsets, state 'broken'
 -- with its error, visible in `rqbeat ls`. Fixed by upserting a valid definition.
@@ -356,10 +438,11 @@ MARK_BROKEN = (
 -- ARGV[1] - the schedule id
 -- ARGV[2] - error text
 -- ARGV[3] - now, ISO
+-- KEYS[5] - the alerts list
 -- ARGV[4] - history maxlen
 -- returns (MarkBrokenReply) 1 marked, 0 the key is not a hash (only taken out of the
 -- zsets)
-local schedule, due, running, history = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local schedule, due, running, history, alerts = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local id, err, now, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 redis.call('ZREM', due, id)
 redis.call('ZREM', running, id)
@@ -369,9 +452,41 @@ redis.call('HSET', schedule, 'state', 'broken', 'error', err, 'updated_at', now)
 redis.call('HDEL', schedule, unpack(RUN_FIELDS))
 redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', 'event', 'broken', 'error', err,
            'at', now)
+redis.call('HSET', schedule, 'alerted', 'broken')
+alert(alerts, 'broken', id, false, false, err, now, false)
 return 1
 """
 )
+
+STARTED = """
+-- A workers.Worker started the run's job: record when (Redis time, so lateness never
+-- depends on the worker's clock) and where. Compare-and-set on the in-flight job id.
+-- KEYS[1] - the schedule hash
+-- ARGV[1] - the job id
+-- ARGV[2] - the worker's name
+-- returns (StartedReply) 1 recorded, 0 not this schedule's run in flight
+local schedule = KEYS[1]
+local job, worker = ARGV[1], ARGV[2]
+if redis.call('HGET', schedule, 'job_id') ~= job then return 0 end
+local t = redis.call('TIME')
+local ms = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
+redis.call('HSET', schedule, 'started_ms', ms, 'worker', worker)
+return 1
+"""
+
+ALERT_RECORD = """
+-- An alert's delivery, in its schedule's history (alert_sent / alert_failed); nothing
+-- for a schedule removed meanwhile (its history went with it).
+-- KEYS[1] - the schedule hash
+-- KEYS[2] - its history stream
+-- ARGV[1] - history maxlen
+-- ARGV[2..] - the entry's field/value pairs
+-- returns (AlertRecordReply) 1 recorded, 0 no such schedule
+local schedule, history, maxlen = KEYS[1], KEYS[2], ARGV[1]
+if redis.call('EXISTS', schedule) == 0 then return 0 end
+redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', unpack(ARGV, 2))
+return 1
+"""
 
 
 DUE_READ = (
@@ -500,6 +615,8 @@ class Scripts:
         self.ack = conn.register_script(ACK)
         self.retry = conn.register_script(RETRY)
         self.nudge = conn.register_script(NUDGE)
+        self.started = conn.register_script(STARTED)
+        self.alert_record = conn.register_script(ALERT_RECORD)
         self.mark_broken = conn.register_script(MARK_BROKEN)
         self.due_read = conn.register_script(DUE_READ)
         self.dispatch = conn.register_script(DISPATCH)

@@ -155,6 +155,8 @@ class Client:
             k.ids,
             k.revision,
             k.events,
+            k.failing,
+            k.metered,
         ]
         return RemoveReply(scripts.run(self._scripts.remove, keys, [schedule_id])) is RemoveReply.REMOVED
 

@@ -18,6 +18,7 @@ import logging
 from typing import Any
 
 from redis.client import Pipeline
+from redis.exceptions import RedisError
 from rq import Queue
 from rq import Worker as RQWorker
 from rq.job import Job
@@ -81,8 +82,28 @@ class Worker(RQWorker):
             scripts.run(
                 self._rqbeat_scripts.nudge,
                 [keys.schedule(sid), keys.running, keys.events],
-                [sid, job.id, now / 1000],
+                [sid, job.id, now / 1000, now],
             )
+
+    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
+        super().prepare_job_execution(job, remove_from_intermediate_queue)
+        self._record_start(job)
+
+    def _record_start(self, job: Job) -> None:
+        """When (Redis time) and where the run started, for its lateness. One round
+        trip after RQ's own start transaction: advice, so a Redis error here is logged
+        and the job runs anyway (its history then lacks the start)."""
+        fire = _fire_of(job)
+        if fire is None:
+            return
+        keys = Keys(fire.namespace)
+        try:
+            scripts.run(self._rqbeat_scripts.started, [keys.schedule(fire.schedule)], [job.id, self.name])
+        except RedisError as exc:
+            log.warning(
+                "could not record the start schedule=%s fire=%s job_id=%s epoch=%s error=%s",
+                fire.schedule, fire.fire_at, job.id, fire.epoch, exc,
+            )  # fmt: skip
 
     def get_heartbeat_ttl(self, job: Job) -> int:
         if job.timeout and job.timeout > 0:

@@ -352,7 +352,7 @@ class Dispatcher:
             k = self.keys
             scripts.run(
                 self._scripts.mark_broken,
-                [k.schedule(d.schedule_id), k.due, k.running, k.history(d.schedule_id)],
+                [k.schedule(d.schedule_id), k.due, k.running, k.history(d.schedule_id), k.alerts],
                 [d.schedule_id, d.error[:500], iso(now_ms), HISTORY_MAXLEN],
             )
 

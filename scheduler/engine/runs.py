@@ -45,6 +45,14 @@ class InFlight:
     schedule: Schedule
     dispatched_ms: int
     epoch: int = 0  # of the leader that dispatched it: for log lines
+    started_ms: int | None = None  # Redis time; set by a workers.Worker (STARTED)
+    worker: str = ""
+    ended_ms: int | None = None  # Redis time; set by a workers.Worker's failure (NUDGE)
+
+    @property
+    def lateness_ms(self) -> int | None:
+        """From the nominal fire to the job's start: queueing, worker shortage, retries."""
+        return None if self.started_ms is None else self.started_ms - self.fire_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +92,45 @@ def decode_in_flight(schedule_id: str, row: list[Any]) -> InFlight | None:
     except ValueError:  # CorruptDefinition, or a damaged fire_at, attempt or epoch
         return None
     return InFlight(
-        schedule_id, str(text(job_id)), fire_ms, tries, str(text(version)), schedule, dispatched_ms, epoch_n
+        schedule_id,
+        str(text(job_id)),
+        fire_ms,
+        tries,
+        str(text(version)),
+        schedule,
+        dispatched_ms,
+        epoch_n,
+        started_ms=_ms(fields["started_ms"]),
+        worker=text(fields["worker"]) or "",
+        ended_ms=_ms(fields["ended_ms"]),
     )
+
+
+def _ms(value: Any) -> int | None:
+    """An epoch-ms field a worker wrote; None when absent or damaged (times are advice:
+    a damaged one must not stop the run's ack)."""
+    try:
+        return int(value) if value else None
+    except ValueError:
+        return None
+
+
+def run_times(run: InFlight, ended_ms: int | None) -> list[Any]:
+    """The ACK/RETRY arguments :data:`scheduler.scripts.RUN_TIMES_HEADER` names:
+    ``''`` for what is not known (a plain rq worker reports neither start nor end)."""
+    lateness = run.lateness_ms
+    return [
+        "" if run.started_ms is None else iso(run.started_ms),
+        "" if ended_ms is None else iso(ended_ms),
+        run.worker,
+        "" if lateness is None else lateness,
+        Flag.of(run.schedule.metrics),
+    ]
+
+
+def _alert_keys(keys: Keys) -> list[str]:
+    """The keys ACK and RETRY keep the alerts and the per-schedule series in."""
+    return [keys.alerts, keys.failing, keys.metered]
 
 
 def prepare_ack(
@@ -101,7 +146,10 @@ def prepare_ack(
     """Compute the schedule's next fire after ``run`` (misfire policy applied at
     ``now_ms``) and the arguments of the ACK script, with the cluster-wide counters it
     adds when it applies (:mod:`scheduler.engine.clusterstats`): an ack ``by`` the worker or
-    the watchdog, its latency from ``ended_ms`` (the job's end; None when unknown)."""
+    the watchdog, its latency from ``ended_ms`` (the job's end; None when unknown).
+
+    The run's end in its history is ``now_ms`` for a worker's ack (Redis time, taken
+    as the job ended); for the watchdog's it is what the worker recorded, if anything."""
     schedule = run.schedule
     pending = cron.next_fire_ms(schedule.trigger, run.fire_ms)
     resolution = policy.resolve_misfire(schedule, pending, now_ms)
@@ -112,8 +160,18 @@ def prepare_ack(
         stats = clusterstats.ack_increments(by=by, latency_ms=latency_ms, dropped=resolution.dropped)
     else:
         stats = clusterstats.missed_increments(resolution.dropped)
+    stats += clusterstats.lateness_increments(run.lateness_ms)
+    run_end_ms = now_ms if by == "worker" else run.ended_ms
     return Ack(
-        keys=[keys.schedule(sid), keys.due, keys.running, keys.history(sid), keys.events, keys.stats],
+        keys=[
+            keys.schedule(sid),
+            keys.due,
+            keys.running,
+            keys.history(sid),
+            keys.events,
+            keys.stats,
+            *_alert_keys(keys),
+        ],
         args=[
             sid,
             run.job_id,
@@ -126,6 +184,7 @@ def prepare_ack(
             resolution.dropped,
             HISTORY_MAXLEN,
             error[:MAX_ERROR_CHARS],
+            *run_times(run, run_end_ms),
             *stats,
         ],
     )
@@ -145,7 +204,7 @@ def fail(
     sid = run.schedule_id
     result = scripts.run(
         script_set.retry,
-        [keys.schedule(sid), keys.due, keys.running, keys.history(sid), keys.events],
+        [keys.schedule(sid), keys.due, keys.running, keys.history(sid), keys.events, *_alert_keys(keys)],
         [
             sid,
             run.job_id,
@@ -155,6 +214,7 @@ def fail(
             error[:MAX_ERROR_CHARS],
             HISTORY_MAXLEN,
             Flag.of(schedule.pause_on_failure),
+            *run_times(run, run.ended_ms),
         ],
         client=conn,
     )

@@ -263,7 +263,7 @@ class Watchdog:
                 pipe.multi()
                 scripts.run(
                     self._scripts.mark_broken,
-                    [k.schedule(schedule_id), k.due, k.running, k.history(schedule_id)],
+                    [k.schedule(schedule_id), k.due, k.running, k.history(schedule_id), k.alerts],
                     [schedule_id, reason, iso(now_ms), HISTORY_MAXLEN],
                     client=pipe,
                 )

@@ -24,8 +24,10 @@ from scheduler.protocol import (
     RUN_FIELDS,
     STATES,
     UPSERT_READ_FIELDS,
+    WORKER_RUN_FIELDS,
     AckReply,
     AcquireReply,
+    AlertRecordReply,
     DispatchReply,
     LeaseReply,
     MarkBrokenReply,
@@ -36,6 +38,7 @@ from scheduler.protocol import (
     ResumeReply,
     RetryReply,
     ScheduleState,
+    StartedReply,
     TriggerReply,
     UpsertReply,
     lua_list,
@@ -94,6 +97,8 @@ _STR_RETURN = re.compile(r"\breturn '([a-z_]+)'")
         (scripts.ACK, AckReply),
         (scripts.RETRY, RetryReply),
         (scripts.NUDGE, NudgeReply),
+        (scripts.STARTED, StartedReply),
+        (scripts.ALERT_RECORD, AlertRecordReply),
         (scripts.MARK_BROKEN, MarkBrokenReply),
         (scripts.DISPATCH, DispatchReply),
         (lease.RENEW, LeaseReply),
@@ -214,7 +219,8 @@ def test_a_damaged_layout_is_one_named_error(field: str, value: Any) -> None:
 
 def test_the_run_fields_dispatch_sets_are_the_ones_every_ending_clears() -> None:
     dispatch_set = set(re.findall(r"'(\w+)', (?:job|queue|epoch|now)\b", scripts.DISPATCH))
-    assert set(RUN_FIELDS) <= dispatch_set
+    assert set(RUN_FIELDS) - set(WORKER_RUN_FIELDS) <= dispatch_set
+    assert set(WORKER_RUN_FIELDS) <= set(RUN_FIELDS)  # cleared with the run: none is inherited
     for body in (scripts.ACK, scripts.RETRY, scripts.MARK_BROKEN, repair_io.PLACE):
         assert lua_list("RUN_FIELDS", RUN_FIELDS) in body
         assert "unpack(RUN_FIELDS)" in body
