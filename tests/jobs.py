@@ -46,3 +46,12 @@ def fail_until(attempt: int) -> str:
         record("failures")
         raise RuntimeError(f"attempt {fire.attempt} fails")
     return record()
+
+
+def fail_while(key: str) -> str:
+    """Fails while ``key`` exists in Redis; a test deletes it to let runs succeed."""
+    job = get_current_job()
+    assert job is not None
+    if job.connection.exists(key):
+        raise RuntimeError(f"{key} is set")
+    return record()
