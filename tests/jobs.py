@@ -8,6 +8,7 @@ import time
 
 from rq import get_current_job
 
+from examples.deadman import dead_man
 from workers import current_fire
 
 
@@ -55,3 +56,11 @@ def fail_while(key: str) -> str:
     if job.connection.exists(key):
         raise RuntimeError(f"{key} is set")
     return record()
+
+
+def pinged(url: str, fail: bool = False) -> str:
+    """The README's dead-man recipe (examples/deadman.py) around a recorded run."""
+    with dead_man(url):
+        if fail:
+            raise RuntimeError("the work failed")
+        return record()
