@@ -27,6 +27,12 @@ test: install
 test-unit: install
 	$(BIN)/pytest tests/unit
 
+# The inner loop (under a minute): the pure tests and the client API against a private
+# Redis. `make test` (what CI runs) is the whole suite; `pytest -m "not slow"` skips
+# only the long scenarios.
+test-fast: install
+	$(BIN)/pytest -m "not slow" tests/unit tests/integration/test_store.py
+
 lint: install
 	$(BIN)/ruff check scheduler workers devtools tests bench examples
 	$(BIN)/ruff format --check scheduler workers devtools tests bench examples

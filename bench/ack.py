@@ -20,8 +20,9 @@ from redis import Redis
 from rq.utils import utcparse
 
 from bench.core import Context, Result, Target, percentile
-from bench.env import stack, wait_for
+from bench.env import history, stack, wait_for
 from scheduler import Client, Schedule
+from scheduler.records import text
 
 NAME = "ack"
 TITLE = "5. Ack latency"
@@ -30,11 +31,7 @@ WARMUP = 2
 
 def succeeded(conn: Redis, schedule_id: str) -> list[tuple[float, str]]:
     """(landing ms, job id) of the schedule's ``succeeded`` history entries."""
-    out = []
-    for entry_id, fields in conn.xrange(f"rqbeat:history:{schedule_id}"):
-        if fields.get(b"event") == b"succeeded":
-            out.append((int(entry_id.decode().split("-")[0]) + 0.5, fields[b"job_id"].decode()))
-    return out
+    return [(e.at_ms + 0.5, e.fields["job_id"]) for e in history(conn, schedule_id) if e.event == "succeeded"]
 
 
 def measure(ctx: Context, res: Result, kind: str, runs: int) -> None:
@@ -51,9 +48,9 @@ def measure(ctx: Context, res: Result, kind: str, runs: int) -> None:
         need = runs + WARMUP
         wait_for(lambda: len(succeeded(conn, "ack-1")) >= need, need * 4 + 30, 0.5, f"{need} acks")
         rows = succeeded(conn, "ack-1")[WARMUP:need]
-        ended = [conn.hget(f"rq:job:{job_id}", "ended_at") for _, job_id in rows]
+        ended = [text(conn.hget(f"rq:job:{job_id}", "ended_at")) for _, job_id in rows]
     lat = [
-        land_ms - utcparse(end.decode()).timestamp() * 1000
+        land_ms - utcparse(end).timestamp() * 1000
         for (land_ms, _), end in zip(rows, ended, strict=True)
         if end
     ]

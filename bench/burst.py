@@ -35,7 +35,8 @@ from rq.serializers import JSONSerializer
 
 from bench import seed
 from bench.core import Context, Result, Target
-from bench.env import RedisServer, cpu_seconds_precise, sleep_until, stack, wait_for, wait_role
+from bench.env import cpu_seconds_precise, sleep_until, stack, wait_for, wait_role
+from devtools.processes import RedisServer
 from scheduler.clock import iso, redis_now_ms
 
 NAME = "burst"

@@ -10,14 +10,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.env import RedisServer
+from devtools.processes import RedisServer
 
 DASH = "\u2013"  # en dash, as in "median [min-max]"
 
 
 @dataclass(frozen=True)
 class Target:
-    """The issue's target for a metric: ``median <op> value``."""
+    """A performance target for a metric: ``median <op> value``."""
 
     op: str  # ">=" or "<="
     value: float

@@ -23,6 +23,8 @@ from typing import TypeVar
 from redis import Redis
 
 from devtools.processes import RedisServer
+from scheduler.records import text
+from scheduler.store import HistoryEntry
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
@@ -173,8 +175,19 @@ def stack(workdir: Path, server: RedisServer) -> Iterator[Stack]:
 
 
 def leader_node(conn: Redis, namespace: str = "rqbeat") -> str | None:
-    token = conn.get(f"{namespace}:leader")
-    return token.decode().partition(":")[2] if token else None
+    token = text(conn.get(f"{namespace}:leader"))
+    return token.partition(":")[2] if token else None
+
+
+def history(conn: Redis, schedule_id: str, namespace: str = "rqbeat") -> list[HistoryEntry]:
+    """Every entry of a schedule's history stream, oldest first, decoded; ``at_ms`` is
+    the entry ID's time (when Redis wrote it, 1 ms resolution)."""
+    out = []
+    for entry_id, raw in conn.xrange(f"{namespace}:history:{schedule_id}") or []:
+        eid = str(text(entry_id))
+        fields = {str(text(k)): str(text(v)) for k, v in (raw or {}).items()}
+        out.append(HistoryEntry(eid, int(eid.split("-", 1)[0]), fields.pop("event", "?"), fields))
+    return out
 
 
 def wait_role(conn: Redis, node: str, role: str, timeout: float = 30, namespace: str = "rqbeat") -> None:

@@ -24,9 +24,11 @@ import time
 from redis import Redis
 
 from bench.core import Context, Result, Target
-from bench.env import Process, Stack, leader_node, sleep_until, stack, wait_for, wait_role
+from bench.env import Process, Stack, history, leader_node, sleep_until, stack, wait_for, wait_role
 from scheduler import Client, Schedule
 from scheduler.clock import parse_iso_ms, redis_now_ms
+from scheduler.model import Misfire
+from scheduler.records import text
 
 NAME = "failover"
 TITLE = "6. Failover"
@@ -36,14 +38,14 @@ SIGNALS = {"kill -9": signal.SIGKILL, "SIGTERM": signal.SIGTERM}
 
 
 def epoch_of(conn: Redis) -> int:
-    token = conn.get("rqbeat:leader")
-    return int(token.decode().split(":")[0]) if token else 0
+    token = text(conn.get("rqbeat:leader"))
+    return int(token.split(":")[0]) if token else 0
 
 
 def first_dispatch_of_epoch(conn: Redis, epoch: int) -> float | None:
-    for entry_id, fields in conn.xrange(f"rqbeat:history:{SID}"):
-        if fields.get(b"event") == b"dispatched" and int(fields.get(b"epoch", b"0")) >= epoch:
-            return int(entry_id.decode().split("-")[0]) + 0.5
+    for entry in history(conn, SID):
+        if entry.event == "dispatched" and int(entry.fields.get("epoch", "0")) >= epoch:
+            return entry.at_ms + 0.5
     return None
 
 
@@ -72,11 +74,11 @@ def trial(conn: Redis, st: Stack, procs: dict[str, Process], kind: str, name: st
 def check_runs(conn: Redis) -> tuple[int, int, int, int]:
     """(fires checked, lost, duplicated, missed entries) from first to last dispatched fire."""
     fires, missed = [], 0
-    for _, fields in conn.xrange(f"rqbeat:history:{SID}"):
-        if fields.get(b"event") == b"dispatched":
-            fires.append(parse_iso_ms(fields[b"fire_at"].decode()))
-        missed += fields.get(b"event") == b"missed"
-    runs = {k.decode(): int(v) for k, v in conn.hgetall("bench:runs").items()}
+    for entry in history(conn, SID):
+        if entry.event == "dispatched":
+            fires.append(parse_iso_ms(entry.fields["fire_at"]))
+        missed += entry.event == "missed"
+    runs = {str(text(k)): int(v) for k, v in conn.hgetall("bench:runs").items()}
     expected = range(min(fires), max(fires) + 1, 1000)
     lost = sum(1 for f in expected if runs.get(f"{SID}:{f}", 0) == 0)
     dup = sum(1 for v in runs.values() if v > 1)
@@ -89,7 +91,7 @@ def run(ctx: Context) -> Result:
     with ctx.redis("failover") as server, stack(ctx.workdir / "failover", server) as st:
         conn = server.client()
         st.worker("w1")
-        Client(conn).upsert(Schedule(id=SID, target="bench.jobs.record", every_ms=1000, misfire="all"))
+        Client(conn).upsert(Schedule(id=SID, target="bench.jobs.record", every_ms=1000, misfire=Misfire.ALL))
         procs = {"a": st.replica("a"), "b": st.replica("b")}
         for i, kind in enumerate(trials):
             ctx.log(f"failover trial {i + 1}/{len(trials)}: {kind}")

@@ -29,11 +29,12 @@ from redis import Redis
 from rq.utils import utcparse
 
 from bench.core import Context, Result, Target, percentile
-from bench.env import stack, wait_for, wait_role
+from bench.env import history, stack, wait_for, wait_role
 from scheduler import Client, Schedule, policy, scripts
 from scheduler.clock import parse_iso_ms, redis_now_ms
 from scheduler.engine import runs
 from scheduler.keys import Keys
+from scheduler.records import text
 
 NAME = "firelag"
 TITLE = "2. Fire lag"
@@ -43,13 +44,11 @@ WARMUP_S = 3.0
 
 def dispatched(conn: Redis, schedule_id: str) -> list[dict[str, str]]:
     """The schedule's ``dispatched`` history entries, with ``land_ms`` from the entry ID."""
-    out = []
-    for entry_id, fields in conn.xrange(f"rqbeat:history:{schedule_id}"):
-        row = {k.decode(): v.decode() for k, v in fields.items()}
-        if row.get("event") == "dispatched":
-            row["land_ms"] = str(int(entry_id.decode().split("-")[0]) + 0.5)
-            out.append(row)
-    return out
+    return [
+        {**entry.fields, "land_ms": str(entry.at_ms + 0.5)}
+        for entry in history(conn, schedule_id)
+        if entry.event == "dispatched"
+    ]
 
 
 def _record(res: Result, prefix: str, lags_ms: list[float], targets: dict[str, Target]) -> None:
@@ -70,15 +69,15 @@ def single(ctx: Context, res: Result) -> None:
         need = fires + WARMUP_FIRES
         wait_for(lambda: len(dispatched(conn, "lag-1")) >= need, need * 2 + 30, 0.5, "the fires")
         rows = dispatched(conn, "lag-1")[WARMUP_FIRES:need]
-        missed = sum(1 for _, f in conn.xrange("rqbeat:history:lag-1") if f.get(b"event") == b"missed")
+        missed = sum(1 for entry in history(conn, "lag-1") if entry.event == "missed")
         land, enq, decide = [], [], []
         for row in rows:
             fire = parse_iso_ms(row["fire_at"])
             land.append(float(row["land_ms"]) - fire)
             decide.append(parse_iso_ms(row["at"]) - fire)
-            enqueued = conn.hget(f"rq:job:{row['job_id']}", "enqueued_at")
+            enqueued = text(conn.hget(f"rq:job:{row['job_id']}", "enqueued_at"))
             if enqueued:
-                enq.append(utcparse(enqueued.decode()).timestamp() * 1000 - fire)
+                enq.append(utcparse(enqueued).timestamp() * 1000 - fire)
     _record(
         res,
         "single: landing",
@@ -110,11 +109,11 @@ class Acker(threading.Thread):
             more = self.conn.lpop("rq:queue:default", 999) or []
             self._ack([first[1], *more])
 
-    def _ack(self, job_ids: list[bytes]) -> None:
+    def _ack(self, job_ids: list[bytes | str]) -> None:
         now = redis_now_ms(self.conn)
         pipe = self.conn.pipeline(transaction=False)
         for raw in job_ids:
-            job_id = raw.decode()
+            job_id = str(text(raw))
             run = runs.read_in_flight(self.conn, self.keys, job_id.rsplit("-", 2)[0])
             if run is not None and run.job_id == job_id:
                 runs.prepare_ack(self.keys, run, now).add_to(pipe, self.scripts)

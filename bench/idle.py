@@ -17,6 +17,7 @@ of 12 s (8 s with --quick) over which the benchmark reads:
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -126,7 +127,7 @@ def run(ctx: Context) -> Result:
             seed_idle(conn, server.port, n)
             ctx.log(f"idle n={n}: seeded in {time.monotonic() - t0:.1f}s")
             procs = {"r1": st.replica("r1"), "r2": st.replica("r2")}
-            leader = wait_for(lambda c=conn: leader_node(c), 30, what="a leader")
+            leader = wait_for(functools.partial(leader_node, conn), 30, what="a leader")
             standby = "r2" if leader == "r1" else "r1"
             wait_role(conn, standby, "standby")
             time.sleep(SETTLE_S)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 
 from redis import Redis
+from redis.typing import EncodableT, FieldT
 
 from bench.core import Context, Result, Target
 from bench.idle import seed_idle
@@ -23,6 +24,7 @@ from bench.seed import check_layout
 from scheduler import Client, Schedule
 from scheduler.clock import iso, redis_now_ms
 from scheduler.keys import HISTORY_MAXLEN
+from scheduler.records import text
 
 NAME = "memory"
 TITLE = "4. Memory"
@@ -40,7 +42,7 @@ def history_at_cap(conn: Redis) -> tuple[int, int]:
     for i in range(HISTORY_MAXLEN):
         fire_iso, at = iso(fire + i * 60_000), iso(fire + i * 60_000 + 3)
         job = f"nightly-report-{fire + i * 60_000}-1"
-        fields = {
+        fields: dict[FieldT, EncodableT] = {
             "event": "dispatched",
             "fire_at": fire_iso,
             "job_id": job,
@@ -61,14 +63,14 @@ def history_at_cap(conn: Redis) -> tuple[int, int]:
 def breakdown(conn: Redis, n: int) -> str:
     """Where the bytes of one schedule are: its hash, and its share of the due zset and id set."""
     key = "rqbeat:schedule:s-000000"
-    encoding = conn.object("encoding", key)
+    encoding = text(conn.object("encoding", key))
     usage = conn.memory_usage(key, samples=0)
-    definition = conn.hget(key, "definition") or b""
+    definition = text(conn.hget(key, "definition")) or ""
     due = int(conn.memory_usage("rqbeat:due", samples=0) or 0) / n
     ids = int(conn.memory_usage("rqbeat:ids", samples=0) or 0) / n
     return (
-        f"one schedule hash is {encoding.decode() if encoding else '?'}-encoded, MEMORY USAGE {usage} B "
-        f"(definition {len(definition)} B: `{definition.decode()}`); per schedule the due zset "
+        f"one schedule hash is {encoding or '?'}-encoded, MEMORY USAGE {usage} B "
+        f"(definition {len(definition.encode())} B: `{definition}`); per schedule the due zset "
         f"takes {due:.0f} B and the ids set {ids:.0f} B."
     )
 

@@ -26,6 +26,7 @@ from redis import Redis
 from scheduler import Client, Schedule
 from scheduler.clock import iso, redis_now_ms
 from scheduler.keys import Keys
+from scheduler.records import text
 
 CHUNK = 20_000
 PLACEHOLDER = "BENCHIDPLACEHOLDER"
@@ -165,20 +166,25 @@ def check_layout(conn: Redis, port: int, spec: Spec | None = None) -> None:
     client = Client(conn, namespace)
     real = spec.schedule("layout-real", "0 0 * * *")
     client.upsert(real)
-    real_hash = conn.hgetall(keys.schedule(real.id))
+    real_hash = _decoded(conn.hgetall(keys.schedule(real.id)))
     fire_ms = round(float(conn.zscore(keys.due, real.id) or 0) * 1000)
     write(port, namespace, [("layout-raw", fire_ms, Definitions(spec).json("layout-raw", "0 0 * * *"))], 0)
-    raw_hash = conn.hgetall(keys.schedule("layout-raw"))
+    raw_hash = _decoded(conn.hgetall(keys.schedule("layout-raw")))
     try:
         assert sorted(real_hash) == sorted(raw_hash), (
             f"fields differ: {sorted(real_hash)} vs {sorted(raw_hash)}"
         )
-        for name in (b"version", b"state", b"attempt", b"fire_at"):
+        for name in ("version", "state", "attempt", "fire_at"):
             assert real_hash[name] == raw_hash[name], f"{name!r}: {real_hash[name]!r} vs {raw_hash[name]!r}"
-        assert real_hash[b"definition"] == raw_hash[b"definition"].replace(b"layout-raw", b"layout-real")
+        assert real_hash["definition"] == raw_hash["definition"].replace("layout-raw", "layout-real")
         assert conn.zscore(keys.due, "layout-raw") == conn.zscore(keys.due, real.id)
         assert conn.smembers(keys.ids) == {b"layout-real", b"layout-raw"}
     finally:
         stray = list(conn.scan_iter(f"{namespace}:*"))
         if stray:
             conn.delete(*stray)
+
+
+def _decoded(raw: dict[bytes | str, bytes | str]) -> dict[str, str]:
+    """An HGETALL reply with text keys and values."""
+    return {str(text(k)): str(text(v)) for k, v in raw.items()}

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from redis import Redis
 
-from devtools.processes import Process, wait_for
+from devtools.processes import REPO, Process, wait_for
+from devtools.skewclock import skewed_env
 from scheduler.keys import Keys
 from scheduler.records import text
 
@@ -41,9 +42,12 @@ class Cluster:
         self.namespace = namespace
         self.keys = Keys(namespace)
 
-    def _start(self, name: str, args: list[str]) -> Process:
+    def _start(self, name: str, args: list[str], clock_offset_s: float | None = None) -> Process:
         log = self.tmp_path / f"{name}-{next(_counter)}.log"
-        proc = Process(args, log, env=self.env)
+        env = dict(self.env or {})
+        if clock_offset_s is not None:  # a machine whose clock is off (devtools/skewclock)
+            env.update(skewed_env(clock_offset_s, f"{REPO}:{REPO / 'tests'}"))
+        proc = Process(args, log, env=env)
         self.processes.append(proc)
         return proc
 
@@ -80,10 +84,17 @@ class Cluster:
         )
 
     def worker(
-        self, name: str, *queues: str, monitoring_interval: int = 1, grace: int = 2, extra: Sequence[str] = ()
+        self,
+        name: str,
+        *queues: str,
+        monitoring_interval: int = 1,
+        grace: int = 2,
+        extra: Sequence[str] = (),
+        clock_offset_s: float | None = None,
     ) -> Process:
         """``rqbeat worker`` (workers.Worker, atomic ack) as a subprocess; ``extra``: more
-        ``worker`` options (a repeated option overrides the default given here)."""
+        ``worker`` options (a repeated option overrides the default given here);
+        ``clock_offset_s``: its wall clock that far off (negative: behind)."""
         return self._start(
             name,
             [
@@ -104,9 +115,10 @@ class Cluster:
                 "warning",
                 *extra,
             ],
+            clock_offset_s,
         )
 
-    def plain_rq_worker(self, name: str, *queues: str) -> Process:
+    def plain_rq_worker(self, name: str, *queues: str, clock_offset_s: float | None = None) -> Process:
         """A stock ``rq worker -S json``: acks come from the leader's watchdog."""
         return self._start(
             name,
@@ -125,6 +137,7 @@ class Cluster:
                 "WARNING",
                 *(queues or ("default",)),
             ],
+            clock_offset_s,
         )
 
     def leader(self, conn: Redis) -> str | None:

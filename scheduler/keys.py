@@ -80,6 +80,11 @@ class Keys:
         """SET of schedules with ``metrics = true``: their own series are exported."""
         return f"{self.namespace}:metered"
 
+    @property
+    def data_lost(self) -> str:
+        """HASH, no TTL: a replica saw the counters go back (scheduler.dataloss)."""
+        return f"{self.namespace}:data_lost"
+
     def schedule(self, schedule_id: str) -> str:
         """HASH: the definition (JSON) and the state of one schedule."""
         return f"{self.namespace}:schedule:{schedule_id}"
@@ -87,6 +92,10 @@ class Keys:
     def history(self, schedule_id: str) -> str:
         """STREAM: capped run history of one schedule."""
         return f"{self.namespace}:history:{schedule_id}"
+
+    def clock(self, worker: str) -> str:
+        """HASH: an rqbeat worker's clock offset from Redis time (scheduler.clockskew)."""
+        return f"{self.namespace}:clock:{worker}"
 
     def node(self, node: str) -> str:
         """HASH: what one replica last reported (role, epoch, pid, host)."""

@@ -58,6 +58,16 @@ def resolve_misfire(schedule: Schedule, pending_ms: int, now_ms: int) -> Resolut
     return Resolution(missed[0], dropped, True)
 
 
+def paused_fires(trigger: cron.Trigger, first_ms: int | None, resumed_ms: int) -> int:
+    """How many fires a resume at ``resumed_ms`` drops: those in ``[first_ms,
+    resumed_ms]``, where ``first_ms`` is the earliest fire not yet run (None: unknown,
+    none counted). A paused schedule's fires never run, pending or passed while it
+    was paused; it fires again from the first fire after the resume."""
+    if first_ms is None or first_ms > resumed_ms:
+        return 0
+    return 1 + len(cron.fires_between(trigger, first_ms, resumed_ms, MAX_ENUMERATED_FIRES - 1))
+
+
 def due_score_ms(schedule: Schedule, fire_ms: int) -> int:
     """When a fire becomes due: the fire time plus its jitter, never past the next fire."""
     if not schedule.jitter_ms:

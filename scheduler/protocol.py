@@ -47,6 +47,7 @@ class ResumeReply(IntEnum):
     RESUMED = 1
     NOT_PAUSED = 0
     NOT_FOUND = -1
+    CHANGED = -2  # acked, failed or edited since it was read: re-read and try again
 
 
 class TriggerReply(StrEnum):
@@ -58,7 +59,7 @@ class TriggerReply(StrEnum):
 
 class AckReply(IntEnum):
     REARMED = 1  # due again at its next fire
-    REDEFINED = 2  # the definition changed under the run: due now, fire recomputed
+    REDEFINED = 2  # the definition changed (or it was resumed) under the run: due now, fire recomputed
     PAUSED = 3  # paused meanwhile: left idle
     STALE = 0  # not this schedule's run in flight: nothing written
 

@@ -207,7 +207,9 @@ return 1
 """
 
 RESUME = """
--- Fire again from now on (fires missed while paused are not run).
+-- Fire again from now on: fires that passed while paused never run; each is recorded
+-- as skipped. Compare-and-set on what the caller read, so the skipped fires it counted
+-- are the ones that passed.
 -- KEYS[1] - the schedule hash
 -- KEYS[2] - the due zset
 -- KEYS[3] - the revision counter
@@ -218,18 +220,34 @@ RESUME = """
 -- ARGV[3] - its due score
 -- ARGV[4] - now, ISO
 -- ARGV[5] - history maxlen
--- returns (ResumeReply) 1 resumed, 0 not paused, -1 no such schedule
+-- ARGV[6] - the version as read
+-- ARGV[7] - fire_at as read ('' = missing)
+-- ARGV[8] - job_id as read ('' = no run in flight)
+-- ARGV[9] - fires skipped (pending or passed while paused: never run)
+-- ARGV[10] - the first of them, ISO
+-- returns (ResumeReply) 1 resumed, 0 not paused, -1 no such schedule, -2 changed since
+-- it was read (an ack, a failure or an edit: the skipped fires differ; re-read)
 local schedule, due, revision, events, history = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local id, fire, score, now, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local read_version, read_fire, read_job = ARGV[6], ARGV[7], ARGV[8]
+local skipped, first_skipped = ARGV[9], ARGV[10]
 local state = redis.call('HGET', schedule, 'state')
 if not state then return -1 end
 if state ~= 'paused' then return 0 end
-if redis.call('HEXISTS', schedule, 'job_id') == 1 then
-  -- its last run is still in flight: the ack re-arms it
-  redis.call('HSET', schedule, 'state', 'running', 'updated_at', now)
+local function was(name, value) return (redis.call('HGET', schedule, name) or '') == value end
+if not (was('version', read_version) and was('fire_at', read_fire) and was('job_id', read_job)) then
+  return -2
+end
+if read_job ~= '' then
+  -- its last run is still in flight: the ack re-arms it from the first fire after now
+  redis.call('HSET', schedule, 'state', 'running', 'resumed_at', now, 'updated_at', now)
 else
   redis.call('HSET', schedule, 'state', 'due', 'fire_at', fire, 'attempt', 1, 'updated_at', now)
   redis.call('ZADD', due, score, id)
+end
+if tonumber(skipped) > 0 then
+  redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', 'event', 'skipped', 'count', skipped,
+             'fire_at', first_skipped, 'at', now)
 end
 redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', 'event', 'resumed', 'at', now)
 redis.call('INCR', revision)
@@ -292,25 +310,27 @@ ACK = (
 -- ARGV[9] - fires dropped by the misfire policy
 -- ARGV[10] - history maxlen
 -- ARGV[11] - error text (gave_up) or ''
--- ARGV[12..16] - the run's times (RUN_TIMES_HEADER)
--- ARGV[17..] - (field, increment) pairs for the stats hash
--- returns (AckReply) 1 re-armed, 2 definition changed (due now, fire recomputed by the
--- leader), 3 paused (left idle), 0 not this schedule's run in flight (no-op)
+-- ARGV[12] - resumed_at the next fire was computed from ('' = none)
+-- ARGV[13..17] - the run's times (RUN_TIMES_HEADER)
+-- ARGV[18..] - (field, increment) pairs for the stats hash
+-- returns (AckReply) 1 re-armed, 2 definition changed or resumed meanwhile (due now,
+-- fire recomputed by the leader), 3 paused (left idle), 0 not this schedule's run in
+-- flight (no-op)
 local schedule, due, running, history, events, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4],
                                                         KEYS[5], KEYS[6]
 local alerts, failing, metered = KEYS[7], KEYS[8], KEYS[9]
 local id, job, version, next_fire, next_score = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local now, now_score, outcome, dropped = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
-local maxlen, err = ARGV[10], ARGV[11]
+local maxlen, err, resumed_at = ARGV[10], ARGV[11], ARGV[12]
 if redis.call('HGET', schedule, 'job_id') ~= job then return 0 end
 local state = redis.call('HGET', schedule, 'state')
 local fire = redis.call('HGET', schedule, 'fire_at')
 redis.call('HDEL', schedule, unpack(RUN_FIELDS))
 redis.call('HSET', schedule, 'last_result', outcome, 'last_run_at', now, 'attempt', 1)
 redis.call('ZREM', running, id)
-for i = 17, #ARGV, 2 do redis.call('HINCRBY', stats, ARGV[i], ARGV[i + 1]) end  -- metrics
+for i = 18, #ARGV, 2 do redis.call('HINCRBY', stats, ARGV[i], ARGV[i + 1]) end  -- metrics
 local entry = {'event', outcome, 'fire_at', fire, 'job_id', job, 'at', now}
-run_times(schedule, metered, id, entry, 12)
+run_times(schedule, metered, id, entry, 13)
 if err ~= '' then table.insert(entry, 'error'); table.insert(entry, err) end
 redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', unpack(entry))
 if outcome == 'succeeded' then
@@ -326,8 +346,12 @@ else
   redis.call('HSET', schedule, 'alerted', 'gave_up')
   alert(alerts, 'gave_up', id, fire, job, err, now, false)
 end
-if state ~= 'running' then return 3 end
-if redis.call('HGET', schedule, 'version') ~= version then
+if redis.call('HGET', schedule, 'version') ~= version
+    or (redis.call('HGET', schedule, 'resumed_at') or '') ~= resumed_at then
+  if state ~= 'running' then  -- paused: resume recomputes the fire
+    redis.call('HSET', schedule, 'fire_at', '')
+    return 3
+  end
   redis.call('HSET', schedule, 'state', 'due', 'fire_at', '')
   wake_if_earlier(due, events, now_score)
   redis.call('ZADD', due, now_score, id)
@@ -336,6 +360,10 @@ end
 if tonumber(dropped) > 0 then
   redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', 'event', 'missed',
              'count', dropped, 'next_fire_at', next_fire, 'at', now)
+end
+if state ~= 'running' then  -- paused: the pending fire, from which resume counts the skipped
+  redis.call('HSET', schedule, 'fire_at', next_fire)
+  return 3
 end
 redis.call('HSET', schedule, 'state', 'due', 'fire_at', next_fire)
 wake_if_earlier(due, events, next_score)

@@ -43,6 +43,8 @@ FIRST_VERSION = 1
 UPSERT_CHUNK = hashes.CHUNK
 #: Read-merge-write passes of :meth:`Client.edit` before a busy schedule's edit gives up.
 EDIT_ATTEMPTS = 5
+#: A resume re-reads and tries again when an ack or an edit raced it, this many times.
+RESUME_ATTEMPTS = 5
 #: Called with how many schedules an upsert has settled since the last call.
 Progress = Callable[[int], None]
 #: What an upsert pass carries from sending a chunk to settling it: its writes, its size.
@@ -173,23 +175,47 @@ class Client:
         return reply is PauseReply.PAUSED
 
     def resume(self, schedule_id: str) -> bool:
-        """Fire again from now on (missed fires while paused are not run). False if it
-        was not paused."""
+        """Fire again from the first fire after now. The fires pending or passed while
+        it was paused never run; they are recorded as ``skipped`` in its history. A run
+        still in flight finishes, and its ack re-arms the schedule after now as well.
+        False if it was not paused."""
+        # Safe to retry: a RESUME refused as CHANGED wrote nothing.
+        retrying = Retrying(
+            retry=retry_if_exception_type(_ResumeRaced),
+            stop=stop_after_attempt(RESUME_ATTEMPTS),
+            reraise=True,
+        )
+        try:
+            reply = retrying(self._resume_once, schedule_id)
+        except _ResumeRaced:
+            raise ScheduleConflict(f"schedule {schedule_id!r} kept changing during the resume") from None
+        if reply is ResumeReply.NOT_FOUND:
+            raise ScheduleNotFound(schedule_id)
+        return reply is ResumeReply.RESUMED
+
+    def _resume_once(self, schedule_id: str) -> ResumeReply:
+        """One read-compute-write: the script refuses (``CHANGED``) when the version,
+        the pending fire or the run in flight moved since the read."""
         record = self.get(schedule_id)
         if record.schedule is None:
             raise RqbeatError(
                 f"schedule {schedule_id!r} is broken ({record.error}); apply a valid definition"
             )
+        trigger = record.schedule.trigger
         now = redis_now_ms(self.conn)
-        fire = cron.next_fire_ms(record.schedule.trigger, now)
+        fire = cron.next_fire_ms(trigger, now)
         score = policy.due_score_ms(record.schedule, fire)
+        first = _first_unrun_ms(trigger, record)
+        skipped = policy.paused_fires(trigger, first, now)
+        seen = [record.raw.get(f, "") for f in ("version", "fire_at", "job_id")]
         k = self.keys
         keys = [k.schedule(schedule_id), k.due, k.revision, k.events, k.history(schedule_id)]
-        args = [schedule_id, iso(fire), score / 1000, iso(now), self.history_maxlen]
-        reply = ResumeReply(scripts.run(self._scripts.resume, keys, args))
-        if reply is ResumeReply.NOT_FOUND:
-            raise ScheduleNotFound(schedule_id)
-        return reply is ResumeReply.RESUMED
+        args = [schedule_id, iso(fire), score / 1000, iso(now), self.history_maxlen, *seen, skipped]
+        first_text = iso(first) if first is not None else ""
+        reply = ResumeReply(scripts.run(self._scripts.resume, keys, [*args, first_text]))
+        if reply is ResumeReply.CHANGED:
+            raise _ResumeRaced
+        return reply
 
     def trigger(self, schedule_id: str) -> None:
         """Run the schedule now, once; its regular fires carry on afterwards."""
@@ -341,6 +367,18 @@ class Client:
             args += [iso(fire), policy.due_score_ms(schedule, fire) / 1000] if fire is not None else ["", 0]
             writes.append(schedule)
         return writes, args
+
+
+class _ResumeRaced(Exception):
+    """RESUME found the schedule changed since its read: read again."""
+
+
+def _first_unrun_ms(trigger: cron.Trigger, record: ScheduleRecord) -> int | None:
+    """The earliest fire of a paused schedule that has neither run nor been dropped:
+    the pending fire, or the one after the run still in flight (None: unknown)."""
+    if record.fire_ms is None:
+        return None
+    return cron.next_fire_ms(trigger, record.fire_ms) if record.job_id else record.fire_ms
 
 
 def _old_definition(schedule_id: str, definition: bytes | None) -> Schedule | None:

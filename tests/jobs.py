@@ -8,8 +8,7 @@ import time
 
 from rq import get_current_job
 
-from examples.deadman import dead_man
-from workers import current_fire
+from workers import current_fire, dead_man
 
 
 def record(tag: str = "runs") -> str:
@@ -59,8 +58,36 @@ def fail_while(key: str) -> str:
 
 
 def pinged(url: str, fail: bool = False) -> str:
-    """The README's dead-man recipe (examples/deadman.py) around a recorded run."""
+    """The README's dead-man recipe (workers.dead_man) around a recorded run."""
     with dead_man(url):
         if fail:
             raise RuntimeError("the work failed")
         return record()
+
+
+def gated(tag: str) -> str:
+    """Records the start, then waits until the test opens the gate (one token per
+    run, ``RPUSH test:<tag>:gate``): a run that stays in flight exactly as long as the
+    test needs, with no timing margins."""
+    job = get_current_job()
+    assert job is not None
+    job.connection.rpush(f"test:{tag}:started", job.id)
+    if job.connection.blpop([f"test:{tag}:gate"], timeout=60) is None:
+        raise RuntimeError(f"the gate of {tag!r} never opened")
+    return record(tag)
+
+
+def exclusive(seconds: float, tag: str = "runs") -> str:
+    """Like :func:`slow`, and counts overlaps: a run that starts while another run under
+    ``tag`` is still in flight adds one to ``test:<tag>:overlaps`` (clock-free)."""
+    job = get_current_job()
+    assert job is not None
+    conn = job.connection
+    if int(conn.incr(f"test:{tag}:inflight")) > 1:
+        conn.incr(f"test:{tag}:overlaps")
+    conn.rpush(f"test:{tag}:started", job.id)
+    try:
+        time.sleep(seconds)
+    finally:
+        conn.decr(f"test:{tag}:inflight")
+    return record(tag)

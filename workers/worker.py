@@ -10,11 +10,18 @@ that hook.
 
 If the worker dies between the job and the EXEC, nothing is acked and the leader's
 watchdog decides later from RQ's state; a failed job nudges the watchdog to look now.
+
+Nothing here decides by this machine's clock. It is measured against Redis ``TIME``
+at start and on heartbeats (:mod:`workers.clockoffset`) so that ``rqbeat status`` and
+``rqbeat check`` can show a skewed worker.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import time
+from functools import cached_property
 from typing import Any
 
 from redis.client import Pipeline
@@ -25,12 +32,13 @@ from rq.job import Job
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from scheduler import scripts
+from scheduler import clockskew, scripts
 from scheduler.clock import iso, redis_now_ms
 from scheduler.engine import runs
 from scheduler.errors import CorruptJobMeta
 from scheduler.jobmeta import FireMeta
-from scheduler.keys import Keys
+from scheduler.keys import DEFAULT_NAMESPACE, Keys
+from workers.clockoffset import ClockProbe
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +51,8 @@ class Worker(RQWorker):
     """An RQ worker that acknowledges rqbeat runs atomically. JSON serializer by default."""
 
     heartbeat_grace_s: int = DEFAULT_HEARTBEAT_GRACE_S
+    #: Where the clock offset is recorded (``rqbeat worker`` sets its --namespace).
+    rqbeat_namespace: str | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         if kwargs.get("serializer") is None:
@@ -105,6 +115,19 @@ class Worker(RQWorker):
                 fire.schedule, fire.fire_at, job.id, fire.epoch, exc,
             )  # fmt: skip
 
+    def register_birth(self) -> None:
+        super().register_birth()  # type: ignore[no-untyped-call]
+        self._rqbeat_clock.measure(self.worker_ttl + 60)
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
+        super().heartbeat(timeout, pipeline)
+        self._rqbeat_clock.maybe_measure(self.worker_ttl + 60)
+
+    @cached_property
+    def _rqbeat_clock(self) -> ClockProbe:
+        namespace = self.rqbeat_namespace or os.environ.get("RQBEAT_NAMESPACE") or DEFAULT_NAMESPACE
+        return ClockProbe(self.connection, Keys(namespace), self.name)
+
     def get_heartbeat_ttl(self, job: Job) -> int:
         if job.timeout and job.timeout > 0:
             remaining = job.timeout - self.current_job_working_time
@@ -119,8 +142,10 @@ class Worker(RQWorker):
         run = runs.read_in_flight(self.connection, keys, fire.schedule)
         if run is None or run.job_id != job.id:
             return None  # stale: removed, re-dispatched or already acked; nothing to do
-        ended_ms = round(job.ended_at.timestamp() * 1000) if job.ended_at else None
-        ack = runs.prepare_ack(keys, run, redis_now_ms(self.connection), by="worker", ended_ms=ended_ms)
+        now_ms = redis_now_ms(self.connection)
+        # ended_at is this machine's clock: only the time since then is used, from Redis now
+        ended_ms = clockskew.ended_redis_ms(job.ended_at, now_ms, time.time_ns() // 1_000_000)
+        ack = runs.prepare_ack(keys, run, now_ms, by="worker", ended_ms=ended_ms)
         if log.isEnabledFor(logging.INFO):
             log.info(
                 "run succeeded schedule=%s fire=%s job_id=%s attempt=%d epoch=%d (acking)",

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import click
 import redis.exceptions
 
+from scheduler import clockskew, dataloss
 from scheduler.cli.common import Context, allow_option, echo_json, json_option, parse_allow, pass_context
 from scheduler.cli.status_view import status_lines
 from scheduler.durations import parse_duration_ms
@@ -25,6 +26,7 @@ from scheduler.model import WEBHOOK_PATTERN
 from scheduler.ops.repair import Finding
 from scheduler.ops.repair_io import RepairOutcome, examine, run_repair
 from scheduler.ops.status import node_problems, read_status
+from scheduler.outage import wait_until_reachable
 from workers import Worker
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -144,6 +146,10 @@ def run(
     logging.getLogger(__name__).info(
         "redis=%s allow=%s", ctx.redis.describe(), allowed if allowed is not None else "any"
     )
+    # Started beside Redis (compose, systemd), a replica may come up first: wait for it
+    # (tenacity retrying PING, which writes nothing, so retrying is safe), then check its
+    # eviction policy against it. Later outages are the service loop's to ride out.
+    wait_until_reachable(service.conn, where=ctx.redis.describe())
     signal.signal(signal.SIGTERM, service.on_signal)
     signal.signal(signal.SIGINT, service.on_signal)
     service.run()
@@ -204,6 +210,10 @@ def worker(
       rqbeat --redis-url redis://redis:6379/0 worker default reports --log-format json
     """
     setup_logging(log_level, log_format.lower())
+    # RQ's worker exits when Redis is down as it starts: wait for it first (tenacity
+    # retrying PING, which writes nothing, so retrying is safe; recovery once running is
+    # RQ's and workers.Worker's).
+    wait_until_reachable(ctx.conn, where=ctx.redis.describe())
     w = Worker(
         list(queues or ["default"]),
         connection=ctx.conn,
@@ -211,6 +221,7 @@ def worker(
         job_monitoring_interval=job_monitoring_interval,
     )
     w.heartbeat_grace_s = heartbeat_grace
+    w.rqbeat_namespace = ctx.namespace
     w.work(burst=burst, logging_level=log_level.upper(), with_scheduler=False)
 
 
@@ -237,9 +248,18 @@ def status(ctx: Context, as_json: bool) -> None:
 @click.option("--max-lag", default="60s", help="Unhealthy when a due fire is older than this.")
 @click.option("--node", default="", help="Also require this replica's heartbeat (its `run --node`).")
 @click.option("--node-max-age", default="45s", help="With --node: unhealthy when its heartbeat is older.")
+@click.option(
+    "--max-clock-offset",
+    default=f"{clockskew.TOLERANCE_MS // 1000}s",
+    help="Unhealthy when an rqbeat worker's clock is further off Redis time.",
+)
 @click.option("--repair", is_flag=True, help="Fix what the scan of the stored state finds (asks first).")
 @click.option("--yes", is_flag=True, help="With --repair: do not ask (scripts, cron jobs).")
-@click.option("--health-only", is_flag=True, help="Skip the scan of every schedule: a cheap probe.")
+@click.option(
+    "--health-only",
+    is_flag=True,
+    help="Skip the scan of every schedule and the worker clocks: a cheap probe of the scheduler.",
+)
 @json_option
 @pass_context
 def check(
@@ -247,14 +267,16 @@ def check(
     max_lag: str,
     node: str,
     node_max_age: str,
+    max_clock_offset: str,
     repair: bool,
     yes: bool,
     health_only: bool,
     as_json: bool,
 ) -> None:
     """Health and consistency check: exit 0 when a leader holds the lease, no fire
-    is overdue by more than --max-lag and the stored state is consistent; exit 1
-    (with the reasons) otherwise. With --node, also the named replica must have
+    is overdue by more than --max-lag, no rqbeat worker's clock is off Redis time by
+    more than --max-clock-offset and the stored state is consistent; exit 1 (with the
+    reasons) otherwise. With --node, also the named replica must have
     reported itself within --node-max-age: a per-container health check for `rqbeat
     run`. Warns (stderr, exit code unchanged) when Redis's maxmemory-policy can evict
     rqbeat's data. --repair fixes the stored state, each fix one atomic step that
@@ -269,6 +291,7 @@ def check(
     """
     limit_ms = parse_duration_ms("max-lag", max_lag)
     node_age_ms = parse_duration_ms("node-max-age", node_max_age)
+    clock_ms = parse_duration_ms("max-clock-offset", max_clock_offset)
     if repair and health_only:
         raise ConfigError("--repair", True, "needs the scan; drop --health-only")
     policy_warning = eviction_warning(read_policy(ctx.conn) or "noeviction")
@@ -281,8 +304,11 @@ def check(
         if not yes:
             click.confirm(f"Repair {len(found)} problem(s) in {ctx.namespace}?", abort=True, err=True)
         outcome = run_repair(ctx.conn, keys)
+    if repair:
+        _clear_data_lost(ctx, keys, yes)
     remaining = outcome.remaining if outcome is not None else found
-    problems, summary = _health(ctx, limit_ms, node, node_age_ms)
+    # a worker's clock is no reason to restart a replica: not part of the container probe
+    problems, summary = _health(ctx, limit_ms, node, node_age_ms, None if health_only else clock_ms)
     if remaining:
         problems.append(f"{len(remaining)} problem(s) in the stored state")
     if as_json:
@@ -296,14 +322,17 @@ def check(
     click.echo(summary)
 
 
-def _health(ctx: Context, limit_ms: int, node: str, node_age_ms: int) -> tuple[list[str], str]:
-    """The health problems (lease, overdue fires, --node), and the one-line summary."""
+def _health(
+    ctx: Context, limit_ms: int, node: str, node_age_ms: int, clock_ms: int | None
+) -> tuple[list[str], str]:
+    """The health problems (lease, overdue fires, --node, worker clocks), and the
+    one-line summary."""
     try:
         report = read_status(ctx.conn, ctx.namespace, detail=False)
     except redis.exceptions.ResponseError as exc:  # WRONGTYPE: a set key edited by hand
         return [f"cannot read the status: {str(exc).splitlines()[0]}"], ""
     now = report.now_ms
-    problems = []
+    problems = [] if report.data_lost is None else [report.data_lost.line()]
     if report.leader_node is None:
         problems.append("no leader holds the lease")
     if report.oldest_overdue_ms is not None and now - report.oldest_overdue_ms > limit_ms:
@@ -312,8 +341,22 @@ def _health(ctx: Context, limit_ms: int, node: str, node_age_ms: int) -> tuple[l
         )
     if node:
         problems.extend(node_problems(report, node, node_age_ms))
+    if clock_ms is not None:
+        problems.extend(report.clock_problems(clock_ms))
     seen = f", replica {node} reporting" if node else ""
     return problems, f"ok: leader {report.leader_node}, {report.total} schedules{seen}"
+
+
+def _clear_data_lost(ctx: Context, keys: Keys, yes: bool) -> None:
+    """--repair: a person acknowledges a recorded loss (after re-applying the files)."""
+    marker = dataloss.decode_marker(ctx.conn.hgetall(keys.data_lost))
+    if marker is None:
+        return
+    click.echo(marker.line())
+    if not yes:
+        click.confirm("Schedule files re-applied? Clear the data_lost marker", abort=True, err=True)
+    dataloss.clear(ctx.conn, keys)
+    click.echo("cleared the data_lost marker")
 
 
 def _check_json(found: list[Finding], outcome: RepairOutcome | None, problems: list[str]) -> dict[str, Any]:

@@ -38,6 +38,7 @@ TONE = {
     "failed": "bad",
     "gave_up": "bad",
     "missed": "warn",
+    "skipped": "warn",
     "leader": "ok",
     "standby": "dim",
 }

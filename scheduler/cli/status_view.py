@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from scheduler import clockskew
 from scheduler.cli.render import Cell, age, duration, relative, table_lines, toned
+from scheduler.dataloss import ADVICE, Loss
 from scheduler.engine.service import HEARTBEAT_S
-from scheduler.ops.status import StatusReport
+from scheduler.ops.status import StatusReport, WorkerClock
 
 #: A replica silent for longer than this has probably died (it reports every HEARTBEAT_S).
 STALE_MS = 2 * HEARTBEAT_S * 1000
@@ -18,6 +20,8 @@ def status_lines(report: StatusReport) -> list[str]:
         _field("overdue", _overdue(report)),
         "",
     ]
+    if report.data_lost is not None:  # first: the counts below are not the whole truth
+        lines[:0] = [_field("data lost", _data_lost(report.data_lost))]
     now = report.now_ms
     replicas: list[list[Cell | str]] = [
         [
@@ -43,7 +47,23 @@ def status_lines(report: StatusReport) -> list[str]:
             for q in report.queues
         ]
         lines += ["", *table_lines(["QUEUE", "QUEUED", "STARTED", "FAILED", "WORKERS"], queues)]
+    if report.workers:
+        workers: list[list[Cell | str]] = [[w.name, _clock(w), _measured(w, now)] for w in report.workers]
+        lines += ["", *table_lines(["WORKER", "CLOCK", "MEASURED"], workers)]
     return lines
+
+
+def _clock(worker: WorkerClock) -> Cell:
+    """The worker's clock against Redis time: a problem beyond the tolerance."""
+    if worker.offset is None:
+        return Cell("not measured (plain rq worker)")
+    offset_ms = worker.offset.offset_ms
+    tone = "bad" if abs(offset_ms) > clockskew.TOLERANCE_MS else None
+    return Cell(f"{offset_ms / 1000:+.3f}s", tone)
+
+
+def _measured(worker: WorkerClock, now: int) -> str:
+    return "" if worker.offset is None else relative(worker.offset.measured_ms, now)
 
 
 def _field(name: str, value: str) -> str:
@@ -66,6 +86,13 @@ def _schedules(report: StatusReport) -> str:
         tone = {"broken": "bad", "paused": "warn"}.get(state) if count else None
         parts.append(Cell(text, tone).render(0))
     return f"{report.total} total: " + ", ".join(parts)
+
+
+def _data_lost(loss: Loss) -> str:
+    seen = f", seen by {loss.node}" if loss.node else ""
+    at = f" at {loss.detected_at}" if loss.detected_at else ""
+    text = f"{loss.what}{seen}{at}: {ADVICE}, then clear this with rqbeat check --repair"
+    return Cell(text, "bad").render(0)
 
 
 def _overdue(report: StatusReport) -> str:

@@ -110,6 +110,9 @@ def _details(entry: HistoryEntry, when: Callable[[int], str]) -> str:
         count = fields.get("count", "?")
         nxt = f", next fire {when(next_ms)}" if next_ms is not None else ""
         return f"{count} fire{'' if count == '1' else 's'} dropped by the misfire policy{nxt}"
+    if entry.event == "skipped":
+        count = fields.get("count", "?")
+        return f"{count} fire{'' if count == '1' else 's'} skipped: pending or due while paused"
     return reason
 
 

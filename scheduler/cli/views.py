@@ -151,7 +151,8 @@ def _history_row(line: Line, tz: str) -> list[Cell | str]:
         duration(max(0, line.lateness_ms)) if line.lateness_ms is not None else "",
         duration(max(0, line.duration_ms)) if line.duration_ms is not None else "",
         toned(
-            first_line(line.outcome, 100), "bad" if entry.event in ("failed", "gave_up", "broken", "alert_failed") else None
+            first_line(line.outcome, 100),
+            "bad" if entry.event in ("failed", "gave_up", "broken", "alert_failed") else None,
         ),
     ]
 

@@ -18,8 +18,10 @@ Fields (all integers, only ever incremented)::
                             workers.Worker runs) fell in (previous bound, bound] seconds
     late_le:+Inf, late_sum_us   as for the ack latency
 
-Ack latency = from the end of the job (RQ's ``ended_at``, the worker's clock) to the
-moment the ack was prepared (Redis time, just before the transaction is sent). With
+Ack latency = from the end of the job (RQ's ``ended_at``, stamped by the worker's
+clock, turned into Redis time by the worker's measured offset:
+:mod:`scheduler.clockskew`) to the moment the ack was prepared (Redis time, just
+before the transaction is sent). With
 ``workers.Worker`` that is the ack's own overhead (milliseconds); with a plain
 ``rq worker`` it is how long the leader's watchdog took to notice the success.
 """

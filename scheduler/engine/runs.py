@@ -45,9 +45,17 @@ class InFlight:
     schedule: Schedule
     dispatched_ms: int
     epoch: int = 0  # of the leader that dispatched it: for log lines
+    #: When the schedule was last resumed while a run was in flight ('' = never), as
+    #: stored: fires up to then passed while it was paused and never run.
+    resumed_at: str = ""
+
     started_ms: int | None = None  # Redis time; set by a workers.Worker (STARTED)
     worker: str = ""
     ended_ms: int | None = None  # Redis time; set by a workers.Worker's failure (NUDGE)
+
+    @property
+    def resumed_ms(self) -> int | None:
+        return parse_iso_ms(self.resumed_at) if self.resumed_at else None
 
     @property
     def lateness_ms(self) -> int | None:
@@ -66,9 +74,9 @@ class Ack:
         scripts.run(script_set.ack, list(self.keys), list(self.args), client=pipe)
 
 
-#: What an in-flight run is read from: the fire and its definition, and the run's own
-#: fields (:data:`~scheduler.protocol.RUN_FIELDS`).
-IN_FLIGHT_FIELDS = ("definition", "version", "fire_at", "attempt", *RUN_FIELDS)
+#: What an in-flight run is read from: the fire and its definition, the run's own
+#: fields (:data:`~scheduler.protocol.RUN_FIELDS`) and when it was last resumed.
+IN_FLIGHT_FIELDS = ("definition", "version", "fire_at", "attempt", *RUN_FIELDS, "resumed_at")
 
 
 def read_in_flight(conn: Redis, keys: Keys, schedule_id: str) -> InFlight | None:
@@ -89,7 +97,10 @@ def decode_in_flight(schedule_id: str, row: list[Any]) -> InFlight | None:
         dispatched_ms = parse_iso_ms(str(text(dispatched_at))) if dispatched_at else fire_ms
         tries = int(attempt or 1)
         epoch_n = int(epoch or 0)
-    except ValueError:  # CorruptDefinition, or a damaged fire_at, attempt or epoch
+        resumed = str(text(fields["resumed_at"]) or "")
+        if resumed:
+            parse_iso_ms(resumed)
+    except ValueError:  # CorruptDefinition, or a damaged fire_at, attempt, epoch or resumed_at
         return None
     return InFlight(
         schedule_id,
@@ -100,6 +111,7 @@ def decode_in_flight(schedule_id: str, row: list[Any]) -> InFlight | None:
         schedule,
         dispatched_ms,
         epoch_n,
+        resumed,
         started_ms=_ms(fields["started_ms"]),
         worker=text(fields["worker"]) or "",
         ended_ms=_ms(fields["ended_ms"]),
@@ -148,10 +160,17 @@ def prepare_ack(
     adds when it applies (:mod:`scheduler.engine.clusterstats`): an ack ``by`` the worker or
     the watchdog, its latency from ``ended_ms`` (the job's end; None when unknown).
 
+    A schedule resumed while this run was in flight fires again only after the resume:
+    the fires before it passed while it was paused (the resume recorded them as
+    skipped). The script re-checks ``resumed_at``, so a resume racing this ack makes it
+    re-arm from the time of the ack instead.
+
     The run's end in its history is ``now_ms`` for a worker's ack (Redis time, taken
     as the job ended); for the watchdog's it is what the worker recorded, if anything."""
     schedule = run.schedule
-    pending = cron.next_fire_ms(schedule.trigger, run.fire_ms)
+    resumed_ms = run.resumed_ms
+    after = run.fire_ms if resumed_ms is None else max(run.fire_ms, resumed_ms)
+    pending = cron.next_fire_ms(schedule.trigger, after)
     resolution = policy.resolve_misfire(schedule, pending, now_ms)
     score = policy.due_score_ms(schedule, resolution.fire_ms)
     sid = run.schedule_id
@@ -184,6 +203,7 @@ def prepare_ack(
             resolution.dropped,
             HISTORY_MAXLEN,
             error[:MAX_ERROR_CHARS],
+            run.resumed_at,
             *run_times(run, run_end_ms),
             *stats,
         ],

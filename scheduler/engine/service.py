@@ -11,7 +11,8 @@ A classic cron runner's Tick and Loop, distributed::
                wait until the next due score, the next watchdog look, the next
                renew, or a wake-up published by an edit or an ack
 
-The loop survives any error: it logs it, backs off briefly and carries on. Waiting
+The loop survives any error: tenacity runs the failed pass again after a pause that
+grows to about a second (:mod:`scheduler.outage`), logging a thinned few lines. Waiting
 is on a pub/sub socket with a client-side timeout (millisecond precision; Redis's own
 blocking timeouts are only as fine as its ``hz``), so fire lag is not a polling tick.
 """
@@ -23,16 +24,19 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import redis.exceptions
 from redis import Redis
 from redis.client import PubSub
+from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
 from scheduler.allow import AllowList
 from scheduler.clock import Clock, SystemClock, iso, redis_now_ms, time_reply_ms
 from scheduler.connection import DEFAULT_REDIS_URL
 from scheduler.engine.alerts import AlertConfig, Alerter
+from scheduler.engine.counters import CounterWatch
 from scheduler.engine.dispatch import DEFAULT_BATCH, Dispatcher, Prepared
 from scheduler.engine.lease import Lease
 from scheduler.engine.metrics import Metrics, MetricsServer
@@ -41,6 +45,7 @@ from scheduler.errors import LeadershipLost
 from scheduler.eviction import check_eviction
 from scheduler.keys import DEFAULT_NAMESPACE, Keys
 from scheduler.logs import worth_logging
+from scheduler.outage import failure, outage_wait
 from scheduler.redisconf import RedisSettings
 
 log = logging.getLogger(__name__)
@@ -91,15 +96,23 @@ class Service:
     """One scheduler replica. ``run()`` blocks until ``stop()``."""
 
     def __init__(
-        self, config: ServiceConfig, *, clock: Clock | None = None, conn: Redis | None = None
+        self,
+        config: ServiceConfig,
+        *,
+        clock: Clock | None = None,
+        conn: Redis | None = None,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
+        """``clock`` and ``sleep`` (the pause after an error): for tests that drive time."""
         self.config = config
         self.clock = clock or SystemClock()
+        self._sleep = sleep
         self.node = config.node_name()
         self.keys = Keys(config.namespace)
         self._owns_conn = conn is None
         self.conn = conn or config.redis_settings().connect()
         self.lease = Lease(self.conn, self.keys, self.node, config.lease_ms, self.clock)
+        self.counters = CounterWatch(self.conn, self.keys, self.node)
         self.dispatcher = Dispatcher(self.conn, self.keys, batch_size=config.batch_size, allow=config.allow)
         self.metrics = Metrics(self.keys, self.conn)
         self.watchdog = Watchdog(self.conn, self.keys, batch_size=config.batch_size, metrics=self.metrics)
@@ -109,7 +122,20 @@ class Service:
         self._metrics_server: MetricsServer | None = None
         self._stop = threading.Event()
         self._pubsub: PubSub | None = None
-        self._error_streak = 0
+        # tenacity retries a whole pass. Safe: a pass re-reads all it acts on (lease, sets,
+        # definitions) and each write in it is one fenced transaction or compare-and-set
+        # script, so even after an EXEC that reached Redis before the connection dropped,
+        # the next pass re-decides from what Redis holds; it resends nothing. Any exception
+        # is retried (a bug in one pass must not stop scheduling); only stop() ends it.
+        self._retrying = Retrying(
+            retry=retry_if_exception_type(Exception),
+            wait=outage_wait(),
+            stop=lambda _state: self._stop.is_set(),
+            sleep=self._pause,
+            after=self._after_failure,
+            before_sleep=self._log_failure,
+            retry_error_callback=lambda _state: 0.0,  # stopped during an outage: leave the loop
+        )
         self._waiting = False
         self._reported_role = ""
         # Monotonic time until which the last read of the sets still holds: nothing is
@@ -153,45 +179,66 @@ class Service:
         self.alerter.start()
         try:
             while not self._stop.is_set():
-                started = self.clock.monotonic()
-                wait = self._step()
-                self.metrics.loop_duration.observe(self.clock.monotonic() - started)
-                self._wait(wait)
+                self._wait(self._recovering())
         finally:
             self._shutdown()
 
+    def _recovering(self) -> float:
+        """One pass, tried again through any error until it succeeds or :meth:`stop`
+        is called; returns how long to wait (seconds)."""
+        wait: float = self._retrying(self._step)
+        failures = self._retrying.statistics.get("attempt_number", 1) - 1
+        if failures and not self._stop.is_set():
+            log.info("recovered node=%s after failures=%d", self.node, failures)
+        return wait
+
     def _step(self) -> float:
-        """One pass; returns how long to wait (seconds). Never raises: errors are
-        logged and the pass is retried after a short, growing pause."""
+        """One pass; returns how long to wait (seconds). An error ends the pass and
+        :attr:`_retrying` runs it again after a pause."""
+        if self._stop.is_set():  # stop() during a pause after an error: no more Redis calls
+            return 0.0
+        started = self.clock.monotonic()
         try:
-            wait = self._lead() if self.lease.token is not None else self._stand_by()
-            if self._error_streak:
-                log.info("recovered node=%s after failures=%d", self.node, self._error_streak)
-            self._error_streak = 0
-            return wait
+            return self._lead() if self.lease.token is not None else self._stand_by()
         except LeadershipLost as exc:
             self._step_down(str(exc))
             return 0.0
-        except _ERRORS as exc:
-            self._error_streak += 1
+        finally:
+            self.metrics.loop_duration.observe(self.clock.monotonic() - started)
+
+    def _after_failure(self, state: RetryCallState) -> None:
+        """After every failed pass: count it, forget the subscription (events may be
+        missed while it is down), and step down once the lease's local deadline has
+        passed (a lease that cannot be renewed must not be trusted)."""
+        if isinstance(failure(state), _ERRORS):
             self.metrics.redis_errors.labels("loop").inc()
-            pause = min(1.0, 0.05 * 2.0 ** min(self._error_streak, 10))
-            if worth_logging(self._error_streak):  # 1st, 2nd, 4th, 8th...: not one per retry
-                log.warning(
-                    "redis error node=%s failures=%d retry_in_s=%.2f error=%s (retrying)",
-                    self.node, self._error_streak, pause, exc,
-                )  # fmt: skip
-            self._drop_pubsub()
-            if self.lease.token is not None and not self.lease.held:
-                self._step_down("lease deadline passed while Redis was unreachable")
-            return pause
-        except Exception:  # the loop survives anything; a bug must not stop scheduling
-            self._error_streak += 1
-            first = self._error_streak == 1
-            if worth_logging(self._error_streak):  # the traceback once, then a thinned reminder
-                log.error("unexpected error node=%s failures=%d (retrying)", self.node,
-                          self._error_streak, exc_info=first)  # fmt: skip
-            return min(1.0, 0.05 * 2.0 ** min(self._error_streak, 10))
+        self._drop_pubsub()
+        if self.lease.token is not None and not self.lease.held:
+            self._step_down("lease deadline passed while Redis was unreachable")
+
+    def _log_failure(self, state: RetryCallState) -> None:
+        """A line for the 1st, 2nd, 4th, 8th... failure in a row, not one per retry;
+        a bug's traceback only with the first."""
+        failures, exc = state.attempt_number, failure(state)
+        if not worth_logging(failures):
+            return
+        if isinstance(exc, _ERRORS):
+            log.warning(
+                "redis error node=%s failures=%d retry_in_s=%.2f error=%s (retrying)",
+                self.node, failures, state.upcoming_sleep, exc,
+            )  # fmt: skip
+        else:
+            log.error(
+                "unexpected error node=%s failures=%d retry_in_s=%.2f (retrying)",
+                self.node, failures, state.upcoming_sleep, exc_info=exc if failures == 1 else None,
+            )  # fmt: skip
+
+    def _pause(self, seconds: float) -> None:
+        """The pause between tries: the injected ``sleep``, else one stop() cuts short."""
+        if self._sleep is not None:
+            self._sleep(seconds)
+        else:
+            self._stop.wait(seconds)
 
     def _stand_by(self) -> float:
         """Take the lease when it is free; otherwise sleep until it would expire (or a
@@ -201,6 +248,7 @@ class Service:
         if remaining_ms is None and self.lease.try_acquire():
             self.metrics.set_leader(True)
             log.info("leader node=%s epoch=%d acquired", self.node, self.lease.epoch)
+            self.counters.acquired(self.lease.epoch)
             self._heartbeat("leader")
             return 0.0
         self._heartbeat("standby")
@@ -342,11 +390,14 @@ class Service:
                 "pid": os.getpid(),
                 "host": socket.gethostname(),
                 "seen_at": iso(now_ms),
+                **self.counters.node_fields(),
             },
         )
         pipe.expire(self.keys.node(self.node), NODE_TTL_S)
         pipe.zremrangebyscore(self.keys.nodes, "-inf", now_ms / 1000 - NODE_TTL_S)
-        pipe.execute()
+        self.counters.read_into(pipe)  # the loss check rides on the heartbeat
+        *_, epoch, revision = pipe.execute()
+        self.counters.observe(epoch, revision)
 
     def _shutdown(self) -> None:
         try:

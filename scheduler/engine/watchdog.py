@@ -9,7 +9,9 @@ RQ says                  rqbeat does
 =======================  ======================================================
 finished                 ack, exactly as the worker would have (plain rq worker)
 failed/stopped/canceled  failure: retry with back-off, give up, or pause
-started, heartbeat gone  abandoned (worker died): failure
+started, heartbeat gone  abandoned (worker died): failure; "gone" by Redis's clock
+                         (:mod:`scheduler.engine.liveness`), never the worker's
+failed, heartbeat alive  RQ's clean-up misjudged a skewed worker: wait for it
 queued, in no list       popped by a worker that died before starting it (seen so
                          on two looks ``ORPHAN_GRACE_MS`` apart): failure
 job hash gone            lost (ttl expired, data lost): failure
@@ -30,9 +32,9 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.utils import utcparse
 
-from scheduler import scripts
+from scheduler import clockskew, scripts
 from scheduler.clock import iso
-from scheduler.engine import rqjob, runs
+from scheduler.engine import liveness, rqjob, runs
 from scheduler.errors import CorruptDefinition
 from scheduler.keys import HISTORY_MAXLEN, Keys
 from scheduler.protocol import AckReply, FailOutcome
@@ -70,19 +72,20 @@ class Verdict:
     reason: str = ""
 
 
-def judge(
-    status: str | None, heartbeat_expires_s: float | None, now_ms: int, unlisted_since_ms: int | None = None
-) -> Verdict:
-    """Pure: the verdict from RQ's job status, the run's heartbeat expiry, and since
-    when a ``queued`` job has been seen in none of its queue's lists (None: it is in
-    one, or it is not queued)."""
+def judge(status: str | None, alive: bool, now_ms: int, unlisted_since_ms: int | None = None) -> Verdict:
+    """Pure: the verdict from RQ's job status, whether an execution of the job is still
+    alive by Redis's clock (:mod:`scheduler.engine.liveness`), and since when a
+    ``queued`` job has been seen in none of its queue's lists (None: it is in one, or
+    it is not queued)."""
     if status is None:
         return Verdict(Outcome.FAILED, "lost: the RQ job no longer exists")
     if status == "finished":
         return Verdict(Outcome.SUCCEEDED)
-    if status in _FAILED:
+    # "failed" while an execution lives: RQ's registry clean-up, on some worker's clock,
+    # called a running job abandoned. The worker still runs it: wait for its verdict.
+    if status in _FAILED and not (status == "failed" and alive):
         return Verdict(Outcome.FAILED, f"RQ job {status}")
-    if status == "started" and (heartbeat_expires_s is None or heartbeat_expires_s * 1000 < now_ms):
+    if status == "started" and not alive:
         return Verdict(Outcome.FAILED, "abandoned: the worker's heartbeat expired")
     if status == "queued" and unlisted_since_ms is not None and now_ms - unlisted_since_ms >= ORPHAN_GRACE_MS:
         return Verdict(Outcome.FAILED, "lost: popped from its queue by a worker that died before starting it")
@@ -126,9 +129,9 @@ class Watchdog:
                 if run is None:
                     self._orphan(schedule_id, now_ms)
                     continue
-                status, expires, ended_ms, listed = states[run.job_id]
+                status, alive, ended_ms, listed = states[run.job_id]
                 since = self._unlisted_since(run.job_id, status == "queued" and not listed, now_ms)
-                verdict = judge(status, expires, now_ms, since)
+                verdict = judge(status, alive, now_ms, since)
                 if verdict.outcome is Outcome.PENDING:
                     look_ms = next_check_ms(run.dispatched_ms, now_ms)
                     if run.job_id in self._unlisted:  # confirm (or clear) it soon
@@ -185,32 +188,40 @@ class Watchdog:
             run.schedule_id, iso(run.fire_ms), run.job_id, run.attempt, run.epoch, what, error,
         )  # fmt: skip
 
-    def _rq_states(self, job_ids: list[str]) -> dict[str, tuple[str | None, float | None, int | None, bool]]:
-        """RQ's status of each job, for started ones the heartbeat expiry (epoch s) of
-        its newest live execution in ``rq:wip:<queue>``, when it ended (epoch ms, for
-        the ack latency metric), and for queued ones whether it is in its queue or the
-        queue's intermediate list (:meth:`_listed`). Read-only."""
+    def _rq_states(self, job_ids: list[str]) -> dict[str, tuple[str | None, bool, int | None, bool]]:
+        """RQ's status of each job, whether an execution of it is alive (for started
+        and failed ones, by Redis's clock: :mod:`scheduler.engine.liveness`), when it
+        ended (Redis time, epoch ms, for the ack latency metric), and for queued ones
+        whether it is in its queue or the queue's intermediate list (:meth:`_listed`).
+        Read-only."""
         pipe = self.conn.pipeline(transaction=False)
         for job_id in job_ids:
-            pipe.hmget(f"rq:job:{job_id}", ["status", "origin", "ended_at"])
+            pipe.hmget(f"rq:job:{job_id}", ["status", "origin", "ended_at", "worker_name"])
         rows = dict(zip(job_ids, pipe.execute(), strict=True))
-        jobs = {j: (text(s), text(o)) for j, (s, o, _) in rows.items()}
-        started = [j for j, (status, _) in jobs.items() if status == "started"]
-        pipe = self.conn.pipeline(transaction=False)
-        for job_id in started:
-            pipe.zrange(f"rq:executions:{job_id}", 0, -1)
-        executions = dict(zip(started, pipe.execute(), strict=True))
-        pipe = self.conn.pipeline(transaction=False)
-        for job_id in started:
-            members = [f"{job_id}:{text(e)}" for e in executions[job_id]] or [f"{job_id}:none"]
-            pipe.zmscore(f"rq:wip:{jobs[job_id][1]}", members)
-        beats = dict(zip(started, pipe.execute(), strict=True))
+        jobs = {j: (text(s), text(o)) for j, (s, o, _, _) in rows.items()}
+        lives = liveness.read(self.conn, [j for j, (status, _) in jobs.items() if status in liveness.WATCHED])
         listed = self._listed({j: origin for j, (status, origin) in jobs.items() if status == "queued"})
-        out: dict[str, tuple[str | None, float | None, int | None, bool]] = {}
+        ended = self._ended_ms({j: (row[2], text(row[3])) for j, row in rows.items() if row[2]})
+        out: dict[str, tuple[str | None, bool, int | None, bool]] = {}
         for job_id, (status, _) in jobs.items():
-            alive = [s for s in beats.get(job_id, []) if s is not None]
-            ended_ms = _epoch_ms(rows[job_id][2])
-            out[job_id] = (status, max(alive) if alive else None, ended_ms, listed.get(job_id, True))
+            life = lives.get(job_id)
+            now_status, alive = (life.status, life.alive) if life else (status, False)
+            out[job_id] = (now_status, alive, ended.get(job_id), listed.get(job_id, True))
+        return out
+
+    def _ended_ms(self, ended: dict[str, tuple[bytes, str | None]]) -> dict[str, int]:
+        """RQ's ``ended_at`` (the worker's clock) as Redis time, by the offset the
+        worker last measured (as stamped when it measured none: a plain ``rq worker``).
+        Only the ack latency metric uses it, never a decision."""
+        offsets = clockskew.read(self.conn, self.keys, {w for _, w in ended.values() if w})
+        out = {}
+        for job_id, (stamp, worker) in ended.items():
+            ms = _epoch_ms(stamp)
+            offset = offsets.get(worker) if worker else None
+            if ms is not None and offset is not None:
+                out[job_id] = clockskew.redis_ms(ms, offset.offset_ms)
+            elif ms is not None:
+                out[job_id] = ms
         return out
 
     def _listed(self, queued: dict[str, str | None]) -> dict[str, bool]:

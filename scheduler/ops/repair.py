@@ -140,6 +140,8 @@ def diagnose(view: View, now_ms: int, quarantine_prefix: str) -> Diagnosis:
             for n, present in (("ids", view.in_ids), ("due", view.due_ms), ("running", view.running_ms))
             if present is not None and present is not False
         ]
+        if not sets:
+            return out  # removed since its id was listed: nothing left, nothing wrong
         out.add(
             "dangling_id",
             view.key,

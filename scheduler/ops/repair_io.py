@@ -1,7 +1,12 @@
 """``rqbeat check``'s Redis side: read the state to diagnose, apply the fixes.
 
-Reading is side-effect free: one SCAN for schedule hashes (so a hash missing from
-the id set is found too), then pipelined TYPE/HGETALL reads in chunks. Each fix is
+Reading is side-effect free: the ids come from the sets and one SCAN for schedule
+hashes (so a hash missing from the id set is found too); then :data:`VIEW_READ` reads
+each schedule whole -- its hash, its memberships and its RQ job -- in one script per
+chunk. A schedule moves (dispatch, ack, edit) in one script too, so check sees each
+move entirely or not at all: reading the sets first and the hashes later took every
+move in between for an inconsistency (hundreds of ``wrong_set`` per second at 50k
+busy schedules). Each fix is
 one Lua script that re-checks what the diagnosis saw (the key's type; the hash's
 version, state and in-flight job id) and does nothing when it changed meanwhile, so a
 running leader, a worker's ack or an upsert racing the repair is never overwritten.
@@ -15,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis import Redis
+from redis.commands.core import Script
 from rq.job import Job
 
 from scheduler import hashes
@@ -25,6 +31,47 @@ from scheduler.protocol import RUN_FIELDS, Flag, RepairReply, lua_list
 from scheduler.records import text
 
 log = logging.getLogger(__name__)
+
+#: Schedules per VIEW_READ call: one script holds Redis while it reads them all.
+VIEW_CHUNK = 500
+#: VIEW_READ's "job exists" when the schedule has no run in flight.
+NO_JOB = -1
+
+VIEW_READ = """
+-- One consistent look at a chunk of schedules (nothing written): a transition racing
+-- the check is seen whole or not at all, never as a schedule in the wrong set.
+-- KEYS[1] - the due zset
+-- KEYS[2] - the running zset
+-- KEYS[3] - the ids set
+-- ARGV[1] - the schedule key prefix
+-- ARGV[2] - the history key prefix
+-- ARGV[3] - RQ's job key prefix
+-- ARGV[4..] - the schedule ids
+-- returns per id: {hash type, history type, HGETALL (flat, {} unless a hash),
+-- due score or false, running score or false, 1 in ids or 0, job exists: 1, 0, or
+-- NO_JOB (-1: no job_id)}; a set of the wrong type reads as empty (a finding of its own)
+local due, running, ids = KEYS[1], KEYS[2], KEYS[3]
+local schedule_prefix, history_prefix, job_prefix = ARGV[1], ARGV[2], ARGV[3]
+local function member(command, key, id)
+  local reply = redis.pcall(command, key, id)
+  if type(reply) == 'table' then return false end  -- WRONGTYPE
+  return reply
+end
+local out = {}
+for i = 4, #ARGV do
+  local id = ARGV[i]
+  local key = schedule_prefix .. id
+  local key_type = redis.call('TYPE', key)['ok']
+  local fields = key_type == 'hash' and redis.call('HGETALL', key) or {}
+  local job = -1
+  local job_id = key_type == 'hash' and redis.call('HGET', key, 'job_id') or false
+  if job_id then job = redis.call('EXISTS', job_prefix .. job_id) end
+  out[#out + 1] = {key_type, redis.call('TYPE', history_prefix .. id)['ok'], fields,
+                   member('ZSCORE', due, id), member('ZSCORE', running, id),
+                   member('SISMEMBER', ids, id) == 1 and 1 or 0, job}
+end
+return out
+"""
 
 PLACE = (
     lua_list("RUN_FIELDS", RUN_FIELDS)
@@ -142,11 +189,11 @@ def examine(conn: Redis, keys: Keys) -> Examination:
     quarantine = f"{keys.namespace}:quarantine:{now_ms}"
     result = Examination(now_ms)
     _merge(result, repair.diagnose_sets(set_types, quarantine))
-    members = _members(conn, set_types)
-    ids = sorted(set().union(*members.values(), _scanned_ids(conn, keys)))
+    ids = sorted(_listed_ids(conn, set_types) | _scanned_ids(conn, keys))
     result.schedules = len(ids)
-    for chunk in hashes.chunks(ids):
-        for view in _views(conn, keys, chunk, members):
+    view_read = conn.register_script(VIEW_READ)
+    for chunk in hashes.chunks(ids, VIEW_CHUNK):
+        for view in _views(view_read, keys, chunk):
             _merge(result, repair.diagnose(view, now_ms, quarantine))
     return result
 
@@ -198,23 +245,15 @@ def _merge(into: Examination, diagnosis: repair.Diagnosis) -> None:
     into.fixes.extend(diagnosis.fixes)
 
 
-def _members(conn: Redis, set_types: dict[str, tuple[str, str]]) -> dict[str, dict[str, float | None]]:
-    """Members of due, running and ids (only those of the right type)."""
+def _listed_ids(conn: Redis, set_types: dict[str, tuple[str, str]]) -> set[str]:
+    """The ids in due, running and ids (those of the right type): where to look."""
     pipe = conn.pipeline(transaction=False)
-    names = [n for n, (_, t) in set_types.items() if t == repair.SET_TYPES[n]]
-    for name in names:
-        key = set_types[name][0]
-        if repair.SET_TYPES[name] == "zset":
-            pipe.zrange(key, 0, -1, withscores=True)
-        else:
+    for name, (key, key_type) in set_types.items():
+        if key_type == "zset" == repair.SET_TYPES[name]:
+            pipe.zrange(key, 0, -1)
+        elif key_type == "set" == repair.SET_TYPES[name]:
             pipe.smembers(key)
-    out: dict[str, dict[str, float | None]] = {n: {} for n in repair.SET_TYPES}
-    for name, reply in zip(names, pipe.execute(), strict=True):
-        if repair.SET_TYPES[name] == "zset":
-            out[name] = {str(text(m)): float(s) for m, s in reply}
-        else:
-            out[name] = dict.fromkeys((str(text(m)) for m in reply), None)
-    return out
+    return {str(text(m)) for members in pipe.execute() for m in members}
 
 
 def _scanned_ids(conn: Redis, keys: Keys) -> set[str]:
@@ -223,42 +262,29 @@ def _scanned_ids(conn: Redis, keys: Keys) -> set[str]:
     return {str(text(k))[len(prefix) :] for k in conn.scan_iter(match=pattern, count=1000)}
 
 
-def _views(
-    conn: Redis, keys: Keys, ids: Sequence[str], members: dict[str, dict[str, float | None]]
-) -> list[repair.View]:
-    stored = list(hashes.read_hashes(conn, keys, ids, missing=True))
-    pipe = conn.pipeline(transaction=False)
-    for sid in ids:
-        pipe.type(keys.history(sid))
-    history_types = [str(text(t)) for t in pipe.execute()]
-    jobs = _jobs_exist(conn, [s.fields["job_id"] for s in stored if s.fields.get("job_id")])
+def _views(view_read: Script, keys: Keys, ids: Sequence[str]) -> list[repair.View]:
+    """Each of ``ids`` as it is at one instant (:data:`VIEW_READ`)."""
+    prefixes = [keys.schedule(""), keys.history(""), Job.redis_job_namespace_prefix]
+    reply = view_read(keys=[keys.due, keys.running, keys.ids], args=[*prefixes, *ids])
     views = []
-    for sid, found, history_type in zip(ids, stored, history_types, strict=True):
-        raw = found.fields
+    for sid, (key_type, history_type, flat, due, running, in_ids, job) in zip(ids, reply, strict=True):
+        fields = {str(text(k)): str(text(v)) for k, v in zip(flat[::2], flat[1::2], strict=True)}
         views.append(
             repair.View(
                 schedule_id=sid,
                 key=keys.schedule(sid),
-                key_type=found.key_type,
-                fields=raw,
-                in_ids=sid in members["ids"],
-                due_ms=_score_ms(members["due"], sid),
-                running_ms=_score_ms(members["running"], sid),
+                key_type=str(text(key_type)),
+                fields=fields,
+                in_ids=in_ids == 1,
+                due_ms=_score_ms(due),
+                running_ms=_score_ms(running),
                 history_key=keys.history(sid),
-                history_type=history_type,
-                job_exists=jobs.get(raw["job_id"]) if raw.get("job_id") else None,
+                history_type=str(text(history_type)),
+                job_exists=None if job == NO_JOB else job == 1,
             )
         )
     return views
 
 
-def _score_ms(zset: dict[str, float | None], sid: str) -> int | None:
-    score = zset.get(sid)
-    return None if score is None else round(score * 1000)
-
-
-def _jobs_exist(conn: Redis, job_ids: list[str]) -> dict[str, bool]:
-    pipe = conn.pipeline(transaction=False)
-    for job_id in job_ids:
-        pipe.exists(Job.redis_job_namespace_prefix + job_id)  # read only: no RQ side effects
-    return {job_id: bool(n) for job_id, n in zip(job_ids, pipe.execute(), strict=True)}
+def _score_ms(score: bytes | None) -> int | None:
+    return None if score is None else round(float(score) * 1000)

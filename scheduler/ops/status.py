@@ -16,11 +16,12 @@ from typing import Any
 
 import redis.exceptions
 from redis import Redis
+from rq import Worker
 from rq.queue import Queue
 from rq.registry import FailedJobRegistry, StartedJobRegistry
-from rq.worker_registration import WORKERS_BY_QUEUE_KEY
+from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
 
-from scheduler import hashes
+from scheduler import clockskew, dataloss, hashes
 from scheduler.clock import iso, time_reply_ms
 from scheduler.keys import Keys
 from scheduler.protocol import ScheduleState
@@ -38,6 +39,7 @@ class Node:
     seen_ms: int
     host: str = ""
     pid: str = ""
+    seen_epoch: int = 0  # the highest epoch this replica has seen (scheduler.dataloss)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,23 @@ class QueueInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkerClock:
+    """A live RQ worker and its clock's offset from Redis time (None: not measured,
+    a plain ``rq worker``; see :mod:`scheduler.clockskew`)."""
+
+    name: str
+    offset: clockskew.Offset | None
+
+    def to_json(self) -> dict[str, Any]:
+        o = self.offset
+        return {
+            "name": self.name,
+            "clock_offset_s": None if o is None else o.offset_ms / 1000,
+            "clock_measured_at": None if o is None else iso(o.measured_ms),
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class StatusReport:
     leader_node: str | None
     epoch: int
@@ -63,10 +82,16 @@ class StatusReport:
     lease_ttl_ms: int | None = None
     overdue: int = 0
     queues: list[QueueInfo] = field(default_factory=list)
+    data_lost: dataloss.Loss | None = None
+    workers: list[WorkerClock] = field(default_factory=list)
 
     @property
     def total(self) -> int:
         return sum(self.counts.values())
+
+    def clock_problems(self, tolerance_ms: int = clockskew.TOLERANCE_MS) -> list[str]:
+        """Workers whose clock is off Redis time by more than ``tolerance_ms``."""
+        return clockskew.problems({w.name: w.offset for w in self.workers}, tolerance_ms)
 
     def to_json(self) -> dict[str, Any]:
         lag = None if self.oldest_overdue_ms is None else (self.now_ms - self.oldest_overdue_ms) / 1000
@@ -91,6 +116,14 @@ class StatusReport:
                 }
                 for n in self.nodes
             ],
+            "data_lost": None
+            if self.data_lost is None
+            else {
+                "what": self.data_lost.what,
+                "node": self.data_lost.node or None,
+                "detected_at": self.data_lost.detected_at or None,
+                "advice": dataloss.ADVICE,
+            },
             "queues": [
                 {
                     "name": q.name,
@@ -101,6 +134,7 @@ class StatusReport:
                 }
                 for q in self.queues
             ],
+            "workers": [w.to_json() for w in self.workers],
         }
 
 
@@ -116,7 +150,9 @@ def read_status(conn: Redis, namespace: str, *, detail: bool = True) -> StatusRe
     pipe.zcard(k.running)
     pipe.zrange(k.due, 0, 0, withscores=True)
     pipe.zrange(k.nodes, 0, -1, withscores=True)
-    time_reply, leader, pttl, total, due, running, first, nodes = pipe.execute()
+    pipe.get(k.epoch)
+    pipe.hgetall(k.data_lost)
+    time_reply, leader, pttl, total, due, running, first, nodes, epoch_counter, marker = pipe.execute()
     now_ms = time_reply_ms(time_reply)
     token = text(leader)
     epoch, _, node = token.partition(":") if token else ("0", "", None)
@@ -129,6 +165,9 @@ def read_status(conn: Redis, namespace: str, *, detail: bool = True) -> StatusRe
         counts.update(_split_idle(conn, k) if idle else {"paused": 0, "broken": 0})
     else:
         counts["paused or broken"] = idle
+    replicas = _nodes(conn, k, nodes)
+    seen = {n.name: n.seen_epoch for n in replicas}
+    counter = None if epoch_counter is None else int(epoch_counter)
     return StatusReport(
         leader_node=node or None,
         epoch=int(epoch),
@@ -136,10 +175,12 @@ def read_status(conn: Redis, namespace: str, *, detail: bool = True) -> StatusRe
         oldest_overdue_id=overdue_id,
         oldest_overdue_ms=overdue_ms,
         now_ms=now_ms,
-        nodes=_nodes(conn, k, nodes),
+        nodes=replicas,
         lease_ttl_ms=pttl if token and pttl >= 0 else None,
         overdue=int(conn.zcount(k.due, "-inf", (now_ms - OVERDUE_GRACE_MS) / 1000)) if overdue_id else 0,
         queues=read_queues(conn) if detail else [],
+        data_lost=dataloss.assess(dataloss.decode_marker(marker), counter, seen),
+        workers=read_worker_clocks(conn, k),
     )
 
 
@@ -164,9 +205,9 @@ def _split_idle(conn: Redis, k: Keys) -> dict[str, int]:
 def _nodes(conn: Redis, k: Keys, members: list[tuple[bytes, float]]) -> list[Node]:
     pipe = conn.pipeline(transaction=False)
     for member, _ in members:
-        pipe.hmget(k.node(str(text(member))), ["role", "epoch", "host", "pid"])
+        pipe.hmget(k.node(str(text(member))), ["role", "epoch", "host", "pid", "seen_epoch"])
     out = []
-    for (member, score), (role, epoch, host, pid) in zip(members, pipe.execute(), strict=True):
+    for (member, score), (role, epoch, host, pid, seen) in zip(members, pipe.execute(), strict=True):
         out.append(
             Node(
                 str(text(member)),
@@ -175,9 +216,22 @@ def _nodes(conn: Redis, k: Keys, members: list[tuple[bytes, float]]) -> list[Nod
                 round(score * 1000),
                 text(host) or "",
                 text(pid) or "",
+                int(seen or 0),
             )
         )
     return out
+
+
+def read_worker_clocks(conn: Redis, k: Keys) -> list[WorkerClock]:
+    """Every live RQ worker (its key has not expired) with its measured clock offset."""
+    members = sorted(str(text(m)) for m in conn.smembers(REDIS_WORKER_KEYS))
+    pipe = conn.pipeline(transaction=False)
+    for member in members:  # a worker killed with -9 stays in the set; its key expires
+        pipe.exists(member)
+    prefix = Worker.redis_worker_namespace_prefix
+    names = [m.removeprefix(prefix) for m, alive in zip(members, pipe.execute(), strict=True) if alive]
+    offsets = clockskew.read(conn, k, names)
+    return [WorkerClock(name, offsets[name]) for name in names]
 
 
 def read_queues(conn: Redis) -> list[QueueInfo]:

@@ -16,7 +16,7 @@ import pytest
 from devtools.chaos.driver import FAULTS
 from devtools.chaos.run import ChaosConfig, run_chaos
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # the short chaos run, minutes
 
 
 @pytest.mark.timeout(400)

@@ -129,6 +129,7 @@ def test_replica_and_worker_as_least_privilege_users(
         conn.close()
 
 
+@pytest.mark.slow  # ~11 s: every command, each with a password that must not show
 def test_passwords_never_printed(server: RedisServer) -> None:
     good = url(server, "rqbeat-scheduler", SCHEDULER_PW)
     encoded = f"redis://rqbeat-scheduler:p%40ss-{SCHEDULER_PW}@127.0.0.1:{server.port}/0"

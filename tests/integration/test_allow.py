@@ -21,7 +21,7 @@ from scheduler.keys import Keys
 from scheduler.model import Schedule
 from scheduler.store import Client
 from tests.integration.test_bad_input_cli import assert_clean_refusal
-from tests.integration.test_cli import snapshot
+from tests.keyspace import snapshot
 
 pytestmark = pytest.mark.integration
 

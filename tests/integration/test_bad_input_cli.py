@@ -26,7 +26,7 @@ from scheduler.model import Schedule
 from scheduler.records import decode_definition, text
 from scheduler.store import Client
 from tests.badinput import PROFILE, any_raw, junk, nasty_text, toml_document, valid_raw
-from tests.integration.test_cli import snapshot
+from tests.keyspace import snapshot
 
 pytestmark = pytest.mark.integration
 

@@ -65,6 +65,7 @@ def test_check_node_per_replica(
 
 def test_check_node_stale_heartbeat(redis_url: str, conn: Redis) -> None:
     conn.set("rqbeat:leader", "3:elsewhere", px=10_000)
+    conn.set("rqbeat:epoch", 3)  # a lease without its counter reads as data lost
     now_s = redis_now_ms(conn) / 1000
     conn.zadd("rqbeat:nodes", {"stuck": now_s - 120, "fresh": now_s})
     code, output = rqbeat(redis_url, "check", "--node", "stuck")

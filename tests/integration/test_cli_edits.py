@@ -27,7 +27,7 @@ from devtools.processes import REPO
 from scheduler.cli.app import cli
 from scheduler.keys import Keys
 from scheduler.records import decode_definition, text
-from tests.integration.test_cli import snapshot
+from tests.keyspace import snapshot
 
 pytestmark = pytest.mark.integration
 

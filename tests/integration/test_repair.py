@@ -25,7 +25,7 @@ from scheduler.model import Schedule
 from scheduler.ops import repair_io
 from scheduler.records import text
 from scheduler.store import Client
-from tests.integration.test_cli import snapshot
+from tests.keyspace import content, snapshot
 
 pytestmark = pytest.mark.integration
 
@@ -98,7 +98,7 @@ def test_repair_then_clean_and_a_replica_dispatches(
     redis_url: str, conn: Redis, tmp_path: Path, processes: list[Process]
 ) -> None:
     corrupt_everything(conn)
-    original = conn.dump(K.schedule("wrongtype"))
+    original = content(conn, K.schedule("wrongtype"))
     result = check(redis_url, "--repair", "--yes")
     assert "repaired: " in result.output and "0 problem(s) remain" in result.output, result.output
     report = json.loads(check(redis_url, "--json").output)
@@ -120,7 +120,7 @@ def test_repair_then_clean_and_a_replica_dispatches(
     assert records["nofields"].version == 1
     quarantined = [str(text(k)) for k in conn.keys("rqbeat:quarantine:*")]
     moved = [k for k in quarantined if k.endswith(":schedule:wrongtype")]
-    assert len(moved) == 1 and conn.dump(moved[0]) == original
+    assert len(moved) == 1 and content(conn, moved[0]) == original
     assert len([k for k in quarantined if k.endswith(":history:histbad")]) == 1
 
     cluster = Cluster(redis_url, tmp_path, processes)

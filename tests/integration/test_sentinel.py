@@ -31,7 +31,7 @@ from scheduler.clock import parse_iso_ms, redis_now_ms
 from scheduler.keys import Keys
 from scheduler.records import text
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # a Sentinel failover, ~35 s
 
 MASTER = "mymaster"
 SID = "tick"

@@ -11,7 +11,7 @@ from scheduler.errors import InvalidSchedule, ScheduleExists, ScheduleNotFound, 
 from scheduler.model import Schedule
 from scheduler.records import ScheduleRecord
 from scheduler.store import EDIT_ATTEMPTS, Client
-from tests.integration.test_cli import snapshot
+from tests.keyspace import snapshot
 
 pytestmark = pytest.mark.integration
 

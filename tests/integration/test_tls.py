@@ -20,7 +20,7 @@ from scheduler import Client, Schedule
 from scheduler.records import text
 from tests.tlscerts import Pki, make_pki
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # TLS servers and certificates
 
 
 @dataclass

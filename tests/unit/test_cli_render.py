@@ -154,7 +154,9 @@ def test_a_started_run_shows_its_lateness_and_its_duration_from_start_to_end() -
 
 def test_an_alert_delivery_reads_as_what_went_where() -> None:
     sent = entry(1, "alert_sent", kind="gave_up", recovered="0", url="http://h:1", attempts="2", status="200")
-    failed = entry(2, "alert_failed", kind="broken", recovered="1", url="http://h:1", attempts="5", error="HTTP 500")
+    failed = entry(
+        2, "alert_failed", kind="broken", recovered="1", url="http://h:1", attempts="5", error="HTTP 500"
+    )
     lines = explain([sent, failed], None, str)
     assert lines[0].outcome == "gave_up -> http://h:1: HTTP 200 (2 attempts)"
     assert lines[1].outcome == "broken recovered -> http://h:1: HTTP 500 (5 attempts)"
@@ -251,3 +253,11 @@ def test_json_of_a_definition_is_unchanged_by_sharing() -> None:
     assert second.to_dict() == {**first.to_dict(), "id": "s-2"}
     assert second is not first
     assert first.id == "s-1"  # the cached template is never changed
+
+
+def test_a_resume_that_skipped_fires_says_how_many() -> None:
+    fire = "2027-01-01T00:00:00.000Z"
+    entries = [entry(1_000, "skipped", count="4", fire_at=fire), entry(1_000, "resumed", at="x")]
+    lines = explain(entries, None, lambda ms: f"<{ms}>")
+    assert lines[0].outcome == "4 fires skipped: pending or due while paused"
+    assert lines[0].fire_ms == 1_798_761_600_000

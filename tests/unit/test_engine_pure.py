@@ -6,7 +6,6 @@ schedule (``dispatch.decide``), what the watchdog makes of RQ's state
 from __future__ import annotations
 
 import dataclasses
-
 from typing import Any
 
 import pytest
@@ -179,50 +178,57 @@ def test_skip_reschedule_keeps_the_jitter_of_the_next_fire() -> None:
 
 
 def test_judge_a_queued_job_in_no_list_is_lost_only_after_the_grace() -> None:
-    assert judge("queued", None, T_MS).outcome == "pending"  # in its queue
-    assert judge("queued", None, T_MS, unlisted_since_ms=T_MS).outcome == "pending"  # first seen so
-    almost = judge("queued", None, T_MS + ORPHAN_GRACE_MS - 1, unlisted_since_ms=T_MS)
+    assert judge("queued", False, T_MS).outcome == "pending"  # in its queue
+    assert judge("queued", False, T_MS, unlisted_since_ms=T_MS).outcome == "pending"  # first seen so
+    almost = judge("queued", False, T_MS + ORPHAN_GRACE_MS - 1, unlisted_since_ms=T_MS)
     assert almost.outcome == "pending"  # a worker may be between its pop and marking it started
-    verdict = judge("queued", None, T_MS + ORPHAN_GRACE_MS, unlisted_since_ms=T_MS)
+    verdict = judge("queued", False, T_MS + ORPHAN_GRACE_MS, unlisted_since_ms=T_MS)
     assert verdict.outcome == "failed"
     assert "died before starting it" in verdict.reason
     # only a queued job can be orphaned that way
-    assert judge("finished", None, T_MS + 10**6, unlisted_since_ms=T_MS).outcome == "succeeded"
+    assert judge("finished", False, T_MS + 10**6, unlisted_since_ms=T_MS).outcome == "succeeded"
 
 
 def test_judge_gone_job_is_lost() -> None:
-    verdict = judge(None, None, T_MS)
+    verdict = judge(None, False, T_MS)
     assert verdict.outcome == "failed"
     assert verdict.reason.startswith("lost")
 
 
-def test_judge_finished_succeeds_whatever_the_heartbeat() -> None:
-    for expires in (None, 0.0, T_MS / 1000 + 60):
-        assert judge("finished", expires, T_MS).outcome == "succeeded"
+@pytest.mark.parametrize("alive", [False, True])
+def test_judge_finished_succeeds_whatever_the_heartbeat(alive: bool) -> None:
+    assert judge("finished", alive, T_MS).outcome == "succeeded"
 
 
 @pytest.mark.parametrize("status", ["failed", "stopped", "canceled"])
 def test_judge_failed_states(status: str) -> None:
-    verdict = judge(status, None, T_MS)
+    verdict = judge(status, False, T_MS)
     assert verdict.outcome == "failed"
     assert status in verdict.reason
 
 
-@pytest.mark.parametrize("expires", [None, T_MS / 1000 - 0.001, T_MS / 1000 - 3600])
-def test_judge_started_without_a_live_heartbeat_is_abandoned(expires: float | None) -> None:
-    verdict = judge("started", expires, T_MS)
+def test_judge_failed_while_an_execution_is_alive_waits_for_the_worker() -> None:
+    """RQ's registry clean-up, on a clock other than the worker's, marks a running job
+    failed; the worker's execution (expired by Redis's clock) says it still runs."""
+    assert judge("failed", True, T_MS).outcome == "pending"
+    assert judge("stopped", True, T_MS).outcome == "failed"  # a stop is the worker's own verdict
+
+
+def test_judge_started_without_a_live_execution_is_abandoned() -> None:
+    verdict = judge("started", False, T_MS)
     assert verdict.outcome == "failed"
     assert verdict.reason.startswith("abandoned")
 
 
-@pytest.mark.parametrize("expires", [T_MS / 1000, T_MS / 1000 + 0.001, float("inf")])
-def test_judge_started_with_a_live_heartbeat_is_pending(expires: float) -> None:
-    assert judge("started", expires, T_MS).outcome == "pending"
+def test_judge_started_with_a_live_execution_is_pending_at_any_time() -> None:
+    # no clock is involved: liveness is the execution key's Redis TTL
+    for now_ms in (0, T_MS, T_MS + 10**9):
+        assert judge("started", True, now_ms).outcome == "pending"
 
 
 @pytest.mark.parametrize("status", ["queued", "deferred", "scheduled"])
 def test_judge_waiting_states_are_pending(status: str) -> None:
-    assert judge(status, None, T_MS).outcome == "pending"
+    assert judge(status, False, T_MS).outcome == "pending"
 
 
 @pytest.mark.parametrize(
@@ -264,7 +270,7 @@ def ack_args(schedule: Schedule, now_ms: int, **kwargs: Any) -> dict[str, Any]:
     ]  # fmt: skip
     names = [
         "id", "job_id", "version", "next_fire", "score", "now", "now_score",
-        "outcome", "dropped", "maxlen", "error",
+        "outcome", "dropped", "maxlen", "error", "resumed_at",
         "started_at", "ended_at", "worker", "lateness_ms", "metered",
     ]  # fmt: skip
     # after the named arguments: (field, increment) pairs for the stats hash
@@ -273,7 +279,7 @@ def ack_args(schedule: Schedule, now_ms: int, **kwargs: Any) -> dict[str, Any]:
 
 
 def stats_increments(schedule: Schedule, now_ms: int, **kwargs: Any) -> dict[str, int]:
-    args = prepare_ack(K, in_flight(schedule), now_ms, **kwargs).args[16:]
+    args = prepare_ack(K, in_flight(schedule), now_ms, **kwargs).args[17:]
     return dict(zip(args[::2], args[1::2], strict=True))
 
 
@@ -307,6 +313,7 @@ def test_ack_on_time_arms_the_next_fire() -> None:
         "dropped": 0,
         "maxlen": HISTORY_MAXLEN,
         "error": "",
+        "resumed_at": "",
         # a plain rq worker's run: no start known; a worker's ack ends it at its own time
         "started_at": "",
         "ended_at": iso(T_MS + 200),
@@ -319,11 +326,11 @@ def test_ack_on_time_arms_the_next_fire() -> None:
 def test_a_started_run_carries_its_times_its_lateness_and_counts_it() -> None:
     run = dataclasses.replace(in_flight(every_second()), started_ms=T_MS + 40, worker="w1")
     ack = prepare_ack(K, run, T_MS + 200)
-    assert ack.args[11:16] == [iso(T_MS + 40), iso(T_MS + 200), "w1", 40, "0"]
-    stats = dict(zip(ack.args[16::2], ack.args[17::2], strict=True))
+    assert ack.args[12:17] == [iso(T_MS + 40), iso(T_MS + 200), "w1", 40, "0"]
+    stats = dict(zip(ack.args[17::2], ack.args[18::2], strict=True))
     assert stats["late_le:0.05"] == 1 and stats["late_sum_us"] == 40_000
     by_watchdog = prepare_ack(K, dataclasses.replace(run, ended_ms=T_MS + 150), T_MS + 900, by="watchdog")
-    assert by_watchdog.args[12] == iso(T_MS + 150)  # the end the worker recorded, not the look
+    assert by_watchdog.args[13] == iso(T_MS + 150)  # the end the worker recorded, not the look
 
 
 @pytest.mark.parametrize(
@@ -345,6 +352,39 @@ def test_late_ack_applies_the_misfire_policy_at_now(
     assert (args["next_fire"], args["dropped"]) == (iso(fire_ms), dropped)
     assert args["score"] == policy.due_score_ms(schedule, fire_ms) / 1000
     assert fire_ms <= args["score"] * 1000 < fire_ms + 1000
+
+
+@pytest.mark.parametrize("misfire", ["coalesce", "all", "skip"])
+def test_ack_after_a_resume_never_arms_a_fire_from_the_pause(misfire: str) -> None:
+    # paused while the run of T was in flight, resumed at T+4.5 s, acked at T+6.5 s:
+    # T+1 .. T+4 s passed while paused (the resume recorded them as skipped); T+5 and
+    # T+6 s passed after the resume, while the run was still in flight: the policy decides
+    schedule = every_second(misfire=misfire)
+    run = dataclasses.replace(in_flight(schedule), resumed_at=iso(T_MS + 4_500))
+    args = prepare_ack(K, run, T_MS + 6_500).args
+    expected = {"coalesce": (T_MS + 6000, 1), "all": (T_MS + 5000, 0), "skip": (T_MS + 7000, 2)}[misfire]
+    assert (args[3], args[8]) == (iso(expected[0]), expected[1])
+    assert args[11] == iso(T_MS + 4_500)  # what the script re-checks
+
+
+def test_an_old_resume_does_not_move_the_next_fire() -> None:
+    run = dataclasses.replace(in_flight(every_second()), resumed_at=iso(T_MS - 60_000))
+    assert prepare_ack(K, run, T_MS + 200).args[3] == iso(T_MS + 1000)
+
+
+@pytest.mark.parametrize(
+    ("first_ms", "resumed_ms", "skipped"),
+    [
+        (None, T_MS, 0),  # nothing known to be pending
+        (T_MS + 1, T_MS, 0),  # the pending fire is still ahead
+        (T_MS, T_MS, 1),  # the pending fire is now
+        (T_MS - 3000, T_MS + 500, 4),  # T-3 .. T s
+    ],
+)
+def test_paused_fires_counts_the_pending_fire_and_those_up_to_the_resume(
+    first_ms: int | None, resumed_ms: int, skipped: int
+) -> None:
+    assert policy.paused_fires(every_second().trigger, first_ms, resumed_ms) == skipped
 
 
 def test_ack_of_a_cron_schedule() -> None:

@@ -5,7 +5,7 @@ rqbeat itself, Redis, or every worker is gone. A dead-man service (Healthchecks,
 Cronitor, Dead Man's Snitch...) can: it expects a ping per period and alerts when
 none arrives. Ping from the job, so a ping means the work really ran::
 
-    from examples.deadman import dead_man
+    from workers import dead_man
 
     def nightly_report() -> None:
         with dead_man("https://hc-ping.com/<your-check-uuid>"):
@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from workers import current_fire
+from workers.fire import current_fire
 
 log = logging.getLogger(__name__)
 
