@@ -108,6 +108,7 @@ def test_give_up_break_and_recovery_reach_the_webhooks_signed(
         # a definition broken in Redis
         conn.hset(K.schedule("wrecked"), "definition", "{not json")
         conn.zadd(K.due, {"wrecked": 1})
+        conn.publish(K.events, "wake")  # as an edit would: the leader re-reads the due set now
         [broken] = wait_for(lambda: bodies(hooks, "/hook", "wrecked", "broken"), 30, what="broken at /hook")
         assert "not valid JSON" in broken["detail"] and broken["fire_at"] is None
 

@@ -71,7 +71,8 @@ def test_rq_calls_cleanup_execution_inside_the_success_transaction() -> None:
 
 def test_rq_signatures_match_the_overrides() -> None:
     """RQ calls these with keyword arguments: the overrides must take the same names."""
-    for name in ("handle_job_success", "handle_job_failure", "cleanup_execution", "get_heartbeat_ttl"):
+    overridden = ("handle_job_success", "handle_job_failure", "cleanup_execution", "get_heartbeat_ttl")
+    for name in (*overridden, "prepare_job_execution"):  # the last: where a run's start is recorded
         ours = list(inspect.signature(getattr(Worker, name)).parameters)
         theirs = list(inspect.signature(getattr(rq.worker.Worker, name)).parameters)
         assert ours == theirs, f"{name}: rq has {theirs}, workers.Worker has {ours}"
