@@ -98,5 +98,11 @@ class Keys:
         return f"{self.namespace}:clock:{worker}"
 
     def node(self, node: str) -> str:
-        """HASH: what one replica last reported (role, epoch, pid, host)."""
+        """HASH: what one replica last reported (role, epoch, pid, host, RQ version and prefix)."""
         return f"{self.namespace}:node:{node}"
+
+    @property
+    def rq_workers(self) -> str:
+        """HASH: RQ worker key -> JSON (name, queues, RQ version and key prefix) of each
+        ``workers.Worker``, for ``rqbeat status`` (workers.presence)."""
+        return f"{self.namespace}:rq-workers"

@@ -6,7 +6,8 @@ class adds rqbeat's compare-and-set ACK script to that very transaction, through
 and "schedule re-armed at its next fire" happen together or not at all. The next
 fire is computed *before* the transaction, from the definition, the fire that ran
 and Redis time. ``tests/integration/test_worker_hook.py`` fails loudly if RQ moves
-that hook.
+that hook. RQ 2.12 and 3.x differ in the signatures overridden here; the
+difference lives in :mod:`workers.rqcompat`.
 
 If the worker dies between the job and the EXEC, nothing is acked and the leader's
 watchdog decides later from RQ's state; a failed job nudges the watchdog to look now.
@@ -19,7 +20,6 @@ at start and on heartbeats (:mod:`workers.clockoffset`) so that ``rqbeat status`
 from __future__ import annotations
 
 import logging
-import os
 import time
 from functools import cached_property
 from typing import Any
@@ -37,7 +37,8 @@ from scheduler.clock import iso, redis_now_ms
 from scheduler.engine import runs
 from scheduler.errors import CorruptJobMeta
 from scheduler.jobmeta import FireMeta
-from scheduler.keys import DEFAULT_NAMESPACE, Keys
+from scheduler.keys import Keys
+from workers import presence, rqcompat
 from workers.clockoffset import ClockProbe
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,10 @@ class Worker(RQWorker):
     """An RQ worker that acknowledges rqbeat runs atomically. JSON serializer by default."""
 
     heartbeat_grace_s: int = DEFAULT_HEARTBEAT_GRACE_S
-    #: Where the clock offset is recorded (``rqbeat worker`` sets its --namespace).
-    rqbeat_namespace: str | None = None
+    #: The namespace the worker records its clock offset, RQ version and key prefix in
+    #: (workers.clockoffset, workers.presence); empty: $RQBEAT_NAMESPACE, else rqbeat's
+    #: default. ``rqbeat worker`` sets its --namespace.
+    rqbeat_namespace: str = ""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         if kwargs.get("serializer") is None:
@@ -61,24 +64,49 @@ class Worker(RQWorker):
         self._rqbeat_scripts = scripts.Scripts(self.connection)
         self._rqbeat_ack: tuple[str, runs.Ack] | None = None
 
-    def handle_job_success(self, job: Job, queue: Queue, started_job_registry: StartedJobRegistry) -> None:
+    def register_birth(self) -> None:
+        super().register_birth()  # type: ignore[no-untyped-call]
+        presence.announce(self.connection, self._rqbeat_keys, self.key, self.name, self.queue_names())
+        self._rqbeat_clock.measure(self.worker_ttl + 60)
+
+    def register_death(self) -> None:
+        presence.withdraw(self.connection, self._rqbeat_keys, self.key, self.name)
+        super().register_death()  # type: ignore[no-untyped-call]
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
+        super().heartbeat(timeout, pipeline)
+        self._rqbeat_clock.maybe_measure(self.worker_ttl + 60)
+
+    @cached_property
+    def _rqbeat_keys(self) -> Keys:
+        """The namespace this worker reports in (its runs carry their own)."""
+        return presence.keys_for(self.rqbeat_namespace)
+
+    @cached_property
+    def _rqbeat_clock(self) -> ClockProbe:
+        return ClockProbe(self.connection, self._rqbeat_keys, self.name)
+
+    # **rq_args: what RQ 3 adds (the execution), passed on as given (workers.rqcompat)
+    def handle_job_success(
+        self, job: Job, queue: Queue, started_job_registry: StartedJobRegistry, **rq_args: Any
+    ) -> None:
         self._rqbeat_ack = self._prepare_ack(job)
         try:
-            super().handle_job_success(job, queue, started_job_registry)
+            super().handle_job_success(job, queue, started_job_registry, **rq_args)
         finally:
             self._rqbeat_ack = None
 
-    def cleanup_execution(self, job: Job, pipeline: Pipeline) -> None:
-        super().cleanup_execution(job, pipeline)
+    def cleanup_execution(self, job: Job, pipeline: Pipeline, **rq_args: Any) -> None:
+        super().cleanup_execution(job, pipeline, **rq_args)
         pending = self._rqbeat_ack
         if pending is not None and pending[0] == job.id:
             pending[1].add_to(pipeline, self._rqbeat_scripts)
 
     def handle_job_failure(
-        self, job: Job, queue: Queue, started_job_registry: Any = None, exc_string: str = ""
+        self, job: Job, queue: Queue, started_job_registry: Any = None, exc_string: str = "", **rq_args: Any
     ) -> None:
         super().handle_job_failure(
-            job, queue, started_job_registry=started_job_registry, exc_string=exc_string
+            job, queue, started_job_registry=started_job_registry, exc_string=exc_string, **rq_args
         )
         fire = _fire_of(job)
         if fire is not None:
@@ -115,22 +143,9 @@ class Worker(RQWorker):
                 fire.schedule, fire.fire_at, job.id, fire.epoch, exc,
             )  # fmt: skip
 
-    def register_birth(self) -> None:
-        super().register_birth()  # type: ignore[no-untyped-call]
-        self._rqbeat_clock.measure(self.worker_ttl + 60)
-
-    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
-        super().heartbeat(timeout, pipeline)
-        self._rqbeat_clock.maybe_measure(self.worker_ttl + 60)
-
-    @cached_property
-    def _rqbeat_clock(self) -> ClockProbe:
-        namespace = self.rqbeat_namespace or os.environ.get("RQBEAT_NAMESPACE") or DEFAULT_NAMESPACE
-        return ClockProbe(self.connection, Keys(namespace), self.name)
-
-    def get_heartbeat_ttl(self, job: Job) -> int:
+    def get_heartbeat_ttl(self, job: Job, working_time: float | None = None) -> int:
         if job.timeout and job.timeout > 0:
-            remaining = job.timeout - self.current_job_working_time
+            remaining = job.timeout - rqcompat.working_time_s(self, working_time)
             return int(min(remaining, self.job_monitoring_interval)) + self.heartbeat_grace_s
         return int(self.job_monitoring_interval) + self.heartbeat_grace_s
 

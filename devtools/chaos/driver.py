@@ -32,6 +32,7 @@ from devtools.chaos.fleet import QUEUE, SLOW_QUEUE
 from devtools.chaos.proxy import TcpProxy
 from devtools.cluster import Cluster, kill_group, kill_session
 from devtools.processes import Process, RedisServer, wait_for
+from scheduler import rqkeys
 from scheduler.connection import connect
 from scheduler.keys import Keys
 from scheduler.records import text
@@ -80,7 +81,7 @@ class Rig:
         for slot in WORKER_SLOTS:
             self.start_worker(slot)
         self.plain = self.cluster.plain_rq_worker("plain", QUEUE, SLOW_QUEUE)
-        wait_for(lambda: self.conn.scard("rq:workers") >= 4, timeout=60, what="4 RQ workers")
+        wait_for(lambda: self.conn.scard(rqkeys.WORKERS) >= 4, timeout=60, what="4 RQ workers")
         self.wait_leader(timeout=30)
 
     def start_replica(self, slot: str) -> None:
@@ -215,8 +216,8 @@ class Rig:
         def probe() -> str | None:
             for slot, name in self.worker_names.items():
                 with contextlib.suppress(redis.exceptions.RedisError):
-                    job = text(self.conn.hget(f"rq:worker:{name}", "current_job"))
-                    if job and text(self.conn.hget(f"rq:job:{job}", "status")) == "started":
+                    job = text(self.conn.hget(rqkeys.worker(name), "current_job"))
+                    if job and text(self.conn.hget(rqkeys.job(job), "status")) == "started":
                         return slot
             return None
 

@@ -27,6 +27,7 @@ from scheduler.ops.repair import Finding
 from scheduler.ops.repair_io import RepairOutcome, examine, run_repair
 from scheduler.ops.status import node_problems, read_status
 from scheduler.outage import wait_until_reachable
+from scheduler.rqkeys import RqIdentity
 from workers import Worker
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -297,6 +298,7 @@ def check(
     policy_warning = eviction_warning(read_policy(ctx.conn) or "noeviction")
     if policy_warning:
         click.echo(f"warning: {policy_warning}", err=True)
+    rq_json = _warn_rq(ctx)
     keys = Keys(ctx.namespace)
     found = [] if health_only else examine(ctx.conn, keys).findings
     outcome = None
@@ -312,14 +314,26 @@ def check(
     if remaining:
         problems.append(f"{len(remaining)} problem(s) in the stored state")
     if as_json:
-        echo_json(_check_json(found, outcome, problems))
+        echo_json({**_check_json(found, outcome, problems), **rq_json})
         if problems:
             raise click.exceptions.Exit(1)
         return
     _echo_findings(found, outcome)
     if problems:
         raise click.ClickException("; ".join(problems))
-    click.echo(summary)
+    click.echo(f"{summary}; {RqIdentity.current().label()}")
+
+
+def _warn_rq(ctx: Context) -> dict[str, Any]:
+    """Where replicas and workers disagree on RQ (stderr: the exit code stays the
+    health verdict); which RQ this process runs and those warnings for ``--json``."""
+    try:
+        report = read_status(ctx.conn, ctx.namespace, detail=False)
+    except redis.exceptions.ResponseError:
+        return {}  # WRONGTYPE: _health reports it
+    for warning in report.rq_warnings:
+        click.echo(f"warning: {warning}", err=True)
+    return {"rq": report.to_json()["rq"], "rq_warnings": report.rq_warnings}
 
 
 def _health(

@@ -18,6 +18,8 @@ def status_lines(report: StatusReport) -> list[str]:
         _field("leader", _leader(report)),
         _field("schedules", _schedules(report)),
         _field("overdue", _overdue(report)),
+        _field("rq", _rq(report)),
+        *(_field("", Cell(f"warning: {w}", "warn").render(0)) for w in report.rq_warnings),
         "",
     ]
     if report.data_lost is not None:  # first: the counts below are not the whole truth
@@ -93,6 +95,17 @@ def _data_lost(loss: Loss) -> str:
     at = f" at {loss.detected_at}" if loss.detected_at else ""
     text = f"{loss.what}{seen}{at}: {ADVICE}, then clear this with rqbeat check --repair"
     return Cell(text, "bad").render(0)
+
+
+def _rq(report: StatusReport) -> str:
+    """This process's RQ, and how many replicas and rqbeat workers run the same."""
+    here = report.rq
+    same_nodes = sum(1 for n in report.nodes if n.rq == here)
+    same_workers = sum(1 for w in report.rq_workers if w.rq == here)
+    return (
+        f"{here.label()}; the same on {same_nodes} of {len(report.nodes)} replica(s), "
+        f"{same_workers} of {len(report.rq_workers)} rqbeat worker(s)"
+    )
 
 
 def _overdue(report: StatusReport) -> str:

@@ -27,7 +27,7 @@ from typing import Any
 
 from redis import Redis
 
-from scheduler import cron, policy, scripts
+from scheduler import cron, policy, rqkeys, scripts
 from scheduler.allow import AllowList, Verdict
 from scheduler.clock import iso, parse_iso_ms
 from scheduler.engine import rqjob
@@ -205,7 +205,7 @@ class Dispatcher:
         self.batch_size = batch_size
         self._scripts = scripts.Scripts(conn)
         self._templates: dict[tuple[str, str], rqjob.JobTemplate] = {}
-        self._prefixes = (keys.schedule(""), keys.history(""), rqjob.JOB_PREFIX, rqjob.QUEUE_PREFIX)
+        self._prefixes = (keys.schedule(""), keys.history(""), rqkeys.JOB_PREFIX, rqkeys.QUEUE_PREFIX)
 
     def dispatch(self, now_ms: int, token: str, epoch: int) -> BatchResult:
         """Dispatch what is due at ``now_ms``: up to :data:`READ_AHEAD` transactions of
@@ -279,7 +279,7 @@ class Dispatcher:
 
         sends = ((part, None if write is None else write.args(now_ms)) for part, write in batches)
         k = self.keys
-        keys = [k.leader, k.revision, k.due, k.running, rqjob.QUEUES_KEY]
+        keys = [k.leader, k.revision, k.due, k.running, rqkeys.QUEUES]
         scripts.pipelined(self.conn, self._scripts.dispatch, keys, sends, settle)
         return done
 

@@ -35,25 +35,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import rq.executions
 from redis import Redis
 from redis.client import Pipeline
-from rq import Worker
-from rq.executions import ExecutionRegistry
 
-from scheduler.engine.rqjob import JOB_PREFIX
+from scheduler import rqkeys
 from scheduler.records import text
 
-#: ``rq:executions:<job>``: the ids of a job's executions (scores: the worker's clock).
-EXECUTIONS_KEY = ExecutionRegistry.key_template
-#: ``rq:execution:<job>:<execution id>``: one execution's hash, expired by Redis
-#: (derived from RQ's template so that RQ 3's key prefix carries over).
-EXECUTION_KEY = EXECUTIONS_KEY.replace(":executions:", ":execution:") + ":{1}"
-#: ``rq:worker:<name>``: a worker's hash; with RQ 2 ``current_job`` names its job.
-WORKER_PREFIX = Worker.redis_worker_namespace_prefix
-#: RQ 3 instead indexes a worker's executions in ``rq:worker:<name>:executions`` (a SET
-#: of ``<job>:<execution>``); None with RQ 2.
-WORKER_EXECUTIONS_KEY: str | None = getattr(rq.executions, "WORKER_EXECUTIONS_KEY_TEMPLATE", None)
 #: RQ statuses whose run may still have a live execution.
 WATCHED = frozenset({"started", "failed"})
 
@@ -71,8 +58,8 @@ def read(conn: Redis, job_ids: list[str]) -> dict[str, Liveness]:
     """The liveness of each job, in two pipelined round trips. Read-only."""
     pipe = conn.pipeline(transaction=False)
     for job_id in job_ids:
-        pipe.zrange(EXECUTIONS_KEY.format(job_id), 0, -1)
-        pipe.hget(f"{JOB_PREFIX}{job_id}", "worker_name")
+        pipe.zrange(rqkeys.executions(job_id), 0, -1)
+        pipe.hget(rqkeys.job(job_id), "worker_name")
     first = iter(pipe.execute())
     seen: dict[str, set[str]] = {}
     workers: dict[str, str | None] = {}
@@ -82,10 +69,10 @@ def read(conn: Redis, job_ids: list[str]) -> dict[str, Liveness]:
     pipe = conn.pipeline(transaction=False)
     for job_id in job_ids:
         if seen[job_id]:
-            pipe.exists(*(EXECUTION_KEY.format(job_id, e) for e in sorted(seen[job_id])))
+            pipe.exists(*(rqkeys.execution(job_id, e) for e in sorted(seen[job_id])))
         _ask_holds(pipe, job_id, workers[job_id] or "", seen[job_id])
-        pipe.hget(f"{JOB_PREFIX}{job_id}", "status")
-        pipe.zrange(EXECUTIONS_KEY.format(job_id), 0, -1)
+        pipe.hget(rqkeys.job(job_id), "status")
+        pipe.zrange(rqkeys.executions(job_id), 0, -1)
     replies = iter(pipe.execute())
     return {job_id: _liveness(job_id, seen[job_id], replies) for job_id in job_ids}
 
@@ -108,14 +95,14 @@ def _liveness(job_id: str, seen: set[str], replies: Iterator[Any]) -> Liveness:
 
 def _ask_holds(pipe: Pipeline, job_id: str, worker: str, seen: set[str]) -> None:
     """Queue the read of whether ``worker`` still says it runs ``job_id``."""
-    if WORKER_EXECUTIONS_KEY is None:
-        pipe.hget(f"{WORKER_PREFIX}{worker}", "current_job")
+    if rqkeys.WORKER_EXECUTIONS_TEMPLATE is None:
+        pipe.hget(rqkeys.worker(worker), "current_job")
     else:
         members = [f"{job_id}:{e}" for e in sorted(seen)] or [f"{job_id}:"]
-        pipe.smismember(WORKER_EXECUTIONS_KEY.format(worker), members)
+        pipe.smismember(rqkeys.WORKER_EXECUTIONS_TEMPLATE.format(worker), members)
 
 
 def _holds(job_id: str, reply: Any) -> bool:
-    if WORKER_EXECUTIONS_KEY is None:
+    if rqkeys.WORKER_EXECUTIONS_TEMPLATE is None:
         return bool(text(reply) == job_id)
     return any(reply)

@@ -21,14 +21,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from rq.job import Job
 from rq.queue import Queue
 
 from scheduler.model import Schedule
 
-JOB_PREFIX = Job.redis_job_namespace_prefix
-QUEUE_PREFIX = Queue.redis_queue_namespace_prefix
-QUEUES_KEY = Queue.redis_queues_keys
 #: RQ's timeout for a job that sets none (``Queue.DEFAULT_TIMEOUT``).
 DEFAULT_TIMEOUT_S = Queue.DEFAULT_TIMEOUT
 # Fields RQ writes empty for a job that has not run and has no callbacks or group.

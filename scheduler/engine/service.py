@@ -32,6 +32,7 @@ from redis import Redis
 from redis.client import PubSub
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
+from scheduler import rqkeys
 from scheduler.allow import AllowList
 from scheduler.clock import Clock, SystemClock, iso, redis_now_ms, time_reply_ms
 from scheduler.connection import DEFAULT_REDIS_URL
@@ -391,6 +392,9 @@ class Service:
                 "host": socket.gethostname(),
                 "seen_at": iso(now_ms),
                 **self.counters.node_fields(),
+                # `status` compares these with the workers'
+                rqkeys.VERSION_FIELD: rqkeys.RQ_VERSION,
+                rqkeys.PREFIX_FIELD: rqkeys.PREFIX,
             },
         )
         pipe.expire(self.keys.node(self.node), NODE_TTL_S)

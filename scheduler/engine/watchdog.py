@@ -32,9 +32,9 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.utils import utcparse
 
-from scheduler import clockskew, scripts
+from scheduler import clockskew, rqkeys, scripts
 from scheduler.clock import iso
-from scheduler.engine import liveness, rqjob, runs
+from scheduler.engine import liveness, runs
 from scheduler.errors import CorruptDefinition
 from scheduler.keys import HISTORY_MAXLEN, Keys
 from scheduler.protocol import AckReply, FailOutcome
@@ -196,7 +196,7 @@ class Watchdog:
         Read-only."""
         pipe = self.conn.pipeline(transaction=False)
         for job_id in job_ids:
-            pipe.hmget(f"rq:job:{job_id}", ["status", "origin", "ended_at", "worker_name"])
+            pipe.hmget(rqkeys.job(job_id), ["status", "origin", "ended_at", "worker_name"])
         rows = dict(zip(job_ids, pipe.execute(), strict=True))
         jobs = {j: (text(s), text(o)) for j, (s, o, _, _) in rows.items()}
         lives = liveness.read(self.conn, [j for j, (status, _) in jobs.items() if status in liveness.WATCHED])
@@ -229,8 +229,7 @@ class Watchdog:
         looked for within :data:`QUEUE_SCAN` of each end (True when it may be deeper)."""
         pipe = self.conn.pipeline(transaction=False)
         for job_id, origin in queued.items():
-            key = f"{rqjob.QUEUE_PREFIX}{origin}"
-            for name in (key, f"{key}:intermediate"):
+            for name in (rqkeys.queue(str(origin)), rqkeys.intermediate(str(origin))):
                 pipe.llen(name)
                 pipe.lpos(name, job_id, maxlen=QUEUE_SCAN)
                 pipe.lpos(name, job_id, rank=-1, maxlen=QUEUE_SCAN)

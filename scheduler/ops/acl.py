@@ -8,20 +8,25 @@ What each role needs, and why:
 
 =============  ==============================================================
 scheduler      all of ``<ns>:*`` (lease, epoch, schedules, sets, heartbeats);
-               ``rq:*`` (RQ's enqueue writes job hashes and queues; the
+               ``<rq>:*`` (RQ's enqueue writes job hashes and queues; the
                watchdog reads job state, executions and heartbeats);
                channel ``<ns>:events`` (waits for edits and acks)
-worker         ``rq:*`` (RQ's own worker); of rqbeat only what the atomic ack
+worker         ``<rq>:*`` (RQ's own worker); of rqbeat only what the atomic ack
                and the failure nudge touch: ``<ns>:schedule:*``, ``<ns>:due``,
                ``<ns>:running``, ``<ns>:history:*`` (and ``<ns>:events`` as a
-               key name: the scripts pass it in KEYS); channels ``<ns>:events``
-               and ``rq:pubsub:*`` (RQ's worker commands)
+               key name: the scripts pass it in KEYS), and the worker's own
+               records in ``<ns>:rq-workers`` and ``<ns>:clock:<worker>``; channels ``<ns>:events`` and
+               ``<rq>:pubsub:*`` (RQ's worker commands)
 both           reads, writes, MULTI/EXEC/WATCH, EVAL/EVALSHA/SCRIPT LOAD
                (rqbeat's Lua scripts), pub/sub, TIME (Redis time), INFO (RQ
                reads the server version; rqbeat reads maxmemory-policy);
                never ``@dangerous`` (FLUSHALL, CONFIG, KEYS, DEBUG, ...) nor
                FUNCTION or SCRIPT FLUSH
 =============  ==============================================================
+
+``<rq>`` is RQ's key prefix (``rq``, or RQ 3's ``RQ_KEY_PREFIX``), taken from RQ in
+the process that prints the rules (:mod:`scheduler.rqkeys`): print them with the same
+``RQ_KEY_PREFIX`` the replicas and workers run with.
 
 A worker cannot take or forge the lease (``<ns>:leader``, ``<ns>:epoch``), nor add
 or remove schedules (``<ns>:ids``, ``<ns>:revision``). It *can* write schedule
@@ -36,6 +41,7 @@ carries on with "unknown".
 
 from __future__ import annotations
 
+from scheduler import rqkeys
 from scheduler.errors import ConfigError
 from scheduler.keys import DEFAULT_NAMESPACE
 
@@ -67,21 +73,23 @@ def acl_rules(role: str, namespace: str = DEFAULT_NAMESPACE) -> tuple[str, ...]:
     keys: tuple[str, ...]
     channels: tuple[str, ...]
     if role == "scheduler":
-        keys = (f"~{ns}:*", "~rq:*")
+        keys = (f"~{ns}:*", f"~{rqkeys.KEY_PATTERN}")
         channels = (f"&{ns}:events",)
     elif role == "worker":
         # <ns>:events is a channel, but the scripts take it as a KEYS argument, which
         # ACLs check like a key; no key of that name is ever written.
         keys = (
-            "~rq:*",
+            f"~{rqkeys.KEY_PATTERN}",
             f"~{ns}:schedule:*",
             f"~{ns}:due",
             f"~{ns}:running",
             f"~{ns}:history:*",
             f"~{ns}:events",
             f"~{ns}:stats",  # the ack counts itself for the metrics (scheduler.engine.clusterstats)
+            f"~{ns}:rq-workers",  # which RQ it runs, for `rqbeat status` (workers.presence)
+            f"~{ns}:clock:*",  # its clock against Redis time, for `status`/`check` (workers.clockoffset)
         )
-        channels = (f"&{ns}:events", "&rq:pubsub:*")
+        channels = (f"&{ns}:events", f"&{rqkeys.PUBSUB_PATTERN}")
     else:
         raise ConfigError("role", role, f"must be one of {', '.join(ROLES)}")
     return ("reset", "on", *_COMMANDS, "resetkeys", *keys, "resetchannels", *channels)

@@ -21,9 +21,8 @@ from typing import Any
 
 from redis import Redis
 from redis.commands.core import Script
-from rq.job import Job
 
-from scheduler import hashes
+from scheduler import hashes, rqkeys
 from scheduler.clock import iso, time_reply_ms
 from scheduler.keys import HISTORY_MAXLEN, Keys
 from scheduler.ops import repair
@@ -264,7 +263,7 @@ def _scanned_ids(conn: Redis, keys: Keys) -> set[str]:
 
 def _views(view_read: Script, keys: Keys, ids: Sequence[str]) -> list[repair.View]:
     """Each of ``ids`` as it is at one instant (:data:`VIEW_READ`)."""
-    prefixes = [keys.schedule(""), keys.history(""), Job.redis_job_namespace_prefix]
+    prefixes = [keys.schedule(""), keys.history(""), rqkeys.JOB_PREFIX]
     reply = view_read(keys=[keys.due, keys.running, keys.ids], args=[*prefixes, *ids])
     views = []
     for sid, (key_type, history_type, flat, due, running, in_ids, job) in zip(ids, reply, strict=True):

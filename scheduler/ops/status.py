@@ -16,16 +16,14 @@ from typing import Any
 
 import redis.exceptions
 from redis import Redis
-from rq import Worker
-from rq.queue import Queue
-from rq.registry import FailedJobRegistry, StartedJobRegistry
-from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
 
-from scheduler import clockskew, dataloss, hashes
+from scheduler import clockskew, dataloss, hashes, rqkeys
 from scheduler.clock import iso, time_reply_ms
 from scheduler.keys import Keys
+from scheduler.ops.rqinfo import RqWorker, disagreements, read_workers
 from scheduler.protocol import ScheduleState
 from scheduler.records import text
+from scheduler.rqkeys import PREFIX_FIELD, VERSION_FIELD, RqIdentity
 
 #: A due fire this late is overdue (the same grace as a misfire).
 OVERDUE_GRACE_MS = 1000
@@ -40,6 +38,7 @@ class Node:
     host: str = ""
     pid: str = ""
     seen_epoch: int = 0  # the highest epoch this replica has seen (scheduler.dataloss)
+    rq: RqIdentity | None = None  # None: a replica of a release that did not record it
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +83,8 @@ class StatusReport:
     queues: list[QueueInfo] = field(default_factory=list)
     data_lost: dataloss.Loss | None = None
     workers: list[WorkerClock] = field(default_factory=list)
+    rq: RqIdentity = field(default_factory=RqIdentity.current)  # this process's
+    rq_workers: list[RqWorker] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -92,6 +93,11 @@ class StatusReport:
     def clock_problems(self, tolerance_ms: int = clockskew.TOLERANCE_MS) -> list[str]:
         """Workers whose clock is off Redis time by more than ``tolerance_ms``."""
         return clockskew.problems({w.name: w.offset for w in self.workers}, tolerance_ms)
+
+    @property
+    def rq_warnings(self) -> list[str]:
+        """Where replicas, workers and this process disagree on RQ (scheduler.ops.rqinfo)."""
+        return disagreements(self.rq, {n.name: n.rq for n in self.nodes}, self.rq_workers)
 
     def to_json(self) -> dict[str, Any]:
         lag = None if self.oldest_overdue_ms is None else (self.now_ms - self.oldest_overdue_ms) / 1000
@@ -113,6 +119,7 @@ class StatusReport:
                     "age_s": (self.now_ms - n.seen_ms) / 1000,
                     "host": n.host,
                     "pid": n.pid,
+                    "rq": None if n.rq is None else _rq_json(n.rq),
                 }
                 for n in self.nodes
             ],
@@ -124,6 +131,11 @@ class StatusReport:
                 "detected_at": self.data_lost.detected_at or None,
                 "advice": dataloss.ADVICE,
             },
+            "rq": _rq_json(self.rq),
+            "rq_workers": [
+                {"name": w.name, "queues": list(w.queues), "rq": _rq_json(w.rq)} for w in self.rq_workers
+            ],
+            "rq_warnings": self.rq_warnings,
             "queues": [
                 {
                     "name": q.name,
@@ -136,6 +148,10 @@ class StatusReport:
             ],
             "workers": [w.to_json() for w in self.workers],
         }
+
+
+def _rq_json(rq: RqIdentity) -> dict[str, str]:
+    return {"version": rq.version, "prefix": rq.prefix}
 
 
 def read_status(conn: Redis, namespace: str, *, detail: bool = True) -> StatusReport:
@@ -181,6 +197,7 @@ def read_status(conn: Redis, namespace: str, *, detail: bool = True) -> StatusRe
         queues=read_queues(conn) if detail else [],
         data_lost=dataloss.assess(dataloss.decode_marker(marker), counter, seen),
         workers=read_worker_clocks(conn, k),
+        rq_workers=read_workers(conn, k),
     )
 
 
@@ -205,9 +222,10 @@ def _split_idle(conn: Redis, k: Keys) -> dict[str, int]:
 def _nodes(conn: Redis, k: Keys, members: list[tuple[bytes, float]]) -> list[Node]:
     pipe = conn.pipeline(transaction=False)
     for member, _ in members:
-        pipe.hmget(k.node(str(text(member))), ["role", "epoch", "host", "pid", "seen_epoch"])
+        fields = ["role", "epoch", "host", "pid", "seen_epoch", VERSION_FIELD, PREFIX_FIELD]
+        pipe.hmget(k.node(str(text(member))), fields)
     out = []
-    for (member, score), (role, epoch, host, pid, seen) in zip(members, pipe.execute(), strict=True):
+    for (member, score), (role, epoch, host, pid, seen, *rq) in zip(members, pipe.execute(), strict=True):
         out.append(
             Node(
                 str(text(member)),
@@ -217,6 +235,7 @@ def _nodes(conn: Redis, k: Keys, members: list[tuple[bytes, float]]) -> list[Nod
                 text(host) or "",
                 text(pid) or "",
                 int(seen or 0),
+                RqIdentity.of({VERSION_FIELD: text(rq[0]), PREFIX_FIELD: text(rq[1])}),
             )
         )
     return out
@@ -224,11 +243,11 @@ def _nodes(conn: Redis, k: Keys, members: list[tuple[bytes, float]]) -> list[Nod
 
 def read_worker_clocks(conn: Redis, k: Keys) -> list[WorkerClock]:
     """Every live RQ worker (its key has not expired) with its measured clock offset."""
-    members = sorted(str(text(m)) for m in conn.smembers(REDIS_WORKER_KEYS))
+    members = sorted(str(text(m)) for m in conn.smembers(rqkeys.WORKERS))
     pipe = conn.pipeline(transaction=False)
     for member in members:  # a worker killed with -9 stays in the set; its key expires
         pipe.exists(member)
-    prefix = Worker.redis_worker_namespace_prefix
+    prefix = rqkeys.worker("")
     names = [m.removeprefix(prefix) for m, alive in zip(members, pipe.execute(), strict=True) if alive]
     offsets = clockskew.read(conn, k, names)
     return [WorkerClock(name, offsets[name]) for name in names]
@@ -239,16 +258,13 @@ def read_queues(conn: Redis) -> list[QueueInfo]:
 
     Reads RQ's keys directly: RQ's own counters clean registries up first, which runs
     failure callbacks and writes (never done from a status command)."""
-    names = sorted(
-        str(text(n)).removeprefix(Queue.redis_queue_namespace_prefix)
-        for n in conn.smembers(Queue.redis_queues_keys)
-    )
+    names = sorted(str(text(n)).removeprefix(rqkeys.QUEUE_PREFIX) for n in conn.smembers(rqkeys.QUEUES))
     pipe = conn.pipeline(transaction=False)
     for name in names:
-        pipe.llen(Queue.redis_queue_namespace_prefix + name)
-        pipe.zcard(StartedJobRegistry.key_template.format(name))
-        pipe.zcard(FailedJobRegistry.key_template.format(name))
-        pipe.smembers(WORKERS_BY_QUEUE_KEY % name)
+        pipe.llen(rqkeys.queue(name))
+        pipe.zcard(rqkeys.started(name))
+        pipe.zcard(rqkeys.failed(name))
+        pipe.smembers(rqkeys.workers_of(name))
     replies = pipe.execute()
     pipe = conn.pipeline(transaction=False)
     for members in replies[3::4]:

@@ -1,7 +1,8 @@
 """rqbeat writes RQ jobs itself (one Lua script per batch); they must be RQ's jobs.
 
 Each case dispatches a schedule through :class:`scheduler.engine.dispatch.Dispatcher`, dumps
-every ``rq:*`` key it wrote, then enqueues the same job through RQ's own
+every ``rq:*`` key it wrote (``<RQ_KEY_PREFIX>:*`` under RQ 3 with a prefix set:
+tests/integration/test_rq_key_prefix.py runs this file so), then enqueues the same job through RQ's own
 ``Queue.enqueue_many`` on a clean database and dumps again. The two must be equal but
 for the creation and enqueue timestamps. An RQ upgrade that changes what a queued job
 looks like fails here.
@@ -18,6 +19,7 @@ from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+from scheduler import rqkeys
 from scheduler.clock import redis_now_ms
 from scheduler.engine.dispatch import Dispatcher
 from scheduler.keys import Keys
@@ -49,9 +51,9 @@ CASES: list[dict[str, Any]] = [
 
 
 def _dump(conn: Redis) -> dict[bytes, Any]:
-    """Every ``rq:*`` key: its type, content and whether it expires."""
+    """Every key of RQ's (``rq:*``): its type, content and whether it expires."""
     out: dict[bytes, Any] = {}
-    for key in sorted(conn.scan_iter(match="rq:*")):
+    for key in sorted(conn.scan_iter(match=rqkeys.KEY_PATTERN)):
         kind = conn.type(key)
         if kind == b"hash":
             value: Any = conn.hgetall(key)
@@ -84,6 +86,8 @@ def test_dispatched_jobs_are_written_exactly_as_rq_writes_them(conn: Redis, raw:
     result = Dispatcher(conn, K).dispatch(redis_now_ms(conn) + 10 * 86_400_000, TOKEN, 1)
     assert [d.schedule_id for d in result.runs] == [schedule.id]
     ours = _dump(conn)
+    assert rqkeys.job(result.runs[0].job_id).encode() in ours
+    assert conn.dbsize() == len(ours) + len(list(conn.scan_iter(match=f"{K.namespace}:*")))
     stored = result.runs[0].schedule  # as decoded from Redis: kwargs in stored order
     assert stored is not None
     job = Job.fetch(result.runs[0].job_id, connection=conn, serializer=JSONSerializer)

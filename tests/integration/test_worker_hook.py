@@ -4,7 +4,8 @@
 finished, through the ``cleanup_execution(job, pipeline)`` hook that
 ``rq.Worker.handle_job_success`` calls inside that transaction. If a new RQ release
 moves the call out of the transaction (or renames it), the first test here fails
-loudly, before any ack silently stops being atomic.
+loudly, before any ack silently stops being atomic. CI runs this file under the
+lowest and the highest RQ that pyproject allows (2.12 and 3.x).
 
 The functional tests run a real (forking) ``workers.Worker`` in burst mode, in this
 process, on a job dispatched by :class:`scheduler.engine.dispatch.Dispatcher` under a lease
@@ -14,6 +15,7 @@ token set by hand.
 from __future__ import annotations
 
 import inspect
+import re
 import signal
 import textwrap
 from collections.abc import Callable
@@ -30,7 +32,7 @@ from rq.serializers import JSONSerializer
 
 import workers.worker
 from devtools.cluster import runs_per_key
-from scheduler import cron
+from scheduler import cron, rqkeys
 from scheduler.clock import iso, redis_now_ms
 from scheduler.engine.dispatch import Decision, Dispatcher
 from scheduler.engine.watchdog import Watchdog
@@ -39,7 +41,7 @@ from scheduler.keys import Keys
 from scheduler.model import Schedule
 from scheduler.records import text
 from scheduler.store import Client
-from workers import Worker
+from workers import Worker, rqcompat
 
 pytestmark = pytest.mark.integration
 
@@ -54,10 +56,12 @@ SID = "hooked"
 
 def test_rq_calls_cleanup_execution_inside_the_success_transaction() -> None:
     """``handle_job_success`` must call ``self.cleanup_execution(job, pipeline=pipeline)``
-    after ``pipeline.multi()`` and before the one ``pipeline.execute()``: that is the
-    only place workers.Worker can join RQ's "job finished" transaction."""
+    (RQ 3: ``..., execution=execution)``) after ``pipeline.multi()`` and before the one
+    ``pipeline.execute()``: that is the only place workers.Worker can join RQ's "job
+    finished" transaction."""
     source = textwrap.dedent(inspect.getsource(rq.worker.Worker.handle_job_success))
-    call = "self.cleanup_execution(job, pipeline=pipeline)"
+    execution = ", execution=execution" if rqcompat.PASSES_EXECUTION else ""
+    call = f"self.cleanup_execution(job, pipeline=pipeline{execution})"
     assert source.count(call) == 1, f"RQ changed the hook workers.Worker relies on:\n{source}"
     assert source.count("pipeline.execute()") == 1, source
     assert source.count("pipeline.multi()") >= 1, source
@@ -70,14 +74,39 @@ def test_rq_calls_cleanup_execution_inside_the_success_transaction() -> None:
 
 
 def test_rq_signatures_match_the_overrides() -> None:
-    """RQ calls these with keyword arguments: the overrides must take the same names."""
+    """RQ calls these with keyword arguments: the overrides must take RQ's names in
+    RQ's order, whatever RQ has beyond them (RQ 3's ``execution``) through
+    ``**rq_args``, which they pass on, and nothing RQ would not pass without a default
+    (2.12 calls ``get_heartbeat_ttl(job)``)."""
     overridden = ("handle_job_success", "handle_job_failure", "cleanup_execution", "get_heartbeat_ttl")
     for name in (*overridden, "prepare_job_execution"):  # the last: where a run's start is recorded
-        ours = list(inspect.signature(getattr(Worker, name)).parameters)
+        ours = inspect.signature(getattr(Worker, name)).parameters
         theirs = list(inspect.signature(getattr(rq.worker.Worker, name)).parameters)
-        assert ours == theirs, f"{name}: rq has {theirs}, workers.Worker has {ours}"
-    perform = inspect.getsource(rq.worker.Worker.perform_job)
-    assert "self.handle_job_success(job=job, queue=queue, started_job_registry=" in perform
+        named = [p for p, v in ours.items() if v.kind != inspect.Parameter.VAR_KEYWORD]
+        common = min(len(named), len(theirs))
+        assert theirs[:common] == named[:common], f"{name}: rq has {theirs}, workers.Worker has {list(ours)}"
+        if len(theirs) > common:
+            assert "rq_args" in ours, f"{name}: rq has {theirs}, workers.Worker drops {theirs[common:]}"
+        assert all(ours[p].default is not inspect.Parameter.empty for p in named[common:]), name
+    # the seam's detection agrees with the two releases it was written for
+    rq3 = int(rq.__version__.split(".")[0]) >= 3
+    assert (rq3, rq3) == (rqcompat.PASSES_EXECUTION, rqcompat.HEARTBEAT_GETS_WORKING_TIME)
+    module = inspect.getmodule(rq.worker.Worker.handle_job_success)
+    calls = re.sub(r"\s+", "", inspect.getsource(module))  # type: ignore[arg-type]
+    assert "self.handle_job_success(job=job,queue=queue,started_job_registry=" in calls
+
+
+def test_the_heartbeat_ttl_counts_down_the_job_timeout(conn: Redis) -> None:
+    """RQ 2.12 keeps the job's working time on the worker, RQ 3 passes it in: either
+    way the heartbeat never outlives the job's timeout by more than the grace."""
+    worker = Worker([QUEUE], connection=conn, job_monitoring_interval=30)
+    job = Job.create("tests.jobs.record", connection=conn, timeout=100, serializer=JSONSerializer)
+    assert worker.get_heartbeat_ttl(job) == 30 + worker.heartbeat_grace_s
+    if rqcompat.HEARTBEAT_GETS_WORKING_TIME:
+        assert worker.get_heartbeat_ttl(job, working_time=90.0) == 10 + worker.heartbeat_grace_s
+    else:
+        worker.current_job_working_time = 90.0
+        assert worker.get_heartbeat_ttl(job) == 10 + worker.heartbeat_grace_s
 
 
 # -- functional: a real worker, a real dispatch ---------------------------------------
@@ -134,8 +163,8 @@ def wrap_success_transaction(
     original = workers.worker.Worker.cleanup_execution
     calls = [0]
 
-    def cleanup_execution(self: Worker, job: Job, pipeline: Pipeline) -> None:
-        original(self, job, pipeline)
+    def cleanup_execution(self: Worker, job: Job, pipeline: Pipeline, **rq_args: Any) -> None:
+        original(self, job, pipeline, **rq_args)
         if self._rqbeat_ack is not None:
             calls[0] += 1
             after(job, pipeline, calls[0])
@@ -164,6 +193,10 @@ def test_success_rearms_in_rqs_own_transaction(conn: Redis) -> None:
         d.job_id,
         iso(d.fire_ms),
     )
+    # RQ's own cleanup ran too (RQ 3 needs the execution passed on for it): no execution
+    # is left in the queue's wip registry or the job's execution registry
+    assert conn.zcard(rqkeys.started(QUEUE)) == 0
+    assert not conn.exists(rqkeys.executions(d.job_id))
 
 
 def test_a_failed_exec_writes_neither_rqs_success_nor_the_rearm(
