@@ -64,18 +64,19 @@ end
 #: to start, ''), and whether the schedule exports its own series (Flag).
 RUN_TIMES_HEADER = "started_at, ended_at, worker, lateness_ms, metered"
 
-# Adds the run's times (ARGV[i..i+4], RUN_TIMES_HEADER) to a history entry, keeps the
-# last lateness on the schedule and its metered-set membership in step with the
-# definition (a flag in the definition, so the ack is what keeps the set true).
+# Adds the run's times (ARGV[i..i+4], RUN_TIMES_HEADER) to a history entry and its
+# lateness to the schedule's fields (both written by the caller, in the calls it makes
+# anyway: the ack is benchmarked), and keeps the schedule's metered-set membership in
+# step with its definition (a flag in the definition: the ack keeps the set true).
 _RUN_TIMES = """
-local function run_times(schedule, metered, id, entry, i)
+local function run_times(metered, id, entry, fields, i)
   local started, ended, worker, lateness, meter = ARGV[i], ARGV[i + 1], ARGV[i + 2],
                                                   ARGV[i + 3], ARGV[i + 4]
   if started ~= '' then
     for _, v in ipairs({'started_at', started, 'worker', worker}) do table.insert(entry, v) end
   end
   if ended ~= '' then table.insert(entry, 'ended_at'); table.insert(entry, ended) end
-  if lateness ~= '' then redis.call('HSET', schedule, 'lateness_ms', lateness) end
+  if lateness ~= '' then table.insert(fields, 'lateness_ms'); table.insert(fields, lateness) end
   if meter == '1' then redis.call('SADD', metered, id) else redis.call('SREM', metered, id) end
 end
 """
@@ -326,17 +327,21 @@ if redis.call('HGET', schedule, 'job_id') ~= job then return 0 end
 local state = redis.call('HGET', schedule, 'state')
 local fire = redis.call('HGET', schedule, 'fire_at')
 redis.call('HDEL', schedule, unpack(RUN_FIELDS))
-redis.call('HSET', schedule, 'last_result', outcome, 'last_run_at', now, 'attempt', 1)
+local entry = {'event', outcome, 'fire_at', fire, 'job_id', job, 'at', now}
+local fields = {'last_result', outcome, 'last_run_at', now, 'attempt', 1}
+run_times(metered, id, entry, fields, 13)
+if outcome == 'succeeded' then table.insert(fields, 'last_success_at'); table.insert(fields, now) end
+redis.call('HSET', schedule, unpack(fields))
 redis.call('ZREM', running, id)
 for i = 18, #ARGV, 2 do redis.call('HINCRBY', stats, ARGV[i], ARGV[i + 1]) end  -- metrics
-local entry = {'event', outcome, 'fire_at', fire, 'job_id', job, 'at', now}
-run_times(schedule, metered, id, entry, 13)
 if err ~= '' then table.insert(entry, 'error'); table.insert(entry, err) end
 redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', unpack(entry))
 if outcome == 'succeeded' then
-  redis.call('HSET', schedule, 'last_success_at', now)
-  if redis.call('HDEL', schedule, 'failures') == 1 then redis.call('ZREM', failing, id) end
-  local alerted = redis.call('HGET', schedule, 'alerted')
+  local failures, alerted = unpack(redis.call('HMGET', schedule, 'failures', 'alerted'))
+  if failures then
+    redis.call('HDEL', schedule, 'failures')
+    redis.call('ZREM', failing, id)
+  end
   if alerted then  -- the first success after a give-up, a break or a pause
     redis.call('HDEL', schedule, 'alerted')
     alert(alerts, alerted, id, fire, job, 'the first run since succeeded', now, true)
@@ -407,10 +412,11 @@ if redis.call('HGET', schedule, 'job_id') ~= job then return 0 end
 local state = redis.call('HGET', schedule, 'state')
 local fire = redis.call('HGET', schedule, 'fire_at')
 local entry = {'event', 'failed', 'fire_at', fire, 'job_id', job, 'error', err}
-run_times(schedule, metered, id, entry, 9)
+local fields = {'last_result', 'failed', 'last_run_at', now, 'last_error', err}
+run_times(metered, id, entry, fields, 9)
 redis.call('HDEL', schedule, unpack(RUN_FIELDS))
 local attempt = redis.call('HINCRBY', schedule, 'attempt', 1)
-redis.call('HSET', schedule, 'last_result', 'failed', 'last_run_at', now, 'last_error', err)
+redis.call('HSET', schedule, unpack(fields))
 redis.call('ZADD', failing, redis.call('HINCRBY', schedule, 'failures', 1), id)
 redis.call('ZREM', running, id)
 local paused = state ~= 'running' or pause == '1'
