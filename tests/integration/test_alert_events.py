@@ -30,7 +30,7 @@ NEVER = "0 0 1 1 *"
 
 def pushed(conn: Redis) -> list[tuple[str, str, bool]]:
     """(schedule, kind, recovered) of each event in the list, oldest first; emptied."""
-    raw: list[Any] = conn.lrange(K.alerts, 0, -1)  # type: ignore[assignment]
+    raw: list[Any] = conn.lrange(K.alerts, 0, -1)
     conn.delete(K.alerts)
     events = [AlertEvent.from_script(r) for r in raw]
     return [(str(e.schedule_id), str(e.kind), e.recovered) for e in events]
