@@ -64,10 +64,12 @@ end
 #: to start, ''), and whether the schedule exports its own series (Flag).
 RUN_TIMES_HEADER = "started_at, ended_at, worker, lateness_ms, metered"
 
-# Adds the run's times (ARGV[i..i+4], RUN_TIMES_HEADER) to a history entry and its
-# lateness to the schedule's fields (both written by the caller, in the calls it makes
-# anyway: the ack is benchmarked), and keeps the schedule's metered-set membership in
-# step with its definition (a flag in the definition: the ack keeps the set true).
+# Adds the run's times (ARGV[i..i+4], RUN_TIMES_HEADER) to a history entry and, for a
+# metered schedule, its lateness to the schedule's fields (both written by the caller,
+# in the calls it makes anyway: the ack is benchmarked); keeps the schedule's
+# metered-set membership in step with its definition (a flag in the definition: the
+# ack keeps the set true). Returns whether the schedule is metered: only those keep
+# the fields of their own series (memory per schedule stays flat for the others).
 _RUN_TIMES = """
 local function run_times(metered, id, entry, fields, i)
   local started, ended, worker, lateness, meter = ARGV[i], ARGV[i + 1], ARGV[i + 2],
@@ -76,8 +78,13 @@ local function run_times(metered, id, entry, fields, i)
     for _, v in ipairs({'started_at', started, 'worker', worker}) do table.insert(entry, v) end
   end
   if ended ~= '' then table.insert(entry, 'ended_at'); table.insert(entry, ended) end
+  if meter ~= '1' then
+    redis.call('SREM', metered, id)
+    return false
+  end
+  redis.call('SADD', metered, id)
   if lateness ~= '' then table.insert(fields, 'lateness_ms'); table.insert(fields, lateness) end
-  if meter == '1' then redis.call('SADD', metered, id) else redis.call('SREM', metered, id) end
+  return true
 end
 """
 
@@ -329,8 +336,11 @@ local fire = redis.call('HGET', schedule, 'fire_at')
 redis.call('HDEL', schedule, unpack(RUN_FIELDS))
 local entry = {'event', outcome, 'fire_at', fire, 'job_id', job, 'at', now}
 local fields = {'last_result', outcome, 'last_run_at', now, 'attempt', 1}
-run_times(metered, id, entry, fields, 13)
-if outcome == 'succeeded' then table.insert(fields, 'last_success_at'); table.insert(fields, now) end
+local meter = run_times(metered, id, entry, fields, 13)
+if meter and outcome == 'succeeded' then
+  table.insert(fields, 'last_success_at')
+  table.insert(fields, now)
+end
 redis.call('HSET', schedule, unpack(fields))
 redis.call('ZREM', running, id)
 for i = 18, #ARGV, 2 do redis.call('HINCRBY', stats, ARGV[i], ARGV[i + 1]) end  -- metrics
