@@ -118,8 +118,15 @@ class Cluster:
             clock_offset_s,
         )
 
-    def plain_rq_worker(self, name: str, *queues: str, clock_offset_s: float | None = None) -> Process:
-        """A stock ``rq worker -S json``: acks come from the leader's watchdog."""
+    def plain_rq_worker(
+        self,
+        name: str,
+        *queues: str,
+        clock_offset_s: float | None = None,
+        serializer: str | None = "rq.serializers.JSONSerializer",
+    ) -> Process:
+        """A stock ``rq worker -S json``: acks come from the leader's watchdog.
+        ``serializer=None``: RQ's default (pickle), which cannot read rqbeat's jobs."""
         return self._start(
             name,
             [
@@ -129,8 +136,7 @@ class Cluster:
                 "worker",
                 "--url",
                 self.redis_url,
-                "-S",
-                "rq.serializers.JSONSerializer",
+                *(("-S", serializer) if serializer else ()),
                 "--name",
                 name,
                 "--logging_level",

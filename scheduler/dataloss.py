@@ -28,25 +28,33 @@ from redis import Redis
 
 from scheduler import scripts
 from scheduler.keys import Keys
+from scheduler.protocol import LossReply
 from scheduler.records import text
 
 #: What to do about it, in every message that reports a loss.
 ADVICE = "Redis lost rqbeat's data: re-apply your schedule files"
 
 RECORD = """
--- KEYS[1] the data-lost marker (hash), KEYS[2] epoch, KEYS[3] revision
--- ARGV[1] what went back, ARGV[2] node, ARGV[3] now ISO, ARGV[4] the highest epoch and
--- ARGV[5] the highest revision the replica has seen
--- Raises the counters back to what the replica saw, so they keep growing across the
--- loss: lease tokens stay unique, and the other replicas, which saw no more than that,
--- do not report the same loss again once a person has cleared it.
--- returns 1 recorded, 0 a loss is recorded already (the first stays until cleared)
-for i, seen in ipairs({ARGV[4], ARGV[5]}) do
-  local key = KEYS[i + 1]
+-- Record a loss and raise the counters back to what the replica saw, so they keep
+-- growing across the loss: lease tokens stay unique, and the other replicas, which saw
+-- no more than that, do not report the same loss again once a person has cleared it.
+-- KEYS[1] - the data-lost marker (hash)
+-- KEYS[2] - the epoch counter
+-- KEYS[3] - the revision counter
+-- ARGV[1] - what went back
+-- ARGV[2] - the replica that saw it
+-- ARGV[3] - now, ISO
+-- ARGV[4] - the highest epoch the replica has seen
+-- ARGV[5] - the highest revision the replica has seen
+-- returns (LossReply) 1 recorded, 0 a loss is recorded already (the first stays until
+-- cleared)
+local marker, epoch, revision = KEYS[1], KEYS[2], KEYS[3]
+local what, node, now, seen_epoch, seen_revision = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+for key, seen in pairs({[epoch] = seen_epoch, [revision] = seen_revision}) do
   if tonumber(redis.call('GET', key) or '0') < tonumber(seen) then redis.call('SET', key, seen) end
 end
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'what', ARGV[1], 'node', ARGV[2], 'detected_at', ARGV[3])
+if redis.call('EXISTS', marker) == 1 then return 0 end
+redis.call('HSET', marker, 'what', what, 'node', node, 'detected_at', now)
 return 1
 """
 
@@ -107,9 +115,9 @@ def decode_marker(raw: Mapping[bytes | str, bytes | str]) -> Loss | None:
 def record(conn: Redis, keys: Keys, what: str, *, node: str, now_iso: str, seen: tuple[int, int]) -> bool:
     """Write the marker unless one is there and raise the counters to ``seen`` (epoch,
     revision); True when this call wrote the marker."""
-    script = conn.register_script(RECORD)
+    script = scripts.register(conn, RECORD, scripts.Flags.WRITES)
     keys_ = [keys.data_lost, keys.epoch, keys.revision]
-    return bool(scripts.run(script, keys_, [what, node, now_iso, *seen]) == 1)
+    return LossReply(scripts.run(script, keys_, [what, node, now_iso, *seen])) is LossReply.RECORDED
 
 
 def clear(conn: Redis, keys: Keys) -> bool:

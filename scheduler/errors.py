@@ -118,3 +118,19 @@ def _show(value: Any, limit: int = 80) -> str:
     except (ValueError, RecursionError):  # an int of over 4300 digits; a too-deep nest
         text = f"<{type(value).__name__}>"
     return _clip(_printable(text), limit)
+
+
+class RedisFull(RqbeatError):
+    """Redis refused a write because it is at ``maxmemory`` (``OOM``).
+
+    Scripts declare their flags, so Redis refuses a whole script before it runs:
+    ``what`` was not written at all (``written`` says what an earlier step of the
+    same command did write, e.g. the first chunks of an apply)."""
+
+    def __init__(self, what: str, written: str = "nothing was written") -> None:
+        self.what = what
+        self.written = written
+        super().__init__(
+            f"Redis is out of memory (used_memory reached maxmemory): {what} was refused, {written}; "
+            "free memory in Redis or raise its maxmemory, then run it again"
+        )

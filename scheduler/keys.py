@@ -81,6 +81,34 @@ class Keys:
         return f"{self.namespace}:metered"
 
     @property
+    def queued(self) -> str:
+        """ZSET of schedule ids whose run is dispatched but not started yet; score = when
+        it counts as queued too long (dispatch time + ``max_queued``), epoch seconds."""
+        return f"{self.namespace}:queued"
+
+    @property
+    def stale(self) -> str:
+        """ZSET of active schedule ids; score = when the schedule counts as stale unless
+        a run succeeds before (last success, or first dispatch, + ``stale_after``)."""
+        return f"{self.namespace}:stale"
+
+    @property
+    def broken(self) -> str:
+        """SET of schedule ids marked broken (the health probe reads it, never a scan)."""
+        return f"{self.namespace}:broken"
+
+    @property
+    def queues(self) -> str:
+        """ZSET of RQ queue names rqbeat dispatches to; score = last dispatch, epoch s."""
+        return f"{self.namespace}:queues"
+
+    @property
+    def wrong_serializer(self) -> str:
+        """HASH queue -> name of a worker seen failing rqbeat's jobs with RQ's
+        DeserializationError (its serializer is not JSON); a finding while it lives."""
+        return f"{self.namespace}:wrong_serializer"
+
+    @property
     def data_lost(self) -> str:
         """HASH, no TTL: a replica saw the counters go back (scheduler.dataloss)."""
         return f"{self.namespace}:data_lost"
@@ -92,6 +120,19 @@ class Keys:
     def history(self, schedule_id: str) -> str:
         """STREAM: capped run history of one schedule."""
         return f"{self.namespace}:history:{schedule_id}"
+
+    def mark_broken_keys(self, schedule_id: str) -> list[str]:
+        """The KEYS of :data:`scheduler.scripts.MARK_BROKEN`, in its order."""
+        return [
+            self.schedule(schedule_id),
+            self.due,
+            self.running,
+            self.history(schedule_id),
+            self.queued,
+            self.stale,
+            self.broken,
+            self.alerts,
+        ]
 
     def clock(self, worker: str) -> str:
         """HASH: an rqbeat worker's clock offset from Redis time (scheduler.clockskew)."""

@@ -71,6 +71,8 @@ class Schedule:
     #: Export this schedule's own series (last success, failures, lateness): opt-in, so
     #: 100k schedules do not mean 300k series.
     metrics: bool = False
+    max_queued_ms: int | None = None  # queued longer is a finding (scheduler.thresholds)
+    stale_after_ms: int | None = None  # no success for longer is a finding
     owner: str = "api"
 
     def __post_init__(self) -> None:
@@ -95,6 +97,8 @@ class Schedule:
             "result_ttl_ms",
             "failure_ttl_ms",
             "catchup_window_ms",
+            "max_queued_ms",
+            "stale_after_ms",
         ):
             _check_positive_ms(name, getattr(self, name), optional=True)
         _check_positive_ms("jitter_ms", self.jitter_ms, optional=False, allow_zero=True)
@@ -280,6 +284,8 @@ USER_KEYS: dict[str, tuple[str, Any]] = {
     "pause_on_failure": ("pause_on_failure", _as_bool),
     "webhook": ("webhook", _as_str),
     "metrics": ("metrics", _as_bool),
+    "max_queued": ("max_queued_ms", _as_duration),
+    "stale_after": ("stale_after_ms", _as_duration),
     "owner": ("owner", _as_str),
 }
 # Left out of the stored form too; from_dict restores them.

@@ -75,6 +75,37 @@ class NudgeReply(IntEnum):
     STALE = 0
 
 
+class StartReply(IntEnum):
+    MARKED = 1  # the run is recorded as started
+    STALE = 0  # not this schedule's run in flight, or already marked: nothing written
+
+
+class AlertRecordReply(IntEnum):
+    RECORDED = 1
+    GONE = 0  # the schedule was removed: nothing written
+
+
+class AlertKind(StrEnum):
+    """The condition an alert is about (the ``kind`` of a webhook event); the event's
+    ``recovered`` says whether it was raised or cleared.
+
+    The first three are written by the scripts, atomically with the transition, to
+    ``<ns>:alerts`` (:mod:`scheduler.engine.alerts` drains it on the leader), and
+    cleared by the schedule's next success; the rest are findings a health check
+    submits to the same sender."""
+
+    GAVE_UP = "gave_up"  # a fire given up after max_attempts failed runs
+    BROKEN = "broken"  # a definition that cannot be used
+    PAUSED = "paused"  # paused by pause_on_failure
+    STALE = "stale"  # no success for too long
+    QUEUED_TOO_LONG = "queued_too_long"  # a run waiting in its queue too long
+    NO_WORKER = "no_worker"  # nobody serves a schedule's queue
+
+
+#: Events kept in ``<ns>:alerts`` when no leader drains it (trimmed by the scripts).
+ALERTS_MAXLEN = 1_000
+
+
 class MarkBrokenReply(IntEnum):
     MARKED = 1
     NOT_A_HASH = 0  # only taken out of the zsets
@@ -97,6 +128,21 @@ class LeaseReply(IntEnum):
 
     OURS = 1  # extended / released
     NOT_OURS = 0  # expired, or another replica's: nothing written
+
+
+class JobPresence(IntEnum):
+    """VIEW_READ's look at a schedule's run (:mod:`scheduler.ops.repair_io`)."""
+
+    EXISTS = 1  # its RQ job hash is there
+    GONE = 0  # the schedule names a job that RQ no longer has
+    NO_RUN = -1  # no job_id: nothing in flight
+
+
+class LossReply(IntEnum):
+    """RECORD (:mod:`scheduler.dataloss`)."""
+
+    RECORDED = 1
+    ALREADY_RECORDED = 0  # the first loss's marker stays until a person clears it
 
 
 class RepairReply(IntEnum):
@@ -133,47 +179,17 @@ class Flag(StrEnum):
         return cls.YES if value else cls.NO
 
 
-#: The hash fields a ``workers.Worker`` adds to a run in flight, epoch ms of Redis
-#: time: when the job started and on which worker (STARTED), and when a failed job
-#: ended (NUDGE). Absent under a plain ``rq worker``.
-WORKER_RUN_FIELDS = ("started_ms", "worker", "ended_ms")
-
-#: The hash fields of a run in flight: set by DISPATCH (all but
-#: :data:`WORKER_RUN_FIELDS`), cleared together by whatever ends the run (ACK, RETRY,
-#: MARK_BROKEN, repair), so no run inherits its predecessor's start. A schedule has a
+#: The hash fields of a run in flight that say it started (START: a worker began it):
+#: absent while the run is still queued.
+STARTED_FIELDS = ("started_at", "worker")
+#: When a failed job ended, epoch ms of Redis time (NUDGE: the worker saw it fail), for
+#: the failure's history entry; absent under a plain ``rq worker``.
+ENDED_FIELD = "ended_ms"
+#: The hash fields of a run in flight: set together by DISPATCH (the started ones by
+#: START, the end by NUDGE), cleared together by whatever ends the run (ACK, RETRY,
+#: MARK_BROKEN, repair), so no run inherits its predecessor's times. A schedule has a
 #: run in flight exactly when ``job_id`` is set.
-RUN_FIELDS = ("job_id", "job_queue", "epoch", "dispatched_at", *WORKER_RUN_FIELDS)
-
-
-class StartedReply(IntEnum):
-    RECORDED = 1
-    STALE = 0  # not this schedule's run in flight: nothing written
-
-
-class AlertRecordReply(IntEnum):
-    RECORDED = 1
-    GONE = 0  # the schedule was removed: nothing written
-
-
-class AlertKind(StrEnum):
-    """The condition an alert is about (the ``kind`` of a webhook event); the event's
-    ``recovered`` says whether it was raised or cleared.
-
-    The first three are written by the scripts, atomically with the transition, to
-    ``<ns>:alerts`` (:mod:`scheduler.engine.alerts` drains it on the leader), and
-    cleared by the schedule's next success; the rest are findings a health check
-    submits to the same sender."""
-
-    GAVE_UP = "gave_up"  # a fire given up after max_attempts failed runs
-    BROKEN = "broken"  # a definition that cannot be used
-    PAUSED = "paused"  # paused by pause_on_failure
-    STALE = "stale"  # no success for too long
-    QUEUED_TOO_LONG = "queued_too_long"  # a run waiting in its queue too long
-    NO_WORKER = "no_worker"  # nobody serves a schedule's queue
-
-
-#: Events kept in ``<ns>:alerts`` when no leader drains it (trimmed by the scripts).
-ALERTS_MAXLEN = 1_000
+RUN_FIELDS = ("job_id", "job_queue", "epoch", "dispatched_at", *STARTED_FIELDS, ENDED_FIELD)
 
 
 #: The hash fields DUE_READ returns per due schedule, in this order (dispatch decides

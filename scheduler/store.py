@@ -14,14 +14,16 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import redis.exceptions
 from redis import Redis
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
 from scheduler import cron, errors, hashes, policy, scripts
 from scheduler.allow import AllowList
 from scheduler.clock import iso, redis_now_ms
-from scheduler.errors import CorruptDefinition, RqbeatError, ScheduleConflict, ScheduleNotFound
+from scheduler.errors import CorruptDefinition, RedisFull, RqbeatError, ScheduleConflict, ScheduleNotFound
 from scheduler.keys import DEFAULT_NAMESPACE, HISTORY_MAXLEN, Keys
+from scheduler.memory import full_is_error, read_memory
 from scheduler.model import Schedule
 from scheduler.protocol import (
     UPSERT_READ_FIELDS,
@@ -49,6 +51,10 @@ RESUME_ATTEMPTS = 5
 Progress = Callable[[int], None]
 #: What an upsert pass carries from sending a chunk to settling it: its writes, its size.
 _Chunk = tuple[list[Schedule], int]
+#: What one stored schedule costs Redis beyond twice its definition's JSON (hash
+#: fields, the due zset and the id set entries), for the headroom check of a
+#: multi-chunk upsert. Generous on purpose: refusing early beats a half-written apply.
+SCHEDULE_OVERHEAD_BYTES = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,14 +112,30 @@ class Client:
         self, schedules: Sequence[Schedule], *, progress: Progress | None = None
     ) -> builtins.list[UpsertResult]:
         """Upsert several schedules with pipelined round trips (``rqbeat apply``);
-        ``progress`` hears of each chunk as Redis answers it."""
+        ``progress`` hears of each chunk as Redis answers it. Raises
+        :class:`~scheduler.errors.RedisFull` when Redis is out of memory."""
         self._check_allowed(schedules)
+        what = (
+            f"writing schedule {schedules[0].id!r}"
+            if len(schedules) == 1
+            else f"writing {len(schedules)} schedules"
+        )
+        if len(schedules) > UPSERT_CHUNK:  # one chunk is one script: all or nothing anyway
+            self._check_headroom(schedules, what)
         results: dict[str, UpsertResult] = {}
         pending = list(schedules)
-        for _ in range(5):
-            pending = self._upsert_round(pending, results, progress)
-            if not pending:
-                return [results[s.id] for s in schedules]
+        try:
+            for _ in range(5):
+                pending = self._upsert_round(pending, results, progress)
+                if not pending:
+                    return [results[s.id] for s in schedules]
+        except redis.exceptions.OutOfMemoryError as exc:
+            # Each chunk is one script, refused whole; the chunks before it stand. An
+            # upsert of the same schedules again writes only the rest (the written
+            # ones read back unchanged), so a re-run converges.
+            written = sum(r.action != "unchanged" for r in results.values())
+            done = f"{written} schedule(s) of it were written before (re-running writes the rest)"
+            raise RedisFull(what, done if written else "nothing was written") from exc
         raise ScheduleConflict(f"schedule {pending[0].id!r} kept changing during the upsert")
 
     def edit(self, schedule_id: str, changes: Mapping[str, Any]) -> UpsertResult:
@@ -157,19 +179,25 @@ class Client:
             k.ids,
             k.revision,
             k.events,
+            k.queued,
+            k.stale,
+            k.broken,
             k.failing,
             k.metered,
         ]
-        return RemoveReply(scripts.run(self._scripts.remove, keys, [schedule_id])) is RemoveReply.REMOVED
+        with full_is_error(f"removing schedule {schedule_id!r}"):
+            reply = RemoveReply(scripts.run(self._scripts.remove, keys, [schedule_id]))
+        return reply is RemoveReply.REMOVED
 
     def pause(self, schedule_id: str) -> bool:
         """Stop firing (a run in flight finishes). False if it was already paused."""
         k = self.keys
         now = redis_now_ms(self.conn)
-        keys = [k.schedule(schedule_id), k.due, k.revision, k.events, k.history(schedule_id)]
-        reply = PauseReply(
-            scripts.run(self._scripts.pause, keys, [schedule_id, iso(now), self.history_maxlen])
-        )
+        keys = [k.schedule(schedule_id), k.due, k.revision, k.events, k.history(schedule_id), k.stale]
+        with full_is_error(f"pausing schedule {schedule_id!r}"):
+            reply = PauseReply(
+                scripts.run(self._scripts.pause, keys, [schedule_id, iso(now), self.history_maxlen])
+            )
         if reply is PauseReply.NOT_FOUND:
             raise ScheduleNotFound(schedule_id)
         return reply is PauseReply.PAUSED
@@ -212,7 +240,8 @@ class Client:
         keys = [k.schedule(schedule_id), k.due, k.revision, k.events, k.history(schedule_id)]
         args = [schedule_id, iso(fire), score / 1000, iso(now), self.history_maxlen, *seen, skipped]
         first_text = iso(first) if first is not None else ""
-        reply = ResumeReply(scripts.run(self._scripts.resume, keys, [*args, first_text]))
+        with full_is_error(f"resuming schedule {schedule_id!r}"):
+            reply = ResumeReply(scripts.run(self._scripts.resume, keys, [*args, first_text]))
         if reply is ResumeReply.CHANGED:
             raise _ResumeRaced
         return reply
@@ -223,7 +252,8 @@ class Client:
         k = self.keys
         keys = [k.schedule(schedule_id), k.due, k.revision, k.events, k.history(schedule_id)]
         args = [schedule_id, iso(now), now / 1000, self.history_maxlen]
-        reply = text(scripts.run(self._scripts.trigger, keys, args))
+        with full_is_error(f"triggering schedule {schedule_id!r}"):
+            reply = text(scripts.run(self._scripts.trigger, keys, args))
         if reply == TriggerReply.NOT_FOUND:
             raise ScheduleNotFound(schedule_id)
         if reply != TriggerReply.TRIGGERED:  # the state that prevents it
@@ -308,9 +338,18 @@ class Client:
             return True
 
         k = self.keys
-        keys = [k.due, k.ids, k.revision, k.events]
+        keys = [k.due, k.ids, k.revision, k.events, k.broken]
         scripts.pipelined(self.conn, self._scripts.upsert, keys, chunks(), settle)
         return lost
+
+    def _check_headroom(self, schedules: Sequence[Schedule], what: str) -> None:
+        """Refuse up front an upsert that cannot fit under maxmemory, so that it is not
+        cut off between chunks. Unknown memory (INFO refused) is not a refusal."""
+        memory = read_memory(self.conn)
+        need = sum(2 * len(s.to_json()) + SCHEDULE_OVERHEAD_BYTES for s in schedules)
+        if memory is not None and not memory.fits(need):
+            left = max(0, memory.max_bytes - memory.used_bytes)
+            raise RedisFull(what, f"nothing was written (it needs about {need} bytes, Redis has {left} left)")
 
     def _upsert_at(self, schedule: Schedule, version: int) -> UpsertResult:
         """:meth:`upsert` as a compare-and-set on ``version``."""
@@ -320,7 +359,9 @@ class Client:
         if not writes:
             return results[schedule.id]
         k = self.keys
-        (written,) = scripts.run(self._scripts.upsert, [k.due, k.ids, k.revision, k.events], args)
+        with full_is_error(f"writing schedule {schedule.id!r}"):
+            keys = [k.due, k.ids, k.revision, k.events, k.broken]
+            (written,) = scripts.run(self._scripts.upsert, keys, args)
         if written == UpsertReply.CONFLICT:  # moved between the read and the script: report what is there
             raise _stale(schedule.id, version, int(self.conn.hget(k.schedule(schedule.id), "version") or 0))
         return UpsertResult(schedule.id, "created" if written == FIRST_VERSION else "updated", int(written))

@@ -92,6 +92,8 @@ _PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
     "pause_on_failure": st.booleans(),
     "webhook": st.sampled_from(["https://hooks.example/rqbeat", "http://127.0.0.1:8080/a?t=1"]),
     "metrics": st.booleans(),
+    "max_queued": _durations,
+    "stale_after": _durations,
 }
 USER_SETTINGS = [k for k in USER_KEYS if k != "owner"]
 

@@ -4,6 +4,7 @@ runs per fire."""
 
 from __future__ import annotations
 
+import os
 import time
 
 from rq import get_current_job
@@ -91,3 +92,31 @@ def exclusive(seconds: float, tag: str = "runs") -> str:
     finally:
         conn.decr(f"test:{tag}:inflight")
     return record(tag)
+
+
+def touch(path: str, seconds: float = 0.0) -> str:
+    """A run whose side effect lies outside Redis, so it can end while Redis is away:
+    appends ``started <key>`` to ``path``, sleeps ``seconds``, appends ``done <key>``."""
+    fire = current_fire()
+    assert fire is not None
+    with open(path, "a", encoding="utf-8") as out:
+        out.write(f"started {fire.key}\n")
+    time.sleep(seconds)
+    with open(path, "a", encoding="utf-8") as out:
+        out.write(f"done {fire.key}\n")
+    return fire.key
+
+
+def hang_first(path: str) -> str:
+    """Attempt 1 appends ``started <key> attempt=1 pid=<pid>`` to ``path`` and hangs
+    (60 s at most) for the test to kill its work horse; later attempts append
+    ``done <key> attempt=<n>`` and return."""
+    fire = current_fire()
+    assert fire is not None
+    with open(path, "a", encoding="utf-8") as out:
+        out.write(f"started {fire.key} attempt={fire.attempt} pid={os.getpid()}\n")
+    if fire.attempt == 1:
+        time.sleep(60)
+    with open(path, "a", encoding="utf-8") as out:
+        out.write(f"done {fire.key} attempt={fire.attempt}\n")
+    return fire.key

@@ -11,6 +11,8 @@ difference lives in :mod:`workers.rqcompat`.
 
 If the worker dies between the job and the EXEC, nothing is acked and the leader's
 watchdog decides later from RQ's state; a failed job nudges the watchdog to look now.
+Redis going away (restart, failover, ``OOM``) does not end the worker: see
+:mod:`workers.resilience`.
 
 Nothing here decides by this machine's clock. It is measured against Redis ``TIME``
 at start and on heartbeats (:mod:`workers.clockoffset`) so that ``rqbeat status`` and
@@ -40,6 +42,7 @@ from scheduler.jobmeta import FireMeta
 from scheduler.keys import Keys
 from workers import presence, rqcompat
 from workers.clockoffset import ClockProbe
+from workers.resilience import NUDGE_PATIENCE_S, TRANSIENT, Resilience
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +51,7 @@ log = logging.getLogger(__name__)
 DEFAULT_HEARTBEAT_GRACE_S = 10
 
 
-class Worker(RQWorker):
+class Worker(Resilience, RQWorker):
     """An RQ worker that acknowledges rqbeat runs atomically. JSON serializer by default."""
 
     heartbeat_grace_s: int = DEFAULT_HEARTBEAT_GRACE_S
@@ -63,6 +66,30 @@ class Worker(RQWorker):
         super().__init__(*args, **kwargs)
         self._rqbeat_scripts = scripts.Scripts(self.connection)
         self._rqbeat_ack: tuple[str, runs.Ack] | None = None
+
+    def prepare_job_execution(self, job: Job, *args: Any, **kwargs: Any) -> None:
+        super().prepare_job_execution(job, *args, **kwargs)
+        self._mark_started(job)
+
+    def _mark_started(self, job: Job) -> None:
+        """Record in the schedule's hash that this run started (Redis time) and where:
+        queued and running are told apart by it. Best effort: the leader's watchdog
+        marks it from RQ's state when this cannot (the job runs either way)."""
+        fire = _fire_of(job)
+        if fire is None:
+            return
+        keys = Keys(fire.namespace)
+        try:
+            scripts.run(
+                self._rqbeat_scripts.start,
+                [keys.schedule(fire.schedule), keys.queued],
+                [fire.schedule, job.id, iso(redis_now_ms(self.connection)), self.name],
+            )
+        except RedisError as exc:
+            log.warning(
+                "could not mark the run started schedule=%s fire=%s job_id=%s epoch=%s error=%s",
+                fire.schedule, fire.fire_at, job.id, fire.epoch, exc,
+            )  # fmt: skip
 
     def register_birth(self) -> None:
         super().register_birth()  # type: ignore[no-untyped-call]
@@ -90,7 +117,8 @@ class Worker(RQWorker):
     def handle_job_success(
         self, job: Job, queue: Queue, started_job_registry: StartedJobRegistry, **rq_args: Any
     ) -> None:
-        self._rqbeat_ack = self._prepare_ack(job)
+        # reads only, so retried until Redis answers (the success below waits too)
+        self._rqbeat_ack = self.outage.call(lambda: self._prepare_ack(job), f"reading the run of {job.id}")
         try:
             super().handle_job_success(job, queue, started_job_registry, **rq_args)
         finally:
@@ -116,31 +144,26 @@ class Worker(RQWorker):
                 "run failed schedule=%s fire=%s job_id=%s attempt=%s epoch=%s (the leader decides the retry)",
                 sid, fire.fire_at, job.id, fire.attempt, fire.epoch,
             )  # fmt: skip
+            self._nudge(keys, sid, job.id)
+
+    def _nudge(self, keys: Keys, sid: str, job_id: str) -> None:
+        """Bring the watchdog's look at the failed run forward. Retried, since it is
+        idempotent (ZADD XX of "now" + a wake-up), but only briefly and never fatal:
+        without it the watchdog still finds the failure at its next look."""
+
+        def nudge() -> None:
             now = redis_now_ms(self.connection)
+            keys_ = [keys.schedule(sid), keys.running, keys.events]
             scripts.run(
-                self._rqbeat_scripts.nudge,
-                [keys.schedule(sid), keys.running, keys.events],
-                [sid, job.id, now / 1000, now],
-            )
+                self._rqbeat_scripts.nudge, keys_, [sid, job_id, now / 1000, now]
+            )  # now: the run's end
 
-    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
-        super().prepare_job_execution(job, remove_from_intermediate_queue)
-        self._record_start(job)
-
-    def _record_start(self, job: Job) -> None:
-        """When (Redis time) and where the run started, for its lateness. One round
-        trip after RQ's own start transaction: advice, so a Redis error here is logged
-        and the job runs anyway (its history then lacks the start)."""
-        fire = _fire_of(job)
-        if fire is None:
-            return
-        keys = Keys(fire.namespace)
         try:
-            scripts.run(self._rqbeat_scripts.started, [keys.schedule(fire.schedule)], [job.id, self.name])
-        except RedisError as exc:
+            self.outage.call(nudge, f"nudging the watchdog for {job_id}", NUDGE_PATIENCE_S)
+        except TRANSIENT as exc:
             log.warning(
-                "could not record the start schedule=%s fire=%s job_id=%s epoch=%s error=%s",
-                fire.schedule, fire.fire_at, job.id, fire.epoch, exc,
+                "could not nudge the watchdog schedule=%s job_id=%s error=%s (it looks at the run later)",
+                sid, job_id, exc,
             )  # fmt: skip
 
     def get_heartbeat_ttl(self, job: Job, working_time: float | None = None) -> int:

@@ -8,11 +8,11 @@ from typing import Any
 import click
 import redis.exceptions
 
-from scheduler.cli import aclcmd, applycmd, edit, importcmd, ops, schedules, views
+from scheduler.cli import aclcmd, applycmd, edit, importcmd, ops, schedules, views, webcmd
 from scheduler.cli.common import Context
 from scheduler.cli.connopts import add_to_command, global_values, group_options
 from scheduler.connection import mask_secrets
-from scheduler.errors import RqbeatError, ScheduleNotFound
+from scheduler.errors import RedisFull, RqbeatError, ScheduleNotFound
 
 
 class BadInput(click.ClickException):
@@ -81,6 +81,9 @@ class RqbeatGroup(click.Group):
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             where = ctx.obj.redis.describe() if isinstance(ctx.obj, Context) else "?"
             raise click.ClickException(f"cannot reach Redis at {where}: {_first_line(ctx, exc)}") from None
+        except redis.exceptions.OutOfMemoryError:  # a write outside the client's own (RedisFull)
+            what = f"a write of 'rqbeat {ctx.invoked_subcommand}'"
+            raise click.ClickException(str(RedisFull(what, "the steps before it stand"))) from None
         except redis.exceptions.ResponseError as exc:  # NOPERM (ACL), WRONGTYPE (key edited by hand)
             raise click.ClickException(f"Redis refused the command: {_first_line(ctx, exc)}") from None
 
@@ -129,6 +132,7 @@ for _command in [
     *ops.COMMANDS,
     *aclcmd.COMMANDS,
     *importcmd.COMMANDS,
+    *webcmd.COMMANDS,
 ]:
     cli.add_command(_command)
 

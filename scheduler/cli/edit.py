@@ -46,6 +46,8 @@ UNSETTABLE = (
     "jitter",
     "max-attempts",
     "webhook",
+    "max-queued",
+    "stale-after",
 )
 
 _SETTINGS = [
@@ -68,6 +70,14 @@ _SETTINGS = [
     click.option("--catchup-window", help=f"Drop missed fires older than this. {_DURATION}"),
     click.option("--jitter", help=f"Random delay up to this, never past the next fire. {_DURATION}"),
     click.option("--max-attempts", type=int, help="Give a fire up after this many failed runs."),
+    click.option(
+        "--max-queued",
+        help=f"Report a run not started by a worker after this [max(60s, one period)]. {_DURATION}",
+    ),
+    click.option(
+        "--stale-after",
+        help=f"Report the schedule when no run succeeded for this [max(5m, 3 periods)]. {_DURATION}",
+    ),
     click.option(
         "--pause-on-failure/--no-pause-on-failure",
         default=None,

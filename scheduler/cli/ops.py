@@ -20,8 +20,10 @@ from scheduler.engine.alerts import AlertConfig
 from scheduler.engine.service import Service, ServiceConfig
 from scheduler.errors import ConfigError, InvalidSchedule
 from scheduler.eviction import eviction_warning, read_policy
+from scheduler.health import FindingKind, Health, read_health
 from scheduler.keys import Keys
 from scheduler.logs import formatter
+from scheduler.memory import memory_note, memory_problem, read_memory
 from scheduler.model import WEBHOOK_PATTERN
 from scheduler.ops.repair import Finding
 from scheduler.ops.repair_io import RepairOutcome, examine, run_repair
@@ -239,10 +241,11 @@ def status(ctx: Context, as_json: bool) -> None:
       rqbeat status --json
     """
     report = read_status(ctx.conn, ctx.namespace)
+    health = read_health(ctx.conn, Keys(ctx.namespace))
     if as_json:
-        echo_json(report.to_json())
+        echo_json({**report.to_json(), "health": health.to_json()})
         return
-    click.echo("\n".join(status_lines(report)))
+    click.echo("\n".join(status_lines(report, health)))
 
 
 @click.command()
@@ -261,6 +264,7 @@ def status(ctx: Context, as_json: bool) -> None:
     is_flag=True,
     help="Skip the scan of every schedule and the worker clocks: a cheap probe of the scheduler.",
 )
+@click.option("--warn", is_flag=True, help="Print the findings but exit 0 (report, do not fail).")
 @json_option
 @pass_context
 def check(
@@ -272,20 +276,28 @@ def check(
     repair: bool,
     yes: bool,
     health_only: bool,
+    warn: bool,
     as_json: bool,
 ) -> None:
     """Health and consistency check: exit 0 when a leader holds the lease, no fire
-    is overdue by more than --max-lag, no rqbeat worker's clock is off Redis time by
-    more than --max-clock-offset and the stored state is consistent; exit 1 (with the
-    reasons) otherwise. With --node, also the named replica must have
+    is overdue by more than --max-lag, nothing stalls (no run queued too long, no
+    queue without a live worker or with one that cannot read rqbeat's jobs, no
+    schedule broken or without a recent success: the README's "Health"), no rqbeat
+    worker's clock is off Redis time by more than --max-clock-offset and the stored
+    state is consistent; exit 1 with one line per finding otherwise (--warn: the same
+    lines, exit 0). With --node, also the named replica must have
     reported itself within --node-max-age: a per-container health check for `rqbeat
     run`. Warns (stderr, exit code unchanged) when Redis's maxmemory-policy can evict
-    rqbeat's data. --repair fixes the stored state, each fix one atomic step that
+    rqbeat's data, or when Redis refused writes for lack of memory earlier; unhealthy
+    while Redis uses 95% or more of its maxmemory (writes are refused with OOM when it
+    is full). --repair fixes the stored state, each fix one atomic step that
     never drops a valid schedule (see the README, "Repairing state").
 
     \b
     Examples:
       rqbeat check --max-lag 2m || alert "rqbeat is not scheduling"
+      rqbeat check --health-only      # the cheap probe (no scan): Docker's health check
+      rqbeat check --warn             # the findings, exit 0
       rqbeat check --node replica-1   # in the container running `run --node replica-1`
       rqbeat check --json             # what the scan of the stored state found
       rqbeat check --repair --yes     # fix it without asking
@@ -310,18 +322,30 @@ def check(
         _clear_data_lost(ctx, keys, yes)
     remaining = outcome.remaining if outcome is not None else found
     # a worker's clock is no reason to restart a replica: not part of the container probe
-    problems, summary = _health(ctx, limit_ms, node, node_age_ms, None if health_only else clock_ms)
+    clock_limit = None if health_only else clock_ms
+    problems, summary, health = _health(ctx, limit_ms, node, node_age_ms, clock_limit)
+    problems.extend(_memory_problems(ctx))
     if remaining:
         problems.append(f"{len(remaining)} problem(s) in the stored state")
     if as_json:
-        echo_json({**_check_json(found, outcome, problems), **rq_json})
-        if problems:
+        echo_json({**_check_json(found, outcome, problems, health), **rq_json})
+        if problems and not warn:
             raise click.exceptions.Exit(1)
         return
     _echo_findings(found, outcome)
-    if problems:
+    _conclude(problems, summary, health, warn=warn)
+
+
+def _conclude(problems: list[str], summary: str, health: Health | None, *, warn: bool) -> None:
+    """One line per health finding, then the verdict: exit 1 naming the problems, or
+    (``--warn``, or nothing found) exit 0."""
+    for line in health.lines() if health is not None else []:
+        click.echo(line)
+    if problems and not warn:
         raise click.ClickException("; ".join(problems))
-    click.echo(f"{summary}; {RqIdentity.current().label()}")
+    click.echo(
+        f"warning: {'; '.join(problems)}" if problems else f"{summary}; {RqIdentity.current().label()}"
+    )
 
 
 def _warn_rq(ctx: Context) -> dict[str, Any]:
@@ -338,17 +362,17 @@ def _warn_rq(ctx: Context) -> dict[str, Any]:
 
 def _health(
     ctx: Context, limit_ms: int, node: str, node_age_ms: int, clock_ms: int | None
-) -> tuple[list[str], str]:
-    """The health problems (lease, overdue fires, --node, worker clocks), and the
-    one-line summary."""
+) -> tuple[list[str], str, Health | None]:
+    """The health problems (findings, overdue fires, --node, worker clocks), the
+    one-line summary, and the findings (each printed on its own line)."""
     try:
         report = read_status(ctx.conn, ctx.namespace, detail=False)
+        health = read_health(ctx.conn, Keys(ctx.namespace))
     except redis.exceptions.ResponseError as exc:  # WRONGTYPE: a set key edited by hand
-        return [f"cannot read the status: {str(exc).splitlines()[0]}"], ""
+        return [f"cannot read the status: {str(exc).splitlines()[0]}"], "", None
     now = report.now_ms
     problems = [] if report.data_lost is None else [report.data_lost.line()]
-    if report.leader_node is None:
-        problems.append("no leader holds the lease")
+    problems += [_problem(kind, n) for kind, n in health.counts.items() if n]
     if report.oldest_overdue_ms is not None and now - report.oldest_overdue_ms > limit_ms:
         problems.append(
             f"schedule {report.oldest_overdue_id} is overdue by {(now - report.oldest_overdue_ms) // 1000}s"
@@ -358,7 +382,19 @@ def _health(
     if clock_ms is not None:
         problems.extend(report.clock_problems(clock_ms))
     seen = f", replica {node} reporting" if node else ""
-    return problems, f"ok: leader {report.leader_node}, {report.total} schedules{seen}"
+    return problems, f"ok: leader {report.leader_node}, {report.total} schedules{seen}", health
+
+
+def _memory_problems(ctx: Context) -> list[str]:
+    """Redis (nearly) full is a problem; OOM refusals seen earlier are a warning."""
+    memory = read_memory(ctx.conn)
+    if memory is None:
+        return []
+    note = memory_note(memory)
+    if note:
+        click.echo(f"warning: {note}", err=True)
+    problem = memory_problem(memory)
+    return [problem] if problem else []
 
 
 def _clear_data_lost(ctx: Context, keys: Keys, yes: bool) -> None:
@@ -373,11 +409,18 @@ def _clear_data_lost(ctx: Context, keys: Keys, yes: bool) -> None:
     click.echo("cleared the data_lost marker")
 
 
-def _check_json(found: list[Finding], outcome: RepairOutcome | None, problems: list[str]) -> dict[str, Any]:
+def _problem(kind: FindingKind, count: int) -> str:
+    return "no leader holds the lease" if kind is FindingKind.NO_LEADER else f"{count} {kind}"
+
+
+def _check_json(
+    found: list[Finding], outcome: RepairOutcome | None, problems: list[str], health: Health | None
+) -> dict[str, Any]:
     remaining = outcome.remaining if outcome is not None else found
     return {
         "ok": not problems,
         "problems": problems,
+        "health": health.to_json() if health is not None else None,
         "findings": [f.to_json() for f in found],
         "repaired": None if outcome is None else outcome.applied,
         "remaining": [f.to_json() for f in remaining],

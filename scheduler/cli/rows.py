@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Collection, Iterator, Sequence
+from enum import StrEnum
 from typing import Any
 
 from redis import Redis
@@ -143,6 +144,10 @@ def record_json(record: ScheduleRecord) -> dict[str, Any]:
         "job_queue": raw.get("job_queue") or None,
         "epoch": number(raw.get("epoch")),
         "dispatched_at": raw.get("dispatched_at") or None,  # written by rqbeat's scripts as ISO UTC
+        "run_phase": run_phase(record),
+        "started_at": raw.get("started_at") or None,
+        "worker": raw.get("worker") or None,
+        "last_success_at": raw.get("last_success_at") or None,
         "last_result": record.last_result,
         "last_run_at": _iso(record.last_run_ms),
         "last_error": record.last_error,
@@ -153,7 +158,29 @@ def record_json(record: ScheduleRecord) -> dict[str, Any]:
 
 
 #: The keys of :func:`record_json` that hold times.
-TIME_KEYS = ("fire_at", "due_at", "dispatched_at", "last_run_at", "updated_at")
+TIME_KEYS = (
+    "fire_at",
+    "due_at",
+    "dispatched_at",
+    "started_at",
+    "last_run_at",
+    "last_success_at",
+    "updated_at",
+)
+
+
+class RunPhase(StrEnum):
+    """A run in flight is queued until a worker starts it (START marks ``started_at``)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+
+
+def run_phase(record: ScheduleRecord) -> RunPhase | None:
+    """The phase of the schedule's run in flight; None when it has none."""
+    if not record.job_id:
+        return None
+    return RunPhase.RUNNING if record.raw.get("started_at") else RunPhase.QUEUED
 
 
 def _iso(ms: int | None) -> str | None:

@@ -6,22 +6,26 @@ from scheduler import clockskew
 from scheduler.cli.render import Cell, age, duration, relative, table_lines, toned
 from scheduler.dataloss import ADVICE, Loss
 from scheduler.engine.service import HEARTBEAT_S
+from scheduler.health import Health
 from scheduler.ops.status import StatusReport, WorkerClock
 
 #: A replica silent for longer than this has probably died (it reports every HEARTBEAT_S).
 STALE_MS = 2 * HEARTBEAT_S * 1000
 
 
-def status_lines(report: StatusReport) -> list[str]:
-    """The summary, then the replicas and the RQ queues as tables."""
+def status_lines(report: StatusReport, health: Health | None = None) -> list[str]:
+    """The summary (with the health findings), then the replicas and the RQ queues as
+    tables."""
     lines = [
         _field("leader", _leader(report)),
         _field("schedules", _schedules(report)),
         _field("overdue", _overdue(report)),
         _field("rq", _rq(report)),
         *(_field("", Cell(f"warning: {w}", "warn").render(0)) for w in report.rq_warnings),
-        "",
     ]
+    if health is not None:
+        lines += _health(report, health)
+    lines.append("")
     if report.data_lost is not None:  # first: the counts below are not the whole truth
         lines[:0] = [_field("data lost", _data_lost(report.data_lost))]
     now = report.now_ms
@@ -53,6 +57,19 @@ def status_lines(report: StatusReport) -> list[str]:
         workers: list[list[Cell | str]] = [[w.name, _clock(w), _measured(w, now)] for w in report.workers]
         lines += ["", *table_lines(["WORKER", "CLOCK", "MEASURED"], workers)]
     return lines
+
+
+def _health(report: StatusReport, health: Health) -> list[str]:
+    """Runs in flight split into queued and started, then the findings, one a line."""
+    in_flight = report.counts.get("running", 0)
+    queued = min(in_flight, health.queued_runs)
+    runs = f"{in_flight} in flight: {queued} queued (not started by a worker), {in_flight - queued} running"
+    lines = [_field("runs", runs)]
+    if health.ok:
+        return [*lines, _field("health", Cell("ok", "ok").render(0))]
+    found = health.lines()
+    lines.append(_field("health", Cell(f"{len(found)} finding(s) (rqbeat check)", "bad").render(0)))
+    return lines + [f"  {Cell(line, 'bad').render(0)}" for line in found]
 
 
 def _clock(worker: WorkerClock) -> Cell:

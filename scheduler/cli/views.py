@@ -12,13 +12,22 @@ from scheduler import cron
 from scheduler.cli.common import Context, echo_json, echo_json_array, json_option, pass_context, table
 from scheduler.cli.complete import id_argument
 from scheduler.cli.render import Cell, age, duration, first_line, local_iso, relative, toned, wall
-from scheduler.cli.rows import candidate_ids, matches, number, read_records, record_json, sort_key
-from scheduler.cli.timeline import Line, explain
+from scheduler.cli.rows import (
+    RunPhase,
+    candidate_ids,
+    matches,
+    number,
+    read_records,
+    record_json,
+    run_phase,
+    sort_key,
+)
 from scheduler.clock import iso, parse_iso_ms, redis_now_ms
 from scheduler.errors import InvalidSchedule
 from scheduler.keys import Keys
 from scheduler.protocol import STATES, ScheduleState
 from scheduler.records import ScheduleRecord
+from scheduler.timeline import Line, explain
 
 LS_HEADERS = ["ID", "TRIGGER", "TZ", "STATE", "NEXT", "LAST"]
 #: History fields that are counters: numbers in --json, as in ``show --json``.
@@ -92,11 +101,20 @@ def _next_cell(record: ScheduleRecord, tz: str, now_ms: int) -> Cell:
         overdue = "warn" if record.due_ms < now_ms - 1000 else None
         return Cell(f"{wall(record.due_ms, tz)} ({relative(record.due_ms, now_ms)}{retry})", overdue)
     if record.job_id:  # running, or paused with its last run still in flight
-        started = _time(record.raw.get("dispatched_at"))
-        took = f"running {age(now_ms - started)}" if started else "running"
         fire = wall(record.fire_ms, tz) if record.fire_ms else "?"
-        return Cell(f"{fire} ({took})", "busy")
+        return Cell(f"{fire} ({_phase_text(record, now_ms)})", "busy")
     return Cell("-")
+
+
+def _phase_text(record: ScheduleRecord, now_ms: int) -> str:
+    """``queued 12s`` (dispatched, no worker started it) or ``running 3s on w1``."""
+    raw = record.raw
+    if run_phase(record) is RunPhase.QUEUED:
+        since = _time(raw.get("dispatched_at"))
+        return f"queued {age(now_ms - since)}" if since else "queued"
+    since = _time(raw.get("started_at"))
+    took = f"running {age(now_ms - since)}" if since else "running"
+    return f"{took} on {raw['worker']}" if raw.get("worker") else took
 
 
 def _last_cell(record: ScheduleRecord, now_ms: int) -> Cell:

@@ -27,7 +27,7 @@ from typing import Any
 
 from redis import Redis
 
-from scheduler import cron, policy, rqkeys, scripts
+from scheduler import cron, policy, rqkeys, scripts, thresholds
 from scheduler.allow import AllowList, Verdict
 from scheduler.clock import iso, parse_iso_ms
 from scheduler.engine import rqjob
@@ -180,6 +180,7 @@ class Write:
             rqjob.rq_timestamp(now_ms),  # the jobs' created_at and enqueued_at
             self.runs,
             self.rescheduled,
+            now_ms / 1000,
             *self.body,
         ]
 
@@ -205,6 +206,7 @@ class Dispatcher:
         self.batch_size = batch_size
         self._scripts = scripts.Scripts(conn)
         self._templates: dict[tuple[str, str], rqjob.JobTemplate] = {}
+        self._limits: dict[tuple[str, str], thresholds.Limits] = {}
         self._prefixes = (keys.schedule(""), keys.history(""), rqkeys.JOB_PREFIX, rqkeys.QUEUE_PREFIX)
 
     def dispatch(self, now_ms: int, token: str, epoch: int) -> BatchResult:
@@ -266,7 +268,7 @@ class Dispatcher:
             for schedule_id, score_ms, row in rows[start : start + self.batch_size]:
                 part.add(decide(schedule_id, row, score_ms, now_ms, self.allow))
             writes = part.runs or part.rescheduled
-            yield part, self._write(part, revision, token, epoch) if writes else None
+            yield part, self._write(part, revision, token, epoch, now_ms) if writes else None
 
     def _run(
         self, batches: Iterator[tuple[BatchResult, Write | None]], now_ms: int, epoch: int
@@ -279,7 +281,7 @@ class Dispatcher:
 
         sends = ((part, None if write is None else write.args(now_ms)) for part, write in batches)
         k = self.keys
-        keys = [k.leader, k.revision, k.due, k.running, rqkeys.QUEUES]
+        keys = [k.leader, k.revision, k.due, k.running, rqkeys.QUEUES, k.queued, k.stale, k.queues]
         scripts.pipelined(self.conn, self._scripts.dispatch, keys, sends, settle)
         return done
 
@@ -294,15 +296,18 @@ class Dispatcher:
         self._after(part, now_ms, epoch)
         return True
 
-    def _write(self, result: BatchResult, revision: bytes, token: str, epoch: int) -> Write:
-        """The write of one decided batch (its time is set when it is sent)."""
+    def _write(self, result: BatchResult, revision: bytes, token: str, epoch: int, now_ms: int) -> Write:
+        """The write of one decided batch (its time is set when it is sent; the stall
+        deadlines are counted from ``now_ms``, the time it was decided for)."""
         args: list[Any] = []
         for d in result.runs:
             template = self._template(d)
+            limits = self._limits_of(d)
             fire_iso = iso(d.fire_ms)
             job = template.fields_for(_description(d, fire_iso), self._meta(d, fire_iso, epoch))
-            args += [d.schedule_id, fire_iso, d.attempt, d.job_id, template.queue, d.dropped]
-            args += [template.ttl_s, len(job), *job]
+            args += [d.schedule_id, fire_iso, d.attempt, d.job_id, template.queue, d.dropped, template.ttl_s]
+            args += [(now_ms + limits.max_queued_ms) / 1000, (now_ms + limits.stale_after_ms) / 1000]
+            args += [len(job), *job]
         for d in result.rescheduled:
             args += [d.schedule_id, iso(d.fire_ms), d.score_ms / 1000, d.dropped]
         return Write(token, revision, epoch, self._prefixes, len(result.runs), len(result.rescheduled), args)
@@ -316,6 +321,17 @@ class Dispatcher:
                 self._templates.clear()
             template = self._templates[d.schedule_id, d.version] = rqjob.JobTemplate.of(d.schedule)
         return template
+
+    def _limits_of(self, d: Decision) -> thresholds.Limits:
+        """The schedule version's stall thresholds, its period measured once per version
+        (a cron period per fire would cost a croniter call per run in a burst)."""
+        limits = self._limits.get((d.schedule_id, d.version))
+        if limits is None:
+            assert d.schedule is not None
+            if len(self._limits) >= _TEMPLATES_KEPT:
+                self._limits.clear()
+            limits = self._limits[d.schedule_id, d.version] = thresholds.limits_at(d.schedule, d.fire_ms)
+        return limits
 
     def _meta(self, d: Decision, fire_iso: str, epoch: int) -> dict[str, Any]:
         """``job.meta``: what :func:`workers.current_fire` and the ack read."""
@@ -352,7 +368,7 @@ class Dispatcher:
             k = self.keys
             scripts.run(
                 self._scripts.mark_broken,
-                [k.schedule(d.schedule_id), k.due, k.running, k.history(d.schedule_id), k.alerts],
+                k.mark_broken_keys(d.schedule_id),
                 [d.schedule_id, d.error[:500], iso(now_ms), HISTORY_MAXLEN],
             )
 

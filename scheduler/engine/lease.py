@@ -92,9 +92,11 @@ class Lease:
         self.token: str | None = None
         self._deadline = 0.0
         self._renewed_at = 0.0
-        self._acquire = conn.register_script(ACQUIRE)
-        self._renew = conn.register_script(RENEW)
-        self._release = conn.register_script(RELEASE)
+        # A few bytes of fixed size, never growing: leadership must not lapse while
+        # Redis is full, or nothing resumes dispatch the moment memory is freed.
+        self._acquire = scripts.register(conn, ACQUIRE, scripts.Flags.ALLOW_OOM)
+        self._renew = scripts.register(conn, RENEW, scripts.Flags.ALLOW_OOM)
+        self._release = scripts.register(conn, RELEASE, scripts.Flags.ALLOW_OOM)
 
     @property
     def held(self) -> bool:

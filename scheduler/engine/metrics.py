@@ -32,6 +32,7 @@ from scheduler.clock import time_reply_ms
 from scheduler.engine.clusterstats import ACK_BUCKETS_S, LATENESS_BUCKETS_S, ClusterStats
 from scheduler.engine.schedulemetrics import ScheduleCollector
 from scheduler.errors import ConfigError
+from scheduler.health import FindingKind, Health, read_health
 from scheduler.keys import Keys
 from scheduler.protocol import FailOutcome
 
@@ -128,6 +129,13 @@ class ClusterCollector:
             value=overdue_s,
         )
         yield from _ack_families(ClusterStats.parse(raw))
+        try:
+            health = read_health(self.conn, self.keys)
+        except (RedisError, OSError) as exc:
+            self.errors.labels("scrape").inc()
+            log.warning("metrics scrape could not read the health findings error=%s", exc)
+            return
+        yield from _health_families(health)
 
     def describe(self) -> Iterator[Metric]:
         return iter(())  # collected only on scrape, never when registered
@@ -143,6 +151,39 @@ def _schedules_family(total: int, due: int, running: int) -> GaugeMetricFamily:
     family.add_metric(["running"], running)
     family.add_metric(["paused_or_broken"], max(0, total - due - running))
     return family
+
+
+def _health_families(health: Health) -> Iterator[Metric]:
+    """The health findings (:mod:`scheduler.health`) as gauges: read at scrape time
+    from the small indexes the transitions keep (O(findings), never a scan), so the
+    figure is as fresh as the scrape and costs the leader's loop nothing."""
+    findings = GaugeMetricFamily(
+        "rqbeat_health_findings", "Health findings by kind (`rqbeat check` lists them).", labels=["kind"]
+    )
+    for kind in FindingKind:
+        findings.add_metric([kind.value], health.counts[kind])
+    yield findings
+    yield GaugeMetricFamily(
+        "rqbeat_runs_queued_too_long",
+        "Runs dispatched but not started by a worker within their max_queued.",
+        value=health.counts[FindingKind.QUEUED_TOO_LONG],
+    )
+    yield GaugeMetricFamily(
+        "rqbeat_schedules_stale",
+        "Schedules without a successful run within their stale_after.",
+        value=health.counts[FindingKind.STALE],
+    )
+    yield GaugeMetricFamily(
+        "rqbeat_runs_queued", "Runs dispatched and not started by a worker yet.", value=health.queued_runs
+    )
+    workers = GaugeMetricFamily(
+        "rqbeat_queue_workers",
+        "Live RQ workers listening on each queue rqbeat dispatched to in the last day.",
+        labels=["queue"],
+    )
+    for queue, count in sorted(health.workers.items()):
+        workers.add_metric([queue], count)
+    yield workers
 
 
 def _ack_families(stats: ClusterStats) -> Iterator[Metric]:
@@ -212,6 +253,13 @@ class Metrics:
             "Alerts this replica did not send, by reason.",
             ["reason"],
             registry=r,
+        )
+        self.redis_oom = counter(
+            "rqbeat_redis_oom_total",
+            "Writes of this replica that Redis refused for lack of memory (OOM); the loop backs off.",
+        )
+        self.redis_full = Gauge(
+            "rqbeat_redis_full", "1 while this replica's last write was refused with OOM, else 0.", registry=r
         )
         self.dispatch_lag = BatchHistogram(
             "rqbeat_dispatch_lag_seconds",

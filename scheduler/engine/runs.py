@@ -9,13 +9,14 @@ arrives second is a no-op.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
 from redis.client import Pipeline
 
-from scheduler import cron, policy, scripts
+from scheduler import cron, policy, scripts, thresholds
 from scheduler.clock import iso, parse_iso_ms
 from scheduler.engine import clusterstats
 from scheduler.keys import HISTORY_MAXLEN, Keys
@@ -45,11 +46,11 @@ class InFlight:
     schedule: Schedule
     dispatched_ms: int
     epoch: int = 0  # of the leader that dispatched it: for log lines
+    started: bool = False  # a worker began it (START); else it is still queued
     #: When the schedule was last resumed while a run was in flight ('' = never), as
     #: stored: fires up to then passed while it was paused and never run.
     resumed_at: str = ""
-
-    started_ms: int | None = None  # Redis time; set by a workers.Worker (STARTED)
+    started_ms: int | None = None  # Redis time of the START mark (a worker's, or the watchdog's look)
     worker: str = ""
     ended_ms: int | None = None  # Redis time; set by a workers.Worker's failure (NUDGE)
 
@@ -102,6 +103,7 @@ def decode_in_flight(schedule_id: str, row: list[Any]) -> InFlight | None:
             parse_iso_ms(resumed)
     except ValueError:  # CorruptDefinition, or a damaged fire_at, attempt, epoch or resumed_at
         return None
+    started = fields["started_at"] is not None
     return InFlight(
         schedule_id,
         str(text(job_id)),
@@ -111,25 +113,26 @@ def decode_in_flight(schedule_id: str, row: list[Any]) -> InFlight | None:
         schedule,
         dispatched_ms,
         epoch_n,
-        resumed,
-        started_ms=_ms(fields["started_ms"]),
+        started=started,
+        resumed_at=resumed,
+        started_ms=_time_ms(fields["started_at"], parse_iso_ms),
         worker=text(fields["worker"]) or "",
-        ended_ms=_ms(fields["ended_ms"]),
+        ended_ms=_time_ms(fields["ended_ms"], int),
     )
 
 
-def _ms(value: Any) -> int | None:
-    """An epoch-ms field a worker wrote; None when absent or damaged (times are advice:
-    a damaged one must not stop the run's ack)."""
+def _time_ms(value: Any, parse: Callable[[str], int]) -> int | None:
+    """A run time a worker wrote; None when absent or damaged (times are advice: a
+    damaged one must not stop the run's ack)."""
     try:
-        return int(value) if value else None
+        return parse(str(text(value))) if value else None
     except ValueError:
         return None
 
 
 def run_times(run: InFlight, ended_ms: int | None) -> list[Any]:
     """The ACK/RETRY arguments :data:`scheduler.scripts.RUN_TIMES_HEADER` names:
-    ``''`` for what is not known (a plain rq worker reports neither start nor end)."""
+    ``''`` for what is not known (a plain rq worker reports no end)."""
     lateness = run.lateness_ms
     return [
         "" if run.started_ms is None else iso(run.started_ms),
@@ -171,6 +174,9 @@ def prepare_ack(
     resumed_ms = run.resumed_ms
     after = run.fire_ms if resumed_ms is None else max(run.fire_ms, resumed_ms)
     pending = cron.next_fire_ms(schedule.trigger, after)
+    # the period at the fire that ran; measured apart only after a resume moved `after`
+    period = pending - run.fire_ms if resumed_ms is None else thresholds.period_ms(schedule, run.fire_ms)
+    stale_ms = thresholds.limits(schedule, period).stale_after_ms
     resolution = policy.resolve_misfire(schedule, pending, now_ms)
     score = policy.due_score_ms(schedule, resolution.fire_ms)
     sid = run.schedule_id
@@ -180,7 +186,6 @@ def prepare_ack(
     else:
         stats = clusterstats.missed_increments(resolution.dropped)
     stats += clusterstats.lateness_increments(run.lateness_ms)
-    run_end_ms = now_ms if by == "worker" else run.ended_ms
     return Ack(
         keys=[
             keys.schedule(sid),
@@ -189,6 +194,8 @@ def prepare_ack(
             keys.history(sid),
             keys.events,
             keys.stats,
+            keys.queued,
+            keys.stale,
             *_alert_keys(keys),
         ],
         args=[
@@ -204,7 +211,8 @@ def prepare_ack(
             HISTORY_MAXLEN,
             error[:MAX_ERROR_CHARS],
             run.resumed_at,
-            *run_times(run, run_end_ms),
+            (now_ms + stale_ms) / 1000,
+            *run_times(run, now_ms if by == "worker" else run.ended_ms),
             *stats,
         ],
     )
@@ -224,7 +232,10 @@ def fail(
     sid = run.schedule_id
     result = scripts.run(
         script_set.retry,
-        [keys.schedule(sid), keys.due, keys.running, keys.history(sid), keys.events, *_alert_keys(keys)],
+        [
+            *(keys.schedule(sid), keys.due, keys.running, keys.history(sid), keys.events),
+            *(keys.queued, keys.stale, *_alert_keys(keys)),
+        ],
         [
             sid,
             run.job_id,

@@ -137,6 +137,7 @@ class Service:
             before_sleep=self._log_failure,
             retry_error_callback=lambda _state: 0.0,  # stopped during an outage: leave the loop
         )
+        self._redis_full = False  # the last failed pass met OOM (for the recovery line)
         self._waiting = False
         self._reported_role = ""
         # Monotonic time until which the last read of the sets still holds: nothing is
@@ -191,6 +192,10 @@ class Service:
         failures = self._retrying.statistics.get("attempt_number", 1) - 1
         if failures and not self._stop.is_set():
             log.info("recovered node=%s after failures=%d", self.node, failures)
+        if self._redis_full and not self._stop.is_set():
+            log.warning("redis accepts writes again node=%s after refused=%d", self.node, failures)
+            self.metrics.redis_full.set(0)
+            self._redis_full = False
         return wait
 
     def _step(self) -> float:
@@ -211,7 +216,14 @@ class Service:
         """After every failed pass: count it, forget the subscription (events may be
         missed while it is down), and step down once the lease's local deadline has
         passed (a lease that cannot be renewed must not be trusted)."""
-        if isinstance(failure(state), _ERRORS):
+        exc = failure(state)
+        if isinstance(exc, redis.exceptions.OutOfMemoryError):
+            # its scripts are refused whole (they declare their flags): nothing of this
+            # pass was written; the fires that pass meanwhile meet their misfire policy
+            self.metrics.redis_oom.inc()
+            self.metrics.redis_full.set(1)
+            self._redis_full = True
+        if isinstance(exc, _ERRORS):
             self.metrics.redis_errors.labels("loop").inc()
         self._drop_pubsub()
         if self.lease.token is not None and not self.lease.held:
@@ -223,7 +235,13 @@ class Service:
         failures, exc = state.attempt_number, failure(state)
         if not worth_logging(failures):
             return
-        if isinstance(exc, _ERRORS):
+        if isinstance(exc, redis.exceptions.OutOfMemoryError):
+            log.warning(
+                "redis full node=%s epoch=%d refused=%d retry_in_s=%.2f error=%s "
+                "(nothing written; free memory in Redis or raise maxmemory)",
+                self.node, self.lease.epoch, failures, state.upcoming_sleep, exc,
+            )  # fmt: skip
+        elif isinstance(exc, _ERRORS):
             log.warning(
                 "redis error node=%s failures=%d retry_in_s=%.2f error=%s (retrying)",
                 self.node, failures, state.upcoming_sleep, exc,

@@ -54,6 +54,8 @@ ORPHAN_GRACE_MS = 2_000
 QUEUE_SCAN = 10_000
 MAX_CHECK_MS = 30_000
 _FAILED = {"failed", "stopped", "canceled"}
+#: What RQ raises in a worker whose serializer cannot read a job (rqbeat's are JSON).
+DESERIALIZATION_ERROR = "DeserializationError"
 
 
 class Outcome(StrEnum):
@@ -150,7 +152,28 @@ class Watchdog:
                 later[schedule_id] = (now_ms + MAX_CHECK_MS) / 1000
         if later:
             self.conn.zadd(self.keys.running, later, xx=True)
+        unmarked = [r for r in in_flight.values() if not r.started and states[r.job_id][0] == "started"]
+        if unmarked:
+            self._mark_started(unmarked, now_ms)
         return len(ids)
+
+    def _mark_started(self, unmarked: list[runs.InFlight], now_ms: int) -> None:
+        """Record the start of runs a plain ``rq worker`` began (``workers.Worker`` marks
+        its own): RQ's ``started_at`` is the worker's clock, so it is only shown, kept
+        between the dispatch and now."""
+        pipe = self.conn.pipeline(transaction=False)
+        for run in unmarked:
+            pipe.hmget(rqkeys.job(run.job_id), ["started_at", "worker_name"])
+        pipe2 = self.conn.pipeline(transaction=False)
+        for run, (started_at, worker) in zip(unmarked, pipe.execute(), strict=True):
+            started_ms = min(now_ms, max(run.dispatched_ms, _epoch_ms(started_at) or now_ms))
+            scripts.run(
+                self._scripts.start,
+                [self.keys.schedule(run.schedule_id), self.keys.queued],
+                [run.schedule_id, run.job_id, iso(started_ms), text(worker) or "?"],
+                client=pipe2,
+            )
+        pipe2.execute()
 
     def _unlisted_since(self, job_id: str, unlisted: bool, now_ms: int) -> int | None:
         """Since when (ms) a queued job has been found in none of its queue's lists."""
@@ -176,6 +199,8 @@ class Watchdog:
                 )  # fmt: skip
             return
         error = self._error_text(run.job_id) or verdict.reason
+        if DESERIALIZATION_ERROR in error:
+            error = self._unreadable(run, error)
         what = runs.fail(self.conn, self._scripts, self.keys, run, now_ms=now_ms, error=error)
         if self.metrics is not None:
             self.metrics.run_failed(what)
@@ -243,6 +268,22 @@ class Watchdog:
             out[job_id] = found
         return out
 
+    def _unreadable(self, run: runs.InFlight, error: str) -> str:
+        """A worker whose serializer is not JSON popped the job and could not read it:
+        name the cause, and remember the worker so ``rqbeat check`` reports its queue
+        (RQ does not record a worker's serializer; this failure is how it shows)."""
+        worker = text(self.conn.hget(rqkeys.job(run.job_id), "worker_name")) or "?"
+        queue = run.schedule.queue
+        self.conn.hset(self.keys.wrong_serializer, queue, worker)
+        log.error(
+            "serializer not JSON worker=%s queue=%s schedule=%s job_id=%s epoch=%d",
+            worker, queue, run.schedule_id, run.job_id, run.epoch,
+        )  # fmt: skip
+        return (
+            f"{error}: worker {worker} cannot read rqbeat's jobs (its serializer is not JSON; run "
+            "`rqbeat worker` or `rq worker -S rq.serializers.JSONSerializer`)"
+        )
+
     def _error_text(self, job_id: str) -> str:
         """The last line of the job's exception, when RQ kept it (read-only)."""
         try:
@@ -273,7 +314,7 @@ class Watchdog:
                 pipe.multi()
                 scripts.run(
                     self._scripts.mark_broken,
-                    [k.schedule(schedule_id), k.due, k.running, k.history(schedule_id), k.alerts],
+                    k.mark_broken_keys(schedule_id),
                     [schedule_id, reason, iso(now_ms), HISTORY_MAXLEN],
                     client=pipe,
                 )

@@ -91,6 +91,8 @@ def acl_rules(role: str, namespace: str = DEFAULT_NAMESPACE) -> tuple[str, ...]:
             f"~{ns}:metered",
             f"~{ns}:rq-workers",  # which RQ it runs, for `rqbeat status` (workers.presence)
             f"~{ns}:clock:*",  # its clock against Redis time, for `status`/`check` (workers.clockoffset)
+            f"~{ns}:queued",  # START and the ack keep the stall indexes (scheduler.health)
+            f"~{ns}:stale",
         )
         channels = (f"&{ns}:events", f"&{rqkeys.PUBSUB_PATTERN}")
     else:

@@ -26,15 +26,14 @@ from scheduler import hashes, rqkeys
 from scheduler.clock import iso, time_reply_ms
 from scheduler.keys import HISTORY_MAXLEN, Keys
 from scheduler.ops import repair
-from scheduler.protocol import RUN_FIELDS, Flag, RepairReply, lua_list
+from scheduler.protocol import RUN_FIELDS, Flag, JobPresence, RepairReply, lua_list
 from scheduler.records import text
+from scheduler.scripts import Flags, register
 
 log = logging.getLogger(__name__)
 
 #: Schedules per VIEW_READ call: one script holds Redis while it reads them all.
 VIEW_CHUNK = 500
-#: VIEW_READ's "job exists" when the schedule has no run in flight.
-NO_JOB = -1
 
 VIEW_READ = """
 -- One consistent look at a chunk of schedules (nothing written): a transition racing
@@ -47,8 +46,9 @@ VIEW_READ = """
 -- ARGV[3] - RQ's job key prefix
 -- ARGV[4..] - the schedule ids
 -- returns per id: {hash type, history type, HGETALL (flat, {} unless a hash),
--- due score or false, running score or false, 1 in ids or 0, job exists: 1, 0, or
--- NO_JOB (-1: no job_id)}; a set of the wrong type reads as empty (a finding of its own)
+-- due score or false, running score or false, 1 in ids or 0, JobPresence: 1 its RQ
+-- job exists, 0 gone, -1 no job_id}; a set of the wrong type reads as empty (a finding
+-- of its own)
 local due, running, ids = KEYS[1], KEYS[2], KEYS[3]
 local schedule_prefix, history_prefix, job_prefix = ARGV[1], ARGV[2], ARGV[3]
 local function member(command, key, id)
@@ -190,7 +190,7 @@ def examine(conn: Redis, keys: Keys) -> Examination:
     _merge(result, repair.diagnose_sets(set_types, quarantine))
     ids = sorted(_listed_ids(conn, set_types) | _scanned_ids(conn, keys))
     result.schedules = len(ids)
-    view_read = conn.register_script(VIEW_READ)
+    view_read = register(conn, VIEW_READ, Flags.READS)
     for chunk in hashes.chunks(ids, VIEW_CHUNK):
         for view in _views(view_read, keys, chunk):
             _merge(result, repair.diagnose(view, now_ms, quarantine))
@@ -200,7 +200,7 @@ def examine(conn: Redis, keys: Keys) -> Examination:
 def apply_fixes(conn: Redis, keys: Keys, fixes: Sequence[repair.Fix], now_ms: int) -> int:
     """Apply each fix atomically; returns how many took effect (the others saw a change)."""
     scripts = {
-        name: conn.register_script(body)
+        name: register(conn, body)  # writes: refused as a whole when Redis is full
         for name, body in (("place", PLACE), ("drop", DROP), ("quarantine", QUARANTINE))
     }
     applied = 0
@@ -274,12 +274,12 @@ def _views(view_read: Script, keys: Keys, ids: Sequence[str]) -> list[repair.Vie
                 key=keys.schedule(sid),
                 key_type=str(text(key_type)),
                 fields=fields,
-                in_ids=in_ids == 1,
+                in_ids=bool(in_ids),
                 due_ms=_score_ms(due),
                 running_ms=_score_ms(running),
                 history_key=keys.history(sid),
                 history_type=str(text(history_type)),
-                job_exists=None if job == NO_JOB else job == 1,
+                job_exists=None if job == JobPresence.NO_RUN else job == JobPresence.EXISTS,
             )
         )
     return views

@@ -18,32 +18,12 @@ from scheduler.cli.app import cli
 from scheduler.keys import Keys
 from scheduler.model import MAX_PAYLOAD_BYTES
 from scheduler.records import text
+from tests.cli import Invoke, json_of, ok
 from tests.keyspace import snapshot
 
 pytestmark = pytest.mark.integration
 
 K = Keys()
-Invoke = Callable[..., Result]
-
-
-@pytest.fixture
-def rqbeat(redis_url: str) -> Invoke:
-    """Run ``rqbeat --redis-url <private server> ARGS...``."""
-
-    def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
-        return CliRunner().invoke(cli, ["--redis-url", redis_url, *args], env=env, catch_exceptions=True)
-
-    return invoke
-
-
-def ok(result: Result) -> str:
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
-    assert result.exit_code == 0, result.output
-    return result.output
-
-
-def json_of(result: Result) -> Any:
-    return json.loads(ok(result))
 
 
 def assert_refused(result: Result, field: str) -> None:
@@ -255,7 +235,7 @@ def test_ls_shows_a_run_in_flight_and_the_last_result(rqbeat: Invoke, conn: Redi
     lines = ok(rqbeat("ls")).splitlines()
     assert [line.split()[0] for line in lines[1:]] == ["busy", "sad"]  # in flight first
     assert "running" in lines[1]
-    assert "(running " in lines[1]
+    assert "(queued " in lines[1]  # dispatched; no worker marked it started
     assert fire is not None
     assert fire[:10] in lines[1]
     assert "retry 2)" in lines[2]

@@ -12,8 +12,6 @@ import re
 import shlex
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,28 +25,13 @@ from devtools.processes import REPO
 from scheduler.cli.app import cli
 from scheduler.keys import Keys
 from scheduler.records import decode_definition, text
+from tests.cli import Invoke, ok
 from tests.keyspace import snapshot
+from tests.tty import drain
 
 pytestmark = pytest.mark.integration
 
 K = Keys()
-Invoke = Callable[..., Result]
-
-
-@pytest.fixture
-def rqbeat(redis_url: str) -> Invoke:
-    """Run ``rqbeat --redis-url <private server> ARGS...``."""
-
-    def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
-        return CliRunner().invoke(cli, ["--redis-url", redis_url, *args], env=env, catch_exceptions=True)
-
-    return invoke
-
-
-def ok(result: Result) -> str:
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
-    assert result.exit_code == 0, result.output
-    return result.output
 
 
 def definition(conn: Redis, schedule_id: str, namespace: str = "rqbeat") -> dict[str, Any]:
@@ -229,17 +212,7 @@ def run_with_stderr_on_tty(args: list[str]) -> tuple[str, str]:
     main, side = pty.openpty()
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=side, stdin=subprocess.DEVNULL, cwd=REPO)
     os.close(side)
-    err = bytearray()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            chunk = os.read(main, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not chunk:
-            break
-        err += chunk
-    os.close(main)
+    err = drain(main)
     assert proc.stdout is not None
     with proc.stdout:
         out = proc.stdout.read().decode()

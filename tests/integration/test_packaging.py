@@ -41,6 +41,8 @@ def test_wheel_ships_the_runtime_packages_only(wheel: Path) -> None:
     assert tops == {"scheduler", "workers"}
     expected = {"scheduler/py.typed", "workers/py.typed", "scheduler/engine/service.py", "workers/demo.py"}
     assert expected <= set(names)
+    dashboard = {"scheduler/web/templates/rqbeat/list.html", "scheduler/web/static/rqbeat.js"}
+    assert dashboard <= set(names)  # package data: `rqbeat web` fetches nothing at run time
 
 
 def test_wheel_installs_into_a_clean_virtualenv(wheel: Path, tmp_path: Path) -> None:
@@ -57,3 +59,8 @@ def test_wheel_installs_into_a_clean_virtualenv(wheel: Path, tmp_path: Path) -> 
     where = run(python, "-c", "import scheduler, workers; print(scheduler.__file__, workers.__file__)",
                 cwd=tmp_path)  # fmt: skip
     assert where.count(str(venv)) == 2  # the installed copies, not this checkout
+    # Flask is the optional extra rqbeat[web]: without it, one line says how to get it
+    done = subprocess.run([venv / "bin" / "rqbeat", "web"], capture_output=True, text=True, cwd=tmp_path,
+                          timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.strip() == "Error: rqbeat web needs Flask: pip install 'rqbeat[web]'"

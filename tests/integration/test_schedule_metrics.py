@@ -9,7 +9,7 @@ import pytest
 from redis import Redis
 
 from scheduler import scripts
-from scheduler.clock import redis_now_ms
+from scheduler.clock import iso, redis_now_ms
 from scheduler.engine import runs
 from scheduler.engine.dispatch import Dispatcher
 from scheduler.engine.metrics import Metrics
@@ -29,7 +29,8 @@ def run_once(conn: Redis, schedule_id: str, *, succeed: bool) -> runs.InFlight:
     Dispatcher(conn, K).dispatch(redis_now_ms(conn), TOKEN, 1)
     script_set = scripts.Scripts(conn)
     job_id = conn.hget(K.schedule(schedule_id), "job_id")
-    scripts.run(script_set.started, [K.schedule(schedule_id)], [job_id, "w1"])
+    now = iso(redis_now_ms(conn))
+    scripts.run(script_set.start, [K.schedule(schedule_id), K.queued], [schedule_id, job_id, now, "w1"])
     run = runs.read_in_flight(conn, K, schedule_id)
     assert run is not None and run.started_ms is not None and run.worker == "w1"
     if succeed:

@@ -1,4 +1,4 @@
-"""The README's Prometheus alerting rules: the YAML block under "Metrics" is what
+"""The Prometheus alerting rules of docs/metrics.md: the YAML block there is what
 people copy, so it is checked with ``promtool check rules`` (Debian's ``prometheus``
 package; ``.ci/run`` installs it) and, always, for the structure Prometheus expects
 and for metric names rqbeat really exports."""
@@ -29,7 +29,7 @@ EXPORTED = {
 
 
 def readme_rules() -> str:
-    [block] = _BLOCK.findall((REPO / "README.md").read_text())
+    [block] = _BLOCK.findall((REPO / "docs" / "metrics.md").read_text())
     return str(block)
 
 

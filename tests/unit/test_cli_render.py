@@ -10,12 +10,12 @@ import pytest
 
 from scheduler.cli.render import Cell, age, duration, relative, table_lines, toned, wall
 from scheduler.cli.rows import Definitions, sort_key
-from scheduler.cli.timeline import attempt_of, explain
 from scheduler.cron import next_fires
 from scheduler.errors import RqbeatError
 from scheduler.model import Schedule
 from scheduler.records import ScheduleRecord, decode_definition, decode_record
 from scheduler.store import HistoryEntry
+from scheduler.timeline import attempt_of, explain
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 

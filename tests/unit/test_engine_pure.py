@@ -20,6 +20,7 @@ from scheduler.engine.watchdog import MAX_CHECK_MS, MIN_CHECK_MS, ORPHAN_GRACE_M
 from scheduler.keys import HISTORY_MAXLEN, Keys
 from scheduler.model import Misfire, Schedule
 from scheduler.protocol import AckOutcome
+from scheduler.thresholds import MIN_STALE_AFTER_MS
 
 #: A whole second (and a whole 5 minutes) far from any epoch edge.
 T_MS = 1_800_000_000_000
@@ -266,11 +267,12 @@ def in_flight(schedule: Schedule, fire_ms: int = T_MS, attempt: int = 1) -> InFl
 def ack_args(schedule: Schedule, now_ms: int, **kwargs: Any) -> dict[str, Any]:
     ack = prepare_ack(K, in_flight(schedule), now_ms, **kwargs)
     assert ack.keys == [
-        K.schedule(SID), K.due, K.running, K.history(SID), K.events, K.stats, K.alerts, K.failing, K.metered,
+        K.schedule(SID), K.due, K.running, K.history(SID), K.events, K.stats, K.queued, K.stale,
+        K.alerts, K.failing, K.metered,
     ]  # fmt: skip
     names = [
         "id", "job_id", "version", "next_fire", "score", "now", "now_score",
-        "outcome", "dropped", "maxlen", "error", "resumed_at",
+        "outcome", "dropped", "maxlen", "error", "resumed_at", "stale_by",
         "started_at", "ended_at", "worker", "lateness_ms", "metered",
     ]  # fmt: skip
     # after the named arguments: (field, increment) pairs for the stats hash
@@ -279,7 +281,7 @@ def ack_args(schedule: Schedule, now_ms: int, **kwargs: Any) -> dict[str, Any]:
 
 
 def stats_increments(schedule: Schedule, now_ms: int, **kwargs: Any) -> dict[str, int]:
-    args = prepare_ack(K, in_flight(schedule), now_ms, **kwargs).args[17:]
+    args = prepare_ack(K, in_flight(schedule), now_ms, **kwargs).args[18:]
     return dict(zip(args[::2], args[1::2], strict=True))
 
 
@@ -314,6 +316,7 @@ def test_ack_on_time_arms_the_next_fire() -> None:
         "maxlen": HISTORY_MAXLEN,
         "error": "",
         "resumed_at": "",
+        "stale_by": (T_MS + 200 + MIN_STALE_AFTER_MS) / 1000,  # every second: the 5 min floor
         # a plain rq worker's run: no start known; a worker's ack ends it at its own time
         "started_at": "",
         "ended_at": iso(T_MS + 200),
@@ -326,11 +329,11 @@ def test_ack_on_time_arms_the_next_fire() -> None:
 def test_a_started_run_carries_its_times_its_lateness_and_counts_it() -> None:
     run = dataclasses.replace(in_flight(every_second()), started_ms=T_MS + 40, worker="w1")
     ack = prepare_ack(K, run, T_MS + 200)
-    assert ack.args[12:17] == [iso(T_MS + 40), iso(T_MS + 200), "w1", 40, "0"]
-    stats = dict(zip(ack.args[17::2], ack.args[18::2], strict=True))
+    assert ack.args[13:18] == [iso(T_MS + 40), iso(T_MS + 200), "w1", 40, "0"]
+    stats = dict(zip(ack.args[18::2], ack.args[19::2], strict=True))
     assert stats["late_le:0.05"] == 1 and stats["late_sum_us"] == 40_000
     by_watchdog = prepare_ack(K, dataclasses.replace(run, ended_ms=T_MS + 150), T_MS + 900, by="watchdog")
-    assert by_watchdog.args[13] == iso(T_MS + 150)  # the end the worker recorded, not the look
+    assert by_watchdog.args[14] == iso(T_MS + 150)  # the end the worker recorded, not the look
 
 
 @pytest.mark.parametrize(

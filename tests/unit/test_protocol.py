@@ -21,10 +21,11 @@ from scheduler.jobmeta import META_KEY, FireMeta
 from scheduler.ops import repair_io
 from scheduler.protocol import (
     DUE_FIELDS,
+    ENDED_FIELD,
     RUN_FIELDS,
+    STARTED_FIELDS,
     STATES,
     UPSERT_READ_FIELDS,
-    WORKER_RUN_FIELDS,
     AckReply,
     AcquireReply,
     AlertRecordReply,
@@ -38,7 +39,7 @@ from scheduler.protocol import (
     ResumeReply,
     RetryReply,
     ScheduleState,
-    StartedReply,
+    StartReply,
     TriggerReply,
     UpsertReply,
     lua_list,
@@ -97,8 +98,8 @@ _STR_RETURN = re.compile(r"\breturn '([a-z_]+)'")
         (scripts.ACK, AckReply),
         (scripts.RETRY, RetryReply),
         (scripts.NUDGE, NudgeReply),
-        (scripts.STARTED, StartedReply),
         (scripts.ALERT_RECORD, AlertRecordReply),
+        (scripts.START, StartReply),
         (scripts.MARK_BROKEN, MarkBrokenReply),
         (scripts.DISPATCH, DispatchReply),
         (lease.RENEW, LeaseReply),
@@ -219,8 +220,9 @@ def test_a_damaged_layout_is_one_named_error(field: str, value: Any) -> None:
 
 def test_the_run_fields_dispatch_sets_are_the_ones_every_ending_clears() -> None:
     dispatch_set = set(re.findall(r"'(\w+)', (?:job|queue|epoch|now)\b", scripts.DISPATCH))
-    assert set(RUN_FIELDS) - set(WORKER_RUN_FIELDS) <= dispatch_set
-    assert set(WORKER_RUN_FIELDS) <= set(RUN_FIELDS)  # cleared with the run: none is inherited
+    assert set(RUN_FIELDS) - {*STARTED_FIELDS, ENDED_FIELD} <= dispatch_set
+    assert f"'{ENDED_FIELD}'" in scripts.NUDGE
+    assert set(STARTED_FIELDS) <= set(re.findall(r"'(\w+)', (?:started|worker)\b", scripts.START))
     for body in (scripts.ACK, scripts.RETRY, scripts.MARK_BROKEN, repair_io.PLACE):
         assert lua_list("RUN_FIELDS", RUN_FIELDS) in body
         assert "unpack(RUN_FIELDS)" in body

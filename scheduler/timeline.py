@@ -1,4 +1,5 @@
 """A schedule's history as runs: each entry with its attempt, outcome and duration.
+Shared by ``rqbeat history`` and the web dashboard.
 
 The history stream records events, not runs. A run is a ``dispatched`` entry and the
 entry that ended it (``succeeded``, ``failed`` or ``gave_up``), joined by job id. A
