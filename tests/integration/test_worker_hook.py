@@ -78,8 +78,7 @@ def test_rq_signatures_match_the_overrides() -> None:
     RQ's order, whatever RQ has beyond them (RQ 3's ``execution``) through
     ``**rq_args``, which they pass on, and nothing RQ would not pass without a default
     (2.12 calls ``get_heartbeat_ttl(job)``)."""
-    overridden = ("handle_job_success", "handle_job_failure", "cleanup_execution", "get_heartbeat_ttl")
-    for name in (*overridden, "prepare_job_execution"):  # the last: where a run's start is recorded
+    for name in ("handle_job_success", "handle_job_failure", "cleanup_execution", "get_heartbeat_ttl"):
         ours = inspect.signature(getattr(Worker, name)).parameters
         theirs = list(inspect.signature(getattr(rq.worker.Worker, name)).parameters)
         named = [p for p, v in ours.items() if v.kind != inspect.Parameter.VAR_KEYWORD]
