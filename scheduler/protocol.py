@@ -100,6 +100,7 @@ class AlertKind(StrEnum):
     STALE = "stale"  # no success for too long
     QUEUED_TOO_LONG = "queued_too_long"  # a run waiting in its queue too long
     NO_WORKER = "no_worker"  # nobody serves a schedule's queue
+    WRONG_SERIALIZER = "wrong_serializer"  # a worker on the queue cannot read rqbeat's jobs
 
 
 #: Events kept in ``<ns>:alerts`` when no leader drains it (trimmed by the scripts).

@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 
 from redis import Redis
 from redis.exceptions import RedisError
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential
 
 from scheduler import scripts
 from scheduler.clock import Clock, SystemClock, iso, parse_iso_ms
@@ -42,6 +43,7 @@ from scheduler.protocol import AlertKind
 from scheduler.records import decode_definition, text
 
 if TYPE_CHECKING:
+    from scheduler.engine.healthalerts import HealthAlerts
     from scheduler.engine.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -179,7 +181,19 @@ class Alerter:
         self._scripts = scripts.Scripts(conn)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._errors = 0
+        #: health findings as alerts (:mod:`scheduler.engine.healthalerts`); set by the service
+        self.health: HealthAlerts | None = None
+        # Safe to retry: a step that failed took nothing from Redis it would lose (LPOP
+        # of a batch that cannot be read back is the one exception: at most one batch of
+        # events, counted as dropped), and delivery itself retries on its own.
+        self._retrying = Retrying(
+            retry=retry_if_exception_type((RedisError, OSError)),
+            wait=wait_exponential(multiplier=0.1, max=5.0),
+            stop=lambda _state: self._stop.is_set(),
+            sleep=self._pause,
+            before_sleep=_log_redis_error,
+            retry_error_callback=lambda _state: None,
+        )
 
     def submit(self, event: AlertEvent) -> bool:
         """Queue ``event`` for delivery without waiting; False when it was dropped
@@ -203,16 +217,12 @@ class Alerter:
         if self._thread is not None:
             self._thread.join(timeout_s)
 
+    def _pause(self, seconds: float) -> None:
+        self._stop.wait(seconds)  # stop() cuts a pause short
+
     def _loop(self) -> None:
         while not self._stop.is_set():
-            try:
-                self.step(POLL_S)
-                self._errors = 0
-            except (RedisError, OSError) as exc:
-                self._errors += 1
-                if worth_logging(self._errors):
-                    log.warning("alerts: redis error failures=%d error=%s (retrying)", self._errors, exc)
-                self._stop.wait(min(5.0, 0.1 * 2.0 ** min(self._errors, 6)))
+            self._retrying(self.step, POLL_S)
 
     def step(self, wait_s: float) -> None:
         """Deliver the next queued event; when none comes within ``wait_s``, take the
@@ -222,6 +232,10 @@ class Alerter:
         except queue.Empty:
             if self.is_leader():
                 self.drain()
+                if self.health is not None:
+                    self.health.look()
+            elif self.health is not None:
+                self.health.forget()
             return
         self.deliver(event)
 
@@ -302,6 +316,13 @@ class Alerter:
     def _count_dropped(self, kind: str, reason: str) -> None:
         if self.metrics is not None:
             self.metrics.alert_dropped(reason)
+
+
+def _log_redis_error(state: RetryCallState) -> None:
+    failures = state.attempt_number
+    if worth_logging(failures):  # 1st, 2nd, 4th, 8th...: not one line per retry
+        exc = state.outcome.exception() if state.outcome is not None else None
+        log.warning("alerts: redis error failures=%d error=%s (retrying)", failures, exc)
 
 
 def _fire(event: AlertEvent) -> str:

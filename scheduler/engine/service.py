@@ -39,6 +39,7 @@ from scheduler.connection import DEFAULT_REDIS_URL
 from scheduler.engine.alerts import AlertConfig, Alerter
 from scheduler.engine.counters import CounterWatch
 from scheduler.engine.dispatch import DEFAULT_BATCH, Dispatcher, Prepared
+from scheduler.engine.healthalerts import HealthAlerts
 from scheduler.engine.lease import Lease
 from scheduler.engine.metrics import Metrics, MetricsServer
 from scheduler.engine.watchdog import Watchdog
@@ -120,6 +121,7 @@ class Service:
         self.alerter = Alerter(
             self.conn, self.keys, config.alerts, is_leader=lambda: self.is_leader, metrics=self.metrics
         )
+        self.alerter.health = HealthAlerts(self.conn, self.keys, self.alerter.submit, self.clock)
         self._metrics_server: MetricsServer | None = None
         self._stop = threading.Event()
         self._pubsub: PubSub | None = None
