@@ -19,12 +19,13 @@ from redis.typing import KeyT
 
 from scheduler.lua.dispatch import DISPATCH, DUE_READ
 from scheduler.lua.edits import PAUSE, REMOVE, RESUME, TRIGGER, UPSERT, UPSERT_READ
-from scheduler.lua.runs import ACK, MARK_BROKEN, NUDGE, RETRY, START
+from scheduler.lua.runs import ACK, ALERT_RECORD, MARK_BROKEN, NUDGE, RETRY, RUN_TIMES_HEADER, START
 
 __all__ = [
     "Flags", "Scripts", "Pending", "flagged", "register", "run", "pipelined",
     "UPSERT_READ", "UPSERT", "REMOVE", "PAUSE", "RESUME", "TRIGGER",
-    "ACK", "RETRY", "NUDGE", "START", "MARK_BROKEN", "DUE_READ", "DISPATCH",
+    "ACK", "RETRY", "NUDGE", "START", "MARK_BROKEN", "DUE_READ", "DISPATCH", "ALERT_RECORD",
+    "RUN_TIMES_HEADER",
 ]  # fmt: skip
 
 C = TypeVar("C")
@@ -75,6 +76,7 @@ class Scripts:
         # Two short fields when a job starts: a full Redis must not fail the job's start.
         self.start = register(conn, START, Flags.ALLOW_OOM)
         self.mark_broken = register(conn, MARK_BROKEN)
+        self.alert_record = register(conn, ALERT_RECORD)
         self.due_read = register(conn, DUE_READ, Flags.READS)
         self.dispatch = register(conn, DISPATCH)
 

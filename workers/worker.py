@@ -185,7 +185,9 @@ class AckingWorker(Resilience, BaseWorker):
         def nudge() -> None:
             now = redis_now_ms(self.connection)
             keys_ = [keys.schedule(sid), keys.running, keys.events]
-            scripts.run(self._rqbeat_scripts.nudge, keys_, [sid, job_id, now / 1000])
+            scripts.run(
+                self._rqbeat_scripts.nudge, keys_, [sid, job_id, now / 1000, now]
+            )  # now: the run's end
 
         try:
             self.outage.call(nudge, f"nudging the watchdog for {job_id}", NUDGE_PATIENCE_S)

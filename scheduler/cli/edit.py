@@ -45,6 +45,7 @@ UNSETTABLE = (
     "catchup-window",
     "jitter",
     "max-attempts",
+    "webhook",
     "max-queued",
     "stale-after",
 )
@@ -82,6 +83,13 @@ _SETTINGS = [
         default=None,
         show_default=False,
         help="Pause the schedule when a run fails [no].",
+    ),
+    click.option("--webhook", help="URL the leader POSTs this schedule's alerts to (signed JSON)."),
+    click.option(
+        "--metrics/--no-metrics",
+        default=None,
+        show_default=False,
+        help="Export this schedule's own Prometheus series [no].",
     ),
 ]
 

@@ -91,16 +91,20 @@ REMOVE = """
 -- KEYS[8] - the queued zset
 -- KEYS[9] - the stale zset
 -- KEYS[10] - the broken set
+-- KEYS[11] - the failing zset
+-- KEYS[12] - the metered set
 -- ARGV[1] - the schedule id
 -- returns (RemoveReply) 1 the schedule existed, 0 it did not
 local schedule, history, due, running = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local ids, revision, events = KEYS[5], KEYS[6], KEYS[7]
-local queued, stale, broken = KEYS[8], KEYS[9], KEYS[10]
+local queued, stale, broken, failing, metered = KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12]
 local id = ARGV[1]
 local existed = redis.call('DEL', schedule)
 redis.call('ZREM', queued, id)
 redis.call('ZREM', stale, id)
 redis.call('SREM', broken, id)
+redis.call('ZREM', failing, id)
+redis.call('SREM', metered, id)
 redis.call('DEL', history)
 redis.call('ZREM', due, id)
 redis.call('ZREM', running, id)
