@@ -1,4 +1,5 @@
-"""Commands that run things and report on them: run, worker, status, check."""
+"""Commands that run things and report on them: run, status, check (worker:
+:mod:`scheduler.cli.workercmd`)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,6 @@ from scheduler.ops.repair_io import RepairOutcome, examine, run_repair
 from scheduler.ops.status import node_problems, read_status
 from scheduler.outage import wait_until_reachable
 from scheduler.rqkeys import RqIdentity
-from workers import Worker
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -43,7 +43,7 @@ def setup_logging(level: str, log_format: str = "text") -> None:
     logging.basicConfig(level=level.upper(), handlers=[handler])
 
 
-_LEVELS = click.Choice(["debug", "info", "warning", "error"], case_sensitive=False)
+LEVELS = click.Choice(["debug", "info", "warning", "error"], case_sensitive=False)
 
 
 def _shared_env(command: str, option: str) -> list[str]:
@@ -73,7 +73,7 @@ def log_format_option(command: str) -> Callable[[F], F]:
     type=click.IntRange(1, 100_000),
     help="Schedules per dispatch transaction.",
 )
-@click.option("--log-level", default="info", type=_LEVELS, help="Logging threshold.")
+@click.option("--log-level", default="info", type=LEVELS, help="Logging threshold.")
 @log_format_option("RUN")
 @click.option(
     "--metrics-port",
@@ -172,60 +172,6 @@ def alert_config(url: str | None, secret_env: str | None) -> AlertConfig:
     elif url is not None:
         logging.getLogger(__name__).warning("--webhook-url without --webhook-secret-env: alerts are unsigned")
     return AlertConfig(url=url, secret=secret)
-
-
-@click.command()
-@click.argument("queues", nargs=-1)
-@click.option("--burst", is_flag=True, help="Exit when the queues are empty.")
-@click.option("--name", default=None, help="Worker name (default: RQ's).")
-@click.option(
-    "--job-monitoring-interval",
-    default=5,
-    type=click.IntRange(1, 3600),
-    help="Seconds between heartbeats.",
-)
-@click.option(
-    "--heartbeat-grace",
-    default=10,
-    type=click.IntRange(1, 3600),
-    help="Seconds of silence past the interval before a run counts as abandoned.",
-)
-@click.option("--log-level", default="info", type=_LEVELS, help="Logging threshold.")
-@log_format_option("WORKER")
-@pass_context
-def worker(
-    ctx: Context,
-    queues: tuple[str, ...],
-    burst: bool,
-    name: str | None,
-    job_monitoring_interval: int,
-    heartbeat_grace: int,
-    log_level: str,
-    log_format: str,
-) -> None:
-    """Run an RQ worker that acknowledges rqbeat runs atomically (JSON serializer).
-
-    Listens on QUEUES (default: "default"). Equivalent to
-    `rq worker -w workers.Worker -S rq.serializers.JSONSerializer QUEUES`.
-
-    \b
-    Example:
-      rqbeat --redis-url redis://redis:6379/0 worker default reports --log-format json
-    """
-    setup_logging(log_level, log_format.lower())
-    # RQ's worker exits when Redis is down as it starts: wait for it first (tenacity
-    # retrying PING, which writes nothing, so retrying is safe; recovery once running is
-    # RQ's and workers.Worker's).
-    wait_until_reachable(ctx.conn, where=ctx.redis.describe())
-    w = Worker(
-        list(queues or ["default"]),
-        connection=ctx.conn,
-        name=name,
-        job_monitoring_interval=job_monitoring_interval,
-    )
-    w.heartbeat_grace_s = heartbeat_grace
-    w.rqbeat_namespace = ctx.namespace
-    w.work(burst=burst, logging_level=log_level.upper(), with_scheduler=False)
 
 
 @click.command()
@@ -438,4 +384,4 @@ def _echo_findings(found: list[Finding], outcome: RepairOutcome | None) -> None:
         click.echo(f"{len(found)} problem(s) in the stored state (dry run; fix with: rqbeat check --repair)")
 
 
-COMMANDS = [run, worker, status, check]
+COMMANDS = [run, status, check]
