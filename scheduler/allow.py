@@ -188,18 +188,48 @@ def resolve(target: str) -> Walk | str:
     """Resolve ``target`` as ``rq.utils.import_attribute`` does (RQ 2.12 and 3.0):
     import the longest prefix that imports, then take the rest as one attribute, or
     else the last segment of the attribute named by the others. A string says why it
-    could not be resolved here (nothing imports, the attribute is missing)."""
+    could not be resolved here, in one line: ``cannot import myapp.jobs: No module
+    named 'myapp'`` (the error of the module the target names), ``myapp.jobs has no
+    attribute ok``. Workers log and record that line for a run whose target does not
+    import (:mod:`workers.importfail`); ``add``/``set``/``apply`` warn with it."""
     bits = target.split(".")
+    failed: tuple[str, ImportError] | None = None  # the longest module that did not import
     for cut in range(len(bits) - 1, 0, -1):
         name = ".".join(bits[:cut])
         try:
             module = importlib.import_module(name)
-        except ImportError:
+        except ImportError as exc:
+            failed = failed or (name, exc)
             continue
         except (Exception, SystemExit) as exc:  # noqa: BLE001 -- app code run at import must not end a replica
             return f"importing {name} raised {_describe(exc)}"
-        return _walk(module, name, bits[cut:])
-    return f"no module of {target} imports here"
+        walk = _walk(module, name, bits[cut:])
+        if (
+            isinstance(walk, str)
+            and failed is not None
+            and (hasattr(module, "__path__") or _broke_inside(*failed))
+        ):
+            # a package's missing submodule, or one whose own imports fail: that, not
+            # "myapp has no attribute jobs.ok", is what the user must fix (below a
+            # plain module the rest can only be attributes: pkg.mod.Class.method)
+            return _cannot_import(*failed)
+        return walk
+    return _cannot_import(*failed) if failed is not None else f"no module of {target} imports here"
+
+
+def _broke_inside(name: str, exc: ImportError) -> bool:
+    """The module was found but raised ImportError while importing (a missing
+    dependency), as opposed to not existing (``pkg.mod.Class`` is no module)."""
+    missing = getattr(exc, "name", None)
+    return (
+        isinstance(exc, ModuleNotFoundError)
+        and missing is not None
+        and not f"{name}.".startswith(f"{missing}.")
+    )
+
+
+def _cannot_import(name: str, exc: ImportError) -> str:
+    return f"cannot import {name}: {_describe(exc).partition(': ')[2] or type(exc).__name__}"
 
 
 def _walk(module: ModuleType, module_name: str, rest: list[str]) -> Walk | str:

@@ -65,6 +65,22 @@ class Keys:
         return f"{self.namespace}:stats"
 
     @property
+    def alerts(self) -> str:
+        """LIST of alert events (JSON) the scripts push on give-up, break, pause and
+        recovery; the leader drains it to the webhooks. Capped (ALERTS_MAXLEN)."""
+        return f"{self.namespace}:alerts"
+
+    @property
+    def failing(self) -> str:
+        """ZSET of schedules whose last run failed; score = consecutive failed runs."""
+        return f"{self.namespace}:failing"
+
+    @property
+    def metered(self) -> str:
+        """SET of schedules with ``metrics = true``: their own series are exported."""
+        return f"{self.namespace}:metered"
+
+    @property
     def queued(self) -> str:
         """ZSET of schedule ids whose run is dispatched but not started yet; score = when
         it counts as queued too long (dispatch time + ``max_queued``), epoch seconds."""
@@ -115,6 +131,7 @@ class Keys:
             self.queued,
             self.stale,
             self.broken,
+            self.alerts,
         ]
 
     def clock(self, worker: str) -> str:

@@ -30,6 +30,8 @@ OWNER_PATTERN = re.compile(r"(api|cli|apply:[A-Za-z0-9_.-]{1,100})")
 #: every job, and a schedule is a definition, not a data transport.
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_DESCRIPTION_CHARS = 500
+#: An alert webhook: http(s), no spaces or control characters, a sane length.
+WEBHOOK_PATTERN = re.compile(r"https?://[^\s/?#]+[^\s]{0,2000}")
 _WHOLE_NUMBER = re.compile(r"[0-9]{1,18}")
 
 
@@ -63,6 +65,12 @@ class Schedule:
     jitter_ms: int = 0
     max_attempts: int | None = None
     pause_on_failure: bool = False
+    #: Where the leader POSTs this schedule's alerts (gave up, broken, paused, recovered),
+    #: besides the namespace's ``rqbeat run --webhook-url``.
+    webhook: str | None = None
+    #: Export this schedule's own series (last success, failures, lateness): opt-in, so
+    #: 100k schedules do not mean 300k series.
+    metrics: bool = False
     max_queued_ms: int | None = None  # queued longer is a finding (scheduler.thresholds)
     stale_after_ms: int | None = None  # no success for longer is a finding
     owner: str = "api"
@@ -97,6 +105,9 @@ class Schedule:
         _check_attempts(self.max_attempts)
         if not isinstance(self.pause_on_failure, bool):
             raise InvalidSchedule("pause_on_failure", self.pause_on_failure, "must be true or false")
+        if not isinstance(self.metrics, bool):
+            raise InvalidSchedule("metrics", self.metrics, "must be true or false")
+        _check_webhook(self.webhook)
         _check_description(self.description)
         _ = self.trigger  # compiles the trigger: validates cron/every and timezone
 
@@ -271,13 +282,15 @@ USER_KEYS: dict[str, tuple[str, Any]] = {
     "jitter": ("jitter_ms", _as_duration),
     "max_attempts": ("max_attempts", _as_int),
     "pause_on_failure": ("pause_on_failure", _as_bool),
+    "webhook": ("webhook", _as_str),
+    "metrics": ("metrics", _as_bool),
     "max_queued": ("max_queued_ms", _as_duration),
     "stale_after": ("stale_after_ms", _as_duration),
     "owner": ("owner", _as_str),
 }
 # Left out of the stored form too; from_dict restores them.
 _STORED_DEFAULTS = {"misfire": "coalesce", "owner": "api", "queue": "default", "timezone": "UTC"}
-_OMIT_IF_DEFAULT = {"args", "kwargs", "jitter_ms", "pause_on_failure"}
+_OMIT_IF_DEFAULT = {"args", "kwargs", "jitter_ms", "pause_on_failure", "metrics"}
 _NEVER = object()  # compares unequal to every value: the setting is always written
 # (field name, user key, value left out) per field, in declaration order.
 _OUTPUT = [
@@ -351,3 +364,9 @@ def _check_description(value: Any) -> None:
         )
     if any(unicodedata.category(c) in ("Cc", "Zl", "Zp", "Cs") for c in value):
         raise InvalidSchedule("description", value, "must not contain control characters or surrogates")
+
+
+def _check_webhook(value: Any) -> None:
+    if value is None:
+        return
+    _check_pattern("webhook", value, WEBHOOK_PATTERN, "must be an http:// or https:// URL")

@@ -80,6 +80,33 @@ class StartReply(IntEnum):
     STALE = 0  # not this schedule's run in flight, or already marked: nothing written
 
 
+class AlertRecordReply(IntEnum):
+    RECORDED = 1
+    GONE = 0  # the schedule was removed: nothing written
+
+
+class AlertKind(StrEnum):
+    """The condition an alert is about (the ``kind`` of a webhook event); the event's
+    ``recovered`` says whether it was raised or cleared.
+
+    The first three are written by the scripts, atomically with the transition, to
+    ``<ns>:alerts`` (:mod:`scheduler.engine.alerts` drains it on the leader), and
+    cleared by the schedule's next success; the rest are findings a health check
+    submits to the same sender."""
+
+    GAVE_UP = "gave_up"  # a fire given up after max_attempts failed runs
+    BROKEN = "broken"  # a definition that cannot be used
+    PAUSED = "paused"  # paused by pause_on_failure
+    STALE = "stale"  # no success for too long
+    QUEUED_TOO_LONG = "queued_too_long"  # a run waiting in its queue too long
+    NO_WORKER = "no_worker"  # nobody serves a schedule's queue
+    WRONG_SERIALIZER = "wrong_serializer"  # a worker on the queue cannot read rqbeat's jobs
+
+
+#: Events kept in ``<ns>:alerts`` when no leader drains it (trimmed by the scripts).
+ALERTS_MAXLEN = 1_000
+
+
 class MarkBrokenReply(IntEnum):
     MARKED = 1
     NOT_A_HASH = 0  # only taken out of the zsets
@@ -156,10 +183,14 @@ class Flag(StrEnum):
 #: The hash fields of a run in flight that say it started (START: a worker began it):
 #: absent while the run is still queued.
 STARTED_FIELDS = ("started_at", "worker")
+#: When a failed job ended, epoch ms of Redis time (NUDGE: the worker saw it fail), for
+#: the failure's history entry; absent under a plain ``rq worker``.
+ENDED_FIELD = "ended_ms"
 #: The hash fields of a run in flight: set together by DISPATCH (the started ones by
-#: START), cleared together by whatever ends the run (ACK, RETRY, MARK_BROKEN, repair).
-#: A schedule has a run in flight exactly when ``job_id`` is set.
-RUN_FIELDS = ("job_id", "job_queue", "epoch", "dispatched_at", *STARTED_FIELDS)
+#: START, the end by NUDGE), cleared together by whatever ends the run (ACK, RETRY,
+#: MARK_BROKEN, repair), so no run inherits its predecessor's times. A schedule has a
+#: run in flight exactly when ``job_id`` is set.
+RUN_FIELDS = ("job_id", "job_queue", "epoch", "dispatched_at", *STARTED_FIELDS, ENDED_FIELD)
 
 
 #: The hash fields DUE_READ returns per due schedule, in this order (dispatch decides

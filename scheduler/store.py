@@ -182,6 +182,8 @@ class Client:
             k.queued,
             k.stale,
             k.broken,
+            k.failing,
+            k.metered,
         ]
         with full_is_error(f"removing schedule {schedule_id!r}"):
             reply = RemoveReply(scripts.run(self._scripts.remove, keys, [schedule_id]))

@@ -2,11 +2,12 @@
 Shared by ``rqbeat history`` and the web dashboard.
 
 The history stream records events, not runs. A run is a ``dispatched`` entry and the
-entry that ended it (``succeeded``, ``failed`` or ``gave_up``), joined by job id; the
-run's duration is the time between the two entries (stream ids are Redis server
-time), so it measures dispatch to acknowledgement: time in the queue plus the job
-itself (plus the watchdog's delay for runs a plain ``rq worker`` finished). The
-entries carry no start/end time of the job proper.
+entry that ended it (``succeeded``, ``failed`` or ``gave_up``), joined by job id. A
+run on a ``workers.Worker`` also records when its job started and ended (Redis time,
+in the ending entry), so its lateness (fire to start: queueing, a busy or absent
+worker) and its duration (start to end: the job itself) are known. A plain
+``rq worker`` reports neither: its duration is then dispatch to acknowledgement (time
+in the queue, the job, and the watchdog's delay), and its lateness is unknown.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ class Line:
     fire_ms: int | None
     attempt: int | None
     job_id: str | None
-    duration_ms: int | None
+    duration_ms: int | None  # start to end; dispatch to ack when the start is unknown
+    lateness_ms: int | None  # fire to start
+    worker: str | None
     outcome: str  # the run's ending (dispatched), or what the entry says happened
     run_outcome: str | None  # dispatched only: succeeded / failed / gave_up / in flight
 
@@ -49,9 +52,8 @@ def explain(
     lines = []
     for entry in entries:
         job_id = entry.fields.get("job_id") or None
-        start = dispatched.get(job_id or "")
         end = ended.get(job_id or "")
-        duration = end.at_ms - start.at_ms if start and end else None
+        duration, lateness = _times(dispatched.get(job_id or ""), end)
         run_outcome = None
         if entry.event == "dispatched":
             run_outcome = end.event if end else ("in flight" if job_id == in_flight_job else None)
@@ -62,11 +64,25 @@ def explain(
                 attempt=_attempt(entry),
                 job_id=job_id,
                 duration_ms=duration,
+                lateness_ms=lateness,
+                worker=(end.fields.get("worker") or None) if end else None,
                 outcome=(run_outcome or "") if entry.event == "dispatched" else _details(entry, when),
                 run_outcome=run_outcome,
             )
         )
     return lines
+
+
+def _times(dispatch: HistoryEntry | None, end: HistoryEntry | None) -> tuple[int | None, int | None]:
+    """(duration, lateness) of a run from its dispatch and its ending entries."""
+    if end is None:
+        return None, None
+    started, ended = _time(end.fields.get("started_at")), _time(end.fields.get("ended_at"))
+    fire = _time(end.fields.get("fire_at"))
+    lateness = started - fire if started is not None and fire is not None else None
+    if started is not None:
+        return (ended if ended is not None else end.at_ms) - started, lateness
+    return (end.at_ms - dispatch.at_ms if dispatch else None), lateness
 
 
 def _attempt(entry: HistoryEntry) -> int | None:
@@ -87,6 +103,10 @@ def _details(entry: HistoryEntry, when: Callable[[int], str]) -> str:
     if entry.event == "failed":
         then = f"retry at {when(retry_ms)}" if retry_ms is not None else "paused"
         return f"{reason} -> {then}" if reason else then
+    if entry.event in ("alert_sent", "alert_failed"):
+        what = f"{fields.get('kind', '?')}{' recovered' if fields.get('recovered') == '1' else ''}"
+        result = f"HTTP {fields['status']}" if "status" in fields else reason
+        return f"{what} -> {fields.get('url', '?')}: {result} ({fields.get('attempts', '?')} attempts)"
     if entry.event == "missed":
         count = fields.get("count", "?")
         nxt = f", next fire {when(next_ms)}" if next_ms is not None else ""

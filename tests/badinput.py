@@ -90,6 +90,8 @@ _PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
     "jitter": st.sampled_from(["0s", "0", "1s", "5m", 0]),
     "max_attempts": st.integers(min_value=1, max_value=1000),
     "pause_on_failure": st.booleans(),
+    "webhook": st.sampled_from(["https://hooks.example/rqbeat", "http://127.0.0.1:8080/a?t=1"]),
+    "metrics": st.booleans(),
     "max_queued": _durations,
     "stale_after": _durations,
 }

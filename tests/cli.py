@@ -27,7 +27,7 @@ def invoker(redis_url: str) -> Invoke:
 def ok(result: Result) -> str:
     assert result.exception is None or isinstance(result.exception, SystemExit), result.output
     assert result.exit_code == 0, result.output
-    return result.output
+    return result.stdout  # stderr: warnings (a target that does not import here)
 
 
 def json_of(result: Result) -> Any:

@@ -9,7 +9,7 @@ import time
 
 from rq import get_current_job
 
-from workers import current_fire
+from workers import current_fire, dead_man
 
 
 def record(tag: str = "runs") -> str:
@@ -47,6 +47,23 @@ def fail_until(attempt: int) -> str:
         record("failures")
         raise RuntimeError(f"attempt {fire.attempt} fails")
     return record()
+
+
+def fail_while(key: str) -> str:
+    """Fails while ``key`` exists in Redis; a test deletes it to let runs succeed."""
+    job = get_current_job()
+    assert job is not None
+    if job.connection.exists(key):
+        raise RuntimeError(f"{key} is set")
+    return record()
+
+
+def pinged(url: str, fail: bool = False) -> str:
+    """The README's dead-man recipe (workers.dead_man) around a recorded run."""
+    with dead_man(url):
+        if fail:
+            raise RuntimeError("the work failed")
+        return record()
 
 
 def gated(tag: str) -> str:

@@ -1,5 +1,9 @@
 """``workers.Worker``: an ``rq.Worker`` whose success is also the schedule's ack.
 
+The ack lives in :class:`AckingWorker`, on RQ's ``BaseWorker``; ``Worker`` is it on
+RQ's forking worker, :class:`workers.modes.SimpleWorker` on RQ's non-forking one,
+and :mod:`workers.modes` runs either in RQ's ``WorkerPool``.
+
 RQ marks a job finished in one MULTI/EXEC (``Worker.handle_job_success``). This
 class adds rqbeat's compare-and-set ACK script to that very transaction, through the
 ``cleanup_execution(job, pipeline)`` hook RQ calls inside it, so "RQ says finished"
@@ -33,6 +37,7 @@ from rq import Worker as RQWorker
 from rq.job import Job
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
+from rq.worker import BaseWorker
 
 from scheduler import clockskew, scripts
 from scheduler.clock import iso, redis_now_ms
@@ -42,6 +47,7 @@ from scheduler.jobmeta import FireMeta
 from scheduler.keys import Keys
 from workers import presence, rqcompat
 from workers.clockoffset import ClockProbe
+from workers.importfail import import_problem
 from workers.resilience import NUDGE_PATIENCE_S, TRANSIENT, Resilience
 
 log = logging.getLogger(__name__)
@@ -51,8 +57,10 @@ log = logging.getLogger(__name__)
 DEFAULT_HEARTBEAT_GRACE_S = 10
 
 
-class Worker(Resilience, RQWorker):
-    """An RQ worker that acknowledges rqbeat runs atomically. JSON serializer by default."""
+class AckingWorker(Resilience, BaseWorker):
+    """What every rqbeat worker adds to RQ's, whichever way it runs jobs: the atomic
+    ack, the started mark, the nudge on failure, its clock and presence, and one line
+    for a target that does not import. JSON serializer by default."""
 
     heartbeat_grace_s: int = DEFAULT_HEARTBEAT_GRACE_S
     #: The namespace the worker records its clock offset, RQ version and key prefix in
@@ -66,6 +74,7 @@ class Worker(Resilience, RQWorker):
         super().__init__(*args, **kwargs)
         self._rqbeat_scripts = scripts.Scripts(self.connection)
         self._rqbeat_ack: tuple[str, runs.Ack] | None = None
+        self._rqbeat_unimportable: tuple[str, str] | None = None  # (job id, the one line)
 
     def prepare_job_execution(self, job: Job, *args: Any, **kwargs: Any) -> None:
         super().prepare_job_execution(job, *args, **kwargs)
@@ -144,9 +153,31 @@ class Worker(Resilience, RQWorker):
         if pending is not None and pending[0] == job.id:
             pending[1].add_to(pipeline, self._rqbeat_scripts)
 
+    def handle_exception(self, job: Job, *exc_info: Any) -> None:
+        """RQ logs the traceback here (then records the failure): for a target that
+        does not import, one line instead, which :meth:`handle_job_failure` records as
+        the run's error (RQ's ``exc_string``, what ``rqbeat history`` shows)."""
+        problem = import_problem(job, exc_info[1] if len(exc_info) > 1 else None)
+        if problem is None:
+            super().handle_exception(job, *exc_info)
+            return
+        self._rqbeat_unimportable = (job.id, problem)
+        fire = _fire_of(job)
+        log.error(
+            "%s job_id=%s queue=%s schedule=%s attempt=%s (is the app on this worker's --path?)",
+            problem, job.id, job.origin, fire.schedule if fire else "-", fire.attempt if fire else "-",
+        )  # fmt: skip
+        for handler in self._exc_handlers:  # RQ's exception handlers still run (Sentry)
+            goes_on = handler(job, *exc_info)
+            if goes_on is not None and not goes_on:  # RQ's rule: an explicit falsy ends the chain
+                break
+
     def handle_job_failure(
         self, job: Job, queue: Queue, started_job_registry: Any = None, exc_string: str = "", **rq_args: Any
     ) -> None:
+        pending, self._rqbeat_unimportable = self._rqbeat_unimportable, None
+        if pending is not None and pending[0] == job.id:
+            exc_string = pending[1]
         super().handle_job_failure(
             job, queue, started_job_registry=started_job_registry, exc_string=exc_string, **rq_args
         )
@@ -168,7 +199,9 @@ class Worker(Resilience, RQWorker):
         def nudge() -> None:
             now = redis_now_ms(self.connection)
             keys_ = [keys.schedule(sid), keys.running, keys.events]
-            scripts.run(self._rqbeat_scripts.nudge, keys_, [sid, job_id, now / 1000])
+            scripts.run(
+                self._rqbeat_scripts.nudge, keys_, [sid, job_id, now / 1000, now]
+            )  # now: the run's end
 
         try:
             self.outage.call(nudge, f"nudging the watchdog for {job_id}", NUDGE_PATIENCE_S)
@@ -177,12 +210,6 @@ class Worker(Resilience, RQWorker):
                 "could not nudge the watchdog schedule=%s job_id=%s error=%s (it looks at the run later)",
                 sid, job_id, exc,
             )  # fmt: skip
-
-    def get_heartbeat_ttl(self, job: Job, working_time: float | None = None) -> int:
-        if job.timeout and job.timeout > 0:
-            remaining = job.timeout - rqcompat.working_time_s(self, working_time)
-            return int(min(remaining, self.job_monitoring_interval)) + self.heartbeat_grace_s
-        return int(self.job_monitoring_interval) + self.heartbeat_grace_s
 
     def _prepare_ack(self, job: Job) -> tuple[str, runs.Ack] | None:
         fire = _fire_of(job)
@@ -202,6 +229,17 @@ class Worker(Resilience, RQWorker):
                 run.schedule_id, iso(run.fire_ms), job.id, run.attempt, run.epoch,
             )  # fmt: skip
         return job.id, ack
+
+
+class Worker(AckingWorker, RQWorker):
+    """An RQ (forking) worker that acknowledges rqbeat runs atomically: each job runs
+    in a work horse forked for it; the worker heartbeats the run meanwhile."""
+
+    def get_heartbeat_ttl(self, job: Job, working_time: float | None = None) -> int:
+        if job.timeout and job.timeout > 0:
+            remaining = job.timeout - rqcompat.working_time_s(self, working_time)
+            return int(min(remaining, self.job_monitoring_interval)) + self.heartbeat_grace_s
+        return int(self.job_monitoring_interval) + self.heartbeat_grace_s
 
 
 def _fire_of(job: Job) -> FireMeta | None:

@@ -8,7 +8,7 @@ from typing import Any
 import click
 import redis.exceptions
 
-from scheduler.cli import aclcmd, applycmd, edit, importcmd, ops, schedules, views, webcmd
+from scheduler.cli import aclcmd, applycmd, edit, importcmd, ops, schedules, views, webcmd, workercmd
 from scheduler.cli.common import Context
 from scheduler.cli.connopts import add_to_command, global_values, group_options
 from scheduler.connection import mask_secrets
@@ -130,6 +130,7 @@ for _command in [
     *schedules.COMMANDS,
     *views.COMMANDS,
     *ops.COMMANDS,
+    *workercmd.COMMANDS,
     *aclcmd.COMMANDS,
     *importcmd.COMMANDS,
     *webcmd.COMMANDS,

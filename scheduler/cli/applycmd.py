@@ -28,8 +28,8 @@ from scheduler.cli.common import (
     json_option,
     parse_allow,
     pass_context,
-    warn_by_name_only,
 )
+from scheduler.cli.importcheck import Target, check_targets, import_options
 from scheduler.cli.render import STYLES
 from scheduler.errors import ConfigError
 from scheduler.model import Schedule
@@ -54,6 +54,7 @@ _SIGNS = {"+": "ok", "~": "warn", "-": "bad"}
 @click.option("--verbose", "-v", is_flag=True, help=f"A line per changed schedule even beyond {LINES_UP_TO}.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 @allow_option
+@import_options("APPLY")
 @json_option
 @pass_context
 def apply_file(
@@ -65,13 +66,16 @@ def apply_file(
     verbose: bool,
     quiet: bool,
     allow: str | None,
+    paths: tuple[str, ...],
+    check_import: bool,
     as_json: bool,
 ) -> None:
     """Create, update (and with --prune remove) schedules to match a TOML FILE.
 
     The whole file is validated first; one invalid schedule means nothing is written.
     A schedule the file lists that another group, `rqbeat add` or the Python API made
-    becomes this file's group's (shown as an owner change).
+    becomes this file's group's (shown as an owner change). Targets that do not
+    import here (from --path) are warned about, or refused with --check-import.
 
     \b
     Examples:
@@ -97,8 +101,8 @@ def apply_file(
     allowed = parse_allow(allow)
     group = group or applying.group_for(file)
     schedules = applying.load_file(file, group=group)
-    for schedule_id, verdict in applying.check_allowed(schedules, allowed):
-        warn_by_name_only(schedule_id, verdict)
+    targets = [Target(s.id, s.target, f"schedules.{s.id}.target") for s in schedules]
+    warnings = check_targets(targets, allowed, paths=paths, strict=check_import)
     owner = f"apply:{group}"
     stored = ctx.client.stored([s.id for s in schedules])
     existing = ctx.client.list() if prune else None
@@ -108,6 +112,7 @@ def apply_file(
         with _progress(changes, enabled=not quiet and changes > LINES_UP_TO) as advance:
             _write(ctx.client, plan, advance)
     elapsed_s = time.monotonic() - started
+    warnings.echo()
     if quiet:
         return
     if as_json:

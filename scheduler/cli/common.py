@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -99,6 +101,33 @@ def warn_by_name_only(schedule_id: str, verdict: Verdict) -> None:
         f"({verdict.reason}); replicas that import it check it in full",
         err=True,
     )
+
+
+def path_option(command: str) -> Callable[[F], F]:
+    """``--path``/``-P``, as ``rq worker`` has it: where the app's modules are found."""
+    return click.option(
+        "--path",
+        "-P",
+        "paths",
+        multiple=True,
+        default=["."],
+        show_default=True,
+        envvar=f"RQBEAT_{command}_PATH",
+        show_envvar=True,
+        help="Directory to import the app's modules from, put first on sys.path (repeatable).",
+    )
+
+
+def add_import_paths(paths: Sequence[str]) -> None:
+    """Put ``paths`` first on ``sys.path``, in the order given, as absolute paths (a
+    console script's ``sys.path`` does not hold the current directory, where a user's
+    app usually is; ``rq worker -P`` appends, rqbeat puts the app first, as ``python``
+    does for a script's directory)."""
+    for path in reversed(paths):
+        absolute = os.path.abspath(path)
+        if absolute in sys.path:
+            sys.path.remove(absolute)
+        sys.path.insert(0, absolute)
 
 
 def echo_json(value: Any) -> None:

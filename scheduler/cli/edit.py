@@ -17,9 +17,9 @@ from scheduler.cli.common import (
     parse_allow,
     pass_context,
     utc_iso,
-    warn_by_name_only,
 )
 from scheduler.cli.complete import id_argument
+from scheduler.cli.importcheck import Target, check_targets, import_options
 from scheduler.cli.rows import record_json
 from scheduler.errors import InvalidSchedule, ScheduleExists
 from scheduler.model import Misfire, Schedule
@@ -45,6 +45,7 @@ UNSETTABLE = (
     "catchup-window",
     "jitter",
     "max-attempts",
+    "webhook",
     "max-queued",
     "stale-after",
 )
@@ -83,6 +84,13 @@ _SETTINGS = [
         show_default=False,
         help="Pause the schedule when a run fails [no].",
     ),
+    click.option("--webhook", help="URL the leader POSTs this schedule's alerts to (signed JSON)."),
+    click.option(
+        "--metrics/--no-metrics",
+        default=None,
+        show_default=False,
+        help="Export this schedule's own Prometheus series [no].",
+    ),
 ]
 
 
@@ -110,6 +118,7 @@ def settings_given(options: dict[str, Any]) -> dict[str, Any]:
     "to their defaults; `rqbeat set` changes only some).",
 )
 @allow_option
+@import_options("ADD")
 @json_option
 @pass_context
 def add(
@@ -119,12 +128,16 @@ def add(
     target: str,
     replace: bool,
     allow: str | None,
+    paths: tuple[str, ...],
+    check_import: bool,
     as_json: bool,
     **options: Any,
 ) -> None:
     """Create the schedule ID that calls TARGET (pkg.module.func).
 
-    An existing ID is refused (nothing is written) unless --replace is given.
+    An existing ID is refused (nothing is written) unless --replace is given. A
+    TARGET that does not import here (from --path, default the current directory) is
+    written with a warning, or refused with --check-import.
 
     \b
     Examples:
@@ -136,10 +149,9 @@ def add(
     allowed = parse_allow(allow)
     raw = {"id": schedule_id, "target": target, **settings_given(options)}
     schedule = Schedule.from_dict(raw, owner="cli")
-    if allowed is not None:
-        verdict = allowed.check(schedule.target)
-        if not verdict.resolved:
-            warn_by_name_only(schedule.id, verdict)
+    warnings = check_targets(
+        [Target(schedule.id, schedule.target)], allowed, paths=paths, strict=check_import
+    )
     try:
         result = ctx.client.upsert(schedule, version=None if replace else 0)
     except ScheduleExists as exc:
@@ -148,6 +160,7 @@ def add(
             f"rqbeat set {schedule_id} ...)"
         ) from None
     _echo_result(ctx, result, as_json)
+    warnings.echo()
 
 
 @click.command(name="set")
@@ -161,6 +174,7 @@ def add(
     help="Put this setting back to its default (repeatable).",
 )
 @allow_option
+@import_options("SET")
 @json_option
 @pass_context
 def set_settings(
@@ -170,6 +184,8 @@ def set_settings(
     target: str | None,
     unset: tuple[str, ...],
     allow: str | None,
+    paths: tuple[str, ...],
+    check_import: bool,
     as_json: bool,
     **options: Any,
 ) -> None:
@@ -178,7 +194,8 @@ def set_settings(
     Validated like add; nothing is written on an error. Setting --cron drops --every
     and the other way round. The version goes up by one (nothing changes when the
     settings are already so: "unchanged"). A compare-and-set on the version read: an
-    edit that someone made meanwhile is read again, never overwritten.
+    edit that someone made meanwhile is read again, never overwritten. A --target
+    that does not import here is a warning, or refused with --check-import.
 
     \b
     Examples:
@@ -194,8 +211,13 @@ def set_settings(
         changes[key] = None
     if not changes:
         raise click.UsageError("Nothing to change: give at least one setting", click.get_current_context())
-    result = ctx.client_allowing(parse_allow(allow)).edit(schedule_id, changes)
+    allowed = parse_allow(allow)
+    # an unchanged target was checked when it was written
+    checked = [Target(schedule_id, target)] if target is not None else []
+    warnings = check_targets(checked, allowed, paths=paths, strict=check_import)
+    result = ctx.client_allowing(allowed).edit(schedule_id, changes)
     _echo_result(ctx, result, as_json)
+    warnings.echo()
 
 
 def _echo_result(ctx: Context, result: UpsertResult, as_json: bool) -> None:

@@ -1,8 +1,10 @@
-"""Commands that run things and report on them: run, worker, status, check."""
+"""Commands that run things and report on them: run, status, check (worker:
+:mod:`scheduler.cli.workercmd`)."""
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -15,6 +17,7 @@ from scheduler import clockskew, dataloss
 from scheduler.cli.common import Context, allow_option, echo_json, json_option, parse_allow, pass_context
 from scheduler.cli.status_view import status_lines
 from scheduler.durations import parse_duration_ms
+from scheduler.engine.alerts import AlertConfig
 from scheduler.engine.service import Service, ServiceConfig
 from scheduler.errors import ConfigError, InvalidSchedule
 from scheduler.eviction import eviction_warning, read_policy
@@ -22,12 +25,12 @@ from scheduler.health import FindingKind, Health, read_health
 from scheduler.keys import Keys
 from scheduler.logs import formatter
 from scheduler.memory import memory_note, memory_problem, read_memory
+from scheduler.model import WEBHOOK_PATTERN
 from scheduler.ops.repair import Finding
 from scheduler.ops.repair_io import RepairOutcome, examine, run_repair
 from scheduler.ops.status import node_problems, read_status
 from scheduler.outage import wait_until_reachable
 from scheduler.rqkeys import RqIdentity
-from workers import Worker
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -40,7 +43,7 @@ def setup_logging(level: str, log_format: str = "text") -> None:
     logging.basicConfig(level=level.upper(), handlers=[handler])
 
 
-_LEVELS = click.Choice(["debug", "info", "warning", "error"], case_sensitive=False)
+LEVELS = click.Choice(["debug", "info", "warning", "error"], case_sensitive=False)
 
 
 def _shared_env(command: str, option: str) -> list[str]:
@@ -70,7 +73,7 @@ def log_format_option(command: str) -> Callable[[F], F]:
     type=click.IntRange(1, 100_000),
     help="Schedules per dispatch transaction.",
 )
-@click.option("--log-level", default="info", type=_LEVELS, help="Logging threshold.")
+@click.option("--log-level", default="info", type=LEVELS, help="Logging threshold.")
 @log_format_option("RUN")
 @click.option(
     "--metrics-port",
@@ -87,6 +90,17 @@ def log_format_option(command: str) -> Callable[[F], F]:
     show_envvar=True,
     help="Address the metrics endpoint listens on.",
 )
+@click.option(
+    "--webhook-url",
+    default=None,
+    help="POST every schedule's alerts (gave up, broken, paused, recovered) here, as signed JSON.",
+)
+@click.option(
+    "--webhook-secret-env",
+    default=None,
+    metavar="NAME",
+    help="The environment variable holding the secret that signs the alerts (never the secret itself).",
+)
 @allow_option
 @pass_context
 def run(
@@ -98,6 +112,8 @@ def run(
     log_format: str,
     metrics_port: int | None,
     metrics_host: str,
+    webhook_url: str | None,
+    webhook_secret_env: str | None,
     allow: str | None,
 ) -> None:
     """Run a scheduler replica. Start several: one leads, the others stand by.
@@ -107,6 +123,7 @@ def run(
       rqbeat --redis-url redis://redis:6379/0 run --lease 5s
       rqbeat run --metrics-port 9464 --log-format json
       rqbeat run --allow myapp.jobs,reports   # other targets are marked broken
+      rqbeat run --webhook-url https://hooks.example/rqbeat --webhook-secret-env RQBEAT_SECRET
     """
     try:
         lease_ms = parse_duration_ms("lease", lease)
@@ -115,6 +132,7 @@ def run(
     if lease_ms < 1000:
         raise ConfigError("--lease", lease, "must be at least 1s")
     allowed = parse_allow(allow)
+    alerts = alert_config(webhook_url, webhook_secret_env)
     setup_logging(log_level, log_format.lower())
     config = ServiceConfig(
         redis=ctx.redis,
@@ -125,6 +143,7 @@ def run(
         metrics_port=metrics_port,
         metrics_host=metrics_host,
         allow=allowed,
+        alerts=alerts,
     )
     service = Service(config)
     logging.getLogger(__name__).info(
@@ -139,58 +158,20 @@ def run(
     service.run()
 
 
-@click.command()
-@click.argument("queues", nargs=-1)
-@click.option("--burst", is_flag=True, help="Exit when the queues are empty.")
-@click.option("--name", default=None, help="Worker name (default: RQ's).")
-@click.option(
-    "--job-monitoring-interval",
-    default=5,
-    type=click.IntRange(1, 3600),
-    help="Seconds between heartbeats.",
-)
-@click.option(
-    "--heartbeat-grace",
-    default=10,
-    type=click.IntRange(1, 3600),
-    help="Seconds of silence past the interval before a run counts as abandoned.",
-)
-@click.option("--log-level", default="info", type=_LEVELS, help="Logging threshold.")
-@log_format_option("WORKER")
-@pass_context
-def worker(
-    ctx: Context,
-    queues: tuple[str, ...],
-    burst: bool,
-    name: str | None,
-    job_monitoring_interval: int,
-    heartbeat_grace: int,
-    log_level: str,
-    log_format: str,
-) -> None:
-    """Run an RQ worker that acknowledges rqbeat runs atomically (JSON serializer).
-
-    Listens on QUEUES (default: "default"). Equivalent to
-    `rq worker -w workers.Worker -S rq.serializers.JSONSerializer QUEUES`.
-
-    \b
-    Example:
-      rqbeat --redis-url redis://redis:6379/0 worker default reports --log-format json
-    """
-    setup_logging(log_level, log_format.lower())
-    # RQ's worker exits when Redis is down as it starts: wait for it first (tenacity
-    # retrying PING, which writes nothing, so retrying is safe; recovery once running is
-    # RQ's and workers.Worker's).
-    wait_until_reachable(ctx.conn, where=ctx.redis.describe())
-    w = Worker(
-        list(queues or ["default"]),
-        connection=ctx.conn,
-        name=name,
-        job_monitoring_interval=job_monitoring_interval,
-    )
-    w.heartbeat_grace_s = heartbeat_grace
-    w.rqbeat_namespace = ctx.namespace
-    w.work(burst=burst, logging_level=log_level.upper(), with_scheduler=False)
+def alert_config(url: str | None, secret_env: str | None) -> AlertConfig:
+    """The namespace's webhook from the flags; the secret is read from the variable
+    named, so it never shows in a process list or a shell history."""
+    if url is not None and not WEBHOOK_PATTERN.fullmatch(url):
+        raise ConfigError("--webhook-url", url, "must be an http:// or https:// URL")
+    secret = None
+    if secret_env is not None:
+        value = os.environ.get(secret_env)
+        if not value:
+            raise ConfigError("--webhook-secret-env", secret_env, "names no set environment variable")
+        secret = value.encode()
+    elif url is not None:
+        logging.getLogger(__name__).warning("--webhook-url without --webhook-secret-env: alerts are unsigned")
+    return AlertConfig(url=url, secret=secret)
 
 
 @click.command()
@@ -403,4 +384,4 @@ def _echo_findings(found: list[Finding], outcome: RepairOutcome | None) -> None:
         click.echo(f"{len(found)} problem(s) in the stored state (dry run; fix with: rqbeat check --repair)")
 
 
-COMMANDS = [run, worker, status, check]
+COMMANDS = [run, status, check]

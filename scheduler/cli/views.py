@@ -136,8 +136,9 @@ def _last_cell(record: ScheduleRecord, now_ms: int) -> Cell:
 @json_option
 @pass_context
 def history(ctx: Context, schedule_id: str, count: int, as_json: bool) -> None:
-    """Show the history of ID: each dispatch with its attempt, job id, outcome and
-    duration (dispatch to acknowledgement); failures, give-ups, missed fires, pauses.
+    """Show the history of ID: each dispatch with its attempt, job id, outcome, lateness
+    (fire to start on a worker) and duration (start to end; dispatch to acknowledgement
+    when a plain rq worker ran it); failures, give-ups, missed fires, pauses, alerts.
 
     Times are on the schedule's own wall clock.
 
@@ -153,7 +154,7 @@ def history(ctx: Context, schedule_id: str, count: int, as_json: bool) -> None:
     if as_json:
         echo_json([_history_json(line) for line in lines])
         return
-    headers = [f"AT ({tz})", "EVENT", "FIRE", "ATTEMPT", "JOB", "DURATION", "OUTCOME"]
+    headers = [f"AT ({tz})", "EVENT", "FIRE", "ATTEMPT", "JOB", "LATE", "DURATION", "OUTCOME"]
     table(headers, [_history_row(line, tz) for line in lines])
 
 
@@ -165,9 +166,11 @@ def _history_row(line: Line, tz: str) -> list[Cell | str]:
         wall(line.fire_ms, tz) if line.fire_ms is not None else "",
         str(line.attempt) if line.attempt is not None else "",
         line.job_id or "",
-        duration(line.duration_ms) if line.duration_ms is not None else "",
+        duration(max(0, line.lateness_ms)) if line.lateness_ms is not None else "",
+        duration(max(0, line.duration_ms)) if line.duration_ms is not None else "",
         toned(
-            first_line(line.outcome, 100), "bad" if entry.event in ("failed", "gave_up", "broken") else None
+            first_line(line.outcome, 100),
+            "bad" if entry.event in ("failed", "gave_up", "broken", "alert_failed") else None,
         ),
     ]
 
@@ -182,6 +185,7 @@ def _history_json(line: Line) -> dict[str, Any]:
         **{k: number(entry.fields[k]) for k in _NUMBERS if k in entry.fields},
         "attempt": line.attempt,
         "duration_ms": line.duration_ms,
+        "lateness_ms": line.lateness_ms,
         "run_outcome": line.run_outcome,
     }
 

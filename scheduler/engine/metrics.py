@@ -29,7 +29,8 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from scheduler.clock import time_reply_ms
-from scheduler.engine.clusterstats import ACK_BUCKETS_S, ClusterStats
+from scheduler.engine.clusterstats import ACK_BUCKETS_S, LATENESS_BUCKETS_S, ClusterStats
+from scheduler.engine.schedulemetrics import ScheduleCollector
 from scheduler.errors import ConfigError
 from scheduler.health import FindingKind, Health, read_health
 from scheduler.keys import Keys
@@ -200,6 +201,14 @@ def _ack_families(stats: ClusterStats) -> Iterator[Metric]:
         stats.ack_sum_s,
         cumulative=True,
     )
+    yield histogram_family(
+        "rqbeat_lateness_seconds",
+        "Cluster-wide: from a run's fire to its start on a workers.Worker (Redis time), per ack.",
+        LATENESS_BUCKETS_S,
+        stats.late_buckets,
+        stats.late_sum_s,
+        cumulative=True,
+    )
     yield CounterMetricFamily(
         "rqbeat_ack_missed_fires",
         "Cluster-wide: fires dropped by the misfire policy when an ack re-armed a schedule.",
@@ -236,6 +245,15 @@ class Metrics:
         )
         for where in ("loop", "events", "scrape"):  # every series exists from the start, at 0
             self.redis_errors.labels(where)
+        self.alerts = Counter(
+            "rqbeat_alerts_total", "Alert deliveries by this replica.", ["kind", "result"], registry=r
+        )
+        self.alerts_dropped = Counter(
+            "rqbeat_alerts_dropped_total",
+            "Alerts this replica did not send, by reason.",
+            ["reason"],
+            registry=r,
+        )
         self.redis_oom = counter(
             "rqbeat_redis_oom_total",
             "Writes of this replica that Redis refused for lack of memory (OOM); the loop backs off.",
@@ -258,6 +276,7 @@ class Metrics:
         ProcessCollector(registry=r)
         if conn is not None:
             r.register(ClusterCollector(conn, keys, self.redis_errors))
+            r.register(ScheduleCollector(conn, keys, self.redis_errors))
 
     def set_leader(self, leader: bool) -> None:
         """Record this replica's role; a change of role counts as a leader change."""
@@ -289,6 +308,12 @@ class Metrics:
             self.retried.inc()
         elif then is FailOutcome.GAVE_UP:
             self.given_up.inc()
+
+    def alert_delivered(self, kind: str, sent: bool) -> None:
+        self.alerts.labels(kind, "sent" if sent else "failed").inc()
+
+    def alert_dropped(self, reason: str) -> None:
+        self.alerts_dropped.labels(reason).inc()
 
     def serve(self, port: int, host: str = "0.0.0.0") -> MetricsServer:
         """Serve ``/metrics`` on ``host:port`` from a daemon thread."""

@@ -9,6 +9,7 @@ arrives second is a no-op.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,10 +50,18 @@ class InFlight:
     #: When the schedule was last resumed while a run was in flight ('' = never), as
     #: stored: fires up to then passed while it was paused and never run.
     resumed_at: str = ""
+    started_ms: int | None = None  # Redis time of the START mark (a worker's, or the watchdog's look)
+    worker: str = ""
+    ended_ms: int | None = None  # Redis time; set by a workers.Worker's failure (NUDGE)
 
     @property
     def resumed_ms(self) -> int | None:
         return parse_iso_ms(self.resumed_at) if self.resumed_at else None
+
+    @property
+    def lateness_ms(self) -> int | None:
+        """From the nominal fire to the job's start: queueing, worker shortage, retries."""
+        return None if self.started_ms is None else self.started_ms - self.fire_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +115,37 @@ def decode_in_flight(schedule_id: str, row: list[Any]) -> InFlight | None:
         epoch_n,
         started=started,
         resumed_at=resumed,
+        started_ms=_time_ms(fields["started_at"], parse_iso_ms),
+        worker=text(fields["worker"]) or "",
+        ended_ms=_time_ms(fields["ended_ms"], int),
     )
+
+
+def _time_ms(value: Any, parse: Callable[[str], int]) -> int | None:
+    """A run time a worker wrote; None when absent or damaged (times are advice: a
+    damaged one must not stop the run's ack)."""
+    try:
+        return parse(str(text(value))) if value else None
+    except ValueError:
+        return None
+
+
+def run_times(run: InFlight, ended_ms: int | None) -> list[Any]:
+    """The ACK/RETRY arguments :data:`scheduler.scripts.RUN_TIMES_HEADER` names:
+    ``''`` for what is not known (a plain rq worker reports no end)."""
+    lateness = run.lateness_ms
+    return [
+        "" if run.started_ms is None else iso(run.started_ms),
+        "" if ended_ms is None else iso(ended_ms),
+        run.worker,
+        "" if lateness is None else lateness,
+        Flag.of(run.schedule.metrics),
+    ]
+
+
+def _alert_keys(keys: Keys) -> list[str]:
+    """The keys ACK and RETRY keep the alerts and the per-schedule series in."""
+    return [keys.alerts, keys.failing, keys.metered]
 
 
 def prepare_ack(
@@ -127,7 +166,10 @@ def prepare_ack(
     A schedule resumed while this run was in flight fires again only after the resume:
     the fires before it passed while it was paused (the resume recorded them as
     skipped). The script re-checks ``resumed_at``, so a resume racing this ack makes it
-    re-arm from the time of the ack instead."""
+    re-arm from the time of the ack instead.
+
+    The run's end in its history is ``now_ms`` for a worker's ack (Redis time, taken
+    as the job ended); for the watchdog's it is what the worker recorded, if anything."""
     schedule = run.schedule
     resumed_ms = run.resumed_ms
     after = run.fire_ms if resumed_ms is None else max(run.fire_ms, resumed_ms)
@@ -143,6 +185,7 @@ def prepare_ack(
         stats = clusterstats.ack_increments(by=by, latency_ms=latency_ms, dropped=resolution.dropped)
     else:
         stats = clusterstats.missed_increments(resolution.dropped)
+    stats += clusterstats.lateness_increments(run.lateness_ms)
     return Ack(
         keys=[
             keys.schedule(sid),
@@ -153,6 +196,7 @@ def prepare_ack(
             keys.stats,
             keys.queued,
             keys.stale,
+            *_alert_keys(keys),
         ],
         args=[
             sid,
@@ -168,6 +212,7 @@ def prepare_ack(
             error[:MAX_ERROR_CHARS],
             run.resumed_at,
             (now_ms + stale_ms) / 1000,
+            *run_times(run, now_ms if by == "worker" else run.ended_ms),
             *stats,
         ],
     )
@@ -187,7 +232,10 @@ def fail(
     sid = run.schedule_id
     result = scripts.run(
         script_set.retry,
-        [keys.schedule(sid), keys.due, keys.running, keys.history(sid), keys.events, keys.queued, keys.stale],
+        [
+            *(keys.schedule(sid), keys.due, keys.running, keys.history(sid), keys.events),
+            *(keys.queued, keys.stale, *_alert_keys(keys)),
+        ],
         [
             sid,
             run.job_id,
@@ -197,6 +245,7 @@ def fail(
             error[:MAX_ERROR_CHARS],
             HISTORY_MAXLEN,
             Flag.of(schedule.pause_on_failure),
+            *run_times(run, run.ended_ms),
         ],
         client=conn,
     )

@@ -36,8 +36,10 @@ from scheduler import rqkeys
 from scheduler.allow import AllowList
 from scheduler.clock import Clock, SystemClock, iso, redis_now_ms, time_reply_ms
 from scheduler.connection import DEFAULT_REDIS_URL
+from scheduler.engine.alerts import AlertConfig, Alerter
 from scheduler.engine.counters import CounterWatch
 from scheduler.engine.dispatch import DEFAULT_BATCH, Dispatcher, Prepared
+from scheduler.engine.healthalerts import HealthAlerts
 from scheduler.engine.lease import Lease
 from scheduler.engine.metrics import Metrics, MetricsServer
 from scheduler.engine.watchdog import Watchdog
@@ -78,6 +80,8 @@ class ServiceConfig:
     #: Serve Prometheus metrics on this port (None: off).
     metrics_port: int | None = None
     metrics_host: str = "0.0.0.0"
+    #: The namespace's webhook; schedules may name their own (Schedule.webhook).
+    alerts: AlertConfig = field(default_factory=AlertConfig)
 
     def redis_settings(self) -> RedisSettings:
         return self.redis or RedisSettings(url=self.redis_url)
@@ -114,6 +118,10 @@ class Service:
         self.dispatcher = Dispatcher(self.conn, self.keys, batch_size=config.batch_size, allow=config.allow)
         self.metrics = Metrics(self.keys, self.conn)
         self.watchdog = Watchdog(self.conn, self.keys, batch_size=config.batch_size, metrics=self.metrics)
+        self.alerter = Alerter(
+            self.conn, self.keys, config.alerts, is_leader=lambda: self.is_leader, metrics=self.metrics
+        )
+        self.alerter.health = HealthAlerts(self.conn, self.keys, self.alerter.submit, self.clock)
         self._metrics_server: MetricsServer | None = None
         self._stop = threading.Event()
         self._pubsub: PubSub | None = None
@@ -172,6 +180,7 @@ class Service:
         )
         with contextlib.suppress(*_ERRORS):  # advice only; an unreachable Redis is retried below
             check_eviction(self.conn)
+        self.alerter.start()
         try:
             while not self._stop.is_set():
                 self._wait(self._recovering())
@@ -424,6 +433,7 @@ class Service:
             log.warning("could not release the lease cleanly node=%s error=%s", self.node, exc)
         self.metrics.set_leader(False)
         self._drop_pubsub()
+        self.alerter.stop()
         if self._metrics_server is not None:
             self._metrics_server.stop()
             self._metrics_server = None

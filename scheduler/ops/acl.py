@@ -86,6 +86,9 @@ def acl_rules(role: str, namespace: str = DEFAULT_NAMESPACE) -> tuple[str, ...]:
             f"~{ns}:history:*",
             f"~{ns}:events",
             f"~{ns}:stats",  # the ack counts itself for the metrics (scheduler.engine.clusterstats)
+            f"~{ns}:alerts",  # an ack after a give-up or a break queues the recovery's alert
+            f"~{ns}:failing",  # ... and keeps the per-schedule series (scheduler.engine.schedulemetrics)
+            f"~{ns}:metered",
             f"~{ns}:rq-workers",  # which RQ it runs, for `rqbeat status` (workers.presence)
             f"~{ns}:clock:*",  # its clock against Redis time, for `status`/`check` (workers.clockoffset)
             f"~{ns}:queued",  # START and the ack keep the stall indexes (scheduler.health)

@@ -48,7 +48,7 @@ def test_add_refuses_a_target_outside_the_list(redis_url: str, conn: Redis) -> N
     # myapp does not import here: allowed by its name alone, and the CLI says so
     assert result.stderr == (
         "warning: x: target myapp.jobs.run allowed by name only, it does not import here "
-        "(no module of myapp.jobs.run imports here); replicas that import it check it in full\n"
+        "(cannot import myapp.jobs: No module named 'myapp'); replicas that import it check it in full\n"
     )
 
 

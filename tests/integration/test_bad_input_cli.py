@@ -137,7 +137,7 @@ def test_add_with_random_options(redis_url: str, conn: Redis, argv: list[str]) -
     stored = conn.hget(f"rqbeat:schedule:{argv[0]}", "definition")
     assert decode_definition(argv[0], text(stored)).id == argv[0]
     if "--json" in argv:
-        assert json.loads(result.output)["id"] == argv[0]
+        assert json.loads(result.stdout)["id"] == argv[0]
 
 
 @PROFILE

@@ -259,11 +259,15 @@ def test_ls_status_history_with_real_processes(
     assert history[3]["OUTCOME"] == "gave_up"
     for row in history[1:]:
         assert re.fullmatch(r"\d+ms|\d+\.\ds|\d+m\d*s?", row["DURATION"]), row
+        assert re.fullmatch(r"\d+ms|\d+\.\ds|\d+m\d*s?", row["LATE"]), row  # rqbeat worker: start known
     assert history[1]["FIRE"] == history[3]["FIRE"]  # a retry runs the same fire
     entries = json.loads(ok(invoke(redis_url, "history", "bad", "--json")))
     runs = [e for e in entries if e["event"] == "dispatched"]
     assert [e["run_outcome"] for e in runs] == ["failed", "gave_up"]
-    assert all(isinstance(e["duration_ms"], int) and e["duration_ms"] > 0 for e in runs)
+    assert all(isinstance(e["duration_ms"], int) and e["duration_ms"] >= 0 for e in runs)
+    assert all(isinstance(e["lateness_ms"], int) and e["lateness_ms"] >= 0 for e in runs)
+    # the retry started after its back-off: later than the first attempt
+    assert runs[1]["lateness_ms"] > runs[0]["lateness_ms"]
     assert [e["attempt"] for e in runs] == [1, 2]
 
     # status: leader, lease, replicas with heartbeat age, counts split, RQ's queue

@@ -7,9 +7,10 @@ moves the call out of the transaction (or renames it), the first test here fails
 loudly, before any ack silently stops being atomic. CI runs this file under the
 lowest and the highest RQ that pyproject allows (2.12 and 3.x).
 
-The functional tests run a real (forking) ``workers.Worker`` in burst mode, in this
-process, on a job dispatched by :class:`scheduler.engine.dispatch.Dispatcher` under a lease
-token set by hand.
+The functional tests run a real worker of each mode ``rqbeat worker --mode`` offers
+(RQ's forking Worker, its non-forking SimpleWorker, its WorkerPool of forking workers)
+in burst mode, from this process, on a job dispatched by
+:class:`scheduler.engine.dispatch.Dispatcher` under a lease token set by hand.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ from scheduler.keys import Keys
 from scheduler.model import Schedule
 from scheduler.records import text
 from scheduler.store import Client
-from workers import Worker, rqcompat
+from workers import Worker, modes, rqcompat
+from workers.worker import AckingWorker
 
 pytestmark = pytest.mark.integration
 
@@ -129,12 +131,23 @@ def dispatch_one(conn: Redis, **changes: Any) -> Decision:
     return result.runs[0]
 
 
-def work(conn: Redis) -> None:
-    """Run a forking ``workers.Worker`` in burst mode; restore the signal handlers RQ
-    installs in this (pytest's) process."""
+@pytest.fixture(params=list(modes.Mode), ids=lambda m: f"mode={m}")
+def mode(request: pytest.FixtureRequest) -> modes.Mode:
+    """Each test that takes it runs once per ``rqbeat worker --mode``."""
+    chosen: modes.Mode = request.param
+    return chosen
+
+
+def work(conn: Redis, mode: modes.Mode = modes.Mode.FORK) -> None:
+    """Run a worker of ``mode`` in burst mode (a pool of one process); restore the
+    signal handlers RQ installs in this (pytest's) process."""
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    settings = modes.WorkerSettings(namespace=K.namespace)
     try:
-        Worker([QUEUE], connection=conn).work(burst=True, with_scheduler=False)
+        if mode is modes.Mode.POOL:
+            modes.run_pool([QUEUE], conn, settings, processes=1, burst=True)
+        else:
+            modes.work(modes.build(mode, [QUEUE], conn, settings), settings, burst=True)
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
@@ -158,23 +171,24 @@ def wrap_success_transaction(
 ) -> None:
     """Run ``after(job, pipeline, call_number)`` right after workers.Worker has added its
     ack to RQ's success transaction (RQ's failure transaction, which also calls
-    ``cleanup_execution``, is left alone). The patch is inherited by the forked horse."""
-    original = workers.worker.Worker.cleanup_execution
+    ``cleanup_execution``, is left alone). The patch is inherited by the forked horse
+    and by every mode's class."""
+    original = workers.worker.AckingWorker.cleanup_execution
     calls = [0]
 
-    def cleanup_execution(self: Worker, job: Job, pipeline: Pipeline, **rq_args: Any) -> None:
+    def cleanup_execution(self: AckingWorker, job: Job, pipeline: Pipeline, **rq_args: Any) -> None:
         original(self, job, pipeline, **rq_args)
         if self._rqbeat_ack is not None:
             calls[0] += 1
             after(job, pipeline, calls[0])
 
-    monkeypatch.setattr(workers.worker.Worker, "cleanup_execution", cleanup_execution)
+    monkeypatch.setattr(workers.worker.AckingWorker, "cleanup_execution", cleanup_execution)
 
 
-def test_success_rearms_in_rqs_own_transaction(conn: Redis) -> None:
+def test_success_rearms_in_rqs_own_transaction(conn: Redis, mode: modes.Mode) -> None:
     d = dispatch_one(conn)
     assert conn.zscore(K.running, SID) is not None
-    work(conn)
+    work(conn, mode)
 
     assert rq_status(conn, d.job_id) == "finished"
     assert runs_per_key(conn) == {f"{SID}:{d.fire_ms}": 1}
@@ -199,7 +213,7 @@ def test_success_rearms_in_rqs_own_transaction(conn: Redis) -> None:
 
 
 def test_a_failed_exec_writes_neither_rqs_success_nor_the_rearm(
-    conn: Redis, monkeypatch: pytest.MonkeyPatch
+    conn: Redis, monkeypatch: pytest.MonkeyPatch, mode: modes.Mode
 ) -> None:
     """Force RQ's success transaction to abort (a command refused at queue time makes
     EXEC fail with EXECABORT, discarding every queued command): RQ must not record the
@@ -212,7 +226,7 @@ def test_a_failed_exec_writes_neither_rqs_success_nor_the_rearm(
 
     wrap_success_transaction(monkeypatch, abort)
     d = dispatch_one(conn)
-    work(conn)
+    work(conn, mode)
 
     # the job ran (at least once) but neither half of the success transaction landed
     assert runs_per_key(conn) == {f"{SID}:{d.fire_ms}": 1}
@@ -237,7 +251,7 @@ def test_a_failed_exec_writes_neither_rqs_success_nor_the_rearm(
 
 
 def test_a_watch_retry_in_rq_still_acks_once(
-    conn: Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch
+    conn: Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch, mode: modes.Mode
 ) -> None:
     """RQ re-runs its success transaction on WatchError; the ack must be added to the
     re-run (and is a compare-and-set, so it lands once)."""
@@ -252,7 +266,7 @@ def test_a_watch_retry_in_rq_still_acks_once(
 
     wrap_success_transaction(monkeypatch, touch_watched_key)
     d = dispatch_one(conn)
-    work(conn)
+    work(conn, mode)
 
     assert conn.get("test:success-transactions") == b"2"  # the EXEC did fail once
     assert rq_status(conn, d.job_id) == "finished"
@@ -261,23 +275,25 @@ def test_a_watch_retry_in_rq_still_acks_once(
     assert conn.zscore(K.running, SID) is None
 
 
-def test_a_stale_job_is_not_acked(conn: Redis) -> None:
+def test_a_stale_job_is_not_acked(conn: Redis, mode: modes.Mode) -> None:
     """A job whose run is no longer the schedule's in-flight run (removed, or
     re-dispatched) finishes in RQ without touching the schedule."""
     d = dispatch_one(conn)
     Client(conn).remove(SID)
-    work(conn)
+    work(conn, mode)
     assert rq_status(conn, d.job_id) == "finished"
     assert not conn.exists(K.schedule(SID), K.history(SID))
     assert conn.zscore(K.due, SID) is None
     assert conn.zscore(K.running, SID) is None
 
 
-def test_a_job_with_a_damaged_rqbeat_meta_finishes_and_is_left_to_the_watchdog(conn: Redis) -> None:
+def test_a_job_with_a_damaged_rqbeat_meta_finishes_and_is_left_to_the_watchdog(
+    conn: Redis, mode: modes.Mode
+) -> None:
     """A ``meta["rqbeat"]`` that lacks fields (written by hand, or by another tool)
     must not break RQ's success path: the job finishes, nothing is acked."""
     queue = Queue(QUEUE, connection=conn, serializer=JSONSerializer)
     job = queue.enqueue("time.sleep", 0, meta={META_KEY: {"fire_at": "soon"}})
-    work(conn)
+    work(conn, mode)
     assert rq_status(conn, job.id) == "finished"
     assert not conn.exists(K.schedule(SID))

@@ -82,7 +82,7 @@ def test_private_code_is_allowed_when_the_list_names_it() -> None:
 def test_a_target_that_does_not_import_here_passes_by_name_only() -> None:
     verdict = allow("myapp").judge("myapp.jobs.report")
     assert (verdict.allowed, verdict.resolved) == (True, False)
-    assert verdict.reason == "no module of myapp.jobs.report imports here"
+    assert verdict.reason == "cannot import myapp.jobs: No module named 'myapp'"
     missing = allow().judge(f"{PKG}.mod.not_yet_deployed")
     assert (missing.allowed, missing.resolved) == (True, False)
     assert not allow("myapp").judge("myapp.__builtins__.eval").allowed
@@ -197,5 +197,5 @@ def test_dispatch_runs_a_target_allowed_by_name_and_warns_once(caplog: pytest.Lo
             assert decide("s", row("myapp.jobs.report"), NOW_MS, NOW_MS, allowed).kind == "run"
     assert [r.getMessage() for r in caplog.records] == [
         "schedule=s target=myapp.jobs.report allowed by name only, it does not import on this replica: "
-        "no module of myapp.jobs.report imports here"
+        "cannot import myapp.jobs: No module named 'myapp'"
     ]

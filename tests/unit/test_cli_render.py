@@ -129,6 +129,39 @@ def test_explain_joins_each_dispatch_to_its_outcome() -> None:
     assert lines[1].fire_ms == 1_798_761_600_000
 
 
+def test_a_started_run_shows_its_lateness_and_its_duration_from_start_to_end() -> None:
+    fire = "2027-01-01T00:00:00.000Z"  # 1_798_761_600_000
+    entries = [
+        entry(1_798_761_600_100, "dispatched", fire_at=fire, job_id="s-1-1", attempt="1"),
+        entry(
+            1_798_761_603_000,
+            "succeeded",
+            fire_at=fire,
+            job_id="s-1-1",
+            started_at="2027-01-01T00:00:01.500Z",
+            ended_at="2027-01-01T00:00:02.750Z",
+            worker="w1",
+        ),
+        # a plain rq worker's run: no start, so no lateness, and dispatch to ack
+        entry(1_798_761_660_100, "dispatched", fire_at=fire, job_id="s-2-1", attempt="1"),
+        entry(1_798_761_661_000, "succeeded", fire_at=fire, job_id="s-2-1"),
+    ]
+    lines = explain(entries, None, str)
+    assert [line.lateness_ms for line in lines] == [1_500, 1_500, None, None]
+    assert [line.duration_ms for line in lines] == [1_250, 1_250, 900, 900]
+    assert [line.worker for line in lines] == ["w1", "w1", None, None]
+
+
+def test_an_alert_delivery_reads_as_what_went_where() -> None:
+    sent = entry(1, "alert_sent", kind="gave_up", recovered="0", url="http://h:1", attempts="2", status="200")
+    failed = entry(
+        2, "alert_failed", kind="broken", recovered="1", url="http://h:1", attempts="5", error="HTTP 500"
+    )
+    lines = explain([sent, failed], None, str)
+    assert lines[0].outcome == "gave_up -> http://h:1: HTTP 200 (2 attempts)"
+    assert lines[1].outcome == "broken recovered -> http://h:1: HTTP 500 (5 attempts)"
+
+
 def test_attempt_of_a_job_id() -> None:
     assert attempt_of("nightly-report-1798761600000-3") == 3
     assert attempt_of("weird") is None

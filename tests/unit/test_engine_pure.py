@@ -268,10 +268,12 @@ def ack_args(schedule: Schedule, now_ms: int, **kwargs: Any) -> dict[str, Any]:
     ack = prepare_ack(K, in_flight(schedule), now_ms, **kwargs)
     assert ack.keys == [
         K.schedule(SID), K.due, K.running, K.history(SID), K.events, K.stats, K.queued, K.stale,
+        K.alerts, K.failing, K.metered,
     ]  # fmt: skip
     names = [
         "id", "job_id", "version", "next_fire", "score", "now", "now_score",
         "outcome", "dropped", "maxlen", "error", "resumed_at", "stale_by",
+        "started_at", "ended_at", "worker", "lateness_ms", "metered",
     ]  # fmt: skip
     # after the named arguments: (field, increment) pairs for the stats hash
     assert len(ack.args) >= len(names) and (len(ack.args) - len(names)) % 2 == 0
@@ -279,7 +281,7 @@ def ack_args(schedule: Schedule, now_ms: int, **kwargs: Any) -> dict[str, Any]:
 
 
 def stats_increments(schedule: Schedule, now_ms: int, **kwargs: Any) -> dict[str, int]:
-    args = prepare_ack(K, in_flight(schedule), now_ms, **kwargs).args[13:]
+    args = prepare_ack(K, in_flight(schedule), now_ms, **kwargs).args[18:]
     return dict(zip(args[::2], args[1::2], strict=True))
 
 
@@ -315,7 +317,23 @@ def test_ack_on_time_arms_the_next_fire() -> None:
         "error": "",
         "resumed_at": "",
         "stale_by": (T_MS + 200 + MIN_STALE_AFTER_MS) / 1000,  # every second: the 5 min floor
+        # a plain rq worker's run: no start known; a worker's ack ends it at its own time
+        "started_at": "",
+        "ended_at": iso(T_MS + 200),
+        "worker": "",
+        "lateness_ms": "",
+        "metered": "0",
     }
+
+
+def test_a_started_run_carries_its_times_its_lateness_and_counts_it() -> None:
+    run = dataclasses.replace(in_flight(every_second()), started_ms=T_MS + 40, worker="w1")
+    ack = prepare_ack(K, run, T_MS + 200)
+    assert ack.args[13:18] == [iso(T_MS + 40), iso(T_MS + 200), "w1", 40, "0"]
+    stats = dict(zip(ack.args[18::2], ack.args[19::2], strict=True))
+    assert stats["late_le:0.05"] == 1 and stats["late_sum_us"] == 40_000
+    by_watchdog = prepare_ack(K, dataclasses.replace(run, ended_ms=T_MS + 150), T_MS + 900, by="watchdog")
+    assert by_watchdog.args[14] == iso(T_MS + 150)  # the end the worker recorded, not the look
 
 
 @pytest.mark.parametrize(

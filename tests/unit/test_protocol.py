@@ -21,12 +21,14 @@ from scheduler.jobmeta import META_KEY, FireMeta
 from scheduler.ops import repair_io
 from scheduler.protocol import (
     DUE_FIELDS,
+    ENDED_FIELD,
     RUN_FIELDS,
     STARTED_FIELDS,
     STATES,
     UPSERT_READ_FIELDS,
     AckReply,
     AcquireReply,
+    AlertRecordReply,
     DispatchReply,
     LeaseReply,
     MarkBrokenReply,
@@ -96,6 +98,7 @@ _STR_RETURN = re.compile(r"\breturn '([a-z_]+)'")
         (scripts.ACK, AckReply),
         (scripts.RETRY, RetryReply),
         (scripts.NUDGE, NudgeReply),
+        (scripts.ALERT_RECORD, AlertRecordReply),
         (scripts.START, StartReply),
         (scripts.MARK_BROKEN, MarkBrokenReply),
         (scripts.DISPATCH, DispatchReply),
@@ -217,7 +220,8 @@ def test_a_damaged_layout_is_one_named_error(field: str, value: Any) -> None:
 
 def test_the_run_fields_dispatch_sets_are_the_ones_every_ending_clears() -> None:
     dispatch_set = set(re.findall(r"'(\w+)', (?:job|queue|epoch|now)\b", scripts.DISPATCH))
-    assert set(RUN_FIELDS) - set(STARTED_FIELDS) <= dispatch_set
+    assert set(RUN_FIELDS) - {*STARTED_FIELDS, ENDED_FIELD} <= dispatch_set
+    assert f"'{ENDED_FIELD}'" in scripts.NUDGE
     assert set(STARTED_FIELDS) <= set(re.findall(r"'(\w+)', (?:started|worker)\b", scripts.START))
     for body in (scripts.ACK, scripts.RETRY, scripts.MARK_BROKEN, repair_io.PLACE):
         assert lua_list("RUN_FIELDS", RUN_FIELDS) in body
