@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import click
@@ -101,6 +102,16 @@ def log_format_option(command: str) -> Callable[[F], F]:
     metavar="NAME",
     help="The environment variable holding the secret that signs the alerts (never the secret itself).",
 )
+@click.option(
+    "--alert-interval",
+    default="5s",
+    help="How often the leader takes alert events (gave up, broken, ...) to send them.",
+)
+@click.option(
+    "--health-alert-interval",
+    default="30s",
+    help="How often the leader looks at the health findings (stale, queued too long, ...) to alert.",
+)
 @allow_option
 @pass_context
 def run(
@@ -114,6 +125,8 @@ def run(
     metrics_host: str,
     webhook_url: str | None,
     webhook_secret_env: str | None,
+    alert_interval: str,
+    health_alert_interval: str,
     allow: str | None,
 ) -> None:
     """Run a scheduler replica. Start several: one leads, the others stand by.
@@ -132,7 +145,11 @@ def run(
     if lease_ms < 1000:
         raise ConfigError("--lease", lease, "must be at least 1s")
     allowed = parse_allow(allow)
-    alerts = alert_config(webhook_url, webhook_secret_env)
+    alerts = replace(
+        alert_config(webhook_url, webhook_secret_env),
+        poll_s=_interval_s("--alert-interval", alert_interval),
+        health_every_s=_interval_s("--health-alert-interval", health_alert_interval),
+    )
     setup_logging(log_level, log_format.lower())
     config = ServiceConfig(
         redis=ctx.redis,
@@ -156,6 +173,16 @@ def run(
     signal.signal(signal.SIGTERM, service.on_signal)
     signal.signal(signal.SIGINT, service.on_signal)
     service.run()
+
+
+def _interval_s(option: str, text: str) -> float:
+    try:
+        ms = parse_duration_ms(option.lstrip("-"), text)
+    except InvalidSchedule as exc:
+        raise ConfigError(option, text, exc.reason) from None
+    if ms < 100:
+        raise ConfigError(option, text, "must be at least 100ms")
+    return ms / 1000
 
 
 def alert_config(url: str | None, secret_env: str | None) -> AlertConfig:

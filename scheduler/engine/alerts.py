@@ -48,8 +48,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: How often an idle alerter looks at ``<ns>:alerts`` (only while its replica leads).
-POLL_S = 1.0
+#: How often an idle alerter looks at ``<ns>:alerts`` (only while its replica leads):
+#: one LPOP per look, 12 commands a minute at the default.
+POLL_S = 5.0
 #: Events taken from ``<ns>:alerts`` per look.
 DRAIN_BATCH = 100
 
@@ -153,6 +154,8 @@ class AlertConfig:
     rate_window_s: float = 60.0  # one event per schedule, kind and state per window
     queue_size: int = 1_000
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    poll_s: float = POLL_S  # how often the leader takes the scripts' events (--alert-interval)
+    health_every_s: float = 30.0  # how often it looks at the health findings (--health-alert-interval)
 
 
 class Alerter:
@@ -222,7 +225,7 @@ class Alerter:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self._retrying(self.step, POLL_S)
+            self._retrying(self.step, self.config.poll_s)
 
     def step(self, wait_s: float) -> None:
         """Deliver the next queued event; when none comes within ``wait_s``, take the

@@ -1,5 +1,5 @@
 """Health findings as alerts: the leader looks at :func:`scheduler.health.read_health`
-every few seconds and submits an event when a finding appears and another when it
+every ``--health-alert-interval`` (30 s) and submits an event when a finding appears and another when it
 clears, to the same sender as the scripts' events (:mod:`scheduler.engine.alerts`).
 
 What was raised is remembered by this process only: a new leader starts with nothing
@@ -22,8 +22,6 @@ from scheduler.health import Finding, FindingKind, read_health
 from scheduler.keys import Keys
 from scheduler.protocol import AlertKind
 
-#: How often the leader looks (each look is a few pipelined round trips, O(log n + k)).
-LOOK_EVERY_S = 5.0
 #: The findings an alert is raised for, and the alert's kind.
 ALERTED: dict[FindingKind, AlertKind] = {
     FindingKind.STALE: AlertKind.STALE,
@@ -48,12 +46,15 @@ def changes(raised: dict[Subject, Finding], found: list[Finding]) -> tuple[list[
 
 @dataclass
 class HealthAlerts:
-    """Called from the alerter's thread while its replica leads; cheap when not due."""
+    """Called from the alerter's thread while its replica leads; cheap when not due.
+    ``every_s``: how often it reads (each read is 2 pipelined round trips of about 8
+    commands, O(log n + k), the cost of ``rqbeat check --health-only``)."""
 
     conn: Redis
     keys: Keys
     submit: Callable[[AlertEvent], bool]
     clock: Clock
+    every_s: float
     raised: dict[Subject, Finding] = field(default_factory=dict)
     _next_s: float = 0.0
 
@@ -61,7 +62,7 @@ class HealthAlerts:
         """Raise and clear alerts for what changed since the last look, if one is due."""
         if self.clock.monotonic() < self._next_s:
             return
-        self._next_s = self.clock.monotonic() + LOOK_EVERY_S
+        self._next_s = self.clock.monotonic() + self.every_s
         health = read_health(self.conn, self.keys)
         new, cleared = changes(self.raised, health.findings)
         for finding, recovered in [*((f, False) for f in new), *((f, True) for f in cleared)]:

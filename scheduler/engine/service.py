@@ -121,7 +121,9 @@ class Service:
         self.alerter = Alerter(
             self.conn, self.keys, config.alerts, is_leader=lambda: self.is_leader, metrics=self.metrics
         )
-        self.alerter.health = HealthAlerts(self.conn, self.keys, self.alerter.submit, self.clock)
+        self.alerter.health = HealthAlerts(
+            self.conn, self.keys, self.alerter.submit, self.clock, config.alerts.health_every_s
+        )
         self._metrics_server: MetricsServer | None = None
         self._stop = threading.Event()
         self._pubsub: PubSub | None = None

@@ -48,7 +48,11 @@ def alert_entries(client: Client, schedule: str) -> list[dict[str, str]]:
 
 def start(cluster: Cluster, hooks: HookServer, conn: Redis) -> Process:
     replica = cluster.replica(
-        "r1", extra=["--webhook-url", f"{hooks.url}/hook", "--webhook-secret-env", "TEST_HOOK_SECRET"]
+        "r1",
+        extra=[
+            *("--webhook-url", f"{hooks.url}/hook", "--webhook-secret-env", "TEST_HOOK_SECRET"),
+            *("--alert-interval", "1s"),
+        ],
     )
     cluster.worker("w1")
     cluster.wait_leader(conn)

@@ -45,8 +45,12 @@ def test_a_queue_nobody_serves_raises_alerts_and_their_recovery(
     with hook_server() as hooks:
         cluster = Cluster(redis_url, tmp_path, processes, env={"TEST_HOOK_SECRET": SECRET})
         cluster.replica(
-            "r1", extra=["--webhook-url", f"{hooks.url}/hook", "--webhook-secret-env", "TEST_HOOK_SECRET"]
-        )
+            "r1",
+            extra=[
+                "--webhook-url", f"{hooks.url}/hook", "--webhook-secret-env", "TEST_HOOK_SECRET",
+                "--alert-interval", "1s", "--health-alert-interval", "1s",
+            ],
+        )  # fmt: skip
         cluster.wait_leader(conn)
         Client(conn).upsert(
             Schedule(

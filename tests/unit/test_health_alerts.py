@@ -42,7 +42,7 @@ def test_look_raises_once_clears_once_and_waits_between_looks(monkeypatch: pytes
         return True
 
     clock = FakeClock()
-    watch = HealthAlerts(None, Keys(), submit, clock)  # type: ignore[arg-type]  # the reader is faked
+    watch = HealthAlerts(None, Keys(), submit, clock, every_s=30.0)  # type: ignore[arg-type]  # reader faked
 
     watch.look()
     watch.look()  # not due yet: no read
@@ -52,7 +52,7 @@ def test_look_raises_once_clears_once_and_waits_between_looks(monkeypatch: pytes
         (AlertKind.NO_WORKER, "queue:reprots", False),
     ]
     for _ in range(2):
-        clock.sleep(healthalerts.LOOK_EVERY_S)
+        clock.sleep(30.0)
         watch.look()
     assert [(e.kind, e.subject, e.recovered) for e in sent[2:]] == [(AlertKind.STALE, "nightly", True)]
 
