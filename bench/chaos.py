@@ -7,11 +7,14 @@
     python -m bench.chaos --minutes 1 --out /tmp/CHAOS.md
 
 Three ``rqbeat run`` replicas behind TCP proxies, three ``rqbeat worker`` and one
-plain ``rq worker``, a private AOF Redis; faults in turn (kill -9 / SIGSTOP of the
-leader, kill -9 of a worker mid-job, kill -9 of Redis, a partition and a reset of
-the leader's link) with a quiet gap between two; then the audit of
-``devtools/chaos/audit.py``. Exit code 1 if the audit fails (a fire lost, a schedule
-stuck, a duplicate nothing explains, a drop the policy does not allow).
+plain ``rq worker``, a private AOF Redis; rounds of faults in a seeded random order
+(kill -9 / SIGSTOP of the leader, kill -9 of a worker mid-job, kill -9 of Redis, a
+partition and a reset of the leader's link; a worker's and the replicas' clocks 300 s
+off, a graceful Redis restart, Redis wiped, Redis at maxmemory, an edit storm, an
+overload: ``devtools/chaos/faults.py``) with a random quiet gap before each; then the
+audit of ``devtools/chaos/audit.py``. Exit code 1 if the audit fails (a fire lost
+unexplained, a schedule stuck, a duplicate nothing explains, a drop the policy does
+not allow, a data loss ``rqbeat check`` did not report).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.report import environment
+from devtools.chaos.audit import Fault
 from devtools.chaos.run import ChaosConfig, ChaosResult, run_chaos
 
 HERE = Path(__file__).resolve().parent
@@ -44,6 +48,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--gap", type=float, default=float(env("CHAOS_GAP_S", "8")), help="quiet s between faults"
+    )
+    parser.add_argument(
+        "--hold", type=float, default=float(env("CHAOS_HOLD_S", "20")), help="s a skew/storm/overload lasts"
     )
     parser.add_argument("--seed", type=int, default=int(env("CHAOS_SEED", "1")), help="fleet seed")
     parser.add_argument("--out", type=Path, default=HERE / "CHAOS.md", help="report file")
@@ -65,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir=workdir,
         seed=args.seed,
         gap_s=args.gap,
+        hold_s=args.hold,
         settle_s=180,
     )
     env = environment()
@@ -90,7 +98,9 @@ def render(result: ChaosResult, command: str, facts: dict[str, str]) -> str:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     verdict = "**FAIL**"
     if result.ok:
-        verdict = "**PASS**: no fire lost, no schedule stuck, every duplicate explained."
+        verdict = (
+            "**PASS**: no fire lost unexplained, no overlap, no schedule stuck, every duplicate explained."
+        )
     lines = [
         "# Chaos run",
         "",
@@ -103,6 +113,7 @@ def render(result: ChaosResult, command: str, facts: dict[str, str]) -> str:
         *_setup(result),
         *_faults(result),
         *_figures(result),
+        *_by_fault(result),
         *_duplicates(result),
         *_problems(result),
     ]
@@ -116,8 +127,10 @@ def _setup(result: ChaosResult) -> list[str]:
     return [
         "## Set-up",
         "",
-        f"- {c.duration_s / 60:g} min of faults, {c.gap_s:g} s quiet between two, lease {c.lease}, "
-        f"then up to {c.settle_s:g} s to settle (took {result.settle_s:.0f} s).",
+        f"- {c.duration_s / 60:g} min of faults in rounds (each kind once per round, seeded random "
+        f"order), {c.gap_s / 2:g}-{c.gap_s * 1.5:g} s quiet before each, skews, storms and overloads "
+        f"held {c.hold_s:g} s, lease {c.lease}, then up to {c.settle_s:g} s to settle "
+        f"(took {result.settle_s:.0f} s).",
         "- 3 `rqbeat run` replicas, each behind its own TCP proxy; 3 `rqbeat worker` and 1 plain "
         "`rq worker` on queues `chaos`, `chaos-slow`; redis-server with AOF, `appendfsync always`. "
         "Workers run with `--job-monitoring-interval 1 --heartbeat-grace 2`: a dead worker's run is "
@@ -141,10 +154,51 @@ def _faults(result: ChaosResult) -> list[str]:
     lines += [
         "",
         "Durations: kill/stop/cut until another replica holds the lease; Redis down 1.5 s plus its "
-        "restart; a worker kill is the kill and the start of a replacement.",
+        "restart; a worker kill is the kill and the start of a replacement; a skew, an edit storm and "
+        "an overload are held, then undone; a wipe lasts until `rqbeat check` reported `data_lost` "
+        "and `rqbeat apply` re-created the schedules; maxmemory is full for 4 s.",
+        "",
+        *(
+            f"- {f.kind} at {f.start_ms}: {f.target}{_reported(f)}"
+            for f in result.faults
+            if f.kind in _DETAILED
+        ),
         "",
     ]
     return lines
+
+
+_DETAILED = ("worker-skew", "replica-skew", "redis-wipe", "maxmemory", "edit-storm", "overload")
+
+
+def _detailed(result: ChaosResult) -> list[Fault]:
+    return [f for f in result.faults if f.kind in _DETAILED]
+
+
+def _reported(fault: Fault) -> str:
+    if fault.kind != "redis-wipe":
+        return ""
+    return "; `rqbeat check` reported data_lost" if fault.reported else "; **not reported by `rqbeat check`**"
+
+
+def _by_fault(result: ChaosResult) -> list[str]:
+    """Due fires whose fire time fell inside a fault, by the fault's kind and outcome."""
+    kinds = sorted({f.kind for f in result.faults})
+    outcomes = sorted({o for _, _, o in result.report.outcomes})
+    table: dict[str, Counter[str]] = {k: Counter() for k in kinds}
+    for _, fire, outcome in result.report.outcomes:
+        for fault in result.faults:
+            if fault.start_ms <= fire <= fault.end_ms:
+                table[fault.kind][outcome] += 1
+    head = ["fault", *outcomes]
+    lines = [
+        "## Fires due during each fault",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|---|" + "---:|" * len(outcomes),
+    ]
+    lines += ["| " + " | ".join([k, *(str(table[k][o]) for o in outcomes)]) + " |" for k in kinds]
+    return [*lines, ""]
 
 
 def _figures(result: ChaosResult) -> list[str]:
@@ -153,7 +207,11 @@ def _figures(result: ChaosResult) -> list[str]:
         ("fires due in the window", r.due),
         ("... run successfully", r.ran),
         ("... dropped as the contract allows", f"{sum(r.dropped.values())} {dict(r.dropped)}"),
-        ("... lost", len(r.lost)),
+        ("... lost to a data loss `rqbeat check` reported", r.lost_to_data_loss),
+        ("... lost unexplained", len(r.lost)),
+        ("runs of `rqbeat trigger` fires", r.triggered),
+        ("overlaps (two runs of one schedule at once)", len(r.overlaps)),
+        ("... across a reported data loss (the run in flight forgotten)", len(r.overlaps_across_loss)),
         ("stuck schedules at the end", len(r.stuck)),
         ("runs recorded (ok / failed by injection)", f"{r.runs_ok} / {r.runs_failed}"),
         ("fires run more than once", f"{len(r.duplicates)} ({len(r.unexplained)} unexplained)"),

@@ -59,9 +59,11 @@ class Cluster:
         log_level: str = "info",
         extra: Sequence[str] = (),
         redis_url: str | None = None,
+        clock_offset_s: float | None = None,
     ) -> Process:
         """``rqbeat run`` as a subprocess; ``extra``: more ``run`` options; ``redis_url``
-        overrides the cluster's (a proxy)."""
+        overrides the cluster's (a proxy); ``clock_offset_s``: its wall clock that far
+        off (its decisions use Redis time, so nothing may change)."""
         return self._start(
             node,
             [
@@ -81,6 +83,7 @@ class Cluster:
                 log_level,
                 *extra,
             ],
+            clock_offset_s,
         )
 
     def worker(

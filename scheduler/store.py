@@ -247,7 +247,9 @@ class Client:
         return reply
 
     def trigger(self, schedule_id: str) -> None:
-        """Run the schedule now, once; its regular fires carry on afterwards."""
+        """Run the schedule now, once; its regular fires carry on afterwards. When a
+        fire is pending and due already (overdue, or waiting for its retry), that fire
+        runs now, its attempts kept: a trigger never drops a fire."""
         now = redis_now_ms(self.conn)
         k = self.keys
         keys = [k.schedule(schedule_id), k.due, k.revision, k.events, k.history(schedule_id)]

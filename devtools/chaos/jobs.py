@@ -1,10 +1,14 @@
 """The job every chaos schedule runs. It records each run in Redis for the audit.
 
-A run appends one JSON line to :data:`RUNS_KEY` — its side effect, written *before*
-the job returns or raises, so a worker killed between this write and RQ's success
-transaction leaves a recorded run without an ack: the at-least-once window the
-audit has to explain. Failures are deterministic per (fire, attempt), so a run can
-be replayed from its key.
+A run appends one JSON line to the file named by :data:`RUNS_FILE_ENV` — its side
+effect, written *before* the job returns or raises, so a worker killed between this
+write and RQ's success transaction leaves a recorded run without an ack: the
+at-least-once window the audit has to explain. A file, not Redis: a run's side
+effect must outlive a Redis that loses its data (the rig wipes it on purpose). One
+``write`` of one line under ``O_APPEND``, so lines from concurrent workers never mix.
+Times are the rig's true wall clock: a worker whose clock the rig skewed
+(``devtools/skewclock``) takes its offset back out. Failures are deterministic per
+(fire, attempt), so a run can be replayed from its key.
 """
 
 from __future__ import annotations
@@ -19,7 +23,11 @@ from rq import get_current_job
 
 from workers import current_fire
 
-RUNS_KEY = "chaos:runs"
+#: The file every run appends its record to (set by the rig for its workers).
+RUNS_FILE_ENV = "RQBEAT_CHAOS_RUNS_FILE"
+#: devtools.skewclock's ``OFFSET_ENV``, spelt out: importing that module in a skewed
+#: worker would install the shift a second time (tests/chaos/test_audit.py pins it).
+SKEW_ENV = "RQBEAT_TEST_CLOCK_OFFSET_S"
 
 
 class ChaosFailure(Exception):
@@ -77,12 +85,27 @@ def fails(key: str, attempt: int, fail_pct: int) -> bool:
     return fail_pct > 0 and zlib.crc32(f"{key}:{attempt}".encode()) % 100 < fail_pct
 
 
+def true_now_ms() -> int:
+    """Wall-clock ms without the offset a skewed worker runs with: the audit compares
+    run times with the rig's fault times."""
+    return int((time.time() - float(os.environ.get(SKEW_ENV) or 0)) * 1000)
+
+
+def record_run(record: RunRecord) -> None:
+    line = (record.to_json() + "\n").encode()
+    fd = os.open(os.environ[RUNS_FILE_ENV], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
 def work(fail_pct: int = 0, sleep_ms: int = 0) -> str:
     """Sleep ``sleep_ms``, record the run, then succeed or (``fail_pct`` %) raise."""
     fire = current_fire()
     job = get_current_job()
     assert fire is not None and job is not None, "a chaos job runs only under rqbeat"
-    started_ms = int(time.time() * 1000)
+    started_ms = true_now_ms()
     if sleep_ms:
         time.sleep(sleep_ms / 1000)
     failing = fails(fire.key, fire.attempt, fail_pct)
@@ -94,10 +117,10 @@ def work(fail_pct: int = 0, sleep_ms: int = 0) -> str:
         job_id=job.id,
         worker=job.worker_name or f"pid-{os.getppid()}",
         ok=not failing,
-        at_ms=int(time.time() * 1000),
+        at_ms=true_now_ms(),
         started_ms=started_ms,
     )
-    job.connection.rpush(RUNS_KEY, record.to_json())
+    record_run(record)
     if failing:
         raise ChaosFailure(f"injected failure of {fire.key} attempt {fire.attempt}")
     return fire.key

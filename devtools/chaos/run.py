@@ -24,7 +24,7 @@ from devtools.chaos.audit import Fault, Observed, Report, audit
 from devtools.chaos.collector import Collector
 from devtools.chaos.driver import FAULTS, Rig, drive, now_ms
 from devtools.chaos.fleet import fleet, runs_per_s
-from scheduler import Client, Schedule
+from scheduler import Schedule
 from scheduler.clock import redis_now_ms
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ class ChaosConfig:
     lease_s: float = 2.0
     gap_s: float = 3.0
     settle_s: float = 90.0
+    hold_s: float = 20.0  # how long a skew, an edit storm, an overload lasts
     faults: Sequence[str] = FAULTS
 
 
@@ -70,16 +71,20 @@ class ChaosResult:
 
 def run_chaos(config: ChaosConfig) -> ChaosResult:
     schedules = fleet(config.schedules, config.seed)
-    rig = Rig(config.workdir, lease=config.lease, lease_s=config.lease_s)
+    rig = Rig(
+        config.workdir, lease=config.lease, lease_s=config.lease_s, seed=config.seed, hold_s=config.hold_s
+    )
     try:
         rig.start()
-        Client(rig.conn).upsert_many(schedules)
+        rig.write_fleet(schedules)
+        rig.apply_fleet()
         start_ms = redis_now_ms(rig.conn)
         epoch_first = int(rig.conn.get(rig.keys.epoch) or 0)
         collector = Collector(
             rig.server.url,
             rig.keys,
             [s.id for s in schedules],
+            rig.runs_file,
             resume=[s.id for s in schedules if s.pause_on_failure],
         )
         collector.start()

@@ -192,7 +192,9 @@ return 1
 """
 
 TRIGGER = """
--- Makes the schedule due now with fire = now; its regular fires carry on after.
+-- Makes the schedule due now; its regular fires carry on after. The fire that runs is
+-- the pending one when it is already due (overdue, or waiting for its retry: replacing
+-- it would drop it unrecorded, and reset its attempts), else a new fire = now.
 -- KEYS[1] - the schedule hash
 -- KEYS[2] - the due zset
 -- KEYS[3] - the revision counter
@@ -208,9 +210,17 @@ local id, now, now_score, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local state = redis.call('HGET', schedule, 'state')
 if not state then return 'not_found' end
 if state ~= 'due' then return state end
-redis.call('HSET', schedule, 'fire_at', now, 'attempt', 1, 'updated_at', now)
+local pending = redis.call('HGET', schedule, 'fire_at')
+local fire = now
+-- ISO UTC text of one fixed width: text order is time order
+if pending and pending <= now then
+  fire = pending
+  redis.call('HSET', schedule, 'updated_at', now)
+else
+  redis.call('HSET', schedule, 'fire_at', now, 'attempt', 1, 'updated_at', now)
+end
 redis.call('ZADD', due, now_score, id)
-redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', 'event', 'triggered', 'at', now)
+redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', 'event', 'triggered', 'fire_at', fire, 'at', now)
 redis.call('INCR', revision)
 redis.call('PUBLISH', events, 'wake')
 return 'triggered'
