@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
+import pytest
+from redis import Redis
+
+from devtools.cluster import Cluster
+from devtools.processes import Process
+from scheduler.store import Client
 from tests.cli import Invoke, invoker
 
 
@@ -11,3 +17,14 @@ from tests.cli import Invoke, invoker
 def rqbeat(redis_url: str) -> Invoke:
     """Run ``rqbeat --redis-url <private server> ARGS...`` in-process."""
     return invoker(redis_url)
+
+
+@pytest.fixture
+def cluster(redis_url: str, tmp_path: Path, processes: list[Process]) -> Cluster:
+    """Replicas and workers against the test's private Redis (stopped at the end)."""
+    return Cluster(redis_url, tmp_path, processes)
+
+
+@pytest.fixture
+def client(conn: Redis) -> Client:
+    return Client(conn)

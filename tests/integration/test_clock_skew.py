@@ -18,7 +18,6 @@ import json
 import re
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -27,7 +26,7 @@ from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from devtools.cluster import Cluster, kill_session, runs_per_key
-from devtools.processes import Process, wait_for
+from devtools.processes import wait_for
 from scheduler.cli.app import cli
 from scheduler.clock import parse_iso_ms
 from scheduler.keys import Keys
@@ -43,11 +42,6 @@ SKEW_S = 300.0
 #: Longer than a heartbeat interval plus its grace (1 s + 2 s): the watchdog looks
 #: several times while it runs.
 RUN_S = 4.0
-
-
-@pytest.fixture
-def cluster(redis_url: str, tmp_path: Path, processes: list[Process]) -> Cluster:
-    return Cluster(redis_url, tmp_path, processes)
 
 
 def rqbeat(redis_url: str, *args: str) -> tuple[int, str]:

@@ -172,11 +172,6 @@ def lease_epoch(conn: Redis) -> int:
     return int(str(text(conn.get(K.leader))).partition(":")[0])
 
 
-@pytest.fixture
-def cluster(redis_url: str, tmp_path: Path, processes: list[Process]) -> Cluster:
-    return Cluster(redis_url, tmp_path, processes)
-
-
 @pytest.mark.integration
 def test_steady_state_each_fire_runs_once(cluster: Cluster, conn: Redis) -> None:
     """Every fire runs once and none is missed. The lag is printed, not asserted: on

@@ -12,13 +12,11 @@ left ``running`` once its job ended.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from redis import Redis
 
 from devtools.cluster import Cluster
-from devtools.processes import Process, wait_for
+from devtools.processes import wait_for
 from scheduler.clock import redis_now_ms
 from scheduler.keys import Keys
 from scheduler.model import Schedule
@@ -31,11 +29,6 @@ pytestmark = pytest.mark.integration
 K = Keys()
 #: Check passes made while the cluster is busy; each reads every schedule.
 PASSES = 6
-
-
-@pytest.fixture
-def cluster(redis_url: str, tmp_path: Path, processes: list[Process]) -> Cluster:
-    return Cluster(redis_url, tmp_path, processes)
 
 
 def every_second(n: int, prefix: str) -> list[Schedule]:

@@ -10,13 +10,12 @@ comes before / after the resume" is an order the test sets, not a timing bet.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 from redis import Redis
 
 from devtools.cluster import Cluster, runs_per_key
-from devtools.processes import Process, wait_for
+from devtools.processes import wait_for
 from scheduler import scripts
 from scheduler.clock import iso, redis_now_ms
 from scheduler.engine import runs
@@ -32,16 +31,6 @@ K = Keys()
 POLICIES = (Misfire.ALL, Misfire.COALESCE, Misfire.SKIP)
 #: Fires that pass while paused: the pause lasts this long (Redis time).
 PAUSE_MS = 2_500
-
-
-@pytest.fixture
-def cluster(redis_url: str, tmp_path: Path, processes: list[Process]) -> Cluster:
-    return Cluster(redis_url, tmp_path, processes)
-
-
-@pytest.fixture
-def client(conn: Redis) -> Client:
-    return Client(conn)
 
 
 def every_second(sid: str, misfire: Misfire, target: str = "gated") -> Schedule:

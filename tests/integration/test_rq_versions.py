@@ -4,7 +4,6 @@ and the rqbeat workers run, and warn where they disagree (scheduler.ops.rqinfo).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +12,7 @@ from click.testing import CliRunner, Result
 from redis import Redis
 
 from devtools.cluster import Cluster
-from devtools.processes import Process, wait_for
+from devtools.processes import wait_for
 from scheduler import rqkeys
 from scheduler.cli.app import cli
 from scheduler.keys import Keys
@@ -22,11 +21,6 @@ pytestmark = pytest.mark.integration
 
 K = Keys()
 HERE = {"version": rq.__version__, "prefix": rqkeys.PREFIX}
-
-
-@pytest.fixture
-def cluster(redis_url: str, tmp_path: Path, processes: list[Process]) -> Cluster:
-    return Cluster(redis_url, tmp_path, processes)
 
 
 def rqbeat(redis_url: str, *args: str) -> Result:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,16 +29,6 @@ pytestmark = pytest.mark.integration
 
 K = Keys()
 HOUR_MS = 3_600_000
-
-
-@pytest.fixture
-def cluster(redis_url: str, tmp_path: Path, processes: list[Process]) -> Cluster:
-    return Cluster(redis_url, tmp_path, processes)
-
-
-@pytest.fixture
-def client(conn: Redis) -> Client:
-    return Client(conn)
 
 
 # -- helpers ----------------------------------------------------------------------------

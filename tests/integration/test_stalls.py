@@ -41,11 +41,6 @@ def cluster(redis_url: str, tmp_path: Path, processes: list[Process], conn: Redi
     return cluster
 
 
-@pytest.fixture
-def client(conn: Redis) -> Client:
-    return Client(conn)
-
-
 def rqbeat(redis_url: str, *args: str) -> tuple[int, str]:
     result = CliRunner().invoke(cli, ["--redis-url", redis_url, *args])
     return result.exit_code, result.output

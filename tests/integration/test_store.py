@@ -25,11 +25,6 @@ def schedule(schedule_id: str = "s1", **changes: Any) -> Schedule:
     return Schedule.from_dict({k: v for k, v in raw.items() if v is not None})
 
 
-@pytest.fixture
-def client(conn: Redis) -> Client:
-    return Client(conn)
-
-
 def decoded(value: Any) -> str:
     """A reply of the bytes client as text."""
     assert isinstance(value, bytes)
