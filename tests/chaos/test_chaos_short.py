@@ -30,8 +30,11 @@ NEW = ("worker-skew", "redis-restart", "redis-wipe", "maxmemory", "edit-storm")
 @pytest.mark.timeout(400)
 def test_short_chaos_run_loses_no_fire(tmp_path: Path) -> None:
     kinds = (*BASIC_FAULTS, *NEW)
+    # settle_s is a limit, not a wait: it must outlast the longest a run can stay "started"
+    # after its worker died, which for a plain `rq worker` is RQ's execution ttl (the job
+    # monitoring interval, 30 s, plus RQ's 60 s grace) plus a watchdog look (<= 30 s).
     config = ChaosConfig(
-        duration_s=0, schedules=40, workdir=tmp_path, gap_s=1.5, hold_s=4, settle_s=60, faults=kinds
+        duration_s=0, schedules=40, workdir=tmp_path, gap_s=1.5, hold_s=4, settle_s=150, faults=kinds
     )
     result = run_chaos(config)
     report = result.report
