@@ -62,6 +62,15 @@ def refuse_dialogs(page: Page, seen: list[str]) -> None:
     page.on("dialog", on_dialog)
 
 
+def next_page(page: Page, shown: list[str]) -> list[str]:
+    """Click "next" and wait until the list shows another page (the click only starts
+    the navigation), then read it."""
+    page.click("#next-page")
+    expect(page.locator("#rows tr").first).not_to_have_attribute("data-id", shown[0], timeout=WAIT_MS)
+    page.wait_for_load_state()
+    return row_ids(page)
+
+
 def row_ids(page: Page) -> list[str]:
     return [
         str(page.locator("#rows tr").nth(i).get_attribute("data-id"))
@@ -111,8 +120,7 @@ def test_list_is_live_filters_pages_and_keeps_untrusted_text_inert(
         page.click("button[type=submit]")
         ids = row_ids(page)
         assert len(ids) == 50 and ids == sorted(ids) and all(i.startswith("bulk-0000") for i in ids)
-        page.click("#next-page")
-        more = row_ids(page)
+        more = next_page(page, ids)
         assert sorted(ids + more) == [f"bulk-{i:06d}" for i in range(100)]
 
         page.goto(base)
@@ -123,8 +131,7 @@ def test_list_is_live_filters_pages_and_keeps_untrusted_text_inert(
 
         page.goto(base + "?state=due&queue=reports")
         first = row_ids(page)
-        page.click("#next-page")
-        second = row_ids(page)
+        second = next_page(page, first)
         assert len(first) == len(second) == 50 and not set(first) & set(second)
         rows = page.locator("#rows tr td[data-label=Trigger] code").all_text_contents()
         assert all(re.fullmatch(r"\d+ \d+ 1 1 \*", r) for r in rows)
