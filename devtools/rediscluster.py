@@ -150,7 +150,9 @@ class RedisCluster:
             conn.execute_command("CLUSTER", "FAILOVER")  # type: ignore[no-untyped-call]
         finally:
             conn.close()
-        wait_for(lambda: self._everyone_names(slot, new), timeout=60, interval=0.05, what=f"{new} to own {slot}")
+        wait_for(
+            lambda: self._everyone_names(slot, new), timeout=60, interval=0.05, what=f"{new} to own {slot}"
+        )
         return old, new
 
     def _everyone_names(self, slot: int, port: int) -> bool:

@@ -74,7 +74,12 @@ def test_cluster_url_names_seeds_credentials_and_tls() -> None:
     assert parsed.seeds == (("10.0.0.1", 7000), ("::1", 7001))
     assert (parsed.username, parsed.password, parsed.tls) == ("beat", "s@cret", True)
     plain = parse_cluster_url("redis+cluster://node-a:6379")
-    assert (plain.seeds, plain.username, plain.password, plain.tls) == ((("node-a", 6379),), None, None, False)
+    assert (plain.seeds, plain.username, plain.password, plain.tls) == (
+        (("node-a", 6379),),
+        None,
+        None,
+        False,
+    )
 
 
 @pytest.mark.parametrize(
