@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 from redis import Redis
@@ -140,20 +141,35 @@ class RedisCluster:
         line = replicas[0].decode() if isinstance(replicas[0], bytes) else str(replicas[0])
         return int(line.split()[1].split("@")[0].rsplit(":", 1)[1])
 
-    def failover(self, slot: int) -> tuple[int, int]:
+    def failover(self, slot: int, timeout_s: float = 90.0) -> tuple[int, int]:
         """Promote the replica of ``slot``'s primary; wait until every node names it
-        the owner. Returns (old primary's port, new primary's port)."""
+        the owner. Returns (old primary's port, new primary's port).
+
+        A manual failover that does not finish within Redis's own limit (5 s to catch
+        up, then an election) is dropped silently by the replica, which happens on a
+        loaded machine: it is asked again until ``timeout_s``."""
         old = self.owner(slot)
         new = self.replica_of(old)
         conn = self.client(new)
         try:
-            conn.execute_command("CLUSTER", "FAILOVER")  # type: ignore[no-untyped-call]
+            wait_for(lambda: self._in_sync(conn), timeout=30, interval=0.05, what=f"replica {new} in sync")
+            deadline = time.monotonic() + timeout_s
+            while True:
+                if b"role:slave" in conn.execute_command("INFO", "replication"):  # type: ignore[no-untyped-call]
+                    conn.execute_command("CLUSTER", "FAILOVER")  # type: ignore[no-untyped-call]
+                try:
+                    wait_for(lambda: self._everyone_names(slot, new), timeout=15, interval=0.05, what="")
+                    return old, new
+                except AssertionError:
+                    if time.monotonic() > deadline:
+                        raise AssertionError(f"{new} never took over slot {slot} from {old}") from None
         finally:
             conn.close()
-        wait_for(
-            lambda: self._everyone_names(slot, new), timeout=60, interval=0.05, what=f"{new} to own {slot}"
-        )
-        return old, new
+
+    @staticmethod
+    def _in_sync(replica: Redis) -> bool:
+        info = replica.execute_command("INFO", "replication")  # type: ignore[no-untyped-call]
+        return b"master_link_status:up" in info and b"master_sync_in_progress:0" in info
 
     def _everyone_names(self, slot: int, port: int) -> bool:
         for node in self.nodes:

@@ -97,9 +97,7 @@ class SlotRouter:
             try:
                 ranges = node.execute_command("CLUSTER", "SLOTS")  # type: ignore[no-untyped-call]
             except (ConnectionError, ResponseError, OSError) as exc:
-                problems.append(
-                    f"{host}:{port}: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}"
-                )
+                problems.append(f"{host}:{port}: {_first_line(exc)}")
                 continue
             finally:
                 node.close()
@@ -108,6 +106,11 @@ class SlotRouter:
                 return found
             problems.append(f"{host}:{port}: slot {self.slot} is assigned to no primary")
         raise SlotNotServed(f"no node says which primary serves slot {self.slot}: " + "; ".join(problems))
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().strip("'\"").splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def primary_of(ranges: Any, slot: int, asked: str) -> tuple[str, int] | None:
@@ -130,7 +133,7 @@ def _redirect_reason(exc: ResponseError, slot: int) -> str | None:
     if isinstance(exc, AskError) and exc.slot_id != slot:
         return None
     if isinstance(exc, REDIRECTS) or any(t in text for t in REDIRECT_TEXTS):
-        return f"{type(exc).__name__}: {text.strip().splitlines()[0] if text.strip() else ''}"
+        return f"{type(exc).__name__}: {_first_line(exc)}"
     return None
 
 

@@ -81,16 +81,19 @@ def check(namespace: str, rq_prefix: str, rq_version: str) -> SlotPlan:
             f"e.g. --namespace '{{{namespace.strip('{}') or 'rqbeat'}}}'",
         )
     slot = slot_of(f"{namespace}:due")
-    rq_slot = slot_of(f"{rq_prefix}:queue:default")
-    if hash_tag(rq_prefix) is None or rq_slot != slot:
-        raise ConfigError(
-            "RQ_KEY_PREFIX",
-            rq_prefix,
-            f"RQ's keys ({rq_prefix}:job:..., slot {rq_slot}) would not share the slot of namespace "
-            f"{namespace!r} (slot {slot}): dispatch writes both in one script; "
-            f"set RQ_KEY_PREFIX={_suggested_prefix(namespace)} for every replica and worker",
-        )
-    return SlotPlan(slot, namespace, rq_prefix)
+    if hash_tag(rq_prefix) is None:
+        where = "spread over many slots (no hash tag)"
+    elif (rq_slot := slot_of(f"{rq_prefix}:queue:default")) != slot:
+        where = f"lie in slot {rq_slot}"
+    else:
+        return SlotPlan(slot, namespace, rq_prefix)
+    raise ConfigError(
+        "RQ_KEY_PREFIX",
+        rq_prefix,
+        f"RQ's keys ({rq_prefix}:job:...) {where} instead of slot {slot} of namespace {namespace!r}: "
+        f"dispatch writes both in one script; set RQ_KEY_PREFIX={_suggested_prefix(namespace)} "
+        "for every replica and worker",
+    )
 
 
 def _suggested_prefix(namespace: str) -> str:

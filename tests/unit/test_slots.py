@@ -65,7 +65,9 @@ def test_rqs_keys_in_another_slot_are_refused(prefix: str) -> None:
     with pytest.raises(ConfigError) as caught:
         check("{rqbeat}", prefix, RQ3)
     assert caught.value.setting == "RQ_KEY_PREFIX"
-    assert "would not share the slot of namespace '{rqbeat}' (slot 15138)" in str(caught.value)
+    assert "instead of slot 15138 of namespace '{rqbeat}'" in str(caught.value)
+    spread = hash_tag(prefix) is None
+    assert ("spread over many slots (no hash tag)" in str(caught.value)) is spread
     assert "set RQ_KEY_PREFIX={rqbeat}:rq for every replica and worker" in str(caught.value)
 
 
