@@ -145,13 +145,15 @@ class SlotConnection(Connection):
         self.routed_generation = -1
         super().__init__(**kwargs)  # type: ignore[no-untyped-call]
 
-    def connect(self) -> None:
+    def connect_check_health(self, *args: Any, **kwargs: Any) -> None:
+        # Every way redis-py (re)connects goes through here -- connect(), and a command
+        # sent on a dropped connection -- so each one asks the router where to go.
         if self._sock:
             return
         generation = self.router.generation
         self.host, self.port = self.router.owner()
         self.routed_generation = generation
-        super().connect()  # type: ignore[no-untyped-call]
+        super().connect_check_health(*args, **kwargs)
 
     def read_response(self, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -177,7 +179,7 @@ class SlotPool(ConnectionPool):
         conn = super().get_connection(*args, **kwargs)
         if isinstance(conn, SlotConnection) and conn.routed_generation != conn.router.generation:
             conn.disconnect()  # type: ignore[no-untyped-call]
-            conn.connect()
+            conn.connect()  # type: ignore[no-untyped-call]
         return conn
 
 

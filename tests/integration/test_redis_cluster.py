@@ -25,11 +25,12 @@ from click.testing import CliRunner
 from redis import Redis
 
 from devtools.cluster import Cluster
-from devtools.processes import REPO, Process, wait_for
+from devtools.processes import REPO, Process, RedisServer, wait_for
 from devtools.rediscluster import RedisCluster, cluster_support
 from scheduler.cli.app import cli
 from scheduler.records import text
-from scheduler.slots import slot_of
+from scheduler.slotowner import SlotConnection, SlotRouter
+from scheduler.slots import ClusterUrl, slot_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -218,3 +219,28 @@ def test_a_namespace_without_a_hash_tag_is_refused(
     expected = "e.g. --namespace '{rqbeat}'" if RQ3 else "a Redis Cluster needs RQ 3"
     assert expected in done.stderr
     assert owner.dbsize() == 0
+
+
+class _PointedRouter(SlotRouter):
+    """A router that names a fixed address instead of asking a cluster."""
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        super().__init__(ClusterUrl((address,), tls=False, username=None, password=None), SLOT, {})
+        self.address = address
+
+    def owner(self) -> tuple[str, int]:
+        return self.address
+
+
+def test_a_connection_reconnects_where_the_router_points(redis_server: RedisServer) -> None:
+    """A command sent on a dropped connection makes redis-py reconnect without
+    connect(): that path too must ask the router, not reuse the last address (here
+    port 1, where nothing listens)."""
+    router = _PointedRouter(("127.0.0.1", redis_server.port))
+    conn = SlotConnection(router=router, host="127.0.0.1", port=1)
+    try:
+        conn.send_command("PING")  # type: ignore[no-untyped-call]
+        assert conn.read_response() == b"PONG"
+        assert (conn.host, conn.port) == ("127.0.0.1", redis_server.port)
+    finally:
+        conn.disconnect()  # type: ignore[no-untyped-call]
