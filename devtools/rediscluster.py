@@ -63,10 +63,10 @@ class RedisCluster:
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.nodes = [self._node(i) for i in range(PRIMARIES * 2)]
+        self.nodes: list[RedisServer] = []
 
-    def _node(self, index: int) -> RedisServer:
-        where = self.workdir / f"node-{index}"
+    def _node(self, index: int, attempt: int) -> RedisServer:
+        where = self.workdir / f"node-{index}-{attempt}"
         # The bus port defaults to port + 10000, past 65535 for a high free port.
         extra = ["--cluster-enabled", "yes", "--cluster-config-file", str(where / "nodes.conf")]
         extra += ["--cluster-port", str(free_port())]
@@ -79,8 +79,8 @@ class RedisCluster:
         return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:PRIMARIES])
 
     def start(self) -> None:
-        for node in self.nodes:
-            node.start()
+        for index in range(PRIMARIES * 2):
+            self.nodes.append(self._started(index))
         cli = cli_binary()
         assert cli is not None
         addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
@@ -91,6 +91,18 @@ class RedisCluster:
             timeout=120,
         )
         wait_for(self._agreed, timeout=60, interval=0.1, what="every cluster node to report state ok")
+
+    def _started(self, index: int) -> RedisServer:
+        """Node ``index``, started; on new ports if its free ports were taken meanwhile
+        (by another process, or one node's port drawn as another's bus port)."""
+        for attempt in range(3):
+            node = self._node(index, attempt)
+            try:
+                node.start()
+                return node
+            except AssertionError:
+                node.stop()
+        raise AssertionError(f"cluster node {index} did not start on three sets of free ports")
 
     def stop(self) -> None:
         for node in self.nodes:
@@ -155,7 +167,7 @@ class RedisCluster:
             wait_for(lambda: self._in_sync(conn), timeout=30, interval=0.05, what=f"replica {new} in sync")
             deadline = time.monotonic() + timeout_s
             while True:
-                if b"role:slave" in conn.execute_command("INFO", "replication"):  # type: ignore[no-untyped-call]
+                if conn.info("replication")["role"] == "slave":
                     conn.execute_command("CLUSTER", "FAILOVER")  # type: ignore[no-untyped-call]
                 try:
                     wait_for(lambda: self._everyone_names(slot, new), timeout=15, interval=0.05, what="")
@@ -168,8 +180,8 @@ class RedisCluster:
 
     @staticmethod
     def _in_sync(replica: Redis) -> bool:
-        info = replica.execute_command("INFO", "replication")  # type: ignore[no-untyped-call]
-        return b"master_link_status:up" in info and b"master_sync_in_progress:0" in info
+        info = replica.info("replication")
+        return info.get("master_link_status") == "up" and info.get("master_sync_in_progress") == 0
 
     def _everyone_names(self, slot: int, port: int) -> bool:
         for node in self.nodes:

@@ -149,7 +149,7 @@ def keys_elsewhere(redis_cluster: RedisCluster) -> list[str]:
     for node in redis_cluster.nodes:
         conn = redis_cluster.client(node.port)
         try:
-            if b"role:master" in conn.execute_command("INFO", "replication"):  # type: ignore[no-untyped-call]
+            if conn.info("replication")["role"] == "master":
                 found += [str(text(k)) for k in conn.scan_iter() if slot_of(str(text(k))) != SLOT]
         finally:
             conn.close()
