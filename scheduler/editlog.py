@@ -37,7 +37,7 @@ class LogEntry:
         """The changes, or what the edit's extra fields say."""
         if self.changed:
             return self.changed
-        return ", ".join(f"{k} {v}" for k, v in sorted(self.extra.items()))
+        return ", ".join(f"{k} {v}" for k, v in sorted(self.extra.items()) if k != "at")
 
     def to_json(self) -> dict[str, Any]:
         version = int(self.version) if self.version.isdigit() else None
