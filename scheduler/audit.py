@@ -101,6 +101,21 @@ def changes(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def upsert_changes(definition: str | None, new_json: str, state: str | None) -> str:
+    """The ``changed`` of an upsert from the stored definition's JSON ('' for a new
+    schedule; ``definition`` alone for one that could not be read)."""
+    if definition is None:
+        return ""
+    try:
+        old = json.loads(definition)
+    except ValueError:
+        old = None
+    if not isinstance(old, dict):
+        return "definition (unreadable before)"
+    found = changes(old, json.loads(new_json))
+    return found or (f"state: {state} -> due" if state == "broken" else "")
+
+
 def _small(value: Any) -> str | None:
     """``value`` as compact JSON when it is short enough to show (``-`` for absent)."""
     if value is None:

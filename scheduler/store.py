@@ -9,7 +9,6 @@ reaches Redis.
 from __future__ import annotations
 
 import builtins
-import json
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -521,7 +520,7 @@ class Client:
             fire = cron.next_fire_ms(schedule.trigger, now) if refire else None
             args += [schedule.id, new_json, int(version or 0)]
             args += [iso(fire), policy.due_score_ms(schedule, fire) / 1000] if fire is not None else ["", 0]
-            args.append(_changed(definition, new_json, text(state)))
+            args.append(audit.upsert_changes(text(definition), new_json, text(state)))
             writes.append(schedule)
         return writes, args
 
@@ -546,21 +545,6 @@ def _old_definition(schedule_id: str, definition: bytes | None) -> Schedule | No
         return decode_definition(schedule_id, text(definition))
     except CorruptDefinition:
         return None
-
-
-def _changed(definition: bytes | None, new_json: str, state: str | None) -> str:
-    """The audit's ``changed`` of an upsert: the fields that differ from the stored
-    definition ('' for a new schedule; ``definition`` for one that cannot be read)."""
-    if definition is None:
-        return ""
-    try:
-        old = json.loads(text(definition) or "")
-    except ValueError:
-        old = None
-    if not isinstance(old, dict):
-        return "definition (unreadable before)"
-    found = audit.changes(old, json.loads(new_json))
-    return found or (f"state: {state} -> due" if state == ScheduleState.BROKEN else "")
 
 
 def _upsert_row(reply: list[Any], i: int) -> tuple[Any, Any, Any]:

@@ -195,7 +195,7 @@ def test_a_time_limited_pause_resumes_by_itself(cluster: Cluster, rqbeat: Invoke
     until_ms = parse_iso_ms(json_of(rqbeat("show", "daily-summary", "--json"))["paused_until"])
 
     def resumed() -> bool:
-        return json_of(rqbeat("show", "daily-summary", "--json"))["state"] == "due"
+        return bool(json_of(rqbeat("show", "daily-summary", "--json"))["state"] == "due")
 
     wait_for(resumed, 30, interval=0.1, what="the leader to end the pause")
     edits = [e for e in history_json(rqbeat, "daily-summary") if e.get("by")]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scheduler.audit import API_BY, Edit, changes, cli_user, edit_of, parse_until
+from scheduler.audit import API_BY, Edit, changes, cli_user, edit_of, parse_until, upsert_changes
 from scheduler.clock import parse_iso_ms
 from scheduler.errors import InvalidSchedule
 
@@ -76,3 +76,16 @@ def test_until_is_an_iso_time_or_a_duration_from_now(text: str, expected: int) -
 def test_an_until_in_the_past_or_unreadable_is_refused(text: str, reason: str) -> None:
     with pytest.raises(InvalidSchedule, match=reason):
         parse_until(text, NOW)
+
+
+@pytest.mark.parametrize(
+    ("definition", "state", "expected"),
+    [
+        (None, None, ""),
+        ('{"cron":"0 3 * * *"}', "due", 'cron: "0 3 * * *" -> "0 4 * * *"'),
+        ("not json", "broken", "definition (unreadable before)"),
+        ('{"cron":"0 4 * * *"}', "broken", "state: broken -> due"),
+    ],
+)
+def test_an_upsert_names_what_it_changed(definition: str | None, state: str | None, expected: str) -> None:
+    assert upsert_changes(definition, '{"cron":"0 4 * * *"}', state) == expected
