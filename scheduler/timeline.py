@@ -113,7 +113,11 @@ def _details(entry: HistoryEntry, when: Callable[[int], str]) -> str:
         return f"{count} fire{'' if count == '1' else 's'} dropped by the misfire policy{nxt}"
     if entry.event == "skipped":
         count = fields.get("count", "?")
-        return f"{count} fire{'' if count == '1' else 's'} skipped: pending or due while paused"
+        why = "excluded" if fields.get("reason") == "excluded" else "pending or due while paused"
+        return f"{count} fire{'' if count == '1' else 's'} skipped: {why}"
+    if entry.event == "completed":
+        why = {"end_at": "no fire left before end_at", "max_runs": "max_runs reached"}
+        return why.get(fields.get("reason", ""), "completed")
     return reason
 
 

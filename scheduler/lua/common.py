@@ -17,3 +17,17 @@ local function wake_if_earlier(due, events, score)
   end
 end
 """
+
+#: A schedule with no fire left (past end_at, or max_runs reached) becomes
+#: 'completed': out of the due set (and the stale set: nothing more is expected of
+#: it), its pending fire cleared, the reason (CompletedBy) in its history. An edit
+#: that reopens the window re-arms it (UPSERT).
+COMPLETE_LUA = """
+local function complete(schedule, due, stale, history, id, maxlen, now, reason)
+  redis.call('HSET', schedule, 'state', 'completed', 'fire_at', '', 'attempt', 1)
+  redis.call('ZREM', due, id)
+  redis.call('ZREM', stale, id)
+  redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', 'event', 'completed', 'reason', reason,
+             'at', now)
+end
+"""

@@ -1,0 +1,177 @@
+"""Which fires a schedule keeps: several crons, a start/end window, exclusions.
+
+Pure functions of epoch ms, like :mod:`scheduler.cron`; nothing reads a clock.
+
+* **Several crons** fire at the union of their fires; two expressions naming the
+  same instant give one fire (the next fire is the smallest of the parts' next).
+* **start_at / end_at** (both inclusive) keep only the fires inside the window.
+  After ``end_at`` there is no next fire: :data:`NEVER_MS` (the schedule completes).
+* **exclude** drops the fires whose local date (in the schedule's zone) is a listed
+  date or lies in a listed range, or whose local wall time, cut to the minute (the
+  second for a 6-field expression), matches a listed cron expression (a mask:
+  ``* 0-6 * * *`` drops every fire between 00:00 and 06:59). Excluded fires are
+  skipped, never run late; :meth:`Plan.excluded_between` names them for history.
+
+A plan whose exclusions drop more than :data:`MAX_EXCLUDED_IN_A_ROW` fires in a row
+raises :class:`~scheduler.errors.InvalidSchedule`: a schedule that would never fire
+again is reported (marked broken by the engine), not spun on.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+
+from scheduler import cron
+from scheduler.clock import iso
+from scheduler.errors import InvalidSchedule
+
+#: "No more fires": 9999-12-31T23:59:59Z, still a valid ISO time and a finite score.
+NEVER_MS = 253_402_300_799_000
+MAX_EXCLUDES = 1_000
+MAX_EXCLUDED_IN_A_ROW = 100_000
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_EXCLUDE_HELP = "must be a date (2026-12-25), a date range (2026-12-24..2026-12-26) or a cron expression"
+
+
+@dataclass(frozen=True, slots=True)
+class Exclusion:
+    """One ``exclude`` item: a date range (one day: first == last) or a cron mask."""
+
+    text: str
+    first: date | None = None
+    last: date | None = None
+    mask: cron.CronTrigger | None = None
+
+
+def parse_exclusion(item: str, tz: str) -> Exclusion:
+    """An ``exclude`` item as written; raises InvalidSchedule naming it."""
+    if not isinstance(item, str) or not item.strip():
+        raise InvalidSchedule("exclude", item, _EXCLUDE_HELP)
+    text = item.strip()
+    if " " in text or text.startswith("@"):
+        try:
+            mask = cron.cron_trigger(text, tz)
+        except InvalidSchedule as exc:
+            raise InvalidSchedule("exclude", item, f"bad cron expression: {exc.reason}") from None
+        return Exclusion(text, mask=mask)
+    lo, sep, hi = text.partition("..")
+    first, last = _date(item, lo), _date(item, hi if sep else lo)
+    if last < first:
+        raise InvalidSchedule("exclude", item, "a date range must not end before it starts")
+    return Exclusion(text, first, last)
+
+
+def _date(item: str, text: str) -> date:
+    if _DATE.fullmatch(text):
+        try:
+            return date.fromisoformat(text)
+        except ValueError:
+            pass
+    raise InvalidSchedule("exclude", item, _EXCLUDE_HELP)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A schedule's fires: the union of ``parts`` inside the window, less exclusions.
+    Hashable, so :func:`scheduler.cron.next_fire_ms` callers can memoize on it."""
+
+    parts: tuple[cron.CronTrigger | cron.IntervalTrigger, ...]
+    tz: str
+    start_ms: int | None = None
+    end_ms: int | None = None
+    excludes: tuple[Exclusion, ...] = ()
+
+    def next_after_ms(self, after_ms: int) -> int:
+        """The first kept fire strictly after ``after_ms``, or :data:`NEVER_MS`."""
+        if self.start_ms is not None:
+            after_ms = max(after_ms, self.start_ms - 1)
+        for _ in range(MAX_EXCLUDED_IN_A_ROW):
+            fire = min(cron.next_fire_ms(part, after_ms) for part in self.parts)
+            if fire >= NEVER_MS or (self.end_ms is not None and fire > self.end_ms):
+                return NEVER_MS
+            skip_to = self.excluded_until_ms(fire)
+            if skip_to is None:
+                return fire
+            after_ms = max(fire, skip_to)
+        raise InvalidSchedule(
+            "exclude",
+            [e.text for e in self.excludes],
+            f"drops more than {MAX_EXCLUDED_IN_A_ROW} fires in a row after {iso(after_ms)}",
+        )
+
+    def excluded_until_ms(self, fire_ms: int) -> int | None:
+        """None when ``fire_ms`` is kept; else the last instant the exclusion that
+        drops it covers (the search for the next fire resumes after it)."""
+        if not self.excludes:
+            return None
+        zone = cron.load_zone(self.tz)
+        wall = cron.ms_to_datetime(fire_ms, self.tz).replace(tzinfo=None)
+        day = wall.date()
+        for exclusion in self.excludes:
+            if exclusion.first is not None and exclusion.last is not None:
+                if exclusion.first <= day <= exclusion.last:
+                    next_day = datetime.combine(exclusion.last + timedelta(days=1), time(0), tzinfo=zone)
+                    return cron.datetime_to_ms(next_day) - 1
+            elif exclusion.mask is not None and cron.wall_matches(exclusion.mask, wall):
+                six = len(exclusion.mask.expr.split()) == 6
+                unit_ms = 1000 if six else 60_000
+                return fire_ms - fire_ms % 1000 - (0 if six else wall.second * 1000) + unit_ms - 1
+        return None
+
+    def excluded_between(self, after_ms: int, until_ms: int, limit: int) -> list[int]:
+        """The fires in ``(after_ms, until_ms)`` that exclusions dropped (inside the
+        window), ascending, at most ``limit``: what history records as skipped."""
+        if not self.excludes:
+            return []
+        unfiltered = Plan(self.parts, self.tz, self.start_ms, self.end_ms)
+        out: list[int] = []
+        cursor = after_ms
+        while len(out) < limit:
+            cursor = unfiltered.next_after_ms(cursor)
+            if cursor >= until_ms:
+                break
+            if self.excluded_until_ms(cursor) is not None:
+                out.append(cursor)
+        return out
+
+    def describe(self) -> str:
+        text = " + ".join(cron.describe(part) for part in self.parts)
+        if self.start_ms is not None:
+            text += f" from {iso(self.start_ms)}"
+        if self.end_ms is not None:
+            text += f" until {iso(self.end_ms)}"
+        if self.excludes:
+            text += f" except {', '.join(e.text for e in self.excludes)}"
+        return text
+
+
+def plan(
+    parts: Sequence[cron.CronTrigger | cron.IntervalTrigger],
+    tz: str,
+    *,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+    exclude: Sequence[str] = (),
+) -> Plan:
+    """A validated plan; raises InvalidSchedule naming the field at fault."""
+    if start_ms is not None and end_ms is not None and end_ms < start_ms:
+        raise InvalidSchedule("end_at", iso(end_ms), f"must not be before start_at {iso(start_ms)}")
+    if len(exclude) > MAX_EXCLUDES:
+        raise InvalidSchedule("exclude", f"<{len(exclude)} items>", f"at most {MAX_EXCLUDES} items")
+    excludes = tuple(parse_exclusion(item, tz) for item in exclude)
+    return Plan(tuple(parts), tz, start_ms, end_ms, excludes)
+
+
+def skipped_before(trigger: cron.Trigger, after_ms: int, next_ms: int, limit: int) -> list[int]:
+    """The fires exclusions dropped after ``after_ms`` and before ``next_ms`` (the next
+    kept fire, or :data:`NEVER_MS`: up to the window's end), at most ``limit``."""
+    if not isinstance(trigger, Plan) or not trigger.excludes:
+        return []
+    if next_ms >= NEVER_MS:
+        if trigger.end_ms is None:
+            return []
+        next_ms = trigger.end_ms + 1
+    return trigger.excluded_between(after_ms, next_ms, limit)
