@@ -211,7 +211,10 @@ def describe(trigger: Trigger) -> str:
 
 def ms_to_datetime(ms: int, tz: str = "UTC") -> datetime:
     """The aware datetime of an epoch-ms instant, in zone ``tz``."""
-    return datetime.fromtimestamp(ms // 1000, load_zone(tz)) + timedelta(milliseconds=ms % 1000)
+    # the sum is taken in UTC: wall-clock arithmetic on an aware datetime would drop
+    # the fold and name the first pass of a repeated hour for an instant of the second
+    utc = datetime.fromtimestamp(ms // 1000, UTC) + timedelta(milliseconds=ms % 1000)
+    return utc.astimezone(load_zone(tz))
 
 
 def datetime_to_ms(moment: datetime) -> int:

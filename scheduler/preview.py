@@ -109,7 +109,7 @@ def _gap_note(part: cron.CronTrigger, fire_ms: int) -> str | None:
 def _fold_note(part: cron.CronTrigger, fire_ms: int) -> str | None:
     """A fire at a wall time that a fall-back fold repeats."""
     at = cron.ms_to_datetime(fire_ms, part.tz)
-    wall = at.replace(tzinfo=None)
+    wall = at.replace(tzinfo=None, fold=0)
     zone = cron.load_zone(part.tz)
     first = cast(timedelta, wall.replace(tzinfo=zone).utcoffset())
     second = cast(timedelta, wall.replace(tzinfo=zone, fold=1).utcoffset())

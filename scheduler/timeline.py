@@ -19,6 +19,8 @@ from scheduler.clock import parse_iso_ms
 from scheduler.store import HistoryEntry
 
 ENDINGS = ("succeeded", "failed", "gave_up")
+#: A ``completed`` entry's reason (:class:`~scheduler.protocol.CompletedBy`) in words.
+_COMPLETED_BY = {"end_at": "no fire left before end_at", "max_runs": "max_runs reached"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,8 +118,7 @@ def _details(entry: HistoryEntry, when: Callable[[int], str]) -> str:
         why = "excluded" if fields.get("reason") == "excluded" else "pending or due while paused"
         return f"{count} fire{'' if count == '1' else 's'} skipped: {why}"
     if entry.event == "completed":
-        why = {"end_at": "no fire left before end_at", "max_runs": "max_runs reached"}
-        return why.get(fields.get("reason", ""), "completed")
+        return _COMPLETED_BY.get(fields.get("reason", ""), "completed")
     return reason
 
 

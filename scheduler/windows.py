@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta, tzinfo
 
 from scheduler import cron
 from scheduler.clock import iso
@@ -31,19 +31,24 @@ from scheduler.errors import InvalidSchedule
 #: "No more fires": 9999-12-31T23:59:59Z, still a valid ISO time and a finite score.
 NEVER_MS = 253_402_300_799_000
 MAX_EXCLUDES = 1_000
-MAX_EXCLUDED_IN_A_ROW = 100_000
+MAX_EXCLUDED_IN_A_ROW = 10_000
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _EXCLUDE_HELP = "must be a date (2026-12-25), a date range (2026-12-24..2026-12-26) or a cron expression"
 
 
 @dataclass(frozen=True, slots=True)
 class Exclusion:
-    """One ``exclude`` item: a date range (one day: first == last) or a cron mask."""
+    """One ``exclude`` item: a date range (one day: first == last) or a cron mask.
+
+    ``span_s``: how much wall time a match of the mask covers for sure, so the search
+    jumps past it at once: a day when the time fields are all ``*``, an hour when the
+    fields below the hour are, else the expression's unit (a minute, or a second)."""
 
     text: str
     first: date | None = None
     last: date | None = None
     mask: cron.CronTrigger | None = None
+    span_s: int = 60
 
 
 def parse_exclusion(item: str, tz: str) -> Exclusion:
@@ -56,12 +61,27 @@ def parse_exclusion(item: str, tz: str) -> Exclusion:
             mask = cron.cron_trigger(text, tz)
         except InvalidSchedule as exc:
             raise InvalidSchedule("exclude", item, f"bad cron expression: {exc.reason}") from None
-        return Exclusion(text, mask=mask)
+        return Exclusion(text, mask=mask, span_s=_span_s(mask.expr))
     lo, sep, hi = text.partition("..")
     first, last = _date(item, lo), _date(item, hi if sep else lo)
     if last < first:
         raise InvalidSchedule("exclude", item, "a date range must not end before it starts")
     return Exclusion(text, first, last)
+
+
+def _span_s(expr: str) -> int:
+    fields = expr.split()
+    if expr.startswith("@"):
+        return 60
+    seconds = ["0"] if len(fields) == 5 else fields[:1]
+    minute, hour = fields[-5], fields[-4]
+    if seconds[0] != "*" and len(fields) == 6:
+        return 1
+    if minute != "*":
+        return 60 if len(fields) == 5 or seconds[0] == "*" else 1
+    if len(fields) == 5 or seconds[0] == "*":
+        return 86_400 if hour == "*" else 3_600
+    return 1
 
 
 def _date(item: str, text: str) -> date:
@@ -116,9 +136,7 @@ class Plan:
                     next_day = datetime.combine(exclusion.last + timedelta(days=1), time(0), tzinfo=zone)
                     return cron.datetime_to_ms(next_day) - 1
             elif exclusion.mask is not None and cron.wall_matches(exclusion.mask, wall):
-                six = len(exclusion.mask.expr.split()) == 6
-                unit_ms = 1000 if six else 60_000
-                return fire_ms - fire_ms % 1000 - (0 if six else wall.second * 1000) + unit_ms - 1
+                return _span_end_ms(fire_ms, wall, exclusion.span_s, zone)
         return None
 
     def excluded_between(self, after_ms: int, until_ms: int, limit: int) -> list[int]:
@@ -146,6 +164,17 @@ class Plan:
         if self.excludes:
             text += f" except {', '.join(e.text for e in self.excludes)}"
         return text
+
+
+def _span_end_ms(fire_ms: int, wall: datetime, span_s: int, zone: tzinfo) -> int:
+    """The last instant of the wall-time span (second, minute, hour, day) ``fire_ms``
+    is in. Approximate where a DST shift cuts the span: the caller only moves forward
+    and checks the fire it then finds again."""
+    if span_s == 86_400:
+        next_day = datetime.combine(wall.date() + timedelta(days=1), time(0), tzinfo=zone)
+        return cron.datetime_to_ms(next_day) - 1
+    into_s = (wall.hour * 3600 + wall.minute * 60 + wall.second) % span_s
+    return fire_ms - fire_ms % 1000 - into_s * 1000 + span_s * 1000 - 1
 
 
 def plan(
