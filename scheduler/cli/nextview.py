@@ -44,7 +44,8 @@ def show_stored(ctx: Context, schedule_id: str, count: int, after_ms: int | None
         for row in result.rows
     ]
     click.echo(print_header)
-    table([f"LOCAL ({tz})", "UTC", "WHEN", "NOTE"], rows)
+    if rows:
+        table([f"LOCAL ({tz})", "UTC", "WHEN", "NOTE"], rows)
     if result.ends:
         click.echo(f"then no more fires: {result.ends}")
 
