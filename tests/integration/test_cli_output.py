@@ -280,6 +280,7 @@ def test_ls_status_history_with_real_processes(
         "due": 2,
         "running": 0,
         "paused": 1,
+        "completed": 0,
         "broken": 1,
         "total": 4,
         "overdue": 0,

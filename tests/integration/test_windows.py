@@ -230,3 +230,43 @@ max_attempts = 3
     assert gaps and gaps <= named
     out = ok(rqbeat("next", "masked", "-n", "4"))
     assert "skipped: excluded by '*/3 * * * * *'" in out, out
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (
+            ["--cron", "0 9 * * *", "--exclude", "christmas"],
+            "Error: exclude: must be a date (2026-12-25), a date range (2026-12-24..2026-12-26) "
+            "or a cron expression (got 'christmas')",
+        ),
+        (
+            ["--cron", "0 9 * * *", "--start-at", "2027-02-01T00:00Z", "--end-at", "2027-01-01T00:00Z"],
+            "Error: end_at: must not be before start_at 2027-02-01T00:00:00.000Z "
+            "(got '2027-01-01T00:00:00.000Z')",
+        ),
+        (
+            ["--cron", "0 9 * * 1-5", "--cron", "0 9 * * 1-5"],
+            "Error: cron: lists the same expression twice (got ['0 9 * * 1-5', '0 9 * * 1-5'])",
+        ),
+        (
+            ["--every", "1h", "--max-runs", "0"],
+            "Error: max_runs: must be a whole number from 1 to 1000000000 (got 0)",
+        ),
+        (
+            ["--every", "1h", "--end-at", "soon"],
+            "Error: end_at: must be an ISO time, e.g. 2027-01-01T09:00:00+01:00 (got 'soon')",
+        ),
+    ],
+)
+def test_bad_settings_are_refused_by_name_and_nothing_is_written(
+    rqbeat: Invoke, conn: Redis, tmp_path: Path, args: list[str], error: str
+) -> None:
+    result = rqbeat("add", "summary", TARGET, "--tz", "Europe/Berlin", *args)
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines()[-1] == error
+    assert conn.keys("rqbeat:*") == []
+    path = tmp_path / "bad.toml"
+    path.write_text(f'[schedules.summary]\ntarget = "{TARGET}"\ncron = "0 9 * * *"\nexclude = [2027-02-30]\n')
+    assert rqbeat("apply", str(path)).exit_code != 0  # TOML itself refuses 30 February
+    assert conn.keys("rqbeat:*") == []
