@@ -61,6 +61,7 @@ __all__ = [
     "ms_to_datetime",
     "datetime_to_ms",
     "PlannedTrigger",
+    "NEVER_MS",
     "wall_matches",
     "first_match_after",
 ]
@@ -81,6 +82,11 @@ _RANDOM = re.compile(r"R(?:\(\d+-\d+\))?(?:/\d+)?", re.I | re.A)
 _QUARTZ_LAST_DOW = re.compile(r"([0-7])L", re.I | re.A)
 _HAS_H = re.compile(r"h", re.I)
 _EQUAL_RANGE = re.compile(r"(?<![\d#])(\d+)-\1(?:/\d+)?(?![\d#])", re.A)
+
+#: "No more fires" (a window that ended, :mod:`scheduler.windows`): 9999-12-31T23:59:59Z,
+#: still a valid ISO time and a finite score. :func:`next_fires` and
+#: :func:`fires_between` stop there.
+NEVER_MS = 253_402_300_799_000
 
 # Wall-clock arithmetic is deliberately naive: these never leave this module.
 _NAIVE_EPOCH = datetime(1970, 1, 1, tzinfo=UTC).replace(tzinfo=None)
@@ -241,6 +247,8 @@ def first_match_after(trigger: CronTrigger, wall: datetime) -> datetime:
 def _fires(trigger: Trigger, after_ms: int) -> Iterator[int]:
     while True:
         after_ms = next_fire_ms(trigger, after_ms)
+        if after_ms >= NEVER_MS:
+            return
         yield after_ms
 
 

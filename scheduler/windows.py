@@ -28,8 +28,7 @@ from scheduler import cron
 from scheduler.clock import iso
 from scheduler.errors import InvalidSchedule
 
-#: "No more fires": 9999-12-31T23:59:59Z, still a valid ISO time and a finite score.
-NEVER_MS = 253_402_300_799_000
+NEVER_MS = cron.NEVER_MS
 MAX_EXCLUDES = 1_000
 MAX_EXCLUDED_IN_A_ROW = 10_000
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")

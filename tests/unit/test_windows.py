@@ -16,6 +16,7 @@ import pytest
 from scheduler import cron, preview, windows
 from scheduler.errors import InvalidSchedule
 from scheduler.model import Schedule
+from scheduler.web import present
 
 BERLIN, NEW_YORK = "Europe/Berlin", "America/New_York"
 
@@ -301,6 +302,12 @@ def test_preview_stops_at_the_end_of_the_window() -> None:
         "2027-03-15T09:00-04:00",
     ]
     assert result.ends == "end_at 2027-03-15T13:00:00Z passed: completed"
+    # every list of next fires stops there too (the dashboard's, misfire enumeration)
+    assert len(cron.next_fires(s.trigger, ms("2027-03-13T12:00-05:00"), 10)) == 2
+    assert [f["local"] for f in present.fires(s, ms("2027-03-13T12:00-05:00"), 10)] == [
+        "2027-03-14 09:00:00 EDT",
+        "2027-03-15 09:00:00 EDT",
+    ]
 
 
 # -- the definition: validation, compact stored form -----------------------------------
