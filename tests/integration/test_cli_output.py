@@ -94,7 +94,7 @@ USAGE_ERRORS = [
     (["add", "x", "m.f", "--misfire", "sometimes"], "Invalid value for '--misfire'"),
     (["add", "x", "m.f", "--max-attempts", "two"], "Invalid value for '--max-attempts'"),
     (["rm"], "Missing argument 'ID...'"),
-    (["next"], "Missing argument 'EXPR'"),
+    (["next"], "Missing argument 'ID|EXPR'"),
     (["show", "a", "b"], "Got unexpected extra argument (b)"),
     (["--bogus", "ls"], "No such option '--bogus' (see 'rqbeat --help')"),
     (["nosuch"], "No such command 'nosuch' (see 'rqbeat --help')"),
