@@ -13,7 +13,6 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
-from datetime import date, datetime
 from enum import StrEnum
 from functools import cached_property
 from typing import Any
@@ -35,8 +34,6 @@ MAX_DESCRIPTION_CHARS = 500
 #: An alert webhook: http(s), no spaces or control characters, a sane length.
 WEBHOOK_PATTERN = re.compile(r"https?://[^\s/?#]+[^\s]{0,2000}")
 _WHOLE_NUMBER = re.compile(r"[0-9]{1,18}")
-MAX_CRONS = 20
-MAX_RUNS_LIMIT = 1_000_000_000
 
 
 class Misfire(StrEnum):
@@ -111,7 +108,7 @@ class Schedule:
             _check_positive_ms(name, getattr(self, name), optional=True)
         _check_positive_ms("jitter_ms", self.jitter_ms, optional=False, allow_zero=True)
         _check_attempts(self.max_attempts)
-        _check_max_runs(self.max_runs)
+        windows.check_max_runs(self.max_runs)
         if not isinstance(self.pause_on_failure, bool):
             raise InvalidSchedule("pause_on_failure", self.pause_on_failure, "must be true or false")
         if not isinstance(self.metrics, bool):
@@ -125,11 +122,11 @@ class Schedule:
         if isinstance(self.args, list):
             object.__setattr__(self, "args", tuple(self.args))
         if isinstance(self.cron, list):
-            object.__setattr__(self, "cron", _as_crons("cron", self.cron))
+            object.__setattr__(self, "cron", windows.as_crons("cron", self.cron))
         if isinstance(self.exclude, list | str):
-            object.__setattr__(self, "exclude", _as_excludes("exclude", self.exclude))
+            object.__setattr__(self, "exclude", windows.as_excludes("exclude", self.exclude))
         for name in ("start_at", "end_at"):
-            object.__setattr__(self, name, _normal_time(name, getattr(self, name), self.timezone))
+            object.__setattr__(self, name, windows.normal_time(name, getattr(self, name), self.timezone))
         if isinstance(self.misfire, str) and not isinstance(self.misfire, Misfire):
             object.__setattr__(self, "misfire", _as_misfire("misfire", self.misfire))
 
@@ -149,7 +146,7 @@ class Schedule:
         triggers.load_zone(self.timezone)
         parts: list[triggers.CronTrigger | triggers.IntervalTrigger]
         if self.cron is not None:
-            _check_crons(self.cron)
+            windows.check_crons(self.cron)
             parts = [triggers.cron_trigger(c, self.timezone, schedule_id=self.id) for c in self.crons]
         else:
             _check_positive_ms("every", self.every_ms, optional=False)
@@ -162,8 +159,8 @@ class Schedule:
         return windows.plan(
             parts,
             self.timezone,
-            start_ms=_time_ms(self.start_at),
-            end_ms=_time_ms(self.end_at),
+            start_ms=windows.time_ms(self.start_at),
+            end_ms=windows.time_ms(self.end_at),
             exclude=self.exclude,
         )
 
@@ -289,37 +286,6 @@ def _as_bool(key: str, value: Any) -> bool:
     return value
 
 
-def _as_crons(key: str, value: Any) -> str | tuple[str, ...]:
-    """One expression, or a list of them (one item stays a plain string)."""
-    if isinstance(value, str):
-        return value
-    if not isinstance(value, list | tuple) or not value or not all(isinstance(v, str) for v in value):
-        raise InvalidSchedule(key, value, "must be a cron expression or a non-empty list of them")
-    return value[0] if len(value) == 1 else tuple(value)
-
-
-def _as_time(key: str, value: Any) -> str:
-    """An ISO time as text (TOML gives a datetime): checked in ``__post_init__``."""
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if not isinstance(value, str):
-        raise InvalidSchedule(key, value, "must be an ISO time, e.g. 2027-01-01T09:00:00+01:00")
-    return value
-
-
-def _as_excludes(key: str, value: Any) -> tuple[str, ...]:
-    """A list of dates (TOML gives dates), ranges or cron masks; one item may stand alone."""
-    items = [value] if isinstance(value, str | date) else value
-    if not isinstance(items, list | tuple):
-        raise InvalidSchedule(key, value, "must be a list of dates, date ranges or cron expressions")
-    out = []
-    for item in items:
-        if isinstance(item, datetime) or not isinstance(item, str | date):
-            raise InvalidSchedule(key, item, "must be a date (2026-12-25), a range or a cron expression")
-        out.append(item.isoformat() if isinstance(item, date) else item.strip())
-    return tuple(out)
-
-
 def _as_misfire(key: str, value: Any) -> Misfire:
     try:
         return Misfire(value)
@@ -341,7 +307,7 @@ USER_KEYS: dict[str, tuple[str, Any]] = {
     "target": ("target", _as_str),
     "args": ("args", _as_args),
     "kwargs": ("kwargs", _as_kwargs),
-    "cron": ("cron", _as_crons),
+    "cron": ("cron", windows.as_crons),
     "every": ("every_ms", _as_duration),
     "timezone": ("timezone", _as_str),
     "queue": ("queue", _as_str),
@@ -360,10 +326,10 @@ USER_KEYS: dict[str, tuple[str, Any]] = {
     "max_queued": ("max_queued_ms", _as_duration),
     "stale_after": ("stale_after_ms", _as_duration),
     "owner": ("owner", _as_str),
-    "start_at": ("start_at", _as_time),
-    "end_at": ("end_at", _as_time),
+    "start_at": ("start_at", windows.as_time),
+    "end_at": ("end_at", windows.as_time),
     "max_runs": ("max_runs", _as_int),
-    "exclude": ("exclude", _as_excludes),
+    "exclude": ("exclude", windows.as_excludes),
 }
 # Left out of the stored form too; from_dict restores them.
 _STORED_DEFAULTS = {"misfire": "coalesce", "owner": "api", "queue": "default", "timezone": "UTC"}
@@ -430,50 +396,6 @@ def _check_attempts(value: Any) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
         raise InvalidSchedule("max_attempts", value, "must be a whole number from 1 to 1000")
-
-
-def _check_max_runs(value: Any) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_RUNS_LIMIT:
-        raise InvalidSchedule("max_runs", value, f"must be a whole number from 1 to {MAX_RUNS_LIMIT}")
-
-
-def _check_crons(value: str | tuple[str, ...]) -> None:
-    if isinstance(value, str):
-        return
-    if not isinstance(value, tuple) or not value or not all(isinstance(v, str) for v in value):
-        raise InvalidSchedule("cron", value, "must be a cron expression or a non-empty list of them")
-    if len(value) > MAX_CRONS:
-        raise InvalidSchedule("cron", f"<{len(value)} expressions>", f"at most {MAX_CRONS} expressions")
-    normal = [" ".join(v.split()) for v in value]
-    if len(set(normal)) != len(normal):
-        raise InvalidSchedule("cron", list(value), "lists the same expression twice")
-
-
-def _normal_time(name: str, value: Any, tz: Any) -> str | None:
-    """``start_at``/``end_at`` as ISO UTC text; one without an offset is read in ``tz``
-    (a wall time a DST gap skips is read as the gap ends, as zoneinfo does)."""
-    if value is None:
-        return None
-    text = value.isoformat() if isinstance(value, datetime) else value
-    try:
-        if not isinstance(text, str):
-            raise ValueError
-        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidSchedule(name, value, "must be an ISO time, e.g. 2027-01-01T09:00:00+01:00") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=triggers.load_zone(tz))
-    ms = triggers.datetime_to_ms(moment)
-    if not 0 <= ms < windows.NEVER_MS:
-        raise InvalidSchedule(name, value, "must be between 1970 and 9999")
-    utc = triggers.ms_to_datetime(ms).isoformat(timespec="milliseconds" if ms % 1000 else "seconds")
-    return utc.replace("+00:00", "Z")
-
-
-def _time_ms(value: str | None) -> int | None:
-    return None if value is None else triggers.datetime_to_ms(datetime.fromisoformat(value))
 
 
 def _check_description(value: Any) -> None:

@@ -23,6 +23,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, tzinfo
+from typing import Any
 
 from scheduler import cron
 from scheduler.clock import iso
@@ -30,6 +31,8 @@ from scheduler.errors import InvalidSchedule
 
 NEVER_MS = cron.NEVER_MS
 MAX_EXCLUDES = 1_000
+MAX_CRONS = 20
+MAX_RUNS_LIMIT = 1_000_000_000
 MAX_EXCLUDED_IN_A_ROW = 10_000
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _EXCLUDE_HELP = "must be a date (2026-12-25), a date range (2026-12-24..2026-12-26) or a cron expression"
@@ -191,6 +194,84 @@ def plan(
         raise InvalidSchedule("exclude", f"<{len(exclude)} items>", f"at most {MAX_EXCLUDES} items")
     excludes = tuple(parse_exclusion(item, tz) for item in exclude)
     return Plan(tuple(parts), tz, start_ms, end_ms, excludes)
+
+
+# -- the settings as people write them (Schedule.from_dict's converters and checks) --
+
+
+def as_crons(key: str, value: Any) -> str | tuple[str, ...]:
+    """One expression, or a list of them (one item stays a plain string)."""
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, list | tuple) or not value or not all(isinstance(v, str) for v in value):
+        raise InvalidSchedule(key, value, "must be a cron expression or a non-empty list of them")
+    return value[0] if len(value) == 1 else tuple(value)
+
+
+def as_time(key: str, value: Any) -> str:
+    """An ISO time as text (TOML gives a datetime): checked in ``__post_init__``."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if not isinstance(value, str):
+        raise InvalidSchedule(key, value, "must be an ISO time, e.g. 2027-01-01T09:00:00+01:00")
+    return value
+
+
+def as_excludes(key: str, value: Any) -> tuple[str, ...]:
+    """A list of dates (TOML gives dates), ranges or cron masks; one item may stand alone."""
+    items = [value] if isinstance(value, str | date) else value
+    if not isinstance(items, list | tuple):
+        raise InvalidSchedule(key, value, "must be a list of dates, date ranges or cron expressions")
+    out = []
+    for item in items:
+        if isinstance(item, datetime) or not isinstance(item, str | date):
+            raise InvalidSchedule(key, item, "must be a date (2026-12-25), a range or a cron expression")
+        out.append(item.isoformat() if isinstance(item, date) else item.strip())
+    return tuple(out)
+
+
+def check_max_runs(value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_RUNS_LIMIT:
+        raise InvalidSchedule("max_runs", value, f"must be a whole number from 1 to {MAX_RUNS_LIMIT}")
+
+
+def check_crons(value: str | tuple[str, ...]) -> None:
+    if isinstance(value, str):
+        return
+    if not isinstance(value, tuple) or not value or not all(isinstance(v, str) for v in value):
+        raise InvalidSchedule("cron", value, "must be a cron expression or a non-empty list of them")
+    if len(value) > MAX_CRONS:
+        raise InvalidSchedule("cron", f"<{len(value)} expressions>", f"at most {MAX_CRONS} expressions")
+    normal = [" ".join(v.split()) for v in value]
+    if len(set(normal)) != len(normal):
+        raise InvalidSchedule("cron", list(value), "lists the same expression twice")
+
+
+def normal_time(name: str, value: Any, tz: Any) -> str | None:
+    """``start_at``/``end_at`` as ISO UTC text; one without an offset is read in ``tz``
+    (a wall time a DST gap skips is read as the gap ends, as zoneinfo does)."""
+    if value is None:
+        return None
+    text = value.isoformat() if isinstance(value, datetime) else value
+    try:
+        if not isinstance(text, str):
+            raise ValueError
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidSchedule(name, value, "must be an ISO time, e.g. 2027-01-01T09:00:00+01:00") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=cron.load_zone(tz))
+    ms = cron.datetime_to_ms(moment)
+    if not 0 <= ms < NEVER_MS:
+        raise InvalidSchedule(name, value, "must be between 1970 and 9999")
+    utc = cron.ms_to_datetime(ms).isoformat(timespec="milliseconds" if ms % 1000 else "seconds")
+    return utc.replace("+00:00", "Z")
+
+
+def time_ms(value: str | None) -> int | None:
+    return None if value is None else cron.datetime_to_ms(datetime.fromisoformat(value))
 
 
 def skipped_before(trigger: cron.Trigger, after_ms: int, next_ms: int, limit: int) -> list[int]:
