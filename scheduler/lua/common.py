@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from scheduler.audit import LOG_MAXLEN
 from scheduler.protocol import RUN_FIELDS, lua_list
 
 #: The fields of a run in flight, cleared together when the run ends.
@@ -29,5 +30,25 @@ local function complete(schedule, due, stale, history, id, maxlen, now, reason)
   redis.call('ZREM', stale, id)
   redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', 'event', 'completed', 'reason', reason,
              'at', now)
+end
+"""
+
+#: The audit entry of an edit (scheduler.audit): ``audit_entry`` builds its fields,
+#: ``audit`` writes them to the schedule's history (``history`` false: skipped) and,
+#: with the schedule's id, to the namespace's edit log. One XADD each, in the script
+#: that makes the edit: the record and the change are one atomic step.
+AUDIT = f"""
+local LOG_MAXLEN = {LOG_MAXLEN}
+local function audit_entry(event, now, by, note, version, changed)
+  local fields = {{'event', event, 'at', now, 'by', by, 'version', version}}
+  if changed ~= '' then fields[#fields + 1] = 'changed'; fields[#fields + 1] = changed end
+  if note ~= '' then fields[#fields + 1] = 'note'; fields[#fields + 1] = note end
+  return fields
+end
+local function audit(history, log, history_maxlen, id, fields)
+  if history then
+    redis.call('XADD', history, 'MAXLEN', '~', history_maxlen, '*', unpack(fields))
+  end
+  redis.call('XADD', log, 'MAXLEN', '~', LOG_MAXLEN, '*', 'id', id, unpack(fields))
 end
 """
