@@ -43,6 +43,16 @@ class Misfire(StrEnum):
     SKIP = "skip"  # none run; wait for the next future fire
 
 
+class Overlap(StrEnum):
+    """What to do with fires that pass while a run of the schedule is in flight (the
+    misfire policy keeps deciding fires missed while no scheduler was up). One run is
+    in flight at a time under each; see README "Overlap policy"."""
+
+    SKIP = "skip"  # they go to the misfire policy at the run's end (the default)
+    BUFFER_ONE = "buffer_one"  # the latest of them waits and runs next; the others are missed
+    BUFFER_ALL = "buffer_all"  # each of them waits and runs, oldest first
+
+
 @dataclass(frozen=True, kw_only=True)
 class Schedule:
     """One schedule. Durations are whole milliseconds (``*_ms``)."""
@@ -62,6 +72,7 @@ class Schedule:
     description: str | None = None
     misfire: Misfire = Misfire.COALESCE
     catchup_window_ms: int | None = None
+    overlap: Overlap = Overlap.SKIP
     jitter_ms: int = 0
     max_attempts: int | None = None
     pause_on_failure: bool = False
@@ -81,6 +92,8 @@ class Schedule:
             object.__setattr__(self, "args", tuple(self.args))
         if isinstance(self.misfire, str) and not isinstance(self.misfire, Misfire):
             object.__setattr__(self, "misfire", _as_misfire("misfire", self.misfire))
+        if isinstance(self.overlap, str) and not isinstance(self.overlap, Overlap):
+            object.__setattr__(self, "overlap", _as_overlap("overlap", self.overlap))
         _check_pattern("id", self.id, ID_PATTERN, "use 1-100 of A-Z a-z 0-9 _ -")
         _check_pattern("target", self.target, TARGET_PATTERN, "must be a dotted path: pkg.module.func")
         _check_pattern("queue", self.queue, QUEUE_PATTERN, "use 1-100 of A-Z a-z 0-9 _ . : -")
@@ -91,6 +104,8 @@ class Schedule:
             raise InvalidSchedule("kwargs", self.kwargs, "must be a JSON object with string keys")
         _check_payload(self.args, self.kwargs)
         _check_misfire(self.misfire)
+        if not isinstance(self.overlap, Overlap):
+            raise InvalidSchedule("overlap", self.overlap, f"must be one of {_OVERLAPS}")
         for name in (
             "timeout_ms",
             "ttl_ms",
@@ -177,7 +192,7 @@ class Schedule:
                 value = list(value)
             elif name == "kwargs":
                 value = dict(value)
-            elif name == "misfire":
+            elif name in ("misfire", "overlap"):
                 value = str(value)
             out[key] = value
         return out
@@ -255,6 +270,16 @@ def _as_misfire(key: str, value: Any) -> Misfire:
         raise InvalidSchedule(key, value, f"must be one of {choices}") from None
 
 
+_OVERLAPS = ", ".join(o.value for o in Overlap)
+
+
+def _as_overlap(key: str, value: Any) -> Overlap:
+    try:
+        return Overlap(value)
+    except ValueError:
+        raise InvalidSchedule(key, value, f"must be one of {_OVERLAPS}") from None
+
+
 def _json_text(key: str, text: str) -> Any:
     try:
         return json.loads(text)
@@ -279,6 +304,7 @@ USER_KEYS: dict[str, tuple[str, Any]] = {
     "description": ("description", _as_str),
     "misfire": ("misfire", _as_misfire),
     "catchup_window": ("catchup_window_ms", _as_duration),
+    "overlap": ("overlap", _as_overlap),
     "jitter": ("jitter_ms", _as_duration),
     "max_attempts": ("max_attempts", _as_int),
     "pause_on_failure": ("pause_on_failure", _as_bool),
@@ -289,7 +315,13 @@ USER_KEYS: dict[str, tuple[str, Any]] = {
     "owner": ("owner", _as_str),
 }
 # Left out of the stored form too; from_dict restores them.
-_STORED_DEFAULTS = {"misfire": "coalesce", "owner": "api", "queue": "default", "timezone": "UTC"}
+_STORED_DEFAULTS = {
+    "overlap": "skip",
+    "misfire": "coalesce",
+    "owner": "api",
+    "queue": "default",
+    "timezone": "UTC",
+}
 _OMIT_IF_DEFAULT = {"args", "kwargs", "jitter_ms", "pause_on_failure", "metrics"}
 _NEVER = object()  # compares unequal to every value: the setting is always written
 # (field name, user key, value left out) per field, in declaration order.

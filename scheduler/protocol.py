@@ -194,8 +194,8 @@ RUN_FIELDS = ("job_id", "job_queue", "epoch", "dispatched_at", *STARTED_FIELDS, 
 
 
 #: The hash fields DUE_READ returns per due schedule, in this order (dispatch decides
-#: from them).
-DUE_FIELDS = ("definition", "version", "state", "fire_at", "attempt")
+#: from them; ``last_run_at`` tells a fire an overlap policy kept waiting from a missed one).
+DUE_FIELDS = ("definition", "version", "state", "fire_at", "attempt", "last_run_at")
 #: The hash fields UPSERT_READ returns per schedule, in this order.
 UPSERT_READ_FIELDS = ("version", "definition", "state")
 

@@ -158,8 +158,8 @@ def prepare_ack(
     by: str = "worker",
     ended_ms: int | None = None,
 ) -> Ack:
-    """Compute the schedule's next fire after ``run`` (misfire policy applied at
-    ``now_ms``) and the arguments of the ACK script, with the cluster-wide counters it
+    """Compute the schedule's next fire after ``run`` (the overlap policy applied at
+    ``now_ms`` to the fires that passed during the run) and the arguments of the ACK script, with the cluster-wide counters it
     adds when it applies (:mod:`scheduler.engine.clusterstats`): an ack ``by`` the worker or
     the watchdog, its latency from ``ended_ms`` (the job's end; None when unknown).
 
@@ -177,7 +177,7 @@ def prepare_ack(
     # the period at the fire that ran; measured apart only after a resume moved `after`
     period = pending - run.fire_ms if resumed_ms is None else thresholds.period_ms(schedule, run.fire_ms)
     stale_ms = thresholds.limits(schedule, period).stale_after_ms
-    resolution = policy.resolve_misfire(schedule, pending, now_ms)
+    resolution = policy.resolve_after_run(schedule, pending, now_ms)
     score = policy.due_score_ms(schedule, resolution.fire_ms)
     sid = run.schedule_id
     if outcome is AckOutcome.SUCCEEDED:
