@@ -1,0 +1,184 @@
+"""Overlap policies end to end: a schedule applied from a TOML file, a leader, two
+``rqbeat worker``s that import the job from a user's app outside the repository, and a
+job that stays in flight until the test opens its gate (no timing margins).
+
+The first run of an every-second schedule is held until more than three fires have
+passed; then the gate opens and each policy shows what it does with those fires: how
+many runs are in flight (never more than one: two workers could run two), the order
+of the fires that run, their history, and one idempotency key per fire.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from redis import Redis
+
+from devtools.cluster import Cluster
+from devtools.processes import wait_for
+from scheduler import cron
+from scheduler.clock import iso, parse_iso_ms, redis_now_ms
+from scheduler.keys import Keys
+from scheduler.model import Schedule
+from scheduler.records import text
+from scheduler.store import Client, HistoryEntry
+from tests.cli import Invoke, ok
+
+pytestmark = pytest.mark.integration
+
+K = Keys()
+SID = "eu-summary"
+QUEUE = "reports"
+SUMMARY_PY = '''"""The user's job module: a report that waits for the test's gate."""
+
+from rq import get_current_job
+
+from workers import current_fire
+
+
+def daily_summary(region: str) -> str:
+    fire, job = current_fire(), get_current_job()
+    assert fire is not None and job is not None
+    conn = job.connection
+    in_flight = conn.incr("test:overlap:in_flight")
+    conn.rpush("test:overlap:started", f"{job.id} {fire.key} {in_flight}")
+    try:
+        if conn.blpop(["test:overlap:gate"], timeout=60) is None:
+            raise RuntimeError("the gate never opened")
+    finally:
+        conn.decr("test:overlap:in_flight")
+    conn.hincrby("test:overlap:runs", fire.key, 1)
+    return f"{region} {fire.key}"
+'''
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Path:
+    """``<tmp>/app/myapp/tasks/reports.py``: a user's app, outside the repository."""
+    root = tmp_path / "app"
+    (root / "myapp" / "tasks").mkdir(parents=True)
+    (root / "myapp" / "__init__.py").write_text("")
+    (root / "myapp" / "tasks" / "__init__.py").write_text("")
+    (root / "myapp" / "tasks" / "reports.py").write_text(SUMMARY_PY)
+    return root
+
+
+@dataclass(frozen=True)
+class Started:
+    job_id: str
+    key: str
+    in_flight: int  # runs of the schedule in flight when this one started, itself included
+
+    @property
+    def fire_ms(self) -> int:
+        return int(self.job_id.rsplit("-", 2)[1])
+
+
+def started(conn: Redis) -> list[Started]:
+    rows = [str(text(r)).split() for r in conn.lrange("test:overlap:started", 0, -1)]
+    return [Started(job, key, int(n)) for job, key, n in rows]
+
+
+def wait_started(conn: Redis, n: int) -> Started:
+    return wait_for(lambda: (started(conn)[n - 1 :] or [None])[0], 20, what=f"run #{n} to start")
+
+
+def open_gate(conn: Redis) -> None:
+    conn.rpush("test:overlap:gate", "go")
+
+
+def events(conn: Redis, *names: str) -> list[HistoryEntry]:
+    return [e for e in Client(conn).history(SID, count=1000) if e.event in names]
+
+
+def start(cluster: Cluster, conn: Redis, rqbeat: Invoke, app: Path, overlap: str, misfire: str) -> Schedule:
+    cluster.replica("r1")
+    cluster.wait_leader(conn)
+    for name in ("w1", "w2"):
+        cluster.worker(name, QUEUE, extra=["--path", str(app)])
+    toml = app / "schedules.toml"
+    toml.write_text(
+        f'[schedules.{SID}]\ntarget = "myapp.tasks.reports.daily_summary"\nargs = ["eu"]\n'
+        f'every = "1s"\ntimezone = "Europe/Berlin"\nqueue = "{QUEUE}"\nmax_attempts = 3\n'
+        f'overlap = "{overlap}"\nmisfire = "{misfire}"\n'
+    )
+    ok(rqbeat("apply", str(toml), "--path", str(app)))
+    return Client(conn).get(SID).schedule
+
+
+def hold_first_run(conn: Redis, schedule: Schedule) -> tuple[int, list[int]]:
+    """Hold the first run until three fires have passed, end it; return the fire that
+    ran and the fires that passed while it was in flight (up to its ack)."""
+    first = wait_started(conn, 1).fire_ms
+    wait_for(lambda: redis_now_ms(conn) >= first + 3_500, 10, what="three fires to pass")
+    open_gate(conn)
+    wait_for(lambda: events(conn, "succeeded"), 10, what="the first run's ack")
+    ack_ms = parse_iso_ms(events(conn, "succeeded")[0].fields["at"])
+    return first, cron.fires_between(schedule.trigger, first, ack_ms, 100)
+
+
+def finish(conn: Redis, rqbeat: Invoke) -> None:
+    """Pause, let the run in flight end, and check every fire ran once under its key."""
+    ok(rqbeat("pause", SID))
+    for _ in range(3):
+        open_gate(conn)
+
+    def idle() -> bool:
+        state = {str(text(k)): str(text(v)) for k, v in conn.hgetall(K.schedule(SID)).items()}
+        return state["state"] == "paused" and "job_id" not in state
+
+    wait_for(idle, 20, what="the last run to end")
+    runs = {str(text(k)): int(v) for k, v in conn.hgetall("test:overlap:runs").items()}
+    keys = [s.key for s in started(conn)]
+    assert runs == dict.fromkeys(keys, 1)  # one key per fire, each run once
+    assert keys == [f"{SID}:{s.fire_ms}" for s in started(conn)]
+    assert [s.in_flight for s in started(conn)] == [1] * len(keys)  # never two at once
+
+
+@pytest.mark.parametrize("misfire", ["skip", "coalesce"])
+def test_buffer_one_runs_the_latest_passed_fire_next(
+    cluster: Cluster, conn: Redis, rqbeat: Invoke, app: Path, misfire: str
+) -> None:
+    schedule = start(cluster, conn, rqbeat, app, "buffer_one", misfire)
+    first, passed = hold_first_run(conn, schedule)
+    assert len(passed) >= 3
+    assert wait_started(conn, 2).fire_ms == passed[-1]  # the latest waited, whatever the misfire policy
+    [missed] = events(conn, "missed")
+    assert (missed.fields["count"], missed.fields["next_fire_at"]) == (str(len(passed) - 1), iso(passed[-1]))
+    finish(conn, rqbeat)
+    dispatched = [parse_iso_ms(e.fields["fire_at"]) for e in events(conn, "dispatched")]
+    assert dispatched[:2] == [first, passed[-1]]
+
+
+def test_buffer_all_runs_every_passed_fire_in_order(
+    cluster: Cluster, conn: Redis, rqbeat: Invoke, app: Path
+) -> None:
+    schedule = start(cluster, conn, rqbeat, app, "buffer_all", "skip")
+    first, passed = hold_first_run(conn, schedule)
+    assert len(passed) >= 3
+    for n, fire in enumerate(passed[:3], start=2):
+        assert wait_started(conn, n).fire_ms == fire  # each waited, oldest first
+        open_gate(conn)
+    finish(conn, rqbeat)
+    assert events(conn, "missed") == []
+    history = [(e.event, parse_iso_ms(e.fields["fire_at"])) for e in events(conn, "dispatched", "succeeded")]
+    assert history[:8] == [
+        (event, fire) for fire in [first, *passed[:3]] for event in ("dispatched", "succeeded")
+    ]
+
+
+def test_skip_hands_the_passed_fires_to_the_misfire_policy(
+    cluster: Cluster, conn: Redis, rqbeat: Invoke, app: Path
+) -> None:
+    schedule = start(cluster, conn, rqbeat, app, "skip", "skip")
+    first, passed = hold_first_run(conn, schedule)
+    assert len(passed) >= 3
+    second = wait_started(conn, 2).fire_ms
+    assert second == cron.next_fire_ms(schedule.trigger, passed[-1])  # none of them ran
+    [missed] = events(conn, "missed")
+    assert (missed.fields["count"], missed.fields["next_fire_at"]) == (str(len(passed)), iso(second))
+    finish(conn, rqbeat)
+    dispatched = [parse_iso_ms(e.fields["fire_at"]) for e in events(conn, "dispatched")]
+    assert dispatched[:2] == [first, second]
