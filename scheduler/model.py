@@ -51,6 +51,7 @@ class Overlap(StrEnum):
     SKIP = "skip"  # they go to the misfire policy at the run's end (the default)
     BUFFER_ONE = "buffer_one"  # the latest of them waits and runs next; the others are missed
     BUFFER_ALL = "buffer_all"  # each of them waits and runs, oldest first
+    CANCEL_OTHER = "cancel_other"  # the newest stops the run in flight (RQ stop-job) and runs
 
 
 @dataclass(frozen=True, kw_only=True)

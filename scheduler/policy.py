@@ -44,7 +44,13 @@ def resolve_misfire(schedule: Schedule, pending_ms: int, now_ms: int) -> Resolut
 
 #: How the fires that passed during a run are treated at its end, per overlap policy
 #: (None: by the schedule's misfire policy).
-_AFTER_RUN = {Overlap.SKIP: None, Overlap.BUFFER_ONE: Misfire.COALESCE, Overlap.BUFFER_ALL: Misfire.ALL}
+_AFTER_RUN = {
+    Overlap.SKIP: None,
+    Overlap.BUFFER_ONE: Misfire.COALESCE,
+    Overlap.BUFFER_ALL: Misfire.ALL,
+    # a run that outlived its next fire was cancelled by it; one that ended first behaves as skip
+    Overlap.CANCEL_OTHER: Misfire.COALESCE,
+}
 
 
 def resolve_after_run(schedule: Schedule, pending_ms: int, now_ms: int) -> Resolution:

@@ -70,6 +70,11 @@ class RetryReply(IntEnum):
     STALE = 0  # not this schedule's run in flight: nothing written
 
 
+class CancelReply(IntEnum):
+    CANCELLED = 1  # the run is replaced: due now for the newer fire
+    STALE = 0  # not this schedule's running run, or another version: nothing written
+
+
 class NudgeReply(IntEnum):
     NUDGED = 1
     STALE = 0

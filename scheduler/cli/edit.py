@@ -72,7 +72,8 @@ _SETTINGS = [
     click.option(
         "--overlap",
         type=click.Choice([o.value for o in Overlap]),
-        help="Fires passing during a run: to the misfire policy, the latest waits, or each waits [skip].",
+        help="Fires passing during a run: to the misfire policy, the latest waits, each waits, "
+        "or the newest stops the run and runs [skip].",
     ),
     click.option("--jitter", help=f"Random delay up to this, never past the next fire. {_DURATION}"),
     click.option("--max-attempts", type=int, help="Give a fire up after this many failed runs."),

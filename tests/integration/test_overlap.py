@@ -18,7 +18,7 @@ from redis import Redis
 
 from devtools.cluster import Cluster
 from devtools.processes import wait_for
-from scheduler import cron
+from scheduler import cron, rqkeys
 from scheduler.clock import iso, parse_iso_ms, redis_now_ms
 from scheduler.keys import Keys
 from scheduler.model import Schedule
@@ -98,6 +98,7 @@ def start(cluster: Cluster, conn: Redis, rqbeat: Invoke, app: Path, overlap: str
     cluster.wait_leader(conn)
     for name in ("w1", "w2"):
         cluster.worker(name, QUEUE, extra=["--path", str(app)])
+    wait_for(lambda: conn.hlen(K.rq_workers) == 2, 20, what="both workers to register")
     toml = app / "schedules.toml"
     toml.write_text(
         f'[schedules.{SID}]\ntarget = "myapp.tasks.reports.daily_summary"\nargs = ["eu"]\n'
@@ -119,8 +120,9 @@ def hold_first_run(conn: Redis, schedule: Schedule) -> tuple[int, list[int]]:
     return first, cron.fires_between(schedule.trigger, first, ack_ms, 100)
 
 
-def finish(conn: Redis, rqbeat: Invoke) -> None:
-    """Pause, let the run in flight end, and check every fire ran once under its key."""
+def finish(conn: Redis, rqbeat: Invoke, *, cancelling: bool = False) -> None:
+    """Pause, let the run in flight end, and check each fire ran at most once under its
+    own key: every started run to its end, or (``cancelling``) the last one."""
     ok(rqbeat("pause", SID))
     for _ in range(3):
         open_gate(conn)
@@ -132,8 +134,12 @@ def finish(conn: Redis, rqbeat: Invoke) -> None:
     wait_for(idle, 20, what="the last run to end")
     runs = {str(text(k)): int(v) for k, v in conn.hgetall("test:overlap:runs").items()}
     keys = [s.key for s in started(conn)]
-    assert runs == dict.fromkeys(keys, 1)  # one key per fire, each run once
     assert keys == [f"{SID}:{s.fire_ms}" for s in started(conn)]
+    assert len(set(keys)) == len(keys)  # one key per fire
+    if cancelling:  # the stopped runs never end; a stopped horse never counts itself out
+        assert runs[keys[-1]] == 1 and set(runs.values()) == {1}
+        return
+    assert runs == dict.fromkeys(keys, 1)  # each run once
     assert [s.in_flight for s in started(conn)] == [1] * len(keys)  # never two at once
 
 
@@ -182,3 +188,47 @@ def test_skip_hands_the_passed_fires_to_the_misfire_policy(
     finish(conn, rqbeat)
     dispatched = [parse_iso_ms(e.fields["fire_at"]) for e in events(conn, "dispatched")]
     assert dispatched[:2] == [first, second]
+
+
+def rq_status(conn: Redis, job_id: str) -> str | None:
+    return text(conn.hget(rqkeys.job(job_id), "status"))
+
+
+def running_jobs(conn: Redis) -> list[str]:
+    """The schedule's jobs RQ says are running (its started registry of the queue)."""
+    started_ids = [str(text(j)) for j in conn.zrange(rqkeys.started(QUEUE), 0, -1)]
+    return sorted(j.split(":")[0] for j in started_ids if j.startswith(SID))
+
+
+def test_cancel_other_stops_the_run_for_the_next_fire(
+    cluster: Cluster, conn: Redis, rqbeat: Invoke, app: Path
+) -> None:
+    schedule = start(cluster, conn, rqbeat, app, "cancel_other", "coalesce")
+    first = wait_started(conn, 1)  # its gate never opens: only a newer fire ends it
+    second = wait_started(conn, 2)
+    wait_for(lambda: rq_status(conn, first.job_id) == "stopped", 20, what="RQ to stop the first run")
+    third = wait_started(conn, 3)
+    wait_for(lambda: rq_status(conn, second.job_id) == "stopped", 20, what="RQ to stop the second run")
+    wait_for(lambda: running_jobs(conn) == [third.job_id], 20, what="one run in flight")
+    assert first.fire_ms < second.fire_ms < third.fire_ms
+    # from the first run that started (a run cancelled while still queued never starts)
+    entries = events(conn, "dispatched", "cancelled", "missed")
+    start_at = next(n for n, e in enumerate(entries) if e.fields.get("job_id") == first.job_id)
+    ran = [
+        (e.event, e.fields["job_id"], e.fields["fire_at"]) for e in entries[start_at:] if e.event != "missed"
+    ]
+    assert ran[:5] == [
+        ("dispatched", first.job_id, iso(first.fire_ms)),
+        ("cancelled", first.job_id, iso(first.fire_ms)),
+        ("dispatched", second.job_id, iso(second.fire_ms)),
+        ("cancelled", second.job_id, iso(second.fire_ms)),
+        ("dispatched", third.job_id, iso(third.fire_ms)),
+    ]
+    # every fire from the first to the third either ran or is counted missed (a late look)
+    missed = sum(
+        int(e.fields["count"])
+        for e in entries[start_at:]
+        if e.event == "missed" and parse_iso_ms(e.fields["next_fire_at"]) <= third.fire_ms
+    )
+    assert len(cron.fires_between(schedule.trigger, first.fire_ms, third.fire_ms, 100)) == 2 + missed
+    finish(conn, rqbeat, cancelling=True)
