@@ -158,10 +158,11 @@ def prepare_ack(
     by: str = "worker",
     ended_ms: int | None = None,
 ) -> Ack:
-    """Compute the schedule's next fire after ``run`` (the overlap policy applied at
-    ``now_ms`` to the fires that passed during the run) and the arguments of the ACK script, with the cluster-wide counters it
-    adds when it applies (:mod:`scheduler.engine.clusterstats`): an ack ``by`` the worker or
-    the watchdog, its latency from ``ended_ms`` (the job's end; None when unknown).
+    """Compute the schedule's next fire after ``run`` (its overlap policy applied at
+    ``now_ms`` to the fires that passed during the run) and the arguments of the ACK
+    script, with the cluster-wide counters it adds when it applies
+    (:mod:`scheduler.engine.clusterstats`): an ack ``by`` the worker or the watchdog, its
+    latency from ``ended_ms`` (the job's end; None when unknown).
 
     A schedule resumed while this run was in flight fires again only after the resume:
     the fires before it passed while it was paused (the resume recorded them as

@@ -82,7 +82,11 @@ def started(conn: Redis) -> list[Started]:
 
 
 def wait_started(conn: Redis, n: int) -> Started:
-    return wait_for(lambda: (started(conn)[n - 1 :] or [None])[0], 20, what=f"run #{n} to start")
+    def nth() -> Started | None:
+        runs = started(conn)
+        return runs[n - 1] if len(runs) >= n else None
+
+    return wait_for(nth, 20, what=f"run #{n} to start")
 
 
 def open_gate(conn: Redis) -> None:
@@ -93,7 +97,9 @@ def events(conn: Redis, *names: str) -> list[HistoryEntry]:
     return [e for e in Client(conn).history(SID, count=1000) if e.event in names]
 
 
-def start(cluster: Cluster, conn: Redis, rqbeat: Invoke, app: Path, overlap: str, misfire: str) -> Schedule:
+def start(
+    cluster: Cluster, conn: Redis, rqbeat: Invoke, app: Path, *, overlap: str, misfire: str
+) -> Schedule:
     cluster.replica("r1")
     cluster.wait_leader(conn)
     for name in ("w1", "w2"):
@@ -106,7 +112,9 @@ def start(cluster: Cluster, conn: Redis, rqbeat: Invoke, app: Path, overlap: str
         f'overlap = "{overlap}"\nmisfire = "{misfire}"\n'
     )
     ok(rqbeat("apply", str(toml), "--path", str(app)))
-    return Client(conn).get(SID).schedule
+    schedule = Client(conn).get(SID).schedule
+    assert schedule is not None and schedule.overlap == overlap
+    return schedule
 
 
 def hold_first_run(conn: Redis, schedule: Schedule) -> tuple[int, list[int]]:
@@ -147,7 +155,7 @@ def finish(conn: Redis, rqbeat: Invoke, *, cancelling: bool = False) -> None:
 def test_buffer_one_runs_the_latest_passed_fire_next(
     cluster: Cluster, conn: Redis, rqbeat: Invoke, app: Path, misfire: str
 ) -> None:
-    schedule = start(cluster, conn, rqbeat, app, "buffer_one", misfire)
+    schedule = start(cluster, conn, rqbeat, app, overlap="buffer_one", misfire=misfire)
     first, passed = hold_first_run(conn, schedule)
     assert len(passed) >= 3
     assert wait_started(conn, 2).fire_ms == passed[-1]  # the latest waited, whatever the misfire policy
@@ -161,7 +169,7 @@ def test_buffer_one_runs_the_latest_passed_fire_next(
 def test_buffer_all_runs_every_passed_fire_in_order(
     cluster: Cluster, conn: Redis, rqbeat: Invoke, app: Path
 ) -> None:
-    schedule = start(cluster, conn, rqbeat, app, "buffer_all", "skip")
+    schedule = start(cluster, conn, rqbeat, app, overlap="buffer_all", misfire="skip")
     first, passed = hold_first_run(conn, schedule)
     assert len(passed) >= 3
     for n, fire in enumerate(passed[:3], start=2):
@@ -178,7 +186,7 @@ def test_buffer_all_runs_every_passed_fire_in_order(
 def test_skip_hands_the_passed_fires_to_the_misfire_policy(
     cluster: Cluster, conn: Redis, rqbeat: Invoke, app: Path
 ) -> None:
-    schedule = start(cluster, conn, rqbeat, app, "skip", "skip")
+    schedule = start(cluster, conn, rqbeat, app, overlap="skip", misfire="skip")
     first, passed = hold_first_run(conn, schedule)
     assert len(passed) >= 3
     second = wait_started(conn, 2).fire_ms
@@ -196,14 +204,15 @@ def rq_status(conn: Redis, job_id: str) -> str | None:
 
 def running_jobs(conn: Redis) -> list[str]:
     """The schedule's jobs RQ says are running (its started registry of the queue)."""
-    started_ids = [str(text(j)) for j in conn.zrange(rqkeys.started(QUEUE), 0, -1)]
+    members: list[bytes] = conn.zrange(rqkeys.started(QUEUE), 0, -1)  # type: ignore[assignment]
+    started_ids = [str(text(j)) for j in members]
     return sorted(j.split(":")[0] for j in started_ids if j.startswith(SID))
 
 
 def test_cancel_other_stops_the_run_for_the_next_fire(
     cluster: Cluster, conn: Redis, rqbeat: Invoke, app: Path
 ) -> None:
-    schedule = start(cluster, conn, rqbeat, app, "cancel_other", "coalesce")
+    schedule = start(cluster, conn, rqbeat, app, overlap="cancel_other", misfire="coalesce")
     first = wait_started(conn, 1)  # its gate never opens: only a newer fire ends it
     second = wait_started(conn, 2)
     wait_for(lambda: rq_status(conn, first.job_id) == "stopped", 20, what="RQ to stop the first run")

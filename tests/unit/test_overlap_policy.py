@@ -12,7 +12,9 @@ import pytest
 
 from scheduler import policy
 from scheduler.clock import iso
+from scheduler.engine import cancel
 from scheduler.engine.dispatch import Kind, decide
+from scheduler.engine.runs import InFlight
 from scheduler.model import Schedule
 
 T_MS = 1_800_000_000_000  # on the 10 s grid
@@ -41,6 +43,10 @@ def every_10s(**settings: Any) -> Schedule:
         ("buffer_all", "coalesce", policy.Resolution(T_MS + 10_000, 0, True)),
         ("buffer_all", "all", policy.Resolution(T_MS + 10_000, 0, True)),
         ("buffer_all", "skip", policy.Resolution(T_MS + 10_000, 0, True)),
+        # cancel_other: a run that outlived its next fire only if no look cancelled it
+        # (no leader meanwhile): the newest runs, as a cancel would have chosen
+        ("cancel_other", "all", policy.Resolution(T_MS + 30_000, 2, True)),
+        ("cancel_other", "skip", policy.Resolution(T_MS + 30_000, 2, True)),
     ],
 )
 def test_fires_passed_during_a_run(overlap: str, misfire: str, expected: policy.Resolution) -> None:
@@ -121,6 +127,53 @@ def test_overlap_is_stored_only_when_not_the_default() -> None:
 
 def test_an_unknown_overlap_names_the_field_and_the_choices() -> None:
     with pytest.raises(
-        ValueError, match=r"overlap: must be one of skip, buffer_one, buffer_all \(got 'queue'\)"
+        ValueError, match=r"overlap: must be one of skip, buffer_one, buffer_all, cancel_other \(got 'queue'\)"
     ):
         every_10s(overlap="queue")
+
+
+# -- cancel_other -----------------------------------------------------------------------
+
+
+def in_flight(schedule: Schedule, fire_ms: int = T_MS, resumed_at: str = "") -> InFlight:
+    return InFlight(
+        schedule.id, f"reports-{fire_ms}-1", fire_ms, 1, "2", schedule, fire_ms + 20, resumed_at=resumed_at
+    )
+
+
+@pytest.mark.parametrize(
+    ("now_ms", "expected"),
+    [
+        (FOLLOWING_MS - 1, None),  # the next fire has not come: the run goes on
+        (FOLLOWING_MS, policy.Resolution(FOLLOWING_MS, 0, True)),  # it replaces the run
+        (FOLLOWING_MS + 500, policy.Resolution(FOLLOWING_MS, 0, True)),
+        # a late look (no leader for a while): the newest replaces it, the others are missed
+        (ACK_MS, policy.Resolution(T_MS + 30_000, 2, True)),
+    ],
+)
+def test_cancel_other_replaces_the_run_when_the_next_fire_passes(
+    now_ms: int, expected: policy.Resolution | None
+) -> None:
+    run = in_flight(every_10s(overlap="cancel_other", misfire="skip"))
+    assert cancel.replacement(run, now_ms) == expected
+
+
+@pytest.mark.parametrize("overlap", ["skip", "buffer_one", "buffer_all"])
+def test_only_cancel_other_cancels(overlap: str) -> None:
+    run = in_flight(every_10s(overlap=overlap))
+    assert cancel.replacement(run, ACK_MS) is None
+    assert cancel.look_ms(run, ACK_MS + 30_000) == ACK_MS + 30_000
+
+
+def test_the_watchdog_looks_no_later_than_the_next_fire() -> None:
+    run = in_flight(every_10s(overlap="cancel_other"))
+    assert cancel.look_ms(run, T_MS + 30_000) == FOLLOWING_MS
+    assert cancel.look_ms(run, T_MS + 5_000) == T_MS + 5_000
+
+
+def test_after_a_resume_only_fires_after_it_replace_the_run() -> None:
+    # paused and resumed at T+25s with the run in flight: the fires at +10s and +20s were
+    # the pause's; the one at +30s is the first that may cancel it
+    run = in_flight(every_10s(overlap="cancel_other"), resumed_at=iso(T_MS + 25_000))
+    assert cancel.replacement(run, T_MS + 29_000) is None
+    assert cancel.replacement(run, T_MS + 30_000) == policy.Resolution(T_MS + 30_000, 0, True)
