@@ -126,9 +126,8 @@ def test_overlap_is_stored_only_when_not_the_default() -> None:
 
 
 def test_an_unknown_overlap_names_the_field_and_the_choices() -> None:
-    with pytest.raises(
-        ValueError, match=r"overlap: must be one of skip, buffer_one, buffer_all, cancel_other \(got 'queue'\)"
-    ):
+    choices = "skip, buffer_one, buffer_all, cancel_other"
+    with pytest.raises(ValueError, match=rf"overlap: must be one of {choices} \(got 'queue'\)"):
         every_10s(overlap="queue")
 
 
