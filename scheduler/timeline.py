@@ -2,7 +2,8 @@
 Shared by ``rqbeat history`` and the web dashboard.
 
 The history stream records events, not runs. A run is a ``dispatched`` entry and the
-entry that ended it (``succeeded``, ``failed`` or ``gave_up``), joined by job id. A
+entry that ended it (``succeeded``, ``failed``, ``gave_up`` or ``cancelled`` by a newer
+fire), joined by job id. A
 run on a ``workers.Worker`` also records when its job started and ended (Redis time,
 in the ending entry), so its lateness (fire to start: queueing, a busy or absent
 worker) and its duration (start to end: the job itself) are known. A plain
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from scheduler.clock import parse_iso_ms
 from scheduler.store import HistoryEntry
 
-ENDINGS = ("succeeded", "failed", "gave_up")
+ENDINGS = ("succeeded", "failed", "gave_up", "cancelled")
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +112,10 @@ def _details(entry: HistoryEntry, when: Callable[[int], str]) -> str:
         count = fields.get("count", "?")
         nxt = f", next fire {when(next_ms)}" if next_ms is not None else ""
         return f"{count} fire{'' if count == '1' else 's'} dropped by the misfire policy{nxt}"
+    if entry.event == "cancelled":
+        return (
+            f"stopped for the fire at {when(next_ms)} (overlap cancel_other)" if next_ms is not None else ""
+        )
     if entry.event == "skipped":
         count = fields.get("count", "?")
         return f"{count} fire{'' if count == '1' else 's'} skipped: pending or due while paused"

@@ -24,7 +24,7 @@ from scheduler.keys import Keys
 from scheduler.model import Schedule
 from scheduler.records import text
 from scheduler.store import Client, HistoryEntry
-from tests.cli import Invoke, ok
+from tests.cli import Invoke, json_of, ok
 
 pytestmark = pytest.mark.integration
 
@@ -241,3 +241,29 @@ def test_cancel_other_stops_the_run_for_the_next_fire(
     )
     assert len(cron.fires_between(schedule.trigger, first.fire_ms, third.fire_ms, 100)) == 2 + missed
     finish(conn, rqbeat, cancelling=True)
+
+
+def test_overlap_on_the_command_line(rqbeat: Invoke, conn: Redis) -> None:
+    target = "myapp.tasks.reports.daily_summary"
+    ok(
+        rqbeat(
+            "add",
+            "nightly",
+            target,
+            "--cron",
+            "30 2 * * *",
+            "--tz",
+            "Europe/Berlin",
+            "--overlap",
+            "buffer_all",
+        )
+    )
+    assert json_of(rqbeat("show", "nightly", "--json"))["definition"]["overlap"] == "buffer_all"
+    before = {str(text(k)): str(text(v)) for k, v in conn.hgetall(K.schedule("nightly")).items()}
+    refused = rqbeat("set", "nightly", "--overlap", "allow_some")
+    assert refused.exit_code == 2 and "'allow_some' is not one of 'skip', 'buffer_one'" in refused.output
+    assert {str(text(k)): str(text(v)) for k, v in conn.hgetall(K.schedule("nightly")).items()} == before
+    ok(rqbeat("set", "nightly", "--overlap", "cancel_other"))
+    assert json_of(rqbeat("show", "nightly", "--json"))["definition"]["overlap"] == "cancel_other"
+    ok(rqbeat("set", "nightly", "--unset", "overlap"))
+    assert "overlap" not in str(text(conn.hget(K.schedule("nightly"), "definition")))

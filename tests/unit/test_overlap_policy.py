@@ -16,6 +16,8 @@ from scheduler.engine import cancel
 from scheduler.engine.dispatch import Kind, decide
 from scheduler.engine.runs import InFlight
 from scheduler.model import Schedule
+from scheduler.store import HistoryEntry
+from scheduler.timeline import explain
 
 T_MS = 1_800_000_000_000  # on the 10 s grid
 ACK_MS = T_MS + 35_000
@@ -176,3 +178,23 @@ def test_after_a_resume_only_fires_after_it_replace_the_run() -> None:
     run = in_flight(every_10s(overlap="cancel_other"), resumed_at=iso(T_MS + 25_000))
     assert cancel.replacement(run, T_MS + 29_000) is None
     assert cancel.replacement(run, T_MS + 30_000) == policy.Resolution(T_MS + 30_000, 0, True)
+
+
+def test_history_shows_a_cancelled_run_and_what_replaced_it() -> None:
+    old, new = f"reports-{T_MS}-1", f"reports-{FOLLOWING_MS}-1"
+    entries = [
+        HistoryEntry("1-0", T_MS, "dispatched", {"fire_at": iso(T_MS), "job_id": old, "attempt": "1"}),
+        HistoryEntry(
+            "2-0",
+            FOLLOWING_MS,
+            "cancelled",
+            {"fire_at": iso(T_MS), "job_id": old, "next_fire_at": iso(FOLLOWING_MS)},
+        ),
+        HistoryEntry("3-0", FOLLOWING_MS, "dispatched", {"fire_at": iso(FOLLOWING_MS), "job_id": new}),
+    ]
+    lines = explain(entries, new, lambda ms: f"<{ms}>")
+    assert [line.outcome for line in lines] == [
+        "cancelled",
+        f"stopped for the fire at <{FOLLOWING_MS}> (overlap cancel_other)",
+        "in flight",
+    ]
