@@ -134,7 +134,7 @@ def decide(
     :data:`~scheduler.protocol.DUE_FIELDS`). A target outside ``allow`` (this replica's
     own list, never Redis's word) is broken."""
     # unpacked by position, not through a dict: this runs per fire in a burst
-    definition, version, state, fire_at, attempt, last_run_at = (text(v) for v in row)
+    definition, version, state, fire_at, attempt = (text(v) for v in row[:5])
     try:
         if state != ScheduleState.DUE:
             raise CorruptDefinition(schedule_id, f"is in the due set but its state is {state!r}")
@@ -150,7 +150,7 @@ def decide(
     if schedule.overlap is Overlap.SKIP:  # the default: its cost per fire is unchanged
         res = policy.resolve_misfire(schedule, pending, now_ms)
     else:
-        res = policy.resolve_due(schedule, pending, now_ms, _last_run_ms(last_run_at))
+        res = policy.resolve_due(schedule, pending, now_ms, _last_run_ms(text(row[5])))
     if not res.run_now:
         score = policy.due_score_ms(schedule, res.fire_ms)
         return Decision(schedule_id, Kind.RESCHEDULE, schedule, res.fire_ms, 1, res.dropped, score)

@@ -20,7 +20,7 @@ from scheduler import cron, policy, scripts, thresholds
 from scheduler.clock import iso, parse_iso_ms
 from scheduler.engine import clusterstats
 from scheduler.keys import HISTORY_MAXLEN, Keys
-from scheduler.model import Schedule
+from scheduler.model import Overlap, Schedule
 from scheduler.protocol import RUN_FIELDS, AckOutcome, AckReply, FailOutcome, Flag, RetryReply
 from scheduler.records import decode_definition, text
 
@@ -178,7 +178,11 @@ def prepare_ack(
     # the period at the fire that ran; measured apart only after a resume moved `after`
     period = pending - run.fire_ms if resumed_ms is None else thresholds.period_ms(schedule, run.fire_ms)
     stale_ms = thresholds.limits(schedule, period).stale_after_ms
-    resolution = policy.resolve_after_run(schedule, pending, now_ms)
+    resolution = (
+        policy.resolve_misfire(schedule, pending, now_ms)  # the default: no detour per ack
+        if schedule.overlap is Overlap.SKIP
+        else policy.resolve_after_run(schedule, pending, now_ms)
+    )
     score = policy.due_score_ms(schedule, resolution.fire_ms)
     sid = run.schedule_id
     if outcome is AckOutcome.SUCCEEDED:

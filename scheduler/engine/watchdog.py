@@ -136,6 +136,8 @@ class Watchdog:
                 verdict = judge(status, alive, now_ms, since)
                 if verdict.outcome is Outcome.PENDING:
                     if cancel.replace(self.conn, self._scripts, self.keys, run, now_ms):
+                        self._unlisted.pop(run.job_id, None)
+                        self._reported.discard(schedule_id)
                         continue  # due for the newer fire: out of the running set
                     look_ms = cancel.look_ms(run, next_check_ms(run.dispatched_ms, now_ms))
                     if run.job_id in self._unlisted:  # confirm (or clear) it soon
