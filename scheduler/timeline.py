@@ -35,6 +35,7 @@ class Line:
     worker: str | None
     outcome: str  # the run's ending (dispatched), or what the entry says happened
     run_outcome: str | None  # dispatched only: succeeded / failed / gave_up / in flight
+    by: str | None = None  # an audited edit (scheduler.audit): who made it
 
 
 def attempt_of(job_id: str | None) -> int | None:
@@ -69,6 +70,7 @@ def explain(
                 worker=(end.fields.get("worker") or None) if end else None,
                 outcome=(run_outcome or "") if entry.event == "dispatched" else _details(entry, when),
                 run_outcome=run_outcome,
+                by=entry.fields.get("by") or None,
             )
         )
     return lines
@@ -98,6 +100,8 @@ def _attempt(entry: HistoryEntry) -> int | None:
 def _details(entry: HistoryEntry, when: Callable[[int], str]) -> str:
     """What a non-dispatch entry says, in a few words."""
     fields = entry.fields
+    if "by" in fields:
+        return edit_details(fields, when)
     retry_ms, next_ms = _time(fields.get("retry_at")), _time(fields.get("next_fire_at"))
     error = (fields.get("error") or "").strip().splitlines()
     reason = error[-1] if error else ""  # a traceback's last line names the exception
@@ -108,18 +112,32 @@ def _details(entry: HistoryEntry, when: Callable[[int], str]) -> str:
         what = f"{fields.get('kind', '?')}{' recovered' if fields.get('recovered') == '1' else ''}"
         result = f"HTTP {fields['status']}" if "status" in fields else reason
         return f"{what} -> {fields.get('url', '?')}: {result} ({fields.get('attempts', '?')} attempts)"
-    if entry.event == "missed":
-        count = fields.get("count", "?")
-        nxt = f", next fire {when(next_ms)}" if next_ms is not None else ""
-        return f"{count} fire{'' if count == '1' else 's'} dropped by the misfire policy{nxt}"
-    if entry.event == "cancelled":
-        return (
-            f"stopped for the fire at {when(next_ms)} (overlap cancel_other)" if next_ms is not None else ""
-        )
-    if entry.event == "skipped":
-        count = fields.get("count", "?")
-        return f"{count} fire{'' if count == '1' else 's'} skipped: pending or due while paused"
-    return reason
+    return _fires(entry.event, fields, when(next_ms) if next_ms is not None else None) or reason
+
+
+def _fires(event: str, fields: dict[str, str], next_at: str | None) -> str | None:
+    """What a missed, skipped or cancelled entry says about fires; None for others."""
+    count = fields.get("count", "?")
+    plural = "" if count == "1" else "s"
+    if event == "missed":
+        nxt = f", next fire {next_at}" if next_at is not None else ""
+        return f"{count} fire{plural} dropped by the misfire policy{nxt}"
+    if event == "cancelled":
+        return f"stopped for the fire at {next_at} (overlap cancel_other)" if next_at is not None else ""
+    if event == "skipped":
+        return f"{count} fire{plural} skipped: pending or due while paused"
+    return None
+
+
+def edit_details(fields: dict[str, str], when: Callable[[int], str]) -> str:
+    """An audited edit in a few words: what changed, the pause's end, the note."""
+    until = _time(fields.get("until"))
+    parts = [
+        fields.get("changed", ""),
+        f"until {when(until)}" if until is not None else "",
+        f'"{fields["note"]}"' if fields.get("note") else "",
+    ]
+    return "; ".join(p for p in parts if p)
 
 
 def _time(value: str | None) -> int | None:
