@@ -44,6 +44,17 @@ class Misfire(StrEnum):
     SKIP = "skip"  # none run; wait for the next future fire
 
 
+class Overlap(StrEnum):
+    """What to do with fires that pass while a run of the schedule is in flight (the
+    misfire policy keeps deciding fires missed while no scheduler was up). One run is
+    in flight at a time under each; see README "Overlap policy"."""
+
+    SKIP = "skip"  # they go to the misfire policy at the run's end (the default)
+    BUFFER_ONE = "buffer_one"  # the latest of them waits and runs next; the others are missed
+    BUFFER_ALL = "buffer_all"  # each of them waits and runs, oldest first
+    CANCEL_OTHER = "cancel_other"  # the newest stops the run in flight (RQ stop-job) and runs
+
+
 @dataclass(frozen=True, kw_only=True)
 class Schedule:
     """One schedule. Durations are whole milliseconds (``*_ms``)."""
@@ -64,6 +75,7 @@ class Schedule:
     description: str | None = None
     misfire: Misfire = Misfire.COALESCE
     catchup_window_ms: int | None = None
+    overlap: Overlap = Overlap.SKIP
     jitter_ms: int = 0
     max_attempts: int | None = None
     pause_on_failure: bool = False
@@ -96,6 +108,8 @@ class Schedule:
             raise InvalidSchedule("kwargs", self.kwargs, "must be a JSON object with string keys")
         _check_payload(self.args, self.kwargs)
         _check_misfire(self.misfire)
+        if not isinstance(self.overlap, Overlap):
+            raise InvalidSchedule("overlap", self.overlap, f"must be one of {_OVERLAPS}")
         for name in (
             "timeout_ms",
             "ttl_ms",
@@ -129,6 +143,8 @@ class Schedule:
             object.__setattr__(self, name, windows.normal_time(name, getattr(self, name), self.timezone))
         if isinstance(self.misfire, str) and not isinstance(self.misfire, Misfire):
             object.__setattr__(self, "misfire", _as_misfire("misfire", self.misfire))
+        if isinstance(self.overlap, str) and not isinstance(self.overlap, Overlap):
+            object.__setattr__(self, "overlap", _as_overlap("overlap", self.overlap))
 
     @property
     def crons(self) -> tuple[str, ...]:
@@ -216,7 +232,7 @@ class Schedule:
                 value = list(value)
             elif name == "kwargs":
                 value = dict(value)
-            elif name == "misfire":
+            elif name in ("misfire", "overlap"):
                 value = str(value)
             out[key] = value
         return out
@@ -294,6 +310,16 @@ def _as_misfire(key: str, value: Any) -> Misfire:
         raise InvalidSchedule(key, value, f"must be one of {choices}") from None
 
 
+_OVERLAPS = ", ".join(o.value for o in Overlap)
+
+
+def _as_overlap(key: str, value: Any) -> Overlap:
+    try:
+        return Overlap(value)
+    except ValueError:
+        raise InvalidSchedule(key, value, f"must be one of {_OVERLAPS}") from None
+
+
 def _json_text(key: str, text: str) -> Any:
     try:
         return json.loads(text)
@@ -318,6 +344,7 @@ USER_KEYS: dict[str, tuple[str, Any]] = {
     "description": ("description", _as_str),
     "misfire": ("misfire", _as_misfire),
     "catchup_window": ("catchup_window_ms", _as_duration),
+    "overlap": ("overlap", _as_overlap),
     "jitter": ("jitter_ms", _as_duration),
     "max_attempts": ("max_attempts", _as_int),
     "pause_on_failure": ("pause_on_failure", _as_bool),
@@ -332,7 +359,13 @@ USER_KEYS: dict[str, tuple[str, Any]] = {
     "exclude": ("exclude", windows.as_excludes),
 }
 # Left out of the stored form too; from_dict restores them.
-_STORED_DEFAULTS = {"misfire": "coalesce", "owner": "api", "queue": "default", "timezone": "UTC"}
+_STORED_DEFAULTS = {
+    "overlap": "skip",
+    "misfire": "coalesce",
+    "owner": "api",
+    "queue": "default",
+    "timezone": "UTC",
+}
 _OMIT_IF_DEFAULT = {"args", "kwargs", "jitter_ms", "pause_on_failure", "metrics", "exclude"}
 _NEVER = object()  # compares unequal to every value: the setting is always written
 # (field name, user key, value left out) per field, in declaration order.

@@ -10,7 +10,7 @@ import zlib
 from dataclasses import dataclass
 
 from scheduler import cron
-from scheduler.model import Misfire, Schedule
+from scheduler.model import Misfire, Overlap, Schedule
 
 #: A fire dispatched this late is a *misfire* (the scheduler was down, or the previous
 #: run was still in flight); anything earlier is ordinary dispatch lag.
@@ -39,6 +39,44 @@ def resolve_misfire(schedule: Schedule, pending_ms: int, now_ms: int) -> Resolut
     runs; the next ack finds the rest. ``skip``: every missed fire is dropped and the
     next future fire waits. ``catchup_window`` first drops fires older than it.
     """
+    return _resolve(schedule, schedule.misfire, pending_ms, now_ms)
+
+
+#: How the fires that passed during a run are treated at its end, per overlap policy
+#: (None: by the schedule's misfire policy).
+_AFTER_RUN = {
+    Overlap.SKIP: None,
+    Overlap.BUFFER_ONE: Misfire.COALESCE,
+    Overlap.BUFFER_ALL: Misfire.ALL,
+    # a run that outlived its next fire was cancelled by it; one that ended first behaves as skip
+    Overlap.CANCEL_OTHER: Misfire.COALESCE,
+}
+
+
+def resolve_after_run(schedule: Schedule, pending_ms: int, now_ms: int) -> Resolution:
+    """At the end of a run (success, or a fire given up), the fire that waits next:
+    ``pending_ms`` is the first fire after the one that ran, and the fires from it up
+    to ``now_ms`` passed while the run was in flight (its retries included).
+
+    ``skip``: they go to the misfire policy. ``buffer_one``: the latest of them waits
+    and the older ones are missed. ``buffer_all``: the oldest waits; each later ack
+    finds the next. ``catchup_window`` drops fires older than it under every policy.
+    """
+    return _resolve(schedule, _AFTER_RUN[schedule.overlap] or schedule.misfire, pending_ms, now_ms)
+
+
+def resolve_due(schedule: Schedule, pending_ms: int, now_ms: int, last_run_ms: int | None) -> Resolution:
+    """At dispatch, the first try of the fire ``pending_ms``. A fire at or before the
+    end of the previous run (``last_run_ms``) passed while that run was in flight: under
+    a buffering overlap policy its ack already chose it to wait, so it runs as it is,
+    however late. Any other late fire was missed while no scheduler was up: the misfire
+    policy decides."""
+    if schedule.overlap is not Overlap.SKIP and last_run_ms is not None and pending_ms <= last_run_ms:
+        return Resolution(pending_ms, 0, True)
+    return _resolve(schedule, schedule.misfire, pending_ms, now_ms)
+
+
+def _resolve(schedule: Schedule, misfire: Misfire, pending_ms: int, now_ms: int) -> Resolution:
     if pending_ms > now_ms - MISFIRE_GRACE_MS:
         return Resolution(pending_ms, 0, pending_ms <= now_ms)
     trigger = schedule.trigger
@@ -51,9 +89,9 @@ def resolve_misfire(schedule: Schedule, pending_ms: int, now_ms: int) -> Resolut
         oldest_ok = now_ms - schedule.catchup_window_ms
         kept = [f for f in missed if f >= oldest_ok]
         dropped, missed = len(missed) - len(kept), kept
-    if not missed or schedule.misfire is Misfire.SKIP:
+    if not missed or misfire is Misfire.SKIP:
         return Resolution(cron.next_fire_ms(trigger, now_ms), dropped + len(missed), False)
-    if schedule.misfire is Misfire.COALESCE:
+    if misfire is Misfire.COALESCE:
         return Resolution(missed[-1], dropped + len(missed) - 1, True)
     return Resolution(missed[0], dropped, True)
 

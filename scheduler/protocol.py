@@ -107,6 +107,11 @@ class RetryReply(IntEnum):
     STALE = 0  # not this schedule's run in flight: nothing written
 
 
+class CancelReply(IntEnum):
+    CANCELLED = 1  # the run is replaced: due now for the newer fire
+    STALE = 0  # not this schedule's running run, or another version: nothing written
+
+
 class NudgeReply(IntEnum):
     NUDGED = 1
     STALE = 0
@@ -254,8 +259,8 @@ RUN_FIELDS = ("job_id", "job_queue", "epoch", "dispatched_at", *STARTED_FIELDS, 
 
 
 #: The hash fields DUE_READ returns per due schedule, in this order (dispatch decides
-#: from them).
-DUE_FIELDS = ("definition", "version", "state", "fire_at", "attempt")
+#: from them; ``last_run_at`` tells a fire an overlap policy kept waiting from a missed one).
+DUE_FIELDS = ("definition", "version", "state", "fire_at", "attempt", "last_run_at")
 #: The hash fields UPSERT_READ returns per schedule, in this order.
 UPSERT_READ_FIELDS = ("version", "definition", "state")
 

@@ -19,12 +19,14 @@ from redis.typing import KeyT
 
 from scheduler.lua.dispatch import DISPATCH, DUE_READ
 from scheduler.lua.edits import PAUSE, RECORD_EDIT, REMOVE, RESUME, TRIGGER, UPSERT, UPSERT_READ
+from scheduler.lua.overlap import CANCEL
 from scheduler.lua.runs import ACK, ALERT_RECORD, MARK_BROKEN, NUDGE, RETRY, RUN_TIMES_HEADER, START
 
 __all__ = [
     "Flags", "Scripts", "Pending", "flagged", "register", "run", "pipelined",
     "UPSERT_READ", "UPSERT", "REMOVE", "PAUSE", "RESUME", "TRIGGER", "RECORD_EDIT",
     "ACK", "RETRY", "NUDGE", "START", "MARK_BROKEN", "DUE_READ", "DISPATCH", "ALERT_RECORD",
+    "CANCEL",
     "RUN_TIMES_HEADER",
 ]  # fmt: skip
 
@@ -80,6 +82,7 @@ class Scripts:
         self.alert_record = register(conn, ALERT_RECORD)
         self.due_read = register(conn, DUE_READ, Flags.READS)
         self.dispatch = register(conn, DISPATCH)
+        self.cancel = register(conn, CANCEL)
 
 
 def run(script: Script, keys: Sequence[KeyT], args: Sequence[Any], client: Any = None) -> Any:

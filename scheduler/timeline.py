@@ -2,7 +2,8 @@
 Shared by ``rqbeat history`` and the web dashboard.
 
 The history stream records events, not runs. A run is a ``dispatched`` entry and the
-entry that ended it (``succeeded``, ``failed`` or ``gave_up``), joined by job id. A
+entry that ended it (``succeeded``, ``failed``, ``gave_up`` or ``cancelled`` by a newer
+fire), joined by job id. A
 run on a ``workers.Worker`` also records when its job started and ended (Redis time,
 in the ending entry), so its lateness (fire to start: queueing, a busy or absent
 worker) and its duration (start to end: the job itself) are known. A plain
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from scheduler.clock import parse_iso_ms
 from scheduler.store import HistoryEntry
 
-ENDINGS = ("succeeded", "failed", "gave_up")
+ENDINGS = ("succeeded", "failed", "gave_up", "cancelled")
 #: A ``completed`` entry's reason (:class:`~scheduler.protocol.CompletedBy`) in words.
 _COMPLETED_BY = {"end_at": "no fire left before end_at", "max_runs": "max_runs reached"}
 
@@ -113,13 +114,20 @@ def _details(entry: HistoryEntry, when: Callable[[int], str]) -> str:
         what = f"{fields.get('kind', '?')}{' recovered' if fields.get('recovered') == '1' else ''}"
         result = f"HTTP {fields['status']}" if "status" in fields else reason
         return f"{what} -> {fields.get('url', '?')}: {result} ({fields.get('attempts', '?')} attempts)"
-    if entry.event == "missed":
-        count = fields.get("count", "?")
-        nxt = f", next fire {when(next_ms)}" if next_ms is not None else ""
-        return f"{count} fire{'' if count == '1' else 's'} dropped by the misfire policy{nxt}"
+    if entry.event in ("missed", "cancelled"):
+        return _passed(entry.event, fields, when(next_ms) if next_ms is not None else None)
     if entry.event in ("skipped", "completed"):
         return _not_run(entry.event, fields)
     return reason
+
+
+def _passed(event: str, fields: dict[str, str], next_at: str | None) -> str:
+    """Fires the misfire policy dropped, or a run a newer fire stopped, in words."""
+    if event == "cancelled":
+        return f"stopped for the fire at {next_at} (overlap cancel_other)" if next_at is not None else ""
+    count = fields.get("count", "?")
+    nxt = f", next fire {next_at}" if next_at is not None else ""
+    return f"{count} fire{'' if count == '1' else 's'} dropped by the misfire policy{nxt}"
 
 
 def _not_run(event: str, fields: dict[str, str]) -> str:

@@ -87,6 +87,7 @@ _PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
     "failure_ttl": _durations,
     "description": st.text(alphabet=st.characters(categories=["L", "N", "P", "Zs"]), max_size=40),
     "misfire": st.sampled_from(["coalesce", "all", "skip"]),
+    "overlap": st.sampled_from(["skip", "buffer_one", "buffer_all", "cancel_other"]),
     "catchup_window": _durations,
     "jitter": st.sampled_from(["0s", "0", "1s", "5m", 0]),
     "max_attempts": st.integers(min_value=1, max_value=1000),

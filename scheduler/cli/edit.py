@@ -23,7 +23,7 @@ from scheduler.cli.complete import id_argument
 from scheduler.cli.importcheck import Target, check_targets, import_options
 from scheduler.cli.rows import record_json
 from scheduler.errors import InvalidSchedule, ScheduleExists
-from scheduler.model import Misfire, Schedule
+from scheduler.model import Misfire, Overlap, Schedule
 from scheduler.protocol import ScheduleState
 from scheduler.store import UpsertResult
 
@@ -45,6 +45,7 @@ UNSETTABLE = (
     "description",
     "misfire",
     "catchup-window",
+    "overlap",
     "jitter",
     "max-attempts",
     "webhook",
@@ -79,6 +80,12 @@ _SETTINGS = [
         help="Fires missed while down or busy: one run, every one, or none [coalesce].",
     ),
     click.option("--catchup-window", help=f"Drop missed fires older than this. {_DURATION}"),
+    click.option(
+        "--overlap",
+        type=click.Choice([o.value for o in Overlap]),
+        help="Fires passing during a run: to the misfire policy, the latest waits, each waits, "
+        "or the newest stops the run and runs [skip].",
+    ),
     click.option("--jitter", help=f"Random delay up to this, never past the next fire. {_DURATION}"),
     click.option("--max-attempts", type=int, help="Give a fire up after this many failed runs."),
     click.option(

@@ -34,7 +34,7 @@ from scheduler.engine import rqjob
 from scheduler.errors import CorruptDefinition, LeadershipLost
 from scheduler.jobmeta import FireMeta
 from scheduler.keys import HISTORY_MAXLEN, Keys
-from scheduler.model import Schedule
+from scheduler.model import Overlap, Schedule
 from scheduler.protocol import DUE_FIELDS, NO_FIRE, DispatchReply, ScheduleState
 from scheduler.records import decode_definition, text
 
@@ -47,7 +47,7 @@ FIRST_CHECK_MS = 1_000
 # and DUE_FIELDS.
 _HEAD, _ROW = 2, 2 + len(DUE_FIELDS)
 #: The order :func:`decide` unpacks a row in; the same as DUE_FIELDS (a test pins it).
-DECIDED_FROM = ("definition", "version", "state", "fire_at", "attempt")
+DECIDED_FROM = ("definition", "version", "state", "fire_at", "attempt", "last_run_at")
 _TEMPLATES_KEPT = 65_536
 #: Batches read at once: Redis writes one while the next is decided.
 READ_AHEAD = 4
@@ -134,7 +134,7 @@ def decide(
     :data:`~scheduler.protocol.DUE_FIELDS`). A target outside ``allow`` (this replica's
     own list, never Redis's word) is broken."""
     # unpacked by position, not through a dict: this runs per fire in a burst
-    definition, version, state, fire_at, attempt = (text(v) for v in row)
+    definition, version, state, fire_at, attempt = (text(v) for v in row[:5])
     try:
         if state != ScheduleState.DUE:
             raise CorruptDefinition(schedule_id, f"is in the due set but its state is {state!r}")
@@ -147,11 +147,23 @@ def decide(
         return Decision(schedule_id, Kind.BROKEN, error=str(exc))
     if tries > 1:  # a retry of a fire that already failed: never dropped by policy
         return Decision(schedule_id, Kind.RUN, schedule, pending, tries, version=str(version))
-    res = policy.resolve_misfire(schedule, pending, now_ms)
+    if schedule.overlap is Overlap.SKIP:  # the default: its cost per fire is unchanged
+        res = policy.resolve_misfire(schedule, pending, now_ms)
+    else:
+        res = policy.resolve_due(schedule, pending, now_ms, _last_run_ms(text(row[5])))
     if not res.run_now:
         score = policy.due_score_ms(schedule, res.fire_ms)
         return Decision(schedule_id, Kind.RESCHEDULE, schedule, res.fire_ms, 1, res.dropped, score)
     return Decision(schedule_id, Kind.RUN, schedule, res.fire_ms, 1, res.dropped, version=str(version))
+
+
+def _last_run_ms(last_run_at: str | None) -> int | None:
+    """The end of the previous run; None when there was none or it cannot be read (a
+    late fire then goes to the misfire policy, as it would without an overlap policy)."""
+    try:
+        return parse_iso_ms(last_run_at) if last_run_at else None
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)

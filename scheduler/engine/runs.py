@@ -20,7 +20,7 @@ from scheduler import cron, policy, scripts, thresholds, windows
 from scheduler.clock import iso, parse_iso_ms
 from scheduler.engine import clusterstats
 from scheduler.keys import HISTORY_MAXLEN, Keys
-from scheduler.model import Schedule
+from scheduler.model import Overlap, Schedule
 from scheduler.protocol import NO_FIRE, RUN_FIELDS, AckOutcome, AckReply, FailOutcome, Flag, RetryReply
 from scheduler.records import decode_definition, text
 
@@ -162,10 +162,11 @@ def prepare_ack(
     by: str = "worker",
     ended_ms: int | None = None,
 ) -> Ack:
-    """Compute the schedule's next fire after ``run`` (misfire policy applied at
-    ``now_ms``) and the arguments of the ACK script, with the cluster-wide counters it
-    adds when it applies (:mod:`scheduler.engine.clusterstats`): an ack ``by`` the worker or
-    the watchdog, its latency from ``ended_ms`` (the job's end; None when unknown).
+    """Compute the schedule's next fire after ``run`` (its overlap policy applied at
+    ``now_ms`` to the fires that passed during the run) and the arguments of the ACK
+    script, with the cluster-wide counters it adds when it applies
+    (:mod:`scheduler.engine.clusterstats`): an ack ``by`` the worker or the watchdog, its
+    latency from ``ended_ms`` (the job's end; None when unknown).
 
     A schedule resumed while this run was in flight fires again only after the resume:
     the fires before it passed while it was paused (the resume recorded them as
@@ -181,7 +182,11 @@ def prepare_ack(
     # the period at the fire that ran; measured apart only after a resume moved `after`
     period = pending - run.fire_ms if resumed_ms is None else thresholds.period_ms(schedule, run.fire_ms)
     stale_ms = thresholds.limits(schedule, period).stale_after_ms
-    resolution = policy.resolve_misfire(schedule, pending, now_ms)
+    resolution = (
+        policy.resolve_misfire(schedule, pending, now_ms)  # the default: no detour per ack
+        if schedule.overlap is Overlap.SKIP
+        else policy.resolve_after_run(schedule, pending, now_ms)
+    )
     score = policy.due_score_ms(schedule, resolution.fire_ms)
     excluded = windows.skipped_before(schedule.trigger, after, pending, policy.MAX_ENUMERATED_FIRES)
     sid = run.schedule_id

@@ -34,7 +34,7 @@ from rq.utils import utcparse
 
 from scheduler import clockskew, rqkeys, scripts
 from scheduler.clock import iso
-from scheduler.engine import liveness, runs
+from scheduler.engine import cancel, liveness, runs
 from scheduler.errors import CorruptDefinition
 from scheduler.keys import HISTORY_MAXLEN, Keys
 from scheduler.protocol import AckReply, FailOutcome
@@ -138,7 +138,11 @@ class Watchdog:
                 since = self._unlisted_since(run.job_id, status == "queued" and not listed, now_ms)
                 verdict = judge(status, alive, now_ms, since)
                 if verdict.outcome is Outcome.PENDING:
-                    look_ms = next_check_ms(run.dispatched_ms, now_ms)
+                    if cancel.replace(self.conn, self._scripts, self.keys, run, now_ms):
+                        self._unlisted.pop(run.job_id, None)
+                        self._reported.discard(schedule_id)
+                        continue  # due for the newer fire: out of the running set
+                    look_ms = cancel.look_ms(run, next_check_ms(run.dispatched_ms, now_ms))
                     if run.job_id in self._unlisted:  # confirm (or clear) it soon
                         look_ms = min(look_ms, now_ms + ORPHAN_GRACE_MS)
                     later[schedule_id] = look_ms / 1000

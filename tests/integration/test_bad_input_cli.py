@@ -44,6 +44,7 @@ ADD_OPTIONS: dict[str, st.SearchStrategy[str]] = {
     "--failure-ttl": st.sampled_from(["1d"]),
     "--description": st.sampled_from(["nightly report", "Grüße, 日本"]),
     "--misfire": st.sampled_from(["coalesce", "all", "skip"]),
+    "--overlap": st.sampled_from(["skip", "buffer_one", "buffer_all", "cancel_other"]),
     "--catchup-window": st.sampled_from(["1h", "30s"]),
     "--jitter": st.sampled_from(["0", "1s", "5m"]),
     "--max-attempts": st.sampled_from(["1", "3", "1000"]),

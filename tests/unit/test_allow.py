@@ -98,7 +98,7 @@ def test_a_prefix_never_permits_a_longer_sibling(segments: list[str], suffix: st
 
 def row(**changes: Any) -> list[Any]:
     schedule = Schedule.from_dict({"id": "s", "target": "os.system", "every": "1s", **changes})
-    return [schedule.to_json().encode(), b"1", b"due", iso(NOW_MS).encode(), b"1"]
+    return [schedule.to_json().encode(), b"1", b"due", iso(NOW_MS).encode(), b"1", None]
 
 
 def test_dispatch_marks_a_target_outside_the_list_broken() -> None:

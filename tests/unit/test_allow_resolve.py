@@ -179,7 +179,7 @@ def test_a_dunder_anywhere_is_refused_by_name(segments: list[str], dunder: str, 
 
 def row(target: str) -> list[Any]:
     schedule = Schedule(id="s", target=target, every_ms=1000)
-    return [schedule.to_json().encode(), b"1", b"due", iso(NOW_MS).encode(), b"1"]
+    return [schedule.to_json().encode(), b"1", b"due", iso(NOW_MS).encode(), b"1", None]
 
 
 @pytest.mark.parametrize("rest", ["os.system", "mod.subprocess.call", "system", "__builtins__.eval"])

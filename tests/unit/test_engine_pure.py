@@ -39,10 +39,11 @@ def row(
     state: str | None = "due",
     fire_at: str | None = None,
     attempt: str | None = "1",
+    last_run_at: str | None = None,
 ) -> list[bytes | None]:
     """An HMGET reply of ``protocol.DUE_FIELDS``, bytes as Redis sends them."""
     definition = schedule.to_json() if isinstance(schedule, Schedule) else schedule
-    values = [definition, version, state, fire_at, attempt]
+    values = [definition, version, state, fire_at, attempt, last_run_at]
     return [None if v is None else v.encode() for v in values]
 
 
