@@ -42,6 +42,7 @@ from scheduler.engine.dispatch import DEFAULT_BATCH, Dispatcher, Prepared
 from scheduler.engine.healthalerts import HealthAlerts
 from scheduler.engine.lease import Lease
 from scheduler.engine.metrics import Metrics, MetricsServer
+from scheduler.engine.takeover import Takeover
 from scheduler.engine.watchdog import Watchdog
 from scheduler.errors import LeadershipLost
 from scheduler.eviction import check_eviction
@@ -114,6 +115,7 @@ class Service:
         self._owns_conn = conn is None
         self.conn = conn or config.redis_settings().connect()
         self.lease = Lease(self.conn, self.keys, self.node, config.lease_ms, self.clock)
+        self.takeover = Takeover(self.conn, self.keys, self.clock)
         self.counters = CounterWatch(self.conn, self.keys, self.node)
         self.dispatcher = Dispatcher(self.conn, self.keys, batch_size=config.batch_size, allow=config.allow)
         self.metrics = Metrics(self.keys, self.conn)
@@ -264,18 +266,33 @@ class Service:
             self._stop.wait(seconds)
 
     def _stand_by(self) -> float:
-        """Take the lease when it is free; otherwise sleep until it would expire (or a
-        release is published). One PTTL per wake while another replica leads."""
+        """Take the lease when it is free; otherwise sleep until it would expire, a
+        release is published, or the first fire is overdue (then take over at once if
+        the leader's process is gone: :mod:`scheduler.engine.takeover`). One PTTL per
+        wake while another replica leads; the takeover's reads only after an event."""
         self._subscribe()
+        if self.takeover.wait_s() == 0.0:
+            self._take_over_from_dead_leader()
         remaining_ms = self.lease.remaining_ms()
         if remaining_ms is None and self.lease.try_acquire():
+            self.takeover.forget()
             self.metrics.set_leader(True)
             log.info("leader node=%s epoch=%d acquired", self.node, self.lease.epoch)
             self.counters.acquired(self.lease.epoch)
             self._heartbeat("leader")
             return 0.0
         self._heartbeat("standby")
-        return max(0.001, (remaining_ms or 0) / 1000.0)
+        wait_s = max(0.001, (remaining_ms or 0) / 1000.0)
+        check_s = self.takeover.wait_s()
+        return wait_s if check_s is None else max(0.001, min(wait_s, check_s))
+
+    def _take_over_from_dead_leader(self) -> None:
+        token = self.takeover.dead_leader()
+        if token is not None and self.takeover.depose(token):
+            log.warning(
+                "leader gone node=%s dead_token=%s (its lease connection closed): taking over",
+                self.node, token,
+            )  # fmt: skip
 
     def _lead(self) -> float:
         token = self.lease.token
@@ -365,6 +382,7 @@ class Service:
             self._waiting = False
             while message is not None:  # drain: one re-plan covers them all
                 self._plan_until = None
+                self.takeover.forget()
                 message = pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
         except _WakeUp:
             self._drop_pubsub()
@@ -383,6 +401,7 @@ class Service:
 
     def _drop_pubsub(self) -> None:
         self._plan_until = None  # events may have been missed while unsubscribed
+        self.takeover.forget()
         if self._pubsub is not None:
             with contextlib.suppress(*_ERRORS):
                 self._pubsub.close()
@@ -429,6 +448,7 @@ class Service:
         try:
             if self.lease.release():
                 log.info("leader node=%s epoch=%d released the lease", self.node, self.lease.epoch)
+            self.lease.close()
             self.conn.zrem(self.keys.nodes, self.node)
             self.conn.delete(self.keys.node(self.node))
         except _ERRORS as exc:
