@@ -1,5 +1,5 @@
 """Health findings as alerts: the leader looks at :func:`scheduler.health.read_health`
-every ``--health-alert-interval`` (30 s) and submits an event when a finding appears and another when it
+every ``--health-alert-interval`` (60 s) and submits an event when a finding appears and another when it
 clears, to the same sender as the scripts' events (:mod:`scheduler.engine.alerts`).
 
 What was raised is remembered by this process only: a new leader starts with nothing

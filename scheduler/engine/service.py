@@ -54,14 +54,17 @@ from scheduler.redisconf import RedisSettings
 log = logging.getLogger(__name__)
 
 _ERRORS = (redis.exceptions.RedisError, OSError)
-#: Re-read the sets at least this often even when no event arrived.
-MAX_WAIT_S = 30.0
+#: Re-read the sets at least this often even when no event arrived (edits and acks
+#: publish one; this is the safety net for one missed while the subscription was down).
+MAX_WAIT_S = 60.0
 #: Decide a dispatch this long before it is due, so that at its time only the write is
 #: left; a prepared dispatch woken later than ``PREPARED_LATE_S`` is decided again.
 PREPARE_S = 0.2
 PREPARED_LATE_S = 0.5
-NODE_TTL_S = 60
-HEARTBEAT_S = 15
+#: A replica reports itself this often (`rqbeat status`); its report expires after
+#: NODE_TTL_S. The lease, renewed far more often, is what decides leadership.
+NODE_TTL_S = 90
+HEARTBEAT_S = 30
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,7 +78,7 @@ class ServiceConfig:
     redis: RedisSettings | None = None
     namespace: str = DEFAULT_NAMESPACE
     node: str = ""
-    lease_ms: int = 5_000
+    lease_ms: int = 15_000
     batch_size: int = DEFAULT_BATCH
     allow: AllowList | None = None  # targets outside it are marked broken, not enqueued
     #: Serve Prometheus metrics on this port (None: off).
@@ -127,6 +130,8 @@ class Service:
             self.conn, self.keys, self.alerter.submit, self.clock, config.alerts.health_every_s
         )
         self._metrics_server: MetricsServer | None = None
+        # the alerts list's channel (the scripts publish there when they push an event)
+        self._alert_channels = (self.keys.alerts, self.keys.alerts.encode())
         self._stop = threading.Event()
         self._pubsub: PubSub | None = None
         # tenacity retries a whole pass. Safe: a pass re-reads all it acts on (lease, sets,
@@ -280,6 +285,7 @@ class Service:
             log.info("leader node=%s epoch=%d acquired", self.node, self.lease.epoch)
             self.counters.acquired(self.lease.epoch)
             self._heartbeat("leader")
+            self.alerter.wake()  # events the last leader left behind
             return 0.0
         self._heartbeat("standby")
         wait_s = max(0.001, (remaining_ms or 0) / 1000.0)
@@ -381,8 +387,11 @@ class Service:
             message = pubsub.get_message(ignore_subscribe_messages=True, timeout=seconds)
             self._waiting = False
             while message is not None:  # drain: one re-plan covers them all
-                self._plan_until = None
-                self.takeover.forget()
+                if message.get("channel") in self._alert_channels:
+                    self.alerter.wake()  # a script pushed an alert event
+                else:
+                    self._plan_until = None
+                    self.takeover.forget()
                 message = pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
         except _WakeUp:
             self._drop_pubsub()
@@ -396,8 +405,9 @@ class Service:
     def _subscribe(self) -> None:
         if self._pubsub is None:
             pubsub = self.conn.pubsub()  # type: ignore[no-untyped-call]
-            pubsub.subscribe(self.keys.events)
+            pubsub.subscribe(self.keys.events, self.keys.alerts)
             self._pubsub = pubsub
+            self.alerter.wake()  # a publish may have been missed while unsubscribed
 
     def _drop_pubsub(self) -> None:
         self._plan_until = None  # events may have been missed while unsubscribed
@@ -439,7 +449,8 @@ class Service:
             },
         )
         pipe.expire(self.keys.node(self.node), NODE_TTL_S)
-        pipe.zremrangebyscore(self.keys.nodes, "-inf", now_ms / 1000 - NODE_TTL_S)
+        if role == "leader":  # one replica forgets the departed ones; all need not
+            pipe.zremrangebyscore(self.keys.nodes, "-inf", now_ms / 1000 - NODE_TTL_S)
         self.counters.read_into(pipe)  # the loss check rides on the heartbeat
         *_, epoch, revision = pipe.execute()
         self.counters.observe(epoch, revision)
