@@ -241,15 +241,18 @@ class Alerter:
         """Deliver the next queued event; on a wake-up, or when none comes within
         ``wait_s``, take the scripts' events from ``<ns>:alerts`` (while this replica
         leads) and look at the health findings if that is due."""
+        timed_out = False
         try:
             event = self._queue.get(timeout=wait_s)
         except queue.Empty:
-            event = None
+            event, timed_out = None, True
         if event is None:
             if self.is_leader():
                 if self.drain() == DRAIN_BATCH:
                     self.wake()  # more may be waiting
-                if self.health is not None:
+                # A reign's first look waits for a quiet moment (not the wake-up at
+                # acquisition, when the new leader's first dispatch is due); then due-based.
+                if self.health is not None and (timed_out or self.health.looking):
                     self.health.look()
             elif self.health is not None:
                 self.health.forget()

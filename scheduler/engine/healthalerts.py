@@ -58,6 +58,11 @@ class HealthAlerts:
     raised: dict[Subject, Finding] = field(default_factory=dict)
     _next_s: float = 0.0
 
+    @property
+    def looking(self) -> bool:
+        """True once this reign has looked (looks are then due-based)."""
+        return self._next_s > 0.0
+
     def look(self) -> None:
         """Raise and clear alerts for what changed since the last look, if one is due."""
         if self.clock.monotonic() < self._next_s:

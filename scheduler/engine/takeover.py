@@ -125,7 +125,13 @@ class Takeover:
         if seen.token is None or seen.client_id is None or not seen.overdue():
             return None
         self._asked = (seen.token, seen.due_ms)
-        return None if self._client_exists(seen.client_id) else seen.token
+        if self._client_exists(seen.client_id):
+            log.info(
+                "leader late token=%s fire_due_ms=%d late_ms=%d (its connection is open: waiting)",
+                seen.token, seen.due_ms, seen.now_ms - (seen.due_ms or 0),
+            )  # fmt: skip
+            return None
+        return seen.token
 
     def depose(self, token: str) -> bool:
         """Delete the lease if it still holds ``token`` (compare-and-delete)."""
