@@ -217,7 +217,11 @@ class Lease:
         return self.ttl_ms if pttl == _PTTL_NO_EXPIRY else pttl
 
     def _connection(self) -> tuple[Redis, int]:
-        """The lease connection and its client id, read again after a reconnect."""
+        """The lease connection and its client id, read again after a reconnect. A
+        client that is not one connection's (a cluster client) records id 0: no fast
+        takeover, the TTL decides."""
+        if not isinstance(self.conn, Redis):
+            return self.conn, 0
         if self._lease_conn is None:
             self._lease_conn = self.conn.client()  # type: ignore[no-untyped-call]
             connection = self._lease_conn.connection

@@ -90,7 +90,9 @@ def parse_record(record: str | None, token: str | None) -> int | None:
     if record is None or token is None:
         return None
     owner, _, client_id = record.rpartition(" ")
-    return int(client_id) if owner == token and client_id.isdigit() else None
+    if owner != token or not client_id.isdigit() or int(client_id) == 0:  # 0: not recorded
+        return None
+    return int(client_id)
 
 
 class Takeover:

@@ -55,7 +55,7 @@ def start(cluster: Cluster, hooks: HookServer, conn: Redis) -> Process:
         ],
     )
     cluster.worker("w1")
-    cluster.wait_leader(conn)
+    cluster.wait_leader(conn, timeout=30)  # a replica's start-up on a loaded machine
     return replica
 
 

@@ -20,6 +20,7 @@ def test_the_record_counts_only_for_the_lease_it_names() -> None:
     assert parse_record(None, TOKEN) is None
     assert parse_record(f"{TOKEN} 42", None) is None  # nobody holds the lease
     assert parse_record(f"{TOKEN} not-a-number", TOKEN) is None
+    assert parse_record(f"{TOKEN} 0", TOKEN) is None  # a client without one lease connection
     assert parse_record("7:host with space 9", "7:host with space") == 9  # node names may hold spaces
 
 
