@@ -58,6 +58,7 @@ def wait_standby(conn: Redis, node: str) -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.timeout(900)  # 20 replica start-ups: minutes on a loaded 2-core machine
 def test_twenty_kills_hand_over_before_the_lease_with_nothing_doubled_or_lost(
     cluster: Cluster, conn: Redis
 ) -> None:
