@@ -43,6 +43,7 @@ from scheduler.engine.healthalerts import HealthAlerts
 from scheduler.engine.lease import Lease
 from scheduler.engine.metrics import Metrics, MetricsServer
 from scheduler.engine.takeover import Takeover
+from scheduler.engine.unpause import Unpauser
 from scheduler.engine.watchdog import Watchdog
 from scheduler.errors import LeadershipLost
 from scheduler.eviction import check_eviction
@@ -123,6 +124,7 @@ class Service:
         self.dispatcher = Dispatcher(self.conn, self.keys, batch_size=config.batch_size, allow=config.allow)
         self.metrics = Metrics(self.keys, self.conn)
         self.watchdog = Watchdog(self.conn, self.keys, batch_size=config.batch_size, metrics=self.metrics)
+        self.unpauser = Unpauser(self.conn, self.keys)
         self.alerter = Alerter(
             self.conn, self.keys, config.alerts, is_leader=lambda: self.is_leader, metrics=self.metrics
         )
@@ -320,40 +322,56 @@ class Service:
         pipe.time()
         pipe.zrange(self.keys.due, 0, 0, withscores=True)
         pipe.zrange(self.keys.running, 0, 0, withscores=True)
+        pipe.zrange(self.keys.paused_until, 0, 0, withscores=True)
         sent = self.clock.monotonic()
-        time_reply, first_due, first_running = pipe.execute()
+        time_reply, first_due, first_running, first_until = pipe.execute()
         # Redis read its clock about half way through the round trip: plan from there,
         # in microseconds (whole milliseconds made every planned wake ~0.5 ms late).
         read_at = (sent + self.clock.monotonic()) / 2
         now_ms = time_reply_ms(time_reply)
+        if self._work(now_ms, token, first_due, first_running, first_until):
+            self._plan_until = None
+            return 0.0  # re-read the sets before planning a wait
+        now_s = int(time_reply[0]) + int(time_reply[1]) / 1e6
+        return self._plan(read_at, now_s, first_due, [*first_running, *first_until], token)
+
+    def _work(
+        self,
+        now_ms: int,
+        token: str,
+        first_due: list[tuple[bytes, float]],
+        first_running: list[tuple[bytes, float]],
+        first_until: list[tuple[bytes, float]],
+    ) -> bool:
+        """Do what has come (dispatch, watchdog, pauses that end); False when nothing had."""
         worked = False
         if first_due and first_due[0][1] * 1000 <= now_ms:
             batch = self.dispatcher.dispatch(now_ms, token, self.lease.epoch)
             self.metrics.observe_batch(batch, now_ms)
             if batch.size >= self.config.batch_size:
-                return 0.0  # more is due: dispatch first, the watchdog can wait a pass
+                return True  # more is due: dispatch first, the rest can wait a pass
             worked = True
         if first_running and first_running[0][1] * 1000 <= now_ms:
             self.watchdog.check(now_ms)
             worked = True
-        if worked:
-            self._plan_until = None
-            return 0.0  # re-read the sets before planning a wait
-        now_s = int(time_reply[0]) + int(time_reply[1]) / 1e6
-        return self._plan(read_at, now_s, first_due, first_running, token)
+        if first_until and first_until[0][1] * 1000 <= now_ms:
+            self.unpauser.resume_due(now_ms, token)
+            worked = True
+        return worked
 
     def _plan(
         self,
         read_at: float,
         now_s: float,
         first_due: list[tuple[bytes, float]],
-        first_running: list[tuple[bytes, float]],
+        others: list[tuple[bytes, float]],
         token: str,
     ) -> float:
-        """How long to wait: until the next due fire or watchdog look, at most
-        :data:`MAX_WAIT_S`; a dispatch due within :data:`PREPARE_S` is decided now.
-        ``now_s`` is Redis time as read at monotonic ``read_at``."""
-        nexts = [float(s) - now_s for row in (first_due, first_running) for _, s in row[:1]]
+        """How long to wait: until the next due fire, or the first of ``others`` (the
+        next watchdog look, the next pause's end), at most :data:`MAX_WAIT_S`; a
+        dispatch due within :data:`PREPARE_S` is decided now. ``now_s`` is Redis time
+        as read at monotonic ``read_at``."""
+        nexts = [float(s) - now_s for s in [*(s for _, s in first_due[:1]), *(s for _, s in others)]]
         until_next = max(0.0, min([*nexts, MAX_WAIT_S]))
         if first_due and until_next == nexts[0]:  # the next thing to do is a dispatch
             if until_next > PREPARE_S:
