@@ -126,7 +126,7 @@ class Stack:
         return proc
 
     def replica(
-        self, node: str, *, lease: str = "5s", log_level: str = "info", python: Sequence[str] = ()
+        self, node: str, *, lease: str = "15s", log_level: str = "info", python: Sequence[str] = ()
     ) -> Process:
         """``rqbeat run`` (``python -m scheduler run``); ``python`` replaces the interpreter
         command (a profiler: ``py-spy record -- python``, ``python -m cProfile -o F``)."""

@@ -2,8 +2,10 @@
 
 N schedules (bench.seed, direct pipelined writes in ``Client.upsert``'s layout) fire
 once a day at times spread over the second hour from now. Two ``rqbeat run``
-replicas (default lease 5 s) start; after they settle, each repetition is a window
-of 12 s (8 s with --quick) over which the benchmark reads:
+replicas (default lease 15 s) start; after they settle, one window of a full minute
+(every periodic step -- renewals, heartbeats, the alert and health looks -- comes
+round in it at its real rate, nothing is extrapolated from a few seconds) over which
+the benchmark reads (N = 1k, 100k and 1M; 100k only with --quick):
 
 * CPU seconds of the leader and of the standby: ``/proc/<pid>/stat`` utime+stime
   (10 ms ticks) and ``/proc/<pid>/task/*/schedstat`` (ns), scaled to one minute;
@@ -42,6 +44,7 @@ from scheduler.clock import redis_now_ms
 NAME = "idle"
 TITLE = "3. Idle cost"
 SETTLE_S = 3.0
+WINDOW_S = 60.0
 
 
 def commandstats(conn: Redis) -> Counter[str]:
@@ -110,14 +113,17 @@ def record(res: Result, label: str, w: Window, target: bool) -> None:
         digits=0,
     ).values.append(sum(w.sent.values()))
     res.metric(
-        f"N={label}: commands executed incl. inside Lua (commandstats)", "cmd/min", digits=0
+        f"N={label}: commands executed incl. inside Lua (commandstats)",
+        "cmd/min",
+        target=Target("<=", 60, "≤ 60") if target else None,
+        digits=0,
     ).values.append(sum(w.executed.values()) * w.per_min)
     res.metric(f"N={label}: redis-server CPU", "CPU-s/min", digits=4).values.append(w.redis_cpu)
 
 
 def run(ctx: Context) -> Result:
-    sizes = [1_000, 100_000] if ctx.quick else [1_000, 100_000, 1_000_000]
-    window_s = 8.0 if ctx.quick else 12.0
+    sizes = [100_000] if ctx.quick else [1_000, 100_000, 1_000_000]
+    window_s = WINDOW_S
     res = Result(NAME, TITLE, __doc__ or "")
     for n in sizes:
         label = f"{n // 1000}k" if n < 1_000_000 else f"{n // 1_000_000}M"
@@ -137,16 +143,16 @@ def run(ctx: Context) -> Result:
             sent: Counter[str] = Counter()
             executed: Counter[str] = Counter()
             try:
-                for rep in range(ctx.reps):
-                    ctx.log(f"idle n={n} window {rep + 1}/{ctx.reps} ({window_s:.0f}s)")
+                for rep in range(1):  # one full minute is the repetition
+                    ctx.log(f"idle n={n} window {rep + 1}/1 ({window_s:.0f}s)")
                     w = window(conn, monitor, roles, server.proc.pid, window_s)  # type: ignore[union-attr]
-                    record(res, label, w, target=n == 1_000_000)
+                    record(res, label, w, target=n == sizes[-1])
                     sent += w.sent_by_name
                     executed += w.executed
             finally:
                 monitor.close()
         res.notes.append(
-            f"N={label}, {ctx.reps} window(s) of {window_s:.0f}s: sent {_top(sent)}; "
+            f"N={label}, 1 window of {window_s:.0f}s: sent {_top(sent)}; "
             f"executed (commandstats) {_top(executed)}."
         )
     return res

@@ -45,6 +45,12 @@ class Keys:
         return f"{self.namespace}:leader"
 
     @property
+    def leader_conn(self) -> str:
+        """``<token> <client id>``: the Redis client id of the leader's lease connection,
+        so a standby can tell at once that the leader's process is gone."""
+        return f"{self.namespace}:leader:conn"
+
+    @property
     def epoch(self) -> str:
         """Fencing counter, INCR on every lease acquisition."""
         return f"{self.namespace}:epoch"

@@ -66,7 +66,12 @@ def log_format_option(command: str) -> Callable[[F], F]:
 
 
 @click.command()
-@click.option("--lease", default="5s", help="Leader lease TTL; a dead leader is replaced within it.")
+@click.option(
+    "--lease",
+    default="15s",
+    help="Leader lease TTL: a stopped or cut-off leader is replaced within it "
+    "(a killed one at once, its connection being gone).",
+)
 @click.option("--node", default="", help="This replica's name (default: host-pid).")
 @click.option(
     "--batch-size",
@@ -104,12 +109,13 @@ def log_format_option(command: str) -> Callable[[F], F]:
 )
 @click.option(
     "--alert-interval",
-    default="5s",
-    help="How often the leader takes alert events (gave up, broken, ...) to send them.",
+    default="60s",
+    help="Alert events (gave up, broken, ...) wake the leader at once through pub/sub; "
+    "it also takes them at least this often.",
 )
 @click.option(
     "--health-alert-interval",
-    default="30s",
+    default="60s",
     help="How often the leader looks at the health findings (stale, queued too long, ...) to alert.",
 )
 @allow_option
@@ -133,7 +139,7 @@ def run(
 
     \b
     Example:
-      rqbeat --redis-url redis://redis:6379/0 run --lease 5s
+      rqbeat --redis-url redis://redis:6379/0 run --lease 15s
       rqbeat run --metrics-port 9464 --log-format json
       rqbeat run --allow myapp.jobs,reports   # other targets are marked broken
       rqbeat run --webhook-url https://hooks.example/rqbeat --webhook-secret-env RQBEAT_SECRET
@@ -224,7 +230,9 @@ def status(ctx: Context, as_json: bool) -> None:
 @click.command()
 @click.option("--max-lag", default="60s", help="Unhealthy when a due fire is older than this.")
 @click.option("--node", default="", help="Also require this replica's heartbeat (its `run --node`).")
-@click.option("--node-max-age", default="45s", help="With --node: unhealthy when its heartbeat is older.")
+@click.option(
+    "--node-max-age", default="90s", help="With --node: unhealthy when its heartbeat (every 30 s) is older."
+)
 @click.option(
     "--max-clock-offset",
     default=f"{clockskew.TOLERANCE_MS // 1000}s",

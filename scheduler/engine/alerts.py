@@ -19,6 +19,7 @@ the event on a bounded queue, and drops (and counts) it when the queue is full.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
@@ -48,9 +49,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: How often an idle alerter looks at ``<ns>:alerts`` (only while its replica leads):
-#: one LPOP per look, 12 commands a minute at the default.
-POLL_S = 5.0
+#: How often an idle alerter looks at ``<ns>:alerts`` although no publish woke it
+#: (only while its replica leads): the safety net for a publish missed while the
+#: replica's subscription was down; one LPOP a minute at the default.
+POLL_S = 60.0
 #: Events taken from ``<ns>:alerts`` per look.
 DRAIN_BATCH = 100
 
@@ -154,8 +156,8 @@ class AlertConfig:
     rate_window_s: float = 60.0  # one event per schedule, kind and state per window
     queue_size: int = 1_000
     retry: RetryPolicy = field(default_factory=RetryPolicy)
-    poll_s: float = POLL_S  # how often the leader takes the scripts' events (--alert-interval)
-    health_every_s: float = 30.0  # how often it looks at the health findings (--health-alert-interval)
+    poll_s: float = POLL_S  # the leader takes the scripts' events when woken, and at least this often
+    health_every_s: float = 60.0  # how often it looks at the health findings (--health-alert-interval)
 
 
 class Alerter:
@@ -180,7 +182,8 @@ class Alerter:
             secret=config.secret, policy=config.retry, wall_s=time.time, sleep=self.clock.sleep
         )
         self.limiter = RateLimiter(config.rate_window_s, self.clock)
-        self._queue: queue.Queue[AlertEvent] = queue.Queue(maxsize=config.queue_size)
+        # None in the queue: a request to drain <ns>:alerts now (wake()).
+        self._queue: queue.Queue[AlertEvent | None] = queue.Queue(maxsize=config.queue_size)
         self._scripts = scripts.Scripts(conn)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -211,12 +214,19 @@ class Alerter:
             return False
         return True
 
+    def wake(self) -> None:
+        """The scripts pushed an event (their publish reached the service's
+        subscription), or one may have been missed: drain the list now. Never blocks."""
+        with contextlib.suppress(queue.Full):  # a full queue is drained first anyway
+            self._queue.put_nowait(None)
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="rqbeat-alerts", daemon=True)
         self._thread.start()
 
     def stop(self, timeout_s: float = 5.0) -> None:
         self._stop.set()
+        self.wake()  # cut the wait short
         if self._thread is not None:
             self._thread.join(timeout_s)
 
@@ -225,17 +235,24 @@ class Alerter:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self._retrying(self.step, self.config.poll_s)
+            self._retrying(self.step, min(self.config.poll_s, self.config.health_every_s))
 
     def step(self, wait_s: float) -> None:
-        """Deliver the next queued event; when none comes within ``wait_s``, take the
-        scripts' events from ``<ns>:alerts`` (while this replica leads)."""
+        """Deliver the next queued event; on a wake-up, or when none comes within
+        ``wait_s``, take the scripts' events from ``<ns>:alerts`` (while this replica
+        leads) and look at the health findings if that is due."""
+        timed_out = False
         try:
             event = self._queue.get(timeout=wait_s)
         except queue.Empty:
+            event, timed_out = None, True
+        if event is None:
             if self.is_leader():
-                self.drain()
-                if self.health is not None:
+                if self.drain() == DRAIN_BATCH:
+                    self.wake()  # more may be waiting
+                # A reign's first look waits for a quiet moment (not the wake-up at
+                # acquisition, when the new leader's first dispatch is due); then due-based.
+                if self.health is not None and (timed_out or self.health.looking):
                     self.health.look()
             elif self.health is not None:
                 self.health.forget()

@@ -1,5 +1,5 @@
 """Health findings as alerts: the leader looks at :func:`scheduler.health.read_health`
-every ``--health-alert-interval`` (30 s) and submits an event when a finding appears and another when it
+every ``--health-alert-interval`` (60 s) and submits an event when a finding appears and another when it
 clears, to the same sender as the scripts' events (:mod:`scheduler.engine.alerts`).
 
 What was raised is remembered by this process only: a new leader starts with nothing
@@ -57,6 +57,11 @@ class HealthAlerts:
     every_s: float
     raised: dict[Subject, Finding] = field(default_factory=dict)
     _next_s: float = 0.0
+
+    @property
+    def looking(self) -> bool:
+        """True once this reign has looked (looks are then due-based)."""
+        return self._next_s > 0.0
 
     def look(self) -> None:
         """Raise and clear alerts for what changed since the last look, if one is due."""

@@ -2,8 +2,19 @@
 
 The lease is one key, ``<ns>:leader = "<epoch>:<node>"`` with a PX TTL; the epoch
 comes from ``INCR <ns>:epoch`` on every acquisition, so each reign has a unique,
-increasing token. Renew and release compare the token first (never extend or
-delete another replica's lease).
+increasing token. Release compares the token first (never deletes another
+replica's lease). Renewal is one ``GETEX <lease> PX <ttl>``: it extends the key and
+returns its value, and the replica keeps leading only if that value is its token.
+The one command it saves on every renewal (a third of the idle Redis traffic) costs
+this, and only when the lease already changed hands::
+
+    t=0    A's lease expires while A is stopped; B acquires (epoch + 1)
+    t=1    A resumes and renews: GETEX extends *B's* lease by one TTL and returns
+           B's token, so A steps down at once and renews no more
+
+B is alive (it just acquired), so that extension is what B's own renewal would do; and
+fencing never depended on the TTL (every dispatch checks the token). The value of the
+lease is never changed by a renewal.
 
 Why a local deadline as well as the TTL -- a timeline::
 
@@ -16,6 +27,13 @@ Why a local deadline as well as the TTL -- a timeline::
 The deadline alone is not enough (A could pass its check and then pause before
 EXEC), so dispatch also WATCHes the lease key: the check and the write are one
 transaction, and a deposed leader's EXEC fails.
+
+The lease scripts run on one dedicated connection (the *lease connection*), whose
+Redis client id the leader records next to the lease (``Keys.leader_conn``, again
+after a reconnect). That connection lives exactly as long as the leader's process:
+a standby that finds it gone may delete the lease at once instead of waiting out
+the TTL (:mod:`scheduler.engine.takeover`). A leader that is alive but stopped or
+cut off keeps its connection open, so it is still waited out and fenced.
 """
 
 from __future__ import annotations
@@ -28,6 +46,7 @@ from scheduler import scripts
 from scheduler.clock import Clock
 from scheduler.keys import Keys
 from scheduler.protocol import AcquireReply, LeaseReply
+from scheduler.records import text
 
 log = logging.getLogger(__name__)
 
@@ -37,27 +56,35 @@ _PTTL_NO_KEY, _PTTL_NO_EXPIRY = -2, -1
 ACQUIRE = """
 -- KEYS[1] - the leader lease
 -- KEYS[2] - the epoch counter
+-- KEYS[3] - the lease connection's record (Keys.leader_conn)
 -- ARGV[1] - this replica's node name
 -- ARGV[2] - ttl, ms
+-- ARGV[3] - the client id of the connection running this script
 -- returns the new epoch, or 0 (AcquireReply.HELD) when the lease is held (by anyone)
-local leader, epochs = KEYS[1], KEYS[2]
-local node, ttl_ms = ARGV[1], ARGV[2]
+local leader, epochs, record = KEYS[1], KEYS[2], KEYS[3]
+local node, ttl_ms, client_id = ARGV[1], ARGV[2], ARGV[3]
 if redis.call('EXISTS', leader) == 1 then return 0 end
 local epoch = redis.call('INCR', epochs)
-redis.call('SET', leader, epoch .. ':' .. node, 'PX', ttl_ms)
+local token = epoch .. ':' .. node
+redis.call('SET', leader, token, 'PX', ttl_ms)
+redis.call('SET', record, token .. ' ' .. client_id)
 return epoch
 """
 
 RENEW = """
+-- Renewal on a new lease connection (after a reconnect): extend and record its id.
 -- KEYS[1] - the leader lease
+-- KEYS[2] - the lease connection's record (Keys.leader_conn)
 -- ARGV[1] - our token '<epoch>:<node>'
 -- ARGV[2] - ttl, ms
+-- ARGV[3] - the lease connection's client id
 -- returns (LeaseReply) 1 extended, 0 the lease is not ours (expired, or another
 -- replica's)
-local leader = KEYS[1]
-local token, ttl_ms = ARGV[1], ARGV[2]
+local leader, record = KEYS[1], KEYS[2]
+local token, ttl_ms, client_id = ARGV[1], ARGV[2], ARGV[3]
 if redis.call('GET', leader) == token then
   redis.call('PEXPIRE', leader, ttl_ms)
+  redis.call('SET', record, token .. ' ' .. client_id)
   return 1
 end
 return 0
@@ -66,12 +93,13 @@ return 0
 RELEASE = """
 -- KEYS[1] - the leader lease
 -- KEYS[2] - the events channel
+-- KEYS[3] - the lease connection's record (Keys.leader_conn)
 -- ARGV[1] - our token '<epoch>:<node>'
 -- returns (LeaseReply) 1 released (and standbys woken), 0 it was not ours
-local leader, events = KEYS[1], KEYS[2]
+local leader, events, record = KEYS[1], KEYS[2], KEYS[3]
 local token = ARGV[1]
 if redis.call('GET', leader) == token then
-  redis.call('DEL', leader)
+  redis.call('DEL', leader, record)
   redis.call('PUBLISH', events, 'released')
   return 1
 end
@@ -92,6 +120,10 @@ class Lease:
         self.token: str | None = None
         self._deadline = 0.0
         self._renewed_at = 0.0
+        # Made on first use (a replica starts before Redis is reachable); its client id
+        # is None until read, and again after each reconnect (the record is then stale).
+        self._lease_conn: Redis | None = None
+        self._client_id: int | None = None
         # A few bytes of fixed size, never growing: leadership must not lapse while
         # Redis is full, or nothing resumes dispatch the moment memory is freed.
         self._acquire = scripts.register(conn, ACQUIRE, scripts.Flags.ALLOW_OOM)
@@ -111,7 +143,15 @@ class Lease:
     def try_acquire(self) -> bool:
         """Take the lease if nobody holds it."""
         started = self.clock.monotonic()
-        epoch = int(scripts.run(self._acquire, [self.keys.leader, self.keys.epoch], [self.node, self.ttl_ms]))
+        client, client_id = self._connection()
+        epoch = int(
+            scripts.run(
+                self._acquire,
+                [self.keys.leader, self.keys.epoch, self.keys.leader_conn],
+                [self.node, self.ttl_ms, client_id],
+                client,
+            )
+        )
         if epoch == AcquireReply.HELD:
             return False
         self.epoch = epoch
@@ -120,26 +160,48 @@ class Lease:
         return True
 
     def renew(self) -> bool:
-        """Extend the lease; on failure the lease is dropped locally at once."""
+        """Extend the lease; on failure the lease is dropped locally at once. One
+        GETEX, or the RENEW script when the lease connection is new (records its id)."""
         if self.token is None:
             return False
         started = self.clock.monotonic()
-        if (
-            LeaseReply(scripts.run(self._renew, [self.keys.leader], [self.token, self.ttl_ms]))
-            is LeaseReply.OURS
-        ):
-            self._extend_from(started)
-            return True
-        self.drop()
-        return False
+        for _ in range(2):  # again only when the connection was remade during the call
+            if self._client_id is None:
+                client, client_id = self._connection()
+                keys = [self.keys.leader, self.keys.leader_conn]
+                reply = scripts.run(self._renew, keys, [self.token, self.ttl_ms, client_id], client)
+                ours = LeaseReply(reply) is LeaseReply.OURS
+            else:
+                client, _ = self._connection()
+                ours = text(client.getex(self.keys.leader, px=self.ttl_ms)) == self.token
+            if not ours:
+                self.drop()
+                return False
+            if self._client_id is not None:
+                break
+        self._extend_from(started)
+        return True
 
     def release(self) -> bool:
         """Give the lease up (shutdown) and wake the standbys."""
         token, self.token = self.token, None
         if token is None:
             return False
-        reply = LeaseReply(scripts.run(self._release, [self.keys.leader, self.keys.events], [token]))
+        reply = LeaseReply(
+            scripts.run(
+                self._release,
+                [self.keys.leader, self.keys.events, self.keys.leader_conn],
+                [token],
+                self._lease_conn,
+            )
+        )
         return reply is LeaseReply.OURS
+
+    def close(self) -> None:
+        """Close the lease connection (after :meth:`release`)."""
+        if self._lease_conn is not None:
+            self._lease_conn.close()
+            self._lease_conn, self._client_id = None, None
 
     def drop(self) -> None:
         """Forget the lease locally (renew failed, deadline passed, fenced out)."""
@@ -153,6 +215,25 @@ class Lease:
         if pttl == _PTTL_NO_KEY:
             return None
         return self.ttl_ms if pttl == _PTTL_NO_EXPIRY else pttl
+
+    def _connection(self) -> tuple[Redis, int]:
+        """The lease connection and its client id, read again after a reconnect. A
+        client that is not one connection's (a cluster client) records id 0: no fast
+        takeover, the TTL decides."""
+        if not isinstance(self.conn, Redis):
+            return self.conn, 0
+        if self._lease_conn is None:
+            self._lease_conn = self.conn.client()  # type: ignore[no-untyped-call]
+            connection = self._lease_conn.connection
+            assert connection is not None  # a single-connection client holds one
+            connection.register_connect_callback(self._reconnected)
+        if self._client_id is None:
+            self._client_id = int(self._lease_conn.client_id())
+        return self._lease_conn, self._client_id
+
+    def _reconnected(self, _connection: object) -> None:
+        # Runs inside redis-py's connect: only note it; the next lease call republishes.
+        self._client_id = None
 
     def _extend_from(self, started: float) -> None:
         # The TTL started no earlier than our request left; count from then.

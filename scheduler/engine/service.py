@@ -42,6 +42,7 @@ from scheduler.engine.dispatch import DEFAULT_BATCH, Dispatcher, Prepared
 from scheduler.engine.healthalerts import HealthAlerts
 from scheduler.engine.lease import Lease
 from scheduler.engine.metrics import Metrics, MetricsServer
+from scheduler.engine.takeover import Takeover
 from scheduler.engine.unpause import Unpauser
 from scheduler.engine.watchdog import Watchdog
 from scheduler.errors import LeadershipLost
@@ -54,14 +55,17 @@ from scheduler.redisconf import RedisSettings
 log = logging.getLogger(__name__)
 
 _ERRORS = (redis.exceptions.RedisError, OSError)
-#: Re-read the sets at least this often even when no event arrived.
-MAX_WAIT_S = 30.0
+#: Re-read the sets at least this often even when no event arrived (edits and acks
+#: publish one; this is the safety net for one missed while the subscription was down).
+MAX_WAIT_S = 60.0
 #: Decide a dispatch this long before it is due, so that at its time only the write is
 #: left; a prepared dispatch woken later than ``PREPARED_LATE_S`` is decided again.
 PREPARE_S = 0.2
 PREPARED_LATE_S = 0.5
-NODE_TTL_S = 60
-HEARTBEAT_S = 15
+#: A replica reports itself this often (`rqbeat status`); its report expires after
+#: NODE_TTL_S. The lease, renewed far more often, is what decides leadership.
+NODE_TTL_S = 90
+HEARTBEAT_S = 30
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,7 +79,7 @@ class ServiceConfig:
     redis: RedisSettings | None = None
     namespace: str = DEFAULT_NAMESPACE
     node: str = ""
-    lease_ms: int = 5_000
+    lease_ms: int = 15_000
     batch_size: int = DEFAULT_BATCH
     allow: AllowList | None = None  # targets outside it are marked broken, not enqueued
     #: Serve Prometheus metrics on this port (None: off).
@@ -115,6 +119,7 @@ class Service:
         self._owns_conn = conn is None
         self.conn = conn or config.redis_settings().connect(namespace=config.namespace)
         self.lease = Lease(self.conn, self.keys, self.node, config.lease_ms, self.clock)
+        self.takeover = Takeover(self.conn, self.keys, self.clock)
         self.counters = CounterWatch(self.conn, self.keys, self.node)
         self.dispatcher = Dispatcher(self.conn, self.keys, batch_size=config.batch_size, allow=config.allow)
         self.metrics = Metrics(self.keys, self.conn)
@@ -127,6 +132,8 @@ class Service:
             self.conn, self.keys, self.alerter.submit, self.clock, config.alerts.health_every_s
         )
         self._metrics_server: MetricsServer | None = None
+        # the alerts list's channel (the scripts publish there when they push an event)
+        self._alert_channels = (self.keys.alerts, self.keys.alerts.encode())
         self._stop = threading.Event()
         self._pubsub: PubSub | None = None
         # tenacity retries a whole pass. Safe: a pass re-reads all it acts on (lease, sets,
@@ -266,18 +273,34 @@ class Service:
             self._stop.wait(seconds)
 
     def _stand_by(self) -> float:
-        """Take the lease when it is free; otherwise sleep until it would expire (or a
-        release is published). One PTTL per wake while another replica leads."""
+        """Take the lease when it is free; otherwise sleep until it would expire, a
+        release is published, or the first fire is overdue (then take over at once if
+        the leader's process is gone: :mod:`scheduler.engine.takeover`). One PTTL per
+        wake while another replica leads; the takeover's reads only after an event."""
         self._subscribe()
+        if self.takeover.wait_s() == 0.0:
+            self._take_over_from_dead_leader()
         remaining_ms = self.lease.remaining_ms()
         if remaining_ms is None and self.lease.try_acquire():
+            self.takeover.forget()
             self.metrics.set_leader(True)
             log.info("leader node=%s epoch=%d acquired", self.node, self.lease.epoch)
             self.counters.acquired(self.lease.epoch)
             self._heartbeat("leader")
+            self.alerter.wake()  # events the last leader left behind
             return 0.0
         self._heartbeat("standby")
-        return max(0.001, (remaining_ms or 0) / 1000.0)
+        wait_s = max(0.001, (remaining_ms or 0) / 1000.0)
+        check_s = self.takeover.wait_s()
+        return wait_s if check_s is None else max(0.001, min(wait_s, check_s))
+
+    def _take_over_from_dead_leader(self) -> None:
+        token = self.takeover.dead_leader()
+        if token is not None and self.takeover.depose(token):
+            log.warning(
+                "leader gone node=%s dead_token=%s (its lease connection closed): taking over",
+                self.node, token,
+            )  # fmt: skip
 
     def _lead(self) -> float:
         token = self.lease.token
@@ -300,12 +323,17 @@ class Service:
         pipe.zrange(self.keys.due, 0, 0, withscores=True)
         pipe.zrange(self.keys.running, 0, 0, withscores=True)
         pipe.zrange(self.keys.paused_until, 0, 0, withscores=True)
+        sent = self.clock.monotonic()
         time_reply, first_due, first_running, first_until = pipe.execute()
+        # Redis read its clock about half way through the round trip: plan from there,
+        # in microseconds (whole milliseconds made every planned wake ~0.5 ms late).
+        read_at = (sent + self.clock.monotonic()) / 2
         now_ms = time_reply_ms(time_reply)
         if self._work(now_ms, token, first_due, first_running, first_until):
             self._plan_until = None
             return 0.0  # re-read the sets before planning a wait
-        return self._plan(started, now_ms, first_due, [*first_running, *first_until], token)
+        now_s = int(time_reply[0]) + int(time_reply[1]) / 1e6
+        return self._plan(read_at, now_s, first_due, [*first_running, *first_until], token)
 
     def _work(
         self,
@@ -333,16 +361,17 @@ class Service:
 
     def _plan(
         self,
-        started: float,
-        now_ms: int,
+        read_at: float,
+        now_s: float,
         first_due: list[tuple[bytes, float]],
         others: list[tuple[bytes, float]],
         token: str,
     ) -> float:
         """How long to wait: until the next due fire, or the first of ``others`` (the
         next watchdog look, the next pause's end), at most :data:`MAX_WAIT_S`; a
-        dispatch due within :data:`PREPARE_S` is decided now."""
-        nexts = [float(s) - now_ms / 1000 for s in [*(s for _, s in first_due[:1]), *(s for _, s in others)]]
+        dispatch due within :data:`PREPARE_S` is decided now. ``now_s`` is Redis time
+        as read at monotonic ``read_at``."""
+        nexts = [float(s) - now_s for s in [*(s for _, s in first_due[:1]), *(s for _, s in others)]]
         until_next = max(0.0, min([*nexts, MAX_WAIT_S]))
         if first_due and until_next == nexts[0]:  # the next thing to do is a dispatch
             if until_next > PREPARE_S:
@@ -350,7 +379,7 @@ class Service:
             else:
                 due_ms = round(first_due[0][1] * 1000)
                 self._prepared = self.dispatcher.prepare(due_ms, token, self.lease.epoch)
-        self._plan_until = started + until_next
+        self._plan_until = read_at + until_next
         return max(0.0, min(self._plan_until, self.lease.renew_at) - self.clock.monotonic())
 
     def _send_prepared(self, started: float) -> bool:
@@ -382,7 +411,11 @@ class Service:
             message = pubsub.get_message(ignore_subscribe_messages=True, timeout=seconds)
             self._waiting = False
             while message is not None:  # drain: one re-plan covers them all
-                self._plan_until = None
+                if message.get("channel") in self._alert_channels:
+                    self.alerter.wake()  # a script pushed an alert event
+                else:
+                    self._plan_until = None
+                    self.takeover.forget()
                 message = pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
         except _WakeUp:
             self._drop_pubsub()
@@ -396,11 +429,13 @@ class Service:
     def _subscribe(self) -> None:
         if self._pubsub is None:
             pubsub = self.conn.pubsub()  # type: ignore[no-untyped-call]
-            pubsub.subscribe(self.keys.events)
+            pubsub.subscribe(self.keys.events, self.keys.alerts)
             self._pubsub = pubsub
+            self.alerter.wake()  # a publish may have been missed while unsubscribed
 
     def _drop_pubsub(self) -> None:
         self._plan_until = None  # events may have been missed while unsubscribed
+        self.takeover.forget()
         if self._pubsub is not None:
             with contextlib.suppress(*_ERRORS):
                 self._pubsub.close()
@@ -438,7 +473,8 @@ class Service:
             },
         )
         pipe.expire(self.keys.node(self.node), NODE_TTL_S)
-        pipe.zremrangebyscore(self.keys.nodes, "-inf", now_ms / 1000 - NODE_TTL_S)
+        if role == "leader":  # one replica forgets the departed ones; all need not
+            pipe.zremrangebyscore(self.keys.nodes, "-inf", now_ms / 1000 - NODE_TTL_S)
         self.counters.read_into(pipe)  # the loss check rides on the heartbeat
         *_, epoch, revision = pipe.execute()
         self.counters.observe(epoch, revision)
@@ -447,6 +483,7 @@ class Service:
         try:
             if self.lease.release():
                 log.info("leader node=%s epoch=%d released the lease", self.node, self.lease.epoch)
+            self.lease.close()
             self.conn.zrem(self.keys.nodes, self.node)
             self.conn.delete(self.keys.node(self.node))
         except _ERRORS as exc:

@@ -8,7 +8,8 @@ from scheduler.protocol import ALERTS_MAXLEN, NO_FIRE, RUNS_DONE_FIELD, Complete
 
 #: Pushes an alert event onto the alerts list, atomically with the transition it
 #: reports: kind (AlertKind) is the condition, recovered says it cleared. The leader
-#: drains the list (scheduler.engine.alerts). Capped, so a namespace nobody drains (no
+#: drains the list (scheduler.engine.alerts), woken by the publish on the channel of
+#: the list's name (so it need not poll). Capped, so a namespace nobody drains (no
 #: leader) cannot fill Redis.
 ALERT_LUA = (
     f"""
@@ -20,6 +21,7 @@ local function alert(list, kind, id, fire, job, detail, now, recovered)
                                           job_id = job or '', detail = detail or '', at = now,
                                           recovered = recovered}))
   redis.call('LTRIM', list, -ALERTS_MAXLEN, -1)
+  redis.call('PUBLISH', list, 'alert')
 end
 """
 )

@@ -51,11 +51,11 @@ def start(cluster: Cluster, hooks: HookServer, conn: Redis) -> Process:
         "r1",
         extra=[
             *("--webhook-url", f"{hooks.url}/hook", "--webhook-secret-env", "TEST_HOOK_SECRET"),
-            *("--alert-interval", "1s"),
+            *("--alert-interval", "10m"),  # only the scripts' publish can deliver in time
         ],
     )
     cluster.worker("w1")
-    cluster.wait_leader(conn)
+    cluster.wait_leader(conn, timeout=30)  # a replica's start-up on a loaded machine
     return replica
 
 

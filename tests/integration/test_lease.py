@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import pytest
+import redis.exceptions
 from redis import Redis
 
+from scheduler.connection import connect
 from scheduler.engine.dispatch import Dispatcher
 from scheduler.engine.lease import Lease
 from scheduler.errors import LeadershipLost
 from scheduler.keys import Keys
+from scheduler.records import text
 from tests.fakeclock import FakeClock
 
 pytestmark = pytest.mark.integration
@@ -50,7 +53,7 @@ def test_renew_refused_once_another_replica_holds_it(conn: Redis) -> None:
     assert b.try_acquire()
     assert not a.renew()
     assert not a.held
-    assert conn.get("rqbeat:leader") == b"2:b"  # A did not extend or delete B's lease
+    assert conn.get("rqbeat:leader") == b"2:b"  # A did not change or delete B's lease
     assert not a.release()
     assert conn.get("rqbeat:leader") == b"2:b"
 
@@ -89,3 +92,21 @@ def test_a_deposed_leader_cannot_dispatch(conn: Redis) -> None:
     assert make(conn, "b", clock).try_acquire()
     with pytest.raises(LeadershipLost):
         Dispatcher(conn, Keys()).dispatch(10**13, token, a.epoch)
+
+
+def test_the_lease_connection_is_recorded_and_recorded_again_after_a_reconnect(redis_url: str) -> None:
+    conn = connect(redis_url)  # as a replica's: no command retries
+    clock = FakeClock()
+    lease = make(conn, "a", clock)
+    assert lease.try_acquire()
+    token, client_id = str(text(conn.get("rqbeat:leader:conn"))).rsplit(" ", 1)
+    assert token == "1:a"
+    assert conn.client_kill_filter(_id=client_id) == 1  # as a dropped connection would
+    with pytest.raises(redis.exceptions.ConnectionError):
+        lease.renew()  # the service's loop runs the pass again
+    assert lease.renew()  # on a new connection, whose id is recorded
+    token, new_id = str(text(conn.get("rqbeat:leader:conn"))).rsplit(" ", 1)
+    assert token == "1:a" and new_id != client_id
+    assert lease.release()
+    assert conn.get("rqbeat:leader:conn") is None
+    conn.close()
