@@ -18,7 +18,7 @@ import redis.exceptions
 from redis import Redis
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
-from scheduler import cron, errors, hashes, policy, scripts
+from scheduler import cron, errors, hashes, policy, scripts, stored
 from scheduler.allow import AllowList
 from scheduler.clock import iso, redis_now_ms
 from scheduler.errors import CorruptDefinition, RedisFull, RqbeatError, ScheduleConflict, ScheduleNotFound
@@ -286,9 +286,10 @@ class Client:
         for chunk in hashes.chunks(ids, UPSERT_CHUNK):
             reply = scripts.run(self._scripts.upsert_read, [], [prefix, *chunk])
             for i, schedule_id in enumerate(chunk):
-                version, definition, state = _upsert_row(reply, i)
+                row = _upsert_row(reply, i)
+                version, state, definition = row["version"], row["state"], stored.definition_text(row)
                 if version is not None or definition is not None or state is not None:
-                    out[schedule_id] = (text(definition), text(state))
+                    out[schedule_id] = (definition, text(state))
         return out
 
     def history(self, schedule_id: str, count: int = 20) -> builtins.list[HistoryEntry]:
@@ -392,13 +393,13 @@ class Client:
         args: builtins.list[Any] = [prefix, iso(now)]
         writes: builtins.list[Schedule] = []
         for i, schedule in enumerate(schedules):
-            version, definition, state = _upsert_row(reply, i)
+            row = _upsert_row(reply, i)
+            version, state, definition = row["version"], row["state"], stored.definition_text(row)
             if expected is not None and int(version or 0) != expected[schedule.id]:
                 raise _stale(schedule.id, expected[schedule.id], int(version or 0))
-            new_json = schedule.to_json()
             if (
                 definition is not None
-                and text(definition) == new_json
+                and definition == schedule.to_json()
                 and text(state) != ScheduleState.BROKEN
             ):
                 results[schedule.id] = UpsertResult(schedule.id, "unchanged", int(version))
@@ -406,8 +407,11 @@ class Client:
             old = _old_definition(schedule.id, definition)
             refire = old is None or text(state) == ScheduleState.BROKEN or _trigger_changed(old, schedule)
             fire = cron.next_fire_ms(schedule.trigger, now) if refire else None
-            args += [schedule.id, new_json, int(version or 0)]
+            args += [schedule.id, int(version or 0)]
             args += [iso(fire), policy.due_score_ms(schedule, fire) / 1000] if fire is not None else ["", 0]
+            new_fields = stored.encode(schedule)
+            stale = stored.stale_fields(row, new_fields)
+            args += [len(new_fields), len(stale), *(x for pair in new_fields.items() for x in pair), *stale]
             writes.append(schedule)
         return writes, args
 
@@ -424,21 +428,20 @@ def _first_unrun_ms(trigger: cron.Trigger, record: ScheduleRecord) -> int | None
     return cron.next_fire_ms(trigger, record.fire_ms) if record.job_id else record.fire_ms
 
 
-def _old_definition(schedule_id: str, definition: bytes | None) -> Schedule | None:
+def _old_definition(schedule_id: str, definition: str | None) -> Schedule | None:
     """The stored definition, or None when there is none or it is unreadable."""
     if definition is None:
         return None
     try:
-        return decode_definition(schedule_id, text(definition))
+        return decode_definition(schedule_id, definition)
     except CorruptDefinition:
         return None
 
 
-def _upsert_row(reply: list[Any], i: int) -> tuple[Any, Any, Any]:
-    """(version, definition, state) of the ``i``-th schedule of an UPSERT_READ reply."""
+def _upsert_row(reply: list[Any], i: int) -> dict[str, Any]:
+    """The ``i``-th schedule of an UPSERT_READ reply: field name → value or None."""
     n = len(UPSERT_READ_FIELDS)
-    fields = dict(zip(UPSERT_READ_FIELDS, reply[n * i : n * i + n], strict=True))
-    return fields["version"], fields["definition"], fields["state"]
+    return dict(zip(UPSERT_READ_FIELDS, reply[n * i : n * i + n], strict=True))
 
 
 def _stale(schedule_id: str, expected: int, found: int) -> errors.StaleVersion:

@@ -10,7 +10,7 @@ UPSERT_READ = (
 -- What an upsert decides from, for many schedules in one round trip.
 -- ARGV[1] - the schedule key prefix
 -- ARGV[2..] - the schedule ids
--- returns per id: version, definition, state (UPSERT_READ_FIELDS; a key of another
+-- returns per id: version, definition, state, settings (UPSERT_READ_FIELDS; a key of another
 -- type, set by hand, reads as state 'broken': the upsert replaces it)
 local prefix = ARGV[1]
 local out = {}
@@ -33,17 +33,19 @@ UPSERT = """
 -- KEYS[5] - the broken set
 -- ARGV[1] - the schedule key prefix
 -- ARGV[2] - now, ISO
--- then 5 per schedule, from ARGV[i] (i = 3, 8, ...):
+-- then per schedule, from ARGV[i] (i = 3 for the first):
 -- ARGV[i] - the schedule id
--- ARGV[i + 1] - its definition, JSON
--- ARGV[i + 2] - the version read before (0 = new)
--- ARGV[i + 3] - fire_at ISO of the recomputed next fire, or '' to keep the pending fire
--- ARGV[i + 4] - its due score
+-- ARGV[i + 1] - the version read before (0 = new)
+-- ARGV[i + 2] - fire_at ISO of the recomputed next fire, or '' to keep the pending fire
+-- ARGV[i + 3] - its due score
+-- ARGV[i + 4] - s, the number of definition fields to set (scheduler.stored)
+-- ARGV[i + 5] - d, the number of definition fields to delete
+-- ARGV[i + 6 ..] - s field/value pairs, then d field names
 -- returns per schedule the new version, or -1 (UpsertReply.CONFLICT) when the version
 -- moved since it was read (re-read, retry)
 local due, ids, revision, events, broken = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix, now = ARGV[1], ARGV[2]
-local function upsert(key, id, definition, read, fire, score)
+local function upsert(key, id, read, fire, score, first, sets, dels)
   if redis.call('TYPE', key)['ok'] ~= 'hash' then
     if tonumber(read) ~= 0 then return -1 end
     redis.call('DEL', key)  -- none, or a key of another type set by hand: replaced
@@ -51,7 +53,11 @@ local function upsert(key, id, definition, read, fire, score)
   local current = tonumber(redis.call('HGET', key, 'version') or '0')
   if current ~= tonumber(read) then return -1 end
   local version = current + 1
-  redis.call('HSET', key, 'definition', definition, 'version', version, 'updated_at', now)
+  redis.call('HSET', key, 'version', version, 'updated_at', now,
+             unpack(ARGV, first, first + 2 * sets - 1))
+  if dels > 0 then
+    redis.call('HDEL', key, unpack(ARGV, first + 2 * sets, first + 2 * sets + dels - 1))
+  end
   local state = redis.call('HGET', key, 'state')
   if current == 0 or ((state == 'due' or state == 'broken') and fire ~= '') then
     redis.call('HSET', key, 'state', 'due', 'fire_at', fire, 'attempt', 1)
@@ -65,11 +71,14 @@ local function upsert(key, id, definition, read, fire, score)
   return version
 end
 local out, written = {}, false
-for i = 3, #ARGV, 5 do
+local i = 3
+while i <= #ARGV do
+  local sets, dels = tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5])
   local version = upsert(prefix .. ARGV[i], ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3],
-                         ARGV[i + 4])
+                         i + 6, sets, dels)
   written = written or version > 0
   out[#out + 1] = version
+  i = i + 6 + 2 * sets + dels
 end
 if written then
   redis.call('INCR', revision)

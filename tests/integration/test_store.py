@@ -14,6 +14,7 @@ from scheduler.errors import RqbeatError, ScheduleNotFound
 from scheduler.keys import Keys
 from scheduler.model import Schedule
 from scheduler.store import UPSERT_CHUNK, Client
+from scheduler.stored import DEFINITION_FIELDS, SETTING_FIELDS
 
 pytestmark = pytest.mark.integration
 
@@ -82,11 +83,12 @@ def test_new_schedule_is_due_at_its_next_fire(client: Client, conn: Redis) -> No
     assert stored["state"] == "due"
     assert stored["version"] == "1"
     assert stored["attempt"] == "1"
-    # human-readable: the definition is the JSON a person wrote
-    definition = json.loads(stored["definition"])
-    assert definition["every"] == "1h"
-    assert definition["description"] == "hello"
-    assert "id" not in definition  # the key names it
+    # human-readable: one field per setting, as a person wrote it (scheduler.stored)
+    assert stored["every"] == "1h"
+    assert stored["description"] == "hello"
+    assert stored["target"] == schedule().target
+    assert "id" not in stored and "definition" not in stored  # the key names it
+    definition = {k: v for k, v in stored.items() if k in SETTING_FIELDS}
     assert Schedule.from_dict({**definition, "id": "s1"}) == schedule(description="hello")
     assert conn.sismember(K.ids, "s1")
     assert conn.zscore(K.running, "s1") is None
@@ -292,7 +294,7 @@ def test_damaged_schedules_show_as_broken(client: Client, conn: Redis) -> None:
     conn.hset(K.schedule("garbage"), "definition", "{not json")
     conn.delete(K.schedule("wrongtype"))
     conn.set(K.schedule("wrongtype"), "foo")
-    conn.hdel(K.schedule("nodef"), "definition")
+    conn.hdel(K.schedule("nodef"), *DEFINITION_FIELDS)
     conn.hset(
         K.schedule("invalid"), "definition", json.dumps({"id": "invalid", "target": "x", "every": "1h"})
     )
