@@ -186,6 +186,11 @@ class Schedule:
         """The definition's text: compact, key-sorted JSON of :meth:`stored_settings`.
         Stable text for change detection and caches; Redis holds it as one hash field
         per setting (:func:`scheduler.stored.definition_text` rebuilds this text)."""
+        return self._json
+
+    @cached_property
+    def _json(self) -> str:
+        # memoized: apply compares, sizes and encodes each of 100k schedules by it
         return json.dumps(self.stored_settings(), sort_keys=True, separators=(",", ":"))
 
     def stored_settings(self) -> dict[str, Any]:

@@ -320,9 +320,13 @@ class Client:
         read and the write)."""
         lost: builtins.list[Schedule] = []
 
+        # One "now" for the pass: new schedules sharing a trigger share their first
+        # fire's computation (memoized by trigger and time) across all chunks.
+        now = redis_now_ms(self.conn)
+
         def chunks() -> Iterator[tuple[_Chunk, builtins.list[Any] | None]]:
             for chunk in hashes.chunks(schedules, UPSERT_CHUNK):
-                writes, args = self._prepare(chunk, results)
+                writes, args = self._prepare(chunk, results, now=now)
                 yield (writes, len(chunk)), args if writes else None
 
         def settle(context: _Chunk, versions: Any) -> bool:
@@ -382,14 +386,16 @@ class Client:
         schedules: Sequence[Schedule],
         results: dict[str, UpsertResult],
         expected: Mapping[str, int] | None = None,
+        now: int | None = None,
     ) -> tuple[builtins.list[Schedule], builtins.list[Any]]:
         """Read a chunk's current versions and build the upsert's arguments for the
         schedules that changed (the unchanged go straight to ``results``). With
         ``expected`` (id → version), a schedule found at another version raises
-        ``StaleVersion`` before anything is sent."""
+        ``StaleVersion`` before anything is sent. ``now`` (Redis time) defaults to the
+        time of the read."""
         prefix = self.keys.schedule("")
         reply = scripts.run(self._scripts.upsert_read, [], [prefix, *(s.id for s in schedules)])
-        now = redis_now_ms(self.conn)
+        now = redis_now_ms(self.conn) if now is None else now
         args: builtins.list[Any] = [prefix, iso(now)]
         writes: builtins.list[Schedule] = []
         for i, schedule in enumerate(schedules):

@@ -39,6 +39,7 @@ SETTING_FIELDS: tuple[str, ...] = tuple(key for key in USER_KEYS if key != "id")
 #: The fields a definition is read from (HMGET), the legacy one first.
 DEFINITION_FIELDS: tuple[str, ...] = (LEGACY_FIELD, *SETTING_FIELDS)
 _SEPARATORS = (",", ":")
+_JSON_STARTS = frozenset('"[{-0123456789tfn \t\r\n')
 
 
 def encode_value(value: Any) -> str:
@@ -57,6 +58,10 @@ def decode_value(stored: str) -> Any:
 
 
 def _reads_as_json(value: str) -> bool:
+    # JSON text starts with one of these (after whitespace): most settings (a target,
+    # a zone, a queue, an owner) are decided without a parse attempt
+    if value[:1] not in _JSON_STARTS:
+        return False
     try:
         json.loads(value)
     except (ValueError, RecursionError):
@@ -66,7 +71,9 @@ def _reads_as_json(value: str) -> bool:
 
 def encode(schedule: Schedule) -> dict[str, str]:
     """The hash fields of ``schedule``'s definition."""
-    return {key: encode_value(value) for key, value in schedule.stored_settings().items()}
+    # from the memoized text: cheaper than building the settings again
+    settings = json.loads(schedule.to_json())
+    return {key: encode_value(value) for key, value in settings.items()}
 
 
 def definition_text(fields: Mapping[str, Any]) -> str | None:
