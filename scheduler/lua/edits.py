@@ -57,6 +57,13 @@ local function upsert(key, id, read, fire, score, first, sets, dels)
              unpack(ARGV, first, first + 2 * sets - 1))
   if dels > 0 then
     redis.call('HDEL', key, unpack(ARGV, first + 2 * sets, first + 2 * sets + dels - 1))
+    -- Redis never turns a hashtable back into a listpack: write it anew, so a hash of
+    -- the previous form (one long JSON field) gets the compact encoding back
+    if redis.call('OBJECT', 'ENCODING', key) == 'hashtable' then
+      local all = redis.call('HGETALL', key)
+      redis.call('DEL', key)
+      redis.call('HSET', key, unpack(all))
+    end
   end
   local state = redis.call('HGET', key, 'state')
   if current == 0 or ((state == 'due' or state == 'broken') and fire ~= '') then

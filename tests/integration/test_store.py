@@ -398,3 +398,52 @@ def test_namespaces_are_isolated(conn: Redis) -> None:
     assert all(k.startswith(("one:", "two:")) for k in keys)
     assert "two:schedule:shared" in keys
     assert not any(k.startswith("rqbeat:") for k in keys)
+
+
+# -- the stored form ----------------------------------------------------------------
+
+
+def realistic(**changes: Any) -> Schedule:
+    raw = {"id": "daily-summary", "target": "myapp.tasks.reports.daily_summary", "cron": "30 2 * * *",
+           "timezone": "Europe/Berlin", "max_attempts": 3, **changes}  # fmt: skip
+    return Schedule.from_dict(raw, owner="apply:reports")
+
+
+def test_a_realistic_schedule_hash_stays_listpack_encoded(client: Client, conn: Redis) -> None:
+    client.upsert_many([realistic()])
+    key = K.schedule("daily-summary")
+    assert conn.object("encoding", key) == b"listpack"
+    fields = hash_of(conn, "daily-summary")
+    assert fields["target"] == "myapp.tasks.reports.daily_summary"
+    assert fields["max_attempts"] == "3"
+    assert client.get("daily-summary").schedule == realistic()
+
+
+def test_a_schedule_of_the_previous_form_loads_and_its_next_write_migrates_it(
+    client: Client, conn: Redis
+) -> None:
+    client.upsert(realistic())
+    key = K.schedule("daily-summary")
+    # what an older rqbeat wrote: the whole definition as one JSON field (by hand: the
+    # current code cannot write it)
+    conn.hdel(key, *SETTING_FIELDS)
+    conn.hset(key, "definition", realistic().to_json())
+    assert client.get("daily-summary").schedule == realistic()
+    assert client.upsert(realistic()).action == "unchanged"  # the same definition
+    assert client.stored(["daily-summary"]) == {"daily-summary": (realistic().to_json(), "due")}
+
+    assert client.upsert(realistic(max_attempts=5)).action == "updated"
+    fields = hash_of(conn, "daily-summary")
+    assert "definition" not in fields
+    assert fields["max_attempts"] == "5"
+    assert conn.object("encoding", key) == b"listpack"
+    assert client.get("daily-summary").schedule == realistic(max_attempts=5)
+
+
+def test_a_setting_put_back_to_its_default_is_deleted(client: Client, conn: Redis) -> None:
+    client.upsert(realistic(description="nightly totals", queue="reports"))
+    assert hash_of(conn, "daily-summary")["queue"] == "reports"
+    client.upsert(realistic())
+    fields = hash_of(conn, "daily-summary")
+    assert "queue" not in fields and "description" not in fields
+    assert client.get("daily-summary").schedule == realistic()
