@@ -52,9 +52,19 @@ def encode_value(value: Any) -> str:
 def decode_value(stored: str) -> Any:
     """The value :func:`encode_value` stored as ``stored``."""
     try:
-        return json.loads(stored)
+        return _strict_loads(stored)
     except (ValueError, RecursionError):
         return stored
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _strict_loads(text: str) -> Any:
+    """JSON as the standard says: Python's ``NaN``/``Infinity`` extension is refused, so
+    the text ``NaN`` (a description, say) stays text."""
+    return json.loads(text, parse_constant=_refuse_constant)
 
 
 def _reads_as_json(value: str) -> bool:
@@ -63,7 +73,7 @@ def _reads_as_json(value: str) -> bool:
     if value[:1] not in _JSON_STARTS:
         return False
     try:
-        json.loads(value)
+        _strict_loads(value)
     except (ValueError, RecursionError):
         return False
     return True

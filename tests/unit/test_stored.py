@@ -82,7 +82,9 @@ def test_any_text_value_round_trips(value: str) -> None:
     assert stored.decode_value(stored.encode_value(value)) == value
 
 
-@pytest.mark.parametrize("value", [0, 3, -1, True, False, None, [1, "a"], {"b": [2]}, 1.5, "", " 1"])
+@pytest.mark.parametrize(
+    "value", [0, 3, -1, True, False, None, [1, "a"], {"b": [2]}, 1.5, "", " 1", "NaN", "-Infinity"]
+)
 def test_json_values_round_trip(value: Any) -> None:
     assert stored.decode_value(stored.encode_value(value)) == value
 
