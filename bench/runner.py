@@ -24,10 +24,35 @@ import traceback
 from pathlib import Path
 from types import ModuleType
 
-from bench import ack, burst, failover, firelag, health, idle, memory, register, report, web, workers
+from bench import (
+    ack,
+    burst,
+    endtoend,
+    failover,
+    firelag,
+    health,
+    idle,
+    memory,
+    register,
+    report,
+    web,
+    workers,
+)
 from bench.core import Context, Result
 
-SCENARIOS: list[ModuleType] = [burst, firelag, idle, memory, ack, failover, register, web, health, workers]
+SCENARIOS: list[ModuleType] = [
+    burst,
+    firelag,
+    idle,
+    memory,
+    ack,
+    failover,
+    register,
+    web,
+    health,
+    workers,
+    endtoend,
+]
 HERE = Path(__file__).resolve().parent
 #: Full run: skip whatever would start after this many seconds.
 BUDGET_S = 40 * 60  # 1M schedules are applied three times (burst, memory, registration)

@@ -43,6 +43,7 @@ class PauseReply(IntEnum):
     PAUSED = 1
     ALREADY_PAUSED = 0
     NOT_FOUND = -1
+    CHANGED = -2  # not at the version the caller expected: nothing written
 
 
 class ResumeReply(IntEnum):
@@ -57,6 +58,11 @@ class TriggerReply(StrEnum):
 
     TRIGGERED = "triggered"
     NOT_FOUND = "not_found"
+    CHANGED = "changed"  # not at the version the caller expected: nothing written
+
+
+#: The expected-version argument of PAUSE and TRIGGER that expects none: any version.
+ANY_VERSION = ""
 
 
 class AckReply(IntEnum):

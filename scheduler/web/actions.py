@@ -1,5 +1,10 @@
 """The actions the schedule page offers, each one :class:`scheduler.store.Client` call:
-the same validation and history entries as the CLI's ``pause``, ``resume``, ``trigger``."""
+the same validation and history entries as the CLI's ``pause``, ``resume``, ``trigger``.
+
+Each is a compare-and-set on the version the page showed, checked by the store's
+script in the same step as its write: an edit landing between the page load and the
+click (or between any read here and the write) refuses the action with
+:class:`~scheduler.errors.StaleVersion` and writes nothing."""
 
 from __future__ import annotations
 
@@ -39,11 +44,13 @@ _SAY = {
 }
 
 
-def perform(client: Client, action: Action, schedule_id: str) -> Outcome:
-    """Do ``action``; :class:`~scheduler.errors.RqbeatError` when the store refuses it."""
+def perform(client: Client, action: Action, schedule_id: str, version: int) -> Outcome:
+    """Do ``action`` if the schedule is still at ``version``;
+    :class:`~scheduler.errors.StaleVersion` when it is not,
+    :class:`~scheduler.errors.RqbeatError` when the store refuses it otherwise."""
     if action is Action.PAUSE:
-        return Outcome.PAUSED if client.pause(schedule_id) else Outcome.ALREADY_PAUSED
+        return Outcome.PAUSED if client.pause(schedule_id, version=version) else Outcome.ALREADY_PAUSED
     if action is Action.RESUME:
-        return Outcome.RESUMED if client.resume(schedule_id) else Outcome.NOT_PAUSED
-    client.trigger(schedule_id)
+        return Outcome.RESUMED if client.resume(schedule_id, version=version) else Outcome.NOT_PAUSED
+    client.trigger(schedule_id, version=version)
     return Outcome.TRIGGERED
