@@ -8,7 +8,7 @@ from typing import Any
 import click
 import redis.exceptions
 
-from scheduler.cli import aclcmd, applycmd, edit, importcmd, ops, schedules, views, webcmd, workercmd
+from scheduler.cli import aclcmd, applycmd, audited, edit, importcmd, ops, schedules, views, webcmd, workercmd
 from scheduler.cli.common import Context
 from scheduler.cli.connopts import add_to_command, global_values, group_options
 from scheduler.connection import mask_secrets
@@ -129,6 +129,7 @@ for _command in [
     *applycmd.COMMANDS,
     *schedules.COMMANDS,
     *views.COMMANDS,
+    *audited.COMMANDS,
     *ops.COMMANDS,
     *workercmd.COMMANDS,
     *aclcmd.COMMANDS,

@@ -42,6 +42,7 @@ from scheduler.engine.dispatch import DEFAULT_BATCH, Dispatcher, Prepared
 from scheduler.engine.healthalerts import HealthAlerts
 from scheduler.engine.lease import Lease
 from scheduler.engine.metrics import Metrics, MetricsServer
+from scheduler.engine.unpause import Unpauser
 from scheduler.engine.watchdog import Watchdog
 from scheduler.errors import LeadershipLost
 from scheduler.eviction import check_eviction
@@ -118,6 +119,7 @@ class Service:
         self.dispatcher = Dispatcher(self.conn, self.keys, batch_size=config.batch_size, allow=config.allow)
         self.metrics = Metrics(self.keys, self.conn)
         self.watchdog = Watchdog(self.conn, self.keys, batch_size=config.batch_size, metrics=self.metrics)
+        self.unpauser = Unpauser(self.conn, self.keys)
         self.alerter = Alerter(
             self.conn, self.keys, config.alerts, is_leader=lambda: self.is_leader, metrics=self.metrics
         )
@@ -297,34 +299,50 @@ class Service:
         pipe.time()
         pipe.zrange(self.keys.due, 0, 0, withscores=True)
         pipe.zrange(self.keys.running, 0, 0, withscores=True)
-        time_reply, first_due, first_running = pipe.execute()
+        pipe.zrange(self.keys.paused_until, 0, 0, withscores=True)
+        time_reply, first_due, first_running, first_until = pipe.execute()
         now_ms = time_reply_ms(time_reply)
+        if self._work(now_ms, token, first_due, first_running, first_until):
+            self._plan_until = None
+            return 0.0  # re-read the sets before planning a wait
+        return self._plan(started, now_ms, first_due, [*first_running, *first_until], token)
+
+    def _work(
+        self,
+        now_ms: int,
+        token: str,
+        first_due: list[tuple[bytes, float]],
+        first_running: list[tuple[bytes, float]],
+        first_until: list[tuple[bytes, float]],
+    ) -> bool:
+        """Do what has come (dispatch, watchdog, pauses that end); False when nothing had."""
         worked = False
         if first_due and first_due[0][1] * 1000 <= now_ms:
             batch = self.dispatcher.dispatch(now_ms, token, self.lease.epoch)
             self.metrics.observe_batch(batch, now_ms)
             if batch.size >= self.config.batch_size:
-                return 0.0  # more is due: dispatch first, the watchdog can wait a pass
+                return True  # more is due: dispatch first, the rest can wait a pass
             worked = True
         if first_running and first_running[0][1] * 1000 <= now_ms:
             self.watchdog.check(now_ms)
             worked = True
-        if worked:
-            self._plan_until = None
-            return 0.0  # re-read the sets before planning a wait
-        return self._plan(started, now_ms, first_due, first_running, token)
+        if first_until and first_until[0][1] * 1000 <= now_ms:
+            self.unpauser.resume_due(now_ms, token)
+            worked = True
+        return worked
 
     def _plan(
         self,
         started: float,
         now_ms: int,
         first_due: list[tuple[bytes, float]],
-        first_running: list[tuple[bytes, float]],
+        others: list[tuple[bytes, float]],
         token: str,
     ) -> float:
-        """How long to wait: until the next due fire or watchdog look, at most
-        :data:`MAX_WAIT_S`; a dispatch due within :data:`PREPARE_S` is decided now."""
-        nexts = [float(s) - now_ms / 1000 for row in (first_due, first_running) for _, s in row[:1]]
+        """How long to wait: until the next due fire, or the first of ``others`` (the
+        next watchdog look, the next pause's end), at most :data:`MAX_WAIT_S`; a
+        dispatch due within :data:`PREPARE_S` is decided now."""
+        nexts = [float(s) - now_ms / 1000 for s in [*(s for _, s in first_due[:1]), *(s for _, s in others)]]
         until_next = max(0.0, min([*nexts, MAX_WAIT_S]))
         if first_due and until_next == nexts[0]:  # the next thing to do is a dispatch
             if until_next > PREPARE_S:
