@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from itertools import islice, takewhile
-from typing import cast
+from typing import Protocol, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, croniter
@@ -60,6 +60,10 @@ __all__ = [
     "describe",
     "ms_to_datetime",
     "datetime_to_ms",
+    "PlannedTrigger",
+    "NEVER_MS",
+    "wall_matches",
+    "first_match_after",
 ]
 
 _ALIASES = {
@@ -78,6 +82,11 @@ _RANDOM = re.compile(r"R(?:\(\d+-\d+\))?(?:/\d+)?", re.I | re.A)
 _QUARTZ_LAST_DOW = re.compile(r"([0-7])L", re.I | re.A)
 _HAS_H = re.compile(r"h", re.I)
 _EQUAL_RANGE = re.compile(r"(?<![\d#])(\d+)-\1(?:/\d+)?(?![\d#])", re.A)
+
+#: "No more fires" (a window that ended, :mod:`scheduler.windows`): 9999-12-31T23:59:59Z,
+#: still a valid ISO time and a finite score. :func:`next_fires` and
+#: :func:`fires_between` stop there.
+NEVER_MS = 253_402_300_799_000
 
 # Wall-clock arithmetic is deliberately naive: these never leave this module.
 _NAIVE_EPOCH = datetime(1970, 1, 1, tzinfo=UTC).replace(tzinfo=None)
@@ -114,6 +123,11 @@ class CronTrigger:
         object.__setattr__(self, "_resolved", resolved)
         object.__setattr__(self, "_interval_hours", interval_hours)
 
+    @property
+    def repeats_in_fold(self) -> bool:
+        """Fires in both passes of a fall-back fold (the hour field is interval-like)."""
+        return self._interval_hours
+
 
 @dataclass(frozen=True, slots=True)
 class IntervalTrigger:
@@ -130,7 +144,16 @@ class IntervalTrigger:
             raise InvalidSchedule("every", self.every_ms, "must be positive")
 
 
-Trigger = CronTrigger | IntervalTrigger
+class PlannedTrigger(Protocol):
+    """A trigger built from others (:class:`scheduler.windows.Plan`: several crons,
+    a window, exclusions), answering the same questions."""
+
+    def next_after_ms(self, after_ms: int) -> int: ...
+
+    def describe(self) -> str: ...
+
+
+Trigger = CronTrigger | IntervalTrigger | PlannedTrigger
 
 
 def cron_trigger(expr: str, tz: str = "UTC", *, schedule_id: str = "") -> CronTrigger:
@@ -158,7 +181,9 @@ def next_fire_ms(trigger: Trigger, after_ms: int) -> int:
     if isinstance(trigger, IntervalTrigger):
         periods = (after_ms - trigger.origin_ms) // trigger.every_ms + 1
         return trigger.origin_ms + periods * trigger.every_ms
-    return _next_cron_ms(trigger, after_ms)
+    if isinstance(trigger, CronTrigger):
+        return _next_cron_ms(trigger, after_ms)
+    return trigger.next_after_ms(after_ms)
 
 
 def fires_between(trigger: Trigger, after_ms: int, until_ms: int, limit: int) -> list[int]:
@@ -182,6 +207,8 @@ def describe(trigger: Trigger) -> str:
         if trigger.origin_ms:
             text += f" from {ms_to_datetime(trigger.origin_ms).isoformat()}"
         return text
+    if not isinstance(trigger, CronTrigger):
+        return trigger.describe()
     text = f"cron {trigger.expr!r} {trigger.tz}"
     if trigger._resolved != " ".join(trigger.expr.split()):
         text += f" (as {trigger._resolved!r})"
@@ -190,7 +217,10 @@ def describe(trigger: Trigger) -> str:
 
 def ms_to_datetime(ms: int, tz: str = "UTC") -> datetime:
     """The aware datetime of an epoch-ms instant, in zone ``tz``."""
-    return datetime.fromtimestamp(ms // 1000, load_zone(tz)) + timedelta(milliseconds=ms % 1000)
+    # the sum is taken in UTC: wall-clock arithmetic on an aware datetime would drop
+    # the fold and name the first pass of a repeated hour for an instant of the second
+    utc = datetime.fromtimestamp(ms // 1000, UTC) + timedelta(milliseconds=ms % 1000)
+    return utc.astimezone(load_zone(tz))
 
 
 def datetime_to_ms(moment: datetime) -> int:
@@ -200,9 +230,25 @@ def datetime_to_ms(moment: datetime) -> int:
     return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
 
 
+def wall_matches(trigger: CronTrigger, wall: datetime) -> bool:
+    """Whether a naive local wall time, cut to the expression's unit (the second for
+    6 fields, else the minute), matches the expression: its use as a mask."""
+    unit = _SECOND if len(trigger._resolved.split()) == 6 else timedelta(minutes=1)
+    cut = wall - (wall - _NAIVE_EPOCH) % unit
+    return _step(trigger, cut - _SECOND) == cut
+
+
+def first_match_after(trigger: CronTrigger, wall: datetime) -> datetime:
+    """The first naive wall time strictly after ``wall`` that the expression names
+    (before any DST mapping: it may not exist, or exist twice, in the zone)."""
+    return _step(trigger, wall)
+
+
 def _fires(trigger: Trigger, after_ms: int) -> Iterator[int]:
     while True:
         after_ms = next_fire_ms(trigger, after_ms)
+        if after_ms >= NEVER_MS:
+            return
         yield after_ms
 
 

@@ -18,6 +18,7 @@ from functools import cached_property
 from typing import Any
 
 from scheduler import cron as triggers
+from scheduler import windows
 from scheduler.durations import format_duration, parse_duration_ms
 from scheduler.errors import InvalidSchedule
 
@@ -51,7 +52,8 @@ class Schedule:
     target: str
     args: tuple[Any, ...] = ()
     kwargs: Mapping[str, Any] = field(default_factory=dict)
-    cron: str | None = None
+    #: One expression, or several (a tuple): the schedule fires at their union.
+    cron: str | tuple[str, ...] | None = None
     every_ms: int | None = None
     timezone: str = "UTC"
     queue: str = "default"
@@ -74,13 +76,16 @@ class Schedule:
     max_queued_ms: int | None = None  # queued longer is a finding (scheduler.thresholds)
     stale_after_ms: int | None = None  # no success for longer is a finding
     owner: str = "api"
+    #: The window (inclusive, ISO UTC text once validated; a time without an offset
+    #: is read in ``timezone``): no fires outside; past ``end_at`` it is completed.
+    start_at: str | None = None
+    end_at: str | None = None
+    max_runs: int | None = None  # completed after this many successful runs
+    #: Dates, date ranges (``a..b``) or cron masks, in ``timezone``: fires skipped.
+    exclude: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        # Convenience for Python callers: lists and strings are coerced, then checked.
-        if isinstance(self.args, list):
-            object.__setattr__(self, "args", tuple(self.args))
-        if isinstance(self.misfire, str) and not isinstance(self.misfire, Misfire):
-            object.__setattr__(self, "misfire", _as_misfire("misfire", self.misfire))
+        self._coerce()
         _check_pattern("id", self.id, ID_PATTERN, "use 1-100 of A-Z a-z 0-9 _ -")
         _check_pattern("target", self.target, TARGET_PATTERN, "must be a dotted path: pkg.module.func")
         _check_pattern("queue", self.queue, QUEUE_PATTERN, "use 1-100 of A-Z a-z 0-9 _ . : -")
@@ -103,6 +108,7 @@ class Schedule:
             _check_positive_ms(name, getattr(self, name), optional=True)
         _check_positive_ms("jitter_ms", self.jitter_ms, optional=False, allow_zero=True)
         _check_attempts(self.max_attempts)
+        windows.check_max_runs(self.max_runs)
         if not isinstance(self.pause_on_failure, bool):
             raise InvalidSchedule("pause_on_failure", self.pause_on_failure, "must be true or false")
         if not isinstance(self.metrics, bool):
@@ -111,19 +117,52 @@ class Schedule:
         _check_description(self.description)
         _ = self.trigger  # compiles the trigger: validates cron/every and timezone
 
+    def _coerce(self) -> None:
+        """Convenience for Python callers: lists and strings are coerced, then checked."""
+        if isinstance(self.args, list):
+            object.__setattr__(self, "args", tuple(self.args))
+        if isinstance(self.cron, list):
+            object.__setattr__(self, "cron", windows.as_crons("cron", self.cron))
+        if isinstance(self.exclude, list | str):
+            object.__setattr__(self, "exclude", windows.as_excludes("exclude", self.exclude))
+        for name in ("start_at", "end_at"):
+            object.__setattr__(self, name, windows.normal_time(name, getattr(self, name), self.timezone))
+        if isinstance(self.misfire, str) and not isinstance(self.misfire, Misfire):
+            object.__setattr__(self, "misfire", _as_misfire("misfire", self.misfire))
+
+    @property
+    def crons(self) -> tuple[str, ...]:
+        """The cron expressions (none for an ``every`` schedule)."""
+        if self.cron is None:
+            return ()
+        return (self.cron,) if isinstance(self.cron, str) else self.cron
+
     @cached_property
     def trigger(self) -> triggers.Trigger:
-        """The compiled trigger; exactly one of ``cron`` and ``every_ms`` is set."""
+        """The compiled trigger; exactly one of ``cron`` and ``every_ms`` is set. With
+        several crons, a window or exclusions, a :class:`~scheduler.windows.Plan`."""
         if (self.cron is None) == (self.every_ms is None):
             raise InvalidSchedule("cron", self.cron, "set exactly one of cron and every")
         triggers.load_zone(self.timezone)
+        parts: list[triggers.CronTrigger | triggers.IntervalTrigger]
         if self.cron is not None:
-            return triggers.cron_trigger(self.cron, self.timezone, schedule_id=self.id)
-        _check_positive_ms("every", self.every_ms, optional=False)
-        assert self.every_ms is not None
-        if self.every_ms < 1000:
-            raise InvalidSchedule("every", self.every_ms, "must be at least 1s")
-        return triggers.interval_trigger(self.every_ms)
+            windows.check_crons(self.cron)
+            parts = [triggers.cron_trigger(c, self.timezone, schedule_id=self.id) for c in self.crons]
+        else:
+            _check_positive_ms("every", self.every_ms, optional=False)
+            assert self.every_ms is not None
+            if self.every_ms < 1000:
+                raise InvalidSchedule("every", self.every_ms, "must be at least 1s")
+            parts = [triggers.interval_trigger(self.every_ms)]
+        if len(parts) == 1 and self.start_at is None and self.end_at is None and not self.exclude:
+            return parts[0]
+        return windows.plan(
+            parts,
+            self.timezone,
+            start_ms=windows.time_ms(self.start_at),
+            end_ms=windows.time_ms(self.end_at),
+            exclude=self.exclude,
+        )
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], *, owner: str | None = None) -> Schedule:
@@ -173,7 +212,7 @@ class Schedule:
                 continue
             if name.endswith("_ms"):
                 value = format_duration(value)
-            elif name == "args":
+            elif name in ("args", "exclude") or (name == "cron" and isinstance(value, tuple)):
                 value = list(value)
             elif name == "kwargs":
                 value = dict(value)
@@ -207,7 +246,7 @@ class Schedule:
     def trigger_text(self) -> str:
         """The trigger as a user wrote it: the cron expression or ``every 30s``."""
         if self.cron is not None:
-            return self.cron
+            return " | ".join(self.crons)
         assert self.every_ms is not None
         return f"every {format_duration(self.every_ms)}"
 
@@ -277,7 +316,7 @@ USER_KEYS: dict[str, tuple[str, Any]] = {
     "target": ("target", _as_str),
     "args": ("args", _as_args),
     "kwargs": ("kwargs", _as_kwargs),
-    "cron": ("cron", _as_str),
+    "cron": ("cron", windows.as_crons),
     "every": ("every_ms", _as_duration),
     "timezone": ("timezone", _as_str),
     "queue": ("queue", _as_str),
@@ -296,10 +335,14 @@ USER_KEYS: dict[str, tuple[str, Any]] = {
     "max_queued": ("max_queued_ms", _as_duration),
     "stale_after": ("stale_after_ms", _as_duration),
     "owner": ("owner", _as_str),
+    "start_at": ("start_at", windows.as_time),
+    "end_at": ("end_at", windows.as_time),
+    "max_runs": ("max_runs", _as_int),
+    "exclude": ("exclude", windows.as_excludes),
 }
 # Left out of the stored form too; from_dict restores them.
 _STORED_DEFAULTS = {"misfire": "coalesce", "owner": "api", "queue": "default", "timezone": "UTC"}
-_OMIT_IF_DEFAULT = {"args", "kwargs", "jitter_ms", "pause_on_failure", "metrics"}
+_OMIT_IF_DEFAULT = {"args", "kwargs", "jitter_ms", "pause_on_failure", "metrics", "exclude"}
 _NEVER = object()  # compares unequal to every value: the setting is always written
 # (field name, user key, value left out) per field, in declaration order.
 _OUTPUT = [

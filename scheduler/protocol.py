@@ -22,6 +22,7 @@ class ScheduleState(StrEnum):
     RUNNING = "running"  # in the running zset, a job in flight
     PAUSED = "paused"  # in neither zset (or in running while its last run finishes)
     BROKEN = "broken"  # in neither zset: its definition cannot be used
+    COMPLETED = "completed"  # in neither zset: past its end_at, or max_runs reached
 
 
 #: Every state as plain text, in the order the CLI lists them (click shows an enum by name).
@@ -98,6 +99,7 @@ class AckReply(IntEnum):
     REARMED = 1  # due again at its next fire
     REDEFINED = 2  # the definition changed (or it was resumed) under the run: due now, fire recomputed
     PAUSED = 3  # paused meanwhile: left idle
+    COMPLETED = 4  # no next fire (past end_at) or max_runs reached: completed
     STALE = 0  # not this schedule's run in flight: nothing written
 
 
@@ -204,6 +206,29 @@ class FailOutcome(StrEnum):
     GAVE_UP = "gave_up"
     PAUSED = "paused"
     STALE = "stale"  # concluded meanwhile by someone else: nothing happened
+
+
+#: A next-fire argument (ACK, DISPATCH's reschedules, UPSERT, RESUME) meaning "there
+#: is no next fire": the schedule's window is over and it becomes ``completed``.
+NO_FIRE = "never"
+
+
+class CompletedBy(StrEnum):
+    """Why a schedule completed (the ``reason`` of its ``completed`` history entry)."""
+
+    END_AT = "end_at"  # its next fire would fall after end_at
+    MAX_RUNS = "max_runs"  # its max_runs-th run succeeded
+
+
+class SkipReason(StrEnum):
+    """Why fires were skipped (the ``reason`` of a ``skipped`` history entry)."""
+
+    PAUSED = "paused"  # pending or due while it was paused (no reason field: older entries)
+    EXCLUDED = "excluded"  # matched an exclude item
+
+
+#: The hash field counting a schedule's successful runs while it has ``max_runs``.
+RUNS_DONE_FIELD = "runs_done"
 
 
 class Flag(StrEnum):

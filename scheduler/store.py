@@ -18,7 +18,7 @@ import redis.exceptions
 from redis import Redis
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
-from scheduler import audit, cron, errors, hashes, policy, scripts, stored
+from scheduler import audit, cron, errors, hashes, policy, scripts, stored, windows
 from scheduler.allow import AllowList
 from scheduler.clock import iso, redis_now_ms
 from scheduler.errors import (
@@ -34,6 +34,8 @@ from scheduler.memory import full_is_error, read_memory
 from scheduler.model import Schedule
 from scheduler.protocol import (
     ANY_VERSION,
+    NO_FIRE,
+    RUNS_DONE_FIELD,
     UPSERT_READ_FIELDS,
     PauseReply,
     RecordReply,
@@ -47,7 +49,7 @@ from scheduler.records import ScheduleRecord, decode_definition, text
 
 log = logging.getLogger(__name__)
 
-_TRIGGER_FIELDS = ("cron", "every_ms", "timezone", "jitter_ms")
+_TRIGGER_FIELDS = ("cron", "every_ms", "timezone", "jitter_ms", "start_at", "end_at", "exclude", "max_runs")
 #: The version UPSERT gives a schedule it creates.
 FIRST_VERSION = 1
 #: Schedules per upsert script call: one round trip each way, Redis busy ~ms.
@@ -335,7 +337,8 @@ class Client:
         k = self.keys
         keys = [k.schedule(schedule_id), k.due, k.revision, k.events, k.history(schedule_id)]
         keys += [k.paused_until, k.log, k.leader]
-        args = [schedule_id, iso(fire), score / 1000, iso(now), self.history_maxlen, *seen, skipped]
+        fire_text = NO_FIRE if fire >= windows.NEVER_MS else iso(fire)  # past end_at: completed
+        args = [schedule_id, fire_text, score / 1000, iso(now), self.history_maxlen, *seen, skipped]
         first_text = iso(first) if first is not None else ""
         with full_is_error(f"resuming schedule {schedule_id!r}"):
             args += [first_text, *edit.args(), *fence]
@@ -479,7 +482,7 @@ class Client:
             return True
 
         k = self.keys
-        keys = [k.due, k.ids, k.revision, k.events, k.broken, k.log]
+        keys = [k.due, k.ids, k.revision, k.events, k.broken, k.log, k.stale]
         scripts.pipelined(self.conn, self._scripts.upsert, keys, chunks(), settle)
         return lost
 
@@ -501,7 +504,7 @@ class Client:
             return results[schedule.id]
         k = self.keys
         with full_is_error(f"writing schedule {schedule.id!r}"):
-            keys = [k.due, k.ids, k.revision, k.events, k.broken, k.log]
+            keys = [k.due, k.ids, k.revision, k.events, k.broken, k.log, k.stale]
             (written,) = scripts.run(self._scripts.upsert, keys, args)
         if written == UpsertReply.CONFLICT:  # moved between the read and the script: report what is there
             raise _stale(schedule.id, version, int(self.conn.hget(k.schedule(schedule.id), "version") or 0))
@@ -552,16 +555,32 @@ class Client:
                 results[schedule.id] = UpsertResult(schedule.id, "unchanged", int(version))
                 continue
             old = _old_definition(schedule.id, definition)
-            refire = old is None or text(state) == ScheduleState.BROKEN or _trigger_changed(old, schedule)
+            idle = text(state) in (ScheduleState.BROKEN, ScheduleState.COMPLETED)
+            refire = old is None or idle or _trigger_changed(old, schedule)
             fire = cron.next_fire_ms(schedule.trigger, now) if refire else None
+            if fire is not None and self._runs_left(schedule, int(version or 0)) == 0:
+                fire = windows.NEVER_MS
             args += [schedule.id, int(version or 0)]
-            args += [iso(fire), policy.due_score_ms(schedule, fire) / 1000] if fire is not None else ["", 0]
+            if fire is None:
+                args += ["", 0]
+            elif fire >= windows.NEVER_MS:  # past end_at, or max_runs reached: completed
+                args += [NO_FIRE, 0]
+            else:
+                args += [iso(fire), policy.due_score_ms(schedule, fire) / 1000]
             args.append(audit.upsert_changes(definition, schedule.to_json(), text(state)))
             new_fields = stored.encode(schedule)
             stale = stored.stale_fields(row, new_fields)
             args += [len(new_fields), len(stale), *(x for pair in new_fields.items() for x in pair), *stale]
             writes.append(schedule)
         return writes, args
+
+    def _runs_left(self, schedule: Schedule, version: int) -> int | None:
+        """Runs ``max_runs`` still allows (None: no limit). Read only for a stored
+        schedule with a limit: the counter exists only then."""
+        if schedule.max_runs is None or version == 0:
+            return None
+        done = int(self.conn.hget(self.keys.schedule(schedule.id), RUNS_DONE_FIELD) or 0)
+        return max(0, schedule.max_runs - done)
 
 
 class _ResumeRaced(Exception):

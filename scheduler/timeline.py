@@ -19,6 +19,8 @@ from scheduler.clock import parse_iso_ms
 from scheduler.store import HistoryEntry
 
 ENDINGS = ("succeeded", "failed", "gave_up")
+#: A ``completed`` entry's reason (:class:`~scheduler.protocol.CompletedBy`) in words.
+_COMPLETED_BY = {"end_at": "no fire left before end_at", "max_runs": "max_runs reached"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,10 +117,18 @@ def _details(entry: HistoryEntry, when: Callable[[int], str]) -> str:
         count = fields.get("count", "?")
         nxt = f", next fire {when(next_ms)}" if next_ms is not None else ""
         return f"{count} fire{'' if count == '1' else 's'} dropped by the misfire policy{nxt}"
-    if entry.event == "skipped":
-        count = fields.get("count", "?")
-        return f"{count} fire{'' if count == '1' else 's'} skipped: pending or due while paused"
+    if entry.event in ("skipped", "completed"):
+        return _not_run(entry.event, fields)
     return reason
+
+
+def _not_run(event: str, fields: dict[str, str]) -> str:
+    """Fires skipped (while paused, or excluded), or a schedule completed, in words."""
+    if event == "completed":
+        return _COMPLETED_BY.get(fields.get("reason", ""), "completed")
+    count = fields.get("count", "?")
+    why = "excluded" if fields.get("reason") == "excluded" else "pending or due while paused"
+    return f"{count} fire{'' if count == '1' else 's'} skipped: {why}"
 
 
 def edit_details(fields: dict[str, str], when: Callable[[int], str]) -> str:

@@ -76,7 +76,8 @@ _PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
     ),
     "cron": st.sampled_from(
         ["* * * * *", "30 2 * * *", "*/10 * * * * *", "@hourly", "H * * * *", "0 0 L * *"]
-    ),
+    )
+    | st.sampled_from([["0 9 * * 1-5", "0 12 * * 6"], ["30 2 * * *", "H 3 * * *"], ["@daily"]]),
     "every": _durations,
     "timezone": st.sampled_from(["UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata"]),
     "queue": st.from_regex(r"[A-Za-z0-9_.:-]{1,20}", fullmatch=True),
@@ -94,6 +95,14 @@ _PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
     "metrics": st.booleans(),
     "max_queued": _durations,
     "stale_after": _durations,
+    "start_at": st.sampled_from(["2026-03-29T02:30:00", "2026-01-01T00:00:00Z", "2026-06-01T09:00+02:00"]),
+    "end_at": st.sampled_from(["2030-01-01T00:00:00Z", "2029-10-28T02:30:00", "2031-12-31T23:59:59.5+01:00"]),
+    "max_runs": st.integers(min_value=1, max_value=10**9),
+    "exclude": st.lists(
+        st.sampled_from(["2026-12-25", "2026-12-24..2026-12-26", "* 0-6 * * *", "0 12 * * 6", "0 0 1 1 *"]),
+        max_size=4,
+        unique=True,
+    ),
 }
 USER_SETTINGS = [k for k in USER_KEYS if k != "owner"]
 

@@ -24,6 +24,7 @@ from scheduler.cli.importcheck import Target, check_targets, import_options
 from scheduler.cli.rows import record_json
 from scheduler.errors import InvalidSchedule, ScheduleExists
 from scheduler.model import Misfire, Schedule
+from scheduler.protocol import ScheduleState
 from scheduler.store import UpsertResult
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -49,10 +50,19 @@ UNSETTABLE = (
     "webhook",
     "max-queued",
     "stale-after",
+    "start-at",
+    "end-at",
+    "max-runs",
+    "exclude",
 )
 
 _SETTINGS = [
-    click.option("--cron", "cron_expr", help="Cron expression; 6 fields = seconds first."),
+    click.option(
+        "--cron",
+        "cron_expr",
+        multiple=True,
+        help="Cron expression; 6 fields = seconds first. Repeat for several: their fires' union.",
+    ),
     click.option("--every", help=f"Fixed interval instead of cron. {_DURATION}"),
     click.option("--args", "args_json", help="Positional arguments as a JSON list, e.g. '[1, \"a\"]'."),
     click.option("--kwargs", "kwargs_json", help="Keyword arguments as a JSON object."),
@@ -92,6 +102,15 @@ _SETTINGS = [
         show_default=False,
         help="Export this schedule's own Prometheus series [no].",
     ),
+    click.option("--start-at", help="No fire before this ISO time (no offset: in --tz)."),
+    click.option("--end-at", help="No fire after this ISO time; then the schedule is completed."),
+    click.option("--max-runs", type=int, help="Completed after this many successful runs."),
+    click.option(
+        "--exclude",
+        multiple=True,
+        help="Skip fires on this date (2026-12-25), date range (2026-12-24..2026-12-26) or "
+        "cron mask ('* 0-6 * * *'), in --tz (repeatable; replaces the list).",
+    ),
 ]
 
 
@@ -105,7 +124,8 @@ def setting_options(func: F) -> F:
 
 def settings_given(options: dict[str, Any]) -> dict[str, Any]:
     """The setting options that were given, under the keys of ``Schedule.from_dict``."""
-    return {_KEYS.get(name, name): value for name, value in options.items() if value is not None}
+    # a repeatable option not given is an empty tuple
+    return {_KEYS.get(name, name): value for name, value in options.items() if value not in (None, ())}
 
 
 @click.command()
@@ -149,6 +169,8 @@ def add(
       rqbeat add heartbeat app.jobs.ping --every 30s --args '["eu-1"]'
       rqbeat add heartbeat app.jobs.ping --every 20s --replace
       rqbeat add report myapp.jobs.report --cron @daily --allow myapp.jobs
+      rqbeat add standup app.jobs.remind --cron "0 9 * * 1-5" --cron "0 12 * * 6" \\
+          --tz Europe/Berlin --exclude 2026-12-24..2026-12-26 --end-at 2027-06-30T18:00
     """
     allowed = parse_allow(allow)
     edit = edit_of(by, note)
@@ -237,6 +259,8 @@ def _echo_result(ctx: Context, result: UpsertResult, as_json: bool) -> None:
         )
         return
     next_text = f", next fire {utc_iso(record.fire_ms)}" if record.fire_ms else ""
+    if record.state is ScheduleState.COMPLETED:
+        next_text = ", completed: no fire left (end_at passed or max_runs reached)"
     click.echo(f"{result.action} {result.id} (version {result.version}){next_text}")
     owner = record.schedule.owner if record.schedule else "cli"
     if result.action == "updated" and owner.startswith("apply:"):

@@ -29,7 +29,7 @@ from scheduler.records import ScheduleRecord, decode_definition, text
 #: Every ``"cron":"..."`` in a definition's text (cron expressions contain no quotes).
 _CRON = re.compile(r'"cron":"([^"\\]*)"')
 #: Order of the states that have no next fire, after all those that have one.
-_IDLE_ORDER = {ScheduleState.BROKEN: 0, ScheduleState.PAUSED: 1}
+_IDLE_ORDER = {ScheduleState.BROKEN: 0, ScheduleState.PAUSED: 1, ScheduleState.COMPLETED: 2}
 
 
 class Definitions:
@@ -51,6 +51,7 @@ class Definitions:
             or not ID_PATTERN.fullmatch(schedule_id)
             or '"id":' in definition
             or any("H" in expr for expr in _CRON.findall(definition))  # hashed by id: may differ
+            or ('"cron":[' in definition and "H" in definition)  # several crons: the same
         ):
             return decode_definition(schedule_id, definition)
         known = self._shapes.get(definition)
@@ -79,7 +80,7 @@ def candidate_ids(conn: Redis, keys: Keys, states: Collection[str]) -> list[str]
         found.update(_zset_members(conn, keys.due))
     if ScheduleState.RUNNING in states or ScheduleState.PAUSED in states:
         found.update(_zset_members(conn, keys.running))
-    if ScheduleState.PAUSED in states:
+    if ScheduleState.PAUSED in states or ScheduleState.COMPLETED in states:
         found.update(_members(conn.zdiff([keys.ids, keys.due, keys.running])))  # a set is a valid input
     return list(found)
 

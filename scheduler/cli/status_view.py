@@ -99,6 +99,8 @@ def _leader(report: StatusReport) -> str:
 def _schedules(report: StatusReport) -> str:
     parts = []
     for state, count in report.counts.items():
+        if state == "completed" and not count:
+            continue  # a state most namespaces never see: named when it is there
         text = f"{count} {state}"
         if state == "due" and report.overdue:
             text += f" ({report.overdue} overdue)"

@@ -11,6 +11,7 @@ import click
 from scheduler import cron
 from scheduler.cli.common import Context, echo_json, echo_json_array, json_option, pass_context, table
 from scheduler.cli.complete import id_argument
+from scheduler.cli.nextview import show_stored
 from scheduler.cli.render import Cell, age, duration, first_line, local_iso, relative, toned, wall
 from scheduler.cli.rows import (
     RunPhase,
@@ -25,6 +26,7 @@ from scheduler.cli.rows import (
 from scheduler.clock import iso, parse_iso_ms, redis_now_ms
 from scheduler.errors import InvalidSchedule
 from scheduler.keys import Keys
+from scheduler.model import ID_PATTERN
 from scheduler.protocol import STATES, ScheduleState
 from scheduler.records import ScheduleRecord
 from scheduler.timeline import Line, explain
@@ -206,30 +208,54 @@ def _history_json(line: Line) -> dict[str, Any]:
 
 
 @click.command(name="next")
-@click.argument("expr")
-@click.option("--tz", "timezone", default="UTC", help="IANA timezone the expression is read in.")
+@click.argument("expr", metavar="ID|EXPR")
+@click.option("--tz", "timezone", default=None, help="IANA timezone EXPR is read in (default UTC).")
 @click.option("-n", "count", default=5, type=click.IntRange(1, 10_000), help="How many fires.")
 @click.option("--after", help="Start from this ISO time (default: now).")
-@click.option("--id", "schedule_id", default="", help="Schedule id that H fields hash.")
+@click.option("--id", "schedule_id", default="", help="Schedule id that H fields of EXPR hash.")
 @json_option
+@pass_context
 def next_fires(
-    expr: str, timezone: str, count: int, after: str | None, schedule_id: str, as_json: bool
+    ctx: Context,
+    expr: str,
+    timezone: str | None,
+    count: int,
+    after: str | None,
+    schedule_id: str,
+    as_json: bool,
 ) -> None:
-    """Preview the next fires of a cron EXPR: on the wall clock of --tz, in UTC, and
-    how far from now (works without Redis).
+    """Preview the next fires of stored schedule ID, or of a cron EXPR: on the wall
+    clock of its zone, in UTC, and how far from now.
+
+    For a stored schedule every setting is applied (several crons, start_at/end_at,
+    exclude, the runs max_runs still allows); excluded fires are listed as skipped,
+    and a NOTE flags a fire moved by a DST gap or repeated by a DST fold. An EXPR
+    (it has spaces, or is an @alias) works without Redis.
 
     \b
-    Example:
+    Examples:
+      rqbeat next nightly-report -n 10
       rqbeat next "30 2 * * *" --tz Europe/Berlin -n 3 --after 2027-03-27T00:00:00Z
     """
-    trigger = cron.cron_trigger(expr, timezone, schedule_id=schedule_id)
     now_ms = int(time.time() * 1000)
+    if is_schedule_id(expr):
+        if timezone is not None or schedule_id:
+            raise click.UsageError("--tz and --id apply to a cron EXPR; a stored schedule has its own")
+        show_stored(ctx, expr, count, None if after is None else _parse_after(after, now_ms), as_json)
+        return
+    timezone = timezone or "UTC"
+    trigger = cron.cron_trigger(expr, timezone, schedule_id=schedule_id)
     fires = cron.next_fires(trigger, _parse_after(after, now_ms), count)
     if as_json:
         echo_json([{"utc": iso(f), "local": local_iso(f, timezone)} for f in fires])
         return
     rows = [[wall(f, timezone, zone=True), wall(f, "UTC"), relative(f, now_ms)] for f in fires]
     table([f"LOCAL ({timezone})", "UTC", "WHEN"], rows)
+
+
+def is_schedule_id(text: str) -> bool:
+    """A cron expression has spaces or starts with @; a schedule id has neither."""
+    return ID_PATTERN.fullmatch(text) is not None
 
 
 def _parse_after(after: str | None, now_ms: int) -> int:

@@ -27,7 +27,7 @@ from typing import Any
 
 from redis import Redis
 
-from scheduler import cron, policy, rqkeys, scripts, stored, thresholds
+from scheduler import cron, policy, rqkeys, scripts, stored, thresholds, windows
 from scheduler.allow import AllowList, Verdict
 from scheduler.clock import iso, parse_iso_ms
 from scheduler.engine import rqjob
@@ -35,7 +35,7 @@ from scheduler.errors import CorruptDefinition, LeadershipLost
 from scheduler.jobmeta import FireMeta
 from scheduler.keys import HISTORY_MAXLEN, Keys
 from scheduler.model import Schedule
-from scheduler.protocol import DUE_FIELDS, DispatchReply, ScheduleState
+from scheduler.protocol import DUE_FIELDS, NO_FIRE, DispatchReply, ScheduleState
 from scheduler.records import decode_definition, text
 from scheduler.stored import SETTING_FIELDS
 
@@ -313,7 +313,8 @@ class Dispatcher:
             args += [(now_ms + limits.max_queued_ms) / 1000, (now_ms + limits.stale_after_ms) / 1000]
             args += [len(job), *job]
         for d in result.rescheduled:
-            args += [d.schedule_id, iso(d.fire_ms), d.score_ms / 1000, d.dropped]
+            fire = NO_FIRE if d.fire_ms >= windows.NEVER_MS else iso(d.fire_ms)  # past end_at: completed
+            args += [d.schedule_id, fire, d.score_ms / 1000, d.dropped]
         return Write(token, revision, epoch, self._prefixes, len(result.runs), len(result.rescheduled), args)
 
     def _template(self, d: Decision) -> rqjob.JobTemplate:
@@ -366,7 +367,11 @@ class Dispatcher:
             if d.dropped:
                 log.warning("missed schedule=%s fires=%d (misfire policy)", d.schedule_id, d.dropped)
         for d in result.rescheduled:
-            log.warning("skipped schedule=%s dropped=%d next=%s", d.schedule_id, d.dropped, iso(d.fire_ms))
+            if d.fire_ms >= windows.NEVER_MS:
+                log.info("completed schedule=%s dropped=%d (no fire before end_at)", d.schedule_id, d.dropped)
+            else:
+                next_fire = iso(d.fire_ms)
+                log.warning("skipped schedule=%s dropped=%d next=%s", d.schedule_id, d.dropped, next_fire)
         for d in result.broken:
             log.error("broken schedule=%s error=%s", d.schedule_id, d.error)
             k = self.keys

@@ -16,12 +16,12 @@ from typing import Any
 from redis import Redis
 from redis.client import Pipeline
 
-from scheduler import cron, policy, scripts, stored, thresholds
+from scheduler import cron, policy, scripts, stored, thresholds, windows
 from scheduler.clock import iso, parse_iso_ms
 from scheduler.engine import clusterstats
 from scheduler.keys import HISTORY_MAXLEN, Keys
 from scheduler.model import Schedule
-from scheduler.protocol import RUN_FIELDS, AckOutcome, AckReply, FailOutcome, Flag, RetryReply
+from scheduler.protocol import NO_FIRE, RUN_FIELDS, AckOutcome, AckReply, FailOutcome, Flag, RetryReply
 from scheduler.records import decode_definition, text
 from scheduler.stored import SETTING_FIELDS
 
@@ -63,6 +63,10 @@ class InFlight:
     def lateness_ms(self) -> int | None:
         """From the nominal fire to the job's start: queueing, worker shortage, retries."""
         return None if self.started_ms is None else self.started_ms - self.fire_ms
+
+
+#: Where ACK's (field, increment) stats pairs start in :attr:`Ack.args` (ARGV[22..]).
+ACK_STATS_AT = 21
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +184,7 @@ def prepare_ack(
     stale_ms = thresholds.limits(schedule, period).stale_after_ms
     resolution = policy.resolve_misfire(schedule, pending, now_ms)
     score = policy.due_score_ms(schedule, resolution.fire_ms)
+    excluded = windows.skipped_before(schedule.trigger, after, pending, policy.MAX_ENUMERATED_FIRES)
     sid = run.schedule_id
     if outcome is AckOutcome.SUCCEEDED:
         latency_ms = None if ended_ms is None else now_ms - ended_ms
@@ -203,7 +208,7 @@ def prepare_ack(
             sid,
             run.job_id,
             run.version,
-            iso(resolution.fire_ms),
+            NO_FIRE if resolution.fire_ms >= windows.NEVER_MS else iso(resolution.fire_ms),
             score / 1000,
             iso(now_ms),
             now_ms / 1000,
@@ -214,6 +219,9 @@ def prepare_ack(
             run.resumed_at,
             (now_ms + stale_ms) / 1000,
             *run_times(run, now_ms if by == "worker" else run.ended_ms),
+            "" if schedule.max_runs is None else schedule.max_runs,
+            len(excluded),
+            iso(excluded[0]) if excluded else "",
             *stats,
         ],
     )

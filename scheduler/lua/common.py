@@ -19,6 +19,20 @@ local function wake_if_earlier(due, events, score)
 end
 """
 
+#: A schedule with no fire left (past end_at, or max_runs reached) becomes
+#: 'completed': out of the due set (and the stale set: nothing more is expected of
+#: it), its pending fire cleared, the reason (CompletedBy) in its history. An edit
+#: that reopens the window re-arms it (UPSERT).
+COMPLETE_LUA = """
+local function complete(schedule, due, stale, history, id, maxlen, now, reason)
+  redis.call('HSET', schedule, 'state', 'completed', 'fire_at', '', 'attempt', 1)
+  redis.call('ZREM', due, id)
+  redis.call('ZREM', stale, id)
+  redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', 'event', 'completed', 'reason', reason,
+             'at', now)
+end
+"""
+
 #: The audit entry of an edit (scheduler.audit): ``audit_entry`` builds its fields,
 #: ``audit`` writes them to the schedule's history (``history`` false: skipped) and,
 #: with the schedule's id, to the namespace's edit log. One XADD each, in the script

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from scheduler.protocol import DUE_FIELDS, lua_list
+from scheduler.lua.common import COMPLETE_LUA
+from scheduler.protocol import DUE_FIELDS, NO_FIRE, CompletedBy, lua_list
 
 DUE_READ = (
     lua_list("FIELDS", DUE_FIELDS)
@@ -32,7 +33,12 @@ return out
 """
 )
 
-DISPATCH = """
+DISPATCH = (
+    COMPLETE_LUA
+    + f"""
+local NO_FIRE, BY_END_AT = '{NO_FIRE}', '{CompletedBy.END_AT}'
+"""
+    + """
 -- Write one decided batch: every run's RQ job (hash + RPUSH, as RQ writes them), the
 -- schedule's in-flight state and history, and the reschedules -- or nothing at all.
 -- KEYS[1] - the leader lease
@@ -71,7 +77,7 @@ DISPATCH = """
 -- ARGV[i + 10 .. i + 9 + n] - the job hash's field/value pairs (all but the two stamps)
 -- then ARGV[13] reschedules, 4 each:
 -- ARGV[i] - the schedule id
--- ARGV[i + 1] - the fire, ISO
+-- ARGV[i + 1] - the fire, ISO, or NO_FIRE (none before end_at: the schedule completes)
 -- ARGV[i + 2] - its due score
 -- ARGV[i + 3] - fires dropped by the misfire policy
 -- returns (DispatchReply) 1 written, -1 the lease is not ours (deposed: nothing
@@ -116,13 +122,21 @@ for _ = 1, tonumber(n_runs) do
 end
 for _ = 1, tonumber(n_reschedules) do
   local id, fire, score, dropped = unpack(ARGV, i, i + 3)
-  redis.call('ZADD', due, score, id)
-  redis.call('HSET', sched .. id, 'fire_at', fire, 'attempt', 1)
   if dropped ~= '0' then
-    redis.call('XADD', hist .. id, 'MAXLEN', '~', maxlen, '*', 'event', 'missed',
-               'fire_at', fire, 'count', dropped, 'next_fire_at', fire, 'at', now)
+    local entry = {'event', 'missed', 'count', dropped, 'at', now}
+    if fire ~= NO_FIRE then
+      for _, v in ipairs({'fire_at', fire, 'next_fire_at', fire}) do table.insert(entry, v) end
+    end
+    redis.call('XADD', hist .. id, 'MAXLEN', '~', maxlen, '*', unpack(entry))
+  end
+  if fire == NO_FIRE then
+    complete(sched .. id, due, stale, hist .. id, id, maxlen, now, BY_END_AT)
+  else
+    redis.call('ZADD', due, score, id)
+    redis.call('HSET', sched .. id, 'fire_at', fire, 'attempt', 1)
   end
   i = i + 4
 end
 return 1
 """
+)

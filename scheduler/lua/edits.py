@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from scheduler.lua.common import AUDIT
-from scheduler.protocol import PAUSE_FIELDS, UPSERT_READ_FIELDS, lua_list
+from scheduler.protocol import NO_FIRE, PAUSE_FIELDS, UPSERT_READ_FIELDS, CompletedBy, lua_list
 
 UPSERT_READ = (
     lua_list("FIELDS", UPSERT_READ_FIELDS)
@@ -26,6 +26,9 @@ return out
 
 UPSERT = (
     AUDIT
+    + f"""
+local NO_FIRE = '{NO_FIRE}'
+"""
     + """
 -- Create or replace many schedules; one revision bump and one publish for the whole
 -- call. Each write is audited: 'updated' in the schedule's history and the edit log,
@@ -37,6 +40,7 @@ UPSERT = (
 -- KEYS[4] - the events channel
 -- KEYS[5] - the broken set
 -- KEYS[6] - the edit log stream
+-- KEYS[7] - the stale zset (a completed schedule is expected to do nothing more)
 -- ARGV[1] - the schedule key prefix
 -- ARGV[2] - now, ISO
 -- ARGV[3] - the history key prefix
@@ -46,7 +50,9 @@ UPSERT = (
 -- then per schedule, from ARGV[i] (i = 7 for the first):
 -- ARGV[i] - the schedule id
 -- ARGV[i + 1] - the version read before (0 = new)
--- ARGV[i + 2] - fire_at ISO of the recomputed next fire, or '' to keep the pending fire
+-- ARGV[i + 2] - fire_at ISO of the recomputed next fire, '' to keep the pending fire, or
+--   NO_FIRE: none is left (past end_at, max_runs reached): completed, unless a run is
+--   in flight or it is paused (then its ack or resume completes it)
 -- ARGV[i + 3] - its due score
 -- ARGV[i + 4] - the changed fields, for the audit entry ('' for a new schedule)
 -- ARGV[i + 5] - s, the number of definition fields to set (scheduler.stored)
@@ -55,6 +61,7 @@ UPSERT = (
 -- returns per schedule the new version, or -1 (UpsertReply.CONFLICT) when the version
 -- moved since it was read (re-read, retry)
 local due, ids, revision, events, broken, log = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local stale = KEYS[7]
 local prefix, now, history_prefix, maxlen, by, note = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local function upsert(key, id, read, fire, score, changed, first, sets, dels)
   if redis.call('TYPE', key)['ok'] ~= 'hash' then
@@ -77,12 +84,19 @@ local function upsert(key, id, read, fire, score, changed, first, sets, dels)
     end
   end
   local state = redis.call('HGET', key, 'state')
-  if current == 0 or ((state == 'due' or state == 'broken') and fire ~= '') then
-    redis.call('HSET', key, 'state', 'due', 'fire_at', fire, 'attempt', 1)
+  local idle = state == 'due' or state == 'broken' or state == 'completed'
+  if current == 0 or (idle and fire ~= '') then
     redis.call('HDEL', key, 'error')
     redis.call('SREM', broken, id)
-    redis.call('ZADD', due, score, id)
     redis.call('SADD', ids, id)
+    if fire == NO_FIRE then
+      redis.call('HSET', key, 'state', 'completed', 'fire_at', '', 'attempt', 1)
+      redis.call('ZREM', due, id)
+      redis.call('ZREM', stale, id)
+    else
+      redis.call('HSET', key, 'state', 'due', 'fire_at', fire, 'attempt', 1)
+      redis.call('ZADD', due, score, id)
+    end
   end
   -- running: the in-flight run finishes; its ack sees the new version and re-arms from
   -- the new definition. paused: stays paused; resume computes the next fire.
@@ -221,6 +235,9 @@ return 1
 RESUME = (
     lua_list("PAUSE_FIELDS", PAUSE_FIELDS)
     + AUDIT
+    + f"""
+local NO_FIRE, BY_END_AT = '{NO_FIRE}', '{CompletedBy.END_AT}'
+"""
     + """
 -- Fire again from now on: fires that passed while paused never run; each is recorded
 -- as skipped. Compare-and-set on what the caller read, so the skipped fires it counted
@@ -235,7 +252,7 @@ RESUME = (
 -- KEYS[7] - the edit log stream
 -- KEYS[8] - the lease key (read only when a token is given)
 -- ARGV[1] - the schedule id
--- ARGV[2] - fire_at ISO of the next fire from now
+-- ARGV[2] - fire_at ISO of the next fire from now, or NO_FIRE (past end_at: completed)
 -- ARGV[3] - its due score
 -- ARGV[4] - now, ISO
 -- ARGV[5] - history maxlen
@@ -279,6 +296,8 @@ end
 if read_job ~= '' then
   -- its last run is still in flight: the ack re-arms it from the first fire after now
   redis.call('HSET', schedule, 'state', 'running', 'resumed_at', now, 'updated_at', now)
+elseif fire == NO_FIRE then
+  redis.call('HSET', schedule, 'state', 'completed', 'fire_at', '', 'attempt', 1, 'updated_at', now)
 else
   redis.call('HSET', schedule, 'state', 'due', 'fire_at', fire, 'attempt', 1, 'updated_at', now)
   redis.call('ZADD', due, score, id)
@@ -290,6 +309,10 @@ if tonumber(skipped) > 0 then
              'fire_at', first_skipped, 'at', now)
 end
 audit(history, log, maxlen, id, audit_entry('resumed', now, by, note, read_version, ''))
+if read_job == '' and fire == NO_FIRE then
+  redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', 'event', 'completed', 'reason', BY_END_AT,
+             'at', now)
+end
 redis.call('INCR', revision)
 redis.call('PUBLISH', events, 'edit')
 return 1

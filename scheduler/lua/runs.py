@@ -3,8 +3,8 @@ alerts these transitions raise and clear."""
 
 from __future__ import annotations
 
-from scheduler.lua.common import RUN_FIELDS_LUA, WAKE_IF_EARLIER
-from scheduler.protocol import ALERTS_MAXLEN
+from scheduler.lua.common import COMPLETE_LUA, RUN_FIELDS_LUA, WAKE_IF_EARLIER
+from scheduler.protocol import ALERTS_MAXLEN, NO_FIRE, RUNS_DONE_FIELD, CompletedBy, SkipReason
 
 #: Pushes an alert event onto the alerts list, atomically with the transition it
 #: reports: kind (AlertKind) is the condition, recovered says it cleared. The leader
@@ -56,6 +56,11 @@ ACK = (
     + RUN_FIELDS_LUA
     + ALERT_LUA
     + RUN_TIMES_LUA
+    + COMPLETE_LUA
+    + f"""
+local NO_FIRE, RUNS_DONE, EXCLUDED = '{NO_FIRE}', '{RUNS_DONE_FIELD}', '{SkipReason.EXCLUDED}'
+local BY_MAX_RUNS, BY_END_AT = '{CompletedBy.MAX_RUNS}', '{CompletedBy.END_AT}'
+"""
     + """
 -- The run of a job is over for good (succeeded, or failed and given up): re-arm the
 -- schedule at its next fire. Compare-and-set on the in-flight job id, so a late,
@@ -75,7 +80,7 @@ ACK = (
 -- ARGV[1] - the schedule id
 -- ARGV[2] - the job id of the run
 -- ARGV[3] - the version the next fire was computed from
--- ARGV[4] - the next fire, ISO
+-- ARGV[4] - the next fire, ISO, or NO_FIRE (past end_at: the schedule completes)
 -- ARGV[5] - the next due score
 -- ARGV[6] - now, ISO
 -- ARGV[7] - now, score
@@ -86,16 +91,20 @@ ACK = (
 -- ARGV[12] - resumed_at the next fire was computed from ('' = none)
 -- ARGV[13] - when the schedule counts as stale without another success, score
 -- ARGV[14..18] - the run's times (RUN_TIMES_HEADER)
--- ARGV[19..] - (field, increment) pairs for the stats hash
+-- ARGV[19] - max_runs of the definition ('' = none): successes are counted in RUNS_DONE
+-- ARGV[20] - fires an exclusion skipped before the next fire (0 = none)
+-- ARGV[21] - the first of them, ISO ('')
+-- ARGV[22..] - (field, increment) pairs for the stats hash
 -- returns (AckReply) 1 re-armed, 2 definition changed or resumed meanwhile (due now,
--- fire recomputed by the leader), 3 paused (left idle), 0 not this schedule's run in
--- flight (no-op)
+-- fire recomputed by the leader), 3 paused (left idle), 4 completed (max_runs reached,
+-- or no next fire), 0 not this schedule's run in flight (no-op)
 local schedule, due, running, history, events, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4],
                                                         KEYS[5], KEYS[6]
 local queued, stale, alerts, failing, metered = KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
 local id, job, version, next_fire, next_score = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local now, now_score, outcome, dropped = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
 local maxlen, err, resumed_at, stale_by = ARGV[10], ARGV[11], ARGV[12], ARGV[13]
+local max_runs, excluded, first_excluded = ARGV[19], ARGV[20], ARGV[21]
 if redis.call('HGET', schedule, 'job_id') ~= job then return 0 end
 local state = redis.call('HGET', schedule, 'state')
 local fire = redis.call('HGET', schedule, 'fire_at')
@@ -112,12 +121,16 @@ if state ~= 'running' then
 elseif outcome == 'succeeded' then
   redis.call('ZADD', stale, stale_by, id)
 end
-for i = 19, #ARGV, 2 do redis.call('HINCRBY', stats, ARGV[i], ARGV[i + 1]) end  -- metrics
+for i = 22, #ARGV, 2 do redis.call('HINCRBY', stats, ARGV[i], ARGV[i + 1]) end  -- metrics
 if err ~= '' then
   table.insert(entry, 'error'); table.insert(entry, err)
   redis.call('HSET', schedule, 'last_error', err)  -- why it gave up, for ls and check
 end
 redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', unpack(entry))
+local runs_done = 0
+if outcome == 'succeeded' and max_runs ~= '' then
+  runs_done = redis.call('HINCRBY', schedule, RUNS_DONE, 1)
+end
 if outcome == 'succeeded' then
   local failures, alerted = unpack(redis.call('HMGET', schedule, 'failures', 'alerted'))
   if failures then
@@ -133,6 +146,12 @@ else
   redis.call('HSET', schedule, 'alerted', 'gave_up')
   alert(alerts, 'gave_up', id, fire, job, err, now, false)
 end
+-- counted against the definition the run was dispatched from: an edit that raises
+-- max_runs re-arms a completed schedule (UPSERT)
+if max_runs ~= '' and runs_done >= tonumber(max_runs) then
+  complete(schedule, due, stale, history, id, maxlen, now, BY_MAX_RUNS)
+  return 4
+end
 if redis.call('HGET', schedule, 'version') ~= version
     or (redis.call('HGET', schedule, 'resumed_at') or '') ~= resumed_at then
   if state ~= 'running' then  -- paused: resume recomputes the fire
@@ -143,6 +162,14 @@ if redis.call('HGET', schedule, 'version') ~= version
   wake_if_earlier(due, events, now_score)
   redis.call('ZADD', due, now_score, id)
   return 2
+end
+if tonumber(excluded) > 0 then
+  redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', 'event', 'skipped', 'reason', EXCLUDED,
+             'count', excluded, 'fire_at', first_excluded, 'at', now)
+end
+if next_fire == NO_FIRE then
+  complete(schedule, due, stale, history, id, maxlen, now, BY_END_AT)
+  return 4
 end
 if tonumber(dropped) > 0 then
   redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', 'event', 'missed',

@@ -267,7 +267,8 @@ def _placement(
         out.add(
             "in_both", view.key, view.schedule_id, "in the due and the running zset", f"kept in {keep} only"
         )
-    if state == ScheduleState.BROKEN or (state == ScheduleState.PAUSED and not job_id):
+    idle = (ScheduleState.PAUSED, ScheduleState.COMPLETED)
+    if state == ScheduleState.BROKEN or (state in idle and not job_id):
         if in_due or in_running:
             out.add(
                 "wrong_set", view.key, view.schedule_id, f"{state} but in a zset", "taken out of the zsets"

@@ -178,7 +178,7 @@ def read_status(conn: Redis, namespace: str, *, detail: bool = True) -> StatusRe
     idle = max(0, total - due - running)
     counts = {"due": due, "running": running}
     if detail:
-        counts.update(_split_idle(conn, k) if idle else {"paused": 0, "broken": 0})
+        counts.update(_split_idle(conn, k) if idle else {"paused": 0, "completed": 0, "broken": 0})
     else:
         counts["paused or broken"] = idle
     replicas = _nodes(conn, k, nodes)
@@ -202,9 +202,10 @@ def read_status(conn: Redis, namespace: str, *, detail: bool = True) -> StatusRe
 
 
 def _split_idle(conn: Redis, k: Keys) -> dict[str, int]:
-    """Paused and broken: the ids in neither zset, by their ``state`` field."""
+    """Paused, completed and broken: the ids in neither zset, by their ``state`` field."""
     ids: list[Any] = list(conn.zdiff([k.ids, k.due, k.running]))  # a set is a valid ZDIFF input
-    counts = {ScheduleState.PAUSED.value: 0, ScheduleState.BROKEN.value: 0}
+    idle = (ScheduleState.PAUSED, ScheduleState.COMPLETED)
+    counts = {ScheduleState.PAUSED.value: 0, ScheduleState.COMPLETED.value: 0, ScheduleState.BROKEN.value: 0}
     for chunk in hashes.chunks(ids):
         pipe = conn.pipeline(transaction=False)
         for member in chunk:
@@ -212,10 +213,8 @@ def _split_idle(conn: Redis, k: Keys) -> dict[str, int]:
         for state in pipe.execute(raise_on_error=False):
             if state is None:
                 continue  # removed since the ZDIFF
-            paused = (
-                not isinstance(state, redis.exceptions.ResponseError) and text(state) == ScheduleState.PAUSED
-            )
-            counts[ScheduleState.PAUSED if paused else ScheduleState.BROKEN] += 1
+            known = None if isinstance(state, redis.exceptions.ResponseError) else text(state)
+            counts[known if known in idle else ScheduleState.BROKEN] += 1
     return counts
 
 

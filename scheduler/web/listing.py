@@ -87,6 +87,7 @@ _STATE_SOURCES: dict[str, tuple[Source, ...]] = {
     "running": (Source.RUNNING,),
     "paused": (Source.RUNNING, Source.IDLE),  # a paused schedule's last run may be in flight
     "broken": (Source.IDLE,),
+    "completed": (Source.IDLE,),
 }
 
 

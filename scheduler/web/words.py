@@ -34,21 +34,32 @@ def in_words(schedule: Schedule) -> str:
     """The schedule's trigger as a sentence fragment, in its own timezone."""
     if schedule.every_ms is not None:
         return f"every {format_duration(schedule.every_ms)}"
-    expr = " ".join((schedule.cron or "").split())
+    if len(schedule.crons) > 1:
+        return " and ".join(_cron_words(schedule, expr) for expr in schedule.crons)
+    return _cron_words(schedule, schedule.crons[0] if schedule.crons else "")
+
+
+def _cron_words(schedule: Schedule, written: str) -> str:
+    """One cron expression of ``schedule`` in words (its own text when unusual)."""
+    expr = " ".join(written.split())
     if expr.lower() in _ALIASES:
         return _ALIASES[expr.lower()]
     fields = expr.split(" ")
     if len(fields) not in (_FIVE, _SIX) or "H" in expr.upper():
-        return cron.describe(schedule.trigger)
+        return _described(schedule, written)
     second = fields.pop(0) if len(fields) == _SIX else "0"
     minute, hour, dom, month, dow = fields
     when = _time_of_day(second, minute, hour)
     if when is None:
-        return cron.describe(schedule.trigger)
+        return _described(schedule, written)
     days = _days(dom, month, dow)
     if days is None:
-        return cron.describe(schedule.trigger)
+        return _described(schedule, written)
     return when if days == _EVERY_DAY and when.startswith("every ") else f"{when}{days}"
+
+
+def _described(schedule: Schedule, written: str) -> str:
+    return cron.describe(cron.cron_trigger(written, schedule.timezone, schedule_id=schedule.id))
 
 
 def _time_of_day(second: str, minute: str, hour: str) -> str | None:

@@ -56,6 +56,7 @@ def test_status_and_check_with_a_leader(redis_url: str, conn: Redis, replica: Se
         "due": 1,
         "running": 0,
         "paused": 1,
+        "completed": 0,
         "broken": 0,
         "total": 2,
         "overdue": 0,

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from scheduler import policy
 from scheduler.clock import iso
 from scheduler.engine.dispatch import Decision, decide
-from scheduler.engine.runs import MAX_ERROR_CHARS, InFlight, prepare_ack
+from scheduler.engine.runs import ACK_STATS_AT, MAX_ERROR_CHARS, InFlight, prepare_ack
 from scheduler.engine.watchdog import MAX_CHECK_MS, MIN_CHECK_MS, ORPHAN_GRACE_MS, judge, next_check_ms
 from scheduler.keys import HISTORY_MAXLEN, Keys
 from scheduler.model import Misfire, Schedule
@@ -274,14 +274,16 @@ def ack_args(schedule: Schedule, now_ms: int, **kwargs: Any) -> dict[str, Any]:
         "id", "job_id", "version", "next_fire", "score", "now", "now_score",
         "outcome", "dropped", "maxlen", "error", "resumed_at", "stale_by",
         "started_at", "ended_at", "worker", "lateness_ms", "metered",
+        "max_runs", "excluded", "first_excluded",
     ]  # fmt: skip
+    assert len(names) == ACK_STATS_AT
     # after the named arguments: (field, increment) pairs for the stats hash
     assert len(ack.args) >= len(names) and (len(ack.args) - len(names)) % 2 == 0
     return dict(zip(names, ack.args[: len(names)], strict=True))
 
 
 def stats_increments(schedule: Schedule, now_ms: int, **kwargs: Any) -> dict[str, int]:
-    args = prepare_ack(K, in_flight(schedule), now_ms, **kwargs).args[18:]
+    args = prepare_ack(K, in_flight(schedule), now_ms, **kwargs).args[ACK_STATS_AT:]
     return dict(zip(args[::2], args[1::2], strict=True))
 
 
@@ -323,6 +325,10 @@ def test_ack_on_time_arms_the_next_fire() -> None:
         "worker": "",
         "lateness_ms": "",
         "metered": "0",
+        # no max_runs, no exclusions
+        "max_runs": "",
+        "excluded": 0,
+        "first_excluded": "",
     }
 
 
@@ -330,7 +336,7 @@ def test_a_started_run_carries_its_times_its_lateness_and_counts_it() -> None:
     run = dataclasses.replace(in_flight(every_second()), started_ms=T_MS + 40, worker="w1")
     ack = prepare_ack(K, run, T_MS + 200)
     assert ack.args[13:18] == [iso(T_MS + 40), iso(T_MS + 200), "w1", 40, "0"]
-    stats = dict(zip(ack.args[18::2], ack.args[19::2], strict=True))
+    stats = dict(zip(ack.args[ACK_STATS_AT::2], ack.args[ACK_STATS_AT + 1 :: 2], strict=True))
     assert stats["late_le:0.05"] == 1 and stats["late_sum_us"] == 40_000
     by_watchdog = prepare_ack(K, dataclasses.replace(run, ended_ms=T_MS + 150), T_MS + 900, by="watchdog")
     assert by_watchdog.args[14] == iso(T_MS + 150)  # the end the worker recorded, not the look

@@ -128,7 +128,7 @@ def test_the_reply_values_that_are_not_a_status() -> None:
 
 
 def test_states_are_their_stored_strings() -> None:
-    assert STATES == ("due", "running", "paused", "broken")
+    assert STATES == ("due", "running", "paused", "broken", "completed")
     assert json.dumps({ScheduleState.PAUSED: ScheduleState.BROKEN}) == '{"paused": "broken"}'
     assert f"{ScheduleState.DUE}" == "due"
 

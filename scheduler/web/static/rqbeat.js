@@ -112,7 +112,8 @@
                                    : [el("span", { class: "state state-broken" }, ["none"]), ": no replica holds the lease"]);
     const s = c.schedules;
     field(box, "schedules", [s.total + " total: " + s.due + " due (" + s.overdue + " overdue), " + s.running +
-                             " running, " + s.paused + " paused, " + s.broken + " broken"]);
+                             " running, " + s.paused + " paused, " + (s.completed ? s.completed + " completed, " : "") +
+                             s.broken + " broken"]);
     field(box, "now", [c.now_utc]);
     box.querySelector("#replicas").replaceChildren(...c.replicas.map((n) => {
       const row = el("tr", {}, cells([n.node, n.role, n.epoch, n.heartbeat, n.host, n.pid],
