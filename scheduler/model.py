@@ -238,16 +238,25 @@ class Schedule:
         return out
 
     def to_json(self) -> str:
-        """The stored form (a schedule hash's ``definition``): compact, key-sorted JSON
-        of the settings that differ from their defaults, without the id (the key names
-        it). Stable text for change detection, and short: a typical definition stays
-        under Redis's 64-byte listpack limit, so the hash keeps its compact encoding."""
+        """The definition's text: compact, key-sorted JSON of :meth:`stored_settings`.
+        Stable text for change detection and caches; Redis holds it as one hash field
+        per setting (:func:`scheduler.stored.definition_text` rebuilds this text)."""
+        return self._json
+
+    @cached_property
+    def _json(self) -> str:
+        # memoized: apply compares, sizes and encodes each of 100k schedules by it
+        return json.dumps(self.stored_settings(), sort_keys=True, separators=(",", ":"))
+
+    def stored_settings(self) -> dict[str, Any]:
+        """What is stored (:mod:`scheduler.stored`, one hash field each): the
+        user-facing settings that differ from their defaults, without the id."""
         data = self.to_dict()
         del data["id"]
         for key, default in _STORED_DEFAULTS.items():
             if data.get(key) == default:
                 del data[key]
-        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return data
 
     @property
     def trigger_text(self) -> str:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from enum import IntEnum, StrEnum
 
+from scheduler.stored import LEGACY_FIELD, SETTING_FIELDS
+
 
 class ScheduleState(StrEnum):
     """The ``state`` field of a schedule's hash (the value is what is stored)."""
@@ -259,10 +261,12 @@ RUN_FIELDS = ("job_id", "job_queue", "epoch", "dispatched_at", *STARTED_FIELDS, 
 
 
 #: The hash fields DUE_READ returns per due schedule, in this order (dispatch decides
-#: from them; ``last_run_at`` tells a fire an overlap policy kept waiting from a missed one).
-DUE_FIELDS = ("definition", "version", "state", "fire_at", "attempt", "last_run_at")
+#: from them): the legacy definition field, the state, ``last_run_at`` (tells a fire an
+#: overlap policy kept waiting from a missed one), then one per setting
+#: (:mod:`scheduler.stored`).
+DUE_FIELDS = (LEGACY_FIELD, "version", "state", "fire_at", "attempt", "last_run_at", *SETTING_FIELDS)
 #: The hash fields UPSERT_READ returns per schedule, in this order.
-UPSERT_READ_FIELDS = ("version", "definition", "state")
+UPSERT_READ_FIELDS = ("version", LEGACY_FIELD, "state", *SETTING_FIELDS)
 
 
 def lua_list(name: str, values: tuple[str, ...]) -> str:

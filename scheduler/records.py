@@ -15,6 +15,7 @@ from scheduler.clock import parse_iso_ms
 from scheduler.errors import CorruptDefinition
 from scheduler.model import Schedule
 from scheduler.protocol import STATES, ScheduleState
+from scheduler.stored import definition_text
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,7 +48,7 @@ def decode_definition(schedule_id: str, definition: str | None) -> Schedule:
     """The stored definition as a :class:`Schedule`; raises :class:`CorruptDefinition`
     with the reason when it cannot be used."""
     if definition is None:
-        raise CorruptDefinition(schedule_id, "the hash has no 'definition' field")
+        raise CorruptDefinition(schedule_id, "the hash has no 'definition' field and no setting fields")
     try:
         raw = json.loads(definition)
     except (ValueError, RecursionError) as exc:
@@ -77,7 +78,7 @@ def decode_record(
     error = raw.get("error") or None
     schedule: Schedule | None = None
     try:
-        schedule = (decode or decode_definition)(schedule_id, raw.get("definition"))
+        schedule = (decode or decode_definition)(schedule_id, definition_text(raw))
     except CorruptDefinition as exc:
         # a recorded error (the leader's, or "key has type ...") says more than "no definition"
         error = error or str(exc)

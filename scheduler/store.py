@@ -18,7 +18,7 @@ import redis.exceptions
 from redis import Redis
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
-from scheduler import audit, cron, errors, hashes, policy, scripts, windows
+from scheduler import audit, cron, errors, hashes, policy, scripts, stored, windows
 from scheduler.allow import AllowList
 from scheduler.clock import iso, redis_now_ms
 from scheduler.errors import (
@@ -417,9 +417,10 @@ class Client:
         for chunk in hashes.chunks(ids, UPSERT_CHUNK):
             reply = scripts.run(self._scripts.upsert_read, [], [prefix, *chunk])
             for i, schedule_id in enumerate(chunk):
-                version, definition, state = _upsert_row(reply, i)
+                row = _upsert_row(reply, i)
+                version, state, definition = row["version"], row["state"], stored.definition_text(row)
                 if version is not None or definition is not None or state is not None:
-                    out[schedule_id] = (text(definition), text(state))
+                    out[schedule_id] = (definition, text(state))
         return out
 
     def history(self, schedule_id: str, count: int = 20) -> builtins.list[HistoryEntry]:
@@ -456,9 +457,13 @@ class Client:
         read and the write)."""
         lost: builtins.list[Schedule] = []
 
+        # One "now" for the pass: new schedules sharing a trigger share their first
+        # fire's computation (memoized by trigger and time) across all chunks.
+        now = redis_now_ms(self.conn)
+
         def chunks() -> Iterator[tuple[_Chunk, builtins.list[Any] | None]]:
             for chunk in hashes.chunks(schedules, UPSERT_CHUNK):
-                writes, args = self._prepare(chunk, results, edit)
+                writes, args = self._prepare(chunk, results, edit, now=now)
                 yield (writes, len(chunk)), args if writes else None
 
         def settle(context: _Chunk, versions: Any) -> bool:
@@ -519,14 +524,16 @@ class Client:
         results: dict[str, UpsertResult],
         edit: audit.Edit,
         expected: Mapping[str, int] | None = None,
+        now: int | None = None,
     ) -> tuple[builtins.list[Schedule], builtins.list[Any]]:
         """Read a chunk's current versions and build the upsert's arguments for the
         schedules that changed (the unchanged go straight to ``results``). With
         ``expected`` (id → version), a schedule found at another version raises
-        ``StaleVersion`` before anything is sent."""
+        ``StaleVersion`` before anything is sent. ``now`` (Redis time) defaults to the
+        time of the read."""
         prefix = self.keys.schedule("")
         reply = scripts.run(self._scripts.upsert_read, [], [prefix, *(s.id for s in schedules)])
-        now = redis_now_ms(self.conn)
+        now = redis_now_ms(self.conn) if now is None else now
         args: builtins.list[Any] = [
             prefix,
             iso(now),
@@ -536,13 +543,13 @@ class Client:
         ]
         writes: builtins.list[Schedule] = []
         for i, schedule in enumerate(schedules):
-            version, definition, state = _upsert_row(reply, i)
+            row = _upsert_row(reply, i)
+            version, state, definition = row["version"], row["state"], stored.definition_text(row)
             if expected is not None and int(version or 0) != expected[schedule.id]:
                 raise _stale(schedule.id, expected[schedule.id], int(version or 0))
-            new_json = schedule.to_json()
             if (
                 definition is not None
-                and text(definition) == new_json
+                and definition == schedule.to_json()
                 and text(state) != ScheduleState.BROKEN
             ):
                 results[schedule.id] = UpsertResult(schedule.id, "unchanged", int(version))
@@ -553,14 +560,17 @@ class Client:
             fire = cron.next_fire_ms(schedule.trigger, now) if refire else None
             if fire is not None and self._runs_left(schedule, int(version or 0)) == 0:
                 fire = windows.NEVER_MS
-            args += [schedule.id, new_json, int(version or 0)]
+            args += [schedule.id, int(version or 0)]
             if fire is None:
                 args += ["", 0]
             elif fire >= windows.NEVER_MS:  # past end_at, or max_runs reached: completed
                 args += [NO_FIRE, 0]
             else:
                 args += [iso(fire), policy.due_score_ms(schedule, fire) / 1000]
-            args.append(audit.upsert_changes(text(definition), new_json, text(state)))
+            args.append(audit.upsert_changes(definition, schedule.to_json(), text(state)))
+            new_fields = stored.encode(schedule)
+            stale = stored.stale_fields(row, new_fields)
+            args += [len(new_fields), len(stale), *(x for pair in new_fields.items() for x in pair), *stale]
             writes.append(schedule)
         return writes, args
 
@@ -585,12 +595,12 @@ def _first_unrun_ms(trigger: cron.Trigger, record: ScheduleRecord) -> int | None
     return cron.next_fire_ms(trigger, record.fire_ms) if record.job_id else record.fire_ms
 
 
-def _old_definition(schedule_id: str, definition: bytes | None) -> Schedule | None:
+def _old_definition(schedule_id: str, definition: str | None) -> Schedule | None:
     """The stored definition, or None when there is none or it is unreadable."""
     if definition is None:
         return None
     try:
-        return decode_definition(schedule_id, text(definition))
+        return decode_definition(schedule_id, definition)
     except CorruptDefinition:
         return None
 
@@ -600,11 +610,10 @@ def _expected(version: int | None) -> str:
     return ANY_VERSION if version is None else str(version)
 
 
-def _upsert_row(reply: list[Any], i: int) -> tuple[Any, Any, Any]:
-    """(version, definition, state) of the ``i``-th schedule of an UPSERT_READ reply."""
+def _upsert_row(reply: list[Any], i: int) -> dict[str, Any]:
+    """The ``i``-th schedule of an UPSERT_READ reply: field name → value or None."""
     n = len(UPSERT_READ_FIELDS)
-    fields = dict(zip(UPSERT_READ_FIELDS, reply[n * i : n * i + n], strict=True))
-    return fields["version"], fields["definition"], fields["state"]
+    return dict(zip(UPSERT_READ_FIELDS, reply[n * i : n * i + n], strict=True))
 
 
 def _stale(schedule_id: str, expected: int, found: int) -> errors.StaleVersion:

@@ -34,14 +34,14 @@ from redis import Redis
 from redis.exceptions import RedisError
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential
 
-from scheduler import scripts
+from scheduler import scripts, stored
 from scheduler.clock import Clock, SystemClock, iso, parse_iso_ms
 from scheduler.engine.webhook import RetryPolicy, Sender, WebhookRejected, encode
 from scheduler.errors import CorruptDefinition
 from scheduler.keys import HISTORY_MAXLEN, Keys
 from scheduler.logs import worth_logging
 from scheduler.protocol import AlertKind
-from scheduler.records import decode_definition, text
+from scheduler.records import decode_definition
 
 if TYPE_CHECKING:
     from scheduler.engine.healthalerts import HealthAlerts
@@ -301,9 +301,9 @@ class Alerter:
         """The namespace's webhook and the schedule's own (read now: an edit applies)."""
         urls = [self.config.url] if self.config.url else []
         if event.schedule_id is not None:
-            definition = self.conn.hget(self.keys.schedule(event.schedule_id), "definition")
+            definition = stored.read_text(self.conn, self.keys.schedule(event.schedule_id))
             try:
-                own = decode_definition(event.schedule_id, text(definition)).webhook
+                own = decode_definition(event.schedule_id, definition).webhook
             except CorruptDefinition:
                 own = None  # a broken schedule's alert still goes to the namespace's webhook
             if own and own not in urls:

@@ -27,7 +27,7 @@ from typing import Any
 
 from redis import Redis
 
-from scheduler import cron, policy, rqkeys, scripts, thresholds, windows
+from scheduler import cron, policy, rqkeys, scripts, stored, thresholds, windows
 from scheduler.allow import AllowList, Verdict
 from scheduler.clock import iso, parse_iso_ms
 from scheduler.engine import rqjob
@@ -37,6 +37,7 @@ from scheduler.keys import HISTORY_MAXLEN, Keys
 from scheduler.model import Overlap, Schedule
 from scheduler.protocol import DUE_FIELDS, NO_FIRE, DispatchReply, ScheduleState
 from scheduler.records import decode_definition, text
+from scheduler.stored import SETTING_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,9 @@ FIRST_CHECK_MS = 1_000
 # and DUE_FIELDS.
 _HEAD, _ROW = 2, 2 + len(DUE_FIELDS)
 #: The order :func:`decide` unpacks a row in; the same as DUE_FIELDS (a test pins it).
-DECIDED_FROM = ("definition", "version", "state", "fire_at", "attempt", "last_run_at")
+DECIDED_FROM = ("definition", "version", "state", "fire_at", "attempt", "last_run_at", *SETTING_FIELDS)
+_DECIDED = 5  # the fields unpacked first
+_SETTINGS_AT = 6  # the settings follow last_run_at
 _TEMPLATES_KEPT = 65_536
 #: Batches read at once: Redis writes one while the next is decided.
 READ_AHEAD = 4
@@ -134,7 +137,9 @@ def decide(
     :data:`~scheduler.protocol.DUE_FIELDS`). A target outside ``allow`` (this replica's
     own list, never Redis's word) is broken."""
     # unpacked by position, not through a dict: this runs per fire in a burst
-    definition, version, state, fire_at, attempt = (text(v) for v in row[:5])
+    definition, version, state, fire_at, attempt = (text(v) for v in row[:_DECIDED])
+    if definition is None:  # the stored form: one field per setting (legacy: one JSON field)
+        definition = stored.row_text(SETTING_FIELDS, row[_SETTINGS_AT:])
     try:
         if state != ScheduleState.DUE:
             raise CorruptDefinition(schedule_id, f"is in the due set but its state is {state!r}")

@@ -16,13 +16,14 @@ from typing import Any
 from redis import Redis
 from redis.client import Pipeline
 
-from scheduler import cron, policy, scripts, thresholds, windows
+from scheduler import cron, policy, scripts, stored, thresholds, windows
 from scheduler.clock import iso, parse_iso_ms
 from scheduler.engine import clusterstats
 from scheduler.keys import HISTORY_MAXLEN, Keys
 from scheduler.model import Overlap, Schedule
 from scheduler.protocol import NO_FIRE, RUN_FIELDS, AckOutcome, AckReply, FailOutcome, Flag, RetryReply
 from scheduler.records import decode_definition, text
+from scheduler.stored import SETTING_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ class Ack:
 
 #: What an in-flight run is read from: the fire and its definition, the run's own
 #: fields (:data:`~scheduler.protocol.RUN_FIELDS`) and when it was last resumed.
-IN_FLIGHT_FIELDS = ("definition", "version", "fire_at", "attempt", *RUN_FIELDS, "resumed_at")
+IN_FLIGHT_FIELDS = ("definition", "version", "fire_at", "attempt", *RUN_FIELDS, "resumed_at", *SETTING_FIELDS)
 
 
 def read_in_flight(conn: Redis, keys: Keys, schedule_id: str) -> InFlight | None:
@@ -93,11 +94,11 @@ def decode_in_flight(schedule_id: str, row: list[Any]) -> InFlight | None:
     """An in-flight run from an HMGET of :data:`IN_FLIGHT_FIELDS`."""
     fields = dict(zip(IN_FLIGHT_FIELDS, row, strict=True))
     job_id, fire_at, dispatched_at = fields["job_id"], fields["fire_at"], fields["dispatched_at"]
-    definition, version, attempt, epoch = (fields[f] for f in ("definition", "version", "attempt", "epoch"))
+    version, attempt, epoch = (fields[f] for f in ("version", "attempt", "epoch"))
     if job_id is None or fire_at is None:
         return None
     try:
-        schedule = decode_definition(schedule_id, text(definition))
+        schedule = decode_definition(schedule_id, stored.definition_text(fields))
         fire_ms = parse_iso_ms(str(text(fire_at)))
         dispatched_ms = parse_iso_ms(str(text(dispatched_at))) if dispatched_at else fire_ms
         tries = int(attempt or 1)

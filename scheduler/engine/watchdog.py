@@ -32,7 +32,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.utils import utcparse
 
-from scheduler import clockskew, rqkeys, scripts
+from scheduler import clockskew, rqkeys, scripts, stored
 from scheduler.clock import iso
 from scheduler.engine import cancel, liveness, runs
 from scheduler.errors import CorruptDefinition
@@ -365,9 +365,8 @@ class Watchdog:
         log.error("broken schedule=%s error=%s", schedule_id, reason)
 
     def _orphan_reason(self, schedule_id: str) -> str:
-        definition = self.conn.hget(self.keys.schedule(schedule_id), "definition")
         try:
-            decode_definition(schedule_id, text(definition))
+            decode_definition(schedule_id, stored.read_text(self.conn, self.keys.schedule(schedule_id)))
         except CorruptDefinition as exc:
             return exc.reason[:500]
         return "in the running set without a readable in-flight run"

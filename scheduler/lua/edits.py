@@ -11,7 +11,7 @@ UPSERT_READ = (
 -- What an upsert decides from, for many schedules in one round trip.
 -- ARGV[1] - the schedule key prefix
 -- ARGV[2..] - the schedule ids
--- returns per id: version, definition, state (UPSERT_READ_FIELDS; a key of another
+-- returns per id: version, definition, state, settings (UPSERT_READ_FIELDS; a key of another
 -- type, set by hand, reads as state 'broken': the upsert replaces it)
 local prefix = ARGV[1]
 local out = {}
@@ -47,21 +47,23 @@ local NO_FIRE = '{NO_FIRE}'
 -- ARGV[4] - history maxlen
 -- ARGV[5] - by: who makes the edit
 -- ARGV[6] - note ('' = none)
--- then 6 per schedule, from ARGV[i] (i = 7, 13, ...):
+-- then per schedule, from ARGV[i] (i = 7 for the first):
 -- ARGV[i] - the schedule id
--- ARGV[i + 1] - its definition, JSON
--- ARGV[i + 2] - the version read before (0 = new)
--- ARGV[i + 3] - fire_at ISO of the recomputed next fire, '' to keep the pending fire, or
+-- ARGV[i + 1] - the version read before (0 = new)
+-- ARGV[i + 2] - fire_at ISO of the recomputed next fire, '' to keep the pending fire, or
 --   NO_FIRE: none is left (past end_at, max_runs reached): completed, unless a run is
 --   in flight or it is paused (then its ack or resume completes it)
--- ARGV[i + 4] - its due score
--- ARGV[i + 5] - the changed fields, for the audit entry ('' for a new schedule)
+-- ARGV[i + 3] - its due score
+-- ARGV[i + 4] - the changed fields, for the audit entry ('' for a new schedule)
+-- ARGV[i + 5] - s, the number of definition fields to set (scheduler.stored)
+-- ARGV[i + 6] - d, the number of definition fields to delete
+-- ARGV[i + 7 ..] - s field/value pairs, then d field names
 -- returns per schedule the new version, or -1 (UpsertReply.CONFLICT) when the version
 -- moved since it was read (re-read, retry)
 local due, ids, revision, events, broken, log = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local stale = KEYS[7]
 local prefix, now, history_prefix, maxlen, by, note = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local function upsert(key, id, definition, read, fire, score, changed)
+local function upsert(key, id, read, fire, score, changed, first, sets, dels)
   if redis.call('TYPE', key)['ok'] ~= 'hash' then
     if tonumber(read) ~= 0 then return -1 end
     redis.call('DEL', key)  -- none, or a key of another type set by hand: replaced
@@ -69,7 +71,18 @@ local function upsert(key, id, definition, read, fire, score, changed)
   local current = tonumber(redis.call('HGET', key, 'version') or '0')
   if current ~= tonumber(read) then return -1 end
   local version = current + 1
-  redis.call('HSET', key, 'definition', definition, 'version', version, 'updated_at', now)
+  redis.call('HSET', key, 'version', version, 'updated_at', now,
+             unpack(ARGV, first, first + 2 * sets - 1))
+  if dels > 0 then
+    redis.call('HDEL', key, unpack(ARGV, first + 2 * sets, first + 2 * sets + dels - 1))
+    -- Redis never turns a hashtable back into a listpack: write it anew, so a hash of
+    -- the previous form (one long JSON field) gets the compact encoding back
+    if redis.call('OBJECT', 'ENCODING', key) == 'hashtable' then
+      local all = redis.call('HGETALL', key)
+      redis.call('DEL', key)
+      redis.call('HSET', key, unpack(all))
+    end
+  end
   local state = redis.call('HGET', key, 'state')
   local idle = state == 'due' or state == 'broken' or state == 'completed'
   if current == 0 or (idle and fire ~= '') then
@@ -93,11 +106,14 @@ local function upsert(key, id, definition, read, fire, score, changed)
   return version
 end
 local out, written = {}, false
-for i = 7, #ARGV, 6 do
+local i = 7
+while i <= #ARGV do
+  local sets, dels = tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6])
   local version = upsert(prefix .. ARGV[i], ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3],
-                         ARGV[i + 4], ARGV[i + 5])
+                         ARGV[i + 4], i + 7, sets, dels)
   written = written or version > 0
   out[#out + 1] = version
+  i = i + 7 + 2 * sets + dels
 end
 if written then
   redis.call('INCR', revision)

@@ -38,6 +38,7 @@ from scheduler.errors import CorruptDefinition
 from scheduler.model import Schedule
 from scheduler.protocol import STATES, ScheduleState
 from scheduler.records import decode_definition
+from scheduler.stored import definition_text
 
 SET_TYPES = {"due": "zset", "running": "zset", "ids": "set"}
 
@@ -184,7 +185,7 @@ def _diagnose_hash(view: View, now_ms: int, out: Diagnosis) -> None:
     if not view.in_ids:
         out.add("not_in_ids", view.key, view.schedule_id, "hash is not in the id set", "added to it")
     try:
-        schedule = decode_definition(view.schedule_id, raw.get("definition"))
+        schedule = decode_definition(view.schedule_id, definition_text(raw))
     except CorruptDefinition as exc:
         _diagnose_unreadable(view, str(exc), seen, out)
         return

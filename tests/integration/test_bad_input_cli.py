@@ -23,8 +23,9 @@ from devtools.processes import REPO
 from scheduler.cli.app import cli
 from scheduler.errors import InvalidSchedule
 from scheduler.model import Schedule
-from scheduler.records import decode_definition, text
+from scheduler.records import decode_definition
 from scheduler.store import Client
+from scheduler.stored import read_text
 from tests.badinput import PROFILE, any_raw, junk, nasty_text, toml_document, valid_raw
 from tests.keyspace import snapshot
 
@@ -135,8 +136,7 @@ def test_add_with_random_options(redis_url: str, conn: Redis, argv: list[str]) -
         assert snapshot(conn) == before
         return
     assert result.exception is None, result.output
-    stored = conn.hget(f"rqbeat:schedule:{argv[0]}", "definition")
-    assert decode_definition(argv[0], text(stored)).id == argv[0]
+    assert decode_definition(argv[0], read_text(conn, f"rqbeat:schedule:{argv[0]}")).id == argv[0]
     if "--json" in argv:
         assert json.loads(result.stdout)["id"] == argv[0]
 
@@ -165,7 +165,7 @@ def test_set_with_one_junk_option(redis_url: str, conn: Redis, option: str, valu
         assert_clean_refusal(result)
         assert snapshot(conn) == before
         return
-    stored = decode_definition("x", text(conn.hget("rqbeat:schedule:x", "definition")))
+    stored = decode_definition("x", read_text(conn, "rqbeat:schedule:x"))
     if option != "--args":
         assert stored.args == (1,)  # set keeps what it was not given
 

@@ -14,6 +14,7 @@ from redis import Redis
 
 from devtools.localredis import free_port
 from devtools.processes import RedisServer
+from scheduler import stored
 from scheduler.cli.app import cli
 from scheduler.keys import Keys
 from scheduler.model import MAX_PAYLOAD_BYTES
@@ -60,7 +61,7 @@ def test_add_text(rqbeat: Invoke, conn: Redis) -> None:
     assert ok(rqbeat(*replace)).startswith("unchanged s1 (version 1)")
     out = ok(rqbeat(*replace, "--args", '[1, "a"]'))
     assert out.startswith("updated s1 (version 2)")
-    definition = json.loads(conn.hget(K.schedule("s1"), "definition") or b"")
+    definition = json.loads(stored.read_text(conn, K.schedule("s1")) or "")
     assert definition["args"] == [1, "a"]
     assert definition["owner"] == "cli"
 

@@ -24,7 +24,8 @@ from devtools.localredis import free_port
 from devtools.processes import REPO
 from scheduler.cli.app import cli
 from scheduler.keys import Keys
-from scheduler.records import decode_definition, text
+from scheduler.records import decode_definition
+from scheduler.stored import read_text
 from tests.cli import Invoke, ok
 from tests.keyspace import snapshot
 from tests.tty import drain
@@ -35,8 +36,7 @@ K = Keys()
 
 
 def definition(conn: Redis, schedule_id: str, namespace: str = "rqbeat") -> dict[str, Any]:
-    stored = conn.hget(Keys(namespace).schedule(schedule_id), "definition")
-    return decode_definition(schedule_id, text(stored)).to_dict()
+    return decode_definition(schedule_id, read_text(conn, Keys(namespace).schedule(schedule_id))).to_dict()
 
 
 def one_error_line(result: Result, exit_code: int) -> str:

@@ -14,6 +14,7 @@ from scheduler.errors import RqbeatError, ScheduleNotFound
 from scheduler.keys import Keys
 from scheduler.model import Schedule
 from scheduler.store import UPSERT_CHUNK, Client
+from scheduler.stored import DEFINITION_FIELDS, SETTING_FIELDS
 
 pytestmark = pytest.mark.integration
 
@@ -82,11 +83,12 @@ def test_new_schedule_is_due_at_its_next_fire(client: Client, conn: Redis) -> No
     assert stored["state"] == "due"
     assert stored["version"] == "1"
     assert stored["attempt"] == "1"
-    # human-readable: the definition is the JSON a person wrote
-    definition = json.loads(stored["definition"])
-    assert definition["every"] == "1h"
-    assert definition["description"] == "hello"
-    assert "id" not in definition  # the key names it
+    # human-readable: one field per setting, as a person wrote it (scheduler.stored)
+    assert stored["every"] == "1h"
+    assert stored["description"] == "hello"
+    assert stored["target"] == schedule().target
+    assert "id" not in stored and "definition" not in stored  # the key names it
+    definition = {k: v for k, v in stored.items() if k in SETTING_FIELDS}
     assert Schedule.from_dict({**definition, "id": "s1"}) == schedule(description="hello")
     assert conn.sismember(K.ids, "s1")
     assert conn.zscore(K.running, "s1") is None
@@ -292,7 +294,7 @@ def test_damaged_schedules_show_as_broken(client: Client, conn: Redis) -> None:
     conn.hset(K.schedule("garbage"), "definition", "{not json")
     conn.delete(K.schedule("wrongtype"))
     conn.set(K.schedule("wrongtype"), "foo")
-    conn.hdel(K.schedule("nodef"), "definition")
+    conn.hdel(K.schedule("nodef"), *DEFINITION_FIELDS)
     conn.hset(
         K.schedule("invalid"), "definition", json.dumps({"id": "invalid", "target": "x", "every": "1h"})
     )
@@ -396,3 +398,52 @@ def test_namespaces_are_isolated(conn: Redis) -> None:
     assert all(k.startswith(("one:", "two:")) for k in keys)
     assert "two:schedule:shared" in keys
     assert not any(k.startswith("rqbeat:") for k in keys)
+
+
+# -- the stored form ----------------------------------------------------------------
+
+
+def realistic(**changes: Any) -> Schedule:
+    raw = {"id": "daily-summary", "target": "myapp.tasks.reports.daily_summary", "cron": "30 2 * * *",
+           "timezone": "Europe/Berlin", "max_attempts": 3, **changes}  # fmt: skip
+    return Schedule.from_dict(raw, owner="apply:reports")
+
+
+def test_a_realistic_schedule_hash_stays_listpack_encoded(client: Client, conn: Redis) -> None:
+    client.upsert_many([realistic()])
+    key = K.schedule("daily-summary")
+    assert conn.object("encoding", key) == b"listpack"
+    fields = hash_of(conn, "daily-summary")
+    assert fields["target"] == "myapp.tasks.reports.daily_summary"
+    assert fields["max_attempts"] == "3"
+    assert client.get("daily-summary").schedule == realistic()
+
+
+def test_a_schedule_of_the_previous_form_loads_and_its_next_write_migrates_it(
+    client: Client, conn: Redis
+) -> None:
+    client.upsert(realistic())
+    key = K.schedule("daily-summary")
+    # what an older rqbeat wrote: the whole definition as one JSON field (by hand: the
+    # current code cannot write it)
+    conn.hdel(key, *SETTING_FIELDS)
+    conn.hset(key, "definition", realistic().to_json())
+    assert client.get("daily-summary").schedule == realistic()
+    assert client.upsert(realistic()).action == "unchanged"  # the same definition
+    assert client.stored(["daily-summary"]) == {"daily-summary": (realistic().to_json(), "due")}
+
+    assert client.upsert(realistic(max_attempts=5)).action == "updated"
+    fields = hash_of(conn, "daily-summary")
+    assert "definition" not in fields
+    assert fields["max_attempts"] == "5"
+    assert conn.object("encoding", key) == b"listpack"
+    assert client.get("daily-summary").schedule == realistic(max_attempts=5)
+
+
+def test_a_setting_put_back_to_its_default_is_deleted(client: Client, conn: Redis) -> None:
+    client.upsert(realistic(description="nightly totals", queue="reports"))
+    assert hash_of(conn, "daily-summary")["queue"] == "reports"
+    client.upsert(realistic())
+    fields = hash_of(conn, "daily-summary")
+    assert "queue" not in fields and "description" not in fields
+    assert client.get("daily-summary").schedule == realistic()
