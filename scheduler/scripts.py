@@ -17,6 +17,14 @@ from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 from redis.typing import KeyT
 
+from scheduler.lua.backfills import (
+    BACKFILL_ACK,
+    BACKFILL_CANCEL,
+    BACKFILL_DISPATCH,
+    BACKFILL_FAIL,
+    BACKFILL_NUDGE,
+    BACKFILL_START,
+)
 from scheduler.lua.dispatch import DISPATCH, DUE_READ
 from scheduler.lua.edits import PAUSE, REMOVE, RESUME, TRIGGER, UPSERT, UPSERT_READ
 from scheduler.lua.runs import ACK, ALERT_RECORD, MARK_BROKEN, NUDGE, RETRY, RUN_TIMES_HEADER, START
@@ -26,6 +34,8 @@ __all__ = [
     "UPSERT_READ", "UPSERT", "REMOVE", "PAUSE", "RESUME", "TRIGGER",
     "ACK", "RETRY", "NUDGE", "START", "MARK_BROKEN", "DUE_READ", "DISPATCH", "ALERT_RECORD",
     "RUN_TIMES_HEADER",
+    "BACKFILL_START", "BACKFILL_DISPATCH", "BACKFILL_ACK", "BACKFILL_FAIL", "BACKFILL_NUDGE",
+    "BACKFILL_CANCEL",
 ]  # fmt: skip
 
 C = TypeVar("C")
@@ -79,6 +89,14 @@ class Scripts:
         self.alert_record = register(conn, ALERT_RECORD)
         self.due_read = register(conn, DUE_READ, Flags.READS)
         self.dispatch = register(conn, DISPATCH)
+        self.backfill_start = register(conn, BACKFILL_START)
+        self.backfill_dispatch = register(conn, BACKFILL_DISPATCH)
+        self.backfill_ack = register(conn, BACKFILL_ACK)
+        self.backfill_fail = register(conn, BACKFILL_FAIL)
+        # a zset score and a wake-up: a full Redis must not hide a failed backfill run
+        self.backfill_nudge = register(conn, BACKFILL_NUDGE, Flags.ALLOW_OOM)
+        # stopping frees work: the way out of a full Redis must not be refused
+        self.backfill_cancel = register(conn, BACKFILL_CANCEL, Flags.ALLOW_OOM)
 
 
 def run(script: Script, keys: Sequence[KeyT], args: Sequence[Any], client: Any = None) -> Any:

@@ -18,8 +18,10 @@ import redis.exceptions
 from redis import Redis
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
-from scheduler import cron, errors, hashes, policy, scripts
+from scheduler import backfillstore, cron, errors, hashes, policy, scripts
 from scheduler.allow import AllowList
+from scheduler.backfill import Plan as BackfillPlan
+from scheduler.backfill import Status as BackfillStatus
 from scheduler.clock import iso, redis_now_ms
 from scheduler.errors import CorruptDefinition, RedisFull, RqbeatError, ScheduleConflict, ScheduleNotFound
 from scheduler.keys import DEFAULT_NAMESPACE, HISTORY_MAXLEN, Keys
@@ -27,6 +29,7 @@ from scheduler.memory import full_is_error, read_memory
 from scheduler.model import Schedule
 from scheduler.protocol import (
     UPSERT_READ_FIELDS,
+    BackfillOverlap,
     PauseReply,
     RemoveReply,
     ResumeReply,
@@ -184,6 +187,9 @@ class Client:
             k.broken,
             k.failing,
             k.metered,
+            k.backfill(schedule_id),
+            k.backfills,
+            k.succeeded(schedule_id),
         ]
         with full_is_error(f"removing schedule {schedule_id!r}"):
             reply = RemoveReply(scripts.run(self._scripts.remove, keys, [schedule_id]))
@@ -260,6 +266,45 @@ class Client:
             raise ScheduleNotFound(schedule_id)
         if reply != TriggerReply.TRIGGERED:  # the state that prevents it
             raise RqbeatError(f"schedule {schedule_id!r} is {reply!s}; only a due schedule can be triggered")
+
+    def backfill(
+        self,
+        schedule_id: str,
+        start_ms: int,
+        end_ms: int,
+        *,
+        overlap: BackfillOverlap = BackfillOverlap.ALLOW,
+        force: bool = False,
+        dry_run: bool = False,
+        by: str = "api",
+    ) -> BackfillPlan:
+        """Run each fire of ``[start_ms, end_ms)`` (past, at most
+        :data:`~scheduler.backfill.MAX_FIRES`) once, oldest first, on the leader, beside
+        the live fires; fires that already ran to success are skipped unless ``force``.
+        ``overlap=skip`` runs a fire only while the schedule has no live run in flight.
+        Returns the plan; ``dry_run`` writes nothing. Raises (having written nothing)
+        :class:`ScheduleNotFound`, :class:`~scheduler.backfill.BadWindow`,
+        :class:`~scheduler.backfill.BackfillActive`, or :class:`RqbeatError` when
+        there is nothing to run."""
+        the_plan = backfillstore.plan(
+            self.conn, self.keys, schedule_id, start_ms, end_ms, force=force, overlap=overlap
+        )
+        if not dry_run:
+            backfillstore.start(
+                self.conn, self.keys, self._scripts, the_plan, by=by, history_maxlen=self.history_maxlen
+            )
+        return the_plan
+
+    def backfill_status(self, schedule_id: str) -> BackfillStatus | None:
+        """The schedule's last backfill, running or finished; None when it has none."""
+        return backfillstore.status(self.conn, self.keys, schedule_id)
+
+    def cancel_backfill(self, schedule_id: str, *, by: str = "api") -> bool:
+        """Stop the schedule's running backfill (a run in flight finishes). False when
+        none was running."""
+        return backfillstore.cancel(
+            self.conn, self.keys, self._scripts, schedule_id, by=by, history_maxlen=self.history_maxlen
+        )
 
     # -- reads --------------------------------------------------------------------
 

@@ -180,6 +180,8 @@ def prepare_ack(
     resolution = policy.resolve_misfire(schedule, pending, now_ms)
     score = policy.due_score_ms(schedule, resolution.fire_ms)
     sid = run.schedule_id
+    # the trigger's fire after the one that ran: the succeeded record chains on it
+    expect_ms = pending if resumed_ms is None else cron.next_fire_ms(schedule.trigger, run.fire_ms)
     if outcome is AckOutcome.SUCCEEDED:
         latency_ms = None if ended_ms is None else now_ms - ended_ms
         stats = clusterstats.ack_increments(by=by, latency_ms=latency_ms, dropped=resolution.dropped)
@@ -197,6 +199,7 @@ def prepare_ack(
             keys.queued,
             keys.stale,
             *_alert_keys(keys),
+            keys.succeeded(sid),
         ],
         args=[
             sid,
@@ -213,6 +216,8 @@ def prepare_ack(
             run.resumed_at,
             (now_ms + stale_ms) / 1000,
             *run_times(run, now_ms if by == "worker" else run.ended_ms),
+            run.fire_ms,
+            expect_ms,
             *stats,
         ],
     )

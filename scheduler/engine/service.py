@@ -8,6 +8,7 @@ A classic cron runner's Tick and Loop, distributed::
                passes, even with Redis unreachable)
                dispatch due schedules, batch by batch
                watchdog: look at in-flight runs whose time has come
+               backfill: at most one fire per active backfill (engine.backfiller)
                wait until the next due score, the next watchdog look, the next
                renew, or a wake-up published by an edit or an ack
 
@@ -37,6 +38,7 @@ from scheduler.allow import AllowList
 from scheduler.clock import Clock, SystemClock, iso, redis_now_ms, time_reply_ms
 from scheduler.connection import DEFAULT_REDIS_URL
 from scheduler.engine.alerts import AlertConfig, Alerter
+from scheduler.engine.backfiller import Backfiller
 from scheduler.engine.counters import CounterWatch
 from scheduler.engine.dispatch import DEFAULT_BATCH, Dispatcher, Prepared
 from scheduler.engine.healthalerts import HealthAlerts
@@ -118,6 +120,7 @@ class Service:
         self.dispatcher = Dispatcher(self.conn, self.keys, batch_size=config.batch_size, allow=config.allow)
         self.metrics = Metrics(self.keys, self.conn)
         self.watchdog = Watchdog(self.conn, self.keys, batch_size=config.batch_size, metrics=self.metrics)
+        self.backfiller = Backfiller(self.conn, self.keys, allow=config.allow)
         self.alerter = Alerter(
             self.conn, self.keys, config.alerts, is_leader=lambda: self.is_leader, metrics=self.metrics
         )
@@ -297,7 +300,8 @@ class Service:
         pipe.time()
         pipe.zrange(self.keys.due, 0, 0, withscores=True)
         pipe.zrange(self.keys.running, 0, 0, withscores=True)
-        time_reply, first_due, first_running = pipe.execute()
+        pipe.zrange(self.keys.backfills, 0, 0, withscores=True)
+        time_reply, first_due, first_running, first_backfill = pipe.execute()
         now_ms = time_reply_ms(time_reply)
         worked = False
         if first_due and first_due[0][1] * 1000 <= now_ms:
@@ -306,13 +310,29 @@ class Service:
             if batch.size >= self.config.batch_size:
                 return 0.0  # more is due: dispatch first, the watchdog can wait a pass
             worked = True
-        if first_running and first_running[0][1] * 1000 <= now_ms:
-            self.watchdog.check(now_ms)
-            worked = True
+        worked = self._look(now_ms, first_running, first_backfill, token) or worked
         if worked:
             self._plan_until = None
             return 0.0  # re-read the sets before planning a wait
-        return self._plan(started, now_ms, first_due, first_running, token)
+        return self._plan(started, now_ms, first_due, [*first_running, *first_backfill], token)
+
+    def _look(
+        self,
+        now_ms: int,
+        first_running: list[tuple[bytes, float]],
+        first_backfill: list[tuple[bytes, float]],
+        token: str,
+    ) -> bool:
+        """The watchdog's looks, then the backfills' (after the live fires); True
+        when either had something to do."""
+        worked = False
+        if first_running and first_running[0][1] * 1000 <= now_ms:
+            self.watchdog.check(now_ms)
+            worked = True
+        if first_backfill and first_backfill[0][1] * 1000 <= now_ms:
+            self.backfiller.step(now_ms, token, self.lease.epoch)
+            worked = True
+        return worked
 
     def _plan(
         self,
@@ -322,9 +342,11 @@ class Service:
         first_running: list[tuple[bytes, float]],
         token: str,
     ) -> float:
-        """How long to wait: until the next due fire or watchdog look, at most
+        """How long to wait: until the next due fire, watchdog or backfill look
+        (``first_running`` holds the first of each), at most
         :data:`MAX_WAIT_S`; a dispatch due within :data:`PREPARE_S` is decided now."""
-        nexts = [float(s) - now_ms / 1000 for row in (first_due, first_running) for _, s in row[:1]]
+        nexts = [float(s) - now_ms / 1000 for _, s in first_due[:1]]
+        nexts += [float(s) - now_ms / 1000 for _, s in first_running]
         until_next = max(0.0, min([*nexts, MAX_WAIT_S]))
         if first_due and until_next == nexts[0]:  # the next thing to do is a dispatch
             if until_next > PREPARE_S:

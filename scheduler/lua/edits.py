@@ -93,11 +93,15 @@ REMOVE = """
 -- KEYS[10] - the broken set
 -- KEYS[11] - the failing zset
 -- KEYS[12] - the metered set
+-- KEYS[13] - its backfill hash
+-- KEYS[14] - the backfills zset
+-- KEYS[15] - its succeeded zset
 -- ARGV[1] - the schedule id
 -- returns (RemoveReply) 1 the schedule existed, 0 it did not
 local schedule, history, due, running = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local ids, revision, events = KEYS[5], KEYS[6], KEYS[7]
 local queued, stale, broken, failing, metered = KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12]
+local backfill, backfills, succeeded = KEYS[13], KEYS[14], KEYS[15]
 local id = ARGV[1]
 local existed = redis.call('DEL', schedule)
 redis.call('ZREM', queued, id)
@@ -106,6 +110,8 @@ redis.call('SREM', broken, id)
 redis.call('ZREM', failing, id)
 redis.call('SREM', metered, id)
 redis.call('DEL', history)
+redis.call('DEL', backfill, succeeded)  -- a backfill in flight stops; its ack finds nothing
+redis.call('ZREM', backfills, id)
 redis.call('ZREM', due, id)
 redis.call('ZREM', running, id)
 existed = existed + redis.call('SREM', ids, id)

@@ -3,6 +3,7 @@ alerts these transitions raise and clear."""
 
 from __future__ import annotations
 
+from scheduler.lua.backfills import RECORD_SUCCESS_LUA
 from scheduler.lua.common import RUN_FIELDS_LUA, WAKE_IF_EARLIER
 from scheduler.protocol import ALERTS_MAXLEN
 
@@ -56,6 +57,7 @@ ACK = (
     + RUN_FIELDS_LUA
     + ALERT_LUA
     + RUN_TIMES_LUA
+    + RECORD_SUCCESS_LUA
     + """
 -- The run of a job is over for good (succeeded, or failed and given up): re-arm the
 -- schedule at its next fire. Compare-and-set on the in-flight job id, so a late,
@@ -72,6 +74,7 @@ ACK = (
 -- KEYS[9] - the alerts list
 -- KEYS[10] - the failing zset
 -- KEYS[11] - the metered set
+-- KEYS[12] - the succeeded zset (what a backfill skips)
 -- ARGV[1] - the schedule id
 -- ARGV[2] - the job id of the run
 -- ARGV[3] - the version the next fire was computed from
@@ -86,7 +89,9 @@ ACK = (
 -- ARGV[12] - resumed_at the next fire was computed from ('' = none)
 -- ARGV[13] - when the schedule counts as stale without another success, score
 -- ARGV[14..18] - the run's times (RUN_TIMES_HEADER)
--- ARGV[19..] - (field, increment) pairs for the stats hash
+-- ARGV[19] - the fire that ran, epoch ms
+-- ARGV[20] - the trigger's fire after it, epoch ms
+-- ARGV[21..] - (field, increment) pairs for the stats hash
 -- returns (AckReply) 1 re-armed, 2 definition changed or resumed meanwhile (due now,
 -- fire recomputed by the leader), 3 paused (left idle), 0 not this schedule's run in
 -- flight (no-op)
@@ -96,6 +101,7 @@ local queued, stale, alerts, failing, metered = KEYS[7], KEYS[8], KEYS[9], KEYS[
 local id, job, version, next_fire, next_score = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local now, now_score, outcome, dropped = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
 local maxlen, err, resumed_at, stale_by = ARGV[10], ARGV[11], ARGV[12], ARGV[13]
+local succeeded, fire_ms, expect = KEYS[12], ARGV[19], ARGV[20]
 if redis.call('HGET', schedule, 'job_id') ~= job then return 0 end
 local state = redis.call('HGET', schedule, 'state')
 local fire = redis.call('HGET', schedule, 'fire_at')
@@ -112,13 +118,14 @@ if state ~= 'running' then
 elseif outcome == 'succeeded' then
   redis.call('ZADD', stale, stale_by, id)
 end
-for i = 19, #ARGV, 2 do redis.call('HINCRBY', stats, ARGV[i], ARGV[i + 1]) end  -- metrics
+for i = 21, #ARGV, 2 do redis.call('HINCRBY', stats, ARGV[i], ARGV[i + 1]) end  -- metrics
 if err ~= '' then
   table.insert(entry, 'error'); table.insert(entry, err)
   redis.call('HSET', schedule, 'last_error', err)  -- why it gave up, for ls and check
 end
 redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', unpack(entry))
 if outcome == 'succeeded' then
+  record_success(succeeded, fire_ms, expect)
   local failures, alerted = unpack(redis.call('HMGET', schedule, 'failures', 'alerted'))
   if failures then
     redis.call('HDEL', schedule, 'failures')

@@ -268,12 +268,12 @@ def ack_args(schedule: Schedule, now_ms: int, **kwargs: Any) -> dict[str, Any]:
     ack = prepare_ack(K, in_flight(schedule), now_ms, **kwargs)
     assert ack.keys == [
         K.schedule(SID), K.due, K.running, K.history(SID), K.events, K.stats, K.queued, K.stale,
-        K.alerts, K.failing, K.metered,
+        K.alerts, K.failing, K.metered, K.succeeded(SID),
     ]  # fmt: skip
     names = [
         "id", "job_id", "version", "next_fire", "score", "now", "now_score",
         "outcome", "dropped", "maxlen", "error", "resumed_at", "stale_by",
-        "started_at", "ended_at", "worker", "lateness_ms", "metered",
+        "started_at", "ended_at", "worker", "lateness_ms", "metered", "fire_ms", "expect_ms",
     ]  # fmt: skip
     # after the named arguments: (field, increment) pairs for the stats hash
     assert len(ack.args) >= len(names) and (len(ack.args) - len(names)) % 2 == 0
@@ -281,7 +281,7 @@ def ack_args(schedule: Schedule, now_ms: int, **kwargs: Any) -> dict[str, Any]:
 
 
 def stats_increments(schedule: Schedule, now_ms: int, **kwargs: Any) -> dict[str, int]:
-    args = prepare_ack(K, in_flight(schedule), now_ms, **kwargs).args[18:]
+    args = prepare_ack(K, in_flight(schedule), now_ms, **kwargs).args[20:]
     return dict(zip(args[::2], args[1::2], strict=True))
 
 
@@ -323,6 +323,9 @@ def test_ack_on_time_arms_the_next_fire() -> None:
         "worker": "",
         "lateness_ms": "",
         "metered": "0",
+        # the succeeded record (what a backfill skips) chains this fire to the next
+        "fire_ms": T_MS,
+        "expect_ms": T_MS + 1000,
     }
 
 
