@@ -88,7 +88,7 @@ def prepare_ack(keys: Keys, schedule: Schedule, job_id: str, fire_ms: int, *, no
             keys.events,
             keys.stats,
         ],
-        args=[sid, job_id, fire_ms, expect, iso(now_ms), now_ms / 1000, HISTORY_MAXLEN, by],
+        args=[sid, job_id, fire_ms, expect, iso(now_ms), now_ms / 1000, HISTORY_MAXLEN, by, iso(fire_ms)],
     )
 
 
@@ -262,6 +262,7 @@ class Backfiller:
                 iso(now_ms),
                 verdict.reason,
                 HISTORY_MAXLEN,
+                iso(status.fire_ms),
             ],
         )
         log.warning(

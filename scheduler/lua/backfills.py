@@ -23,7 +23,9 @@ local function chain_of(member)
   return string.match(member, '^(%d+):(%d+):(%d+)$')
 end
 local function record_success(key, fire, expect)
-  if #redis.call('ZRANGEBYSCORE', key, fire, fire, 'LIMIT', 0, 1) > 0 then return end
+  local covering = redis.call('ZRANGEBYSCORE', key, fire, '+inf', 'LIMIT', 0, 1)[1]
+  local covered_from = covering and chain_of(covering)
+  if covered_from and tonumber(covered_from) <= tonumber(fire) then return end  -- a duplicate
   local first, last_, next_ = fire, fire, expect
   local before = redis.call('ZREVRANGEBYSCORE', key, '(' .. fire, '-inf', 'LIMIT', 0, 1)[1]
   if before then
@@ -157,9 +159,7 @@ redis.call('RPUSH', queue_key, job)
 redis.call('HSET', bf, 'job_id', job, 'fire_ms', fire_ms, 'epoch', epoch, 'dispatched_at', now)  -- RUN_FIELDS
 redis.call('ZADD', backfills, look, id)
 redis.call('HINCRBY', stats, 'backfill_dispatched_total', 1)
-redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', 'event', 'backfill_dispatched',
-           'fire_at', fire, 'job_id', job, 'attempt', attempt, 'epoch', epoch, 'at', now)
-return 1
+return 1  -- its history entry is the outcome's (one per fire: a long backfill is long enough)
 """
 )
 
@@ -184,21 +184,23 @@ BACKFILL_ACK = (
 -- ARGV[6] - now, score
 -- ARGV[7] - history maxlen
 -- ARGV[8] - who acked: 'worker' | 'leader'
+-- ARGV[9] - its fire, ISO
 -- returns (BackfillRunReply) 1 acked, 0 not this backfill's run in flight (no-op)
 local bf, backfills, succeeded, history, events, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4],
                                                          KEYS[5], KEYS[6]
 local id, job, fire_ms, expect, now, now_score = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local maxlen, by = ARGV[7], ARGV[8]
+local maxlen, by, fire_at = ARGV[7], ARGV[8], ARGV[9]
 if redis.call('HGET', bf, 'job_id') ~= job or redis.call('HGET', bf, 'state') ~= 'active' then
   return 0
 end
+local epoch = redis.call('HGET', bf, 'epoch') or ''
 redis.call('HDEL', bf, unpack(RUN_FIELDS))
 redis.call('HINCRBY', bf, 'succeeded', 1)
 redis.call('HSET', bf, 'after_ms', fire_ms, 'attempt', 1, 'updated_at', now)
 record_success(succeeded, fire_ms, expect)
 redis.call('HINCRBY', stats, 'backfill_succeeded_total', 1)
 redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', 'event', 'backfill_succeeded',
-           'fire_ms', fire_ms, 'job_id', job, 'by', by, 'at', now)
+           'fire_at', fire_at, 'job_id', job, 'epoch', epoch, 'by', by, 'at', now)
 redis.call('ZADD', backfills, now_score, id)
 redis.call('PUBLISH', events, 'wake')
 return 1
@@ -223,10 +225,11 @@ BACKFILL_FAIL = (
 -- ARGV[6] - now, ISO
 -- ARGV[7] - error text
 -- ARGV[8] - history maxlen
+-- ARGV[9] - its fire, ISO
 -- returns (BackfillRunReply) 1 recorded, 0 not this backfill's run in flight (no-op)
 local bf, backfills, history, stats, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local id, job, fire_ms, give_up, retry_score, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local err, maxlen = ARGV[7], ARGV[8]
+local err, maxlen, fire_at = ARGV[7], ARGV[8], ARGV[9]
 if redis.call('HGET', bf, 'job_id') ~= job or redis.call('HGET', bf, 'state') ~= 'active' then
   return 0
 end
@@ -237,12 +240,12 @@ if give_up == '1' then
   redis.call('HSET', bf, 'after_ms', fire_ms, 'attempt', 1)
   redis.call('HINCRBY', stats, 'backfill_gave_up_total', 1)
   redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', 'event', 'backfill_gave_up',
-             'fire_ms', fire_ms, 'job_id', job, 'error', err, 'at', now)
+             'fire_at', fire_at, 'job_id', job, 'error', err, 'at', now)
   redis.call('PUBLISH', events, 'wake')
 else
   redis.call('HINCRBY', bf, 'attempt', 1)
   redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', 'event', 'backfill_failed',
-             'fire_ms', fire_ms, 'job_id', job, 'error', err, 'at', now)
+             'fire_at', fire_at, 'job_id', job, 'error', err, 'at', now)
 end
 redis.call('ZADD', backfills, retry_score, id)
 return 1

@@ -151,12 +151,16 @@ _INT_RETURN = re.compile(r"\breturn (-?\d+)\b")
         (scripts.BACKFILL_CANCEL, BackfillCancelReply),
     ],
 )
-def test_each_backfill_script_returns_exactly_what_its_reply_enum_names(script: str, reply: type[IntEnum]) -> None:
+def test_each_backfill_script_returns_exactly_what_its_reply_enum_names(
+    script: str, reply: type[IntEnum]
+) -> None:
     assert {int(v) for v in _INT_RETURN.findall(script)} == {m.value for m in reply}
 
 
 def test_the_run_fields_dispatch_sets_are_the_ones_every_ending_clears() -> None:
-    assert set(BACKFILL_RUN_FIELDS) <= set(re.findall(r"'(\w+)', (?:job|fire_ms|epoch|now)\b", scripts.BACKFILL_DISPATCH))
+    assert set(BACKFILL_RUN_FIELDS) <= set(
+        re.findall(r"'(\w+)', (?:job|fire_ms|epoch|now)\b", scripts.BACKFILL_DISPATCH)
+    )
     for body in (scripts.BACKFILL_ACK, scripts.BACKFILL_FAIL, scripts.BACKFILL_CANCEL):
         assert lua_list("RUN_FIELDS", BACKFILL_RUN_FIELDS) in body
         assert "unpack(RUN_FIELDS)" in body
