@@ -20,11 +20,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from scheduler import cron
 from scheduler.clock import iso
-from scheduler.errors import RqbeatError
+from scheduler.errors import InvalidSchedule, RqbeatError
 from scheduler.protocol import BackfillOverlap, BackfillState
 from scheduler.records import text
 
@@ -66,6 +67,23 @@ def window_fires(
     if not fires:
         raise BadWindow(f"no fire of the schedule falls in [{iso(from_ms)}, {iso(to_ms)})")
     return fires
+
+
+def parse_time(option: str, value: str, tz: str) -> int:
+    """An ISO time typed by a person (``--from``, the dashboard's form), epoch ms;
+    without an offset it is a wall time in the schedule's zone ``tz``. Raises
+    :class:`~scheduler.errors.InvalidSchedule` naming ``option``."""
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidSchedule(
+            option,
+            value,
+            "must be an ISO time, e.g. 2026-12-01T00:00:00Z or 2026-12-01 (the schedule's zone)",
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=cron.load_zone(tz))
+    return cron.datetime_to_ms(moment)
 
 
 Chain = tuple[int, int]  # first and last fire of a run of succeeded fires, epoch ms

@@ -4,36 +4,19 @@ from __future__ import annotations
 
 import sys
 import time
-from datetime import datetime
 
 import click
 
-from scheduler import cron
-from scheduler.backfill import Plan
+from scheduler.backfill import Plan, parse_time
 from scheduler.cli.common import Context, echo_json, json_option, pass_context
 from scheduler.cli.complete import id_argument
 from scheduler.cli.render import wall
 from scheduler.clock import iso
-from scheduler.errors import InvalidSchedule, RqbeatError
+from scheduler.errors import RqbeatError
 from scheduler.protocol import BackfillOverlap, BackfillState
 
 #: How often --wait reads the progress.
 POLL_S = 0.5
-
-
-def parse_time(option: str, value: str, tz: str) -> int:
-    """An ISO time; without an offset it is a wall time in the schedule's zone."""
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidSchedule(
-            option,
-            value,
-            "must be an ISO time, e.g. 2026-12-01T00:00:00Z or 2026-12-01 (the schedule's zone)",
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=cron.load_zone(tz))
-    return cron.datetime_to_ms(moment)
 
 
 @click.command(name="backfill")

@@ -1,10 +1,15 @@
 """The actions the schedule page offers, each one :class:`scheduler.store.Client` call:
-the same validation and history entries as the CLI's ``pause``, ``resume``, ``trigger``."""
+the same validation and history entries as the CLI's ``pause``, ``resume``, ``trigger``
+and ``backfill``."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
 
+from scheduler.backfill import parse_time
+from scheduler.errors import RqbeatError
+from scheduler.protocol import BackfillOverlap
 from scheduler.store import Client
 
 
@@ -14,6 +19,7 @@ class Action(StrEnum):
     PAUSE = "pause"
     RESUME = "resume"
     TRIGGER = "trigger"
+    BACKFILL = "backfill"
 
 
 class Outcome(StrEnum):
@@ -25,6 +31,7 @@ class Outcome(StrEnum):
     RESUMED = "resumed"
     NOT_PAUSED = "not-paused"
     TRIGGERED = "triggered"
+    BACKFILLING = "backfilling"
 
     def say(self, schedule_id: str) -> str:
         return _SAY[self].format(id=schedule_id)
@@ -36,14 +43,38 @@ _SAY = {
     Outcome.RESUMED: "resumed {id}",
     Outcome.NOT_PAUSED: "{id} was not paused",
     Outcome.TRIGGERED: "triggered {id}: it runs now, once",
+    Outcome.BACKFILLING: "started a backfill of {id}: its progress shows below",
 }
 
 
-def perform(client: Client, action: Action, schedule_id: str) -> Outcome:
-    """Do ``action``; :class:`~scheduler.errors.RqbeatError` when the store refuses it."""
+def perform(
+    client: Client, action: Action, schedule_id: str, form: Mapping[str, str] | None = None
+) -> Outcome:
+    """Do ``action`` (a backfill reads its window from ``form``);
+    :class:`~scheduler.errors.RqbeatError` when the store refuses it, or the form's
+    input is bad (a ValueError too), having written nothing."""
+    if action is Action.BACKFILL:
+        return backfill(client, schedule_id, form or {})
     if action is Action.PAUSE:
         return Outcome.PAUSED if client.pause(schedule_id) else Outcome.ALREADY_PAUSED
     if action is Action.RESUME:
         return Outcome.RESUMED if client.resume(schedule_id) else Outcome.NOT_PAUSED
     client.trigger(schedule_id)
     return Outcome.TRIGGERED
+
+
+def backfill(client: Client, schedule_id: str, form: Mapping[str, str]) -> Outcome:
+    """The "Backfill a window" form: ``from``, ``to`` (ISO; without an offset, in the
+    schedule's zone), ``overlap`` and ``force``; :meth:`Client.backfill`, as the CLI."""
+    record = client.get(schedule_id)
+    if record.schedule is None:
+        raise RqbeatError(f"schedule {schedule_id!r} is broken; apply a valid definition")
+    tz = record.schedule.timezone
+    start = parse_time("from", form.get("from", ""), tz)
+    end = parse_time("to", form.get("to", ""), tz)
+    try:
+        overlap = BackfillOverlap(form.get("overlap") or BackfillOverlap.ALLOW)
+    except ValueError:
+        raise RqbeatError(f"overlap must be one of {', '.join(BackfillOverlap)}") from None
+    client.backfill(schedule_id, start, end, overlap=overlap, force=form.get("force") == "1", by="web")
+    return Outcome.BACKFILLING

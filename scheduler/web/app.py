@@ -4,7 +4,7 @@ Routes, relative to wherever the blueprint is registered::
 
     GET  /                          the schedule list (filters and paging in the query)
     GET  /schedule/<id>             one schedule: definition, next fires, history
-    POST /schedule/<id>/<action>    pause, resume, trigger (see scheduler.web.guard)
+    POST /schedule/<id>/<action>    pause, resume, trigger, backfill (see scheduler.web.guard)
     GET  /cluster                   leader, replicas, queues and workers
     POST /unlock                    trade the token for an unlock cookie
     GET  /api/schedules, /api/schedule/<id>, /api/cluster   the same data as JSON,
@@ -252,6 +252,8 @@ class Dashboard:
         data = present.schedule(record, now_ms)
         data["history"] = present.history(entries, record, self.job_link)[:HISTORY_ENTRIES]
         data["job_url"] = self.job_link(record.job_id) if record.job_id else None
+        backfill = self.client.backfill_status(schedule_id)
+        data["backfill"] = None if backfill is None else backfill.to_json() | {"line": backfill.line()}
         return data
 
     def schedule_page(self, schedule_id: str) -> Response:
@@ -327,8 +329,8 @@ class Dashboard:
             )
             return self._render_schedule(schedule_id, message, 409)
         try:
-            outcome = perform(self.client, chosen, schedule_id)
-        except RqbeatError as exc:
+            outcome = perform(self.client, chosen, schedule_id, request.form)
+        except (RqbeatError, ValueError) as exc:  # ValueError: a bad backfill window
             log.info("web: %s of schedule=%s refused: %s", chosen, schedule_id, exc)
             return self._render_schedule(schedule_id, f"refused: {exc}", 409)
         log.info(

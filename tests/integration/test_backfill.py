@@ -263,3 +263,18 @@ def test_a_leader_kill_9_in_the_middle_loses_and_doubles_nothing(
     assert set(counts.values()) == {1}, {iso(f): n for f, n in counts.items() if n != 1}
     epochs = {epoch for job, epoch in job_epochs(conn).items() if job.startswith(f"{REPORT}-bf-")}
     assert len(epochs) == 2, f"backfill jobs dispatched under epochs {epochs}: one per leader"
+
+
+def test_show_and_status_report_the_progress(rqbeat: Invoke, conn: Redis) -> None:
+    Client(conn).upsert(report())
+    begin, end = window(conn, 4)
+    assert ok(rqbeat("backfill", REPORT, "--status")) == f"{REPORT} has no backfill\n"
+    assert json_of(rqbeat("backfill", REPORT, "--status", "--json")) is None
+    ok(rqbeat("backfill", REPORT, "--from", iso(begin), "--to", iso(end)))
+    line = f"backfill {REPORT} [{iso(begin)}, {iso(end)}): 0/4 fires (0 ran, 0 skipped, 0 failed), active"
+    assert ok(rqbeat("backfill", REPORT, "--status")) == line + "\n"
+    assert ok(rqbeat("show", REPORT)).endswith(line + "\n")
+    shown = json_of(rqbeat("show", REPORT, "--json"))["backfill"]
+    assert (shown["state"], shown["fires"], shown["in_flight"], shown["by"]) == ("active", 4, None, "cli")
+    result = rqbeat("backfill", "nope", "--status")
+    assert result.exit_code == 1 and "nope" in result.output
