@@ -24,10 +24,25 @@ import traceback
 from pathlib import Path
 from types import ModuleType
 
-from bench import ack, burst, failover, firelag, health, idle, memory, register, report, web, workers
+from bench import (
+    ack,
+    backfill,
+    burst,
+    failover,
+    firelag,
+    health,
+    idle,
+    memory,
+    register,
+    report,
+    web,
+    workers,
+)
 from bench.core import Context, Result
 
-SCENARIOS: list[ModuleType] = [burst, firelag, idle, memory, ack, failover, register, web, health, workers]
+SCENARIOS: list[ModuleType] = [
+    burst, firelag, idle, memory, ack, failover, register, web, health, workers, backfill,
+]  # fmt: skip
 HERE = Path(__file__).resolve().parent
 #: Full run: skip whatever would start after this many seconds.
 BUDGET_S = 17 * 60
