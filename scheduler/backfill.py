@@ -196,7 +196,7 @@ class Status:
         return self.succeeded + self.skipped + self.failed
 
     @classmethod
-    def of(cls, schedule_id: str, raw: Mapping[bytes | str, bytes | str]) -> Status:
+    def of(cls, schedule_id: str, raw: Mapping[Any, Any]) -> Status:
         """From HGETALL; raises ValueError for a damaged hash."""
         f = {str(text(k)): str(text(v)) for k, v in raw.items()}
 
