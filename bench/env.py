@@ -57,13 +57,13 @@ def sleep_until(epoch_s: float) -> None:
 class Process:
     """A subprocess in its own session with its output in a log file."""
 
-    def __init__(self, args: Sequence[str], log: Path) -> None:
+    def __init__(self, args: Sequence[str], log: Path, cwd: Path = REPO) -> None:
         self.args = list(args)
         self.log_path = log
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         self._log = log.open("ab")
         self.proc = subprocess.Popen(
-            self.args, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True
+            self.args, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True
         )
 
     @property
@@ -117,9 +117,11 @@ class Stack:
         self.procs: list[Process] = []
         self._n = 0
 
-    def start(self, name: str, args: Sequence[str]) -> Process:
+    def start(self, name: str, args: Sequence[str], cwd: Path = REPO) -> Process:
+        """``args`` as a process run in ``cwd`` (an app directory: ``rqbeat worker`` imports
+        the jobs from there)."""
         self._n += 1
-        proc = Process(args, self.workdir / f"{self._n:02d}-{name}.log")
+        proc = Process(args, self.workdir / f"{self._n:02d}-{name}.log", cwd)
         self.procs.append(proc)
         return proc
 

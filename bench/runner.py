@@ -28,6 +28,7 @@ from bench import (
     ack,
     backfill,
     burst,
+    endtoend,
     failover,
     firelag,
     health,
@@ -41,8 +42,19 @@ from bench import (
 from bench.core import Context, Result
 
 SCENARIOS: list[ModuleType] = [
-    burst, firelag, idle, memory, ack, failover, register, web, health, workers, backfill,
-]  # fmt: skip
+    burst,
+    firelag,
+    idle,
+    memory,
+    ack,
+    failover,
+    register,
+    web,
+    health,
+    workers,
+    endtoend,
+    backfill,
+]
 HERE = Path(__file__).resolve().parent
 #: Full run: skip whatever would start after this many seconds.
 BUDGET_S = 17 * 60

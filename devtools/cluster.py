@@ -154,7 +154,10 @@ class Cluster:
         token = text(conn.get(self.keys.leader))
         return token.partition(":")[2] if token else None
 
-    def wait_leader(self, conn: Redis, timeout: float = 10.0, other_than: str | None = None) -> str:
+    def wait_leader(self, conn: Redis, timeout: float = 30.0, other_than: str | None = None) -> str:
+        """The node holding the lease, waiting for one (a replica starting on a busy
+        machine can take seconds to import and connect: the deadline is generous)."""
+
         def probe() -> str | None:
             node = self.leader(conn)
             return node if node and node != other_than else None

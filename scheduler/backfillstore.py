@@ -53,11 +53,13 @@ def start(
     *,
     by: str,
     history_maxlen: int,
-) -> None:
-    """Start the backfill ``the_plan`` describes. Raises :class:`BackfillActive` when
-    one is running, :class:`ScheduleNotFound` when the schedule went meanwhile, and
+    version: int | None = None,
+) -> BackfillStartReply:
+    """Start the backfill ``the_plan`` describes (with ``version``, only if the schedule
+    is still at it). Raises :class:`BackfillActive` when one is running,
+    :class:`ScheduleNotFound` when the schedule went meanwhile, and
     :class:`RqbeatError` when every fire already succeeded (nothing to run); each
-    having written nothing."""
+    having written nothing. Returns STARTED, or CHANGED (nothing written)."""
     sid = the_plan.schedule_id
     if not the_plan.to_run:
         raise RqbeatError(
@@ -67,6 +69,7 @@ def start(
     now = redis_now_ms(conn)
     args = [sid, the_plan.from_ms, the_plan.to_ms, len(the_plan.fires), the_plan.overlap]
     args += [Flag.of(the_plan.force), iso(now), now / 1000, history_maxlen, by]
+    args += ["" if version is None else str(version)]
     bf_keys = [keys.backfill(sid), keys.backfills, keys.schedule(sid), keys.history(sid), keys.events]
     with full_is_error(f"starting a backfill of {sid!r}"):
         reply = BackfillStartReply(scripts.run(script_set.backfill_start, bf_keys, args))
@@ -74,6 +77,7 @@ def start(
         raise ScheduleNotFound(sid)
     if reply is BackfillStartReply.ACTIVE:
         raise BackfillActive(sid)
+    return reply
 
 
 def status(conn: Redis, keys: Keys, schedule_id: str) -> backfill.Status | None:

@@ -41,6 +41,7 @@ class PauseReply(IntEnum):
     PAUSED = 1
     ALREADY_PAUSED = 0
     NOT_FOUND = -1
+    CHANGED = -2  # not at the version the caller expected: nothing written
 
 
 class ResumeReply(IntEnum):
@@ -55,6 +56,11 @@ class TriggerReply(StrEnum):
 
     TRIGGERED = "triggered"
     NOT_FOUND = "not_found"
+    CHANGED = "changed"  # not at the version the caller expected: nothing written
+
+
+#: The expected-version argument of PAUSE and TRIGGER that expects none: any version.
+ANY_VERSION = ""
 
 
 class AckReply(IntEnum):
@@ -228,6 +234,7 @@ class BackfillStartReply(IntEnum):
     STARTED = 1
     ACTIVE = 0  # a backfill of this schedule is still running: nothing written
     NOT_FOUND = -1  # no such schedule: nothing written
+    CHANGED = -2  # not at the version the caller expected: nothing written
 
 
 class BackfillDispatchReply(IntEnum):

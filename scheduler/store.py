@@ -28,8 +28,10 @@ from scheduler.keys import DEFAULT_NAMESPACE, HISTORY_MAXLEN, Keys
 from scheduler.memory import full_is_error, read_memory
 from scheduler.model import Schedule
 from scheduler.protocol import (
+    ANY_VERSION,
     UPSERT_READ_FIELDS,
     BackfillOverlap,
+    BackfillStartReply,
     PauseReply,
     RemoveReply,
     ResumeReply,
@@ -195,24 +197,30 @@ class Client:
             reply = RemoveReply(scripts.run(self._scripts.remove, keys, [schedule_id]))
         return reply is RemoveReply.REMOVED
 
-    def pause(self, schedule_id: str) -> bool:
-        """Stop firing (a run in flight finishes). False if it was already paused."""
+    def pause(self, schedule_id: str, *, version: int | None = None) -> bool:
+        """Stop firing (a run in flight finishes). False if it was already paused.
+        With ``version``, a compare-and-set in the same script: it happens only if the
+        stored version is still ``version``, else raises
+        :class:`~scheduler.errors.StaleVersion` having written nothing."""
         k = self.keys
         now = redis_now_ms(self.conn)
         keys = [k.schedule(schedule_id), k.due, k.revision, k.events, k.history(schedule_id), k.stale]
+        args = [schedule_id, iso(now), self.history_maxlen, _expected(version)]
         with full_is_error(f"pausing schedule {schedule_id!r}"):
-            reply = PauseReply(
-                scripts.run(self._scripts.pause, keys, [schedule_id, iso(now), self.history_maxlen])
-            )
+            reply = PauseReply(scripts.run(self._scripts.pause, keys, args))
         if reply is PauseReply.NOT_FOUND:
             raise ScheduleNotFound(schedule_id)
+        if reply is PauseReply.CHANGED:
+            raise self._stale_now(schedule_id, version)
         return reply is PauseReply.PAUSED
 
-    def resume(self, schedule_id: str) -> bool:
+    def resume(self, schedule_id: str, *, version: int | None = None) -> bool:
         """Fire again from the first fire after now. The fires pending or passed while
         it was paused never run; they are recorded as ``skipped`` in its history. A run
         still in flight finishes, and its ack re-arms the schedule after now as well.
-        False if it was not paused."""
+        False if it was not paused. With ``version``, only if the stored version is
+        still ``version`` (else ``StaleVersion``, nothing written): the script's own
+        compare-and-set on the version read makes that check atomic with the write."""
         # Safe to retry: a RESUME refused as CHANGED wrote nothing.
         retrying = Retrying(
             retry=retry_if_exception_type(_ResumeRaced),
@@ -220,17 +228,19 @@ class Client:
             reraise=True,
         )
         try:
-            reply = retrying(self._resume_once, schedule_id)
+            reply = retrying(self._resume_once, schedule_id, version)
         except _ResumeRaced:
             raise ScheduleConflict(f"schedule {schedule_id!r} kept changing during the resume") from None
         if reply is ResumeReply.NOT_FOUND:
             raise ScheduleNotFound(schedule_id)
         return reply is ResumeReply.RESUMED
 
-    def _resume_once(self, schedule_id: str) -> ResumeReply:
+    def _resume_once(self, schedule_id: str, version: int | None = None) -> ResumeReply:
         """One read-compute-write: the script refuses (``CHANGED``) when the version,
         the pending fire or the run in flight moved since the read."""
         record = self.get(schedule_id)
+        if version is not None and record.version != version:
+            raise _stale(schedule_id, version, record.version)
         if record.schedule is None:
             raise RqbeatError(
                 f"schedule {schedule_id!r} is broken ({record.error}); apply a valid definition"
@@ -252,18 +262,21 @@ class Client:
             raise _ResumeRaced
         return reply
 
-    def trigger(self, schedule_id: str) -> None:
+    def trigger(self, schedule_id: str, *, version: int | None = None) -> None:
         """Run the schedule now, once; its regular fires carry on afterwards. When a
         fire is pending and due already (overdue, or waiting for its retry), that fire
-        runs now, its attempts kept: a trigger never drops a fire."""
+        runs now, its attempts kept: a trigger never drops a fire. With ``version``, a
+        compare-and-set as :meth:`pause`'s."""
         now = redis_now_ms(self.conn)
         k = self.keys
         keys = [k.schedule(schedule_id), k.due, k.revision, k.events, k.history(schedule_id)]
-        args = [schedule_id, iso(now), now / 1000, self.history_maxlen]
+        args = [schedule_id, iso(now), now / 1000, self.history_maxlen, _expected(version)]
         with full_is_error(f"triggering schedule {schedule_id!r}"):
             reply = text(scripts.run(self._scripts.trigger, keys, args))
         if reply == TriggerReply.NOT_FOUND:
             raise ScheduleNotFound(schedule_id)
+        if reply == TriggerReply.CHANGED:
+            raise self._stale_now(schedule_id, version)
         if reply != TriggerReply.TRIGGERED:  # the state that prevents it
             raise RqbeatError(f"schedule {schedule_id!r} is {reply!s}; only a due schedule can be triggered")
 
@@ -277,6 +290,7 @@ class Client:
         force: bool = False,
         dry_run: bool = False,
         by: str = "api",
+        version: int | None = None,
     ) -> BackfillPlan:
         """Run each fire of ``[start_ms, end_ms)`` (past, at most
         :data:`~scheduler.backfill.MAX_FIRES`) once, oldest first, on the leader, beside
@@ -285,14 +299,24 @@ class Client:
         Returns the plan; ``dry_run`` writes nothing. Raises (having written nothing)
         :class:`ScheduleNotFound`, :class:`~scheduler.backfill.BadWindow`,
         :class:`~scheduler.backfill.BackfillActive`, or :class:`RqbeatError` when
-        there is nothing to run."""
+        there is nothing to run. With ``version``, a compare-and-set: started only if the
+        schedule is still at ``version``, else :class:`~scheduler.errors.StaleVersion`."""
         the_plan = backfillstore.plan(
             self.conn, self.keys, schedule_id, start_ms, end_ms, force=force, overlap=overlap
         )
-        if not dry_run:
-            backfillstore.start(
-                self.conn, self.keys, self._scripts, the_plan, by=by, history_maxlen=self.history_maxlen
-            )
+        if dry_run:
+            return the_plan
+        reply = backfillstore.start(
+            self.conn,
+            self.keys,
+            self._scripts,
+            the_plan,
+            by=by,
+            history_maxlen=self.history_maxlen,
+            version=version,
+        )
+        if reply is BackfillStartReply.CHANGED:
+            raise self._stale_now(schedule_id, version)
         return the_plan
 
     def backfill_status(self, schedule_id: str) -> BackfillStatus | None:
@@ -349,6 +373,11 @@ class Client:
         return out
 
     # -- internals ----------------------------------------------------------------
+
+    def _stale_now(self, schedule_id: str, version: int | None) -> errors.StaleVersion:
+        """The refusal of a compare-and-set on ``version``, naming the version there now."""
+        found = int(self.conn.hget(self.keys.schedule(schedule_id), "version") or 0)
+        return _stale(schedule_id, version or 0, found)
 
     def _read(self, ids: Sequence[str]) -> builtins.list[ScheduleRecord]:
         return builtins.list(hashes.read_records(self.conn, self.keys, ids))
@@ -477,6 +506,11 @@ def _old_definition(schedule_id: str, definition: bytes | None) -> Schedule | No
         return decode_definition(schedule_id, text(definition))
     except CorruptDefinition:
         return None
+
+
+def _expected(version: int | None) -> str:
+    """A script's expected-version argument (``ANY_VERSION``: none expected)."""
+    return ANY_VERSION if version is None else str(version)
 
 
 def _upsert_row(reply: list[Any], i: int) -> tuple[Any, Any, Any]:

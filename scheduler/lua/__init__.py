@@ -7,7 +7,8 @@ is acknowledged.
 
 - :mod:`.edits`: what people and the API do (upsert, remove, pause, resume, trigger);
 - :mod:`.runs`: a run's end (ack, retry, nudge, start, mark broken);
-- :mod:`.dispatch`: the leader's read of due schedules and its fenced write.
+- :mod:`.dispatch`: the leader's read of due schedules and its fenced write;
+- :mod:`.listing`: the dashboard's keyset reads of the zsets (reads only).
 
 Conventions: scores are epoch seconds (ms precision); ``fire_at`` is the ISO time of
 the pending (or in-flight) fire, and ``''`` means "recompute from the due score" (set

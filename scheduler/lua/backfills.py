@@ -63,12 +63,14 @@ BACKFILL_START = """
 -- ARGV[8] - now, score
 -- ARGV[9] - history maxlen
 -- ARGV[10] - who started it
--- returns (BackfillStartReply) 1 started, 0 one is active (nothing written), -1 no such
--- schedule (nothing written)
+-- ARGV[11] - the schedule version the caller expects ('' = any): a compare-and-set
+-- returns (BackfillStartReply) 1 started, 0 one is active, -1 no such schedule, -2 not at
+-- the expected version (nothing written but for 1)
 local bf, backfills, schedule, history, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local id, from_ms, to_ms, total, overlap, force = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local now, now_score, maxlen, by = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
+local now, now_score, maxlen, by, expected = ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]
 if redis.call('EXISTS', schedule) == 0 then return -1 end
+if expected ~= '' and redis.call('HGET', schedule, 'version') ~= expected then return -2 end
 if redis.call('HGET', bf, 'state') == 'active' then return 0 end
 redis.call('DEL', bf)
 redis.call('HSET', bf, 'state', 'active', 'from_ms', from_ms, 'to_ms', to_ms, 'total', total,

@@ -132,12 +132,15 @@ PAUSE = """
 -- ARGV[1] - the schedule id
 -- ARGV[2] - now, ISO
 -- ARGV[3] - history maxlen
--- returns (PauseReply) 1 paused, 0 already paused, -1 no such schedule
+-- ARGV[4] - the version the caller expects ('' = any): a compare-and-set
+-- returns (PauseReply) 1 paused, 0 already paused, -1 no such schedule, -2 not at the
+-- expected version (nothing written)
 local schedule, due, revision, events, history = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local stale = KEYS[6]
-local id, now, maxlen = ARGV[1], ARGV[2], ARGV[3]
+local id, now, maxlen, expected = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local state = redis.call('HGET', schedule, 'state')
 if not state then return -1 end
+if expected ~= '' and redis.call('HGET', schedule, 'version') ~= expected then return -2 end
 if state == 'paused' then return 0 end
 redis.call('ZREM', due, id)
 redis.call('ZREM', stale, id)
@@ -210,11 +213,14 @@ TRIGGER = """
 -- ARGV[2] - now, ISO
 -- ARGV[3] - now, score
 -- ARGV[4] - history maxlen
--- returns (TriggerReply) 'triggered', 'not_found', or the state that prevents it
+-- ARGV[5] - the version the caller expects ('' = any): a compare-and-set
+-- returns (TriggerReply) 'triggered', 'not_found', 'changed' (not at the expected
+-- version: nothing written), or the state that prevents it
 local schedule, due, revision, events, history = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local id, now, now_score, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local id, now, now_score, maxlen, expected = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local state = redis.call('HGET', schedule, 'state')
 if not state then return 'not_found' end
+if expected ~= '' and redis.call('HGET', schedule, 'version') ~= expected then return 'changed' end
 if state ~= 'due' then return state end
 local pending = redis.call('HGET', schedule, 'fire_at')
 local fire = now

@@ -1,6 +1,11 @@
 """The actions the schedule page offers, each one :class:`scheduler.store.Client` call:
 the same validation and history entries as the CLI's ``pause``, ``resume``, ``trigger``
-and ``backfill``."""
+and ``backfill``.
+
+Each is a compare-and-set on the version the page showed, checked by the store's
+script in the same step as its write: an edit landing between the page load and the
+click (or between any read here and the write) refuses the action with
+:class:`~scheduler.errors.StaleVersion` and writes nothing."""
 
 from __future__ import annotations
 
@@ -48,22 +53,23 @@ _SAY = {
 
 
 def perform(
-    client: Client, action: Action, schedule_id: str, form: Mapping[str, str] | None = None
+    client: Client, action: Action, schedule_id: str, version: int, form: Mapping[str, str] | None = None
 ) -> Outcome:
-    """Do ``action`` (a backfill reads its window from ``form``);
-    :class:`~scheduler.errors.RqbeatError` when the store refuses it, or the form's
-    input is bad (a ValueError too), having written nothing."""
+    """Do ``action`` if the schedule is still at ``version`` (a backfill reads its
+    window from ``form``); :class:`~scheduler.errors.StaleVersion` when it is not,
+    :class:`~scheduler.errors.RqbeatError` when the store refuses it otherwise, or the
+    form's input is bad (a ValueError too)."""
     if action is Action.BACKFILL:
-        return backfill(client, schedule_id, form or {})
+        return backfill(client, schedule_id, version, form or {})
     if action is Action.PAUSE:
-        return Outcome.PAUSED if client.pause(schedule_id) else Outcome.ALREADY_PAUSED
+        return Outcome.PAUSED if client.pause(schedule_id, version=version) else Outcome.ALREADY_PAUSED
     if action is Action.RESUME:
-        return Outcome.RESUMED if client.resume(schedule_id) else Outcome.NOT_PAUSED
-    client.trigger(schedule_id)
+        return Outcome.RESUMED if client.resume(schedule_id, version=version) else Outcome.NOT_PAUSED
+    client.trigger(schedule_id, version=version)
     return Outcome.TRIGGERED
 
 
-def backfill(client: Client, schedule_id: str, form: Mapping[str, str]) -> Outcome:
+def backfill(client: Client, schedule_id: str, version: int, form: Mapping[str, str]) -> Outcome:
     """The "Backfill a window" form: ``from``, ``to`` (ISO; without an offset, in the
     schedule's zone), ``overlap`` and ``force``; :meth:`Client.backfill`, as the CLI."""
     record = client.get(schedule_id)
@@ -76,5 +82,6 @@ def backfill(client: Client, schedule_id: str, form: Mapping[str, str]) -> Outco
         overlap = BackfillOverlap(form.get("overlap") or BackfillOverlap.ALLOW)
     except ValueError:
         raise RqbeatError(f"overlap must be one of {', '.join(BackfillOverlap)}") from None
-    client.backfill(schedule_id, start, end, overlap=overlap, force=form.get("force") == "1", by="web")
+    force = form.get("force") == "1"
+    client.backfill(schedule_id, start, end, overlap=overlap, force=force, by="web", version=version)
     return Outcome.BACKFILLING

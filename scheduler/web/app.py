@@ -30,7 +30,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 
 from scheduler.clock import redis_now_ms
 from scheduler.connection import mask_secrets
-from scheduler.errors import RqbeatError, ScheduleNotFound
+from scheduler.errors import RqbeatError, ScheduleNotFound, StaleVersion
 from scheduler.keys import DEFAULT_NAMESPACE, Keys
 from scheduler.model import ID_PATTERN
 from scheduler.ops.status import read_status
@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 BLUEPRINT = "rqbeat"
 HISTORY_ENTRIES = 50
 _PAIRING_SLACK = 20  # extra entries so the oldest runs shown still find their dispatch
+_VERSION_DIGITS = 18  # a version the form can carry; longer is no version we gave out
 
 
 def make_blueprint(
@@ -313,29 +314,30 @@ class Dashboard:
             return self._problem(404, f"no action {action[:40]!r}")
         if not ID_PATTERN.fullmatch(schedule_id):
             raise ScheduleNotFound(schedule_id)
-        record = self.client.get(schedule_id)
         shown = request.form.get("version", "")
-        if shown != str(record.version):
+        # the store checks the version in the script that writes (no read here first)
+        version = int(shown) if shown.isdigit() and len(shown) <= _VERSION_DIGITS else -1
+        try:
+            outcome = perform(self.client, chosen, schedule_id, version, request.form)
+        except StaleVersion as exc:
             log.info(
                 "web: %s of schedule=%s refused: version %s, page showed %s",
                 chosen,
                 schedule_id,
-                record.version,
+                exc.found,
                 shown[:20],
             )
+            if exc.found == 0:  # removed meanwhile: there is no page to show it on
+                raise ScheduleNotFound(schedule_id) from exc
             message = (
-                f"refused: {schedule_id} changed meanwhile (version {record.version} now, the page showed "
-                f"{shown[:20] or 'none'}); look again, then retry"
+                f"refused: {schedule_id} changed meanwhile (version {exc.found} now, the page showed "
+                f"{shown[:20] or 'none'}); nothing was done: look again, then retry"
             )
             return self._render_schedule(schedule_id, message, 409)
-        try:
-            outcome = perform(self.client, chosen, schedule_id, request.form)
         except (RqbeatError, ValueError) as exc:  # ValueError: a bad backfill window
             log.info("web: %s of schedule=%s refused: %s", chosen, schedule_id, exc)
             return self._render_schedule(schedule_id, f"refused: {exc}", 409)
-        log.info(
-            "web: %s schedule=%s version=%s from %s", chosen, schedule_id, record.version, request.remote_addr
-        )
+        log.info("web: %s schedule=%s version=%s from %s", chosen, schedule_id, version, request.remote_addr)
         return redirect(self._url("schedule_page", schedule_id=schedule_id, done=str(outcome)), 303)
 
     def _refusal(self) -> Response | None:

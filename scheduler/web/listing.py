@@ -12,12 +12,17 @@ bulk reader) with their due scores; filters on the definition
 server-side), so a filter that matches little returns a short page with a cursor to
 go on from instead of decoding 100k schedules in one request.
 
-A cursor is ``<source>:<position>``: an offset into a zset or the idle ids, or an
-``SSCAN`` cursor plus how many of that slice's rows were shown already
-(``match:8123.20``; a slice is read with a fixed ``COUNT`` so that reading it again
-gives the same ids). Offsets into live zsets shift as schedules move between them,
-and a set that grows is rehashed, so paging through a busy list may show a schedule
-twice or skip one; every page is fresh when it is read.
+A cursor is where the last page stopped, exclusive of that row (keyset paging): in a
+zset the ``(score, member)`` of the last row looked at (``due:1798761600:bulk-000120``,
+read from there by :data:`scheduler.lua.listing.RANGE_AFTER`, whatever moved meanwhile),
+in the idle ids the last id (``idle:nightly``), in a search the ``SSCAN`` cursor of the
+slice and the last id shown from it (``match:8123:bulk-004321``; a slice is read with a
+fixed ``COUNT`` so that reading it again gives the same ids, shown by id). Hence a
+schedule that stays where it is is shown exactly once however the others move while
+one pages: never repeated, never skipped. One that moves while the pages are read (is
+dispatched, acknowledged, paused, triggered) is shown where each page finds it: twice
+if it moved past the cursor, not at all if it moved behind it. Every page is fresh when
+it is read; the list is not a snapshot.
 
 The idle ids cost one ``ZDIFF`` per page that reaches them (O(all schedules) inside
 Redis, ~60 ms at 100k, see :mod:`scheduler.ops.status`): paused and broken schedules
@@ -27,6 +32,7 @@ the one paused schedule among 100k.
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,11 +41,13 @@ from typing import Any
 
 from redis import Redis
 
+from scheduler import scripts
 from scheduler.clock import time_reply_ms
 from scheduler.errors import RqbeatError
 from scheduler.hashes import read_records
 from scheduler.keys import Keys
-from scheduler.model import OWNER_PATTERN, QUEUE_PATTERN
+from scheduler.lua.listing import RANGE_AFTER
+from scheduler.model import ID_PATTERN, OWNER_PATTERN, QUEUE_PATTERN
 from scheduler.protocol import STATES
 from scheduler.records import ScheduleRecord, text
 
@@ -54,7 +62,12 @@ SEARCH_BUDGET = 100_000
 _SEARCH_COUNT = 10_000
 _MAX_SLICE = 1_000
 _PREFIX = re.compile(r"[A-Za-z0-9_-]{0,100}")
-_CURSOR = re.compile(r"(?P<source>[a-z]+):(?P<pos>[0-9]{1,20})(\.(?P<skip>[0-9]{1,6}))?")
+#: ``<source>:<position>``; each source's position is checked by :meth:`Position.parse`.
+_CURSOR = re.compile(r"(?P<source>[a-z]+):(?P<at>[A-Za-z0-9_.:+-]{1,160})")
+#: A zset score as Redis writes it (``%.17g``: ``1798761600``, ``1.5e-05``, ``inf``).
+_SCORE = r"[-+]?(inf|[0-9]+(\.[0-9]+)?(e[-+]?[0-9]+)?)"
+_RANKED_AT = re.compile(rf"(?P<score>{_SCORE}):(?P<member>{ID_PATTERN.pattern})")
+_MATCH_AT = re.compile(rf"(?P<scan>[0-9]{{1,20}})(:(?P<member>{ID_PATTERN.pattern}))?")
 
 
 class Source(StrEnum):
@@ -75,11 +88,50 @@ _STATE_SOURCES: dict[str, tuple[Source, ...]] = {
     "paused": (Source.RUNNING, Source.IDLE),  # a paused schedule's last run may be in flight
     "broken": (Source.IDLE,),
 }
-_RANKED = (Source.RUNNING, Source.DUE, Source.IDLE)
 
 
 class BadQuery(RqbeatError, ValueError):
     """A list query parameter is invalid."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Position:
+    """Where a page starts: after the row ``(score, member)`` of a zset, after the id
+    ``member`` of the idle ids, or in the ``SSCAN`` slice ``scan`` after the id
+    ``member`` (empty: from the start of it)."""
+
+    source: Source
+    score: str = ""
+    member: str = ""
+    scan: int = 0
+
+    @classmethod
+    def parse(cls, cursor: str) -> Position:
+        """From a cursor; :class:`BadQuery` when it is not one."""
+        match = _CURSOR.fullmatch(cursor)
+        try:
+            source = Source(match["source"]) if match else None
+        except ValueError:
+            source = None
+        if match is None or source is None:
+            raise BadQuery(f"cursor {cursor!r} names no source")
+        at = match["at"]
+        if source is Source.IDLE and ID_PATTERN.fullmatch(at):
+            return cls(source=source, member=at)
+        ranked = _RANKED_AT.fullmatch(at)
+        if source in (Source.RUNNING, Source.DUE) and ranked:
+            return cls(source=source, score=ranked["score"], member=ranked["member"])
+        scan = _MATCH_AT.fullmatch(at)
+        if source is Source.MATCH and scan:
+            return cls(source=source, scan=int(scan["scan"]), member=scan["member"] or "")
+        raise BadQuery(f"cursor {cursor!r} is not a position in {source}")
+
+    def cursor(self) -> str:
+        if self.source is Source.IDLE:
+            return f"{self.source}:{self.member}"
+        if self.source is Source.MATCH:
+            return f"{self.source}:{self.scan}" + (f":{self.member}" if self.member else "")
+        return f"{self.source}:{self.score}:{self.member}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,9 +154,9 @@ class Query:
             owner=_pick(args, "owner", OWNER_PATTERN.fullmatch),
             prefix=_pick(args, "prefix", _PREFIX.fullmatch),
             size=_size(args.get("size", "")),
-            cursor=_pick(args, "cursor", _CURSOR.fullmatch),
+            cursor=_pick(args, "cursor", Position.parse),
         )
-        if query.cursor and query.start()[0] not in query.sources():
+        if query.cursor and query.start().source not in query.sources():
             raise BadQuery(f"cursor {query.cursor!r} does not belong to these filters")
         return query
 
@@ -113,16 +165,11 @@ class Query:
             return (Source.MATCH,)
         return _STATE_SOURCES.get(self.state, (Source.RUNNING, Source.DUE, Source.IDLE))
 
-    def start(self) -> tuple[Source, int, int]:
-        """The source, the position in it and the rows of that slice already shown."""
-        match = _CURSOR.fullmatch(self.cursor)
-        if match is None:
-            return self.sources()[0], 0, 0
-        try:
-            source = Source(match["source"])
-        except ValueError:
-            raise BadQuery(f"cursor {self.cursor!r} names no source") from None
-        return source, int(match["pos"]), int(match["skip"] or 0)
+    def start(self) -> Position:
+        """Where this page starts: the cursor's position, or the first source's start."""
+        if not self.cursor:
+            return Position(source=self.sources()[0])
+        return Position.parse(self.cursor)
 
     def params(self, **changes: str) -> dict[str, str]:
         """The non-default parameters, for links (``cursor=`` for the next page)."""
@@ -196,62 +243,69 @@ class _Walker:
 
     def walk(self) -> None:
         sources = self.query.sources()
-        source, pos, skip = self.query.start()
-        for current in sources[sources.index(source) :]:
-            stopped = self._ranked(current, pos) if current in _RANKED else self._search(pos, skip)
+        start = self.query.start()
+        for current in sources[sources.index(start.source) :]:
+            if current is not start.source:
+                start = Position(source=current)
+            stopped = self._search(start) if current is Source.MATCH else self._ranked(start)
             if stopped is not None:
-                self.next_cursor = f"{current}:{stopped}"
+                self.next_cursor = stopped.cursor()
                 return
-            pos, skip = 0, 0
         self.next_cursor = None
 
-    def _full(self, budget: int = SCAN_BUDGET) -> bool:
-        return len(self.found) >= self.query.size or self.examined >= budget
+    def _full(self, budget: int | None = None) -> bool:
+        limit = SCAN_BUDGET if budget is None else budget
+        return len(self.found) >= self.query.size or self.examined >= limit
 
-    def _ranked(self, source: Source, pos: int) -> str | None:
-        """Reads ``source`` in order from offset ``pos``; the offset to go on from, or
-        None at its end."""
+    def _ranked(self, at: Position) -> Position | None:
+        """Reads ``at``'s source in order after ``at``; the position of the last row
+        looked at, or None at the source's end."""
         while not self._full():
             width = min(_MAX_SLICE, max(self.query.size - len(self.found), 10) * 2)
-            members = self._slice(source, pos, width)
-            for record in self._records(members):
-                pos += 1
+            rows = self._slice(at, width)
+            members = [member for member, _ in rows]
+            for (member, score), record in zip(rows, self._records(members), strict=True):
+                at = Position(source=at.source, score=score, member=member)
                 self.examined += 1
                 if record is not None and self.query.wants(record):
                     self.found.append(record)
                 if self._full():
-                    return str(pos)
-            if len(members) < width:
+                    return at
+            if len(rows) < width:
                 return None
-        return str(pos)
+        return at
 
-    def _slice(self, source: Source, pos: int, width: int) -> list[str]:
-        if source is Source.IDLE:
+    def _slice(self, at: Position, width: int) -> list[tuple[str, str]]:
+        """Up to ``width`` (member, score) after ``at`` (the idle ids have no score)."""
+        if at.source is Source.IDLE:
             if self._idle is None:  # a set is a valid ZDIFF input
                 idle: list[bytes] = self.conn.zdiff([self.keys.ids, self.keys.due, self.keys.running])  # type: ignore[assignment]
                 self._idle = sorted(str(text(m)) for m in idle)
-            return self._idle[pos : pos + width]
-        key = self.keys.running if source is Source.RUNNING else self.keys.due
-        reply: list[bytes] = self.conn.zrange(key, pos, pos + width - 1)  # type: ignore[assignment]
-        return [str(text(m)) for m in reply]
+            first = bisect.bisect_right(self._idle, at.member) if at.member else 0
+            return [(member, "") for member in self._idle[first : first + width]]
+        key = self.keys.running if at.source is Source.RUNNING else self.keys.due
+        script = scripts.register(self.conn, RANGE_AFTER, scripts.Flags.READS)
+        reply = scripts.run(script, [key], [at.score, at.member, width])
+        return [(str(text(reply[i])), str(text(reply[i + 1]))) for i in range(0, len(reply), 2)]
 
-    def _search(self, cursor: int, skip: int) -> str | None:
-        """Reads the ids set by ``SSCAN MATCH`` from ``cursor``, the first ``skip`` rows
-        of its slice already shown; where to go on, or None at the set's end."""
+    def _search(self, at: Position) -> Position | None:
+        """Reads the ids set by ``SSCAN MATCH`` from ``at`` (its slice's ids up to
+        ``at.member`` already shown); where to go on, or None at the set's end."""
         match = f"{self.query.prefix}*"
+        cursor, shown = at.scan, at.member
         while not self._full(SEARCH_BUDGET):
             after, reply = self.conn.sscan(self.keys.ids, cursor, match=match, count=_SEARCH_COUNT)
             self.examined += _SEARCH_COUNT  # ids Redis looked at, not the few it returned
-            members = sorted(str(text(m)) for m in reply)
+            members = sorted(m for m in (str(text(m)) for m in reply) if m > shown)
             found = [r for r in self._records(members) if r is not None and self.query.wants(r)]
             room = self.query.size - len(self.found)
-            self.found.extend(found[skip : skip + room])
-            if len(found) - skip > room:  # the page is full inside this slice
-                return f"{cursor}.{skip + room}"
-            cursor, skip = after, 0
+            self.found.extend(found[:room])
+            if len(found) > room:  # the page is full inside this slice
+                return Position(source=Source.MATCH, scan=cursor, member=found[room - 1].id)
+            cursor, shown = int(after), ""
             if cursor == 0:
                 return None
-        return str(cursor)
+        return Position(source=Source.MATCH, scan=cursor)
 
     def _records(self, ids: Sequence[str]) -> Iterator[ScheduleRecord | None]:
         """Each of ``ids`` in order, None for one removed since it was listed (so that
@@ -276,4 +330,4 @@ def _size(value: str) -> int:
     return int(value)
 
 
-__all__ = ["BadQuery", "Page", "Query", "Source", "read_page"]
+__all__ = ["BadQuery", "Page", "Position", "Query", "Source", "read_page"]

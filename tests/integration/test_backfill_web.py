@@ -44,6 +44,9 @@ def test_the_schedule_page_starts_a_backfill_and_shows_its_progress(redis_url: s
         response = browser.post(f"/schedule/{SID}/backfill", data=form | bad, headers=bearer)
         assert response.status_code == 409 and message in response.get_data(as_text=True), bad
         assert snapshot(conn) == before, bad
+    stale = browser.post(f"/schedule/{SID}/backfill", data=form | {"version": "0"}, headers=bearer)
+    assert stale.status_code == 409 and "changed meanwhile" in stale.get_data(as_text=True)
+    assert snapshot(conn) == before
     assert browser.post(f"/schedule/{SID}/backfill", data=form).status_code == 401  # no credentials
     assert (
         browser.post(f"/schedule/{SID}/backfill", data=form | {"csrf": "x"}, headers=bearer).status_code

@@ -10,6 +10,7 @@ run has failed and is retried (at least once: the job never started).
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,9 @@ from rq.serializers import JSONSerializer
 
 from devtools.cluster import Cluster, runs_per_key
 from devtools.processes import Process, wait_for
-from scheduler import Client, Schedule
+from scheduler import Client, Schedule, rqkeys
+from scheduler.engine import watchdog
+from scheduler.keys import Keys
 
 pytestmark = pytest.mark.integration
 
@@ -44,3 +47,25 @@ def test_a_run_popped_by_a_worker_that_died_before_starting_it_is_retried(
 
     cluster.worker("w-after", "q1", "q2")  # a healthy worker, ready for the retry
     wait_for(lambda: fire_key in runs_per_key(conn), timeout=20, what=f"fire {fire_key} to run after all")
+
+
+@pytest.mark.parametrize("looked_for", [1, watchdog.BULK_LOOKUP + 3], ids=["per-run", "bulk"])
+def test_a_queued_job_is_found_in_its_queue_or_intermediate_list_whichever_way_it_is_looked_for(
+    conn: Redis, looked_for: int
+) -> None:
+    """The watchdog's two ways of looking (an LPOS per run for a few, one read of the
+    lists for many) give the same answer: in the queue, popped (intermediate list),
+    in neither, and "may be deeper" once a list outgrows both scanned ends."""
+    queue, popped = rqkeys.queue("reports"), rqkeys.intermediate("reports")
+    conn.rpush(queue, *[f"q{i}" for i in range(50)])
+    conn.rpush(popped, "p0")
+    expected = {"q0": True, "q49": True, "q25": True, "p0": True, "gone": False}
+    jobs = dict(itertools.islice(itertools.cycle(expected.items()), max(looked_for, 1)))
+    if looked_for == 1:
+        jobs = {"gone": False}
+    dog = watchdog.Watchdog(conn, Keys())
+    assert dog._listed(dict.fromkeys(jobs, "reports")) == jobs
+
+    # A backlog longer than both scanned ends: a job not found may be deeper, so counts as listed.
+    conn.rpush(queue, *[f"x{i}" for i in range(2 * watchdog.QUEUE_SCAN)])
+    assert dog._listed(dict.fromkeys(jobs, "reports")) == dict.fromkeys(jobs, True)

@@ -78,12 +78,6 @@ def row_ids(page: Page) -> list[str]:
     ]
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug, dashboard issue left open: a filtered page's 'next' (state=due&queue=reports over "
-    "100k) can repeat rows of the first page, depending on the time of day (the due scores); seen in "
-    "clean-clone runs, not yet fixed",
-)
 def test_list_is_live_filters_pages_and_keeps_untrusted_text_inert(
     redis_url: str, conn: Redis, tmp_path: Path, processes: list[Process]
 ) -> None:

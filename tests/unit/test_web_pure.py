@@ -13,7 +13,7 @@ from scheduler.errors import ConfigError
 from scheduler.model import Schedule
 from scheduler.web import present
 from scheduler.web.guard import ActionAuth, csrf_ok, same_origin
-from scheduler.web.listing import BadQuery, Query, Source
+from scheduler.web.listing import BadQuery, Position, Query, Source
 from scheduler.web.words import in_words
 
 
@@ -99,15 +99,34 @@ def test_list_query_parsing() -> None:
     assert Query.parse({}).sources() == (Source.RUNNING, Source.DUE, Source.IDLE)
     assert Query.parse({"prefix": "ab"}).sources() == (Source.MATCH,)
     assert Query.parse({"state": "paused"}).sources() == (Source.RUNNING, Source.IDLE)
-    assert Query.parse({"cursor": "idle:42.7", "state": "paused"}).start() == (Source.IDLE, 42, 7)
-    assert Query.parse({"state": "due", "size": "20"}).params(cursor="due:20") == {
+    assert Query.parse({}).start() == Position(source=Source.RUNNING)
+    assert Query.parse({"cursor": "idle:nightly", "state": "paused"}).start() == Position(
+        source=Source.IDLE, member="nightly"
+    )
+    assert Query.parse({"state": "due", "size": "20"}).params(cursor="due:1798761600:s-01") == {
         "state": "due",
         "size": "20",
-        "cursor": "due:20",
+        "cursor": "due:1798761600:s-01",
     }
-    for bad in ({"state": "x"}, {"size": "500"}, {"prefix": "a b"}, {"cursor": "nope"}, {"cursor": "zzz:1"}):
+    bad_cursors = ["nope", "zzz:1", "due:20", "due:1e5:a b", "idle:1.5:x", "match:x", "running:nan:a"]
+    for bad in [{"state": "x"}, {"size": "500"}, {"prefix": "a b"}, *({"cursor": c} for c in bad_cursors)]:
         with pytest.raises(BadQuery):
             Query.parse(bad)
+
+
+@pytest.mark.parametrize(
+    "position",
+    [
+        Position(source=Source.DUE, score="1798761600.123", member="bulk-000120"),
+        Position(source=Source.RUNNING, score="1.5e-05", member="a_b-C"),
+        Position(source=Source.DUE, score="-inf", member="x"),
+        Position(source=Source.IDLE, member="held"),
+        Position(source=Source.MATCH, scan=8123, member="bulk-004321"),
+        Position(source=Source.MATCH, scan=0),
+    ],
+)
+def test_a_cursor_reads_back_as_the_position_it_was_made_from(position: Position) -> None:
+    assert Position.parse(position.cursor()) == position
 
 
 def test_web_without_flask_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch) -> None:
