@@ -113,6 +113,18 @@ class Keys:
         """HASH, no TTL: a replica saw the counters go back (scheduler.dataloss)."""
         return f"{self.namespace}:data_lost"
 
+    @property
+    def log(self) -> str:
+        """STREAM: the namespace's edit log, who changed which schedule and how
+        (scheduler.audit); capped at LOG_MAXLEN entries."""
+        return f"{self.namespace}:log"
+
+    @property
+    def paused_until(self) -> str:
+        """ZSET of schedules paused with an end; score = when the leader resumes it,
+        epoch seconds."""
+        return f"{self.namespace}:paused_until"
+
     def schedule(self, schedule_id: str) -> str:
         """HASH: the definition (JSON) and the state of one schedule."""
         return f"{self.namespace}:schedule:{schedule_id}"

@@ -39,6 +39,7 @@ class RemoveReply(IntEnum):
 
 class PauseReply(IntEnum):
     PAUSED = 1
+    UPDATED = 2  # already paused: its note and until replaced by the ones given
     ALREADY_PAUSED = 0
     NOT_FOUND = -1
     CHANGED = -2  # not at the version the caller expected: nothing written
@@ -49,6 +50,8 @@ class ResumeReply(IntEnum):
     NOT_PAUSED = 0
     NOT_FOUND = -1
     CHANGED = -2  # acked, failed or edited since it was read: re-read and try again
+    DEPOSED = -3  # a leader's resume (fenced) found the lease another's: nothing written
+    UNTIL_MOVED = -4  # a leader's resume found the pause's until changed: nothing written
 
 
 class TriggerReply(StrEnum):
@@ -61,6 +64,32 @@ class TriggerReply(StrEnum):
 
 #: The expected-version argument of PAUSE and TRIGGER that expects none: any version.
 ANY_VERSION = ""
+
+
+class EditEvent(StrEnum):
+    """The ``event`` of an edit's audit entry (scheduler.audit), in the schedule's
+    history and the namespace's edit log."""
+
+    CREATED = "created"
+    UPDATED = "updated"
+    PAUSED = "paused"
+    RESUMED = "resumed"
+    TRIGGERED = "triggered"
+    REMOVED = "removed"
+
+
+#: The fields of an audit entry besides ``event`` and ``at`` (``changed`` and ``note``
+#: only when not empty); the edit log's entries carry the schedule's ``id`` as well.
+AUDIT_FIELDS = ("by", "version", "changed", "note")
+#: The hash fields of a pause: its note, who paused, and when it ends (ISO; absent: until resumed).
+PAUSE_FIELDS = ("pause_note", "paused_by", "paused_until")
+
+
+class RecordReply(IntEnum):
+    """RECORD_EDIT (:meth:`scheduler.store.Client.record_edit`)."""
+
+    RECORDED = 1
+    NOT_FOUND = 0
 
 
 class AckReply(IntEnum):

@@ -26,12 +26,12 @@ from scheduler.lua.backfills import (
     BACKFILL_START,
 )
 from scheduler.lua.dispatch import DISPATCH, DUE_READ
-from scheduler.lua.edits import PAUSE, REMOVE, RESUME, TRIGGER, UPSERT, UPSERT_READ
+from scheduler.lua.edits import PAUSE, RECORD_EDIT, REMOVE, RESUME, TRIGGER, UPSERT, UPSERT_READ
 from scheduler.lua.runs import ACK, ALERT_RECORD, MARK_BROKEN, NUDGE, RETRY, RUN_TIMES_HEADER, START
 
 __all__ = [
     "Flags", "Scripts", "Pending", "flagged", "register", "run", "pipelined",
-    "UPSERT_READ", "UPSERT", "REMOVE", "PAUSE", "RESUME", "TRIGGER",
+    "UPSERT_READ", "UPSERT", "REMOVE", "PAUSE", "RESUME", "TRIGGER", "RECORD_EDIT",
     "ACK", "RETRY", "NUDGE", "START", "MARK_BROKEN", "DUE_READ", "DISPATCH", "ALERT_RECORD",
     "RUN_TIMES_HEADER",
     "BACKFILL_START", "BACKFILL_DISPATCH", "BACKFILL_ACK", "BACKFILL_FAIL", "BACKFILL_NUDGE",
@@ -80,6 +80,7 @@ class Scripts:
         self.pause = register(conn, PAUSE)
         self.resume = register(conn, RESUME)
         self.trigger = register(conn, TRIGGER)
+        self.record_edit = register(conn, RECORD_EDIT)
         self.ack = register(conn, ACK)
         self.retry = register(conn, RETRY)
         self.nudge = register(conn, NUDGE)

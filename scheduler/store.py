@@ -18,12 +18,19 @@ import redis.exceptions
 from redis import Redis
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
-from scheduler import backfillstore, cron, errors, hashes, policy, scripts
+from scheduler import audit, backfillstore, cron, errors, hashes, policy, scripts
 from scheduler.allow import AllowList
 from scheduler.backfill import Plan as BackfillPlan
 from scheduler.backfill import Status as BackfillStatus
 from scheduler.clock import iso, redis_now_ms
-from scheduler.errors import CorruptDefinition, RedisFull, RqbeatError, ScheduleConflict, ScheduleNotFound
+from scheduler.errors import (
+    CorruptDefinition,
+    InvalidSchedule,
+    RedisFull,
+    RqbeatError,
+    ScheduleConflict,
+    ScheduleNotFound,
+)
 from scheduler.keys import DEFAULT_NAMESPACE, HISTORY_MAXLEN, Keys
 from scheduler.memory import full_is_error, read_memory
 from scheduler.model import Schedule
@@ -33,6 +40,7 @@ from scheduler.protocol import (
     BackfillOverlap,
     BackfillStartReply,
     PauseReply,
+    RecordReply,
     RemoveReply,
     ResumeReply,
     ScheduleState,
@@ -100,7 +108,14 @@ class Client:
 
     # -- writes -------------------------------------------------------------------
 
-    def upsert(self, schedule: Schedule, *, version: int | None = None) -> UpsertResult:
+    def upsert(
+        self,
+        schedule: Schedule,
+        *,
+        version: int | None = None,
+        by: str | None = None,
+        note: str | None = None,
+    ) -> UpsertResult:
         """Create or replace a schedule. A new schedule, or a changed trigger, gets its
         next fire computed from now (Redis time); other changes keep the pending fire.
 
@@ -108,17 +123,33 @@ class Client:
         and retried). With it, the write is a compare-and-set: it happens only if the
         stored version is still ``version`` (0: only if there is no such schedule), and
         raises :class:`~scheduler.errors.StaleVersion` (``ScheduleExists`` for 0)
-        otherwise, having written nothing."""
+        otherwise, having written nothing.
+
+        Every edit is audited (:mod:`scheduler.audit`): ``by`` names who makes it
+        (default ``api``), ``note`` says why; both land in the schedule's history and
+        the namespace's edit log with the changed fields, written by the same script."""
+        edit = audit.edit_of(by, note)
         if version is None:
-            return self.upsert_many([schedule])[0]
-        return self._upsert_at(schedule, version)
+            return self._upsert_many([schedule], None, edit)[0]
+        return self._upsert_at(schedule, version, edit)
 
     def upsert_many(
-        self, schedules: Sequence[Schedule], *, progress: Progress | None = None
+        self,
+        schedules: Sequence[Schedule],
+        *,
+        progress: Progress | None = None,
+        by: str | None = None,
+        note: str | None = None,
     ) -> builtins.list[UpsertResult]:
         """Upsert several schedules with pipelined round trips (``rqbeat apply``);
-        ``progress`` hears of each chunk as Redis answers it. Raises
-        :class:`~scheduler.errors.RedisFull` when Redis is out of memory."""
+        ``progress`` hears of each chunk as Redis answers it; ``by`` and ``note`` as
+        :meth:`upsert`. Raises :class:`~scheduler.errors.RedisFull` when Redis is out of
+        memory."""
+        return self._upsert_many(schedules, progress, audit.edit_of(by, note))
+
+    def _upsert_many(
+        self, schedules: Sequence[Schedule], progress: Progress | None, edit: audit.Edit
+    ) -> builtins.list[UpsertResult]:
         self._check_allowed(schedules)
         what = (
             f"writing schedule {schedules[0].id!r}"
@@ -131,7 +162,7 @@ class Client:
         pending = list(schedules)
         try:
             for _ in range(5):
-                pending = self._upsert_round(pending, results, progress)
+                pending = self._upsert_round(pending, results, edit, progress)
                 if not pending:
                     return [results[s.id] for s in schedules]
         except redis.exceptions.OutOfMemoryError as exc:
@@ -143,7 +174,9 @@ class Client:
             raise RedisFull(what, done if written else "nothing was written") from exc
         raise ScheduleConflict(f"schedule {pending[0].id!r} kept changing during the upsert")
 
-    def edit(self, schedule_id: str, changes: Mapping[str, Any]) -> UpsertResult:
+    def edit(
+        self, schedule_id: str, changes: Mapping[str, Any], *, by: str | None = None, note: str | None = None
+    ) -> UpsertResult:
         """Change some settings of a stored schedule (:meth:`Schedule.edited`: the
         others, args included, stay). A compare-and-set on the version read, so an edit
         made meanwhile by someone else is never overwritten with settings read before
@@ -156,7 +189,7 @@ class Client:
             stop=stop_after_attempt(EDIT_ATTEMPTS),
             reraise=True,
         )
-        return retrying(self._edit_once, schedule_id, changes)
+        return retrying(self._edit_once, schedule_id, changes, audit.edit_of(by, note))
 
     def _check_allowed(self, schedules: Sequence[Schedule]) -> None:
         """All targets checked before anything is written; one that does not import
@@ -173,8 +206,11 @@ class Client:
                     verdict.reason,
                 )
 
-    def remove(self, schedule_id: str) -> bool:
-        """Delete a schedule and its history. Returns False if there was none."""
+    def remove(self, schedule_id: str, *, by: str | None = None, note: str | None = None) -> bool:
+        """Delete a schedule and its history (the edit log records who removed it).
+        Returns False if there was none."""
+        edit = audit.edit_of(by, note)
+        now = redis_now_ms(self.conn)
         k = self.keys
         keys = [
             k.schedule(schedule_id),
@@ -189,32 +225,59 @@ class Client:
             k.broken,
             k.failing,
             k.metered,
+            k.paused_until,
+            k.log,
             k.backfill(schedule_id),
             k.backfills,
             k.succeeded(schedule_id),
         ]
         with full_is_error(f"removing schedule {schedule_id!r}"):
-            reply = RemoveReply(scripts.run(self._scripts.remove, keys, [schedule_id]))
+            args = [schedule_id, iso(now), *edit.args()]
+            reply = RemoveReply(scripts.run(self._scripts.remove, keys, args))
         return reply is RemoveReply.REMOVED
 
-    def pause(self, schedule_id: str, *, version: int | None = None) -> bool:
-        """Stop firing (a run in flight finishes). False if it was already paused.
-        With ``version``, a compare-and-set in the same script: it happens only if the
-        stored version is still ``version``, else raises
-        :class:`~scheduler.errors.StaleVersion` having written nothing."""
+    def pause(
+        self,
+        schedule_id: str,
+        *,
+        by: str | None = None,
+        note: str | None = None,
+        until_ms: int | None = None,
+        version: int | None = None,
+    ) -> bool:
+        """Stop firing (a run in flight finishes). With ``until_ms`` (epoch ms, in the
+        future by Redis time) the leader resumes it then, by itself, recorded as
+        resumed by ``rqbeat (until)``. Pausing a paused schedule with a note or an
+        until replaces its note and until. False if it was already paused and nothing
+        changed. Raises :class:`InvalidSchedule` for an until not in the future,
+        having written nothing. With ``version``, a compare-and-set in the same
+        script: it happens only if the stored version is still ``version``, else
+        raises :class:`~scheduler.errors.StaleVersion` having written nothing."""
+        edit = audit.edit_of(by, note)
         k = self.keys
         now = redis_now_ms(self.conn)
+        if until_ms is not None and until_ms <= now:
+            raise InvalidSchedule("until", iso(until_ms), f"must be in the future (now is {iso(now)})")
+        until = [iso(until_ms), until_ms / 1000] if until_ms is not None else ["", 0]
         keys = [k.schedule(schedule_id), k.due, k.revision, k.events, k.history(schedule_id), k.stale]
-        args = [schedule_id, iso(now), self.history_maxlen, _expected(version)]
+        keys += [k.paused_until, k.log]
+        args = [schedule_id, iso(now), self.history_maxlen, *until, *edit.args(), _expected(version)]
         with full_is_error(f"pausing schedule {schedule_id!r}"):
             reply = PauseReply(scripts.run(self._scripts.pause, keys, args))
         if reply is PauseReply.NOT_FOUND:
             raise ScheduleNotFound(schedule_id)
         if reply is PauseReply.CHANGED:
             raise self._stale_now(schedule_id, version)
-        return reply is PauseReply.PAUSED
+        return reply is not PauseReply.ALREADY_PAUSED
 
-    def resume(self, schedule_id: str, *, version: int | None = None) -> bool:
+    def resume(
+        self,
+        schedule_id: str,
+        *,
+        by: str | None = None,
+        note: str | None = None,
+        version: int | None = None,
+    ) -> bool:
         """Fire again from the first fire after now. The fires pending or passed while
         it was paused never run; they are recorded as ``skipped`` in its history. A run
         still in flight finishes, and its ack re-arms the schedule after now as well.
@@ -228,17 +291,41 @@ class Client:
             reraise=True,
         )
         try:
-            reply = retrying(self._resume_once, schedule_id, version)
+            reply = retrying(self._resume_once, schedule_id, audit.edit_of(by, note), version=version)
         except _ResumeRaced:
             raise ScheduleConflict(f"schedule {schedule_id!r} kept changing during the resume") from None
         if reply is ResumeReply.NOT_FOUND:
             raise ScheduleNotFound(schedule_id)
         return reply is ResumeReply.RESUMED
 
-    def _resume_once(self, schedule_id: str, version: int | None = None) -> ResumeReply:
-        """One read-compute-write: the script refuses (``CHANGED``) when the version,
-        the pending fire or the run in flight moved since the read."""
+    def resume_at_until(self, schedule_id: str, *, token: str) -> ResumeReply:
+        """The leader's resume of a pause whose until has come: fenced by the lease
+        ``token`` (``DEPOSED`` when it is not the lease's) and only if the pause's
+        until is still the one read (``UNTIL_MOVED`` when someone paused it again);
+        recorded as resumed by :data:`scheduler.audit.UNTIL_BY`. Raises
+        ``ScheduleNotFound`` and ``RqbeatError`` (broken) as :meth:`resume` does."""
         record = self.get(schedule_id)
+        fence = (token, record.raw.get("paused_until", ""))
+        if not fence[1]:  # resumed or paused for good meanwhile: the zset entry is stale
+            fence = (token, "-")
+        try:
+            return self._resume_once(schedule_id, audit.Edit(by=audit.UNTIL_BY), fence, record)
+        except _ResumeRaced:  # an ack or an edit meanwhile: the next look tries again
+            return ResumeReply.CHANGED
+
+    def _resume_once(
+        self,
+        schedule_id: str,
+        edit: audit.Edit,
+        fence: tuple[str, str] = ("", ""),
+        record: ScheduleRecord | None = None,
+        *,
+        version: int | None = None,
+    ) -> ResumeReply:
+        """One read-compute-write: the script refuses (``CHANGED``) when the version,
+        the pending fire or the run in flight moved since the read. ``fence`` is the
+        leader's (token, until read), empty for a person's resume."""
+        record = record or self.get(schedule_id)
         if version is not None and record.version != version:
             raise _stale(schedule_id, version, record.version)
         if record.schedule is None:
@@ -254,23 +341,28 @@ class Client:
         seen = [record.raw.get(f, "") for f in ("version", "fire_at", "job_id")]
         k = self.keys
         keys = [k.schedule(schedule_id), k.due, k.revision, k.events, k.history(schedule_id)]
+        keys += [k.paused_until, k.log, k.leader]
         args = [schedule_id, iso(fire), score / 1000, iso(now), self.history_maxlen, *seen, skipped]
         first_text = iso(first) if first is not None else ""
         with full_is_error(f"resuming schedule {schedule_id!r}"):
-            reply = ResumeReply(scripts.run(self._scripts.resume, keys, [*args, first_text]))
+            args += [first_text, *edit.args(), *fence]
+            reply = ResumeReply(scripts.run(self._scripts.resume, keys, args))
         if reply is ResumeReply.CHANGED:
             raise _ResumeRaced
         return reply
 
-    def trigger(self, schedule_id: str, *, version: int | None = None) -> None:
+    def trigger(
+        self, schedule_id: str, *, by: str | None = None, note: str | None = None, version: int | None = None
+    ) -> None:
         """Run the schedule now, once; its regular fires carry on afterwards. When a
         fire is pending and due already (overdue, or waiting for its retry), that fire
         runs now, its attempts kept: a trigger never drops a fire. With ``version``, a
         compare-and-set as :meth:`pause`'s."""
+        edit = audit.edit_of(by, note)
         now = redis_now_ms(self.conn)
         k = self.keys
-        keys = [k.schedule(schedule_id), k.due, k.revision, k.events, k.history(schedule_id)]
-        args = [schedule_id, iso(now), now / 1000, self.history_maxlen, _expected(version)]
+        keys = [k.schedule(schedule_id), k.due, k.revision, k.events, k.history(schedule_id), k.log]
+        args = [schedule_id, iso(now), now / 1000, self.history_maxlen, *edit.args(), _expected(version)]
         with full_is_error(f"triggering schedule {schedule_id!r}"):
             reply = text(scripts.run(self._scripts.trigger, keys, args))
         if reply == TriggerReply.NOT_FOUND:
@@ -330,6 +422,30 @@ class Client:
             self.conn, self.keys, self._scripts, schedule_id, by=by, history_maxlen=self.history_maxlen
         )
 
+    def record_edit(
+        self,
+        schedule_id: str,
+        event: str,
+        *,
+        by: str | None = None,
+        note: str | None = None,
+        changed: str = "",
+    ) -> bool:
+        """Audit an edit made by a script that cannot write the entry itself (a
+        backfill, say): an ``event`` entry in the schedule's history and the edit log,
+        with who, when (Redis time), the version, ``changed`` and the note. Prefer
+        writing the entry in the edit's own script (:data:`scheduler.lua.common.AUDIT`):
+        this is a second round trip, not atomic with the edit. False (nothing
+        written) when there is no such schedule."""
+        edit = audit.edit_of(by, note)
+        now = redis_now_ms(self.conn)
+        k = self.keys
+        keys = [k.schedule(schedule_id), k.history(schedule_id), k.log]
+        args = [schedule_id, event, iso(now), self.history_maxlen, *edit.args(), changed]
+        with full_is_error(f"recording an edit of schedule {schedule_id!r}"):
+            reply = RecordReply(scripts.run(self._scripts.record_edit, keys, args))
+        return reply is RecordReply.RECORDED
+
     # -- reads --------------------------------------------------------------------
 
     def get(self, schedule_id: str) -> ScheduleRecord:
@@ -386,6 +502,7 @@ class Client:
         self,
         schedules: Sequence[Schedule],
         results: dict[str, UpsertResult],
+        edit: audit.Edit,
         progress: Progress | None = None,
     ) -> builtins.list[Schedule]:
         """One read-compute-write pass, chunk by chunk, each chunk computed while Redis
@@ -395,7 +512,7 @@ class Client:
 
         def chunks() -> Iterator[tuple[_Chunk, builtins.list[Any] | None]]:
             for chunk in hashes.chunks(schedules, UPSERT_CHUNK):
-                writes, args = self._prepare(chunk, results)
+                writes, args = self._prepare(chunk, results, edit)
                 yield (writes, len(chunk)), args if writes else None
 
         def settle(context: _Chunk, versions: Any) -> bool:
@@ -414,7 +531,7 @@ class Client:
             return True
 
         k = self.keys
-        keys = [k.due, k.ids, k.revision, k.events, k.broken]
+        keys = [k.due, k.ids, k.revision, k.events, k.broken, k.log]
         scripts.pipelined(self.conn, self._scripts.upsert, keys, chunks(), settle)
         return lost
 
@@ -427,33 +544,34 @@ class Client:
             left = max(0, memory.max_bytes - memory.used_bytes)
             raise RedisFull(what, f"nothing was written (it needs about {need} bytes, Redis has {left} left)")
 
-    def _upsert_at(self, schedule: Schedule, version: int) -> UpsertResult:
+    def _upsert_at(self, schedule: Schedule, version: int, edit: audit.Edit) -> UpsertResult:
         """:meth:`upsert` as a compare-and-set on ``version``."""
         self._check_allowed([schedule])
         results: dict[str, UpsertResult] = {}
-        writes, args = self._prepare([schedule], results, expected={schedule.id: version})
+        writes, args = self._prepare([schedule], results, edit, expected={schedule.id: version})
         if not writes:
             return results[schedule.id]
         k = self.keys
         with full_is_error(f"writing schedule {schedule.id!r}"):
-            keys = [k.due, k.ids, k.revision, k.events, k.broken]
+            keys = [k.due, k.ids, k.revision, k.events, k.broken, k.log]
             (written,) = scripts.run(self._scripts.upsert, keys, args)
         if written == UpsertReply.CONFLICT:  # moved between the read and the script: report what is there
             raise _stale(schedule.id, version, int(self.conn.hget(k.schedule(schedule.id), "version") or 0))
         return UpsertResult(schedule.id, "created" if written == FIRST_VERSION else "updated", int(written))
 
-    def _edit_once(self, schedule_id: str, changes: Mapping[str, Any]) -> UpsertResult:
+    def _edit_once(self, schedule_id: str, changes: Mapping[str, Any], edit: audit.Edit) -> UpsertResult:
         record = self.get(schedule_id)
         if record.schedule is None:
             raise RqbeatError(
                 f"schedule {schedule_id!r} is broken ({record.error}); apply a valid definition"
             )
-        return self._upsert_at(record.schedule.edited(changes), record.version)
+        return self._upsert_at(record.schedule.edited(changes), record.version, edit)
 
     def _prepare(
         self,
         schedules: Sequence[Schedule],
         results: dict[str, UpsertResult],
+        edit: audit.Edit,
         expected: Mapping[str, int] | None = None,
     ) -> tuple[builtins.list[Schedule], builtins.list[Any]]:
         """Read a chunk's current versions and build the upsert's arguments for the
@@ -463,7 +581,13 @@ class Client:
         prefix = self.keys.schedule("")
         reply = scripts.run(self._scripts.upsert_read, [], [prefix, *(s.id for s in schedules)])
         now = redis_now_ms(self.conn)
-        args: builtins.list[Any] = [prefix, iso(now)]
+        args: builtins.list[Any] = [
+            prefix,
+            iso(now),
+            self.keys.history(""),
+            self.history_maxlen,
+            *edit.args(),
+        ]
         writes: builtins.list[Schedule] = []
         for i, schedule in enumerate(schedules):
             version, definition, state = _upsert_row(reply, i)
@@ -482,6 +606,7 @@ class Client:
             fire = cron.next_fire_ms(schedule.trigger, now) if refire else None
             args += [schedule.id, new_json, int(version or 0)]
             args += [iso(fire), policy.due_score_ms(schedule, fire) / 1000] if fire is not None else ["", 0]
+            args.append(audit.upsert_changes(text(definition), new_json, text(state)))
             writes.append(schedule)
         return writes, args
 

@@ -34,6 +34,7 @@ class Line:
     worker: str | None
     outcome: str  # the run's ending (dispatched), or what the entry says happened
     run_outcome: str | None  # dispatched only: succeeded / failed / gave_up / in flight
+    by: str | None = None  # an audited edit (scheduler.audit): who made it
 
 
 def attempt_of(job_id: str | None) -> int | None:
@@ -68,6 +69,7 @@ def explain(
                 worker=(end.fields.get("worker") or None) if end else None,
                 outcome=(run_outcome or "") if entry.event == "dispatched" else _details(entry, when),
                 run_outcome=run_outcome,
+                by=entry.fields.get("by") or None,
             )
         )
     return lines
@@ -97,6 +99,8 @@ def _attempt(entry: HistoryEntry) -> int | None:
 def _details(entry: HistoryEntry, when: Callable[[int], str]) -> str:
     """What a non-dispatch entry says, in a few words."""
     fields = entry.fields
+    if "by" in fields:
+        return edit_details(fields, when)
     retry_ms, next_ms = _time(fields.get("retry_at")), _time(fields.get("next_fire_at"))
     error = (fields.get("error") or "").strip().splitlines()
     reason = error[-1] if error else ""  # a traceback's last line names the exception
@@ -115,6 +119,17 @@ def _details(entry: HistoryEntry, when: Callable[[int], str]) -> str:
         count = fields.get("count", "?")
         return f"{count} fire{'' if count == '1' else 's'} skipped: pending or due while paused"
     return reason
+
+
+def edit_details(fields: dict[str, str], when: Callable[[int], str]) -> str:
+    """An audited edit in a few words: what changed, the pause's end, the note."""
+    until = _time(fields.get("until"))
+    parts = [
+        fields.get("changed", ""),
+        f"until {when(until)}" if until is not None else "",
+        f'"{fields["note"]}"' if fields.get("note") else "",
+    ]
+    return "; ".join(p for p in parts if p)
 
 
 def _time(value: str | None) -> int | None:

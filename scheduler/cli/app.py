@@ -11,6 +11,7 @@ import redis.exceptions
 from scheduler.cli import (
     aclcmd,
     applycmd,
+    audited,
     backfillcmd,
     edit,
     importcmd,
@@ -141,6 +142,7 @@ for _command in [
     *schedules.COMMANDS,
     *backfillcmd.COMMANDS,
     *views.COMMANDS,
+    *audited.COMMANDS,
     *ops.COMMANDS,
     *workercmd.COMMANDS,
     *aclcmd.COMMANDS,

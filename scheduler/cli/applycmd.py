@@ -21,6 +21,7 @@ from typing import Any
 import click
 
 from scheduler import apply as applying
+from scheduler.cli.audited import EditArgs, audit_options, edit_of
 from scheduler.cli.common import (
     Context,
     allow_option,
@@ -55,6 +56,7 @@ _SIGNS = {"+": "ok", "~": "warn", "-": "bad"}
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 @allow_option
 @import_options("APPLY")
+@audit_options
 @json_option
 @pass_context
 def apply_file(
@@ -68,13 +70,16 @@ def apply_file(
     allow: str | None,
     paths: tuple[str, ...],
     check_import: bool,
+    by: str | None,
+    note: str | None,
     as_json: bool,
 ) -> None:
     """Create, update (and with --prune remove) schedules to match a TOML FILE.
 
     The whole file is validated first; one invalid schedule means nothing is written.
     A schedule the file lists that another group, `rqbeat add` or the Python API made
-    becomes this file's group's (shown as an owner change). Targets that do not
+    becomes this file's group's (shown as an owner change). Each change is recorded
+    with --by and --note (`rqbeat log`). Targets that do not
     import here (from --path) are warned about, or refused with --check-import.
 
     \b
@@ -99,6 +104,7 @@ def apply_file(
     if quiet and (verbose or as_json):
         raise ConfigError("--quiet", True, "prints nothing: drop --verbose and --json")
     allowed = parse_allow(allow)
+    edit = edit_of(by, note)
     group = group or applying.group_for(file)
     schedules = applying.load_file(file, group=group)
     targets = [Target(s.id, s.target, f"schedules.{s.id}.target") for s in schedules]
@@ -110,7 +116,7 @@ def apply_file(
     if not dry_run:
         changes = len(plan.create) + len(plan.update) + len(plan.prune)
         with _progress(changes, enabled=not quiet and changes > LINES_UP_TO) as advance:
-            _write(ctx.client, plan, advance)
+            _write(ctx.client, plan, advance, edit)
     elapsed_s = time.monotonic() - started
     warnings.echo()
     if quiet:
@@ -124,10 +130,10 @@ def apply_file(
     click.echo(summary_line(plan, total=len(schedules), dry_run=dry_run, elapsed_s=elapsed_s))
 
 
-def _write(client: Client, plan: applying.Plan, advance: Callable[[int], None]) -> None:
-    client.upsert_many(plan.create + plan.update, progress=advance)
+def _write(client: Client, plan: applying.Plan, advance: Callable[[int], None], edit: EditArgs) -> None:
+    client.upsert_many(plan.create + plan.update, progress=advance, **edit)
     for schedule_id in plan.prune:
-        client.remove(schedule_id)
+        client.remove(schedule_id, **edit)
         advance(1)
 
 

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import click
 
+from scheduler.cli.audited import audit_options, edit_of
 from scheduler.cli.common import (
     Context,
     allow_option,
@@ -119,6 +120,7 @@ def settings_given(options: dict[str, Any]) -> dict[str, Any]:
 )
 @allow_option
 @import_options("ADD")
+@audit_options
 @json_option
 @pass_context
 def add(
@@ -130,6 +132,8 @@ def add(
     allow: str | None,
     paths: tuple[str, ...],
     check_import: bool,
+    by: str | None,
+    note: str | None,
     as_json: bool,
     **options: Any,
 ) -> None:
@@ -147,13 +151,14 @@ def add(
       rqbeat add report myapp.jobs.report --cron @daily --allow myapp.jobs
     """
     allowed = parse_allow(allow)
+    edit = edit_of(by, note)
     raw = {"id": schedule_id, "target": target, **settings_given(options)}
     schedule = Schedule.from_dict(raw, owner="cli")
     warnings = check_targets(
         [Target(schedule.id, schedule.target)], allowed, paths=paths, strict=check_import
     )
     try:
-        result = ctx.client.upsert(schedule, version=None if replace else 0)
+        result = ctx.client.upsert(schedule, version=None if replace else 0, **edit)
     except ScheduleExists as exc:
         raise click.ClickException(
             f"{exc}; nothing written (overwrite it: add --replace; change some settings: "
@@ -175,6 +180,7 @@ def add(
 )
 @allow_option
 @import_options("SET")
+@audit_options
 @json_option
 @pass_context
 def set_settings(
@@ -186,6 +192,8 @@ def set_settings(
     allow: str | None,
     paths: tuple[str, ...],
     check_import: bool,
+    by: str | None,
+    note: str | None,
     as_json: bool,
     **options: Any,
 ) -> None:
@@ -212,10 +220,11 @@ def set_settings(
     if not changes:
         raise click.UsageError("Nothing to change: give at least one setting", click.get_current_context())
     allowed = parse_allow(allow)
+    edit = edit_of(by, note)
     # an unchanged target was checked when it was written
     checked = [Target(schedule_id, target)] if target is not None else []
     warnings = check_targets(checked, allowed, paths=paths, strict=check_import)
-    result = ctx.client_allowing(allowed).edit(schedule_id, changes)
+    result = ctx.client_allowing(allowed).edit(schedule_id, changes, **edit)
     _echo_result(ctx, result, as_json)
     warnings.echo()
 

@@ -152,6 +152,9 @@ def record_json(record: ScheduleRecord) -> dict[str, Any]:
         "last_run_at": _iso(record.last_run_ms),
         "last_error": record.last_error,
         "updated_at": raw.get("updated_at") or None,
+        "pause_note": raw.get("pause_note") or None,
+        "paused_by": raw.get("paused_by") or None,
+        "paused_until": raw.get("paused_until") or None,
         "error": record.error,
         "definition": record.schedule.to_dict() if record.schedule else None,
     }
@@ -166,6 +169,7 @@ TIME_KEYS = (
     "last_run_at",
     "last_success_at",
     "updated_at",
+    "paused_until",
 )
 
 

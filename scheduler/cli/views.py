@@ -31,7 +31,7 @@ from scheduler.timeline import Line, explain
 
 LS_HEADERS = ["ID", "TRIGGER", "TZ", "STATE", "NEXT", "LAST"]
 #: History fields that are counters: numbers in --json, as in ``show --json``.
-_NUMBERS = ("epoch", "count")
+_NUMBERS = ("epoch", "count", "version")
 #: Extra history entries read so that the first runs shown still find their dispatch.
 _PAIRING_SLACK = 20
 
@@ -103,7 +103,19 @@ def _next_cell(record: ScheduleRecord, tz: str, now_ms: int) -> Cell:
     if record.job_id:  # running, or paused with its last run still in flight
         fire = wall(record.fire_ms, tz) if record.fire_ms else "?"
         return Cell(f"{fire} ({_phase_text(record, now_ms)})", "busy")
+    if record.state is ScheduleState.PAUSED:
+        return Cell(_pause_text(record, tz, now_ms), "warn")
     return Cell("-")
+
+
+def _pause_text(record: ScheduleRecord, tz: str, now_ms: int) -> str:
+    """``resumes 18:00 (in 2h): "db migration"``, or ``-`` for a pause without an end
+    or a note."""
+    until = _time(record.raw.get("paused_until"))
+    note = record.raw.get("pause_note", "")
+    parts = [f"resumes {wall(until, tz)} ({relative(until, now_ms)})" if until is not None else ""]
+    parts.append(f'"{first_line(note, 40)}"' if note else "")
+    return ": ".join(p for p in parts if p) or "-"
 
 
 def _phase_text(record: ScheduleRecord, now_ms: int) -> str:
@@ -138,7 +150,9 @@ def _last_cell(record: ScheduleRecord, now_ms: int) -> Cell:
 def history(ctx: Context, schedule_id: str, count: int, as_json: bool) -> None:
     """Show the history of ID: each dispatch with its attempt, job id, outcome, lateness
     (fire to start on a worker) and duration (start to end; dispatch to acknowledgement
-    when a plain rq worker ran it); failures, give-ups, missed fires, pauses, alerts.
+    when a plain rq worker ran it); failures, give-ups, missed fires, alerts; and the
+    edits (updated, paused, resumed, triggered), each with who made it (BY), what
+    changed and its note.
 
     Times are on the schedule's own wall clock.
 
@@ -154,7 +168,7 @@ def history(ctx: Context, schedule_id: str, count: int, as_json: bool) -> None:
     if as_json:
         echo_json([_history_json(line) for line in lines])
         return
-    headers = [f"AT ({tz})", "EVENT", "FIRE", "ATTEMPT", "JOB", "LATE", "DURATION", "OUTCOME"]
+    headers = [f"AT ({tz})", "EVENT", "BY", "FIRE", "ATTEMPT", "JOB", "LATE", "DURATION", "OUTCOME"]
     table(headers, [_history_row(line, tz) for line in lines])
 
 
@@ -163,6 +177,7 @@ def _history_row(line: Line, tz: str) -> list[Cell | str]:
     return [
         wall(entry.at_ms, tz),
         toned(entry.event),
+        line.by or "",  # filled for edits only: the column marks them beside the runs
         wall(line.fire_ms, tz) if line.fire_ms is not None else "",
         str(line.attempt) if line.attempt is not None else "",
         line.job_id or "",

@@ -44,6 +44,7 @@ from scheduler.engine.dispatch import DEFAULT_BATCH, Dispatcher, Prepared
 from scheduler.engine.healthalerts import HealthAlerts
 from scheduler.engine.lease import Lease
 from scheduler.engine.metrics import Metrics, MetricsServer
+from scheduler.engine.unpause import Unpauser
 from scheduler.engine.watchdog import Watchdog
 from scheduler.errors import LeadershipLost
 from scheduler.eviction import check_eviction
@@ -120,6 +121,7 @@ class Service:
         self.dispatcher = Dispatcher(self.conn, self.keys, batch_size=config.batch_size, allow=config.allow)
         self.metrics = Metrics(self.keys, self.conn)
         self.watchdog = Watchdog(self.conn, self.keys, batch_size=config.batch_size, metrics=self.metrics)
+        self.unpauser = Unpauser(self.conn, self.keys)
         self.backfiller = Backfiller(self.conn, self.keys, allow=config.allow)
         self.alerter = Alerter(
             self.conn, self.keys, config.alerts, is_leader=lambda: self.is_leader, metrics=self.metrics
@@ -300,36 +302,42 @@ class Service:
         pipe.time()
         pipe.zrange(self.keys.due, 0, 0, withscores=True)
         pipe.zrange(self.keys.running, 0, 0, withscores=True)
+        pipe.zrange(self.keys.paused_until, 0, 0, withscores=True)
         pipe.zrange(self.keys.backfills, 0, 0, withscores=True)
-        time_reply, first_due, first_running, first_backfill = pipe.execute()
+        time_reply, first_due, first_running, first_until, first_backfill = pipe.execute()
         now_ms = time_reply_ms(time_reply)
+        firsts = {"running": first_running, "until": first_until, "backfill": first_backfill}
+        if self._work(now_ms, token, first_due, **firsts):
+            self._plan_until = None
+            return 0.0  # re-read the sets before planning a wait
+        return self._plan(started, now_ms, first_due, [*first_running, *first_until, *first_backfill], token)
+
+    def _work(
+        self,
+        now_ms: int,
+        token: str,
+        first_due: list[tuple[bytes, float]],
+        *,
+        running: list[tuple[bytes, float]],
+        until: list[tuple[bytes, float]],
+        backfill: list[tuple[bytes, float]],
+    ) -> bool:
+        """Do what has come (dispatch, watchdog, pauses that end, backfills after the
+        live fires); False when nothing had. Each list holds the first of its set."""
         worked = False
         if first_due and first_due[0][1] * 1000 <= now_ms:
             batch = self.dispatcher.dispatch(now_ms, token, self.lease.epoch)
             self.metrics.observe_batch(batch, now_ms)
             if batch.size >= self.config.batch_size:
-                return 0.0  # more is due: dispatch first, the watchdog can wait a pass
+                return True  # more is due: dispatch first, the rest can wait a pass
             worked = True
-        worked = self._look(now_ms, first_running, first_backfill, token) or worked
-        if worked:
-            self._plan_until = None
-            return 0.0  # re-read the sets before planning a wait
-        return self._plan(started, now_ms, first_due, [*first_running, *first_backfill], token)
-
-    def _look(
-        self,
-        now_ms: int,
-        first_running: list[tuple[bytes, float]],
-        first_backfill: list[tuple[bytes, float]],
-        token: str,
-    ) -> bool:
-        """The watchdog's looks, then the backfills' (after the live fires); True
-        when either had something to do."""
-        worked = False
-        if first_running and first_running[0][1] * 1000 <= now_ms:
+        if running and running[0][1] * 1000 <= now_ms:
             self.watchdog.check(now_ms)
             worked = True
-        if first_backfill and first_backfill[0][1] * 1000 <= now_ms:
+        if until and until[0][1] * 1000 <= now_ms:
+            self.unpauser.resume_due(now_ms, token)
+            worked = True
+        if backfill and backfill[0][1] * 1000 <= now_ms:
             self.backfiller.step(now_ms, token, self.lease.epoch)
             worked = True
         return worked
@@ -339,14 +347,13 @@ class Service:
         started: float,
         now_ms: int,
         first_due: list[tuple[bytes, float]],
-        first_running: list[tuple[bytes, float]],
+        others: list[tuple[bytes, float]],
         token: str,
     ) -> float:
-        """How long to wait: until the next due fire, watchdog or backfill look
-        (``first_running`` holds the first of each), at most
+        """How long to wait: until the next due fire, or the first of ``others`` (the
+        next watchdog look, the next pause's end, the next backfill look), at most
         :data:`MAX_WAIT_S`; a dispatch due within :data:`PREPARE_S` is decided now."""
-        nexts = [float(s) - now_ms / 1000 for _, s in first_due[:1]]
-        nexts += [float(s) - now_ms / 1000 for _, s in first_running]
+        nexts = [float(s) - now_ms / 1000 for s in [*(s for _, s in first_due[:1]), *(s for _, s in others)]]
         until_next = max(0.0, min([*nexts, MAX_WAIT_S]))
         if first_due and until_next == nexts[0]:  # the next thing to do is a dispatch
             if until_next > PREPARE_S:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from scheduler.protocol import UPSERT_READ_FIELDS, lua_list
+from scheduler.lua.common import AUDIT
+from scheduler.protocol import PAUSE_FIELDS, UPSERT_READ_FIELDS, lua_list
 
 UPSERT_READ = (
     lua_list("FIELDS", UPSERT_READ_FIELDS)
@@ -23,27 +24,37 @@ return out
 """
 )
 
-UPSERT = """
+UPSERT = (
+    AUDIT
+    + """
 -- Create or replace many schedules; one revision bump and one publish for the whole
--- call.
+-- call. Each write is audited: 'updated' in the schedule's history and the edit log,
+-- 'created' in the edit log only (scheduler.audit: a stream per new schedule costs
+-- ~4.7 KB).
 -- KEYS[1] - the due zset
 -- KEYS[2] - the ids set
 -- KEYS[3] - the revision counter
 -- KEYS[4] - the events channel
 -- KEYS[5] - the broken set
+-- KEYS[6] - the edit log stream
 -- ARGV[1] - the schedule key prefix
 -- ARGV[2] - now, ISO
--- then 5 per schedule, from ARGV[i] (i = 3, 8, ...):
+-- ARGV[3] - the history key prefix
+-- ARGV[4] - history maxlen
+-- ARGV[5] - by: who makes the edit
+-- ARGV[6] - note ('' = none)
+-- then 6 per schedule, from ARGV[i] (i = 7, 13, ...):
 -- ARGV[i] - the schedule id
 -- ARGV[i + 1] - its definition, JSON
 -- ARGV[i + 2] - the version read before (0 = new)
 -- ARGV[i + 3] - fire_at ISO of the recomputed next fire, or '' to keep the pending fire
 -- ARGV[i + 4] - its due score
+-- ARGV[i + 5] - the changed fields, for the audit entry ('' for a new schedule)
 -- returns per schedule the new version, or -1 (UpsertReply.CONFLICT) when the version
 -- moved since it was read (re-read, retry)
-local due, ids, revision, events, broken = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local prefix, now = ARGV[1], ARGV[2]
-local function upsert(key, id, definition, read, fire, score)
+local due, ids, revision, events, broken, log = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local prefix, now, history_prefix, maxlen, by, note = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local function upsert(key, id, definition, read, fire, score, changed)
   if redis.call('TYPE', key)['ok'] ~= 'hash' then
     if tonumber(read) ~= 0 then return -1 end
     redis.call('DEL', key)  -- none, or a key of another type set by hand: replaced
@@ -62,12 +73,15 @@ local function upsert(key, id, definition, read, fire, score)
   end
   -- running: the in-flight run finishes; its ack sees the new version and re-arms from
   -- the new definition. paused: stays paused; resume computes the next fire.
+  local event, history = 'updated', history_prefix .. id
+  if current == 0 then event, history = 'created', false end
+  audit(history, log, maxlen, id, audit_entry(event, now, by, note, version, changed))
   return version
 end
 local out, written = {}, false
-for i = 3, #ARGV, 5 do
+for i = 7, #ARGV, 6 do
   local version = upsert(prefix .. ARGV[i], ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3],
-                         ARGV[i + 4])
+                         ARGV[i + 4], ARGV[i + 5])
   written = written or version > 0
   out[#out + 1] = version
 end
@@ -77,10 +91,13 @@ if written then
 end
 return out
 """
+)
 
-REMOVE = """
--- Delete a schedule and its history. An in-flight run finishes; its ack finds no
--- schedule and does nothing.
+REMOVE = (
+    AUDIT
+    + """
+-- Delete a schedule and its history; the edit log records the removal. An in-flight
+-- run finishes; its ack finds no schedule and does nothing.
 -- KEYS[1] - the schedule hash
 -- KEYS[2] - its history stream
 -- KEYS[3] - the due zset
@@ -93,22 +110,31 @@ REMOVE = """
 -- KEYS[10] - the broken set
 -- KEYS[11] - the failing zset
 -- KEYS[12] - the metered set
--- KEYS[13] - its backfill hash
--- KEYS[14] - the backfills zset
--- KEYS[15] - its succeeded zset
+-- KEYS[13] - the paused-until zset
+-- KEYS[14] - the edit log stream
+-- KEYS[15] - its backfill hash
+-- KEYS[16] - the backfills zset
+-- KEYS[17] - its succeeded zset
 -- ARGV[1] - the schedule id
+-- ARGV[2] - now, ISO
+-- ARGV[3] - by: who removes it
+-- ARGV[4] - note ('' = none)
 -- returns (RemoveReply) 1 the schedule existed, 0 it did not
 local schedule, history, due, running = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local ids, revision, events = KEYS[5], KEYS[6], KEYS[7]
 local queued, stale, broken, failing, metered = KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12]
-local backfill, backfills, succeeded = KEYS[13], KEYS[14], KEYS[15]
-local id = ARGV[1]
+local paused_until, log = KEYS[13], KEYS[14]
+local backfill, backfills, succeeded = KEYS[15], KEYS[16], KEYS[17]
+local id, now, by, note = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local version = redis.pcall('HGET', schedule, 'version')
+if type(version) ~= 'string' then version = '' end  -- none, or a key of another type
 local existed = redis.call('DEL', schedule)
 redis.call('ZREM', queued, id)
 redis.call('ZREM', stale, id)
 redis.call('SREM', broken, id)
 redis.call('ZREM', failing, id)
 redis.call('SREM', metered, id)
+redis.call('ZREM', paused_until, id)
 redis.call('DEL', history)
 redis.call('DEL', backfill, succeeded)  -- a backfill in flight stops; its ack finds nothing
 redis.call('ZREM', backfills, id)
@@ -117,49 +143,87 @@ redis.call('ZREM', running, id)
 existed = existed + redis.call('SREM', ids, id)
 redis.call('INCR', revision)
 redis.call('PUBLISH', events, 'edit')
-if existed > 0 then return 1 end
+if existed > 0 then
+  audit(false, log, 0, id, audit_entry('removed', now, by, note, version, ''))
+  return 1
+end
 return 0
 """
+)
 
-PAUSE = """
--- Stop firing; a run in flight finishes (its ack leaves the schedule paused).
+PAUSE = (
+    lua_list("PAUSE_FIELDS", PAUSE_FIELDS)
+    + AUDIT
+    + """
+-- Stop firing; a run in flight finishes (its ack leaves the schedule paused). With an
+-- until, the leader resumes it then (the paused-until zset). Pausing a paused schedule
+-- with a note or an until replaces its note and until.
 -- KEYS[1] - the schedule hash
 -- KEYS[2] - the due zset
 -- KEYS[3] - the revision counter
 -- KEYS[4] - the events channel
 -- KEYS[5] - its history stream
 -- KEYS[6] - the stale zset (a paused schedule is not expected to succeed)
+-- KEYS[7] - the paused-until zset
+-- KEYS[8] - the edit log stream
 -- ARGV[1] - the schedule id
 -- ARGV[2] - now, ISO
 -- ARGV[3] - history maxlen
--- ARGV[4] - the version the caller expects ('' = any): a compare-and-set
--- returns (PauseReply) 1 paused, 0 already paused, -1 no such schedule, -2 not at the
--- expected version (nothing written)
+-- ARGV[4] - until, ISO ('' = until resumed)
+-- ARGV[5] - until, score
+-- ARGV[6] - by: who pauses it
+-- ARGV[7] - note ('' = none)
+-- ARGV[8] - the version the caller expects ('' = any): a compare-and-set
+-- returns (PauseReply) 1 paused, 2 already paused (note and until replaced), 0 already
+-- paused, -1 no such schedule, -2 not at the expected version (nothing written)
 local schedule, due, revision, events, history = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local stale = KEYS[6]
-local id, now, maxlen, expected = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local stale, paused_until, log = KEYS[6], KEYS[7], KEYS[8]
+local id, now, maxlen, until_iso, until_score, by, note = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5],
+                                                      ARGV[6], ARGV[7]
+local expected = ARGV[8]
 local state = redis.call('HGET', schedule, 'state')
 if not state then return -1 end
 if expected ~= '' and redis.call('HGET', schedule, 'version') ~= expected then return -2 end
-if state == 'paused' then return 0 end
+local updating = state == 'paused'
+if updating and until_iso == '' and note == '' then return 0 end
 redis.call('ZREM', due, id)
 redis.call('ZREM', stale, id)
-redis.call('HSET', schedule, 'state', 'paused', 'updated_at', now)
-redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', 'event', 'paused', 'at', now)
+redis.call('HDEL', schedule, unpack(PAUSE_FIELDS))
+redis.call('HSET', schedule, 'state', 'paused', 'updated_at', now, 'paused_by', by)
+if note ~= '' then redis.call('HSET', schedule, 'pause_note', note) end
+local fields = audit_entry('paused', now, by, note, redis.call('HGET', schedule, 'version') or '', '')
+if until_iso ~= '' then
+  redis.call('HSET', schedule, 'paused_until', until_iso)
+  redis.call('ZADD', paused_until, until_score, id)
+  fields[#fields + 1] = 'until'
+  fields[#fields + 1] = until_iso
+else
+  redis.call('ZREM', paused_until, id)
+end
+audit(history, log, maxlen, id, fields)
 redis.call('INCR', revision)
 redis.call('PUBLISH', events, 'edit')
+if updating then return 2 end
 return 1
 """
+)
 
-RESUME = """
+RESUME = (
+    lua_list("PAUSE_FIELDS", PAUSE_FIELDS)
+    + AUDIT
+    + """
 -- Fire again from now on: fires that passed while paused never run; each is recorded
 -- as skipped. Compare-and-set on what the caller read, so the skipped fires it counted
--- are the ones that passed.
+-- are the ones that passed. The leader's resume at a pause's until is fenced (its
+-- lease token) and checks that the until it read is still the pause's.
 -- KEYS[1] - the schedule hash
 -- KEYS[2] - the due zset
 -- KEYS[3] - the revision counter
 -- KEYS[4] - the events channel
 -- KEYS[5] - its history stream
+-- KEYS[6] - the paused-until zset
+-- KEYS[7] - the edit log stream
+-- KEYS[8] - the lease key (read only when a token is given)
 -- ARGV[1] - the schedule id
 -- ARGV[2] - fire_at ISO of the next fire from now
 -- ARGV[3] - its due score
@@ -170,16 +234,35 @@ RESUME = """
 -- ARGV[8] - job_id as read ('' = no run in flight)
 -- ARGV[9] - fires skipped (pending or passed while paused: never run)
 -- ARGV[10] - the first of them, ISO
+-- ARGV[11] - by: who resumes it
+-- ARGV[12] - note ('' = none)
+-- ARGV[13] - the leader's lease token ('' = not fenced: a person's resume)
+-- ARGV[14] - the pause's until as read ('' = not checked)
 -- returns (ResumeReply) 1 resumed, 0 not paused, -1 no such schedule, -2 changed since
--- it was read (an ack, a failure or an edit: the skipped fires differ; re-read)
+-- it was read (an ack, a failure or an edit: the skipped fires differ; re-read), -3 the
+-- lease is not the token's, -4 the pause's until is no longer the one read
 local schedule, due, revision, events, history = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local paused_until, log, leader = KEYS[6], KEYS[7], KEYS[8]
 local id, fire, score, now, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local read_version, read_fire, read_job = ARGV[6], ARGV[7], ARGV[8]
 local skipped, first_skipped = ARGV[9], ARGV[10]
+local by, note, token, read_until = ARGV[11], ARGV[12], ARGV[13], ARGV[14]
+if token ~= '' and redis.call('GET', leader) ~= token then return -3 end
 local state = redis.call('HGET', schedule, 'state')
-if not state then return -1 end
-if state ~= 'paused' then return 0 end
+if not state then
+  redis.call('ZREM', paused_until, id)
+  return -1
+end
+if state ~= 'paused' then
+  redis.call('ZREM', paused_until, id)
+  return 0
+end
 local function was(name, value) return (redis.call('HGET', schedule, name) or '') == value end
+if read_until ~= '' and not was('paused_until', read_until) then
+  -- paused again meanwhile (its new until is in the zset), or for good: then the entry is stale
+  if was('paused_until', '') then redis.call('ZREM', paused_until, id) end
+  return -4
+end
 if not (was('version', read_version) and was('fire_at', read_fire) and was('job_id', read_job)) then
   return -2
 end
@@ -190,17 +273,22 @@ else
   redis.call('HSET', schedule, 'state', 'due', 'fire_at', fire, 'attempt', 1, 'updated_at', now)
   redis.call('ZADD', due, score, id)
 end
+redis.call('HDEL', schedule, unpack(PAUSE_FIELDS))
+redis.call('ZREM', paused_until, id)
 if tonumber(skipped) > 0 then
   redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', 'event', 'skipped', 'count', skipped,
              'fire_at', first_skipped, 'at', now)
 end
-redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', 'event', 'resumed', 'at', now)
+audit(history, log, maxlen, id, audit_entry('resumed', now, by, note, read_version, ''))
 redis.call('INCR', revision)
 redis.call('PUBLISH', events, 'edit')
 return 1
 """
+)
 
-TRIGGER = """
+TRIGGER = (
+    AUDIT
+    + """
 -- Makes the schedule due now; its regular fires carry on after. The fire that runs is
 -- the pending one when it is already due (overdue, or waiting for its retry: replacing
 -- it would drop it unrecorded, and reset its attempts), else a new fire = now.
@@ -209,15 +297,19 @@ TRIGGER = """
 -- KEYS[3] - the revision counter
 -- KEYS[4] - the events channel
 -- KEYS[5] - its history stream
+-- KEYS[6] - the edit log stream
 -- ARGV[1] - the schedule id
 -- ARGV[2] - now, ISO
 -- ARGV[3] - now, score
 -- ARGV[4] - history maxlen
--- ARGV[5] - the version the caller expects ('' = any): a compare-and-set
+-- ARGV[5] - by: who triggers it
+-- ARGV[6] - note ('' = none)
+-- ARGV[7] - the version the caller expects ('' = any): a compare-and-set
 -- returns (TriggerReply) 'triggered', 'not_found', 'changed' (not at the expected
 -- version: nothing written), or the state that prevents it
-local schedule, due, revision, events, history = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local id, now, now_score, maxlen, expected = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local schedule, due, revision, events, history, log = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local id, now, now_score, maxlen, by, note = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local expected = ARGV[7]
 local state = redis.call('HGET', schedule, 'state')
 if not state then return 'not_found' end
 if expected ~= '' and redis.call('HGET', schedule, 'version') ~= expected then return 'changed' end
@@ -232,8 +324,38 @@ else
   redis.call('HSET', schedule, 'fire_at', now, 'attempt', 1, 'updated_at', now)
 end
 redis.call('ZADD', due, now_score, id)
-redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', 'event', 'triggered', 'fire_at', fire, 'at', now)
+local fields = audit_entry('triggered', now, by, note, redis.call('HGET', schedule, 'version') or '', '')
+fields[#fields + 1] = 'fire_at'
+fields[#fields + 1] = fire
+audit(history, log, maxlen, id, fields)
 redis.call('INCR', revision)
 redis.call('PUBLISH', events, 'wake')
 return 'triggered'
 """
+)
+
+RECORD_EDIT = (
+    AUDIT
+    + """
+-- Audit an edit another script made (a backfill started, say) when it cannot write
+-- the entry itself: the schedule's history and the edit log, as the edit scripts do.
+-- KEYS[1] - the schedule hash
+-- KEYS[2] - its history stream
+-- KEYS[3] - the edit log stream
+-- ARGV[1] - the schedule id
+-- ARGV[2] - the event (EditEvent, or the caller's own word)
+-- ARGV[3] - now, ISO
+-- ARGV[4] - history maxlen
+-- ARGV[5] - by
+-- ARGV[6] - note ('' = none)
+-- ARGV[7] - what changed ('' = nothing to say)
+-- returns (RecordReply) 1 recorded, 0 no such schedule (nothing written)
+local schedule, history, log = KEYS[1], KEYS[2], KEYS[3]
+local id, event, now, maxlen, by, note, changed = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5],
+                                                  ARGV[6], ARGV[7]
+local version = redis.call('HGET', schedule, 'version')
+if not version then return 0 end
+audit(history, log, maxlen, id, audit_entry(event, now, by, note, version, changed))
+return 1
+"""
+)

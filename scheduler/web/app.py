@@ -38,7 +38,7 @@ from scheduler.protocol import STATES
 from scheduler.redisconf import RedisSettings
 from scheduler.store import Client
 from scheduler.web import present
-from scheduler.web.actions import Action, Outcome, perform
+from scheduler.web.actions import Action, Outcome, Request, acting_user, perform
 from scheduler.web.config import WebConfig
 from scheduler.web.guard import (
     CSRF_COOKIE,
@@ -318,7 +318,10 @@ class Dashboard:
         # the store checks the version in the script that writes (no read here first)
         version = int(shown) if shown.isdigit() and len(shown) <= _VERSION_DIGITS else -1
         try:
-            outcome = perform(self.client, chosen, schedule_id, version, request.form)
+            asked = Request.of(self._acting_user(), request.form)
+            outcome = perform(
+                self.client, chosen, schedule_id, asked, now_ms=redis_now_ms(self.conn), version=version
+            )
         except StaleVersion as exc:
             log.info(
                 "web: %s of schedule=%s refused: version %s, page showed %s",
@@ -337,8 +340,24 @@ class Dashboard:
         except (RqbeatError, ValueError) as exc:  # ValueError: a bad backfill window
             log.info("web: %s of schedule=%s refused: %s", chosen, schedule_id, exc)
             return self._render_schedule(schedule_id, f"refused: {exc}", 409)
-        log.info("web: %s schedule=%s version=%s from %s", chosen, schedule_id, version, request.remote_addr)
+        log.info(
+            "web: %s schedule=%s version=%s by=%s from %s",
+            chosen,
+            schedule_id,
+            version,
+            asked.by,
+            request.remote_addr,
+        )
         return redirect(self._url("schedule_page", schedule_id=schedule_id, done=str(outcome)), 303)
+
+    def _acting_user(self) -> str:
+        """The basic-auth user when valid credentials came with the request, else the
+        token's label (the request passed :meth:`_refusal` already)."""
+        basic = request.authorization
+        auth = self.config.auth
+        if basic is not None and auth.check_basic(basic.username, basic.password):
+            return acting_user(basic.username)
+        return acting_user(None)
 
     def _refusal(self) -> Response | None:
         """Why this action request is refused (read-only, no credentials, CSRF), or None."""

@@ -16,6 +16,7 @@ from scheduler.clock import iso, parse_iso_ms
 from scheduler.engine.service import HEARTBEAT_S
 from scheduler.model import Schedule
 from scheduler.ops.status import StatusReport
+from scheduler.protocol import ScheduleState
 from scheduler.records import ScheduleRecord
 from scheduler.store import HistoryEntry
 from scheduler.timeline import explain
@@ -141,6 +142,8 @@ def history(
                 "job_url": job_link(line.job_id) if line.job_id else None,
                 "duration_ms": line.duration_ms,
                 "outcome": line.outcome,
+                "by": line.by,  # an edit: who made it (the page marks edits by it)
+                "note": entry.fields.get("note") or None,
                 "error": first_line(entry.fields.get("error")),
             }
         )
@@ -160,7 +163,31 @@ def schedule(record: ScheduleRecord, now_ms: int) -> dict[str, Any]:
         "broken_error": record.error,
         "last_error": record.last_error,
         "fires": fires(definition, now_ms) if definition else [],
+        "pause": _pause(record, now_ms),
     }
+
+
+def _pause(record: ScheduleRecord, now_ms: int) -> dict[str, Any] | None:
+    """Who paused the schedule, why and until when (None unless it is paused)."""
+    if record.state is not ScheduleState.PAUSED:
+        return None
+    raw = record.raw
+    until = raw.get("paused_until") or None
+    until_ms = _ms(until)
+    return {
+        "by": raw.get("paused_by") or None,
+        "note": raw.get("pause_note") or None,
+        "until": until,
+        "until_utc": wall(until_ms, "UTC") if until_ms is not None else None,
+        "until_relative": relative(until_ms, now_ms) if until_ms is not None else None,
+    }
+
+
+def _ms(value: str | None) -> int | None:
+    try:
+        return parse_iso_ms(value) if value else None
+    except ValueError:
+        return None
 
 
 def cluster(report: StatusReport, workers: Sequence[WorkerInfo], redis_where: str) -> dict[str, Any]:

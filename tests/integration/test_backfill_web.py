@@ -63,7 +63,7 @@ def test_the_schedule_page_starts_a_backfill_and_shows_its_progress(redis_url: s
         BackfillState.ACTIVE,
         5,
         BackfillOverlap.SKIP,
-        "web",
+        "web-token",  # the acting user: the token names no person
     )
     page = browser.get(response.headers["Location"]).get_data(as_text=True)
     assert "started a backfill of daily-summary" in page

@@ -320,7 +320,7 @@ def test_pause_resume_trigger_history(rqbeat: Invoke, conn: Redis) -> None:
         assert missing.output.strip() == "Error: no schedule with id 'nope'", command
 
 
-HISTORY_HEADERS = ["AT", "(UTC)", "EVENT", "FIRE", "ATTEMPT", "JOB", "LATE", "DURATION", "OUTCOME"]
+HISTORY_HEADERS = ["AT", "(UTC)", "EVENT", "BY", "FIRE", "ATTEMPT", "JOB", "LATE", "DURATION", "OUTCOME"]
 
 
 def test_history_of_a_schedule_without_entries(rqbeat: Invoke) -> None:

@@ -197,7 +197,8 @@ def test_a_resume_raced_by_an_ack_reads_again(conn: Redis, client: Client) -> No
     k = K
     seen = [record.raw.get(f, "") for f in ("version", "fire_at", "job_id")]
     keys = [k.schedule("raced-resume"), k.due, k.revision, k.events, k.history("raced-resume")]
-    args = ["raced-resume", iso(0), 0, iso(0), 100, *seen, 1, iso(0)]
+    keys += [k.paused_until, k.log, k.leader]
+    args = ["raced-resume", iso(0), 0, iso(0), 100, *seen, 1, iso(0), "ops@host", "", "", ""]
     assert scripts.run(scripts.Scripts(conn).resume, keys, args) == ResumeReply.CHANGED
     assert client.resume("raced-resume") is True  # re-read: the ack's pending fire on
     assert client.get("raced-resume").state == "due"

@@ -74,6 +74,7 @@
     return el("li", { class: "event-" + h.event }, [
       el("time", { datetime: h.at }, [h.at_utc]), " ",
       el("span", { class: "event" }, [h.event]), " ",
+      h.by ? el("span", { class: "by" }, ["by " + h.by]) : null, " ",
       h.attempt ? el("span", { class: "attempt" }, ["attempt " + h.attempt]) : null, " ",
       job, " ",
       h.duration_ms !== null ? el("span", { class: "duration" }, [h.duration_ms + " ms"]) : null, " ",
