@@ -116,7 +116,7 @@ def test_an_edit_after_the_store_read_but_before_its_write_is_caught_by_the_writ
         return redis_now_ms(on)
 
     monkeypatch.setattr(store, "redis_now_ms", now_then_edit)
-    history_before = conn.xrange(KEYS.history("daily-summary"))
+    history_before: list[Any] = conn.xrange(KEYS.history("daily-summary"))  # type: ignore[assignment]
     state_before = client.get("daily-summary").state
 
     response = web.post(f"/schedule/daily-summary/{action}", data=form, headers=BEARER)
@@ -126,7 +126,8 @@ def test_an_edit_after_the_store_read_but_before_its_write_is_caught_by_the_writ
     assert "changed meanwhile (version 2 now, the page showed 1)" in response.get_data(as_text=True)
     record = client.get("daily-summary")
     assert record.version == 2 and record.state == state_before
-    added = conn.xrange(KEYS.history("daily-summary"))[len(history_before) :]
+    entries: list[tuple[bytes, dict[bytes, bytes]]] = conn.xrange(KEYS.history("daily-summary"))  # type: ignore[assignment]
+    added = entries[len(history_before) :]
     # only the concurrent edit's own audit entry: no paused/resumed/triggered
     assert [fields[b"event"] for _, fields in added] == [b"updated"]
 
