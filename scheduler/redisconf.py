@@ -11,6 +11,11 @@ the sentinels for the master's address on every new connection and drops its
 connections when a command meets a demoted master (READONLY), and Sentinel itself
 disconnects the clients of a demoted master, so a failover costs one failed step
 (the loops retry whole steps) and the next connection goes to the new master.
+
+With a Redis Cluster (``redis+cluster://host:port,...``), the URL names seed nodes;
+the client is a plain one to the primary serving the namespace's slot
+(:mod:`scheduler.slotowner`), after :func:`scheduler.slots.check` has made sure that
+rqbeat's keys and RQ's share that slot.
 """
 
 from __future__ import annotations
@@ -23,8 +28,11 @@ from urllib.parse import unquote, urlsplit
 from redis import Redis
 from redis.sentinel import Sentinel
 
+from scheduler import rqkeys, slots
 from scheduler.connection import DEFAULT_REDIS_URL, DEFAULT_SOCKET_TIMEOUT_S, client_options, mask_url
 from scheduler.errors import ConfigError
+from scheduler.keys import DEFAULT_NAMESPACE
+from scheduler.slotowner import slot_client
 
 _SCHEMES = ("redis", "rediss", "unix")
 
@@ -47,7 +55,14 @@ class RedisSettings:
     tls_key: str | None = None
 
     def __post_init__(self) -> None:
-        _check_url(self.url, need_host=not self.sentinels)
+        if self.cluster:
+            slots.parse_cluster_url(self.url)
+            if self.sentinels:
+                raise ConfigError(
+                    "--sentinel", "", "a Redis Cluster URL (redis+cluster://) takes no Sentinel"
+                )
+        else:
+            _check_url(self.url, need_host=not self.sentinels)
         if bool(self.sentinels) != bool(self.sentinel_master):
             missing = "--sentinel-master" if self.sentinels else "--sentinel"
             raise ConfigError(missing, "", "--sentinel and --sentinel-master go together")
@@ -60,12 +75,19 @@ class RedisSettings:
         return urlsplit(self.url).scheme
 
     @property
+    def cluster(self) -> bool:
+        """A Redis Cluster: ``redis+cluster://`` or ``rediss+cluster://``."""
+        return slots.is_cluster_url(self.url)
+
+    @property
     def tls(self) -> bool:
-        return self.scheme == "rediss"
+        return self.scheme in ("rediss", "rediss+cluster")
 
     def secrets(self) -> tuple[str, ...]:
         """Every password these settings hold (as written and URL-decoded), for masking."""
-        raw = urlsplit(self.url).password or ""
+        raw = (
+            slots.parse_cluster_url(self.url).password if self.cluster else urlsplit(self.url).password
+        ) or ""
         return tuple(s for s in {raw, unquote(raw), self.sentinel_password or ""} if s)
 
     def describe(self) -> str:
@@ -76,9 +98,16 @@ class RedisSettings:
             where = f"sentinel {self.sentinel_master}@{hosts} ({where})"
         return where
 
-    def connect(self, *, socket_timeout_s: float | None = DEFAULT_SOCKET_TIMEOUT_S) -> Redis:
-        """A client without command retries; with Sentinel, one that follows the master."""
+    def connect(
+        self, *, socket_timeout_s: float | None = DEFAULT_SOCKET_TIMEOUT_S, namespace: str = DEFAULT_NAMESPACE
+    ) -> Redis:
+        """A client without command retries; with Sentinel, one that follows the master;
+        with a Redis Cluster, one that follows the primary serving ``namespace``'s slot
+        (:class:`ConfigError` when RQ's keys would lie in another slot)."""
         options = {**client_options(socket_timeout_s), **self._tls_options()}
+        if self.cluster:
+            plan = slots.check(namespace, rqkeys.PREFIX, rqkeys.RQ_VERSION)
+            return slot_client(slots.parse_cluster_url(self.url), plan.slot, options)
         if not self.sentinels:
             return Redis.from_url(self.url, **options)
         parts = urlsplit(self.url)

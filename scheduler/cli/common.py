@@ -54,7 +54,7 @@ class Context:
 
     @cached_property
     def conn(self) -> Redis:
-        return self.redis.connect()
+        return self.redis.connect(namespace=self.namespace)
 
     @cached_property
     def client(self) -> Client:

@@ -38,11 +38,11 @@ def schedule_ids(ctx: click.Context, incomplete: str) -> list[str]:
     values = global_values(ctx)
     try:
         settings = redis_settings(values)
-        conn = settings.connect(socket_timeout_s=TIMEOUT_S)
+        keys = Keys(str(values.get("namespace") or DEFAULT_NAMESPACE))
+        conn = settings.connect(socket_timeout_s=TIMEOUT_S, namespace=keys.namespace)
     except (RqbeatError, ValueError):  # a bad --redis-url or --sentinel: nothing to offer
         return []
     conn.connection_pool.connection_kwargs["socket_connect_timeout"] = TIMEOUT_S
-    keys = Keys(str(values.get("namespace") or DEFAULT_NAMESPACE))
     pattern = _GLOB_SPECIAL.sub(r"\\\1", incomplete) + "*"
     found: list[str] = []
     try:

@@ -51,7 +51,8 @@ GLOBAL_OPTIONS = (
     GlobalOption(
         "redis_url",
         ("-u", "--redis-url"),
-        "Redis to keep schedules in: redis://, rediss:// (TLS) or unix://.",
+        "Redis to keep schedules in: redis://, rediss:// (TLS), unix:// or a Redis Cluster's "
+        "redis+cluster://host:port[,host:port...] (rediss+cluster:// with TLS).",
         default=DEFAULT_REDIS_URL,
     ),
     GlobalOption("namespace", ("--namespace",), "Prefix of every key rqbeat writes.", DEFAULT_NAMESPACE),

@@ -115,7 +115,7 @@ class Service:
         self.node = config.node_name()
         self.keys = Keys(config.namespace)
         self._owns_conn = conn is None
-        self.conn = conn or config.redis_settings().connect()
+        self.conn = conn or config.redis_settings().connect(namespace=config.namespace)
         self.lease = Lease(self.conn, self.keys, self.node, config.lease_ms, self.clock)
         self.counters = CounterWatch(self.conn, self.keys, self.node)
         self.dispatcher = Dispatcher(self.conn, self.keys, batch_size=config.batch_size, allow=config.allow)

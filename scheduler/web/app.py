@@ -108,7 +108,7 @@ class Dashboard:
         if self.config.connection is not None:
             return self.config.connection
         assert self.config.redis is not None
-        return self.config.redis.connect()
+        return self.config.redis.connect(namespace=self.config.namespace)
 
     @cached_property
     def client(self) -> Client:
