@@ -26,6 +26,7 @@ from types import ModuleType
 
 from bench import (
     ack,
+    backfill,
     burst,
     endtoend,
     failover,
@@ -52,6 +53,7 @@ SCENARIOS: list[ModuleType] = [
     health,
     workers,
     endtoend,
+    backfill,
 ]
 HERE = Path(__file__).resolve().parent
 #: Full run: skip whatever would start after this many seconds.

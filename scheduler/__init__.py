@@ -12,6 +12,7 @@ Python API::
 To embed the scheduler itself, see :class:`scheduler.engine.service.Service`.
 """
 
+from scheduler.backfill import BackfillActive, BadWindow
 from scheduler.engine.service import Service, ServiceConfig
 from scheduler.errors import (
     ConfigError,
@@ -23,6 +24,7 @@ from scheduler.errors import (
     ScheduleNotFound,
 )
 from scheduler.model import Misfire, Schedule
+from scheduler.protocol import BackfillOverlap
 from scheduler.records import ScheduleRecord
 from scheduler.redisconf import RedisSettings
 from scheduler.store import Client, HistoryEntry, UpsertResult
@@ -44,4 +46,7 @@ __all__ = [
     "LeadershipLost",
     "ScheduleConflict",
     "CorruptDefinition",
+    "BackfillOverlap",
+    "BadWindow",
+    "BackfillActive",
 ]

@@ -30,12 +30,17 @@ class FireMeta:
     epoch: int  # of the leader that dispatched it
     version: str  # of the definition the job was built from
     namespace: str = DEFAULT_NAMESPACE
+    #: run by a backfill (``rqbeat backfill``), not by the schedule's live firing
+    backfill: bool = False
 
     @property
     def key(self) -> str:
         """``<schedule>:<fire epoch ms>``: the same for every attempt and duplicate of
-        one fire, so job code can make its side effects idempotent."""
-        return f"{self.schedule}:{self.fire_ms}"
+        one fire, so job code can make its side effects idempotent. A backfill's run
+        of a fire has its own, ``<schedule>:<fire epoch ms>:backfill``: a forced
+        backfill of a fire that ran live is a second run the job code can tell apart."""
+        live = f"{self.schedule}:{self.fire_ms}"
+        return f"{live}:backfill" if self.backfill else live
 
     def to_meta(self) -> dict[str, Any]:
         """The ``job.meta`` to enqueue the job with."""
@@ -49,6 +54,7 @@ class FireMeta:
                 "epoch": self.epoch,
                 "version": self.version,
                 "namespace": self.namespace,
+                **({"backfill": True} if self.backfill else {}),
             }
         }
 
@@ -72,6 +78,7 @@ class FireMeta:
                 epoch=int(raw["epoch"]),
                 version=str(raw.get("version", "")),
                 namespace=str(raw.get("namespace", DEFAULT_NAMESPACE)),
+                backfill=bool(raw.get("backfill", False)),
             )
         except KeyError as exc:
             raise CorruptJobMeta(f"meta[{META_KEY!r}] has no {exc}") from None

@@ -165,3 +165,18 @@ class Keys:
         """HASH: RQ worker key -> JSON (name, queues, RQ version and key prefix) of each
         ``workers.Worker``, for ``rqbeat status`` (workers.presence)."""
         return f"{self.namespace}:rq-workers"
+
+    @property
+    def backfills(self) -> str:
+        """ZSET of schedule ids with an active backfill; score = when the leader next
+        looks at it (dispatch its next fire, or check the run in flight), epoch s."""
+        return f"{self.namespace}:backfills"
+
+    def backfill(self, schedule_id: str) -> str:
+        """HASH: one schedule's backfill: its window, cursor, run in flight and counts."""
+        return f"{self.namespace}:backfill:{schedule_id}"
+
+    def succeeded(self, schedule_id: str) -> str:
+        """ZSET of chains of fires that ran to success (``<first>:<last>:<next>`` ms,
+        score = last): what a backfill skips. Written by the acks, capped."""
+        return f"{self.namespace}:succeeded:{schedule_id}"

@@ -273,3 +273,53 @@ def lua_list(name: str, values: tuple[str, ...]) -> str:
     """A Lua ``local`` holding ``values``, to prepend to a script that uses them."""
     quoted = ", ".join(f"'{v}'" for v in values)
     return f"local {name} = {{{quoted}}}\n"
+
+
+# -- backfill (scheduler.backfill, scheduler.lua.backfills) -----------------------
+
+
+class BackfillState(StrEnum):
+    """The ``state`` field of a backfill's hash."""
+
+    ACTIVE = "active"  # in the backfills zset: the leader runs its fires one by one
+    DONE = "done"  # every fire of the window ran, was skipped or was given up
+    CANCELED = "canceled"  # by a person, or because the schedule was removed
+
+
+class BackfillOverlap(StrEnum):
+    """Whether a backfill run may start while the schedule's live run is in flight."""
+
+    ALLOW = "allow"  # yes (the default): backfill runs are tracked apart from the live one
+    SKIP = "skip"  # wait until the schedule has no live run in flight
+
+
+class BackfillStartReply(IntEnum):
+    STARTED = 1
+    ACTIVE = 0  # a backfill of this schedule is still running: nothing written
+    NOT_FOUND = -1  # no such schedule: nothing written
+    CHANGED = -2  # not at the version the caller expected: nothing written
+
+
+class BackfillDispatchReply(IntEnum):
+    DISPATCHED = 1  # the fire's job is enqueued and recorded in flight
+    DONE = 2  # no fire left in the window: the backfill is finished
+    SKIPPED = 3  # only the cursor moved, over fires that already succeeded
+    CHANGED = 0  # acked, canceled or dispatched since the read: nothing written
+    DEPOSED = -1  # the lease is another's: nothing written
+
+
+class BackfillRunReply(IntEnum):
+    """BACKFILL_ACK and BACKFILL_FAIL."""
+
+    DONE = 1  # recorded; the cursor moved on (or the retry is scheduled)
+    STALE = 0  # not this backfill's run in flight: nothing written
+
+
+class BackfillCancelReply(IntEnum):
+    CANCELED = 1
+    NOT_ACTIVE = 0
+
+
+#: The hash fields of a backfill's run in flight, set by BACKFILL_DISPATCH and
+#: cleared together by BACKFILL_ACK / BACKFILL_FAIL / BACKFILL_CANCEL.
+BACKFILL_RUN_FIELDS = ("job_id", "fire_ms", "epoch", "dispatched_at")

@@ -17,6 +17,14 @@ from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 from redis.typing import KeyT
 
+from scheduler.lua.backfills import (
+    BACKFILL_ACK,
+    BACKFILL_CANCEL,
+    BACKFILL_DISPATCH,
+    BACKFILL_FAIL,
+    BACKFILL_NUDGE,
+    BACKFILL_START,
+)
 from scheduler.lua.dispatch import DISPATCH, DUE_READ
 from scheduler.lua.edits import PAUSE, RECORD_EDIT, REMOVE, RESUME, TRIGGER, UPSERT, UPSERT_READ
 from scheduler.lua.overlap import CANCEL
@@ -28,6 +36,8 @@ __all__ = [
     "ACK", "RETRY", "NUDGE", "START", "MARK_BROKEN", "DUE_READ", "DISPATCH", "ALERT_RECORD",
     "CANCEL",
     "RUN_TIMES_HEADER",
+    "BACKFILL_START", "BACKFILL_DISPATCH", "BACKFILL_ACK", "BACKFILL_FAIL", "BACKFILL_NUDGE",
+    "BACKFILL_CANCEL",
 ]  # fmt: skip
 
 C = TypeVar("C")
@@ -83,6 +93,14 @@ class Scripts:
         self.due_read = register(conn, DUE_READ, Flags.READS)
         self.dispatch = register(conn, DISPATCH)
         self.cancel = register(conn, CANCEL)
+        self.backfill_start = register(conn, BACKFILL_START)
+        self.backfill_dispatch = register(conn, BACKFILL_DISPATCH)
+        self.backfill_ack = register(conn, BACKFILL_ACK)
+        self.backfill_fail = register(conn, BACKFILL_FAIL)
+        # a zset score and a wake-up: a full Redis must not hide a failed backfill run
+        self.backfill_nudge = register(conn, BACKFILL_NUDGE, Flags.ALLOW_OOM)
+        # stopping frees work: the way out of a full Redis must not be refused
+        self.backfill_cancel = register(conn, BACKFILL_CANCEL, Flags.ALLOW_OOM)
 
 
 def run(script: Script, keys: Sequence[KeyT], args: Sequence[Any], client: Any = None) -> Any:

@@ -18,8 +18,10 @@ import redis.exceptions
 from redis import Redis
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
-from scheduler import audit, cron, errors, hashes, policy, scripts, stored, windows
+from scheduler import audit, backfillstore, cron, errors, hashes, policy, scripts, stored, windows
 from scheduler.allow import AllowList
+from scheduler.backfill import Plan as BackfillPlan
+from scheduler.backfill import Status as BackfillStatus
 from scheduler.clock import iso, redis_now_ms
 from scheduler.errors import (
     CorruptDefinition,
@@ -37,6 +39,8 @@ from scheduler.protocol import (
     NO_FIRE,
     RUNS_DONE_FIELD,
     UPSERT_READ_FIELDS,
+    BackfillOverlap,
+    BackfillStartReply,
     PauseReply,
     RecordReply,
     RemoveReply,
@@ -225,6 +229,9 @@ class Client:
             k.metered,
             k.paused_until,
             k.log,
+            k.backfill(schedule_id),
+            k.backfills,
+            k.succeeded(schedule_id),
         ]
         with full_is_error(f"removing schedule {schedule_id!r}"):
             args = [schedule_id, iso(now), *edit.args()]
@@ -367,6 +374,56 @@ class Client:
             raise self._stale_now(schedule_id, version)
         if reply != TriggerReply.TRIGGERED:  # the state that prevents it
             raise RqbeatError(f"schedule {schedule_id!r} is {reply!s}; only a due schedule can be triggered")
+
+    def backfill(
+        self,
+        schedule_id: str,
+        start_ms: int,
+        end_ms: int,
+        *,
+        overlap: BackfillOverlap = BackfillOverlap.ALLOW,
+        force: bool = False,
+        dry_run: bool = False,
+        by: str = "api",
+        version: int | None = None,
+    ) -> BackfillPlan:
+        """Run each fire of ``[start_ms, end_ms)`` (past, at most
+        :data:`~scheduler.backfill.MAX_FIRES`) once, oldest first, on the leader, beside
+        the live fires; fires that already ran to success are skipped unless ``force``.
+        ``overlap=skip`` runs a fire only while the schedule has no live run in flight.
+        Returns the plan; ``dry_run`` writes nothing. Raises (having written nothing)
+        :class:`ScheduleNotFound`, :class:`~scheduler.backfill.BadWindow`,
+        :class:`~scheduler.backfill.BackfillActive`, or :class:`RqbeatError` when
+        there is nothing to run. With ``version``, a compare-and-set: started only if the
+        schedule is still at ``version``, else :class:`~scheduler.errors.StaleVersion`."""
+        the_plan = backfillstore.plan(
+            self.conn, self.keys, schedule_id, start_ms, end_ms, force=force, overlap=overlap
+        )
+        if dry_run:
+            return the_plan
+        reply = backfillstore.start(
+            self.conn,
+            self.keys,
+            self._scripts,
+            the_plan,
+            by=by,
+            history_maxlen=self.history_maxlen,
+            version=version,
+        )
+        if reply is BackfillStartReply.CHANGED:
+            raise self._stale_now(schedule_id, version)
+        return the_plan
+
+    def backfill_status(self, schedule_id: str) -> BackfillStatus | None:
+        """The schedule's last backfill, running or finished; None when it has none."""
+        return backfillstore.status(self.conn, self.keys, schedule_id)
+
+    def cancel_backfill(self, schedule_id: str, *, by: str = "api") -> bool:
+        """Stop the schedule's running backfill (a run in flight finishes). False when
+        none was running."""
+        return backfillstore.cancel(
+            self.conn, self.keys, self._scripts, schedule_id, by=by, history_maxlen=self.history_maxlen
+        )
 
     def record_edit(
         self,

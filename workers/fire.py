@@ -17,7 +17,8 @@ class Fire:
 
     ``key`` (``<schedule>:<fire epoch ms>``) is the same for every attempt and every
     duplicate run of one fire: use it to make side effects idempotent (a unique
-    constraint, ``SET key NX``, an upsert).
+    constraint, ``SET key NX``, an upsert). A backfill's run (``backfill`` true) has
+    its own key, ``<schedule>:<fire epoch ms>:backfill``.
     """
 
     schedule: str
@@ -26,6 +27,7 @@ class Fire:
     attempt: int
     key: str
     epoch: int
+    backfill: bool = False
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any]) -> Fire:
@@ -41,6 +43,7 @@ class Fire:
             attempt=fire.attempt,
             key=fire.key,
             epoch=fire.epoch,
+            backfill=fire.backfill,
         )
 
 

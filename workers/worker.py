@@ -41,7 +41,7 @@ from rq.worker import BaseWorker
 
 from scheduler import clockskew, scripts
 from scheduler.clock import iso, redis_now_ms
-from scheduler.engine import runs
+from scheduler.engine import backfiller, runs
 from scheduler.errors import CorruptJobMeta
 from scheduler.jobmeta import FireMeta
 from scheduler.keys import Keys
@@ -73,7 +73,7 @@ class AckingWorker(Resilience, BaseWorker):
             kwargs["serializer"] = JSONSerializer
         super().__init__(*args, **kwargs)
         self._rqbeat_scripts = scripts.Scripts(self.connection)
-        self._rqbeat_ack: tuple[str, runs.Ack] | None = None
+        self._rqbeat_ack: tuple[str, runs.Ack | backfiller.RunAck] | None = None
         self._rqbeat_unimportable: tuple[str, str] | None = None  # (job id, the one line)
 
     def prepare_job_execution(self, job: Job, *args: Any, **kwargs: Any) -> None:
@@ -85,7 +85,7 @@ class AckingWorker(Resilience, BaseWorker):
         queued and running are told apart by it. Best effort: the leader's watchdog
         marks it from RQ's state when this cannot (the job runs either way)."""
         fire = _fire_of(job)
-        if fire is None:
+        if fire is None or fire.backfill:  # a backfill run is not the schedule's live run
             return
         keys = Keys(fire.namespace)
         try:
@@ -189,15 +189,18 @@ class AckingWorker(Resilience, BaseWorker):
                 "run failed schedule=%s fire=%s job_id=%s attempt=%s epoch=%s (the leader decides the retry)",
                 sid, fire.fire_at, job.id, fire.attempt, fire.epoch,
             )  # fmt: skip
-            self._nudge(keys, sid, job.id)
+            self._nudge(keys, sid, job.id, fire.backfill)
 
-    def _nudge(self, keys: Keys, sid: str, job_id: str) -> None:
+    def _nudge(self, keys: Keys, sid: str, job_id: str, backfill: bool = False) -> None:
         """Bring the watchdog's look at the failed run forward. Retried, since it is
         idempotent (ZADD XX of "now" + a wake-up), but only briefly and never fatal:
         without it the watchdog still finds the failure at its next look."""
 
         def nudge() -> None:
             now = redis_now_ms(self.connection)
+            if backfill:
+                backfiller.nudge(self.connection, self._rqbeat_scripts, keys, sid, job_id, now_ms=now)
+                return
             keys_ = [keys.schedule(sid), keys.running, keys.events]
             scripts.run(
                 self._rqbeat_scripts.nudge, keys_, [sid, job_id, now / 1000, now]
@@ -211,11 +214,13 @@ class AckingWorker(Resilience, BaseWorker):
                 sid, job_id, exc,
             )  # fmt: skip
 
-    def _prepare_ack(self, job: Job) -> tuple[str, runs.Ack] | None:
+    def _prepare_ack(self, job: Job) -> tuple[str, runs.Ack | backfiller.RunAck] | None:
         fire = _fire_of(job)
         if fire is None:
             return None
         keys = Keys(fire.namespace)
+        if fire.backfill:
+            return self._prepare_backfill_ack(job, fire, keys)
         run = runs.read_in_flight(self.connection, keys, fire.schedule)
         if run is None or run.job_id != job.id:
             return None  # stale: removed, re-dispatched or already acked; nothing to do
@@ -229,6 +234,23 @@ class AckingWorker(Resilience, BaseWorker):
                 run.schedule_id, iso(run.fire_ms), job.id, run.attempt, run.epoch,
             )  # fmt: skip
         return job.id, ack
+
+    def _prepare_backfill_ack(
+        self, job: Job, fire: FireMeta, keys: Keys
+    ) -> tuple[str, backfiller.RunAck] | None:
+        """A backfill run's ack: compare-and-set on the backfill's run in flight, so a
+        stale one (canceled, already acked by the leader) does nothing."""
+        schedule = backfiller.read_schedule(self.connection, keys, fire.schedule)
+        if schedule is None:
+            return None  # removed meanwhile: its backfill went with it
+        now_ms = redis_now_ms(self.connection)
+        log.info(
+            "backfill run succeeded schedule=%s fire=%s job_id=%s attempt=%d epoch=%d (acking)",
+            fire.schedule, fire.fire_at, job.id, fire.attempt, fire.epoch,
+        )  # fmt: skip
+        return job.id, backfiller.prepare_ack(
+            keys, schedule, job.id, fire.fire_ms, now_ms=now_ms, by="worker"
+        )
 
 
 class Worker(AckingWorker, RQWorker):

@@ -8,7 +8,19 @@ from typing import Any
 import click
 import redis.exceptions
 
-from scheduler.cli import aclcmd, applycmd, audited, edit, importcmd, ops, schedules, views, webcmd, workercmd
+from scheduler.cli import (
+    aclcmd,
+    applycmd,
+    audited,
+    backfillcmd,
+    edit,
+    importcmd,
+    ops,
+    schedules,
+    views,
+    webcmd,
+    workercmd,
+)
 from scheduler.cli.common import Context
 from scheduler.cli.connopts import add_to_command, global_values, group_options
 from scheduler.connection import mask_secrets
@@ -128,6 +140,7 @@ for _command in [
     *edit.COMMANDS,
     *applycmd.COMMANDS,
     *schedules.COMMANDS,
+    *backfillcmd.COMMANDS,
     *views.COMMANDS,
     *audited.COMMANDS,
     *ops.COMMANDS,

@@ -29,10 +29,13 @@ def show(ctx: Context, schedule_id: str, as_json: bool) -> None:
       rqbeat show nightly-report --json
     """
     record = ctx.client.get(schedule_id)
+    backfill = ctx.client.backfill_status(schedule_id)
     if as_json:
-        echo_json(record_json(record))
+        echo_json(record_json(record) | ({} if backfill is None else {"backfill": backfill.to_json()}))
         return
     click.echo("\n".join(detail_lines(record, redis_now_ms(ctx.conn))))
+    if backfill is not None:  # its last backfill, running or finished
+        click.echo(backfill.line())
 
 
 @click.command(name="rm")

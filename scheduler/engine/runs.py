@@ -66,7 +66,7 @@ class InFlight:
 
 
 #: Where ACK's (field, increment) stats pairs start in :attr:`Ack.args` (ARGV[22..]).
-ACK_STATS_AT = 21
+ACK_STATS_AT = 23
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +191,8 @@ def prepare_ack(
     score = policy.due_score_ms(schedule, resolution.fire_ms)
     excluded = windows.skipped_before(schedule.trigger, after, pending, policy.MAX_ENUMERATED_FIRES)
     sid = run.schedule_id
+    # the trigger's fire after the one that ran: the succeeded record chains on it
+    expect_ms = pending if resumed_ms is None else cron.next_fire_ms(schedule.trigger, run.fire_ms)
     if outcome is AckOutcome.SUCCEEDED:
         latency_ms = None if ended_ms is None else now_ms - ended_ms
         stats = clusterstats.ack_increments(by=by, latency_ms=latency_ms, dropped=resolution.dropped)
@@ -208,6 +210,7 @@ def prepare_ack(
             keys.queued,
             keys.stale,
             *_alert_keys(keys),
+            keys.succeeded(sid),
         ],
         args=[
             sid,
@@ -227,6 +230,8 @@ def prepare_ack(
             "" if schedule.max_runs is None else schedule.max_runs,
             len(excluded),
             iso(excluded[0]) if excluded else "",
+            run.fire_ms,
+            expect_ms,
             *stats,
         ],
     )

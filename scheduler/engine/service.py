@@ -8,6 +8,7 @@ A classic cron runner's Tick and Loop, distributed::
                passes, even with Redis unreachable)
                dispatch due schedules, batch by batch
                watchdog: look at in-flight runs whose time has come
+               backfill: at most one fire per active backfill (engine.backfiller)
                wait until the next due score, the next watchdog look, the next
                renew, or a wake-up published by an edit or an ack
 
@@ -37,6 +38,7 @@ from scheduler.allow import AllowList
 from scheduler.clock import Clock, SystemClock, iso, redis_now_ms, time_reply_ms
 from scheduler.connection import DEFAULT_REDIS_URL
 from scheduler.engine.alerts import AlertConfig, Alerter
+from scheduler.engine.backfiller import Backfiller
 from scheduler.engine.counters import CounterWatch
 from scheduler.engine.dispatch import DEFAULT_BATCH, Dispatcher, Prepared
 from scheduler.engine.healthalerts import HealthAlerts
@@ -125,6 +127,7 @@ class Service:
         self.metrics = Metrics(self.keys, self.conn)
         self.watchdog = Watchdog(self.conn, self.keys, batch_size=config.batch_size, metrics=self.metrics)
         self.unpauser = Unpauser(self.conn, self.keys)
+        self.backfiller = Backfiller(self.conn, self.keys, allow=config.allow)
         self.alerter = Alerter(
             self.conn, self.keys, config.alerts, is_leader=lambda: self.is_leader, metrics=self.metrics
         )
@@ -323,27 +326,33 @@ class Service:
         pipe.zrange(self.keys.due, 0, 0, withscores=True)
         pipe.zrange(self.keys.running, 0, 0, withscores=True)
         pipe.zrange(self.keys.paused_until, 0, 0, withscores=True)
+        pipe.zrange(self.keys.backfills, 0, 0, withscores=True)
         sent = self.clock.monotonic()
-        time_reply, first_due, first_running, first_until = pipe.execute()
+        time_reply, first_due, first_running, first_until, first_backfill = pipe.execute()
         # Redis read its clock about half way through the round trip: plan from there,
         # in microseconds (whole milliseconds made every planned wake ~0.5 ms late).
         read_at = (sent + self.clock.monotonic()) / 2
         now_ms = time_reply_ms(time_reply)
-        if self._work(now_ms, token, first_due, first_running, first_until):
+        firsts = {"running": first_running, "until": first_until, "backfill": first_backfill}
+        if self._work(now_ms, token, first_due, **firsts):
             self._plan_until = None
             return 0.0  # re-read the sets before planning a wait
         now_s = int(time_reply[0]) + int(time_reply[1]) / 1e6
-        return self._plan(read_at, now_s, first_due, [*first_running, *first_until], token)
+        others = [*first_running, *first_until, *first_backfill]
+        return self._plan(read_at, now_s, first_due, others, token)
 
     def _work(
         self,
         now_ms: int,
         token: str,
         first_due: list[tuple[bytes, float]],
-        first_running: list[tuple[bytes, float]],
-        first_until: list[tuple[bytes, float]],
+        *,
+        running: list[tuple[bytes, float]],
+        until: list[tuple[bytes, float]],
+        backfill: list[tuple[bytes, float]],
     ) -> bool:
-        """Do what has come (dispatch, watchdog, pauses that end); False when nothing had."""
+        """Do what has come (dispatch, watchdog, pauses that end, backfills after the
+        live fires); False when nothing had. Each list holds the first of its set."""
         worked = False
         if first_due and first_due[0][1] * 1000 <= now_ms:
             batch = self.dispatcher.dispatch(now_ms, token, self.lease.epoch)
@@ -351,11 +360,14 @@ class Service:
             if batch.size >= self.config.batch_size:
                 return True  # more is due: dispatch first, the rest can wait a pass
             worked = True
-        if first_running and first_running[0][1] * 1000 <= now_ms:
+        if running and running[0][1] * 1000 <= now_ms:
             self.watchdog.check(now_ms)
             worked = True
-        if first_until and first_until[0][1] * 1000 <= now_ms:
+        if until and until[0][1] * 1000 <= now_ms:
             self.unpauser.resume_due(now_ms, token)
+            worked = True
+        if backfill and backfill[0][1] * 1000 <= now_ms:
+            self.backfiller.step(now_ms, token, self.lease.epoch)
             worked = True
         return worked
 
@@ -368,9 +380,9 @@ class Service:
         token: str,
     ) -> float:
         """How long to wait: until the next due fire, or the first of ``others`` (the
-        next watchdog look, the next pause's end), at most :data:`MAX_WAIT_S`; a
-        dispatch due within :data:`PREPARE_S` is decided now. ``now_s`` is Redis time
-        as read at monotonic ``read_at``."""
+        next watchdog look, the next pause's end, the next backfill look), at most
+        :data:`MAX_WAIT_S`; a dispatch due within :data:`PREPARE_S` is decided now.
+        ``now_s`` is Redis time as read at monotonic ``read_at``."""
         nexts = [float(s) - now_s for s in [*(s for _, s in first_due[:1]), *(s for _, s in others)]]
         until_next = max(0.0, min([*nexts, MAX_WAIT_S]))
         if first_due and until_next == nexts[0]:  # the next thing to do is a dispatch

@@ -3,6 +3,7 @@ alerts these transitions raise and clear."""
 
 from __future__ import annotations
 
+from scheduler.lua.backfills import RECORD_SUCCESS_LUA
 from scheduler.lua.common import COMPLETE_LUA, RUN_FIELDS_LUA, WAKE_IF_EARLIER
 from scheduler.protocol import ALERTS_MAXLEN, NO_FIRE, RUNS_DONE_FIELD, CompletedBy, SkipReason
 
@@ -59,6 +60,7 @@ ACK = (
     + ALERT_LUA
     + RUN_TIMES_LUA
     + COMPLETE_LUA
+    + RECORD_SUCCESS_LUA
     + f"""
 local NO_FIRE, RUNS_DONE, EXCLUDED = '{NO_FIRE}', '{RUNS_DONE_FIELD}', '{SkipReason.EXCLUDED}'
 local BY_MAX_RUNS, BY_END_AT = '{CompletedBy.MAX_RUNS}', '{CompletedBy.END_AT}'
@@ -79,6 +81,7 @@ local BY_MAX_RUNS, BY_END_AT = '{CompletedBy.MAX_RUNS}', '{CompletedBy.END_AT}'
 -- KEYS[9] - the alerts list
 -- KEYS[10] - the failing zset
 -- KEYS[11] - the metered set
+-- KEYS[12] - the succeeded zset (what a backfill skips)
 -- ARGV[1] - the schedule id
 -- ARGV[2] - the job id of the run
 -- ARGV[3] - the version the next fire was computed from
@@ -96,7 +99,9 @@ local BY_MAX_RUNS, BY_END_AT = '{CompletedBy.MAX_RUNS}', '{CompletedBy.END_AT}'
 -- ARGV[19] - max_runs of the definition ('' = none): successes are counted in RUNS_DONE
 -- ARGV[20] - fires an exclusion skipped before the next fire (0 = none)
 -- ARGV[21] - the first of them, ISO ('')
--- ARGV[22..] - (field, increment) pairs for the stats hash
+-- ARGV[22] - the fire that ran, epoch ms
+-- ARGV[23] - the trigger's fire after it, epoch ms
+-- ARGV[24..] - (field, increment) pairs for the stats hash
 -- returns (AckReply) 1 re-armed, 2 definition changed or resumed meanwhile (due now,
 -- fire recomputed by the leader), 3 paused (left idle), 4 completed (max_runs reached,
 -- or no next fire), 0 not this schedule's run in flight (no-op)
@@ -107,6 +112,7 @@ local id, job, version, next_fire, next_score = ARGV[1], ARGV[2], ARGV[3], ARGV[
 local now, now_score, outcome, dropped = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
 local maxlen, err, resumed_at, stale_by = ARGV[10], ARGV[11], ARGV[12], ARGV[13]
 local max_runs, excluded, first_excluded = ARGV[19], ARGV[20], ARGV[21]
+local succeeded, fire_ms, expect = KEYS[12], ARGV[22], ARGV[23]
 if redis.call('HGET', schedule, 'job_id') ~= job then return 0 end
 local state = redis.call('HGET', schedule, 'state')
 local fire = redis.call('HGET', schedule, 'fire_at')
@@ -123,7 +129,7 @@ if state ~= 'running' then
 elseif outcome == 'succeeded' then
   redis.call('ZADD', stale, stale_by, id)
 end
-for i = 22, #ARGV, 2 do redis.call('HINCRBY', stats, ARGV[i], ARGV[i + 1]) end  -- metrics
+for i = 24, #ARGV, 2 do redis.call('HINCRBY', stats, ARGV[i], ARGV[i + 1]) end  -- metrics
 if err ~= '' then
   table.insert(entry, 'error'); table.insert(entry, err)
   redis.call('HSET', schedule, 'last_error', err)  -- why it gave up, for ls and check
@@ -134,6 +140,7 @@ if outcome == 'succeeded' and max_runs ~= '' then
   runs_done = redis.call('HINCRBY', schedule, RUNS_DONE, 1)
 end
 if outcome == 'succeeded' then
+  record_success(succeeded, fire_ms, expect)
   local failures, alerted = unpack(redis.call('HMGET', schedule, 'failures', 'alerted'))
   if failures then
     redis.call('HDEL', schedule, 'failures')

@@ -93,6 +93,9 @@ def acl_rules(role: str, namespace: str = DEFAULT_NAMESPACE) -> tuple[str, ...]:
             f"~{ns}:clock:*",  # its clock against Redis time, for `status`/`check` (workers.clockoffset)
             f"~{ns}:queued",  # START and the ack keep the stall indexes (scheduler.health)
             f"~{ns}:stale",
+            f"~{ns}:succeeded:*",  # the ack records the fire that succeeded (what a backfill skips)
+            f"~{ns}:backfill:*",  # a backfill run's ack (scheduler.engine.backfiller)
+            f"~{ns}:backfills",
         )
         channels = (f"&{ns}:events", f"&{rqkeys.PUBSUB_PATTERN}")
     else:

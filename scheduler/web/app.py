@@ -4,7 +4,7 @@ Routes, relative to wherever the blueprint is registered::
 
     GET  /                          the schedule list (filters and paging in the query)
     GET  /schedule/<id>             one schedule: definition, next fires, history
-    POST /schedule/<id>/<action>    pause, resume, trigger (see scheduler.web.guard)
+    POST /schedule/<id>/<action>    pause, resume, trigger, backfill (see scheduler.web.guard)
     GET  /cluster                   leader, replicas, queues and workers
     POST /unlock                    trade the token for an unlock cookie
     GET  /api/schedules, /api/schedule/<id>, /api/cluster   the same data as JSON,
@@ -253,6 +253,8 @@ class Dashboard:
         data = present.schedule(record, now_ms)
         data["history"] = present.history(entries, record, self.job_link)[:HISTORY_ENTRIES]
         data["job_url"] = self.job_link(record.job_id) if record.job_id else None
+        backfill = self.client.backfill_status(schedule_id)
+        data["backfill"] = None if backfill is None else backfill.to_json() | {"line": backfill.line()}
         return data
 
     def schedule_page(self, schedule_id: str) -> Response:
@@ -335,7 +337,7 @@ class Dashboard:
                 f"{shown[:20] or 'none'}); nothing was done: look again, then retry"
             )
             return self._render_schedule(schedule_id, message, 409)
-        except RqbeatError as exc:
+        except (RqbeatError, ValueError) as exc:  # ValueError: a bad backfill window
             log.info("web: %s of schedule=%s refused: %s", chosen, schedule_id, exc)
             return self._render_schedule(schedule_id, f"refused: {exc}", 409)
         log.info(

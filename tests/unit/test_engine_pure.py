@@ -269,13 +269,13 @@ def ack_args(schedule: Schedule, now_ms: int, **kwargs: Any) -> dict[str, Any]:
     ack = prepare_ack(K, in_flight(schedule), now_ms, **kwargs)
     assert ack.keys == [
         K.schedule(SID), K.due, K.running, K.history(SID), K.events, K.stats, K.queued, K.stale,
-        K.alerts, K.failing, K.metered,
+        K.alerts, K.failing, K.metered, K.succeeded(SID),
     ]  # fmt: skip
     names = [
         "id", "job_id", "version", "next_fire", "score", "now", "now_score",
         "outcome", "dropped", "maxlen", "error", "resumed_at", "stale_by",
         "started_at", "ended_at", "worker", "lateness_ms", "metered",
-        "max_runs", "excluded", "first_excluded",
+        "max_runs", "excluded", "first_excluded", "fire_ms", "expect_ms",
     ]  # fmt: skip
     assert len(names) == ACK_STATS_AT
     # after the named arguments: (field, increment) pairs for the stats hash
@@ -330,6 +330,9 @@ def test_ack_on_time_arms_the_next_fire() -> None:
         "max_runs": "",
         "excluded": 0,
         "first_excluded": "",
+        # the succeeded record (what a backfill skips) chains this fire to the next
+        "fire_ms": T_MS,
+        "expect_ms": T_MS + 1000,
     }
 
 
