@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from redis import Redis
 
-from scheduler import backfill, scripts
+from scheduler import backfill, scripts, stored
 from scheduler.backfill import BackfillActive, Plan
 from scheduler.clock import iso, redis_now_ms
 from scheduler.errors import RqbeatError, ScheduleNotFound
 from scheduler.keys import Keys
 from scheduler.memory import full_is_error
 from scheduler.protocol import BackfillCancelReply, BackfillOverlap, BackfillStartReply, Flag
-from scheduler.records import decode_definition, text
+from scheduler.records import decode_definition
 
 
 def plan(
@@ -30,11 +30,11 @@ def plan(
     :class:`ScheduleNotFound`, :class:`~scheduler.backfill.BadWindow` (empty, in the
     future, over :data:`~scheduler.backfill.MAX_FIRES` fires) or :class:`RqbeatError`
     (a broken schedule)."""
-    definition = conn.hget(keys.schedule(schedule_id), "definition")
+    definition = stored.read_text(conn, keys.schedule(schedule_id))
     if definition is None:
         raise ScheduleNotFound(schedule_id)
     try:
-        schedule = decode_definition(schedule_id, text(definition))
+        schedule = decode_definition(schedule_id, definition)
     except ValueError as exc:
         raise RqbeatError(f"schedule {schedule_id!r} is broken ({exc}); apply a valid definition") from None
     fires = backfill.window_fires(schedule.trigger, from_ms, to_ms, redis_now_ms(conn))

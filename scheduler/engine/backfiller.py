@@ -28,7 +28,7 @@ from typing import Any
 from redis import Redis
 from redis.client import Pipeline
 
-from scheduler import backfill, cron, policy, rqkeys, scripts
+from scheduler import backfill, cron, policy, rqkeys, scripts, stored
 from scheduler.allow import AllowList
 from scheduler.clock import iso, parse_iso_ms
 from scheduler.engine import liveness, rqjob
@@ -60,7 +60,7 @@ WAIT_MS = 1_000
 #: The leader's first look at a backfill run it dispatched (the worker's ack, or its
 #: nudge on a failure, usually comes first).
 FIRST_LOOK_MS = 1_000
-_SCHEDULE_FIELDS = ("definition", "state", "job_id", "version")
+_SCHEDULE_FIELDS = ("state", "job_id", "version", *stored.DEFINITION_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +95,7 @@ def prepare_ack(keys: Keys, schedule: Schedule, job_id: str, fire_ms: int, *, no
 def read_schedule(conn: Redis, keys: Keys, schedule_id: str) -> Schedule | None:
     """The schedule's definition, None when it is gone or cannot be decoded."""
     try:
-        return decode_definition(schedule_id, text(conn.hget(keys.schedule(schedule_id), "definition")))
+        return decode_definition(schedule_id, stored.read_text(conn, keys.schedule(schedule_id)))
     except ValueError:
         return None
 
@@ -151,7 +151,8 @@ class Backfiller:
         if status is None or status.state is not BackfillState.ACTIVE:
             self.conn.zrem(self.keys.backfills, sid)  # finished or gone: nothing to look at
             return
-        definition, state, live_job, _version = (text(v) for v in row)
+        state, live_job, _version = (text(v) for v in row[:3])
+        definition = stored.row_text(stored.DEFINITION_FIELDS, row[3:])
         if definition is None:
             self._cancel(sid, "the schedule was removed", now_ms)
             return
