@@ -40,6 +40,7 @@ from rq.serializers import JSONSerializer
 
 from bench.core import Context, Result, Target, percentile
 from bench.env import Process, Stack, cpu_seconds_precise, stack, wait_for, wait_role
+from devtools import apps
 from devtools.processes import RedisServer
 from scheduler import Client
 from scheduler.clock import parse_iso_ms, redis_now_ms
@@ -72,12 +73,7 @@ def daily_summary() -> None:
 
 def write_app(root: Path) -> Path:
     """``root/myapp/tasks/reports.py``, outside the repository; returns ``root``."""
-    pkg = root / "myapp" / "tasks"
-    pkg.mkdir(parents=True, exist_ok=True)
-    (root / "myapp" / "__init__.py").write_text("")
-    (pkg / "__init__.py").write_text("")
-    (pkg / "reports.py").write_text(APP)
-    return root
+    return apps.write_app(root, APP)
 
 
 def write_toml(path: Path, n: int, queue: str, every: str) -> Path:

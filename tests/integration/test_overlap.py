@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
+from devtools.apps import write_app
 from devtools.cluster import Cluster
 from devtools.processes import wait_for
 from scheduler import cron, rqkeys
@@ -60,12 +61,7 @@ def daily_summary(region: str) -> str:
 @pytest.fixture
 def app(tmp_path: Path) -> Path:
     """``<tmp>/app/myapp/tasks/reports.py``: a user's app, outside the repository."""
-    root = tmp_path / "app"
-    (root / "myapp" / "tasks").mkdir(parents=True)
-    (root / "myapp" / "__init__.py").write_text("")
-    (root / "myapp" / "tasks" / "__init__.py").write_text("")
-    (root / "myapp" / "tasks" / "reports.py").write_text(SUMMARY_PY)
-    return root
+    return write_app(tmp_path / "app", SUMMARY_PY)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ import rq
 from click.testing import CliRunner
 from redis import Redis
 
+from devtools.apps import write_app
 from devtools.cluster import Cluster
 from devtools.processes import REPO, Process, RedisServer, wait_for
 from devtools.rediscluster import RedisCluster, cluster_support
@@ -100,11 +101,7 @@ def owner(redis_cluster: RedisCluster) -> Iterator[Redis]:
 @pytest.fixture
 def app(tmp_path: Path) -> Path:
     """``<tmp>/app/myapp/tasks/reports.py``: a user's app, outside the repository."""
-    root = tmp_path / "app"
-    (root / "myapp" / "tasks").mkdir(parents=True)
-    (root / "myapp" / "__init__.py").write_text("")
-    (root / "myapp" / "tasks" / "__init__.py").write_text("")
-    (root / "myapp" / "tasks" / "reports.py").write_text(REPORTS_PY)
+    root = write_app(tmp_path / "app", REPORTS_PY)
     (root / "schedules.toml").write_text(SCHEDULES_TOML)
     return root
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
+from devtools.apps import write_app
 from devtools.cluster import Cluster, runs_per_key
 from devtools.processes import wait_for
 from scheduler import cron
@@ -45,12 +46,7 @@ def daily_summary(region: str = "eu") -> str:
 @pytest.fixture
 def app(tmp_path: Path) -> Path:
     """``<tmp>/app/myapp/tasks/reports.py``: a user's app, outside the repository."""
-    root = tmp_path / "app"
-    (root / "myapp" / "tasks").mkdir(parents=True)
-    (root / "myapp" / "__init__.py").write_text("")
-    (root / "myapp" / "tasks" / "__init__.py").write_text("")
-    (root / "myapp" / "tasks" / "reports.py").write_text(REPORTS_PY)
-    return root
+    return write_app(tmp_path / "app", REPORTS_PY)
 
 
 Apply = Callable[[str], None]

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
+from devtools.apps import write_app
 from devtools.processes import wait_for
 from scheduler.clock import redis_now_ms
 from scheduler.engine.dispatch import Dispatcher
@@ -46,12 +47,7 @@ def daily(region: str = "eu") -> str:
 @pytest.fixture
 def app(tmp_path: Path) -> Path:
     """``<tmp>/app/myapp/tasks/reports.py``: a user's app, outside the repository."""
-    root = tmp_path / "app"
-    (root / "myapp" / "tasks").mkdir(parents=True)
-    (root / "myapp" / "__init__.py").write_text("")
-    (root / "myapp" / "tasks" / "__init__.py").write_text("")
-    (root / "myapp" / "tasks" / "reports.py").write_text(REPORTS_PY)
-    return root
+    return write_app(tmp_path / "app", REPORTS_PY)
 
 
 @pytest.fixture
