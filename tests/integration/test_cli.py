@@ -122,6 +122,7 @@ def test_add_json_with_every_option(rqbeat: Invoke) -> None:
         "description": "Nightly report",
         "misfire": "all",
         "catchup_window": "2h",
+        "overlap": "skip",  # shown like misfire, its default included
         "jitter": "30s",
         "max_attempts": 3,
         "pause_on_failure": True,
