@@ -10,12 +10,14 @@ What each role needs, and why:
 scheduler      all of ``<ns>:*`` (lease, epoch, schedules, sets, heartbeats);
                ``<rq>:*`` (RQ's enqueue writes job hashes and queues; the
                watchdog reads job state, executions and heartbeats);
-               channel ``<ns>:events`` (waits for edits and acks)
+               channels ``<ns>:events`` (waits for edits and acks) and
+               ``<ns>:alerts`` (an alert pushed wakes the alerter)
 worker         ``<rq>:*`` (RQ's own worker); of rqbeat only what the atomic ack
                and the failure nudge touch: ``<ns>:schedule:*``, ``<ns>:due``,
                ``<ns>:running``, ``<ns>:history:*`` (and ``<ns>:events`` as a
                key name: the scripts pass it in KEYS), and the worker's own
-               records in ``<ns>:rq-workers`` and ``<ns>:clock:<worker>``; channels ``<ns>:events`` and
+               records in ``<ns>:rq-workers`` and ``<ns>:clock:<worker>``; channels ``<ns>:events``,
+               ``<ns>:alerts`` (an ack that pushes an alert publishes it) and
                ``<rq>:pubsub:*`` (RQ's worker commands)
 both           reads, writes, MULTI/EXEC/WATCH, EVAL/EVALSHA/SCRIPT LOAD
                (rqbeat's Lua scripts), pub/sub, TIME (Redis time), INFO (RQ
@@ -74,7 +76,7 @@ def acl_rules(role: str, namespace: str = DEFAULT_NAMESPACE) -> tuple[str, ...]:
     channels: tuple[str, ...]
     if role == "scheduler":
         keys = (f"~{ns}:*", f"~{rqkeys.KEY_PATTERN}")
-        channels = (f"&{ns}:events",)
+        channels = (f"&{ns}:events", f"&{ns}:alerts")  # alerts: pushing one wakes the alerter
     elif role == "worker":
         # <ns>:events is a channel, but the scripts take it as a KEYS argument, which
         # ACLs check like a key; no key of that name is ever written.
@@ -97,7 +99,7 @@ def acl_rules(role: str, namespace: str = DEFAULT_NAMESPACE) -> tuple[str, ...]:
             f"~{ns}:backfill:*",  # a backfill run's ack (scheduler.engine.backfiller)
             f"~{ns}:backfills",
         )
-        channels = (f"&{ns}:events", f"&{rqkeys.PUBSUB_PATTERN}")
+        channels = (f"&{ns}:events", f"&{ns}:alerts", f"&{rqkeys.PUBSUB_PATTERN}")
     else:
         raise ConfigError("role", role, f"must be one of {', '.join(ROLES)}")
     return ("reset", "on", *_COMMANDS, "resetkeys", *keys, "resetchannels", *channels)
