@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -79,6 +80,16 @@ def test_private_code_is_allowed_when_the_list_names_it() -> None:
     assert not allow(PKG).judge(f"{PKG}._private.job").allowed
 
 
+@pytest.fixture
+def no_myapp(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No ``myapp`` importable here: another test in this process may have imported a
+    user's app of that name from its own directory (``rqbeat apply`` checks targets)."""
+    for name in [m for m in sys.modules if m == "myapp" or m.startswith("myapp.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if not (Path(p or ".") / "myapp").exists()])
+
+
+@pytest.mark.usefixtures("no_myapp")
 def test_a_target_that_does_not_import_here_passes_by_name_only() -> None:
     verdict = allow("myapp").judge("myapp.jobs.report")
     assert (verdict.allowed, verdict.resolved) == (True, False)
@@ -189,6 +200,7 @@ def test_dispatch_marks_a_hostile_target_broken(rest: str) -> None:
     assert decision.error.startswith(f"target '{PKG}.{rest}' is not in this replica's allow-list ({PKG}): ")
 
 
+@pytest.mark.usefixtures("no_myapp")
 def test_dispatch_runs_a_target_allowed_by_name_and_warns_once(caplog: pytest.LogCaptureFixture) -> None:
     allowed = allow(f"{PKG},myapp")
     assert decide("s", row(f"{PKG}.mod.job"), NOW_MS, NOW_MS, allowed).kind == "run"
