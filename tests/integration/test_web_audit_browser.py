@@ -11,7 +11,7 @@ from redis import Redis
 
 from devtools.browser import CHROMIUM, chromium, start_web
 from devtools.processes import Process
-from scheduler import Client, Schedule
+from tests.integration.test_web_audit import seed
 
 pytestmark = [
     pytest.mark.integration,
@@ -28,16 +28,7 @@ WAIT_MS = 20_000
 def test_pause_with_a_note_and_an_until_from_the_page(
     redis_url: str, conn: Redis, tmp_path: Path, processes: list[Process]
 ) -> None:
-    client = Client(conn)
-    client.upsert(
-        Schedule(
-            id="daily-summary",
-            target="myapp.tasks.reports.daily_summary",
-            cron="30 6 * * *",
-            timezone="Europe/Berlin",
-            max_attempts=3,
-        )
-    )
+    client = seed(conn)
     base = start_web(
         redis_url,
         tmp_path / "web.log",
