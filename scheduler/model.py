@@ -246,11 +246,16 @@ class Schedule:
     @cached_property
     def _json(self) -> str:
         # memoized: apply compares, sizes and encodes each of 100k schedules by it
-        return json.dumps(self.stored_settings(), sort_keys=True, separators=(",", ":"))
+        return json.dumps(self._settings, sort_keys=True, separators=(",", ":"))
 
     def stored_settings(self) -> dict[str, Any]:
         """What is stored (:mod:`scheduler.stored`, one hash field each): the
         user-facing settings that differ from their defaults, without the id."""
+        return dict(self._settings)
+
+    @cached_property
+    def _settings(self) -> dict[str, Any]:
+        # memoized for the text and the stored fields alike; never handed out itself
         data = self.to_dict()
         del data["id"]
         for key, default in _STORED_DEFAULTS.items():

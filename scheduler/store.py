@@ -64,6 +64,10 @@ EDIT_ATTEMPTS = 5
 RESUME_ATTEMPTS = 5
 #: Called with how many schedules an upsert has settled since the last call.
 Progress = Callable[[int], None]
+#: UPSERT_READ rows by schedule id (:meth:`Client.read_rows`): only ids that exist.
+Rows = dict[str, dict[str, Any]]
+#: The row of a schedule that does not exist.
+_ABSENT: Mapping[str, Any] = dict.fromkeys(UPSERT_READ_FIELDS)
 #: What an upsert pass carries from sending a chunk to settling it: its writes, its size.
 _Chunk = tuple[list[Schedule], int]
 #: What one stored schedule costs Redis beyond twice its definition's JSON (hash
@@ -142,15 +146,24 @@ class Client:
         progress: Progress | None = None,
         by: str | None = None,
         note: str | None = None,
+        read: Rows | None = None,
     ) -> builtins.list[UpsertResult]:
         """Upsert several schedules with pipelined round trips (``rqbeat apply``);
         ``progress`` hears of each chunk as Redis answers it; ``by`` and ``note`` as
-        :meth:`upsert`. Raises :class:`~scheduler.errors.RedisFull` when Redis is out of
-        memory."""
-        return self._upsert_many(schedules, progress, audit.edit_of(by, note))
+        :meth:`upsert`. ``read``, what :meth:`read_rows` returned for these ids, spares
+        the first pass its own read (an id it lacks is taken as absent): each write is
+        still a compare-and-set on the version read, so a schedule edited since is
+        refused by the script and re-read and written in the next pass, as a race with
+        any reader's read. Raises :class:`~scheduler.errors.RedisFull` when Redis is out
+        of memory."""
+        return self._upsert_many(schedules, progress, audit.edit_of(by, note), read)
 
     def _upsert_many(
-        self, schedules: Sequence[Schedule], progress: Progress | None, edit: audit.Edit
+        self,
+        schedules: Sequence[Schedule],
+        progress: Progress | None,
+        edit: audit.Edit,
+        read: Rows | None = None,
     ) -> builtins.list[UpsertResult]:
         self._check_allowed(schedules)
         what = (
@@ -164,7 +177,8 @@ class Client:
         pending = list(schedules)
         try:
             for _ in range(5):
-                pending = self._upsert_round(pending, results, edit, progress)
+                pending = self._upsert_round(pending, results, edit, progress, read)
+                read = None  # the schedules that lost a race are read again
                 if not pending:
                     return [results[s.id] for s in schedules]
         except redis.exceptions.OutOfMemoryError as exc:
@@ -469,15 +483,21 @@ class Client:
     def stored(self, ids: Sequence[str]) -> dict[str, tuple[str | None, str | None]]:
         """(definition text, state) of each of ``ids`` that exists, without decoding:
         what ``rqbeat apply`` compares the file with. One script call per chunk."""
-        out: dict[str, tuple[str | None, str | None]] = {}
+        return stored_of(self.read_rows(ids))
+
+    def read_rows(self, ids: Sequence[str]) -> Rows:
+        """The fields an upsert decides from (``UPSERT_READ_FIELDS``) of each of ``ids``
+        that exists, by id; one script call per chunk. Give it to :meth:`upsert_many`
+        as ``read`` to spare that a second read."""
+        out: Rows = {}
         prefix = self.keys.schedule("")
         for chunk in hashes.chunks(ids, UPSERT_CHUNK):
             reply = scripts.run(self._scripts.upsert_read, [], [prefix, *chunk])
+            n = len(UPSERT_READ_FIELDS)
             for i, schedule_id in enumerate(chunk):
-                row = _upsert_row(reply, i)
-                version, state, definition = row["version"], row["state"], stored.definition_text(row)
-                if version is not None or definition is not None or state is not None:
-                    out[schedule_id] = (definition, text(state))
+                values = reply[n * i : n * i + n]
+                if any(v is not None for v in values):  # most of a big apply: none there yet
+                    out[schedule_id] = dict(zip(UPSERT_READ_FIELDS, values, strict=True))
         return out
 
     def history(self, schedule_id: str, count: int = 20) -> builtins.list[HistoryEntry]:
@@ -508,10 +528,12 @@ class Client:
         results: dict[str, UpsertResult],
         edit: audit.Edit,
         progress: Progress | None = None,
+        read: Rows | None = None,
     ) -> builtins.list[Schedule]:
         """One read-compute-write pass, chunk by chunk, each chunk computed while Redis
-        writes the last; returns the schedules that lost a race (an edit between the
-        read and the write)."""
+        writes the last (with ``read`` given, nothing is read: the computation never
+        waits behind the chunk in flight); returns the schedules that lost a race (an
+        edit between the read and the write)."""
         lost: builtins.list[Schedule] = []
 
         # One "now" for the pass: new schedules sharing a trigger share their first
@@ -520,7 +542,8 @@ class Client:
 
         def chunks() -> Iterator[tuple[_Chunk, builtins.list[Any] | None]]:
             for chunk in hashes.chunks(schedules, UPSERT_CHUNK):
-                writes, args = self._prepare(chunk, results, edit, now=now)
+                rows = None if read is None else [read.get(s.id, _ABSENT) for s in chunk]
+                writes, args = self._prepare(chunk, results, edit, now=now, rows=rows)
                 yield (writes, len(chunk)), args if writes else None
 
         def settle(context: _Chunk, versions: Any) -> bool:
@@ -580,16 +603,20 @@ class Client:
         schedules: Sequence[Schedule],
         results: dict[str, UpsertResult],
         edit: audit.Edit,
+        *,
         expected: Mapping[str, int] | None = None,
         now: int | None = None,
+        rows: Sequence[Mapping[str, Any]] | None = None,
     ) -> tuple[builtins.list[Schedule], builtins.list[Any]]:
-        """Read a chunk's current versions and build the upsert's arguments for the
-        schedules that changed (the unchanged go straight to ``results``). With
-        ``expected`` (id → version), a schedule found at another version raises
-        ``StaleVersion`` before anything is sent. ``now`` (Redis time) defaults to the
-        time of the read."""
+        """Read a chunk's current versions (unless ``rows``, read before, are given) and
+        build the upsert's arguments for the schedules that changed (the unchanged go
+        straight to ``results``). With ``expected`` (id → version), a schedule found at
+        another version raises ``StaleVersion`` before anything is sent. ``now`` (Redis
+        time) defaults to the time of the read."""
         prefix = self.keys.schedule("")
-        reply = scripts.run(self._scripts.upsert_read, [], [prefix, *(s.id for s in schedules)])
+        if rows is None:
+            reply = scripts.run(self._scripts.upsert_read, [], [prefix, *(s.id for s in schedules)])
+            rows = [_upsert_row(reply, i) for i in range(len(schedules))]
         now = redis_now_ms(self.conn) if now is None else now
         args: builtins.list[Any] = [
             prefix,
@@ -599,9 +626,10 @@ class Client:
             *edit.args(),
         ]
         writes: builtins.list[Schedule] = []
-        for i, schedule in enumerate(schedules):
-            row = _upsert_row(reply, i)
-            version, state, definition = row["version"], row["state"], stored.definition_text(row)
+        for schedule, row in zip(schedules, rows, strict=True):
+            absent = row is _ABSENT  # known absent: nothing to decode or to delete
+            version, state = row["version"], row["state"]
+            definition = None if absent else stored.definition_text(row)
             if expected is not None and int(version or 0) != expected[schedule.id]:
                 raise _stale(schedule.id, expected[schedule.id], int(version or 0))
             if (
@@ -626,7 +654,7 @@ class Client:
                 args += [iso(fire), policy.due_score_ms(schedule, fire) / 1000]
             args.append(audit.upsert_changes(definition, schedule.to_json(), text(state)))
             new_fields = stored.encode(schedule)
-            stale = stored.stale_fields(row, new_fields)
+            stale = [] if absent else stored.stale_fields(row, new_fields)
             args += [len(new_fields), len(stale), *(x for pair in new_fields.items() for x in pair), *stale]
             writes.append(schedule)
         return writes, args
@@ -665,6 +693,17 @@ def _old_definition(schedule_id: str, definition: str | None) -> Schedule | None
 def _expected(version: int | None) -> str:
     """A script's expected-version argument (``ANY_VERSION``: none expected)."""
     return ANY_VERSION if version is None else str(version)
+
+
+def stored_of(rows: Rows) -> dict[str, tuple[str | None, str | None]]:
+    """(definition text, state) by id of :meth:`Client.read_rows`' rows, as
+    :meth:`Client.stored` returns them."""
+    out: dict[str, tuple[str | None, str | None]] = {}
+    for schedule_id, row in rows.items():
+        version, state, definition = row["version"], row["state"], stored.definition_text(row)
+        if version is not None or definition is not None or state is not None:
+            out[schedule_id] = (definition, text(state))
+    return out
 
 
 def _upsert_row(reply: list[Any], i: int) -> dict[str, Any]:
