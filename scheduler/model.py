@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from enum import StrEnum
 from functools import cached_property
@@ -222,19 +222,11 @@ class Schedule:
     def to_dict(self) -> dict[str, Any]:
         """User-facing keys with durations as text; ``from_dict(to_dict())`` round-trips."""
         out: dict[str, Any] = {}
-        for name, key, omit_if in _OUTPUT:
+        for name, key, omit_if, convert in _OUTPUT:
             value = getattr(self, name)
             if value is None or value == omit_if:
                 continue
-            if name.endswith("_ms"):
-                value = format_duration(value)
-            elif name in ("args", "exclude") or (name == "cron" and isinstance(value, tuple)):
-                value = list(value)
-            elif name == "kwargs":
-                value = dict(value)
-            elif name in ("misfire", "overlap"):
-                value = str(value)
-            out[key] = value
+            out[key] = value if convert is None else convert(value)
         return out
 
     def to_json(self) -> str:
@@ -382,7 +374,29 @@ _STORED_DEFAULTS = {
 }
 _OMIT_IF_DEFAULT = {"args", "kwargs", "jitter_ms", "pause_on_failure", "metrics", "exclude"}
 _NEVER = object()  # compares unequal to every value: the setting is always written
-# (field name, user key, value left out) per field, in declaration order.
+
+
+def _output_converter(name: str) -> Callable[[Any], Any] | None:
+    """How :meth:`Schedule.to_dict` shows a field's value (None: as it is); chosen once
+    per field, not per schedule."""
+    if name.endswith("_ms"):
+        return format_duration
+    if name in ("args", "exclude"):
+        return list
+    if name == "cron":
+        return _cron_output
+    if name == "kwargs":
+        return dict
+    if name in ("misfire", "overlap"):
+        return str
+    return None
+
+
+def _cron_output(value: str | tuple[str, ...]) -> str | list[str]:
+    return list(value) if isinstance(value, tuple) else value
+
+
+# (field name, user key, value left out, converter) per field, in declaration order.
 _OUTPUT = [
     (
         f.name,
@@ -390,6 +404,7 @@ _OUTPUT = [
         (f.default_factory() if f.default_factory is not MISSING else f.default)
         if f.name in _OMIT_IF_DEFAULT
         else _NEVER,
+        _output_converter(f.name),
     )
     for f in fields(Schedule)
 ]

@@ -38,6 +38,7 @@ from scheduler.protocol import (
     ANY_VERSION,
     NO_FIRE,
     RUNS_DONE_FIELD,
+    UPSERT_READ_ABSENT,
     UPSERT_READ_FIELDS,
     BackfillOverlap,
     BackfillStartReply,
@@ -65,7 +66,7 @@ RESUME_ATTEMPTS = 5
 #: Called with how many schedules an upsert has settled since the last call.
 Progress = Callable[[int], None]
 #: UPSERT_READ rows by schedule id (:meth:`Client.read_rows`): only ids that exist.
-Rows = dict[str, dict[str, Any]]
+Rows = dict[str, Mapping[str, Any]]
 #: The row of a schedule that does not exist.
 _ABSENT: Mapping[str, Any] = dict.fromkeys(UPSERT_READ_FIELDS)
 #: What an upsert pass carries from sending a chunk to settling it: its writes, its size.
@@ -493,11 +494,9 @@ class Client:
         prefix = self.keys.schedule("")
         for chunk in hashes.chunks(ids, UPSERT_CHUNK):
             reply = scripts.run(self._scripts.upsert_read, [], [prefix, *chunk])
-            n = len(UPSERT_READ_FIELDS)
-            for i, schedule_id in enumerate(chunk):
-                values = reply[n * i : n * i + n]
-                if any(v is not None for v in values):  # most of a big apply: none there yet
-                    out[schedule_id] = dict(zip(UPSERT_READ_FIELDS, values, strict=True))
+            for schedule_id, row in zip(chunk, _upsert_rows(reply, len(chunk)), strict=True):
+                if row is not _ABSENT:
+                    out[schedule_id] = row
         return out
 
     def history(self, schedule_id: str, count: int = 20) -> builtins.list[HistoryEntry]:
@@ -570,8 +569,10 @@ class Client:
         """Refuse up front an upsert that cannot fit under maxmemory, so that it is not
         cut off between chunks. Unknown memory (INFO refused) is not a refusal."""
         memory = read_memory(self.conn)
+        if memory is None or not memory.max_bytes:  # no limit: spare sizing 100k definitions
+            return
         need = sum(2 * len(s.to_json()) + SCHEDULE_OVERHEAD_BYTES for s in schedules)
-        if memory is not None and not memory.fits(need):
+        if not memory.fits(need):
             left = max(0, memory.max_bytes - memory.used_bytes)
             raise RedisFull(what, f"nothing was written (it needs about {need} bytes, Redis has {left} left)")
 
@@ -616,7 +617,7 @@ class Client:
         prefix = self.keys.schedule("")
         if rows is None:
             reply = scripts.run(self._scripts.upsert_read, [], [prefix, *(s.id for s in schedules)])
-            rows = [_upsert_row(reply, i) for i in range(len(schedules))]
+            rows = _upsert_rows(reply, len(schedules))
         now = redis_now_ms(self.conn) if now is None else now
         args: builtins.list[Any] = [
             prefix,
@@ -627,9 +628,13 @@ class Client:
         ]
         writes: builtins.list[Schedule] = []
         for schedule, row in zip(schedules, rows, strict=True):
-            absent = row is _ABSENT  # known absent: nothing to decode or to delete
+            if row is _ABSENT and expected is None:  # most of a big apply: nothing to compare
+                # (a new schedule has no runs counted: max_runs cannot be reached yet)
+                args += _create_args(schedule, cron.next_fire_ms(schedule.trigger, now))
+                writes.append(schedule)
+                continue
             version, state = row["version"], row["state"]
-            definition = None if absent else stored.definition_text(row)
+            definition = stored.definition_text(row)
             if expected is not None and int(version or 0) != expected[schedule.id]:
                 raise _stale(schedule.id, expected[schedule.id], int(version or 0))
             if (
@@ -645,16 +650,10 @@ class Client:
             fire = cron.next_fire_ms(schedule.trigger, now) if refire else None
             if fire is not None and self._runs_left(schedule, int(version or 0)) == 0:
                 fire = windows.NEVER_MS
-            args += [schedule.id, int(version or 0)]
-            if fire is None:
-                args += ["", 0]
-            elif fire >= windows.NEVER_MS:  # past end_at, or max_runs reached: completed
-                args += [NO_FIRE, 0]
-            else:
-                args += [iso(fire), policy.due_score_ms(schedule, fire) / 1000]
+            args += [schedule.id, int(version or 0), *_fire_args(schedule, fire)]
             args.append(audit.upsert_changes(definition, schedule.to_json(), text(state)))
             new_fields = stored.encode(schedule)
-            stale = [] if absent else stored.stale_fields(row, new_fields)
+            stale = stored.stale_fields(row, new_fields)
             args += [len(new_fields), len(stale), *(x for pair in new_fields.items() for x in pair), *stale]
             writes.append(schedule)
         return writes, args
@@ -678,6 +677,24 @@ def _first_unrun_ms(trigger: cron.Trigger, record: ScheduleRecord) -> int | None
     if record.fire_ms is None:
         return None
     return cron.next_fire_ms(trigger, record.fire_ms) if record.job_id else record.fire_ms
+
+
+def _fire_args(schedule: Schedule, fire: int | None) -> tuple[str, float]:
+    """UPSERT's fire_at and due score: keep the pending fire (None), none left, or
+    ``fire``."""
+    if fire is None:
+        return "", 0
+    if fire >= windows.NEVER_MS:  # past end_at, or max_runs reached: completed
+        return NO_FIRE, 0
+    return iso(fire), policy.due_score_ms(schedule, fire) / 1000
+
+
+def _create_args(schedule: Schedule, fire: int) -> builtins.list[Any]:
+    """UPSERT's arguments for a schedule known not to exist (read as absent): version
+    0, no change list, no field to delete."""
+    fields = stored.encode(schedule)
+    flat = [x for pair in fields.items() for x in pair]
+    return [schedule.id, 0, *_fire_args(schedule, fire), "", len(fields), 0, *flat]
 
 
 def _old_definition(schedule_id: str, definition: str | None) -> Schedule | None:
@@ -706,10 +723,21 @@ def stored_of(rows: Rows) -> dict[str, tuple[str | None, str | None]]:
     return out
 
 
-def _upsert_row(reply: list[Any], i: int) -> dict[str, Any]:
-    """The ``i``-th schedule of an UPSERT_READ reply: field name → value or None."""
-    n = len(UPSERT_READ_FIELDS)
-    return dict(zip(UPSERT_READ_FIELDS, reply[n * i : n * i + n], strict=True))
+def _upsert_rows(reply: list[Any], count: int) -> builtins.list[Mapping[str, Any]]:
+    """The ``count`` rows of an UPSERT_READ reply: field name → value or None, and
+    ``_ABSENT`` itself for a schedule without a key."""
+    rows: builtins.list[Mapping[str, Any]] = []
+    at = 0
+    for _ in range(count):
+        n = int(reply[at])
+        if n == UPSERT_READ_ABSENT:
+            rows.append(_ABSENT)
+        else:
+            rows.append(dict(zip(UPSERT_READ_FIELDS, reply[at + 1 : at + 1 + n], strict=True)))
+        at += 1 + n
+    if at != len(reply):
+        raise ValueError(f"UPSERT_READ replied {len(reply)} values, expected {at}")
+    return rows
 
 
 def _stale(schedule_id: str, expected: int, found: int) -> errors.StaleVersion:

@@ -50,6 +50,8 @@ def encode_value(value: Any) -> str:
     """One setting's stored text (see the module docstring)."""
     if isinstance(value, str):
         return _encode_text(value)
+    if type(value) is int:  # not a bool (a subclass): JSON of an int is its digits
+        return str(value)
     return json.dumps(value, separators=_SEPARATORS, ensure_ascii=False, sort_keys=True)
 
 
