@@ -64,6 +64,7 @@ __all__ = [
     "NEVER_MS",
     "wall_matches",
     "first_match_after",
+    "hashed_by_id",
 ]
 
 _ALIASES = {
@@ -161,6 +162,11 @@ def cron_trigger(expr: str, tz: str = "UTC", *, schedule_id: str = "") -> CronTr
     if isinstance(expr, str) and isinstance(tz, str) and not _HAS_H.search(expr):
         return _shared_trigger(expr, tz)
     return CronTrigger(expr, tz, schedule_id=schedule_id)
+
+
+def hashed_by_id(expr: str) -> bool:
+    """Whether ``expr`` has ``H`` fields, whose values come from the schedule's id."""
+    return bool(_HAS_H.search(expr))
 
 
 @lru_cache(maxsize=4096)

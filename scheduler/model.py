@@ -12,7 +12,7 @@ import json
 import re
 import unicodedata
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from enum import StrEnum
 from functools import cached_property
 from typing import Any
@@ -106,20 +106,15 @@ class Schedule:
             raise InvalidSchedule("args", self.args, "must be a JSON list")
         if not isinstance(self.kwargs, Mapping) or not all(isinstance(k, str) for k in self.kwargs):
             raise InvalidSchedule("kwargs", self.kwargs, "must be a JSON object with string keys")
-        _check_payload(self.args, self.kwargs)
+        if self.args or self.kwargs:
+            _check_payload(self.args, self.kwargs)
         _check_misfire(self.misfire)
         if not isinstance(self.overlap, Overlap):
             raise InvalidSchedule("overlap", self.overlap, f"must be one of {_OVERLAPS}")
-        for name in (
-            "timeout_ms",
-            "ttl_ms",
-            "result_ttl_ms",
-            "failure_ttl_ms",
-            "catchup_window_ms",
-            "max_queued_ms",
-            "stale_after_ms",
-        ):
-            _check_positive_ms(name, getattr(self, name), optional=True)
+        for name in _OPTIONAL_MS:
+            value = getattr(self, name)
+            if value is not None:  # most are unset: skip the call
+                _check_positive_ms(name, value, optional=True)
         _check_positive_ms("jitter_ms", self.jitter_ms, optional=False, allow_zero=True)
         _check_attempts(self.max_attempts)
         windows.check_max_runs(self.max_runs)
@@ -185,7 +180,7 @@ class Schedule:
         """Build from user-facing keys (see :data:`USER_KEYS`); unknown keys are refused."""
         if not isinstance(raw, Mapping):
             raise InvalidSchedule("schedule", raw, "must be a table/object of settings")
-        unknown = sorted(set(raw) - set(USER_KEYS))
+        unknown = sorted(raw.keys() - USER_KEYS.keys())
         if unknown:
             key = unknown[0]
             raise InvalidSchedule(key, raw[key], f"unknown setting; expected one of {', '.join(USER_KEYS)}")
@@ -199,6 +194,21 @@ class Schedule:
         if owner is not None:
             values["owner"] = owner
         return cls(**values)
+
+    def with_id(self, schedule_id: str) -> Schedule:
+        """This schedule under another id, validating only what the id changes: the id
+        itself, and a cron expression with ``H`` (hashed by the id) compiled anew.
+        Everything else, including the memoized trigger and definition text, is shared:
+        ``rqbeat apply`` builds the schedules of a file that share their settings this
+        way, equal to what :meth:`from_dict` would build."""
+        if any(triggers.hashed_by_id(c) for c in self.crons):
+            return replace(self, id=schedule_id)
+        _check_pattern("id", schedule_id, ID_PATTERN, "use 1-100 of A-Z a-z 0-9 _ -")
+        _ = self._json  # memoized here first, so every copy shares it
+        clone = object.__new__(Schedule)
+        clone.__dict__.update(self.__dict__)
+        clone.__dict__["id"] = schedule_id
+        return clone
 
     def edited(self, changes: Mapping[str, Any]) -> Schedule:
         """A copy with some user-facing settings changed (keys and values as in
@@ -365,6 +375,15 @@ USER_KEYS: dict[str, tuple[str, Any]] = {
     "exclude": ("exclude", windows.as_excludes),
 }
 # Left out of the stored form too; from_dict restores them.
+_OPTIONAL_MS = (
+    "timeout_ms",
+    "ttl_ms",
+    "result_ttl_ms",
+    "failure_ttl_ms",
+    "catchup_window_ms",
+    "max_queued_ms",
+    "stale_after_ms",
+)
 _STORED_DEFAULTS = {
     "overlap": "skip",
     "misfire": "coalesce",
