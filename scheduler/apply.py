@@ -133,32 +133,36 @@ def parse_document(document: dict[str, Any], *, owner: str) -> list[Schedule]:
         if "owner" in body or "owner" in defaults:
             raise InvalidSchedule(f"schedules.{schedule_id}.owner", body.get("owner"), "is set by apply")
         try:
-            out.append(_build({**defaults, **body, "id": schedule_id}, owner, shapes))
+            settings = {**defaults, **body}
+            settings.pop("id", None)
+            out.append(_build(schedule_id, settings, owner, shapes))
         except InvalidSchedule as exc:
             raise InvalidSchedule(f"schedules.{schedule_id}.{exc.field}", exc.value, exc.reason) from None
     return out
 
 
-def _build(raw: dict[str, Any], owner: str, shapes: dict[tuple[Any, ...], Schedule]) -> Schedule:
+def _build(
+    schedule_id: str, settings: dict[str, Any], owner: str, shapes: dict[tuple[Any, ...], Schedule]
+) -> Schedule:
     """:meth:`Schedule.from_dict`, validated once per shape: schedules whose settings
     besides the id are the same (the same values of the same types, so ``true`` is
     not taken for ``1``) are copies of the first under their own id
     (:meth:`Schedule.with_id`). A file of 100k schedules usually has few shapes (its
     distinct cron expressions, say)."""
-    shape = shape_of(raw)
+    shape = shape_of(settings)
     if shape is None:  # a list or a table among the values: not hashable, built alone
-        return Schedule.from_dict(raw, owner=owner)
+        return Schedule.from_dict({**settings, "id": schedule_id}, owner=owner)
     first = shapes.get(shape)
     if first is None:
-        first = shapes[shape] = Schedule.from_dict(raw, owner=owner)
+        first = shapes[shape] = Schedule.from_dict({**settings, "id": schedule_id}, owner=owner)
         return first
-    return first.with_id(raw["id"])
+    return first.with_id(schedule_id)
 
 
-def shape_of(raw: Mapping[str, Any]) -> tuple[Any, ...] | None:
-    """The settings of ``raw`` but its id, with each value's type, as a hashable key;
-    None when a value is not hashable."""
-    shape = tuple((key, type(value), value) for key, value in raw.items() if key != "id")
+def shape_of(settings: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """``settings`` (without the id), with each value's type, as a hashable key; None
+    when a value is not hashable."""
+    shape = (tuple(settings.items()), tuple(map(type, settings.values())))
     try:
         hash(shape)
     except TypeError:
