@@ -11,6 +11,7 @@ nothing but errors; ``--json`` prints one object instead.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import sys
 import time
@@ -106,17 +107,18 @@ def apply_file(
     allowed = parse_allow(allow)
     edit = edit_of(by, note)
     group = group or applying.group_for(file)
-    schedules = applying.load_file(file, group=group)
-    targets = [Target(s.id, s.target, f"schedules.{s.id}.target") for s in schedules]
-    warnings = check_targets(targets, allowed, paths=paths, strict=check_import)
     owner = f"apply:{group}"
-    rows = ctx.client.read_rows([s.id for s in schedules])
-    existing = ctx.client.list() if prune else None
-    plan = applying.plan(schedules, stored_of(rows), owner=owner, existing=existing)
-    if not dry_run:
-        changes = len(plan.create) + len(plan.update) + len(plan.prune)
-        with _progress(changes, enabled=not quiet and changes > LINES_UP_TO) as advance:
-            _write(ctx.client, plan, advance, edit, rows)
+    with _without_cycle_collection():
+        schedules = applying.load_file(file, group=group)
+        targets = [Target(s.id, s.target, f"schedules.{s.id}.target") for s in schedules]
+        warnings = check_targets(targets, allowed, paths=paths, strict=check_import)
+        rows = ctx.client.read_rows([s.id for s in schedules])
+        existing = ctx.client.list() if prune else None
+        plan = applying.plan(schedules, stored_of(rows), owner=owner, existing=existing)
+        if not dry_run:
+            changes = len(plan.create) + len(plan.update) + len(plan.prune)
+            with _progress(changes, enabled=not quiet and changes > LINES_UP_TO) as advance:
+                _write(ctx.client, plan, advance, edit, rows)
     elapsed_s = time.monotonic() - started
     warnings.echo()
     if quiet:
@@ -128,6 +130,21 @@ def apply_file(
         for line in change_lines(plan):
             click.echo(line)
     click.echo(summary_line(plan, total=len(schedules), dry_run=dry_run, elapsed_s=elapsed_s))
+
+
+@contextlib.contextmanager
+def _without_cycle_collection() -> Iterator[None]:
+    """Python's cycle collector off while a file is loaded and written: 100k schedules
+    are millions of live objects that every full collection walks again (measured:
+    about a third of apply's time), and apply makes next to no reference cycles, which
+    the collector frees once it is back on."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _write(
