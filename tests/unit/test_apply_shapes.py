@@ -3,6 +3,7 @@ copies must be exactly what validating each schedule alone gives."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -79,3 +80,29 @@ def test_unhashable_values_are_built_alone() -> None:
     built = applying.parse_document(doc, owner=OWNER)
     assert [s.args for s in built] == [(1, {"k": i}) for i in range(3)]
     assert applying.shape_of({"args": [1]}) is None
+
+
+def realistic_file(path: Path, n: int) -> Path:
+    """``n`` schedules as the register benchmark writes them (bench/register.py)."""
+    lines = ['[defaults]\ntimezone = "Europe/Berlin"\nmax_attempts = 3\n\n']
+    for i in range(n):
+        cron_expr = f"{i % 60} {i // 60 % 24} * * *"
+        target = "myapp.tasks.reports.daily_summary"
+        lines.append(f'[schedules.report-{i:07d}]\ntarget = "{target}"\ncron = "{cron_expr}"\n\n')
+    path.write_text("".join(lines))
+    return path
+
+
+def test_a_file_of_a_million_realistic_schedules_is_not_too_large(tmp_path: Path) -> None:
+    # estimated from 1,000 of them (each table is the same length): ~93 MB
+    per_thousand = realistic_file(tmp_path / "k.toml", 1000).stat().st_size
+    assert per_thousand * 1000 < applying.MAX_FILE_BYTES
+
+
+def test_a_file_over_the_limit_is_refused_before_it_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = realistic_file(tmp_path / "big.toml", 10)
+    monkeypatch.setattr(applying, "MAX_FILE_BYTES", path.stat().st_size - 1)
+    with pytest.raises(InvalidSchedule, match="is larger than"):
+        applying.load_file(path, group="big")
