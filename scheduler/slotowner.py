@@ -69,9 +69,19 @@ REDIRECTS: tuple[type[ResponseError], ...] = (AskError, TryAgainError, ClusterDo
 REDIRECT_TEXTS = ("non local key", "UNBLOCKED", "cluster is down")
 
 
-class SlotMigrating(ConnectionError):
+class SlotRedirect(ConnectionError):
+    """The node answered with a redirect (``MOVED``, ``ASK``, ``TRYAGAIN``): nothing
+    ran, and the node is up -- not an outage. The next try goes where it should."""
+
+
+class SlotMigrating(SlotRedirect):
     """The slot is being resharded and this command's keys are not (all) on the node
     that still owns it (``ASK``, ``TRYAGAIN``): nothing ran; retry the step later."""
+
+
+class SlotMoved(SlotRedirect):
+    """``MOVED``: another primary serves the slot now (a resharding ended); the owner
+    is forgotten, so the next try asks the cluster and goes there."""
 
 
 class SlotNotServed(ConnectionError):
@@ -202,7 +212,8 @@ class SlotConnection(Connection):
             if _migrating(exc):
                 raise SlotMigrating(f"cluster slot {self.router.slot} is migrating: {reason}") from exc
             self.router.forget(reason, self.routed_generation)
-            raise ConnectionError(f"cluster slot {self.router.slot} moved: {reason}") from exc
+            moved = SlotMoved if isinstance(exc, MovedError) else ConnectionError
+            raise moved(f"cluster slot {self.router.slot} moved: {reason}") from exc
 
 
 class SlotSSLConnection(SlotConnection, SSLConnection):
