@@ -57,6 +57,7 @@ from redis.exceptions import (
     TryAgainError,
 )
 
+from scheduler.slotguard import GuardedPacker
 from scheduler.slots import ClusterUrl
 
 log = logging.getLogger(__name__)
@@ -94,9 +95,13 @@ class SlotRouter:
     :meth:`forget`. Thread-safe; shared by every connection of one client (it rides
     in the connection kwargs, so RQ's copies of the client's pool share it too)."""
 
-    def __init__(self, cluster: ClusterUrl, slot: int, node_options: dict[str, Any]) -> None:
+    def __init__(
+        self, cluster: ClusterUrl, slot: int, node_options: dict[str, Any], guard: str | None = None
+    ) -> None:
         self.cluster = cluster
         self.slot = slot
+        #: The key every script call declares (:mod:`scheduler.slotguard`); None: none.
+        self.guard = guard
         self._node_options = node_options
         self._lock = threading.Lock()
         self._owner: tuple[str, int] | None = None
@@ -189,6 +194,10 @@ class SlotConnection(Connection):
         self.routed_generation = -1
         super().__init__(**kwargs)  # type: ignore[no-untyped-call]
 
+    def _construct_command_packer(self, packer: Any) -> Any:
+        inner = super()._construct_command_packer(packer)  # type: ignore[no-untyped-call]
+        return inner if self.router.guard is None else GuardedPacker(inner, self.router.guard)
+
     def connect_check_health(self, *args: Any, **kwargs: Any) -> None:
         # Every way redis-py (re)connects goes through here -- connect(), and a command
         # sent on a dropped connection -- so each one asks the router where to go.
@@ -232,12 +241,13 @@ class SlotPool(ConnectionPool):
         return conn
 
 
-def slot_client(cluster: ClusterUrl, slot: int, options: dict[str, Any]) -> Redis:
+def slot_client(cluster: ClusterUrl, slot: int, options: dict[str, Any], guard: str | None = None) -> Redis:
     """A :class:`redis.Redis` whose connections go to the primary serving ``slot``.
-    ``options``: connection keyword arguments (timeouts, no retries, TLS files)."""
+    ``options``: connection keyword arguments (timeouts, no retries, TLS files);
+    ``guard``: the key every script call declares (:mod:`scheduler.slotguard`)."""
     credentials: dict[str, Any] = {"username": cluster.username, "password": cluster.password}
     node_options = {**options, **credentials, **({"ssl": True} if cluster.tls else {})}
-    router = SlotRouter(cluster, slot, node_options)
+    router = SlotRouter(cluster, slot, node_options, guard)
     connection_class = SlotSSLConnection if cluster.tls else SlotConnection
     pool = SlotPool(connection_class=connection_class, router=router, **options, **credentials)
     return Redis(connection_pool=pool)

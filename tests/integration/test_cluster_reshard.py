@@ -26,6 +26,11 @@ from devtools.cluster import Cluster
 from devtools.processes import Process, wait_for
 from devtools.rediscluster import RedisCluster
 from devtools.slotmove import SlotMove
+from scheduler import scripts
+from scheduler.connection import client_options
+from scheduler.slotguard import guard_key
+from scheduler.slotowner import SlotMigrating, SlotRedirect, slot_client
+from scheduler.slots import parse_cluster_url
 from tests.clusterapp import (
     NAMESPACE,
     REPORTS_PY,
@@ -135,3 +140,37 @@ def test_no_fire_lost_or_doubled_across_a_resharding_of_the_namespaces_slot(
     assert "no longer serves it (TryAgainError" not in logs
     assert keys_elsewhere(redis_cluster) == []
     after.close()
+
+
+COUNTER = "{rqbeat}:test:counter"
+#: A write of a declared key, then of a new key named inside the script (as dispatch
+#: names the RQ job it creates): on a migrating slot without the guard, the INCR is
+#: applied and the SET aborts the script ("non local key").
+HALF_RUNNABLE = "redis.call('INCR', KEYS[1]) redis.call('SET', KEYS[1] .. ':new', 1) return 1"
+
+
+def test_a_script_is_refused_whole_while_the_slot_migrates_never_run_half(
+    redis_cluster: RedisCluster, source: Redis
+) -> None:
+    source.set(COUNTER, 0)
+    client = slot_client(parse_cluster_url(redis_cluster.url), SLOT, client_options(), guard_key(NAMESPACE))
+    script = scripts.register(client, HALF_RUNNABLE)
+    target = next(port for port in redis_cluster.primaries() if port != redis_cluster.owner(SLOT))
+    move = SlotMove(redis_cluster, SLOT, target)
+    move.begin()  # MIGRATING, no key moved yet: the counter is still on the source
+    try:
+        with pytest.raises(SlotMigrating):
+            scripts.run(script, [COUNTER], [])
+        assert source.get(COUNTER) == b"0", "the script ran half"
+    finally:
+        move.finish()
+
+    def ran() -> bool:
+        try:
+            return bool(scripts.run(script, [COUNTER], []))
+        except SlotRedirect:  # the first try after the move meets its MOVED
+            return False
+
+    wait_for(ran, timeout=10, interval=0.05, what="the script to run on the new primary")
+    assert redis_cluster.client(target).get(COUNTER) == b"1"
+    client.close()
