@@ -28,9 +28,10 @@ command whose keys are all still there runs there; one whose keys all left (or d
 exist yet) is answered ``ASK``, one with keys on both sides ``TRYAGAIN``. Neither runs
 anything. redis-py's ``RedisCluster`` resends such a command itself (``ASKING`` on the
 target after ``ASK``, 50 ms pauses after ``TRYAGAIN``, up to 16 tries, then "TTL
-exhausted"); rqbeat does not follow ``ASK``: every script of rqbeat names several keys
-of the slot and creates some (a job, a history entry), which the importing node answers
-``TRYAGAIN`` until every key has arrived, so following it would only add a round trip.
+exhausted"); rqbeat does not follow ``ASK``: every script call on a slot connection
+declares a key that never exists (:mod:`scheduler.slotguard`, which also keeps a script
+from running half), which the importing node answers ``TRYAGAIN`` until the move ends,
+so following it would only add a round trip.
 Instead both become :class:`SlotMigrating` (a :class:`ConnectionError`, so the same
 whole-step retries apply; the owner is not forgotten, since it has not changed): the
 step is retried after the usual back-off and runs on whichever node owns the slot
