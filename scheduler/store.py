@@ -59,6 +59,8 @@ _TRIGGER_FIELDS = ("cron", "every_ms", "timezone", "jitter_ms", "start_at", "end
 FIRST_VERSION = 1
 #: Schedules per upsert script call: one round trip each way, Redis busy ~ms.
 UPSERT_CHUNK = hashes.CHUNK
+#: Upsert chunks sent before the oldest is answered (:func:`scheduler.scripts.pipelined`).
+UPSERTS_AHEAD = 2
 #: Read-merge-write passes of :meth:`Client.edit` before a busy schedule's edit gives up.
 EDIT_ATTEMPTS = 5
 #: A resume re-reads and tries again when an ack or an edit raced it, this many times.
@@ -183,9 +185,10 @@ class Client:
                 if not pending:
                     return [results[s.id] for s in schedules]
         except redis.exceptions.OutOfMemoryError as exc:
-            # Each chunk is one script, refused whole; the chunks before it stand. An
-            # upsert of the same schedules again writes only the rest (the written
-            # ones read back unchanged), so a re-run converges.
+            # Each chunk is one script, refused whole; the chunks before it stand (and
+            # the one sent behind it may: it is not counted here). An upsert of the
+            # same schedules again writes only the rest (the written ones read back
+            # unchanged), so a re-run converges.
             written = sum(r.action != "unchanged" for r in results.values())
             done = f"{written} schedule(s) of it were written before (re-running writes the rest)"
             raise RedisFull(what, done if written else "nothing was written") from exc
@@ -573,7 +576,8 @@ class Client:
 
         k = self.keys
         keys = [k.due, k.ids, k.revision, k.events, k.broken, k.log, k.stale]
-        scripts.pipelined(self.conn, self._scripts.upsert, keys, chunks(), settle)
+        # two chunks in flight: Redis runs one while the next waits queued behind it
+        scripts.pipelined(self.conn, self._scripts.upsert, keys, chunks(), settle, ahead=UPSERTS_AHEAD)
         return lost
 
     def _check_headroom(self, schedules: Sequence[Schedule], what: str) -> None:
