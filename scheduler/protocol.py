@@ -265,7 +265,7 @@ RUN_FIELDS = ("job_id", "job_queue", "epoch", "dispatched_at", *STARTED_FIELDS, 
 IN_FLIGHT_FIELD = "runs_in_flight"
 #: The due score (epoch s) of an ``allow_all`` schedule whose pending fire waits for one
 #: of its ``max_concurrent`` runs to end: never due by time; the run's end makes it due now.
-SLOT_WAIT_SCORE = 10**12
+SLOT_WAIT_SCORE = 10**11  # year 5138: far, and still a date Python can print
 
 #: The hash fields DUE_READ returns per due schedule, in this order (dispatch decides
 #: from them): the legacy definition field, the state, ``last_run_at`` (tells a fire an
