@@ -191,7 +191,7 @@ class Concurrent:
         state = text(row[0])
         definition = stored.row_text(stored.DEFINITION_FIELDS, row[1:])
         if run is None or definition is None:
-            self._drop(sid, fire, run)
+            self._drop(sid, fire, run, now_ms)
             return
         try:
             schedule = decode_definition(sid, definition)
@@ -303,12 +303,12 @@ class Concurrent:
                 sid, fire_iso, job, run.attempt, epoch,
             )  # fmt: skip
 
-    def _drop(self, sid: str, fire: str, run: Run | None) -> None:
+    def _drop(self, sid: str, fire: str, run: Run | None, now_ms: int) -> None:
         k = self.keys
         reply = scripts.run(
             self._scripts.conc_drop,
-            [k.schedule(sid), k.runs(sid), k.concurrent],
-            [sid, fire, run.job_id if run else ""],
+            [k.schedule(sid), k.runs(sid), k.concurrent, k.due, k.events],
+            [sid, fire, run.job_id if run else "", now_ms / 1000],
         )
         if ConcurrentReply(reply) is ConcurrentReply.DONE and run is not None:
             log.warning(

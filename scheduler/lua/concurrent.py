@@ -218,21 +218,25 @@ CONC_DROP = (
     RUN_RECORD_LUA
     + """
 -- Forget an allow_all run whose schedule was removed (its job, already enqueued, runs
--- and nobody acks it), or a member of the concurrent zset without a record.
+-- and nobody acks it), or a member of the concurrent zset without a record (removed
+-- with its schedule, or lost): the count is rewritten and a waiting fire woken.
 -- KEYS[1] - the schedule hash
 -- KEYS[2] - its runs hash
 -- KEYS[3] - the concurrent zset
+-- KEYS[4] - the due zset
+-- KEYS[5] - the events channel
 -- ARGV[1] - the schedule id
 -- ARGV[2] - the fire, epoch ms
 -- ARGV[3] - the job id read ('' = no record was read)
--- returns (ConcurrentReply) 1 dropped, 0 the run changed since the read (nothing written)
-local schedule, runs, concurrent = KEYS[1], KEYS[2], KEYS[3]
-local id, fire_ms, job = ARGV[1], ARGV[2], ARGV[3]
+-- ARGV[4] - now, score
+-- returns (ConcurrentReply) 1 dropped, 0 the run changed since the read, or its schedule
+-- exists (nothing written)
+local schedule, runs, concurrent, due, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local id, fire_ms, job, now_score = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local run = run_of(runs, fire_ms, '')
 if (run and run.job_id ~= job) or (not run and job ~= '') then return 0 end
 if run and redis.call('EXISTS', schedule) == 1 then return 0 end
-redis.call('HDEL', runs, fire_ms)
-redis.call('ZREM', concurrent, id .. ':' .. fire_ms)
+run_ended(runs, concurrent, schedule, due, events, id, fire_ms, now_score)
 return 1
 """
 )

@@ -232,7 +232,19 @@ def test_a_leader_kill_9_with_runs_in_flight_loses_and_doubles_nothing(
 
 def test_bad_input_is_refused_with_nothing_written(rqbeat: Invoke, conn: Redis, tmp_path: Path) -> None:
     target = "myapp.tasks.reports.export"
-    ok(rqbeat("add", "nightly", target, "--cron", "30 2 * * *", "--overlap", "allow_all", "--max-concurrent", "3"))
+    ok(
+        rqbeat(
+            "add",
+            "nightly",
+            target,
+            "--cron",
+            "30 2 * * *",
+            "--overlap",
+            "allow_all",
+            "--max-concurrent",
+            "3",
+        )
+    )
     definition = json_of(rqbeat("show", "nightly", "--json"))["definition"]
     assert (definition["overlap"], definition["max_concurrent"]) == ("allow_all", 3)
 
@@ -263,3 +275,24 @@ def test_bad_input_is_refused_with_nothing_written(rqbeat: Invoke, conn: Redis, 
     assert json_of(rqbeat("show", "nightly", "--json"))["definition"]["max_concurrent"] == 5
     ok(rqbeat("set", "nightly", "--overlap", "skip"))  # leaving allow_all drops the cap
     assert "max_concurrent" not in json_of(rqbeat("show", "nightly", "--json"))["definition"]
+
+
+def test_pause_then_rm_with_runs_in_flight(cluster: Cluster, conn: Redis, rqbeat: Invoke, app: Path) -> None:
+    start(cluster, conn, rqbeat, app)
+    first_two = wait_started(conn, CAP)
+    ok(rqbeat("pause", SID))  # the runs in flight finish and are acked; nothing new starts
+    open_gate(conn)
+    wait_for(lambda: in_flight(conn) == CAP - 1, WAIT_S, what="one run's ack while paused")
+    assert [e.fields["job_id"] for e in events(conn, "succeeded")] in (
+        [first_two[0][0]],
+        [first_two[1][0]],
+    )
+    assert len(started(conn)) == CAP
+    ok(rqbeat("rm", SID))  # the other run is forgotten: its end writes nothing
+    assert not conn.exists(K.runs(SID))
+    wait_for(lambda: conn.zcard(K.concurrent) == 0, WAIT_S, what="the leader to drop the removed run")
+    open_gate(conn)
+    wait_for(lambda: conn.hlen("test:allow:runs") == CAP, WAIT_S, what="the last run to end")
+    assert (
+        not conn.exists(K.schedule(SID)) and not conn.exists(K.history(SID)) and not conn.exists(K.runs(SID))
+    )

@@ -42,32 +42,33 @@ def row(schedule: Schedule, in_flight: int | None, *, attempt: int = 1) -> list[
 
 
 @pytest.mark.parametrize(
-    ("in_flight", "late_ms", "misfire", "kind", "fire_ms", "dropped", "score_ms"),
+    ("in_flight", "late_ms", "misfire", "expected"),
     [
         # under the cap, on time: a run of its own; the schedule stays due at T+10s
-        (None, 0, "coalesce", Kind.SPAWN, T_MS, 0, T_MS + 10_000),
-        (0, 0, "coalesce", Kind.SPAWN, T_MS, 0, T_MS + 10_000),
-        (2, 0, "coalesce", Kind.SPAWN, T_MS, 0, T_MS + 10_000),
+        (None, 0, "coalesce", (Kind.SPAWN, T_MS, 0, T_MS + 10_000)),
+        (0, 0, "coalesce", (Kind.SPAWN, T_MS, 0, T_MS + 10_000)),
+        (2, 0, "coalesce", (Kind.SPAWN, T_MS, 0, T_MS + 10_000)),
         # at the cap: the fire waits for a slot (a run's end makes it due again)
-        (3, 0, "coalesce", Kind.RESCHEDULE, T_MS, 0, WAIT_MS),
-        (5, 0, "all", Kind.RESCHEDULE, T_MS, 0, WAIT_MS),
+        (3, 0, "coalesce", (Kind.RESCHEDULE, T_MS, 0, WAIT_MS)),
+        (5, 0, "all", (Kind.RESCHEDULE, T_MS, 0, WAIT_MS)),
         # woken 25 s late (fires T, +10s, +20s passed): the misfire policy decides
-        (2, 25_000, "coalesce", Kind.SPAWN, T_MS + 20_000, 2, T_MS + 30_000),
-        (2, 25_000, "all", Kind.SPAWN, T_MS, 0, T_MS + 10_000),
-        (2, 25_000, "skip", Kind.RESCHEDULE, T_MS + 30_000, 3, T_MS + 30_000),
+        (2, 25_000, "coalesce", (Kind.SPAWN, T_MS + 20_000, 2, T_MS + 30_000)),
+        (2, 25_000, "all", (Kind.SPAWN, T_MS, 0, T_MS + 10_000)),
+        (2, 25_000, "skip", (Kind.RESCHEDULE, T_MS + 30_000, 3, T_MS + 30_000)),
         # still at the cap however late: nothing dropped yet, it keeps waiting
-        (3, 25_000, "skip", Kind.RESCHEDULE, T_MS, 0, WAIT_MS),
+        (3, 25_000, "skip", (Kind.RESCHEDULE, T_MS, 0, WAIT_MS)),
     ],
 )
 def test_dispatch_of_a_pending_fire(
-    in_flight: int | None, late_ms: int, misfire: str, kind: Kind, fire_ms: int, dropped: int, score_ms: int
+    in_flight: int | None, late_ms: int, misfire: str, expected: tuple[Kind, int, int, int]
 ) -> None:
+    """``expected``: the decision's kind, fire, fires dropped and due score."""
     schedule = every_10s(misfire=misfire)
     d = decide("reports", row(schedule, in_flight), T_MS, T_MS + late_ms)
-    assert (d.kind, d.fire_ms, d.dropped, d.score_ms) == (kind, fire_ms, dropped, score_ms)
-    if kind is Kind.SPAWN:
-        assert d.next_ms == fire_ms + 10_000
-        assert d.job_id == f"reports-{fire_ms}-1"
+    assert (d.kind, d.fire_ms, d.dropped, d.score_ms) == expected
+    if d.kind is Kind.SPAWN:
+        assert d.next_ms == d.fire_ms + 10_000
+        assert d.job_id == f"reports-{d.fire_ms}-1"
 
 
 def test_catchup_window_drops_older_fires_before_the_misfire_policy() -> None:
