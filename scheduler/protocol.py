@@ -295,11 +295,18 @@ class RunState(StrEnum):
 
 
 class ConcurrentReply(IntEnum):
-    """CONC_ACK, CONC_FAIL, CONC_REDISPATCH, CONC_NUDGE and CONC_DROP."""
+    """CONC_ACK, CONC_FAIL, CONC_NUDGE and CONC_DROP."""
 
     DONE = 1  # written
     STALE = 0  # not this run (acked, retried or dropped meanwhile): nothing written
-    DEPOSED = -1  # CONC_REDISPATCH found the lease another's: nothing written
+
+
+class RedispatchReply(IntEnum):
+    """CONC_REDISPATCH: the retry of an ``allow_all`` run."""
+
+    ENQUEUED = 1
+    STALE = 0  # not this retry (its record changed meanwhile): nothing written
+    DEPOSED = -1  # the lease is another's: nothing written
 
 
 # -- backfill (scheduler.backfill, scheduler.lua.backfills) -----------------------

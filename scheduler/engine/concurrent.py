@@ -28,15 +28,15 @@ from typing import Any
 from redis import Redis
 from redis.client import Pipeline
 
-from scheduler import policy, rqkeys, scripts, stored, thresholds
+from scheduler import cron, policy, rqkeys, scripts, stored, thresholds
 from scheduler.clock import iso, parse_iso_ms
-from scheduler.engine import liveness, rqjob
+from scheduler.engine import clusterstats, liveness, rqjob
 from scheduler.engine.watchdog import Outcome, judge, next_check_ms
 from scheduler.errors import LeadershipLost
 from scheduler.jobmeta import FireMeta
 from scheduler.keys import HISTORY_MAXLEN, Keys
 from scheduler.model import Schedule
-from scheduler.protocol import AckOutcome, ConcurrentReply, RunState, ScheduleState
+from scheduler.protocol import AckOutcome, ConcurrentReply, RedispatchReply, RunState, ScheduleState
 from scheduler.records import decode_definition, text
 
 log = logging.getLogger(__name__)
@@ -129,16 +129,23 @@ def prepare_ack(
     outcome: AckOutcome = AckOutcome.SUCCEEDED,
     error: str = "",
 ) -> RunAck:
-    """The end of run ``job`` of ``fire_ms``; pure (``schedule`` None: removed)."""
+    """The end of run ``job`` of ``fire_ms``, with the cluster-wide counters it adds
+    (an ack ``by`` the worker or the leader's watchdog); pure (``schedule`` None: removed)."""
     stale_ms = thresholds.limits_at(schedule, fire_ms).stale_after_ms if schedule else 0
+    expect_ms = cron.next_fire_ms(schedule.trigger, fire_ms) if schedule else fire_ms
+    stats = (
+        clusterstats.ack_increments(by=by, latency_ms=None, dropped=0)
+        if outcome is AckOutcome.SUCCEEDED
+        else []
+    )
     return RunAck(
         keys=[
             keys.schedule(sid), keys.runs(sid), keys.concurrent, keys.due, keys.history(sid), keys.events,
-            keys.stale,
+            keys.stale, keys.stats, keys.alerts, keys.failing, keys.succeeded(sid),
         ],
         args=[
             sid, fire_ms, job, outcome, error[:500], iso(now_ms), now_ms / 1000, HISTORY_MAXLEN, iso(fire_ms),
-            by, (now_ms + stale_ms) / 1000,
+            by, (now_ms + stale_ms) / 1000, expect_ms, *stats,
         ],
     )  # fmt: skip
 
@@ -243,13 +250,13 @@ class Concurrent:
             run.job_id,
             run.fire_ms,
             now_ms=now_ms,
-            by="leader",
+            by="watchdog",
             outcome=outcome,
             error=error,
         )
         if ConcurrentReply(scripts.run(self._scripts.conc_ack, ack.keys, ack.args)) is ConcurrentReply.DONE:
             log.info(
-                "run %s schedule=%s fire=%s job_id=%s attempt=%d by=leader (allow_all)",
+                "run %s schedule=%s fire=%s job_id=%s attempt=%d by=watchdog (allow_all)",
                 outcome, sid, iso(run.fire_ms), run.job_id, run.attempt,
             )  # fmt: skip
 
@@ -270,7 +277,7 @@ class Concurrent:
         ).to_meta()
         fields = template.fields_for(f"rqbeat {sid} fire={fire_iso} attempt={run.attempt}", meta)
         k = self.keys
-        reply = ConcurrentReply(
+        reply = RedispatchReply(
             scripts.run(
                 self._scripts.conc_redispatch,
                 [k.leader, k.runs(sid), k.concurrent, k.history(sid), rqkeys.QUEUES, k.queues],
@@ -295,9 +302,9 @@ class Concurrent:
                 ],
             )
         )
-        if reply is ConcurrentReply.DEPOSED:
+        if reply is RedispatchReply.DEPOSED:
             raise LeadershipLost("the lease changed hands during an allow_all retry")
-        if reply is ConcurrentReply.DONE:
+        if reply is RedispatchReply.ENQUEUED:
             log.info(
                 "dispatched schedule=%s fire=%s job=%s attempt=%d epoch=%d (allow_all retry)",
                 sid, fire_iso, job, run.attempt, epoch,

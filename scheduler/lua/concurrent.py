@@ -15,7 +15,9 @@ due now: the leader decides its pending fire again (the misfire policy for a lat
 
 from __future__ import annotations
 
-from scheduler.protocol import IN_FLIGHT_FIELD, SLOT_WAIT_SCORE, RunState
+from scheduler.lua.backfills import RECORD_SUCCESS_LUA
+from scheduler.lua.runs import ALERT_LUA
+from scheduler.protocol import IN_FLIGHT_FIELD, SLOT_WAIT_SCORE, AlertKind, RunState
 
 #: ``run_record(...)``: one run's JSON record; ``run_of(runs, fire_ms, job)``: the
 #: record of ``fire_ms`` when it is run ``job`` (any job when ``job`` is ''), else nil;
@@ -53,6 +55,11 @@ end
 
 CONC_ACK = (
     RUN_RECORD_LUA
+    + ALERT_LUA
+    + RECORD_SUCCESS_LUA
+    + f"""
+local GAVE_UP = '{AlertKind.GAVE_UP}'
+"""
     + """
 -- An allow_all run is over for good: it succeeded, or failed and is given up
 -- (max_attempts). Its record goes; a fire waiting for a slot is woken.
@@ -63,6 +70,10 @@ CONC_ACK = (
 -- KEYS[5] - its history stream
 -- KEYS[6] - the events channel
 -- KEYS[7] - the stale zset
+-- KEYS[8] - the stats hash (scheduler.engine.clusterstats)
+-- KEYS[9] - the alerts list
+-- KEYS[10] - the failing zset
+-- KEYS[11] - its succeeded zset (what a backfill skips)
 -- ARGV[1] - the schedule id
 -- ARGV[2] - the fire, epoch ms
 -- ARGV[3] - the job id of the run
@@ -72,26 +83,43 @@ CONC_ACK = (
 -- ARGV[7] - now, score
 -- ARGV[8] - history maxlen
 -- ARGV[9] - the fire, ISO
--- ARGV[10] - who: 'worker' | 'leader'
+-- ARGV[10] - who: 'worker' | 'watchdog'
 -- ARGV[11] - when the schedule counts as stale without another success, score
+-- ARGV[12] - the trigger's fire after it, epoch ms (the succeeded record chains on it)
+-- ARGV[13..] - (field, increment) pairs for the stats hash
 -- returns (ConcurrentReply) 1 recorded, 0 not this run in flight (nothing written)
 local schedule, runs, concurrent, due, history, events, stale = KEYS[1], KEYS[2], KEYS[3],
                                                                  KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local stats, alerts, failing, succeeded = KEYS[8], KEYS[9], KEYS[10], KEYS[11]
 local id, fire_ms, job, outcome, err, now, now_score = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5],
                                                        ARGV[6], ARGV[7]
-local maxlen, fire, by, stale_by = ARGV[8], ARGV[9], ARGV[10], ARGV[11]
+local maxlen, fire, by, stale_by, expect = ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12]
 local run = run_of(runs, fire_ms, job)
 if not run or run.state ~= RUN_RUNNING then return 0 end
 run_ended(runs, concurrent, schedule, due, events, id, fire_ms, now_score)
 if redis.call('EXISTS', schedule) == 0 then return 1 end
 local entry = {'event', outcome, 'fire_at', fire, 'job_id', job, 'attempt', run.attempt, 'by', by}
 local fields = {'last_result', outcome, 'last_run_at', now}
+for i = 13, #ARGV, 2 do redis.call('HINCRBY', stats, ARGV[i], ARGV[i + 1]) end  -- metrics
 if outcome == 'succeeded' then
   table.insert(fields, 'last_success_at'); table.insert(fields, now)
   if redis.call('HGET', schedule, 'state') == 'due' then redis.call('ZADD', stale, stale_by, id) end
+  record_success(succeeded, fire_ms, expect)
+  local failures, alerted = unpack(redis.call('HMGET', schedule, 'failures', 'alerted'))
+  if failures then
+    redis.call('HDEL', schedule, 'failures')
+    redis.call('ZREM', failing, id)
+  end
+  if alerted then  -- the first success after a give-up, a break or a pause
+    redis.call('HDEL', schedule, 'alerted')
+    alert(alerts, alerted, id, fire, job, 'the first run since succeeded', now, true)
+  end
 else
   table.insert(entry, 'error'); table.insert(entry, err)
   table.insert(fields, 'last_error'); table.insert(fields, err)
+  redis.call('ZADD', failing, redis.call('HINCRBY', schedule, 'failures', 1), id)
+  redis.call('HSET', schedule, 'alerted', GAVE_UP)
+  alert(alerts, GAVE_UP, id, fire, job, err, now, false)
 end
 table.insert(entry, 'at'); table.insert(entry, now)
 redis.call('HSET', schedule, unpack(fields))
@@ -167,7 +195,7 @@ CONC_REDISPATCH = (
 -- ARGV[15] - history maxlen
 -- ARGV[16] - the fire, ISO
 -- ARGV[17..] - the job hash's field/value pairs (all but the two stamps)
--- returns (ConcurrentReply) 1 enqueued, 0 not this retry (nothing written), -1 the lease
+-- returns (RedispatchReply) 1 enqueued, 0 not this retry (nothing written), -1 the lease
 -- is not ours (nothing written)
 local leader, runs, concurrent, history, queues_set, our_queues = KEYS[1], KEYS[2], KEYS[3],
                                                                    KEYS[4], KEYS[5], KEYS[6]
