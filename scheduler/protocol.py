@@ -263,6 +263,9 @@ RUN_FIELDS = ("job_id", "job_queue", "epoch", "dispatched_at", *STARTED_FIELDS, 
 #: The schedule hash field counting an ``allow_all`` schedule's runs in flight (the
 #: size of ``<ns>:runs:<id>``, rewritten by every script that adds or ends one).
 IN_FLIGHT_FIELD = "runs_in_flight"
+#: The setting's hash field that caps them (``max_concurrent``): the dispatch script
+#: re-checks the count against it.
+CAP_FIELD = "max_concurrent"
 #: The due score (epoch s) of an ``allow_all`` schedule whose pending fire waits for one
 #: of its ``max_concurrent`` runs to end: never due by time; the run's end makes it due now.
 SLOT_WAIT_SCORE = 10**11  # year 5138: far, and still a date Python can print

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from scheduler.lua.common import COMPLETE_LUA
 from scheduler.lua.concurrent import RUN_RECORD_LUA
-from scheduler.protocol import DUE_FIELDS, IN_FLIGHT_FIELD, NO_FIRE, CompletedBy, lua_list
+from scheduler.protocol import CAP_FIELD, DUE_FIELDS, IN_FLIGHT_FIELD, NO_FIRE, CompletedBy, lua_list
 
 DUE_READ = (
     lua_list("FIELDS", DUE_FIELDS)
@@ -39,6 +39,7 @@ DISPATCH = (
     + RUN_RECORD_LUA
     + f"""
 local NO_FIRE, BY_END_AT, IN_FLIGHT = '{NO_FIRE}', '{CompletedBy.END_AT}', '{IN_FLIGHT_FIELD}'
+local CAP_FIELD = '{CAP_FIELD}'
 """
     + """
 -- Write one decided batch: every run's RQ job (hash + RPUSH, as RQ writes them), the
@@ -83,7 +84,7 @@ local NO_FIRE, BY_END_AT, IN_FLIGHT = '{NO_FIRE}', '{CompletedBy.END_AT}', '{IN_
 -- then ARGV[13] reschedules, 4 each:
 -- ARGV[i] - the schedule id
 -- ARGV[i + 1] - the fire, ISO, or NO_FIRE (none before end_at: the schedule completes)
--- ARGV[i + 2] - its due score
+-- ARGV[i + 2] - its due score (SLOT_WAIT_SCORE: an allow_all fire waits for a slot)
 -- ARGV[i + 3] - fires dropped by the misfire policy
 -- then ARGV[15] spawns, 11 + n each: a run of an allow_all schedule beside its others
 -- (its own record in the runs hash, watched through the concurrent zset); the
@@ -142,8 +143,16 @@ for _ = 1, tonumber(n_runs) do
              'fire_at', fire, 'job_id', job, 'attempt', attempt, 'epoch', epoch, 'at', now)
   i = last + 1
 end
+-- An allow_all schedule waits for a slot only while its runs fill its cap: a run that
+-- ended between the read and this write (its ack found no waiting fire to wake) leaves
+-- it due now instead, so no fire waits behind a slot that is free.
+local function has_slot(id)
+  local cap = tonumber(redis.call('HGET', sched .. id, CAP_FIELD) or '')
+  return cap ~= nil and redis.call('HLEN', runs_prefix .. id) < cap
+end
 for _ = 1, tonumber(n_reschedules) do
   local id, fire, score, dropped = unpack(ARGV, i, i + 3)
+  if tonumber(score) >= SLOT_WAIT_SCORE and has_slot(id) then score = now_score end
   if dropped ~= '0' then
     local entry = {'event', 'missed', 'count', dropped, 'at', now}
     if fire ~= NO_FIRE then
@@ -163,25 +172,30 @@ for _ = 1, tonumber(n_spawns) do
   local id, fire, fire_ms, job, queue, dropped, ttl, stale_by, next_fire, next_score, n =
     unpack(ARGV, i, i + 10)
   local last = i + 10 + tonumber(n)
-  enqueue(job, queue, ttl, i + 11, last)
-  local runs = runs_prefix .. id
-  redis.call('HSET', runs, fire_ms, run_record(job, 1, epoch, now, queue, RUN_RUNNING))
-  local in_flight = redis.call('HLEN', runs)
-  redis.call('ZADD', concurrent, first_look, id .. ':' .. fire_ms)
-  redis.call('ZADD', stale, 'NX', stale_by, id)
-  if dropped ~= '0' then
-    redis.call('XADD', hist .. id, 'MAXLEN', '~', maxlen, '*', 'event', 'missed',
-               'fire_at', fire, 'count', dropped, 'at', now)
-  end
-  redis.call('XADD', hist .. id, 'MAXLEN', '~', maxlen, '*', 'event', 'dispatched',
-             'fire_at', fire, 'job_id', job, 'attempt', 1, 'epoch', epoch,
-             'in_flight', in_flight, 'at', now)
-  redis.call('HSET', sched .. id, IN_FLIGHT, in_flight)
-  if next_fire == NO_FIRE then
-    complete(sched .. id, due, stale, hist .. id, id, maxlen, now, BY_END_AT)
+  if not has_slot(id) then  -- never above the cap, whatever the read said: wait instead
+    redis.call('HSET', sched .. id, 'fire_at', fire, 'attempt', 1)
+    redis.call('ZADD', due, SLOT_WAIT_SCORE, id)
   else
-    redis.call('ZADD', due, next_score, id)
-    redis.call('HSET', sched .. id, 'fire_at', next_fire, 'attempt', 1)
+    enqueue(job, queue, ttl, i + 11, last)
+    local runs = runs_prefix .. id
+    redis.call('HSET', runs, fire_ms, run_record(job, 1, epoch, now, queue, RUN_RUNNING))
+    local in_flight = redis.call('HLEN', runs)
+    redis.call('ZADD', concurrent, first_look, id .. ':' .. fire_ms)
+    redis.call('ZADD', stale, 'NX', stale_by, id)
+    if dropped ~= '0' then
+      redis.call('XADD', hist .. id, 'MAXLEN', '~', maxlen, '*', 'event', 'missed',
+                 'fire_at', fire, 'count', dropped, 'at', now)
+    end
+    redis.call('XADD', hist .. id, 'MAXLEN', '~', maxlen, '*', 'event', 'dispatched',
+               'fire_at', fire, 'job_id', job, 'attempt', 1, 'epoch', epoch,
+               'in_flight', in_flight, 'at', now)
+    redis.call('HSET', sched .. id, IN_FLIGHT, in_flight)
+    if next_fire == NO_FIRE then
+      complete(sched .. id, due, stale, hist .. id, id, maxlen, now, BY_END_AT)
+    else
+      redis.call('ZADD', due, next_score, id)
+      redis.call('HSET', sched .. id, 'fire_at', next_fire, 'attempt', 1)
+    end
   end
   i = last + 1
 end

@@ -16,7 +16,8 @@ from scheduler.clock import iso
 from scheduler.engine.dispatch import Kind, decide
 from scheduler.errors import InvalidSchedule
 from scheduler.model import Schedule
-from scheduler.protocol import DUE_FIELDS, SLOT_WAIT_SCORE
+from scheduler.protocol import CAP_FIELD, DUE_FIELDS, SLOT_WAIT_SCORE
+from scheduler.stored import SETTING_FIELDS
 
 T_MS = 1_800_000_000_000  # on the 10 s grid
 WAIT_MS = SLOT_WAIT_SCORE * 1000
@@ -123,3 +124,7 @@ def test_leaving_allow_all_by_an_edit_drops_its_cap() -> None:
 def test_the_cap_is_stored_with_the_policy() -> None:
     stored = every_10s().stored_settings()
     assert (stored["overlap"], stored["max_concurrent"]) == ("allow_all", 3)
+
+
+def test_cap_field_is_the_setting() -> None:
+    assert CAP_FIELD in SETTING_FIELDS
