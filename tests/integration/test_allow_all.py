@@ -145,6 +145,8 @@ def test_runs_in_flight_reach_the_cap_and_never_more(
     assert shown["definition"]["max_concurrent"] == CAP
     assert f"runs in flight: {CAP} of at most {CAP}" in ok(rqbeat("show", SID))
     assert f"overlap allow_all (at most {CAP} in flight)" in ok(rqbeat("next", SID))
+    assert json_of(rqbeat("status", "--json"))["allow_all_runs"] == CAP
+    assert f"{CAP} of allow_all schedules" in ok(rqbeat("status"))
     for n in range(CAP + 1, CAP + 5):  # each run's end lets one more start
         open_gate(conn)
         wait_started(conn, n)
