@@ -191,6 +191,11 @@ def test_a_failed_run_is_retried_while_the_others_go_on(
     )
     assert later
     runs = finish(conn, rqbeat)
+    shown = ok(rqbeat("history", SID)).splitlines()
+    assert any(
+        line.split()[2:3] == ["failed"] and failing[0] in line and "-> retry at" in line for line in shown
+    )
+    assert any(line.split()[2:4] == ["succeeded", "worker"] and retry[0] in line for line in shown)
     assert runs[failing[1]] == 1  # the failed fire succeeded once, on attempt 2
     failed = events(conn, "failed")
     assert [(e.fields["job_id"], e.fields["next_attempt"]) for e in failed] == [(failing[0], "2")]
