@@ -17,6 +17,7 @@ from scheduler.keys import Keys
 from scheduler.model import Schedule
 from scheduler.protocol import SLOT_WAIT_SCORE, ConcurrentReply
 from scheduler.store import Client
+from tests.integration.test_web import web
 
 pytestmark = pytest.mark.integration
 
@@ -82,3 +83,18 @@ def test_late_and_duplicate_ends_of_a_run_write_nothing(conn: Redis) -> None:
     assert conn.xlen(K.history(SID)) == history
     assert conn.hget(K.schedule(SID), "runs_in_flight") == b"0"
     assert conn.zcard(K.concurrent) == 0
+
+
+def test_the_dashboard_lists_the_runs_in_flight(conn: Redis, redis_url: str) -> None:
+    seed(conn)
+    first = Client(conn).get(SID).fire_ms
+    assert first is not None
+    Dispatcher(conn, K).dispatch(first, TOKEN, 1)
+    (run,) = concurrent.read_runs(conn, K, SID)
+    client = web(redis_url)
+    data = client.get(f"/api/schedule/{SID}").get_json()
+    assert [(r["job_id"], r["attempt"], r["state"]) for r in data["runs_in_flight"]] == [
+        (run.job_id, 1, "running")
+    ]
+    html = client.get(f"/schedule/{SID}").get_data(as_text=True)
+    assert 'id="runs-in-flight"' in html and run.job_id in html
