@@ -31,7 +31,7 @@ from redis.client import Pipeline
 from scheduler import cron, policy, rqkeys, scripts, stored, thresholds
 from scheduler.clock import iso, parse_iso_ms
 from scheduler.engine import clusterstats, liveness, rqjob
-from scheduler.engine.watchdog import Outcome, judge, next_check_ms
+from scheduler.engine.watchdog import Outcome, error_text, judge, next_check_ms
 from scheduler.errors import LeadershipLost
 from scheduler.jobmeta import FireMeta
 from scheduler.keys import HISTORY_MAXLEN, Keys
@@ -222,8 +222,9 @@ class Concurrent:
         if verdict.outcome is Outcome.SUCCEEDED:
             self._end(schedule, run, now_ms, AckOutcome.SUCCEEDED, "")
             return
+        reason = error_text(self.conn, run.job_id) or verdict.reason
         if schedule is None or policy.gives_up(schedule, run.attempt):
-            self._end(schedule, run, now_ms, AckOutcome.GAVE_UP, verdict.reason)
+            self._end(schedule, run, now_ms, AckOutcome.GAVE_UP, reason)
             return
         retry_ms = now_ms + policy.backoff_ms(sid, run.fire_ms, run.attempt)
         k = self.keys
@@ -231,14 +232,14 @@ class Concurrent:
             self._scripts.conc_fail,
             [k.schedule(sid), k.runs(sid), k.concurrent, k.history(sid)],
             [
-                sid, run.fire_ms, run.job_id, retry_ms / 1000, iso(retry_ms), verdict.reason[:500],
+                sid, run.fire_ms, run.job_id, retry_ms / 1000, iso(retry_ms), reason[:500],
                 iso(now_ms), HISTORY_MAXLEN, iso(run.fire_ms),
             ],
         )  # fmt: skip
         if ConcurrentReply(reply) is ConcurrentReply.DONE:
             log.warning(
                 "run failed schedule=%s fire=%s job_id=%s attempt=%d retry_at=%s reason=%r (allow_all)",
-                sid, iso(run.fire_ms), run.job_id, run.attempt, iso(retry_ms), verdict.reason,
+                sid, iso(run.fire_ms), run.job_id, run.attempt, iso(retry_ms), reason,
             )  # fmt: skip
 
     def _end(self, schedule: Schedule | None, run: Run, now_ms: int, outcome: AckOutcome, error: str) -> None:

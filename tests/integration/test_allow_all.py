@@ -303,3 +303,32 @@ def test_pause_then_rm_with_runs_in_flight(cluster: Cluster, conn: Redis, rqbeat
     assert (
         not conn.exists(K.schedule(SID)) and not conn.exists(K.history(SID)) and not conn.exists(K.runs(SID))
     )
+
+
+def test_plain_rq_worker_runs_are_acked_retried_and_given_up_by_the_leader(
+    cluster: Cluster, conn: Redis, rqbeat: Invoke
+) -> None:
+    cluster.replica("r1")
+    cluster.wait_leader(conn, timeout=STARTUP_S)
+    cluster.plain_rq_worker("p1", "default")
+    cap = ["--overlap", "allow_all", "--max-concurrent", "2"]
+    ok(rqbeat("add", "plain", "tests.jobs.record", "--every", "1s", *cap))
+    ok(rqbeat("add", "doomed", "tests.jobs.fail", "--every", "1h", "--max-attempts", "2", *cap))
+    ok(rqbeat("trigger", "doomed"))
+
+    def entries(sid: str, name: str) -> list[HistoryEntry]:
+        return [e for e in Client(conn).history(sid, count=1000) if e.event == name]
+
+    wait_for(lambda: len(entries("plain", "succeeded")) >= 3, WAIT_S, what="3 acks by the leader")
+    assert {e.fields["by"] for e in entries("plain", "succeeded")} == {"watchdog"}
+    gave_up = wait_for(lambda: entries("doomed", "gave_up"), WAIT_S, what="the doomed fire given up")
+    assert gave_up[0].fields["attempt"] == "2" and "boom" in gave_up[0].fields["error"]
+    assert [e.fields["next_attempt"] for e in entries("doomed", "failed")] == ["2"]
+    assert conn.zscore(K.failing, "doomed") is not None  # `rqbeat check` and the alert see it
+    assert in_flight_of(conn, "doomed") == 0
+    counts = {str(text(k)): int(v) for k, v in conn.hgetall("test:runs").items()}
+    assert counts and set(counts.values()) == {1}
+
+
+def in_flight_of(conn: Redis, sid: str) -> int:
+    return len(concurrent.read_runs(conn, K, sid))
