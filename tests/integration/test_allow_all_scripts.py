@@ -15,6 +15,7 @@ from scheduler.engine import concurrent
 from scheduler.engine.dispatch import Dispatcher, Kind
 from scheduler.keys import Keys
 from scheduler.model import Schedule
+from scheduler.ops.repair_io import examine
 from scheduler.protocol import SLOT_WAIT_SCORE, ConcurrentReply
 from scheduler.store import Client
 from tests.integration.test_web import web
@@ -98,3 +99,16 @@ def test_the_dashboard_lists_the_runs_in_flight(conn: Redis, redis_url: str) -> 
     ]
     html = client.get(f"/schedule/{SID}").get_data(as_text=True)
     assert 'id="runs-in-flight"' in html and run.job_id in html
+
+
+def test_the_stored_state_scan_finds_nothing_wrong_with_runs_in_flight_or_a_waiting_fire(conn: Redis) -> None:
+    seed(conn)
+    dispatcher = Dispatcher(conn, K)
+    first = Client(conn).get(SID).fire_ms
+    assert first is not None
+    dispatcher.dispatch(first, TOKEN, 1)
+    dispatcher.dispatch(first + HOUR_MS, TOKEN, 1)  # at the cap: the next fire waits
+    score = conn.zscore(K.due, SID)
+    assert score is not None and score >= SLOT_WAIT_SCORE
+    found = examine(conn, K)
+    assert [f.line() for f in found.findings] == []
