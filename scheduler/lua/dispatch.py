@@ -165,7 +165,8 @@ for _ = 1, tonumber(n_reschedules) do
     complete(sched .. id, due, stale, hist .. id, id, maxlen, now, BY_END_AT)
   else
     redis.call('ZADD', due, score, id)
-    redis.call('HSET', sched .. id, 'fire_at', fire, 'attempt', 1)
+    redis.call('HSET', sched .. id, 'fire_at', fire)
+    redis.call('HDEL', sched .. id, 'attempt')
   end
   i = i + 4
 end
