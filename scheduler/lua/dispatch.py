@@ -175,7 +175,8 @@ for _ = 1, tonumber(n_spawns) do
     unpack(ARGV, i, i + 10)
   local last = i + 10 + tonumber(n)
   if not has_slot(id) then  -- never above the cap, whatever the read said: wait instead
-    redis.call('HSET', sched .. id, 'fire_at', fire, 'attempt', 1)
+    redis.call('HSET', sched .. id, 'fire_at', fire)
+    redis.call('HDEL', sched .. id, 'attempt')
     redis.call('ZADD', due, SLOT_WAIT_SCORE, id)
   else
     enqueue(job, queue, ttl, i + 11, last)
@@ -196,7 +197,8 @@ for _ = 1, tonumber(n_spawns) do
       complete(sched .. id, due, stale, hist .. id, id, maxlen, now, BY_END_AT)
     else
       redis.call('ZADD', due, next_score, id)
-      redis.call('HSET', sched .. id, 'fire_at', next_fire, 'attempt', 1)
+      redis.call('HSET', sched .. id, 'fire_at', next_fire)
+      redis.call('HDEL', sched .. id, 'attempt')  -- 1 is the default: not stored
     end
   end
   i = last + 1
