@@ -82,20 +82,30 @@ local stale = KEYS[7]
 local prefix, now, history_prefix, maxlen, by, note = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local function arm(key, id, fire, score)
   if fire == NO_FIRE then
-    redis.call('HSET', key, 'state', 'completed', 'fire_at', '', 'attempt', 1)
+    redis.call('HSET', key, 'state', 'completed', 'fire_at', '')
     redis.call('ZREM', due, id)
     redis.call('ZREM', stale, id)
   else
-    redis.call('HSET', key, 'state', 'due', 'fire_at', fire, 'attempt', 1)
+    redis.call('HSET', key, 'state', 'due', 'fire_at', fire)
     redis.call('ZADD', due, score, id)
   end
 end
 local function create(key, id, fire, score, changed, first, sets)
-  -- the common case of a big apply, in half the calls: no hash to compare or clean up
-  redis.call('HSET', key, 'version', 1, 'updated_at', now, unpack(ARGV, first, first + 2 * sets - 1))
+  -- the common case of a big apply, in half the calls: no hash to compare or clean up,
+  -- the definition and the state in one HSET (no updated_at: the creation is in the
+  -- edit log; no attempt: a pending fire's first attempt is the default)
+  local state, fire_at = 'due', fire
+  if fire == NO_FIRE then state, fire_at = 'completed', '' end
+  redis.call('HSET', key, 'version', 1, 'state', state, 'fire_at', fire_at,
+             unpack(ARGV, first, first + 2 * sets - 1))
   redis.call('SREM', broken, id)
   redis.call('SADD', ids, id)
-  arm(key, id, fire, score)
+  if fire == NO_FIRE then
+    redis.call('ZREM', due, id)
+    redis.call('ZREM', stale, id)
+  else
+    redis.call('ZADD', due, score, id)
+  end
   audit(false, log, maxlen, id, audit_entry('created', now, by, note, 1, changed))
   return 1
 end
@@ -111,8 +121,14 @@ local function upsert(key, id, read, fire, score, changed, first, sets, dels)
   local current = tonumber(redis.call('HGET', key, 'version') or '0')
   if current ~= tonumber(read) then return -1 end
   local version = current + 1
-  redis.call('HSET', key, 'version', version, 'updated_at', now,
-             unpack(ARGV, first, first + 2 * sets - 1))
+  -- updated_at is the time of the last edit: a new schedule has none yet (its creation
+  -- is in the edit log), one field fewer in each of 100k apply-made hashes
+  if current == 0 then
+    redis.call('HSET', key, 'version', version, unpack(ARGV, first, first + 2 * sets - 1))
+  else
+    redis.call('HSET', key, 'version', version, 'updated_at', now,
+               unpack(ARGV, first, first + 2 * sets - 1))
+  end
   if dels > 0 then
     redis.call('HDEL', key, unpack(ARGV, first + 2 * sets, first + 2 * sets + dels - 1))
     -- Redis never turns a hashtable back into a listpack: write it anew, so a hash of
@@ -126,7 +142,7 @@ local function upsert(key, id, read, fire, score, changed, first, sets, dels)
   local state = redis.call('HGET', key, 'state')
   local idle = state == 'due' or state == 'broken' or state == 'completed'
   if current == 0 or (idle and fire ~= '') then
-    redis.call('HDEL', key, 'error')
+    redis.call('HDEL', key, 'error', 'attempt')
     redis.call('SREM', broken, id)
     redis.call('SADD', ids, id)
     arm(key, id, fire, score)
@@ -178,6 +194,7 @@ REMOVE = (
 -- KEYS[15] - its backfill hash
 -- KEYS[16] - the backfills zset
 -- KEYS[17] - its succeeded zset
+-- KEYS[18] - its allow_all runs hash
 -- ARGV[1] - the schedule id
 -- ARGV[2] - now, ISO
 -- ARGV[3] - by: who removes it
@@ -187,7 +204,7 @@ local schedule, history, due, running = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local ids, revision, events = KEYS[5], KEYS[6], KEYS[7]
 local queued, stale, broken, failing, metered = KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12]
 local paused_until, log = KEYS[13], KEYS[14]
-local backfill, backfills, succeeded = KEYS[15], KEYS[16], KEYS[17]
+local backfill, backfills, succeeded, runs = KEYS[15], KEYS[16], KEYS[17], KEYS[18]
 local id, now, by, note = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local version = redis.pcall('HGET', schedule, 'version')
 if type(version) ~= 'string' then version = '' end  -- none, or a key of another type
@@ -200,6 +217,9 @@ redis.call('SREM', metered, id)
 redis.call('ZREM', paused_until, id)
 redis.call('DEL', history)
 redis.call('DEL', backfill, succeeded)  -- a backfill in flight stops; its ack finds nothing
+-- allow_all runs in flight finish unacked; the leader drops their members of the
+-- concurrent zset (no record), so a schedule re-created with this id starts at 0
+redis.call('DEL', runs)
 redis.call('ZREM', backfills, id)
 redis.call('ZREM', due, id)
 redis.call('ZREM', running, id)
@@ -336,9 +356,11 @@ if read_job ~= '' then
   -- its last run is still in flight: the ack re-arms it from the first fire after now
   redis.call('HSET', schedule, 'state', 'running', 'resumed_at', now, 'updated_at', now)
 elseif fire == NO_FIRE then
-  redis.call('HSET', schedule, 'state', 'completed', 'fire_at', '', 'attempt', 1, 'updated_at', now)
+  redis.call('HSET', schedule, 'state', 'completed', 'fire_at', '', 'updated_at', now)
+  redis.call('HDEL', schedule, 'attempt')
 else
-  redis.call('HSET', schedule, 'state', 'due', 'fire_at', fire, 'attempt', 1, 'updated_at', now)
+  redis.call('HSET', schedule, 'state', 'due', 'fire_at', fire, 'updated_at', now)
+  redis.call('HDEL', schedule, 'attempt')
   redis.call('ZADD', due, score, id)
 end
 redis.call('HDEL', schedule, unpack(PAUSE_FIELDS))
@@ -393,7 +415,8 @@ if pending and pending <= now then
   fire = pending
   redis.call('HSET', schedule, 'updated_at', now)
 else
-  redis.call('HSET', schedule, 'fire_at', now, 'attempt', 1, 'updated_at', now)
+  redis.call('HSET', schedule, 'fire_at', now, 'updated_at', now)
+  redis.call('HDEL', schedule, 'attempt')
 end
 redis.call('ZADD', due, now_score, id)
 local fields = audit_entry('triggered', now, by, note, redis.call('HGET', schedule, 'version') or '', '')
