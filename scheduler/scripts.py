@@ -8,6 +8,7 @@ re-exported here (``scripts.ACK``) for the code and tests that name them.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -155,25 +156,34 @@ def pipelined(
     keys: Sequence[KeyT],
     batches: Iterable[tuple[C, Sequence[Any] | None]],
     settle: Callable[[C, Any], bool],
+    *,
+    ahead: int = 1,
 ) -> None:
     """Call ``script`` once per batch, with the next batch prepared while Redis runs
     the last one: ``batches`` is consumed lazily, so its Python work overlaps Redis's.
-    Each batch's reply goes to ``settle(context, reply)`` in order, before the next
-    batch is sent; ``settle`` returning False stops there (the rest is never sent).
-    A batch whose arguments are None is not sent; its reply is None."""
-    in_flight: tuple[C, Pending | None] | None = None
+    Each batch's reply goes to ``settle(context, reply)`` in order; ``settle`` returning
+    False stops there (nothing more is sent). A batch whose arguments are None is not
+    sent; its reply is None.
+
+    With ``ahead=1`` a batch is settled before the next one is sent (dispatch: a
+    deposed leader must not send more). With ``ahead=2`` the next batch is sent while
+    the last still runs, so Redis finds it queued and never waits for the client to
+    settle and send: only for batches that do not depend on each other's outcome
+    (the upsert chunks, each write its own compare-and-set); one sent before a
+    refusal was settled still runs."""
+    in_flight: deque[tuple[C, Pending | None]] = deque()
     try:
         for context, args in batches:
-            if in_flight is not None:
-                done, call = in_flight
-                in_flight = None
+            while len(in_flight) >= ahead:
+                done, call = in_flight.popleft()
                 if not settle(done, None if call is None else call.result()):
                     return
-            in_flight = (context, None if args is None else Pending(conn, script, keys, args))
-        if in_flight is not None:
-            done, call = in_flight
-            in_flight = None
-            settle(done, None if call is None else call.result())
+            in_flight.append((context, None if args is None else Pending(conn, script, keys, args)))
+        while in_flight:
+            done, call = in_flight.popleft()
+            if not settle(done, None if call is None else call.result()):
+                return
     finally:
-        if in_flight is not None and in_flight[1] is not None:
-            in_flight[1].abandon()
+        for _, call in in_flight:
+            if call is not None:
+                call.abandon()
