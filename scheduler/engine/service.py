@@ -37,6 +37,7 @@ from scheduler import rqkeys
 from scheduler.allow import AllowList
 from scheduler.clock import Clock, SystemClock, iso, redis_now_ms, time_reply_ms
 from scheduler.connection import DEFAULT_REDIS_URL
+from scheduler.engine import firewait
 from scheduler.engine.alerts import AlertConfig, Alerter
 from scheduler.engine.backfiller import Backfiller
 from scheduler.engine.counters import CounterWatch
@@ -409,19 +410,33 @@ class Service:
         return batch.size > 0
 
     def _wait(self, seconds: float) -> None:
-        """Sleep up to ``seconds``, waking early for any published event."""
+        """Sleep up to ``seconds``, waking early for any published event; the last
+        milliseconds before a prepared send are slept on the clock, which is precise
+        where the socket's wait is not (:mod:`scheduler.engine.firewait`)."""
         if seconds <= 0 or self._stop.is_set():
             return
+        send_at = self._plan_until if self._prepared is not None else None
+        send_in = None if send_at is None else send_at - self.clock.monotonic()
+        if self._wait_for_events(firewait.split(seconds, send_in)) or send_at is None:
+            return
+        if not self._stop.is_set():
+            firewait.sleep_until(send_at, self.clock)
+
+    def _wait_for_events(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` for published events and take them in; True when the
+        wait ended early (an event, a stop, a lost subscription)."""
+        if seconds <= 0:
+            return False
         pubsub = self._pubsub
         if pubsub is None:
-            self._stop.wait(seconds)  # Event.wait returns early on stop()
-            return
+            return self._stop.wait(seconds)  # Event.wait returns early on stop()
         try:
             self._waiting = True
-            if self._stop.is_set():  # a signal between the check above and the flag
-                return
+            if self._stop.is_set():  # a signal between the caller's check and the flag
+                return True
             message = pubsub.get_message(ignore_subscribe_messages=True, timeout=seconds)
             self._waiting = False
+            woken = message is not None
             while message is not None:  # drain: one re-plan covers them all
                 if message.get("channel") in self._alert_channels:
                     self.alerter.wake()  # a script pushed an alert event
@@ -429,6 +444,7 @@ class Service:
                     self._plan_until = None
                     self.takeover.forget()
                 message = pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
+            return woken
         except _WakeUp:
             self._drop_pubsub()
         except _ERRORS as exc:
@@ -437,6 +453,7 @@ class Service:
             self._drop_pubsub()
         finally:
             self._waiting = False
+        return True
 
     def _subscribe(self) -> None:
         if self._pubsub is None:
