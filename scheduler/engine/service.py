@@ -419,8 +419,13 @@ class Service:
         send_in = None if send_at is None else send_at - self.clock.monotonic()
         if self._wait_for_events(firewait.split(seconds, send_in)) or send_at is None:
             return
-        if not self._stop.is_set():
-            firewait.sleep_until(send_at, self.clock)
+        if self._stop.is_set() or self._prepared is None:
+            return
+        try:  # the bytes of the send are packed now, so at its time only the write is left
+            self._prepared = self.dispatcher.arm(self._prepared)
+        except _ERRORS as exc:  # the send packs its own, or the next pass meets the error
+            log.debug("could not pack the send ahead node=%s error=%s", self.node, exc)
+        firewait.sleep_until(send_at, self.clock)
 
     def _wait_for_events(self, seconds: float) -> bool:
         """Wait up to ``seconds`` for published events and take them in; True when the
