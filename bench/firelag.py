@@ -4,7 +4,7 @@ Landing time = when Redis announced the push onto ``rq:queue:default``: the serv
 with ``notify-keyspace-events Kl`` and a subscriber thread in the benchmark stamps each
 ``rpush``/``lpush`` keyspace notification with the wall clock as it arrives
 (bench.landing; the same clock the local Redis's ``TIME`` reads). lag = landing - the
-nominal fire time (the latest fire at or before the landing).
+nominal fire time (the nearest fire: a job that landed early shows a negative lag).
 
 * **single**: one schedule firing every second, one scheduler, a worker consuming,
   60 fires per scheduler (10 with --quick), the first 2 dropped as warm-up. Measured
@@ -117,7 +117,7 @@ def single_rq_cron(ctx: Context, tag: str) -> list[float]:
         wait_for(lambda: len(watch.landed) >= need, need * 2 + 30, 0.5, f"{need} fires ({tag})")
         watch.close()
     landed = watch.landed[WARMUP_FIRES:need]
-    return lags_ms(landed, [int(at) * 1000 for at in landed])  # nominal: the whole second
+    return lags_ms(landed, [round(at) * 1000 for at in landed])  # nominal: the nearest whole second
 
 
 def baseline_tree(ctx: Context) -> Path:

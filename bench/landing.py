@@ -59,13 +59,15 @@ class LandingWatch(threading.Thread):
 
 
 def lags_ms(landed_s: list[float], fires_ms: list[int]) -> list[float]:
-    """Each landing's lag behind the latest nominal fire at or before it (ms); landings
-    before the first fire are left out. ``fires_ms`` need not be sorted."""
+    """Each landing's lag behind the nominal fire nearest to it (ms): negative when a
+    job landed before its time, which shows as such instead of as a second late.
+    ``fires_ms`` need not be sorted; landings with no fire at all are left out."""
     fires = sorted(fires_ms)
     out = []
     for at in landed_s:
         at_ms = at * 1000
         i = bisect.bisect_right(fires, at_ms)
-        if i:
-            out.append(at_ms - fires[i - 1])
+        near = [f for f in fires[max(0, i - 1) : i + 1]]
+        if near:
+            out.append(at_ms - min(near, key=lambda f: abs(at_ms - f)))
     return out

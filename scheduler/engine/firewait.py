@@ -12,9 +12,12 @@ other (the script refuses it and the batch is decided again).
 
 Timeline of one fire due at T (monotonic, mapped from Redis time)::
 
-    T-200 ms  wake, read + decide the batch            (service: PREPARE_S)
-    T-3 ms    the event wait ends                      (coarse)
-    T         the clock sleep ends; send the write      (fine)
+    T-200 ms  wake, read + decide the batch, pack its first write  (service: PREPARE_S)
+    T-3 ms    the event wait ends                                  (coarse)
+    T         the clock sleep ends; write the packed bytes          (fine)
+
+T is reckoned from the reply to the ``TIME`` read (:func:`surely_at`), never from the
+middle of its round trip, so the write cannot reach Redis before its due time.
 """
 
 from __future__ import annotations
@@ -34,6 +37,14 @@ def split(seconds: float, send_in_s: float | None, fine_s: float = FINE_S) -> fl
     if send_in_s is None or seconds < send_in_s - fine_s:
         return seconds
     return max(0.0, send_in_s - fine_s)
+
+
+def surely_at(received: float, until_s: float) -> float:
+    """The monotonic time by which Redis's clock has surely moved ``until_s`` past what
+    a ``TIME`` read returned, when its reply was received at monotonic ``received``:
+    Redis read its clock somewhere in the round trip, at the latest as it replied. A
+    send at this time lands at or after its due time, late by up to the round trip."""
+    return received + until_s
 
 
 def sleep_until(deadline: float, clock: Clock) -> None:

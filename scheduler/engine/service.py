@@ -330,9 +330,7 @@ class Service:
         pipe.zrange(self.keys.backfills, 0, 0, withscores=True)
         sent = self.clock.monotonic()
         time_reply, first_due, first_running, first_until, first_backfill = pipe.execute()
-        # Redis read its clock about half way through the round trip: plan from there,
-        # in microseconds (whole milliseconds made every planned wake ~0.5 ms late).
-        read_at = (sent + self.clock.monotonic()) / 2
+        received = self.clock.monotonic()
         now_ms = time_reply_ms(time_reply)
         firsts = {"running": first_running, "until": first_until, "backfill": first_backfill}
         if self._work(now_ms, token, first_due, **firsts):
@@ -340,7 +338,7 @@ class Service:
             return 0.0  # re-read the sets before planning a wait
         now_s = int(time_reply[0]) + int(time_reply[1]) / 1e6
         others = [*first_running, *first_until, *first_backfill]
-        return self._plan(read_at, now_s, first_due, others, token)
+        return self._plan((sent, received), now_s, first_due, others, token)
 
     def _work(
         self,
@@ -374,7 +372,7 @@ class Service:
 
     def _plan(
         self,
-        read_at: float,
+        read: tuple[float, float],
         now_s: float,
         first_due: list[tuple[bytes, float]],
         others: list[tuple[bytes, float]],
@@ -382,8 +380,9 @@ class Service:
     ) -> float:
         """How long to wait: until the next due fire, or the first of ``others`` (the
         next watchdog look, the next pause's end, the next backfill look), at most
-        :data:`MAX_WAIT_S`; a dispatch due within :data:`PREPARE_S` is decided now.
-        ``now_s`` is Redis time as read at monotonic ``read_at``."""
+        :data:`MAX_WAIT_S`; a dispatch due within :data:`PREPARE_S` is decided now
+        (and its first write packed). ``now_s`` is Redis time as read by a round trip
+        sent and received at the monotonic times ``read``."""
         nexts = [float(s) - now_s for s in [*(s for _, s in first_due[:1]), *(s for _, s in others)]]
         until_next = max(0.0, min([*nexts, MAX_WAIT_S]))
         if first_due and until_next == nexts[0]:  # the next thing to do is a dispatch
@@ -391,9 +390,27 @@ class Service:
                 until_next -= PREPARE_S  # wake a little early to decide it ahead of time
             else:
                 due_ms = round(first_due[0][1] * 1000)
-                self._prepared = self.dispatcher.prepare(due_ms, token, self.lease.epoch)
-        self._plan_until = read_at + until_next
+                self._prepared = self._armed(self.dispatcher.prepare(due_ms, token, self.lease.epoch))
+        # Redis read its clock about half way through the round trip: plan from there,
+        # in microseconds (whole milliseconds made every planned wake ~0.5 ms late); a
+        # prepared send, from the reply, so that it never goes out before its time.
+        sent, received = read
+        if self._prepared is not None:
+            self._plan_until = firewait.surely_at(received, until_next)
+        else:
+            self._plan_until = (sent + received) / 2 + until_next
         return max(0.0, min(self._plan_until, self.lease.renew_at) - self.clock.monotonic())
+
+    def _armed(self, prepared: Prepared | None) -> Prepared | None:
+        """``prepared`` with its first write packed (:meth:`Dispatcher.arm`): done at
+        once, 200 ms ahead, as packing a large batch takes milliseconds."""
+        if prepared is None:
+            return None
+        try:
+            return self.dispatcher.arm(prepared)
+        except _ERRORS as exc:  # the send packs its own; the next pass meets the error
+            log.debug("could not pack the send ahead node=%s error=%s", self.node, exc)
+            return prepared
 
     def _send_prepared(self, started: float) -> bool:
         """At the due time of a batch decided ahead (:meth:`Dispatcher.prepare`), only
@@ -419,13 +436,8 @@ class Service:
         send_in = None if send_at is None else send_at - self.clock.monotonic()
         if self._wait_for_events(firewait.split(seconds, send_in)) or send_at is None:
             return
-        if self._stop.is_set() or self._prepared is None:
-            return
-        try:  # the bytes of the send are packed now, so at its time only the write is left
-            self._prepared = self.dispatcher.arm(self._prepared)
-        except _ERRORS as exc:  # the send packs its own, or the next pass meets the error
-            log.debug("could not pack the send ahead node=%s error=%s", self.node, exc)
-        firewait.sleep_until(send_at, self.clock)
+        if not self._stop.is_set():
+            firewait.sleep_until(send_at, self.clock)
 
     def _wait_for_events(self, seconds: float) -> bool:
         """Wait up to ``seconds`` for published events and take them in; True when the

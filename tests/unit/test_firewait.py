@@ -108,3 +108,26 @@ def test_without_a_prepared_send_the_whole_wait_is_on_the_socket(service: Servic
     service._prepared = None
     service._wait(0.2)
     assert pubsub.timeouts == [0.2]
+
+
+def test_a_prepared_send_is_reckoned_from_the_reply_of_the_time_read() -> None:
+    # TIME was read at some point between sending (10.000) and the reply (10.004);
+    # counting from the reply, Redis's clock has surely reached the due time
+    assert firewait.surely_at(10.004, 0.2) == pytest.approx(10.204)
+
+
+def test_the_service_plans_a_prepared_send_from_the_reply_and_other_wakes_from_the_middle(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prepared = Prepared(at_ms=1_000_100, epoch=1, batches=[])
+    monkeypatch.setattr(service.dispatcher, "prepare", lambda *_: prepared)
+    monkeypatch.setattr(service.dispatcher, "arm", lambda p: p)
+    now_s = 1_000.0
+    service._plan((99.0, 99.004), now_s, [(b"s", now_s + 0.1)], [], "1:unit")
+    assert service._prepared is prepared
+    assert service._plan_until == pytest.approx(99.104)  # never before its time
+
+    service._prepared = None
+    service._plan((99.0, 99.004), now_s, [(b"s", now_s + 30.0)], [], "1:unit")
+    assert service._prepared is None  # far off: wake 200 ms ahead, planned from the middle
+    assert service._plan_until == pytest.approx(99.002 + 30.0 - 0.2)
