@@ -7,8 +7,9 @@ with ``notify-keyspace-events Kl`` and a subscriber thread in the benchmark stam
 nominal fire time (the nearest fire: a job that landed early shows a negative lag).
 
 * **single**: one schedule firing every second, one scheduler, a worker consuming,
-  60 fires per scheduler (10 with --quick), the first 2 dropped as warm-up. Measured
-  one after the other in the same run, each on its own private Redis:
+  60 fires per scheduler in 3 rounds of 20 (10 in one round with --quick), the first 2
+  of each round dropped as warm-up. The schedulers take turns (rqbeat, the baseline, RQ
+  cron; again), each round on its own private Redis, so the machine's load falls alike:
   - *rqbeat*: an ``every = "1s"`` schedule (``Client.upsert``), one ``rqbeat run``
     replica, one ``rqbeat worker`` running ``bench.jobs.noop`` (stamp after ack needs a
     worker). Nominal fire = the ``fire_at`` of the schedule's ``dispatched`` history
@@ -82,8 +83,14 @@ def _record(res: Result, prefix: str, lags_ms: list[float], targets: dict[str, T
         )
 
 
+#: The single-schedule runs alternate in rounds (rqbeat, the baseline, RQ cron, again),
+#: so that a change in the machine's load during the run falls on all of them alike.
+ROUNDS, QUICK_ROUNDS = 3, 1
+
+
 def _fires(ctx: Context) -> int:
-    return (10 if ctx.quick else 60) + WARMUP_FIRES
+    """Fires per scheduler per round, warm-up included."""
+    return (10 if ctx.quick else 60 // ROUNDS) + WARMUP_FIRES
 
 
 def single_rqbeat(ctx: Context, tag: str, tree: Path = REPO) -> tuple[list[float], list[float]]:
@@ -133,27 +140,41 @@ def baseline_tree(ctx: Context) -> Path:
 
 
 def single(ctx: Context, res: Result) -> None:
-    """rqbeat, the baseline (if any) and RQ's cron, each on its own Redis, one after the other."""
-    ctx.log(f"fire lag, one every-1s schedule, {_fires(ctx) - WARMUP_FIRES} fires per scheduler")
-    land, sent = single_rqbeat(ctx, "firelag-single")
+    """rqbeat, the baseline (if any) and RQ's cron, each on its own Redis, in rounds."""
+    rounds = QUICK_ROUNDS if ctx.quick else ROUNDS
+    ctx.log(f"fire lag, one every-1s schedule, {rounds} x {_fires(ctx) - WARMUP_FIRES} fires per scheduler")
+    land: list[float] = []
+    sent: list[float] = []
+    base_land: list[float] = []
+    base_sent: list[float] = []
+    cron: list[float] = []
+    for r in range(rounds):
+        more_land, more_sent = single_rqbeat(ctx, f"firelag-single-{r}")
+        land += more_land
+        sent += more_sent
+        if ctx.baseline:
+            more_land, more_sent = single_rqbeat(ctx, f"firelag-single-baseline-{r}", baseline_tree(ctx))
+            base_land += more_land
+            base_sent += more_sent
+        cron += single_rq_cron(ctx, f"firelag-single-rqcron-{r}")
     _record(res, "single: rqbeat landing", land, SINGLE_TARGETS)
     res.metric("single: rqbeat leader sent (history `at`) p50", "ms", digits=2).values.append(
         percentile(sent, 50)
     )
     if ctx.baseline:
-        base_land, base_sent = single_rqbeat(ctx, "firelag-single-baseline", baseline_tree(ctx))
         _record(res, f"single: rqbeat at {ctx.baseline} (before) landing", base_land, {})
         res.metric(f"single: rqbeat at {ctx.baseline} leader sent p50", "ms", digits=2).values.append(
             percentile(base_sent, 50)
         )
-    cron = single_rq_cron(ctx, "firelag-single-rqcron")
     _record(res, "single: RQ cron landing", cron, {})
     for name, q in (("p50", 50.0), ("p99", 99.0)):
         ratio = res.metric(f"single: rqbeat / RQ cron, lag {name}", "ratio", target=BELOW_ONE, digits=2)
         ratio.values.append(percentile(land, q) / percentile(cron, q))
+    early = sum(1 for lag in [*land, *base_land, *cron] if lag < 0)
     res.notes.append(
         f"single: {len(land)} rqbeat fires and {len(cron)} RQ cron fires measured"
-        + (f", {len(base_land)} at {ctx.baseline}." if ctx.baseline else ".")
+        + (f", {len(base_land)} at {ctx.baseline}" if ctx.baseline else "")
+        + f", in {rounds} alternating round(s); {early} landed before their time."
     )
 
 
@@ -189,20 +210,23 @@ class Acker(threading.Thread):
         pipe.execute()
 
 
-def thousand(ctx: Context, res: Result, variant: str, rep: int) -> None:
+def thousand(ctx: Context, res: Result, variant: str, rep: int, baseline: bool = False) -> None:
+    """1,000 every-1s schedules (``variant``: aligned or spread); ``baseline``: the
+    replica runs from ``ctx.baseline``'s tree, the metrics are named after it."""
     seconds = 5 if ctx.quick else 10
     jitter = 999 if variant == "spread" else 0
     schedules = [
         Schedule(id=f"k-{i:04d}", target="bench.jobs.noop", every_ms=1000, jitter_ms=jitter)
         for i in range(1000)
     ]
-    tag = f"firelag-{variant}-{rep}"
+    tag = f"firelag-{variant}-{rep}" + ("-baseline" if baseline else "")
+    who = f" (at {ctx.baseline}, before)" if baseline else ""
     with ctx.redis(tag) as server, stack(ctx.workdir / tag, server) as st:
         conn = server.client()
         Client(conn).upsert_many(schedules)
         acker = Acker(server.url)
         acker.start()
-        st.replica("r1")
+        st.replica("r1", tree=baseline_tree(ctx) if baseline else REPO)
         wait_role(conn, "r1", "leader")
         start_ms = redis_now_ms(conn) + WARMUP_S * 1000
         ctx.log(f"fire lag, 1,000 every-1s schedules ({variant}) for {seconds}s, rep {rep + 1}")
@@ -225,12 +249,12 @@ def thousand(ctx: Context, res: Result, variant: str, rep: int) -> None:
             0,
         )
     expected = 1000 * int((end_ms - 1000 - start_ms) / 1000)
-    _record(res, f"1,000/s {variant}:", lags, {"p99": Target("<=", 50, "≤ 50")})
-    res.metric(f"1,000/s {variant}: fires measured per second", "fires/s", digits=0).values.append(
+    _record(res, f"1,000/s {variant}{who}:", lags, {} if baseline else {"p99": Target("<=", 50, "≤ 50")})
+    res.metric(f"1,000/s {variant}{who}: fires measured per second", "fires/s", digits=0).values.append(
         len(lags) / max(1.0, (end_ms - 1000 - start_ms) / 1000)
     )
     res.notes.append(
-        f"1,000/s {variant} rep {rep + 1}: {len(lags)} fires measured (~{expected} nominal), "
+        f"1,000/s {variant}{who} rep {rep + 1}: {len(lags)} fires measured (~{expected} nominal), "
         f"{acker.acked} acked by the synthetic acker, {missed} `missed` history entries."
     )
 
@@ -241,4 +265,6 @@ def run(ctx: Context) -> Result:
     for variant in ("aligned", "spread"):
         for rep in range(ctx.reps):
             thousand(ctx, res, variant, rep)
+            if ctx.baseline:
+                thousand(ctx, res, variant, rep, baseline=True)
     return res
