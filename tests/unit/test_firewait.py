@@ -131,3 +131,21 @@ def test_the_service_plans_a_prepared_send_from_the_reply_and_other_wakes_from_t
     service._plan((99.0, 99.004), now_s, [(b"s", now_s + 30.0)], [], "1:unit")
     assert service._prepared is None  # far off: wake 200 ms ahead, planned from the middle
     assert service._plan_until == pytest.approx(99.002 + 30.0 - 0.2)
+
+
+def test_a_fresh_time_read_after_the_wait_can_bring_the_send_earlier_never_later(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock, _pubsub = _prepare(service, 0.2)  # planned send at monotonic 100.2
+    service._prepared = Prepared(at_ms=1_000_100, epoch=1, batches=[])  # due at Redis 1000.100 s
+    # read after the socket wait (at 100.197): Redis says 1000.098, so it reaches the
+    # due time by 100.199, earlier than the plan's bound
+    monkeypatch.setattr(service.conn, "time", lambda: (1000, 98_000))
+    service._wait(0.2)
+    assert clock.monotonic() == pytest.approx(100.199)
+
+    clock, _pubsub = _prepare(service, 0.2)  # from 100.199: planned at 100.399
+    service._prepared = Prepared(at_ms=1_000_100, epoch=1, batches=[])
+    monkeypatch.setattr(service.conn, "time", lambda: (1000, 0))  # a later bound: the plan's stands
+    service._wait(0.2)
+    assert clock.monotonic() == pytest.approx(100.399)
