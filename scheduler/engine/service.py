@@ -434,10 +434,11 @@ class Service:
             return
         send_at = self._plan_until if self._prepared is not None else None
         send_in = None if send_at is None else send_at - self.clock.monotonic()
-        if self._wait_for_events(firewait.split(seconds, send_in)) or send_at is None:
+        coarse = firewait.split(seconds, send_in)
+        if self._wait_for_events(coarse) or send_at is None or self._stop.is_set():
             return
-        if not self._stop.is_set():
-            firewait.sleep_until(self._reckon_again(send_at), self.clock)
+        # after a wait, the plan's clock reading is stale; a busy loop's is fresh
+        firewait.sleep_until(self._reckon_again(send_at) if coarse > 0 else send_at, self.clock)
 
     def _reckon_again(self, send_at: float) -> float:
         """The prepared send's time, reckoned again from a fresh ``TIME`` read (one

@@ -149,3 +149,20 @@ def test_a_fresh_time_read_after_the_wait_can_bring_the_send_earlier_never_later
     monkeypatch.setattr(service.conn, "time", lambda: (1000, 0))  # a later bound: the plan's stands
     service._wait(0.2)
     assert clock.monotonic() == pytest.approx(100.399)
+
+
+def test_a_send_due_within_the_fine_part_is_not_reckoned_again(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock, pubsub = _prepare(service, 0.002)  # a busy loop: the plan's reading is fresh
+    reads: list[int] = []
+
+    def time_read() -> tuple[int, int]:
+        reads.append(1)
+        return (0, 0)
+
+    monkeypatch.setattr(service.conn, "time", time_read)
+    service._wait(0.002)
+    assert reads == []  # no extra round trip per fire when fires come every millisecond
+    assert pubsub.timeouts == []
+    assert clock.monotonic() == pytest.approx(100.002)
