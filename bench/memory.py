@@ -64,6 +64,21 @@ def purged_used(conn: Redis) -> int:
     return used(conn)
 
 
+#: Schedule hashes measured for the mean (spread over the file: their crons differ in length).
+SAMPLED_HASHES = 1_000
+
+
+def hash_sizes(conn: Redis, n: int) -> str:
+    """MEMORY USAGE of a spread sample of the schedule hashes: the mean and each size seen
+    (one character more of cron can move a listpack to the next allocator class)."""
+    step = max(1, n // SAMPLED_HASHES)
+    sizes = [
+        int(conn.memory_usage(f"rqbeat:schedule:report-{i:07d}", samples=0) or 0) for i in range(0, n, step)
+    ]
+    seen = ", ".join(f"{sizes.count(size)} of {size} B" for size in sorted(set(sizes)))
+    return f"{sum(sizes) / len(sizes):.0f} B on average over {len(sizes)} ({seen})"
+
+
 def breakdown(conn: Redis, n: int) -> str:
     """Where the bytes of one schedule are: its hash, and its share of the due zset and id set."""
     key = "rqbeat:schedule:report-0000000"
@@ -75,7 +90,8 @@ def breakdown(conn: Redis, n: int) -> str:
     ids = int(conn.memory_usage("rqbeat:ids", samples=0) or 0) / n
     return (
         f"one schedule hash is {encoding or '?'}-encoded with {len(fields)} fields, MEMORY USAGE {usage} B "
-        f"(its definition: {shown}); per schedule the due zset takes {due:.0f} B and the ids set {ids:.0f} B."
+        f"(its definition: {shown}); all schedule hashes: {hash_sizes(conn, n)}; "
+        f"per schedule the due zset takes {due:.0f} B and the ids set {ids:.0f} B."
     )
 
 

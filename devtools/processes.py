@@ -42,8 +42,11 @@ def wait_for(
 class RedisServer:
     """A private redis-server; ``restart()`` keeps its port and data directory."""
 
-    def __init__(self, workdir: Path, *, appendonly: bool = False, extra: Sequence[str] = ()) -> None:
+    def __init__(
+        self, workdir: Path, *, appendonly: bool = False, extra: Sequence[str] = (), binary: str | None = None
+    ) -> None:
         self.workdir = workdir
+        self.binary = binary or server_binary()
         self.port = free_port()
         self.appendonly = appendonly
         self.extra = list(extra)
@@ -56,7 +59,7 @@ class RedisServer:
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         args = [
-            server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
             "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "always",
             "--dir", str(self.workdir), "--logfile", str(self.workdir / "server.log"),
             *self.extra,

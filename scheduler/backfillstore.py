@@ -52,6 +52,7 @@ def start(
     the_plan: Plan,
     *,
     by: str,
+    note: str = "",
     history_maxlen: int,
     version: int | None = None,
 ) -> BackfillStartReply:
@@ -69,8 +70,9 @@ def start(
     now = redis_now_ms(conn)
     args = [sid, the_plan.from_ms, the_plan.to_ms, len(the_plan.fires), the_plan.overlap]
     args += [Flag.of(the_plan.force), iso(now), now / 1000, history_maxlen, by]
-    args += ["" if version is None else str(version)]
+    args += ["" if version is None else str(version), note, f"{iso(the_plan.from_ms)}..{iso(the_plan.to_ms)}"]
     bf_keys = [keys.backfill(sid), keys.backfills, keys.schedule(sid), keys.history(sid), keys.events]
+    bf_keys.append(keys.log)
     with full_is_error(f"starting a backfill of {sid!r}"):
         reply = BackfillStartReply(scripts.run(script_set.backfill_start, bf_keys, args))
     if reply is BackfillStartReply.NOT_FOUND:
@@ -87,14 +89,28 @@ def status(conn: Redis, keys: Keys, schedule_id: str) -> backfill.Status | None:
 
 
 def cancel(
-    conn: Redis, keys: Keys, script_set: scripts.Scripts, schedule_id: str, *, by: str, history_maxlen: int
+    conn: Redis,
+    keys: Keys,
+    script_set: scripts.Scripts,
+    schedule_id: str,
+    *,
+    by: str,
+    note: str = "",
+    history_maxlen: int,
 ) -> bool:
-    """Stop the schedule's active backfill (a run in flight finishes); False when it
-    has none."""
+    """Stop the schedule's active backfill (a run in flight finishes), audited as
+    ``by``'s edit; False when it has none."""
     now = redis_now_ms(conn)
+    cancel_keys = [
+        keys.backfill(schedule_id),
+        keys.backfills,
+        keys.history(schedule_id),
+        keys.schedule(schedule_id),
+        keys.log,
+    ]
     reply = scripts.run(
         script_set.backfill_cancel,
-        [keys.backfill(schedule_id), keys.backfills, keys.history(schedule_id)],
-        [schedule_id, f"canceled by {by}", iso(now), history_maxlen],
+        cancel_keys,
+        [schedule_id, f"canceled by {by}", iso(now), history_maxlen, by, note],
     )
     return BackfillCancelReply(reply) is BackfillCancelReply.CANCELED

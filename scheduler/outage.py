@@ -26,6 +26,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponent
 from tenacity.wait import wait_base
 
 from scheduler.logs import worth_logging
+from scheduler.slotowner import SlotRedirect
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +36,35 @@ FIRST_PAUSE_S = 0.1
 MAX_PAUSE_S = 1.0
 #: ... plus up to this much at random.
 JITTER_S = 0.1
+#: The pause after a try that met a Redis Cluster redirect (a resharding).
+REDIRECT_PAUSE_S = 0.05
 
 
 def outage_wait() -> wait_base:
     """The pause before the next try: ``min(FIRST_PAUSE_S * 2**(n-1), MAX_PAUSE_S)``
-    after the n-th failure in a row, plus up to :data:`JITTER_S` of jitter."""
-    return wait_exponential(multiplier=FIRST_PAUSE_S, max=MAX_PAUSE_S) + wait_random(0, JITTER_S)
+    after the n-th failure in a row, plus up to :data:`JITTER_S` of jitter
+    (:data:`REDIRECT_PAUSE_S` after a try that met a Redis Cluster redirect)."""
+    return WaitThroughMigration(
+        wait_exponential(multiplier=FIRST_PAUSE_S, max=MAX_PAUSE_S) + wait_random(0, JITTER_S)
+    )
+
+
+class WaitThroughMigration(wait_base):
+    """``otherwise``'s pause, except after a try that met a Redis Cluster redirect
+    (:class:`~scheduler.slotowner.SlotRedirect`: the slot half moved by a resharding,
+    or moved): then a short, steady one. A resharding is not an outage: the node
+    answers at once, and the move ends with a ``SETSLOT NODE`` after which the next
+    try (one ``MOVED`` later) runs; growing pauses would add up to a second of lag
+    after it, twice (redis-py's ``RedisCluster`` pauses 50 ms after a ``TRYAGAIN``
+    too). Each try is one refused command, cheap for the node."""
+
+    def __init__(self, otherwise: wait_base) -> None:
+        self.otherwise = otherwise
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        if isinstance(failure(retry_state), SlotRedirect):
+            return REDIRECT_PAUSE_S
+        return float(self.otherwise(retry_state))
 
 
 def unreachable(exc: BaseException) -> bool:

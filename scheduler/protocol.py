@@ -320,6 +320,11 @@ class BackfillCancelReply(IntEnum):
     NOT_ACTIVE = 0
 
 
+#: BACKFILL_CANCEL's ``by`` when the leader stops a backfill (its schedule went or
+#: broke): recorded in the history only, not as an edit in the edit log.
+LEADER_CANCELS = ""
+
+
 #: The hash fields of a backfill's run in flight, set by BACKFILL_DISPATCH and
 #: cleared together by BACKFILL_ACK / BACKFILL_FAIL / BACKFILL_CANCEL.
 BACKFILL_RUN_FIELDS = ("job_id", "fire_ms", "epoch", "dispatched_at")

@@ -32,6 +32,7 @@ from scheduler import rqkeys, slots
 from scheduler.connection import DEFAULT_REDIS_URL, DEFAULT_SOCKET_TIMEOUT_S, client_options, mask_url
 from scheduler.errors import ConfigError
 from scheduler.keys import DEFAULT_NAMESPACE
+from scheduler.slotguard import guard_key
 from scheduler.slotowner import slot_client
 
 _SCHEMES = ("redis", "rediss", "unix")
@@ -107,7 +108,7 @@ class RedisSettings:
         options = {**client_options(socket_timeout_s), **self._tls_options()}
         if self.cluster:
             plan = slots.check(namespace, rqkeys.PREFIX, rqkeys.RQ_VERSION)
-            return slot_client(slots.parse_cluster_url(self.url), plan.slot, options)
+            return slot_client(slots.parse_cluster_url(self.url), plan.slot, options, guard_key(namespace))
         if not self.sentinels:
             return Redis.from_url(self.url, **options)
         parts = urlsplit(self.url)

@@ -384,7 +384,8 @@ class Client:
         overlap: BackfillOverlap = BackfillOverlap.ALLOW,
         force: bool = False,
         dry_run: bool = False,
-        by: str = "api",
+        by: str | None = None,
+        note: str | None = None,
         version: int | None = None,
     ) -> BackfillPlan:
         """Run each fire of ``[start_ms, end_ms)`` (past, at most
@@ -395,7 +396,9 @@ class Client:
         :class:`ScheduleNotFound`, :class:`~scheduler.backfill.BadWindow`,
         :class:`~scheduler.backfill.BackfillActive`, or :class:`RqbeatError` when
         there is nothing to run. With ``version``, a compare-and-set: started only if the
-        schedule is still at ``version``, else :class:`~scheduler.errors.StaleVersion`."""
+        schedule is still at ``version``, else :class:`~scheduler.errors.StaleVersion`.
+        The start is audited (``by``, ``note``) in the history and the edit log."""
+        edit = audit.edit_of(by, note)
         the_plan = backfillstore.plan(
             self.conn, self.keys, schedule_id, start_ms, end_ms, force=force, overlap=overlap
         )
@@ -406,7 +409,8 @@ class Client:
             self.keys,
             self._scripts,
             the_plan,
-            by=by,
+            by=edit.by,
+            note=edit.note,
             history_maxlen=self.history_maxlen,
             version=version,
         )
@@ -418,11 +422,18 @@ class Client:
         """The schedule's last backfill, running or finished; None when it has none."""
         return backfillstore.status(self.conn, self.keys, schedule_id)
 
-    def cancel_backfill(self, schedule_id: str, *, by: str = "api") -> bool:
-        """Stop the schedule's running backfill (a run in flight finishes). False when
-        none was running."""
+    def cancel_backfill(self, schedule_id: str, *, by: str | None = None, note: str | None = None) -> bool:
+        """Stop the schedule's running backfill (a run in flight finishes), audited as
+        ``by``'s edit. False when none was running."""
+        edit = audit.edit_of(by, note)
         return backfillstore.cancel(
-            self.conn, self.keys, self._scripts, schedule_id, by=by, history_maxlen=self.history_maxlen
+            self.conn,
+            self.keys,
+            self._scripts,
+            schedule_id,
+            by=edit.by,
+            note=edit.note,
+            history_maxlen=self.history_maxlen,
         )
 
     def record_edit(

@@ -34,6 +34,8 @@ from rq.queue import Queue
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_delay, stop_never
 from tenacity import wait_exponential as backoff
 
+from scheduler.outage import WaitThroughMigration
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -97,7 +99,7 @@ class Outage:
 
         retrying = Retrying(
             retry=retry_if_exception_type(TRANSIENT),
-            wait=backoff(multiplier=0.05, max=MAX_PAUSE_S),
+            wait=WaitThroughMigration(backoff(multiplier=0.05, max=MAX_PAUSE_S)),
             stop=stop_never if patience_s is None else stop_after_delay(patience_s),
             before_sleep=before_sleep,
             reraise=True,
@@ -278,7 +280,9 @@ class Resilience:
         # it is sent again only after reading back that the last one did not apply.
         Retrying(
             retry=retry_if_exception_type(TRANSIENT),
-            wait=backoff(multiplier=0.05, max=MAX_PAUSE_S),  # OOM answers at once: pause
+            wait=WaitThroughMigration(
+                backoff(multiplier=0.05, max=MAX_PAUSE_S)
+            ),  # OOM answers at once: pause
             reraise=True,
         )(once)
         self.outage.recovered()

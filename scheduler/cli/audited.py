@@ -56,7 +56,7 @@ def edit_log(
     ctx: Context, since: str | None, schedule_id: str | None, by: str | None, count: int, as_json: bool
 ) -> None:
     """Show the edit log of the namespace: who created, changed, paused, resumed,
-    triggered or removed which schedule, when, the version after it, what changed and
+    triggered, backfilled or removed which schedule, when, the version after it, what changed and
     the note. The log keeps about the last 10,000 edits.
 
     \b

@@ -8,6 +8,7 @@ import time
 import click
 
 from scheduler.backfill import Plan, parse_time
+from scheduler.cli.audited import audit_options, edit_of
 from scheduler.cli.common import Context, echo_json, json_option, pass_context
 from scheduler.cli.complete import id_argument
 from scheduler.cli.render import wall
@@ -38,6 +39,7 @@ POLL_S = 0.5
     default=None,
     help="Follow the progress until it finishes [--wait on a terminal, else --no-wait].",
 )
+@audit_options
 @json_option
 @pass_context
 def backfill_cmd(
@@ -51,6 +53,8 @@ def backfill_cmd(
     show_status: bool,
     cancel: bool,
     wait: bool | None,
+    by: str | None,
+    note: str | None,
     as_json: bool,
 ) -> None:
     """Run each fire of ID in [--from, --to) once, oldest first, beside its live fires.
@@ -67,13 +71,17 @@ def backfill_cmd(
       rqbeat backfill nightly-report --from 2026-11-01 --to 2026-12-01 --dry-run
       rqbeat backfill nightly-report --from 2026-11-01T00:00:00Z --to 2026-12-01T00:00:00Z
       rqbeat backfill nightly-report --status
-      rqbeat backfill nightly-report --cancel
+      rqbeat backfill nightly-report --cancel --note "upstream is down"
+
+    The start and a --cancel are audited (--by, --note) in ID's history and in
+    `rqbeat log`.
     """
+    edit = edit_of(by, note)  # validated before anything is read or written
     if show_status or cancel:
         if start is not None or end is not None or dry_run or force:
             raise click.UsageError("--status and --cancel take no window, --dry-run or --force")
         if cancel:
-            stopped = ctx.client.cancel_backfill(schedule_id, by="cli")
+            stopped = ctx.client.cancel_backfill(schedule_id, **edit)
             click.echo(
                 f"canceled the backfill of {schedule_id}"
                 if stopped
@@ -96,7 +104,7 @@ def backfill_cmd(
         overlap=BackfillOverlap(overlap),
         force=force,
         dry_run=dry_run,
-        by="cli",
+        **edit,
     )
     if dry_run:
         _show_plan(the_plan, tz, as_json)

@@ -39,6 +39,7 @@ from scheduler.jobmeta import FireMeta
 from scheduler.keys import HISTORY_MAXLEN, Keys
 from scheduler.model import Schedule
 from scheduler.protocol import (
+    LEADER_CANCELS,
     BackfillDispatchReply,
     BackfillOverlap,
     BackfillRunReply,
@@ -279,6 +280,6 @@ class Backfiller:
         k = self.keys
         scripts.run(
             self._scripts.backfill_cancel,
-            [k.backfill(sid), k.backfills, k.history(sid)],
-            [sid, why[:500], iso(now_ms), HISTORY_MAXLEN],
+            [k.backfill(sid), k.backfills, k.history(sid), k.schedule(sid), k.log],
+            [sid, why[:500], iso(now_ms), HISTORY_MAXLEN, LEADER_CANCELS, ""],
         )

@@ -3,6 +3,7 @@ record of succeeded fires that a backfill skips."""
 
 from __future__ import annotations
 
+from scheduler.lua.common import AUDIT
 from scheduler.protocol import BACKFILL_RUN_FIELDS, lua_list
 
 #: Chains kept per schedule in ``<ns>:succeeded:<id>`` (the oldest go first).
@@ -46,13 +47,17 @@ end
 """
 )
 
-BACKFILL_START = """
--- Start a backfill of one schedule's window, unless one is still active.
+BACKFILL_START = (
+    AUDIT
+    + """
+-- Start a backfill of one schedule's window, unless one is still active; audited (who,
+-- the version, the note) in its history and the edit log, in this same script.
 -- KEYS[1] - the backfill hash
 -- KEYS[2] - the backfills zset
 -- KEYS[3] - the schedule hash
 -- KEYS[4] - its history stream
 -- KEYS[5] - the events channel
+-- KEYS[6] - the edit log stream
 -- ARGV[1] - the schedule id
 -- ARGV[2] - the window's start, epoch ms (inclusive)
 -- ARGV[3] - the window's end, epoch ms (exclusive)
@@ -64,13 +69,18 @@ BACKFILL_START = """
 -- ARGV[9] - history maxlen
 -- ARGV[10] - who started it
 -- ARGV[11] - the schedule version the caller expects ('' = any): a compare-and-set
+-- ARGV[12] - note ('' = none)
+-- ARGV[13] - the window, for the audit entry's changed ('<from ISO>..<to ISO>')
 -- returns (BackfillStartReply) 1 started, 0 one is active, -1 no such schedule, -2 not at
 -- the expected version (nothing written but for 1)
-local bf, backfills, schedule, history, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local bf, backfills, schedule, history, events, log = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5],
+                                                      KEYS[6]
 local id, from_ms, to_ms, total, overlap, force = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local now, now_score, maxlen, by, expected = ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]
+local note, window = ARGV[12], ARGV[13]
 if redis.call('EXISTS', schedule) == 0 then return -1 end
-if expected ~= '' and redis.call('HGET', schedule, 'version') ~= expected then return -2 end
+local version = redis.call('HGET', schedule, 'version') or ''
+if expected ~= '' and version ~= expected then return -2 end
 if redis.call('HGET', bf, 'state') == 'active' then return 0 end
 redis.call('DEL', bf)
 redis.call('HSET', bf, 'state', 'active', 'from_ms', from_ms, 'to_ms', to_ms, 'total', total,
@@ -78,12 +88,16 @@ redis.call('HSET', bf, 'state', 'active', 'from_ms', from_ms, 'to_ms', to_ms, 't
            'succeeded', 0, 'skipped', 0, 'failed', 0, 'attempt', 1, 'created_at', now,
            'updated_at', now, 'by', by)
 redis.call('ZADD', backfills, now_score, id)
-redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', 'event', 'backfill_started',
-           'from_ms', from_ms, 'to_ms', to_ms, 'fires', total, 'overlap', overlap, 'force', force,
-           'by', by, 'at', now)
+local entry = audit_entry('backfill_started', now, by, note, version, window)
+for _, v in ipairs({'from_ms', from_ms, 'to_ms', to_ms, 'fires', total, 'overlap', overlap,
+                    'force', force}) do
+  entry[#entry + 1] = v
+end
+audit(history, log, maxlen, id, entry)
 redis.call('PUBLISH', events, 'wake')
 return 1
 """
+)
 
 BACKFILL_DISPATCH = (
     lua_list("RUN_FIELDS", BACKFILL_RUN_FIELDS)
@@ -273,27 +287,40 @@ return 1
 
 BACKFILL_CANCEL = (
     lua_list("RUN_FIELDS", BACKFILL_RUN_FIELDS)
+    + AUDIT
     + """
 -- Stop a backfill: no further fire is dispatched; a run in flight finishes, and its
--- ack finds no run to record (the hash forgets it).
+-- ack finds no run to record (the hash forgets it). A cancel by someone (not the
+-- leader's, for a schedule gone or broken) is audited in the history and the edit log.
 -- KEYS[1] - the backfill hash
 -- KEYS[2] - the backfills zset
 -- KEYS[3] - the schedule's history stream
+-- KEYS[4] - the schedule hash
+-- KEYS[5] - the edit log stream
 -- ARGV[1] - the schedule id
 -- ARGV[2] - why
 -- ARGV[3] - now, ISO
 -- ARGV[4] - history maxlen
+-- ARGV[5] - who cancels it ('' = the leader: no edit log entry)
+-- ARGV[6] - note ('' = none)
 -- returns (BackfillCancelReply) 1 canceled, 0 no active backfill
-local bf, backfills, history = KEYS[1], KEYS[2], KEYS[3]
-local id, why, now, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local bf, backfills, history, schedule, log = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local id, why, now, maxlen, by, note = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 redis.call('ZREM', backfills, id)
 if redis.call('HGET', bf, 'state') ~= 'active' then return 0 end
 redis.call('HDEL', bf, unpack(RUN_FIELDS))
 redis.call('HSET', bf, 'state', 'canceled', 'error', why, 'finished_at', now, 'updated_at', now)
-if redis.call('EXISTS', history) == 1 then
+if redis.call('EXISTS', schedule) == 0 then return 1 end  -- its history went with it
+if by == '' then
   redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', 'event', 'backfill_canceled',
              'reason', why, 'at', now)
+  return 1
 end
+local entry = audit_entry('backfill_canceled', now, by, note,
+                          redis.call('HGET', schedule, 'version') or '', '')
+entry[#entry + 1] = 'reason'
+entry[#entry + 1] = why
+audit(history, log, maxlen, id, entry)
 return 1
 """
 )

@@ -25,7 +25,8 @@ end
 #: that reopens the window re-arms it (UPSERT).
 COMPLETE_LUA = """
 local function complete(schedule, due, stale, history, id, maxlen, now, reason)
-  redis.call('HSET', schedule, 'state', 'completed', 'fire_at', '', 'attempt', 1)
+  redis.call('HSET', schedule, 'state', 'completed', 'fire_at', '')
+  redis.call('HDEL', schedule, 'attempt')
   redis.call('ZREM', due, id)
   redis.call('ZREM', stale, id)
   redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', 'event', 'completed', 'reason', reason,

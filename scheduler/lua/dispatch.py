@@ -17,7 +17,8 @@ DUE_READ = (
 -- ARGV[2] - batch size
 -- ARGV[3] - the schedule key prefix
 -- returns {leader, revision, then per schedule: id, score, DUE_FIELDS...}
--- The hashes are named prefix .. id, not passed as KEYS: rqbeat does not run on Cluster.
+-- The hashes are named prefix .. id, not passed as KEYS: on a Redis Cluster they share
+-- the namespace's slot, and the slot guard (scheduler.slotguard) keeps a migration out.
 local due, leader, revision = KEYS[1], KEYS[2], KEYS[3]
 local now_score, batch, prefix = ARGV[1], ARGV[2], ARGV[3]
 local out = {redis.call('GET', leader) or '', redis.call('GET', revision) or '0'}
@@ -133,7 +134,8 @@ for _ = 1, tonumber(n_reschedules) do
     complete(sched .. id, due, stale, hist .. id, id, maxlen, now, BY_END_AT)
   else
     redis.call('ZADD', due, score, id)
-    redis.call('HSET', sched .. id, 'fire_at', fire, 'attempt', 1)
+    redis.call('HSET', sched .. id, 'fire_at', fire)
+    redis.call('HDEL', sched .. id, 'attempt')
   end
   i = i + 4
 end

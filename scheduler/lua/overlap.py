@@ -37,7 +37,8 @@ if current ~= job or state ~= 'running' or stored ~= version then return 0 end
 local old = redis.call('HGET', schedule, 'fire_at')
 redis.call('HDEL', schedule, unpack(RUN_FIELDS))
 -- last_run_at: the newer fire passed before this end, so dispatch runs it as it is
-redis.call('HSET', schedule, 'state', 'due', 'fire_at', fire, 'attempt', 1,
+redis.call('HDEL', schedule, 'attempt')
+redis.call('HSET', schedule, 'state', 'due', 'fire_at', fire,
            'last_result', 'cancelled', 'last_run_at', now)
 redis.call('ZREM', running, id)
 redis.call('ZREM', queued, id)

@@ -118,7 +118,8 @@ local state = redis.call('HGET', schedule, 'state')
 local fire = redis.call('HGET', schedule, 'fire_at')
 redis.call('HDEL', schedule, unpack(RUN_FIELDS))
 local entry = {'event', outcome, 'fire_at', fire, 'job_id', job, 'at', now}
-local fields = {'last_result', outcome, 'last_run_at', now, 'attempt', 1}
+local fields = {'last_result', outcome, 'last_run_at', now}
+redis.call('HDEL', schedule, 'attempt')
 run_times(metered, id, entry, fields, 14)
 if outcome == 'succeeded' then table.insert(fields, 'last_success_at'); table.insert(fields, now) end
 redis.call('HSET', schedule, unpack(fields))

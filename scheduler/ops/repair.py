@@ -234,8 +234,11 @@ def _field_resets(view: View, out: Diagnosis) -> dict[str, str]:
     """Fields the code reads with int()/parse_iso_ms() that would break it."""
     raw = view.fields
     resets: dict[str, str] = {}
-    for name, default in (("version", "1"), ("attempt", "1")):
+    # attempt is absent while it is 1 (the stored form omits it): only a damaged value is reset
+    for name, default, optional in (("version", "1", False), ("attempt", "1", True)):
         value = raw.get(name)
+        if value is None and optional:
+            continue
         if value is None or not value.isascii() or not value.isdigit() or int(value) < 1:
             resets[name] = default
             out.add("bad_field", view.key, view.schedule_id, f"{name} is {value!r}", f"set to {default}")

@@ -16,8 +16,10 @@ from redis import Redis
 from devtools.cluster import Cluster, kill_group, runs_per_key
 from devtools.processes import Process, wait_for
 from scheduler import BackfillActive, BadWindow, Client, Schedule
+from scheduler.audit import cli_user
 from scheduler.backfill import Status
 from scheduler.clock import iso, redis_now_ms
+from scheduler.editlog import read_log
 from scheduler.keys import Keys
 from scheduler.lua.backfills import RECORD_SUCCESS_LUA
 from scheduler.protocol import BackfillState
@@ -96,6 +98,8 @@ def test_bad_input_is_refused_with_a_clear_error_and_nothing_written(rqbeat: Inv
         ([REPORT, "--from", iso(start), "--to", iso(end), "--overlap", "sometimes"], 2, "sometimes"),
         ([REPORT, "--from", iso(start)], 2, "--from and --to are required"),
         ([REPORT, "--status", "--from", iso(start)], 2, "take no window"),
+        ([REPORT, "--from", iso(start), "--to", iso(end), "--by", " "], 2, "must not be empty"),
+        ([REPORT, "--cancel", "--note", "x" * 501], 2, "at most 500 characters"),
     ]
     before = snapshot(conn)
     for args, code, message in cases:
@@ -120,6 +124,41 @@ def test_a_second_backfill_while_one_runs_is_refused(rqbeat: Invoke, conn: Redis
     assert "canceled" in ok(rqbeat("backfill", REPORT, "--cancel"))
     assert status(conn).state is BackfillState.CANCELED
     assert conn.zcard(K.backfills) == 0
+
+
+def test_a_backfill_and_its_cancel_are_audited_in_the_history_and_the_log(
+    rqbeat: Invoke, conn: Redis
+) -> None:
+    Client(conn).upsert(report())
+    begin, end = window(conn, 3)
+    note = "replay the outage of the night"
+    ok(
+        rqbeat(
+            "backfill",
+            REPORT,
+            "--from",
+            iso(begin),
+            "--to",
+            iso(end),
+            "--no-wait",
+            "--by",
+            "ops-bot",
+            "--note",
+            note,
+        )
+    )
+    ok(rqbeat("backfill", REPORT, "--cancel", "--by", "oncall", "--note", "upstream down"))
+    log = read_log(conn, K, 10, schedule_id=REPORT)
+    assert [(e.event, e.by, e.version, e.note) for e in log] == [
+        ("created", "api", "1", ""),
+        ("backfill_started", "ops-bot", "1", note),
+        ("backfill_canceled", "oncall", "1", "upstream down"),
+    ]
+    assert log[1].changed == f"{iso(begin)}..{iso(end)}" and log[1].extra["fires"] == "3"
+    history = [(e.event, e.fields.get("by")) for e in Client(conn).history(REPORT)]
+    assert history[-2:] == [("backfill_started", "ops-bot"), ("backfill_canceled", "oncall")]
+    shown = ok(rqbeat("log", "--id", REPORT))
+    assert "backfill_started" in shown and "ops-bot" in shown and "upstream down" in shown
 
 
 def test_dry_run_lists_the_fires_oldest_first_and_writes_nothing(rqbeat: Invoke, conn: Redis) -> None:
@@ -275,6 +314,7 @@ def test_show_and_status_report_the_progress(rqbeat: Invoke, conn: Redis) -> Non
     assert ok(rqbeat("backfill", REPORT, "--status")) == line + "\n"
     assert ok(rqbeat("show", REPORT)).endswith(line + "\n")
     shown = json_of(rqbeat("show", REPORT, "--json"))["backfill"]
-    assert (shown["state"], shown["fires"], shown["in_flight"], shown["by"]) == ("active", 4, None, "cli")
+    assert (shown["state"], shown["fires"], shown["in_flight"]) == ("active", 4, None)
+    assert shown["by"] == cli_user()
     result = rqbeat("backfill", "nope", "--status")
     assert result.exit_code == 1 and "nope" in result.output

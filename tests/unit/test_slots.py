@@ -9,8 +9,8 @@ from redis.exceptions import AskError, MovedError, ReadOnlyError, ResponseError,
 from scheduler.errors import ConfigError
 from scheduler.keys import Keys
 from scheduler.redisconf import RedisSettings
-from scheduler.slotowner import _redirect_reason, primary_of
-from scheduler.slots import check, hash_tag, parse_cluster_url, slot_of
+from scheduler.slotowner import SlotRouter, _migrating, _redirect_reason, primary_of
+from scheduler.slots import ClusterUrl, check, hash_tag, parse_cluster_url, slot_of
 
 RQ3 = "3.0.0"
 
@@ -141,3 +141,42 @@ def test_primary_of_reads_cluster_slots() -> None:
 )
 def test_which_replies_mean_the_slot_moved(error: ResponseError, moved: bool) -> None:
     assert (_redirect_reason(error, 15138) is not None) is moved
+
+
+@pytest.mark.parametrize(
+    ("error", "migrating"),
+    [
+        (AskError("15138 10.0.0.2:7001"), True),  # every key of the command already left
+        (TryAgainError("Multiple keys request during rehashing of slot"), True),  # keys on both sides
+        (MovedError("15138 10.0.0.2:7001"), False),  # the move is over: look again
+        (ReadOnlyError("You can't write against a read only replica."), False),
+    ],
+)
+def test_a_slot_in_migration_keeps_its_owner(error: ResponseError, migrating: bool) -> None:
+    """While the slot migrates the source still owns it (CLUSTER SLOTS names it): an
+    ASK or TRYAGAIN is retried there, not a reason to look for another owner."""
+    assert _migrating(error) is migrating
+
+
+class _KnownRouter(SlotRouter):
+    """A router whose discovery names the next address of a list, without a server."""
+
+    def __init__(self, *found: tuple[str, int]) -> None:
+        super().__init__(ClusterUrl((found[0],), tls=False, username=None, password=None), 15138, {})
+        self.found = list(found)
+
+    def _discover(self) -> tuple[str, int]:
+        return self.found.pop(0)
+
+
+def test_a_stale_connections_redirect_does_not_forget_the_owner_found_since() -> None:
+    router = _KnownRouter(("10.0.0.1", 7000), ("10.0.0.2", 7001))
+    router.owner()
+    stale = router.generation  # an idle pooled connection, routed to 7000
+    router.forget("MOVED", stale)  # a first connection meets the move
+    assert router.owner() == ("10.0.0.2", 7001)
+    router.forget("MOVED", stale)  # the idle one meets it too, later
+    assert router.owner() == ("10.0.0.2", 7001)
+    assert router.generation == stale + 1
+    router.forget("READONLY", router.generation)  # a connection routed to 7001 complains
+    assert router.generation == stale + 2
