@@ -13,7 +13,7 @@ from redis import Redis
 
 from scheduler import scripts
 from scheduler.clock import iso, redis_now_ms
-from scheduler.engine import rqjob
+from scheduler.engine import dispatch, rqjob
 from scheduler.engine.dispatch import FIRST_CHECK_MS, READ_AHEAD, BatchResult, Dispatcher
 from scheduler.errors import LeadershipLost
 from scheduler.keys import Keys
@@ -215,3 +215,13 @@ def test_an_armed_send_stays_fenced_by_the_revision_and_the_lease(conn: Redis) -
     with pytest.raises(LeadershipLost):
         dispatcher.send(dispatcher.arm(prepared), due_ms)
     assert _queued(conn) == []
+
+
+def test_a_large_first_write_is_not_packed_ahead(conn: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dispatch, "ARM_MAX_WRITES", BATCH - 1)
+    due_ms = _seed(conn)
+    dispatcher = Dispatcher(conn, K, batch_size=BATCH)
+    prepared = dispatcher.prepare(due_ms, TOKEN, 1)
+    assert prepared is not None
+    assert dispatcher.arm(prepared).packed is None
+    assert len(dispatcher.send(prepared, due_ms).runs) == COUNT
