@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -118,17 +119,44 @@ def run(script: Script, keys: Sequence[KeyT], args: Sequence[Any], client: Any =
     return script(keys=list(keys), args=list(args), client=client)
 
 
+@dataclass(frozen=True, slots=True)
+class Packed:
+    """A script call's arguments with the bytes that send them (:func:`pack`), so that
+    a call decided ahead costs only a socket write when it is due."""
+
+    args: Sequence[Any]
+    data: list[bytes]
+
+
+def pack(conn: Redis, script: Script, keys: Sequence[KeyT], args: Sequence[Any]) -> Packed:
+    """``EVALSHA script keys args`` as the bytes any connection of ``conn``'s pool
+    sends. Raises what taking a connection from the pool raises (Redis unreachable)."""
+    pool = conn.connection_pool
+    connection: Any = pool.get_connection()
+    try:
+        return Packed(args, connection.pack_command("EVALSHA", script.sha, len(keys), *keys, *args))
+    finally:
+        pool.release(connection)
+
+
 class Pending:
     """A script call sent but not answered yet, so the caller can work while Redis runs
     it (dispatch decides the next batch meanwhile). :meth:`result` collects the reply;
     :meth:`abandon` drops the call's connection when the caller gives up on it."""
 
-    def __init__(self, conn: Redis, script: Script, keys: Sequence[KeyT], args: Sequence[Any]) -> None:
+    def __init__(
+        self, conn: Redis, script: Script, keys: Sequence[KeyT], args: Sequence[Any] | Packed
+    ) -> None:
+        packed = args if isinstance(args, Packed) else None
+        args = args.args if isinstance(args, Packed) else args
         self._client, self._script, self._keys, self._args = conn, script, keys, args
         self._pool = conn.connection_pool
         self._conn: Any = self._pool.get_connection()
         try:
-            self._conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+            if packed is not None:
+                self._conn.send_packed_command(packed.data)  # type: ignore[no-untyped-call]
+            else:
+                self._conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
         except BaseException:
             self.abandon()
             raise
@@ -154,7 +182,7 @@ def pipelined(
     conn: Redis,
     script: Script,
     keys: Sequence[KeyT],
-    batches: Iterable[tuple[C, Sequence[Any] | None]],
+    batches: Iterable[tuple[C, Sequence[Any] | Packed | None]],
     settle: Callable[[C, Any], bool],
     *,
     ahead: int = 1,
