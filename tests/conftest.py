@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
-
-import sys
 
 import pytest
 from redis import Redis
 
 from devtools.processes import Process, RedisServer
-
 
 #: What a user's app in a test's own directory is called (devtools.apps.write_app).
 USER_APP = "myapp"
