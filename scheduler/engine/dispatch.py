@@ -288,7 +288,8 @@ class Dispatcher:
             job = template.fields_for(_description(d, fire_iso), self._meta(d, fire_iso, epoch))
             nxt = NO_FIRE if d.next_ms >= windows.NEVER_MS else iso(d.next_ms)
             args += [d.schedule_id, fire_iso, d.fire_ms, d.job_id, template.queue, d.dropped, template.ttl_s]
-            args += [(now_ms + limits.stale_after_ms) / 1000, nxt, d.score_ms / 1000, len(job), *job]
+            args += [(now_ms + limits.stale_after_ms) / 1000, nxt, d.score_ms / 1000]
+            args += [(now_ms + limits.max_queued_ms) / 1000, len(job), *job]
         return Write(
             token,
             revision,
