@@ -30,10 +30,11 @@ transaction, and a deposed leader's EXEC fails.
 
 The lease scripts run on one dedicated connection (the *lease connection*), whose
 Redis client id the leader records next to the lease (``Keys.leader_conn``, with the
-run id of the server that gave it, again after a reconnect). That connection lives exactly as long as the leader's process:
-a standby that finds it gone may delete the lease at once instead of waiting out
-the TTL (:mod:`scheduler.engine.takeover`). A leader that is alive but stopped or
-cut off keeps its connection open, so it is still waited out and fenced.
+run id of the server that gave it, again after a reconnect). That connection lives
+exactly as long as the leader's process: a standby that finds it gone may delete
+the lease at once instead of waiting out the TTL (:mod:`scheduler.engine.takeover`).
+A leader that is alive but stopped or cut off keeps its connection open, so it is
+still waited out and fenced.
 """
 
 from __future__ import annotations

@@ -237,7 +237,9 @@ class Takeover:
         error = _error_text(tracking_on)
         verdict = judge(recorded, node_of(info), error)
         if verdict is Verdict.UNKNOWN and error is not None and _NO_SUCH_CLIENT not in error:
-            log.warning("cannot check the leader's connection client_id=%d error=%s", recorded.client_id, error)
+            log.warning(
+                "cannot check the leader's connection client_id=%d error=%s", recorded.client_id, error
+            )
         return verdict
 
 
