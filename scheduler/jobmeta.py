@@ -32,6 +32,8 @@ class FireMeta:
     namespace: str = DEFAULT_NAMESPACE
     #: run by a backfill (``rqbeat backfill``), not by the schedule's live firing
     backfill: bool = False
+    #: one of several runs of an ``overlap = allow_all`` schedule (its own record)
+    concurrent: bool = False
 
     @property
     def key(self) -> str:
@@ -55,6 +57,7 @@ class FireMeta:
                 "version": self.version,
                 "namespace": self.namespace,
                 **({"backfill": True} if self.backfill else {}),
+                **({"concurrent": True} if self.concurrent else {}),
             }
         }
 
@@ -79,6 +82,7 @@ class FireMeta:
                 version=str(raw.get("version", "")),
                 namespace=str(raw.get("namespace", DEFAULT_NAMESPACE)),
                 backfill=bool(raw.get("backfill", False)),
+                concurrent=bool(raw.get("concurrent", False)),
             )
         except KeyError as exc:
             raise CorruptJobMeta(f"meta[{META_KEY!r}] has no {exc}") from None

@@ -177,6 +177,16 @@ class Keys:
         """HASH: one schedule's backfill: its window, cursor, run in flight and counts."""
         return f"{self.namespace}:backfill:{schedule_id}"
 
+    @property
+    def concurrent(self) -> str:
+        """ZSET of ``<schedule id>:<fire ms>``, the runs of ``allow_all`` schedules; score =
+        when the leader next looks at the run (its watchdog check, or its retry)."""
+        return f"{self.namespace}:concurrent"
+
+    def runs(self, schedule_id: str) -> str:
+        """HASH of an ``allow_all`` schedule's runs in flight: fire epoch ms -> the run (JSON)."""
+        return f"{self.namespace}:runs:{schedule_id}"
+
     def succeeded(self, schedule_id: str) -> str:
         """ZSET of chains of fires that ran to success (``<first>:<last>:<next>`` ms,
         score = last): what a backfill skips. Written by the acks, capped."""

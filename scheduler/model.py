@@ -47,12 +47,13 @@ class Misfire(StrEnum):
 class Overlap(StrEnum):
     """What to do with fires that pass while a run of the schedule is in flight (the
     misfire policy keeps deciding fires missed while no scheduler was up). One run is
-    in flight at a time under each; see README "Overlap policy"."""
+    in flight at a time under each but ``allow_all``; see README "Overlap policy"."""
 
     SKIP = "skip"  # they go to the misfire policy at the run's end (the default)
     BUFFER_ONE = "buffer_one"  # the latest of them waits and runs next; the others are missed
     BUFFER_ALL = "buffer_all"  # each of them waits and runs, oldest first
     CANCEL_OTHER = "cancel_other"  # the newest stops the run in flight (RQ stop-job) and runs
+    ALLOW_ALL = "allow_all"  # each fire its own run, up to max_concurrent in flight at once
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,6 +77,8 @@ class Schedule:
     misfire: Misfire = Misfire.COALESCE
     catchup_window_ms: int | None = None
     overlap: Overlap = Overlap.SKIP
+    #: Runs in flight at once under ``overlap = allow_all`` (required there, refused elsewhere).
+    max_concurrent: int | None = None
     jitter_ms: int = 0
     max_attempts: int | None = None
     pause_on_failure: bool = False
@@ -110,6 +113,7 @@ class Schedule:
         _check_misfire(self.misfire)
         if not isinstance(self.overlap, Overlap):
             raise InvalidSchedule("overlap", self.overlap, f"must be one of {_OVERLAPS}")
+        _check_concurrency(self.overlap, self.max_concurrent, self.max_runs)
         for name in (
             "timeout_ms",
             "ttl_ms",
@@ -209,6 +213,8 @@ class Schedule:
             if key in changes:
                 raise InvalidSchedule(key, changes[key], "cannot be changed by an edit")
         raw = self.to_dict()
+        if changes.get("overlap") not in (None, Overlap.ALLOW_ALL) and "max_concurrent" not in changes:
+            raw.pop("max_concurrent", None)  # leaving allow_all: its cap goes with it
         for one, other in (("cron", "every"), ("every", "cron")):
             if changes.get(one) is not None and changes.get(other) is None:
                 raw.pop(other, None)
@@ -354,6 +360,7 @@ USER_KEYS: dict[str, tuple[str, Any]] = {
     "misfire": ("misfire", _as_misfire),
     "catchup_window": ("catchup_window_ms", _as_duration),
     "overlap": ("overlap", _as_overlap),
+    "max_concurrent": ("max_concurrent", _as_int),
     "jitter": ("jitter_ms", _as_duration),
     "max_attempts": ("max_attempts", _as_int),
     "pause_on_failure": ("pause_on_failure", _as_bool),
@@ -438,6 +445,30 @@ def _check_attempts(value: Any) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
         raise InvalidSchedule("max_attempts", value, "must be a whole number from 1 to 1000")
+
+
+#: The most runs of one schedule ``allow_all`` keeps in flight at once.
+MAX_CONCURRENT = 1_000
+
+
+def _check_concurrency(overlap: Overlap, max_concurrent: Any, max_runs: Any) -> None:
+    """``max_concurrent`` belongs to ``allow_all`` and ``allow_all`` needs it: there is no
+    sensible default cap for runs of one schedule piling up behind a slow job."""
+    if overlap is not Overlap.ALLOW_ALL:
+        if max_concurrent is not None:
+            raise InvalidSchedule(
+                "max_concurrent", max_concurrent, f"needs overlap = allow_all (overlap is {overlap})"
+            )
+        return
+    if max_concurrent is None:
+        raise InvalidSchedule("max_concurrent", None, "is required with overlap = allow_all")
+    if isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int):
+        raise InvalidSchedule("max_concurrent", max_concurrent, "must be a whole number")
+    if not 1 <= max_concurrent <= MAX_CONCURRENT:
+        raise InvalidSchedule("max_concurrent", max_concurrent, f"must be from 1 to {MAX_CONCURRENT}")
+    if max_runs is not None:
+        # runs of allow_all end in any order: "the N-th success" would not name one fire
+        raise InvalidSchedule("max_runs", max_runs, "cannot be combined with overlap = allow_all")
 
 
 def _check_description(value: Any) -> None:

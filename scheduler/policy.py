@@ -50,6 +50,8 @@ _AFTER_RUN = {
     Overlap.BUFFER_ALL: Misfire.ALL,
     # a run that outlived its next fire was cancelled by it; one that ended first behaves as skip
     Overlap.CANCEL_OTHER: Misfire.COALESCE,
+    # never asked: an allow_all run's end does not choose the next fire (resolve_concurrent)
+    Overlap.ALLOW_ALL: None,
 }
 
 
@@ -73,6 +75,17 @@ def resolve_due(schedule: Schedule, pending_ms: int, now_ms: int, last_run_ms: i
     policy decides."""
     if schedule.overlap is not Overlap.SKIP and last_run_ms is not None and pending_ms <= last_run_ms:
         return Resolution(pending_ms, 0, True)
+    return _resolve(schedule, schedule.misfire, pending_ms, now_ms)
+
+
+def resolve_concurrent(schedule: Schedule, pending_ms: int, now_ms: int, in_flight: int) -> Resolution | None:
+    """At dispatch, the fire ``pending_ms`` of an ``allow_all`` schedule with
+    ``in_flight`` runs: None at the cap (``max_concurrent`` runs in flight: the fire
+    waits for a run to end, then is decided again, late fires by the misfire policy,
+    as ``skip`` decides the fires that passed during its one run); else the misfire
+    policy's answer, as for a schedule with nothing in flight."""
+    if in_flight >= (schedule.max_concurrent or 1):
+        return None
     return _resolve(schedule, schedule.misfire, pending_ms, now_ms)
 
 

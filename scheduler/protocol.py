@@ -260,11 +260,23 @@ ENDED_FIELD = "ended_ms"
 RUN_FIELDS = ("job_id", "job_queue", "epoch", "dispatched_at", *STARTED_FIELDS, ENDED_FIELD)
 
 
+#: The schedule hash field counting an ``allow_all`` schedule's runs in flight (the
+#: size of ``<ns>:runs:<id>``, rewritten by every script that adds or ends one).
+IN_FLIGHT_FIELD = "runs_in_flight"
+#: The setting's hash field that caps them (``max_concurrent``): the dispatch script
+#: re-checks the count against it.
+CAP_FIELD = "max_concurrent"
+#: The due score (epoch s) of an ``allow_all`` schedule whose pending fire waits for one
+#: of its ``max_concurrent`` runs to end: never due by time; the run's end makes it due now.
+SLOT_WAIT_SCORE = 10**11  # year 5138: far, and still a date Python can print
+
 #: The hash fields DUE_READ returns per due schedule, in this order (dispatch decides
 #: from them): the legacy definition field, the state, ``last_run_at`` (tells a fire an
-#: overlap policy kept waiting from a missed one), then one per setting
-#: (:mod:`scheduler.stored`).
-DUE_FIELDS = (LEGACY_FIELD, "version", "state", "fire_at", "attempt", "last_run_at", *SETTING_FIELDS)
+#: overlap policy kept waiting from a missed one), the ``allow_all`` runs in flight,
+#: then one per setting (:mod:`scheduler.stored`).
+DUE_FIELDS = (
+    LEGACY_FIELD, "version", "state", "fire_at", "attempt", "last_run_at", IN_FLIGHT_FIELD, *SETTING_FIELDS
+)  # fmt: skip
 #: The hash fields UPSERT_READ returns per schedule, in this order.
 UPSERT_READ_FIELDS = ("version", LEGACY_FIELD, "state", *SETTING_FIELDS)
 
@@ -273,6 +285,31 @@ def lua_list(name: str, values: tuple[str, ...]) -> str:
     """A Lua ``local`` holding ``values``, to prepend to a script that uses them."""
     quoted = ", ".join(f"'{v}'" for v in values)
     return f"local {name} = {{{quoted}}}\n"
+
+
+# -- allow_all (scheduler.engine.concurrent, scheduler.lua.concurrent) ------------
+
+
+class RunState(StrEnum):
+    """The ``state`` of one ``allow_all`` run's record."""
+
+    RUNNING = "running"  # its job is enqueued or running
+    RETRY = "retry"  # it failed: the leader enqueues its next attempt at the back-off time
+
+
+class ConcurrentReply(IntEnum):
+    """CONC_ACK, CONC_FAIL, CONC_NUDGE and CONC_DROP."""
+
+    DONE = 1  # written
+    STALE = 0  # not this run (acked, retried or dropped meanwhile): nothing written
+
+
+class RedispatchReply(IntEnum):
+    """CONC_REDISPATCH: the retry of an ``allow_all`` run."""
+
+    ENQUEUED = 1
+    STALE = 0  # not this retry (its record changed meanwhile): nothing written
+    DEPOSED = -1  # the lease is another's: nothing written
 
 
 # -- backfill (scheduler.backfill, scheduler.lua.backfills) -----------------------

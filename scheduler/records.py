@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from scheduler.clock import parse_iso_ms
 from scheduler.errors import CorruptDefinition
 from scheduler.model import Schedule
-from scheduler.protocol import STATES, ScheduleState
+from scheduler.protocol import SLOT_WAIT_SCORE, STATES, ScheduleState
 from scheduler.stored import definition_text
 
 
@@ -93,7 +93,8 @@ def decode_record(
         state=state,
         version=_int(raw.get("version")) or 0,
         fire_ms=_time(raw.get("fire_at")),
-        due_ms=due_ms,
+        # an allow_all fire waiting for a slot is due at no time (its run's end wakes it)
+        due_ms=None if due_ms is not None and due_ms >= SLOT_WAIT_SCORE * 1000 else due_ms,
         attempt=_int(raw.get("attempt")) or 1,
         job_id=raw.get("job_id") or None,
         last_result=raw.get("last_result") or None,

@@ -25,6 +25,7 @@ from scheduler.lua.backfills import (
     BACKFILL_NUDGE,
     BACKFILL_START,
 )
+from scheduler.lua.concurrent import CONC_ACK, CONC_DROP, CONC_FAIL, CONC_NUDGE, CONC_REDISPATCH
 from scheduler.lua.dispatch import DISPATCH, DUE_READ
 from scheduler.lua.edits import PAUSE, RECORD_EDIT, REMOVE, RESUME, TRIGGER, UPSERT, UPSERT_READ
 from scheduler.lua.overlap import CANCEL
@@ -38,6 +39,7 @@ __all__ = [
     "RUN_TIMES_HEADER",
     "BACKFILL_START", "BACKFILL_DISPATCH", "BACKFILL_ACK", "BACKFILL_FAIL", "BACKFILL_NUDGE",
     "BACKFILL_CANCEL",
+    "CONC_ACK", "CONC_FAIL", "CONC_REDISPATCH", "CONC_NUDGE", "CONC_DROP",
 ]  # fmt: skip
 
 C = TypeVar("C")
@@ -101,6 +103,13 @@ class Scripts:
         self.backfill_nudge = register(conn, BACKFILL_NUDGE, Flags.ALLOW_OOM)
         # stopping frees work: the way out of a full Redis must not be refused
         self.backfill_cancel = register(conn, BACKFILL_CANCEL, Flags.ALLOW_OOM)
+        self.conc_ack = register(conn, CONC_ACK)
+        self.conc_fail = register(conn, CONC_FAIL)
+        self.conc_redispatch = register(conn, CONC_REDISPATCH)
+        # a zset score and a wake-up: a full Redis must not hide a failed run
+        self.conc_nudge = register(conn, CONC_NUDGE, Flags.ALLOW_OOM)
+        # forgetting frees memory
+        self.conc_drop = register(conn, CONC_DROP, Flags.ALLOW_OOM)
 
 
 def run(script: Script, keys: Sequence[KeyT], args: Sequence[Any], client: Any = None) -> Any:

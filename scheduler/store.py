@@ -232,6 +232,7 @@ class Client:
             k.backfill(schedule_id),
             k.backfills,
             k.succeeded(schedule_id),
+            k.runs(schedule_id),
         ]
         with full_is_error(f"removing schedule {schedule_id!r}"):
             args = [schedule_id, iso(now), *edit.args()]

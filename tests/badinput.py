@@ -99,6 +99,7 @@ _PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
     "start_at": st.sampled_from(["2026-03-29T02:30:00", "2026-01-01T00:00:00Z", "2026-06-01T09:00+02:00"]),
     "end_at": st.sampled_from(["2030-01-01T00:00:00Z", "2029-10-28T02:30:00", "2031-12-31T23:59:59.5+01:00"]),
     "max_runs": st.integers(min_value=1, max_value=10**9),
+    "max_concurrent": st.integers(min_value=1, max_value=1000),
     "exclude": st.lists(
         st.sampled_from(["2026-12-25", "2026-12-24..2026-12-26", "* 0-6 * * *", "0 12 * * 6", "0 0 1 1 *"]),
         max_size=4,
@@ -120,6 +121,9 @@ def valid_raw(draw: st.DrawFn) -> dict[str, Any]:
     optional = [k for k in USER_SETTINGS if k not in ("id", "target", "cron", "every", "timezone")]
     for key in draw(st.lists(st.sampled_from(optional), unique=True, max_size=len(optional))):
         raw[key] = draw(_PLAUSIBLE[key])
+    if "max_concurrent" in raw:  # it belongs to allow_all, which counts no runs (max_runs)
+        raw["overlap"] = "allow_all"
+        raw.pop("max_runs", None)
     return raw
 
 

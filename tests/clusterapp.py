@@ -30,7 +30,7 @@ NAMESPACE = "{rqbeat}"
 PREFIX = "{rqbeat}:rq"
 SLOT = slot_of(NAMESPACE + ":due")
 RUNS = "{rqbeat}:test:runs"  # the jobs' own record, under the tag: the job's connection serves one slot
-SCHEDULES = ("eu-daily-summary", "us-daily-summary")
+SCHEDULES = ("eu-daily-summary", "us-daily-summary", "ap-daily-summary")
 #: The servers a cluster test runs on (pytest ids).
 SERVERS = ("redis", "valkey")
 
@@ -63,6 +63,11 @@ kwargs = { region = "eu" }
 
 [schedules.us-daily-summary]
 kwargs = { region = "us" }
+
+[schedules.ap-daily-summary]  # each fire its own run, its record under the tag too
+kwargs = { region = "ap" }
+overlap = "allow_all"
+max_concurrent = 2
 """
 
 

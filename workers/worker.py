@@ -41,7 +41,7 @@ from rq.worker import BaseWorker
 
 from scheduler import clockskew, scripts
 from scheduler.clock import iso, redis_now_ms
-from scheduler.engine import backfiller, runs
+from scheduler.engine import backfiller, concurrent, runs
 from scheduler.errors import CorruptJobMeta
 from scheduler.jobmeta import FireMeta
 from scheduler.keys import Keys
@@ -73,7 +73,7 @@ class AckingWorker(Resilience, BaseWorker):
             kwargs["serializer"] = JSONSerializer
         super().__init__(*args, **kwargs)
         self._rqbeat_scripts = scripts.Scripts(self.connection)
-        self._rqbeat_ack: tuple[str, runs.Ack | backfiller.RunAck] | None = None
+        self._rqbeat_ack: tuple[str, runs.Ack | backfiller.RunAck | concurrent.RunAck] | None = None
         self._rqbeat_unimportable: tuple[str, str] | None = None  # (job id, the one line)
 
     def prepare_job_execution(self, job: Job, *args: Any, **kwargs: Any) -> None:
@@ -85,7 +85,7 @@ class AckingWorker(Resilience, BaseWorker):
         queued and running are told apart by it. Best effort: the leader's watchdog
         marks it from RQ's state when this cannot (the job runs either way)."""
         fire = _fire_of(job)
-        if fire is None or fire.backfill:  # a backfill run is not the schedule's live run
+        if fire is None or fire.backfill or fire.concurrent:  # not the schedule's one live run
             return
         keys = Keys(fire.namespace)
         try:
@@ -189,15 +189,20 @@ class AckingWorker(Resilience, BaseWorker):
                 "run failed schedule=%s fire=%s job_id=%s attempt=%s epoch=%s (the leader decides the retry)",
                 sid, fire.fire_at, job.id, fire.attempt, fire.epoch,
             )  # fmt: skip
-            self._nudge(keys, sid, job.id, fire.backfill)
+            self._nudge(keys, sid, job.id, fire.backfill, fire if fire.concurrent else None)
 
-    def _nudge(self, keys: Keys, sid: str, job_id: str, backfill: bool = False) -> None:
+    def _nudge(
+        self, keys: Keys, sid: str, job_id: str, backfill: bool = False, run_of: FireMeta | None = None
+    ) -> None:
         """Bring the watchdog's look at the failed run forward. Retried, since it is
         idempotent (ZADD XX of "now" + a wake-up), but only briefly and never fatal:
         without it the watchdog still finds the failure at its next look."""
 
         def nudge() -> None:
             now = redis_now_ms(self.connection)
+            if run_of is not None:  # one of an allow_all schedule's runs
+                concurrent.nudge(self.connection, self._rqbeat_scripts, keys, run_of, job_id, now_ms=now)
+                return
             if backfill:
                 backfiller.nudge(self.connection, self._rqbeat_scripts, keys, sid, job_id, now_ms=now)
                 return
@@ -214,13 +219,15 @@ class AckingWorker(Resilience, BaseWorker):
                 sid, job_id, exc,
             )  # fmt: skip
 
-    def _prepare_ack(self, job: Job) -> tuple[str, runs.Ack | backfiller.RunAck] | None:
+    def _prepare_ack(self, job: Job) -> tuple[str, runs.Ack | backfiller.RunAck | concurrent.RunAck] | None:
         fire = _fire_of(job)
         if fire is None:
             return None
         keys = Keys(fire.namespace)
         if fire.backfill:
             return self._prepare_backfill_ack(job, fire, keys)
+        if fire.concurrent:
+            return self._prepare_concurrent_ack(job, fire, keys)
         run = runs.read_in_flight(self.connection, keys, fire.schedule)
         if run is None or run.job_id != job.id:
             return None  # stale: removed, re-dispatched or already acked; nothing to do
@@ -251,6 +258,22 @@ class AckingWorker(Resilience, BaseWorker):
         return job.id, backfiller.prepare_ack(
             keys, schedule, job.id, fire.fire_ms, now_ms=now_ms, by="worker"
         )
+
+    def _prepare_concurrent_ack(
+        self, job: Job, fire: FireMeta, keys: Keys
+    ) -> tuple[str, concurrent.RunAck] | None:
+        """One ``allow_all`` run's ack: compare-and-set on its own record, so a stale one
+        (already acked by the leader, the schedule removed) does nothing."""
+        schedule = backfiller.read_schedule(self.connection, keys, fire.schedule)
+        now_ms = redis_now_ms(self.connection)
+        log.info(
+            "run succeeded schedule=%s fire=%s job_id=%s attempt=%d epoch=%d (acking, allow_all)",
+            fire.schedule, fire.fire_at, job.id, fire.attempt, fire.epoch,
+        )  # fmt: skip
+        ack = concurrent.prepare_ack(
+            keys, schedule, fire.schedule, job.id, fire.fire_ms, now_ms=now_ms, by="worker"
+        )
+        return job.id, ack
 
 
 class Worker(AckingWorker, RQWorker):

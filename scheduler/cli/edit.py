@@ -46,6 +46,7 @@ UNSETTABLE = (
     "misfire",
     "catchup-window",
     "overlap",
+    "max-concurrent",
     "jitter",
     "max-attempts",
     "webhook",
@@ -84,7 +85,12 @@ _SETTINGS = [
         "--overlap",
         type=click.Choice([o.value for o in Overlap]),
         help="Fires passing during a run: to the misfire policy, the latest waits, each waits, "
-        "or the newest stops the run and runs [skip].",
+        "the newest stops the run and runs, or each runs beside the others [skip].",
+    ),
+    click.option(
+        "--max-concurrent",
+        type=int,
+        help="With --overlap allow_all (required there): at most this many runs in flight at once.",
     ),
     click.option("--jitter", help=f"Random delay up to this, never past the next fire. {_DURATION}"),
     click.option("--max-attempts", type=int, help="Give a fire up after this many failed runs."),

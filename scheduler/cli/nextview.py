@@ -34,6 +34,8 @@ def show_stored(ctx: Context, schedule_id: str, count: int, after_ms: int | None
         return
     state = f" ({record.state})" if record.state is not ScheduleState.DUE else ""
     print_header = f"{schedule_id}{state}: {schedule.trigger_text} in {tz}"
+    if schedule.max_concurrent is not None:  # overlap = allow_all
+        print_header += f", overlap {schedule.overlap} (at most {schedule.max_concurrent} in flight)"
     rows = [
         [
             wall(row.fire_ms, tz, zone=True),

@@ -3,6 +3,8 @@ and ``set`` are in :mod:`scheduler.cli.edit`, ``apply`` in :mod:`scheduler.cli.a
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from scheduler.audit import parse_until
@@ -12,7 +14,9 @@ from scheduler.cli.complete import id_argument
 from scheduler.cli.detail import detail_lines
 from scheduler.cli.rows import record_json
 from scheduler.clock import iso, redis_now_ms
+from scheduler.engine import concurrent
 from scheduler.errors import ScheduleNotFound
+from scheduler.model import Overlap
 
 
 @click.command()
@@ -30,12 +34,33 @@ def show(ctx: Context, schedule_id: str, as_json: bool) -> None:
     """
     record = ctx.client.get(schedule_id)
     backfill = ctx.client.backfill_status(schedule_id)
+    runs = concurrent.read_runs(ctx.conn, ctx.client.keys, schedule_id)
     if as_json:
-        echo_json(record_json(record) | ({} if backfill is None else {"backfill": backfill.to_json()}))
+        extra: dict[str, Any] = {} if backfill is None else {"backfill": backfill.to_json()}
+        if runs or (record.schedule is not None and record.schedule.overlap is Overlap.ALLOW_ALL):
+            extra["runs_in_flight"] = [_run_json(r) for r in runs]
+        echo_json(record_json(record) | extra)
         return
     click.echo("\n".join(detail_lines(record, redis_now_ms(ctx.conn))))
+    if runs or (record.schedule is not None and record.schedule.overlap is Overlap.ALLOW_ALL):
+        cap = record.schedule.max_concurrent if record.schedule is not None else None
+        click.echo(f"runs in flight: {len(runs)}" + (f" of at most {cap}" if cap else ""))
+        for r in runs:
+            click.echo(f"  fire {iso(r.fire_ms)}  job {r.job_id}  attempt {r.attempt}  {r.state}")
     if backfill is not None:  # its last backfill, running or finished
         click.echo(backfill.line())
+
+
+def _run_json(run: concurrent.Run) -> dict[str, Any]:
+    return {
+        "fire_at": iso(run.fire_ms),
+        "job_id": run.job_id,
+        "attempt": run.attempt,
+        "state": str(run.state),
+        "epoch": run.epoch,
+        "dispatched_at": run.dispatched_at,
+        "queue": run.queue,
+    }
 
 
 @click.command(name="rm")

@@ -64,6 +64,8 @@ def _health(report: StatusReport, health: Health) -> list[str]:
     in_flight = report.counts.get("running", 0)
     queued = min(in_flight, health.queued_runs)
     runs = f"{in_flight} in flight: {queued} queued (not started by a worker), {in_flight - queued} running"
+    if report.concurrent_runs:  # each allow_all run is its own, beside its schedule's
+        runs += f"; {report.concurrent_runs} of allow_all schedules (rqbeat show ID)"
     lines = [_field("runs", runs)]
     if health.ok:
         return [*lines, _field("health", Cell("ok", "ok").render(0))]

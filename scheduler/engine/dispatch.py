@@ -35,7 +35,14 @@ from scheduler.errors import CorruptDefinition, LeadershipLost
 from scheduler.jobmeta import FireMeta
 from scheduler.keys import HISTORY_MAXLEN, Keys
 from scheduler.model import Overlap, Schedule
-from scheduler.protocol import DUE_FIELDS, NO_FIRE, DispatchReply, ScheduleState
+from scheduler.protocol import (
+    DUE_FIELDS,
+    IN_FLIGHT_FIELD,
+    NO_FIRE,
+    SLOT_WAIT_SCORE,
+    DispatchReply,
+    ScheduleState,
+)
 from scheduler.records import decode_definition, text
 from scheduler.stored import SETTING_FIELDS
 
@@ -48,9 +55,12 @@ FIRST_CHECK_MS = 1_000
 # and DUE_FIELDS.
 _HEAD, _ROW = 2, 2 + len(DUE_FIELDS)
 #: The order :func:`decide` unpacks a row in; the same as DUE_FIELDS (a test pins it).
-DECIDED_FROM = ("definition", "version", "state", "fire_at", "attempt", "last_run_at", *SETTING_FIELDS)
+DECIDED_FROM = (
+    "definition", "version", "state", "fire_at", "attempt", "last_run_at", IN_FLIGHT_FIELD, *SETTING_FIELDS
+)  # fmt: skip
 _DECIDED = 5  # the fields unpacked first
-_SETTINGS_AT = 6  # the settings follow last_run_at
+_IN_FLIGHT_AT = 6
+_SETTINGS_AT = 7  # the settings follow runs_in_flight
 _TEMPLATES_KEPT = 65_536
 #: Batches read at once: Redis writes one while the next is decided.
 READ_AHEAD = 4
@@ -62,6 +72,7 @@ class Kind(StrEnum):
     RUN = "run"  # due -> running: in-flight state, history, the RQ job
     RESCHEDULE = "reschedule"  # due -> due at a later fire (skip policy, too old)
     BROKEN = "broken"  # cannot be decoded or computed: marked broken after the batch
+    SPAWN = "spawn"  # allow_all: one more run in flight, the schedule due at its next fire
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +88,8 @@ class Decision:
     score_ms: int = 0
     version: str = ""
     error: str = ""
+    #: SPAWN: the schedule's next fire (windows.NEVER_MS: none) and its due score
+    next_ms: int = 0
 
     @property
     def job_id(self) -> str:
@@ -88,21 +101,26 @@ class BatchResult:
     runs: list[Decision] = field(default_factory=list)
     rescheduled: list[Decision] = field(default_factory=list)
     broken: list[Decision] = field(default_factory=list)
+    spawned: list[Decision] = field(default_factory=list)
 
     def add(self, decision: Decision) -> None:
-        bucket = {Kind.RUN: self.runs, Kind.RESCHEDULE: self.rescheduled, Kind.BROKEN: self.broken}[
-            decision.kind
-        ]
+        bucket = {
+            Kind.RUN: self.runs,
+            Kind.RESCHEDULE: self.rescheduled,
+            Kind.BROKEN: self.broken,
+            Kind.SPAWN: self.spawned,
+        }[decision.kind]
         bucket.append(decision)
 
     def extend(self, other: BatchResult) -> None:
         self.runs += other.runs
         self.rescheduled += other.rescheduled
         self.broken += other.broken
+        self.spawned += other.spawned
 
     @property
     def size(self) -> int:
-        return len(self.runs) + len(self.rescheduled) + len(self.broken)
+        return len(self.runs) + len(self.rescheduled) + len(self.broken) + len(self.spawned)
 
 
 @lru_cache(maxsize=65_536)
@@ -152,6 +170,9 @@ def decide(
         return Decision(schedule_id, Kind.BROKEN, error=str(exc))
     if tries > 1:  # a retry of a fire that already failed: never dropped by policy
         return Decision(schedule_id, Kind.RUN, schedule, pending, tries, version=str(version))
+    if schedule.overlap is Overlap.ALLOW_ALL:
+        in_flight = int(text(row[_IN_FLIGHT_AT]) or 0)
+        return _decide_concurrent(schedule_id, schedule, str(version), pending, now_ms, in_flight=in_flight)
     if schedule.overlap is Overlap.SKIP:  # the default: its cost per fire is unchanged
         res = policy.resolve_misfire(schedule, pending, now_ms)
     else:
@@ -160,6 +181,26 @@ def decide(
         score = policy.due_score_ms(schedule, res.fire_ms)
         return Decision(schedule_id, Kind.RESCHEDULE, schedule, res.fire_ms, 1, res.dropped, score)
     return Decision(schedule_id, Kind.RUN, schedule, res.fire_ms, 1, res.dropped, version=str(version))
+
+
+def _decide_concurrent(
+    schedule_id: str, schedule: Schedule, version: str, pending: int, now_ms: int, *, in_flight: int
+) -> Decision:
+    """``allow_all``: a run of its own while fewer than ``max_concurrent`` are in flight
+    (the schedule stays due, at its next fire); at the cap the fire waits for a slot
+    (due score SLOT_WAIT_SCORE: a run's end makes it due again)."""
+    res = policy.resolve_concurrent(schedule, pending, now_ms, in_flight)
+    if res is None:
+        wait_ms = SLOT_WAIT_SCORE * 1000
+        return Decision(schedule_id, Kind.RESCHEDULE, schedule, pending, 1, 0, wait_ms, version=version)
+    if not res.run_now:
+        score = policy.due_score_ms(schedule, res.fire_ms)
+        return Decision(schedule_id, Kind.RESCHEDULE, schedule, res.fire_ms, 1, res.dropped, score)
+    nxt = cron.next_fire_ms(schedule.trigger, res.fire_ms)
+    score = nxt if nxt >= windows.NEVER_MS else policy.due_score_ms(schedule, nxt)
+    return Decision(
+        schedule_id, Kind.SPAWN, schedule, res.fire_ms, 1, res.dropped, score, version=version, next_ms=nxt
+    )
 
 
 def _last_run_ms(last_run_at: str | None) -> int | None:
@@ -183,7 +224,9 @@ class Write:
     prefixes: tuple[str, ...]  # schedule, history, RQ job, RQ queue
     runs: int
     rescheduled: int
-    body: list[Any]  # per run, then per reschedule (see DISPATCH's header)
+    spawned: int
+    runs_prefix: str
+    body: list[Any]  # per run, then per reschedule, then per spawn (see DISPATCH's header)
 
     def args(self, now_ms: int) -> list[Any]:
         return [
@@ -198,6 +241,8 @@ class Write:
             self.runs,
             self.rescheduled,
             now_ms / 1000,
+            self.spawned,
+            self.runs_prefix,
             *self.body,
         ]
 
@@ -284,7 +329,7 @@ class Dispatcher:
             part = BatchResult()
             for schedule_id, score_ms, row in rows[start : start + self.batch_size]:
                 part.add(decide(schedule_id, row, score_ms, now_ms, self.allow))
-            writes = part.runs or part.rescheduled
+            writes = part.runs or part.rescheduled or part.spawned
             yield part, self._write(part, revision, token, epoch, now_ms) if writes else None
 
     def _run(
@@ -298,7 +343,17 @@ class Dispatcher:
 
         sends = ((part, None if write is None else write.args(now_ms)) for part, write in batches)
         k = self.keys
-        keys = [k.leader, k.revision, k.due, k.running, rqkeys.QUEUES, k.queued, k.stale, k.queues]
+        keys = [
+            k.leader,
+            k.revision,
+            k.due,
+            k.running,
+            rqkeys.QUEUES,
+            k.queued,
+            k.stale,
+            k.queues,
+            k.concurrent,
+        ]
         scripts.pipelined(self.conn, self._scripts.dispatch, keys, sends, settle)
         return done
 
@@ -328,7 +383,25 @@ class Dispatcher:
         for d in result.rescheduled:
             fire = NO_FIRE if d.fire_ms >= windows.NEVER_MS else iso(d.fire_ms)  # past end_at: completed
             args += [d.schedule_id, fire, d.score_ms / 1000, d.dropped]
-        return Write(token, revision, epoch, self._prefixes, len(result.runs), len(result.rescheduled), args)
+        for d in result.spawned:
+            template = self._template(d)
+            limits = self._limits_of(d)
+            fire_iso = iso(d.fire_ms)
+            job = template.fields_for(_description(d, fire_iso), self._meta(d, fire_iso, epoch))
+            nxt = NO_FIRE if d.next_ms >= windows.NEVER_MS else iso(d.next_ms)
+            args += [d.schedule_id, fire_iso, d.fire_ms, d.job_id, template.queue, d.dropped, template.ttl_s]
+            args += [(now_ms + limits.stale_after_ms) / 1000, nxt, d.score_ms / 1000, len(job), *job]
+        return Write(
+            token,
+            revision,
+            epoch,
+            self._prefixes,
+            len(result.runs),
+            len(result.rescheduled),
+            len(result.spawned),
+            self.keys.runs(""),
+            args,
+        )
 
     def _template(self, d: Decision) -> rqjob.JobTemplate:
         """The schedule version's job template, built once per version."""
@@ -361,12 +434,13 @@ class Dispatcher:
             epoch=epoch,
             version=d.version,
             namespace=self.keys.namespace,
+            concurrent=d.kind is Kind.SPAWN,
         )
         return fire.to_meta()
 
     def _after(self, result: BatchResult, now_ms: int, epoch: int) -> None:
         if log.isEnabledFor(logging.INFO):
-            for d in result.runs:
+            for d in [*result.runs, *result.spawned]:
                 log.info(
                     "dispatched schedule=%s fire=%s job=%s attempt=%d epoch=%d lag_ms=%d",
                     d.schedule_id,
@@ -376,11 +450,17 @@ class Dispatcher:
                     epoch,
                     now_ms - d.fire_ms,
                 )
-        for d in result.runs:
+        for d in [*result.runs, *result.spawned]:
             if d.dropped:
                 log.warning("missed schedule=%s fires=%d (misfire policy)", d.schedule_id, d.dropped)
         for d in result.rescheduled:
-            if d.fire_ms >= windows.NEVER_MS:
+            if d.score_ms >= SLOT_WAIT_SCORE * 1000:
+                log.info(
+                    "waiting schedule=%s fire=%s (max_concurrent runs in flight)",
+                    d.schedule_id,
+                    iso(d.fire_ms),
+                )
+            elif d.fire_ms >= windows.NEVER_MS:
                 log.info("completed schedule=%s dropped=%d (no fire before end_at)", d.schedule_id, d.dropped)
             else:
                 next_fire = iso(d.fire_ms)

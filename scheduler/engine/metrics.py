@@ -287,13 +287,14 @@ class Metrics:
 
     def observe_batch(self, result: BatchResult, now_ms: int) -> None:
         """Count one dispatch batch (from the value ``Dispatcher.dispatch`` returns)."""
-        if result.runs:
-            self.dispatched.inc(len(result.runs))
+        started = [*result.runs, *result.spawned]
+        if started:
+            self.dispatched.inc(len(started))
             # retries keep their original fire time: their "lag" is the back-off
             self.dispatch_lag.observe_many(
-                max(0, now_ms - d.fire_ms) / 1000 for d in result.runs if d.attempt == 1
+                max(0, now_ms - d.fire_ms) / 1000 for d in started if d.attempt == 1
             )
-        dropped = sum(d.dropped for d in result.runs) + sum(d.dropped for d in result.rescheduled)
+        dropped = sum(d.dropped for d in started) + sum(d.dropped for d in result.rescheduled)
         if dropped:
             self.missed.inc(dropped)
         if result.broken:

@@ -39,6 +39,7 @@ from scheduler.clock import Clock, SystemClock, iso, redis_now_ms, time_reply_ms
 from scheduler.connection import DEFAULT_REDIS_URL
 from scheduler.engine.alerts import AlertConfig, Alerter
 from scheduler.engine.backfiller import Backfiller
+from scheduler.engine.concurrent import Concurrent
 from scheduler.engine.counters import CounterWatch
 from scheduler.engine.dispatch import DEFAULT_BATCH, Dispatcher, Prepared
 from scheduler.engine.healthalerts import HealthAlerts
@@ -128,6 +129,7 @@ class Service:
         self.watchdog = Watchdog(self.conn, self.keys, batch_size=config.batch_size, metrics=self.metrics)
         self.unpauser = Unpauser(self.conn, self.keys)
         self.backfiller = Backfiller(self.conn, self.keys, allow=config.allow)
+        self.concurrent = Concurrent(self.conn, self.keys)
         self.alerter = Alerter(
             self.conn, self.keys, config.alerts, is_leader=lambda: self.is_leader, metrics=self.metrics
         )
@@ -327,18 +329,24 @@ class Service:
         pipe.zrange(self.keys.running, 0, 0, withscores=True)
         pipe.zrange(self.keys.paused_until, 0, 0, withscores=True)
         pipe.zrange(self.keys.backfills, 0, 0, withscores=True)
+        pipe.zrange(self.keys.concurrent, 0, 0, withscores=True)
         sent = self.clock.monotonic()
-        time_reply, first_due, first_running, first_until, first_backfill = pipe.execute()
+        time_reply, first_due, first_running, first_until, first_backfill, first_run = pipe.execute()
         # Redis read its clock about half way through the round trip: plan from there,
         # in microseconds (whole milliseconds made every planned wake ~0.5 ms late).
         read_at = (sent + self.clock.monotonic()) / 2
         now_ms = time_reply_ms(time_reply)
-        firsts = {"running": first_running, "until": first_until, "backfill": first_backfill}
+        firsts = {
+            "running": first_running,
+            "until": first_until,
+            "backfill": first_backfill,
+            "runs": first_run,
+        }
         if self._work(now_ms, token, first_due, **firsts):
             self._plan_until = None
             return 0.0  # re-read the sets before planning a wait
         now_s = int(time_reply[0]) + int(time_reply[1]) / 1e6
-        others = [*first_running, *first_until, *first_backfill]
+        others = [*first_running, *first_until, *first_backfill, *first_run]
         return self._plan(read_at, now_s, first_due, others, token)
 
     def _work(
@@ -350,6 +358,7 @@ class Service:
         running: list[tuple[bytes, float]],
         until: list[tuple[bytes, float]],
         backfill: list[tuple[bytes, float]],
+        runs: list[tuple[bytes, float]],
     ) -> bool:
         """Do what has come (dispatch, watchdog, pauses that end, backfills after the
         live fires); False when nothing had. Each list holds the first of its set."""
@@ -362,6 +371,9 @@ class Service:
             worked = True
         if running and running[0][1] * 1000 <= now_ms:
             self.watchdog.check(now_ms)
+            worked = True
+        if runs and runs[0][1] * 1000 <= now_ms:
+            self.concurrent.step(now_ms, token, self.lease.epoch)
             worked = True
         if until and until[0][1] * 1000 <= now_ms:
             self.unpauser.resume_due(now_ms, token)

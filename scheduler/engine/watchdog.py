@@ -326,15 +326,7 @@ class Watchdog:
         )
 
     def _error_text(self, job_id: str) -> str:
-        """The last line of the job's exception, when RQ kept it (read-only)."""
-        try:
-            job = Job.fetch(job_id, connection=self.conn, serializer=JSONSerializer)
-            result = job.latest_result()
-        except Exception:  # noqa: BLE001 - best effort: the verdict stands without it
-            return ""
-        exc = getattr(result, "exc_string", None) or ""
-        lines = [line for line in exc.strip().splitlines() if line.strip()]
-        return lines[-1] if lines else ""
+        return error_text(self.conn, job_id)
 
     def _orphan(self, schedule_id: str, now_ms: int) -> None:
         """In the running set without a usable in-flight record: take it out, and mark
@@ -370,6 +362,18 @@ class Watchdog:
         except CorruptDefinition as exc:
             return exc.reason[:500]
         return "in the running set without a readable in-flight run"
+
+
+def error_text(conn: Redis, job_id: str) -> str:
+    """The last line of the job's exception, when RQ kept it (read-only)."""
+    try:
+        job = Job.fetch(job_id, connection=conn, serializer=JSONSerializer)
+        result = job.latest_result()
+    except Exception:  # noqa: BLE001 - best effort: the verdict stands without it
+        return ""
+    exc = getattr(result, "exc_string", None) or ""
+    lines = [line for line in exc.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
 
 
 def _lists(queue: str) -> tuple[str, str]:

@@ -151,6 +151,7 @@ REMOVE = (
 -- KEYS[15] - its backfill hash
 -- KEYS[16] - the backfills zset
 -- KEYS[17] - its succeeded zset
+-- KEYS[18] - its allow_all runs hash
 -- ARGV[1] - the schedule id
 -- ARGV[2] - now, ISO
 -- ARGV[3] - by: who removes it
@@ -160,7 +161,7 @@ local schedule, history, due, running = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local ids, revision, events = KEYS[5], KEYS[6], KEYS[7]
 local queued, stale, broken, failing, metered = KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12]
 local paused_until, log = KEYS[13], KEYS[14]
-local backfill, backfills, succeeded = KEYS[15], KEYS[16], KEYS[17]
+local backfill, backfills, succeeded, runs = KEYS[15], KEYS[16], KEYS[17], KEYS[18]
 local id, now, by, note = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local version = redis.pcall('HGET', schedule, 'version')
 if type(version) ~= 'string' then version = '' end  -- none, or a key of another type
@@ -173,6 +174,9 @@ redis.call('SREM', metered, id)
 redis.call('ZREM', paused_until, id)
 redis.call('DEL', history)
 redis.call('DEL', backfill, succeeded)  -- a backfill in flight stops; its ack finds nothing
+-- allow_all runs in flight finish unacked; the leader drops their members of the
+-- concurrent zset (no record), so a schedule re-created with this id starts at 0
+redis.call('DEL', runs)
 redis.call('ZREM', backfills, id)
 redis.call('ZREM', due, id)
 redis.call('ZREM', running, id)

@@ -98,6 +98,8 @@ def acl_rules(role: str, namespace: str = DEFAULT_NAMESPACE) -> tuple[str, ...]:
             f"~{ns}:succeeded:*",  # the ack records the fire that succeeded (what a backfill skips)
             f"~{ns}:backfill:*",  # a backfill run's ack (scheduler.engine.backfiller)
             f"~{ns}:backfills",
+            f"~{ns}:runs:*",  # an allow_all run's ack and nudge (scheduler.engine.concurrent)
+            f"~{ns}:concurrent",
         )
         channels = (f"&{ns}:events", f"&{ns}:alerts", f"&{rqkeys.PUBSUB_PATTERN}")
     else:

@@ -85,6 +85,8 @@ class StatusReport:
     workers: list[WorkerClock] = field(default_factory=list)
     rq: RqIdentity = field(default_factory=RqIdentity.current)  # this process's
     rq_workers: list[RqWorker] = field(default_factory=list)
+    #: runs of ``overlap = allow_all`` schedules in flight or waiting for their retry
+    concurrent_runs: int = 0
 
     @property
     def total(self) -> int:
@@ -107,6 +109,7 @@ class StatusReport:
             "epoch": self.epoch,
             "lease_remaining_s": None if self.lease_ttl_ms is None else self.lease_ttl_ms / 1000,
             "schedules": {**self.counts, "total": self.total, "overdue": self.overdue},
+            "allow_all_runs": self.concurrent_runs,
             "oldest_overdue": None
             if self.oldest_overdue_ms is None
             else {"id": self.oldest_overdue_id, "due_at": iso(self.oldest_overdue_ms), "lag_s": lag},
@@ -168,7 +171,10 @@ def read_status(conn: Redis, namespace: str, *, detail: bool = True) -> StatusRe
     pipe.zrange(k.nodes, 0, -1, withscores=True)
     pipe.get(k.epoch)
     pipe.hgetall(k.data_lost)
-    time_reply, leader, pttl, total, due, running, first, nodes, epoch_counter, marker = pipe.execute()
+    pipe.zcard(k.concurrent)
+    time_reply, leader, pttl, total, due, running, first, nodes, epoch_counter, marker, concurrent_runs = (
+        pipe.execute()
+    )
     now_ms = time_reply_ms(time_reply)
     token = text(leader)
     epoch, _, node = token.partition(":") if token else ("0", "", None)
@@ -198,6 +204,7 @@ def read_status(conn: Redis, namespace: str, *, detail: bool = True) -> StatusRe
         data_lost=dataloss.assess(dataloss.decode_marker(marker), counter, seen),
         workers=read_worker_clocks(conn, k),
         rq_workers=read_workers(conn, k),
+        concurrent_runs=concurrent_runs,
     )
 
 

@@ -28,8 +28,9 @@ from redis import Redis
 from werkzeug.routing import BuildError
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from scheduler.clock import redis_now_ms
+from scheduler.clock import iso, redis_now_ms
 from scheduler.connection import mask_secrets
+from scheduler.engine import concurrent
 from scheduler.errors import RqbeatError, ScheduleNotFound, StaleVersion
 from scheduler.keys import DEFAULT_NAMESPACE, Keys
 from scheduler.model import ID_PATTERN
@@ -255,6 +256,16 @@ class Dashboard:
         data["job_url"] = self.job_link(record.job_id) if record.job_id else None
         backfill = self.client.backfill_status(schedule_id)
         data["backfill"] = None if backfill is None else backfill.to_json() | {"line": backfill.line()}
+        data["runs_in_flight"] = [  # overlap = allow_all: each run its own
+            {
+                "fire_at": iso(r.fire_ms),
+                "job_id": r.job_id,
+                "attempt": r.attempt,
+                "state": str(r.state),
+                "job_url": self.job_link(r.job_id),
+            }
+            for r in concurrent.read_runs(self.conn, self.client.keys, schedule_id)
+        ]
         return data
 
     def schedule_page(self, schedule_id: str) -> Response:

@@ -94,7 +94,14 @@ def test_replica_and_worker_as_least_privilege_users(
     wait_for(lambda: len(runs_per_key(admin)) >= 2, timeout=20, what="2 runs")
     wait_for(lambda: text(admin.hget("rqbeat:schedule:acl", "last_result")) == "succeeded", timeout=20,
              what="an acknowledged run")  # fmt: skip
-    assert "by=watchdog" not in replica.output()  # the worker's atomic ack went through its ACL
+    added = rqbeat(
+        "--redis-url", sched_url, "add", "acl-all", "tests.jobs.record", "--every", "1s",
+        "--overlap", "allow_all", "--max-concurrent", "2",
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    wait_for(lambda: text(admin.hget("rqbeat:schedule:acl-all", "last_result")) == "succeeded", timeout=20,
+             what="an acknowledged allow_all run")  # fmt: skip
+    assert "by=watchdog" not in replica.output()  # the worker's atomic acks went through its ACL
     log = admin.execute_command("ACL", "LOG")  # type: ignore[no-untyped-call]
     denied = {(text(e[b"username"]), text(e[b"object"])) for e in log}
     # Neither user was refused anything it needed. RQ's worker asks CLIENT LIST (every

@@ -128,7 +128,7 @@ def test_overlap_is_stored_only_when_not_the_default() -> None:
 
 
 def test_an_unknown_overlap_names_the_field_and_the_choices() -> None:
-    choices = "skip, buffer_one, buffer_all, cancel_other"
+    choices = "skip, buffer_one, buffer_all, cancel_other, allow_all"
     with pytest.raises(ValueError, match=rf"overlap: must be one of {choices} \(got 'queue'\)"):
         every_10s(overlap="queue")
 
