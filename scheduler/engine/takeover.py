@@ -20,8 +20,10 @@ keeps its connection, so it is waited out by the TTL as before; and a lease dele
 while its holder is alive (the lease connection was remade and not yet recorded
 again) only makes that holder's next renewal or dispatch fail, as with an expiry.
 Asking costs nothing at idle: a standby asks only when a fire is overdue, once per
-due score; the reads it plans with are taken after an event (an edit, an ack)
-or at the planned time, never on a timer of their own.
+due score, and again each RECHECK_S while a leader found alive stays late with it
+(it may die before it sends the fire, and a dead leader sends no event); the reads
+it plans with are taken after an event (an edit, an ack) or at the planned time,
+never on a timer of their own.
 
 The client check uses ``CLIENT TRACKING on REDIRECT <id>`` (refused when no client
 has that id) then ``CLIENT TRACKING off``: both are in the ``@connection`` ACL
@@ -66,6 +68,10 @@ log = logging.getLogger(__name__)
 #: A fire this late (ms past its due score, Redis time) makes a standby ask whether
 #: the leader's process is alive. A live leader sends a fire within milliseconds.
 GRACE_MS = 100
+#: After a leader was found alive (or unknown) with a fire overdue, ask again this
+#: much later if that fire is still overdue: a leader alive when asked may die
+#: before it sends the fire, and no event comes from a leader that is gone.
+RECHECK_S = 1.0
 _NO_SUCH_CLIENT = "does not exist"
 
 TAKE_OVER = """
@@ -162,6 +168,27 @@ def judge(recorded: LeaseConnection, node: str | None, tracking_error: str | Non
     return Verdict.GONE if _NO_SUCH_CLIENT in tracking_error else Verdict.UNKNOWN
 
 
+@dataclass(frozen=True, slots=True)
+class Asked:
+    """The lease and the fire a standby last asked about, and when (monotonic)."""
+
+    token: str | None
+    due_ms: int | None
+    at: float
+
+
+def next_check_at(seen: Sighting, asked: Asked | None) -> float | None:
+    """Monotonic time of the next check: when the first fire is overdue; for a fire
+    already asked about (the leader was alive), :data:`RECHECK_S` after that ask
+    (a fire sent meanwhile shows as another first fire at the next read)."""
+    at = seen.check_at()
+    if at is None:
+        return None
+    if asked is not None and (asked.token, asked.due_ms) == (seen.token, seen.due_ms):
+        return asked.at + RECHECK_S
+    return at
+
+
 class Takeover:
     """A standby's watch on the leader's lease connection. Not thread-safe."""
 
@@ -170,7 +197,7 @@ class Takeover:
         self.keys = keys
         self.clock = clock
         self._seen: Sighting | None = None
-        self._asked: tuple[str | None, int | None] | None = None  # (token, due) asked about
+        self._asked: Asked | None = None  # the last (token, fire) asked about, and when
         self._take_over = scripts.register(conn, TAKE_OVER, scripts.Flags.ALLOW_OOM)
 
     def forget(self) -> None:
@@ -181,19 +208,17 @@ class Takeover:
         """Seconds until a check is due (0: now), None when there is none to plan."""
         if self._seen is None:
             self._seen = self._read()
-        seen = self._seen
-        at = seen.check_at()
-        if at is None or (seen.token, seen.due_ms) == self._asked:
-            return None
-        return max(0.0, at - self.clock.monotonic())
+        at = next_check_at(self._seen, self._asked)
+        return None if at is None else max(0.0, at - self.clock.monotonic())
 
     def dead_leader(self) -> str | None:
         """At a planned check: the token of a leader whose fire is overdue and whose
-        lease connection no longer exists, else None. Asks once per (token, fire)."""
+        lease connection no longer exists, else None. Asks once per (token, fire), then
+        every :data:`RECHECK_S` while that fire stays overdue."""
         seen = self._seen = self._read()
         if seen.token is None or seen.conn is None or not seen.overdue():
             return None
-        self._asked = (seen.token, seen.due_ms)
+        self._asked = Asked(seen.token, seen.due_ms, self.clock.monotonic())
         verdict = self._ask(seen.conn)
         if verdict is not Verdict.GONE:
             log.info(

@@ -6,10 +6,13 @@ from __future__ import annotations
 from scheduler.engine.takeover import (
     GRACE_MS,
     NO_LEASE_CONNECTION,
+    RECHECK_S,
+    Asked,
     LeaseConnection,
     Sighting,
     Verdict,
     judge,
+    next_check_at,
     node_of,
     parse_record,
 )
@@ -77,3 +80,17 @@ def test_nothing_to_check_without_a_holder_a_record_or_a_fire() -> None:
     assert sighting(due_ms=None, now_ms=0).check_at() is None
     assert sighting(due_ms=5, now_ms=0, conn=None).check_at() is None
     assert sighting(due_ms=5, now_ms=0, token=None).check_at() is None
+
+
+def test_a_late_fire_of_a_live_leader_is_asked_about_again() -> None:
+    """The leader was alive when asked about its overdue fire; if it dies before it
+    sends that fire, nothing else would ever make the standby ask (a dead leader sends
+    no event): the same fire is asked about again RECHECK_S later."""
+    seen = sighting(due_ms=10_000, now_ms=10_000 + GRACE_MS)
+    assert next_check_at(seen, None) == seen.check_at()
+    asked = Asked(TOKEN, 10_000, at=250.0)
+    assert next_check_at(seen, asked) == 250.0 + RECHECK_S
+    # Another fire, or another reign, is planned as usual.
+    assert next_check_at(seen, Asked(TOKEN, 9_000, at=250.0)) == seen.check_at()
+    assert next_check_at(seen, Asked("8:replica-b", 10_000, at=250.0)) == seen.check_at()
+    assert next_check_at(sighting(due_ms=None, now_ms=0), asked) is None
