@@ -204,6 +204,13 @@ class Takeover:
         """Something changed (an event arrived, a role changed): read again."""
         self._seen = None
 
+    def lease_held(self) -> None:
+        """Another replica holds the lease now. A sighting that found no holder was read
+        before it acquired (replicas starting together): read again, or no check would
+        be planned until an event, and a dead leader sends none."""
+        if self._seen is not None and self._seen.token is None:
+            self._seen = None
+
     def wait_s(self) -> float | None:
         """Seconds until a check is due (0: now), None when there is none to plan."""
         if self._seen is None:
