@@ -19,11 +19,13 @@ DASH = "\u2013"  # en dash, as in "median [min-max]"
 class Target:
     """A performance target for a metric: ``median <op> value``."""
 
-    op: str  # ">=" or "<="
+    op: str  # ">=", "<=" or "<"
     value: float
     text: str
 
     def met(self, measured: float) -> bool:
+        if self.op == "<":
+            return measured < self.value
         return measured >= self.value if self.op == ">=" else measured <= self.value
 
 
@@ -90,6 +92,9 @@ class Context:
     workdir: Path
     reps: int
     verbose: bool = True
+    #: A git ref to measure beside the working tree where a scenario supports it
+    #: (``--baseline``: same-run before/after).
+    baseline: str = ""
     _started: float = field(default_factory=time.monotonic)
 
     def log(self, message: str) -> None:

@@ -57,10 +57,10 @@ def sleep_until(epoch_s: float) -> None:
 class Process:
     """A subprocess in its own session with its output in a log file."""
 
-    def __init__(self, args: Sequence[str], log: Path, cwd: Path = REPO) -> None:
+    def __init__(self, args: Sequence[str], log: Path, cwd: Path = REPO, pythonpath: Path = REPO) -> None:
         self.args = list(args)
         self.log_path = log
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        env = {**os.environ, "PYTHONPATH": str(pythonpath)}
         self._log = log.open("ab")
         self.proc = subprocess.Popen(
             self.args, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True
@@ -117,19 +117,26 @@ class Stack:
         self.procs: list[Process] = []
         self._n = 0
 
-    def start(self, name: str, args: Sequence[str], cwd: Path = REPO) -> Process:
+    def start(self, name: str, args: Sequence[str], cwd: Path = REPO, pythonpath: Path = REPO) -> Process:
         """``args`` as a process run in ``cwd`` (an app directory: ``rqbeat worker`` imports
         the jobs from there)."""
         self._n += 1
-        proc = Process(args, self.workdir / f"{self._n:02d}-{name}.log", cwd)
+        proc = Process(args, self.workdir / f"{self._n:02d}-{name}.log", cwd, pythonpath)
         self.procs.append(proc)
         return proc
 
     def replica(
-        self, node: str, *, lease: str = "15s", log_level: str = "info", python: Sequence[str] = ()
+        self,
+        node: str,
+        *,
+        lease: str = "15s",
+        log_level: str = "info",
+        python: Sequence[str] = (),
+        tree: Path = REPO,
     ) -> Process:
         """``rqbeat run`` (``python -m scheduler run``); ``python`` replaces the interpreter
-        command (a profiler: ``py-spy record -- python``, ``python -m cProfile -o F``)."""
+        command (a profiler: ``py-spy record -- python``, ``python -m cProfile -o F``);
+        ``tree`` is the source tree it runs from (another commit's, for a before/after)."""
         return self.start(
             node,
             [
@@ -137,6 +144,8 @@ class Stack:
                 "--namespace", self.namespace, "run", "--node", node, "--lease", lease,
                 "--log-level", log_level,
             ],
+            cwd=tree,
+            pythonpath=tree,
         )  # fmt: skip
 
     def worker(self, name: str, queue: str = "default") -> Process:
@@ -149,13 +158,26 @@ class Stack:
             ],
         )  # fmt: skip
 
-    def plain_rq_worker(self, name: str, queue: str = "default") -> Process:
-        """A stock ``rq worker -S rq.serializers.JSONSerializer``: the watchdog acks."""
+    def plain_rq_worker(
+        self, name: str, queue: str = "default", serializer: str = "rq.serializers.JSONSerializer"
+    ) -> Process:
+        """A stock ``rq worker -S rq.serializers.JSONSerializer``: the watchdog acks.
+        (``serializer="pickle"``: RQ's default, what RQ's cron enqueues with.)"""
         return self.start(
             name,
             [
                 sys.executable, "-m", "rq.cli", "worker", "--url", self.redis_url,
-                "-S", "rq.serializers.JSONSerializer", "--name", name, "--logging_level", "WARNING", queue,
+                "-S", serializer, "--name", name, "--logging_level", "WARNING", queue,
+            ],
+        )  # fmt: skip
+
+    def rq_cron(self, name: str, config: Path) -> Process:
+        """RQ's own cron scheduler, ``rq cron CONFIG`` (``rq.cron``, RQ 2.1+)."""
+        return self.start(
+            name,
+            [
+                sys.executable, "-m", "rq.cli", "cron", "--url", self.redis_url, "--logging-level", "warning",
+                str(config),
             ],
         )  # fmt: skip
 

@@ -68,6 +68,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--only", default="", help=f"comma-separated scenarios: {', '.join(names)}")
     parser.add_argument("--reps", type=int, default=0, help="repetitions (default 3, or 1 with --quick)")
     parser.add_argument("--out", type=Path, default=None, help="results file (default depends on the run)")
+    parser.add_argument(
+        "--baseline",
+        default="",
+        help="git ref whose scheduler runs beside this tree's in the same run (firelag: before/after)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory with process logs")
     args = parser.parse_args(argv)
     only = [n.strip() for n in args.only.split(",") if n.strip()]
@@ -89,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     budget = QUICK_BUDGET_S if args.quick else BUDGET_S
     command = shlex.join([_shown_python(), "-m", "bench", *(sys.argv[1:] if argv is None else argv)])
     workdir = Path(tempfile.mkdtemp(prefix="rqbeat-bench-"))
-    ctx = Context(quick=args.quick, workdir=workdir, reps=reps)
+    ctx = Context(quick=args.quick, workdir=workdir, reps=reps, baseline=args.baseline)
     env = report.environment()
     load_before = _load()
     started = time.monotonic()

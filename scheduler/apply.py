@@ -33,7 +33,10 @@ from scheduler.protocol import ScheduleState
 from scheduler.records import ScheduleRecord, decode_definition
 
 _TOP_LEVEL = ("defaults", "schedules")
-MAX_FILE_BYTES = 64 * 1024 * 1024
+#: A file of 1M realistic schedules is about 93 MB of TOML (bench/register.py): the
+#: limit leaves room for that, and refuses a file whose schedules would not fit in
+#: memory anyway.
+MAX_FILE_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +127,7 @@ def parse_document(document: dict[str, Any], *, owner: str) -> list[Schedule]:
             raise InvalidSchedule(name, value, "must be a table")
     _check_defaults(defaults, any_schedules=bool(schedules))
     out = []
+    shapes: dict[tuple[Any, ...], Schedule] = {}
     for schedule_id, body in schedules.items():
         if not isinstance(body, dict):
             raise InvalidSchedule(f"schedules.{schedule_id}", body, "must be a table")
@@ -132,10 +136,41 @@ def parse_document(document: dict[str, Any], *, owner: str) -> list[Schedule]:
         if "owner" in body or "owner" in defaults:
             raise InvalidSchedule(f"schedules.{schedule_id}.owner", body.get("owner"), "is set by apply")
         try:
-            out.append(Schedule.from_dict({**defaults, **body, "id": schedule_id}, owner=owner))
+            settings = {**defaults, **body}
+            settings.pop("id", None)
+            out.append(_build(schedule_id, settings, owner, shapes))
         except InvalidSchedule as exc:
             raise InvalidSchedule(f"schedules.{schedule_id}.{exc.field}", exc.value, exc.reason) from None
     return out
+
+
+def _build(
+    schedule_id: str, settings: dict[str, Any], owner: str, shapes: dict[tuple[Any, ...], Schedule]
+) -> Schedule:
+    """:meth:`Schedule.from_dict`, validated once per shape: schedules whose settings
+    besides the id are the same (the same values of the same types, so ``true`` is
+    not taken for ``1``) are copies of the first under their own id
+    (:meth:`Schedule.with_id`). A file of 100k schedules usually has few shapes (its
+    distinct cron expressions, say)."""
+    shape = shape_of(settings)
+    if shape is None:  # a list or a table among the values: not hashable, built alone
+        return Schedule.from_dict({**settings, "id": schedule_id}, owner=owner)
+    first = shapes.get(shape)
+    if first is None:
+        first = shapes[shape] = Schedule.from_dict({**settings, "id": schedule_id}, owner=owner)
+        return first
+    return first.with_id(schedule_id)
+
+
+def shape_of(settings: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """``settings`` (without the id), with each value's type, as a hashable key; None
+    when a value is not hashable."""
+    shape = (tuple(settings.items()), tuple(map(type, settings.values())))
+    try:
+        hash(shape)
+    except TypeError:
+        return None
+    return shape
 
 
 def _check_defaults(defaults: dict[str, Any], *, any_schedules: bool) -> None:

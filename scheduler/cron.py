@@ -64,6 +64,7 @@ __all__ = [
     "NEVER_MS",
     "wall_matches",
     "first_match_after",
+    "hashed_by_id",
 ]
 
 _ALIASES = {
@@ -158,7 +159,22 @@ Trigger = CronTrigger | IntervalTrigger | PlannedTrigger
 
 def cron_trigger(expr: str, tz: str = "UTC", *, schedule_id: str = "") -> CronTrigger:
     """Validate and compile ``expr``; ``H`` fields are hashed from ``schedule_id``."""
+    if isinstance(expr, str) and isinstance(tz, str) and not _HAS_H.search(expr):
+        return _shared_trigger(expr, tz)
     return CronTrigger(expr, tz, schedule_id=schedule_id)
+
+
+def hashed_by_id(expr: str) -> bool:
+    """Whether ``expr`` has ``H`` fields, whose values come from the schedule's id."""
+    return bool(_HAS_H.search(expr))
+
+
+@lru_cache(maxsize=4096)
+def _shared_trigger(expr: str, tz: str) -> CronTrigger:
+    # Without H the id changes nothing (it is neither compared nor shown): schedules
+    # sharing an expression and a zone share one validated, immutable trigger, so a
+    # file of 100k schedules validates each of its expressions once.
+    return CronTrigger(expr, tz)
 
 
 def interval_trigger(every_ms: int, origin_ms: int = 0) -> IntervalTrigger:

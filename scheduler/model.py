@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields, replace
 from enum import StrEnum
 from functools import cached_property
 from typing import Any
@@ -109,21 +109,16 @@ class Schedule:
             raise InvalidSchedule("args", self.args, "must be a JSON list")
         if not isinstance(self.kwargs, Mapping) or not all(isinstance(k, str) for k in self.kwargs):
             raise InvalidSchedule("kwargs", self.kwargs, "must be a JSON object with string keys")
-        _check_payload(self.args, self.kwargs)
+        if self.args or self.kwargs:
+            _check_payload(self.args, self.kwargs)
         _check_misfire(self.misfire)
         if not isinstance(self.overlap, Overlap):
             raise InvalidSchedule("overlap", self.overlap, f"must be one of {_OVERLAPS}")
         _check_concurrency(self.overlap, self.max_concurrent, self.max_runs)
-        for name in (
-            "timeout_ms",
-            "ttl_ms",
-            "result_ttl_ms",
-            "failure_ttl_ms",
-            "catchup_window_ms",
-            "max_queued_ms",
-            "stale_after_ms",
-        ):
-            _check_positive_ms(name, getattr(self, name), optional=True)
+        for name in _OPTIONAL_MS:
+            value = getattr(self, name)
+            if value is not None:  # most are unset: skip the call
+                _check_positive_ms(name, value, optional=True)
         _check_positive_ms("jitter_ms", self.jitter_ms, optional=False, allow_zero=True)
         _check_attempts(self.max_attempts)
         windows.check_max_runs(self.max_runs)
@@ -189,7 +184,7 @@ class Schedule:
         """Build from user-facing keys (see :data:`USER_KEYS`); unknown keys are refused."""
         if not isinstance(raw, Mapping):
             raise InvalidSchedule("schedule", raw, "must be a table/object of settings")
-        unknown = sorted(set(raw) - set(USER_KEYS))
+        unknown = sorted(raw.keys() - USER_KEYS.keys())
         if unknown:
             key = unknown[0]
             raise InvalidSchedule(key, raw[key], f"unknown setting; expected one of {', '.join(USER_KEYS)}")
@@ -203,6 +198,21 @@ class Schedule:
         if owner is not None:
             values["owner"] = owner
         return cls(**values)
+
+    def with_id(self, schedule_id: str) -> Schedule:
+        """This schedule under another id, validating only what the id changes: the id
+        itself, and a cron expression with ``H`` (hashed by the id) compiled anew.
+        Everything else, including the memoized trigger and definition text, is shared:
+        ``rqbeat apply`` builds the schedules of a file that share their settings this
+        way, equal to what :meth:`from_dict` would build."""
+        if any(triggers.hashed_by_id(c) for c in self.crons):
+            return replace(self, id=schedule_id)
+        _check_pattern("id", schedule_id, ID_PATTERN, "use 1-100 of A-Z a-z 0-9 _ -")
+        _ = self._json  # memoized here first, so every copy shares it
+        clone = object.__new__(Schedule)
+        clone.__dict__.update(self.__dict__)
+        clone.__dict__["id"] = schedule_id
+        return clone
 
     def edited(self, changes: Mapping[str, Any]) -> Schedule:
         """A copy with some user-facing settings changed (keys and values as in
@@ -228,19 +238,11 @@ class Schedule:
     def to_dict(self) -> dict[str, Any]:
         """User-facing keys with durations as text; ``from_dict(to_dict())`` round-trips."""
         out: dict[str, Any] = {}
-        for name, key, omit_if in _OUTPUT:
+        for name, key, omit_if, convert in _OUTPUT:
             value = getattr(self, name)
             if value is None or value == omit_if:
                 continue
-            if name.endswith("_ms"):
-                value = format_duration(value)
-            elif name in ("args", "exclude") or (name == "cron" and isinstance(value, tuple)):
-                value = list(value)
-            elif name == "kwargs":
-                value = dict(value)
-            elif name in ("misfire", "overlap"):
-                value = str(value)
-            out[key] = value
+            out[key] = value if convert is None else convert(value)
         return out
 
     def to_json(self) -> str:
@@ -252,11 +254,16 @@ class Schedule:
     @cached_property
     def _json(self) -> str:
         # memoized: apply compares, sizes and encodes each of 100k schedules by it
-        return json.dumps(self.stored_settings(), sort_keys=True, separators=(",", ":"))
+        return json.dumps(self._settings, sort_keys=True, separators=(",", ":"))
 
     def stored_settings(self) -> dict[str, Any]:
         """What is stored (:mod:`scheduler.stored`, one hash field each): the
         user-facing settings that differ from their defaults, without the id."""
+        return dict(self._settings)
+
+    @cached_property
+    def _settings(self) -> dict[str, Any]:
+        # memoized for the text and the stored fields alike; never handed out itself
         data = self.to_dict()
         del data["id"]
         for key, default in _STORED_DEFAULTS.items():
@@ -374,6 +381,16 @@ USER_KEYS: dict[str, tuple[str, Any]] = {
     "max_runs": ("max_runs", _as_int),
     "exclude": ("exclude", windows.as_excludes),
 }
+#: The optional durations, checked when set.
+_OPTIONAL_MS = (
+    "timeout_ms",
+    "ttl_ms",
+    "result_ttl_ms",
+    "failure_ttl_ms",
+    "catchup_window_ms",
+    "max_queued_ms",
+    "stale_after_ms",
+)
 # Left out of the stored form too; from_dict restores them.
 _STORED_DEFAULTS = {
     "overlap": "skip",
@@ -384,7 +401,29 @@ _STORED_DEFAULTS = {
 }
 _OMIT_IF_DEFAULT = {"args", "kwargs", "jitter_ms", "pause_on_failure", "metrics", "exclude"}
 _NEVER = object()  # compares unequal to every value: the setting is always written
-# (field name, user key, value left out) per field, in declaration order.
+
+
+def _output_converter(name: str) -> Callable[[Any], Any] | None:
+    """How :meth:`Schedule.to_dict` shows a field's value (None: as it is); chosen once
+    per field, not per schedule."""
+    if name.endswith("_ms"):
+        return format_duration
+    if name in ("args", "exclude"):
+        return list
+    if name == "cron":
+        return _cron_output
+    if name == "kwargs":
+        return dict
+    if name in ("misfire", "overlap"):
+        return str
+    return None
+
+
+def _cron_output(value: str | tuple[str, ...]) -> str | list[str]:
+    return list(value) if isinstance(value, tuple) else value
+
+
+# (field name, user key, value left out, converter) per field, in declaration order.
 _OUTPUT = [
     (
         f.name,
@@ -392,6 +431,7 @@ _OUTPUT = [
         (f.default_factory() if f.default_factory is not MISSING else f.default)
         if f.name in _OMIT_IF_DEFAULT
         else _NEVER,
+        _output_converter(f.name),
     )
     for f in fields(Schedule)
 ]

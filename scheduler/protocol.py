@@ -279,6 +279,9 @@ DUE_FIELDS = (
 )  # fmt: skip
 #: The hash fields UPSERT_READ returns per schedule, in this order.
 UPSERT_READ_FIELDS = ("version", LEGACY_FIELD, "state", *SETTING_FIELDS)
+#: UPSERT_READ's whole reply for a schedule with no key at all (else: the number of
+#: fields, then their values): most of a big apply, sent as one integer, not 30 nils.
+UPSERT_READ_ABSENT = 0
 
 
 def lua_list(name: str, values: tuple[str, ...]) -> str:

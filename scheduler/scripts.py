@@ -8,7 +8,9 @@ re-exported here (``scripts.ACK``) for the code and tests that name them.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -117,17 +119,44 @@ def run(script: Script, keys: Sequence[KeyT], args: Sequence[Any], client: Any =
     return script(keys=list(keys), args=list(args), client=client)
 
 
+@dataclass(frozen=True, slots=True)
+class Packed:
+    """A script call's arguments with the bytes that send them (:func:`pack`), so that
+    a call decided ahead costs only a socket write when it is due."""
+
+    args: Sequence[Any]
+    data: list[bytes]
+
+
+def pack(conn: Redis, script: Script, keys: Sequence[KeyT], args: Sequence[Any]) -> Packed:
+    """``EVALSHA script keys args`` as the bytes any connection of ``conn``'s pool
+    sends. Raises what taking a connection from the pool raises (Redis unreachable)."""
+    pool = conn.connection_pool
+    connection: Any = pool.get_connection()
+    try:
+        return Packed(args, connection.pack_command("EVALSHA", script.sha, len(keys), *keys, *args))
+    finally:
+        pool.release(connection)
+
+
 class Pending:
     """A script call sent but not answered yet, so the caller can work while Redis runs
     it (dispatch decides the next batch meanwhile). :meth:`result` collects the reply;
     :meth:`abandon` drops the call's connection when the caller gives up on it."""
 
-    def __init__(self, conn: Redis, script: Script, keys: Sequence[KeyT], args: Sequence[Any]) -> None:
+    def __init__(
+        self, conn: Redis, script: Script, keys: Sequence[KeyT], args: Sequence[Any] | Packed
+    ) -> None:
+        packed = args if isinstance(args, Packed) else None
+        args = args.args if isinstance(args, Packed) else args
         self._client, self._script, self._keys, self._args = conn, script, keys, args
         self._pool = conn.connection_pool
         self._conn: Any = self._pool.get_connection()
         try:
-            self._conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+            if packed is not None:
+                self._conn.send_packed_command(packed.data)  # type: ignore[no-untyped-call]
+            else:
+                self._conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
         except BaseException:
             self.abandon()
             raise
@@ -153,27 +182,36 @@ def pipelined(
     conn: Redis,
     script: Script,
     keys: Sequence[KeyT],
-    batches: Iterable[tuple[C, Sequence[Any] | None]],
+    batches: Iterable[tuple[C, Sequence[Any] | Packed | None]],
     settle: Callable[[C, Any], bool],
+    *,
+    ahead: int = 1,
 ) -> None:
     """Call ``script`` once per batch, with the next batch prepared while Redis runs
     the last one: ``batches`` is consumed lazily, so its Python work overlaps Redis's.
-    Each batch's reply goes to ``settle(context, reply)`` in order, before the next
-    batch is sent; ``settle`` returning False stops there (the rest is never sent).
-    A batch whose arguments are None is not sent; its reply is None."""
-    in_flight: tuple[C, Pending | None] | None = None
+    Each batch's reply goes to ``settle(context, reply)`` in order; ``settle`` returning
+    False stops there (nothing more is sent). A batch whose arguments are None is not
+    sent; its reply is None.
+
+    With ``ahead=1`` a batch is settled before the next one is sent (dispatch: a
+    deposed leader must not send more). With ``ahead=2`` the next batch is sent while
+    the last still runs, so Redis finds it queued and never waits for the client to
+    settle and send: only for batches that do not depend on each other's outcome
+    (the upsert chunks, each write its own compare-and-set); one sent before a
+    refusal was settled still runs."""
+    in_flight: deque[tuple[C, Pending | None]] = deque()
     try:
         for context, args in batches:
-            if in_flight is not None:
-                done, call = in_flight
-                in_flight = None
+            while len(in_flight) >= ahead:
+                done, call = in_flight.popleft()
                 if not settle(done, None if call is None else call.result()):
                     return
-            in_flight = (context, None if args is None else Pending(conn, script, keys, args))
-        if in_flight is not None:
-            done, call = in_flight
-            in_flight = None
-            settle(done, None if call is None else call.result())
+            in_flight.append((context, None if args is None else Pending(conn, script, keys, args)))
+        while in_flight:
+            done, call = in_flight.popleft()
+            if not settle(done, None if call is None else call.result()):
+                return
     finally:
-        if in_flight is not None and in_flight[1] is not None:
-            in_flight[1].abandon()
+        for _, call in in_flight:
+            if call is not None:
+                call.abandon()

@@ -38,6 +38,7 @@ from scheduler.protocol import (
     ANY_VERSION,
     NO_FIRE,
     RUNS_DONE_FIELD,
+    UPSERT_READ_ABSENT,
     UPSERT_READ_FIELDS,
     BackfillOverlap,
     BackfillStartReply,
@@ -58,12 +59,18 @@ _TRIGGER_FIELDS = ("cron", "every_ms", "timezone", "jitter_ms", "start_at", "end
 FIRST_VERSION = 1
 #: Schedules per upsert script call: one round trip each way, Redis busy ~ms.
 UPSERT_CHUNK = hashes.CHUNK
+#: Upsert chunks sent before the oldest is answered (:func:`scheduler.scripts.pipelined`).
+UPSERTS_AHEAD = 2
 #: Read-merge-write passes of :meth:`Client.edit` before a busy schedule's edit gives up.
 EDIT_ATTEMPTS = 5
 #: A resume re-reads and tries again when an ack or an edit raced it, this many times.
 RESUME_ATTEMPTS = 5
 #: Called with how many schedules an upsert has settled since the last call.
 Progress = Callable[[int], None]
+#: UPSERT_READ rows by schedule id (:meth:`Client.read_rows`): only ids that exist.
+Rows = dict[str, Mapping[str, Any]]
+#: The row of a schedule that does not exist.
+_ABSENT: Mapping[str, Any] = dict.fromkeys(UPSERT_READ_FIELDS)
 #: What an upsert pass carries from sending a chunk to settling it: its writes, its size.
 _Chunk = tuple[list[Schedule], int]
 #: What one stored schedule costs Redis beyond twice its definition's JSON (hash
@@ -142,15 +149,24 @@ class Client:
         progress: Progress | None = None,
         by: str | None = None,
         note: str | None = None,
+        read: Rows | None = None,
     ) -> builtins.list[UpsertResult]:
         """Upsert several schedules with pipelined round trips (``rqbeat apply``);
         ``progress`` hears of each chunk as Redis answers it; ``by`` and ``note`` as
-        :meth:`upsert`. Raises :class:`~scheduler.errors.RedisFull` when Redis is out of
-        memory."""
-        return self._upsert_many(schedules, progress, audit.edit_of(by, note))
+        :meth:`upsert`. ``read``, what :meth:`read_rows` returned for these ids, spares
+        the first pass its own read (an id it lacks is taken as absent): each write is
+        still a compare-and-set on the version read, so a schedule edited since is
+        refused by the script and re-read and written in the next pass, as a race with
+        any reader's read. Raises :class:`~scheduler.errors.RedisFull` when Redis is out
+        of memory."""
+        return self._upsert_many(schedules, progress, audit.edit_of(by, note), read)
 
     def _upsert_many(
-        self, schedules: Sequence[Schedule], progress: Progress | None, edit: audit.Edit
+        self,
+        schedules: Sequence[Schedule],
+        progress: Progress | None,
+        edit: audit.Edit,
+        read: Rows | None = None,
     ) -> builtins.list[UpsertResult]:
         self._check_allowed(schedules)
         what = (
@@ -164,13 +180,15 @@ class Client:
         pending = list(schedules)
         try:
             for _ in range(5):
-                pending = self._upsert_round(pending, results, edit, progress)
+                pending = self._upsert_round(pending, results, edit, progress, read)
+                read = None  # the schedules that lost a race are read again
                 if not pending:
                     return [results[s.id] for s in schedules]
         except redis.exceptions.OutOfMemoryError as exc:
-            # Each chunk is one script, refused whole; the chunks before it stand. An
-            # upsert of the same schedules again writes only the rest (the written
-            # ones read back unchanged), so a re-run converges.
+            # Each chunk is one script, refused whole; the chunks before it stand (and
+            # the one sent behind it may: it is not counted here). An upsert of the
+            # same schedules again writes only the rest (the written ones read back
+            # unchanged), so a re-run converges.
             written = sum(r.action != "unchanged" for r in results.values())
             done = f"{written} schedule(s) of it were written before (re-running writes the rest)"
             raise RedisFull(what, done if written else "nothing was written") from exc
@@ -481,15 +499,19 @@ class Client:
     def stored(self, ids: Sequence[str]) -> dict[str, tuple[str | None, str | None]]:
         """(definition text, state) of each of ``ids`` that exists, without decoding:
         what ``rqbeat apply`` compares the file with. One script call per chunk."""
-        out: dict[str, tuple[str | None, str | None]] = {}
+        return stored_of(self.read_rows(ids))
+
+    def read_rows(self, ids: Sequence[str]) -> Rows:
+        """The fields an upsert decides from (``UPSERT_READ_FIELDS``) of each of ``ids``
+        that exists, by id; one script call per chunk. Give it to :meth:`upsert_many`
+        as ``read`` to spare that a second read."""
+        out: Rows = {}
         prefix = self.keys.schedule("")
         for chunk in hashes.chunks(ids, UPSERT_CHUNK):
             reply = scripts.run(self._scripts.upsert_read, [], [prefix, *chunk])
-            for i, schedule_id in enumerate(chunk):
-                row = _upsert_row(reply, i)
-                version, state, definition = row["version"], row["state"], stored.definition_text(row)
-                if version is not None or definition is not None or state is not None:
-                    out[schedule_id] = (definition, text(state))
+            for schedule_id, row in zip(chunk, _upsert_rows(reply, len(chunk)), strict=True):
+                if row is not _ABSENT:
+                    out[schedule_id] = row
         return out
 
     def history(self, schedule_id: str, count: int = 20) -> builtins.list[HistoryEntry]:
@@ -520,10 +542,12 @@ class Client:
         results: dict[str, UpsertResult],
         edit: audit.Edit,
         progress: Progress | None = None,
+        read: Rows | None = None,
     ) -> builtins.list[Schedule]:
         """One read-compute-write pass, chunk by chunk, each chunk computed while Redis
-        writes the last; returns the schedules that lost a race (an edit between the
-        read and the write)."""
+        writes the last (with ``read`` given, nothing is read: the computation never
+        waits behind the chunk in flight); returns the schedules that lost a race (an
+        edit between the read and the write)."""
         lost: builtins.list[Schedule] = []
 
         # One "now" for the pass: new schedules sharing a trigger share their first
@@ -532,7 +556,8 @@ class Client:
 
         def chunks() -> Iterator[tuple[_Chunk, builtins.list[Any] | None]]:
             for chunk in hashes.chunks(schedules, UPSERT_CHUNK):
-                writes, args = self._prepare(chunk, results, edit, now=now)
+                rows = None if read is None else [read.get(s.id, _ABSENT) for s in chunk]
+                writes, args = self._prepare(chunk, results, edit, now=now, rows=rows)
                 yield (writes, len(chunk)), args if writes else None
 
         def settle(context: _Chunk, versions: Any) -> bool:
@@ -552,15 +577,18 @@ class Client:
 
         k = self.keys
         keys = [k.due, k.ids, k.revision, k.events, k.broken, k.log, k.stale]
-        scripts.pipelined(self.conn, self._scripts.upsert, keys, chunks(), settle)
+        # two chunks in flight: Redis runs one while the next waits queued behind it
+        scripts.pipelined(self.conn, self._scripts.upsert, keys, chunks(), settle, ahead=UPSERTS_AHEAD)
         return lost
 
     def _check_headroom(self, schedules: Sequence[Schedule], what: str) -> None:
         """Refuse up front an upsert that cannot fit under maxmemory, so that it is not
         cut off between chunks. Unknown memory (INFO refused) is not a refusal."""
         memory = read_memory(self.conn)
+        if memory is None or not memory.max_bytes:  # no limit: spare sizing 100k definitions
+            return
         need = sum(2 * len(s.to_json()) + SCHEDULE_OVERHEAD_BYTES for s in schedules)
-        if memory is not None and not memory.fits(need):
+        if not memory.fits(need):
             left = max(0, memory.max_bytes - memory.used_bytes)
             raise RedisFull(what, f"nothing was written (it needs about {need} bytes, Redis has {left} left)")
 
@@ -592,16 +620,20 @@ class Client:
         schedules: Sequence[Schedule],
         results: dict[str, UpsertResult],
         edit: audit.Edit,
+        *,
         expected: Mapping[str, int] | None = None,
         now: int | None = None,
+        rows: Sequence[Mapping[str, Any]] | None = None,
     ) -> tuple[builtins.list[Schedule], builtins.list[Any]]:
-        """Read a chunk's current versions and build the upsert's arguments for the
-        schedules that changed (the unchanged go straight to ``results``). With
-        ``expected`` (id → version), a schedule found at another version raises
-        ``StaleVersion`` before anything is sent. ``now`` (Redis time) defaults to the
-        time of the read."""
+        """Read a chunk's current versions (unless ``rows``, read before, are given) and
+        build the upsert's arguments for the schedules that changed (the unchanged go
+        straight to ``results``). With ``expected`` (id → version), a schedule found at
+        another version raises ``StaleVersion`` before anything is sent. ``now`` (Redis
+        time) defaults to the time of the read."""
         prefix = self.keys.schedule("")
-        reply = scripts.run(self._scripts.upsert_read, [], [prefix, *(s.id for s in schedules)])
+        if rows is None:
+            reply = scripts.run(self._scripts.upsert_read, [], [prefix, *(s.id for s in schedules)])
+            rows = _upsert_rows(reply, len(schedules))
         now = redis_now_ms(self.conn) if now is None else now
         args: builtins.list[Any] = [
             prefix,
@@ -611,9 +643,14 @@ class Client:
             *edit.args(),
         ]
         writes: builtins.list[Schedule] = []
-        for i, schedule in enumerate(schedules):
-            row = _upsert_row(reply, i)
-            version, state, definition = row["version"], row["state"], stored.definition_text(row)
+        for schedule, row in zip(schedules, rows, strict=True):
+            if row is _ABSENT and expected is None:  # most of a big apply: nothing to compare
+                # (a new schedule has no runs counted: max_runs cannot be reached yet)
+                args += _create_args(schedule, cron.next_fire_ms(schedule.trigger, now))
+                writes.append(schedule)
+                continue
+            version, state = row["version"], row["state"]
+            definition = stored.definition_text(row)
             if expected is not None and int(version or 0) != expected[schedule.id]:
                 raise _stale(schedule.id, expected[schedule.id], int(version or 0))
             if (
@@ -629,13 +666,7 @@ class Client:
             fire = cron.next_fire_ms(schedule.trigger, now) if refire else None
             if fire is not None and self._runs_left(schedule, int(version or 0)) == 0:
                 fire = windows.NEVER_MS
-            args += [schedule.id, int(version or 0)]
-            if fire is None:
-                args += ["", 0]
-            elif fire >= windows.NEVER_MS:  # past end_at, or max_runs reached: completed
-                args += [NO_FIRE, 0]
-            else:
-                args += [iso(fire), policy.due_score_ms(schedule, fire) / 1000]
+            args += [schedule.id, int(version or 0), *_fire_args(schedule, fire)]
             args.append(audit.upsert_changes(definition, schedule.to_json(), text(state)))
             new_fields = stored.encode(schedule)
             stale = stored.stale_fields(row, new_fields)
@@ -664,6 +695,24 @@ def _first_unrun_ms(trigger: cron.Trigger, record: ScheduleRecord) -> int | None
     return cron.next_fire_ms(trigger, record.fire_ms) if record.job_id else record.fire_ms
 
 
+def _fire_args(schedule: Schedule, fire: int | None) -> tuple[str, float]:
+    """UPSERT's fire_at and due score: keep the pending fire (None), none left, or
+    ``fire``."""
+    if fire is None:
+        return "", 0
+    if fire >= windows.NEVER_MS:  # past end_at, or max_runs reached: completed
+        return NO_FIRE, 0
+    return iso(fire), policy.due_score_ms(schedule, fire) / 1000
+
+
+def _create_args(schedule: Schedule, fire: int) -> builtins.list[Any]:
+    """UPSERT's arguments for a schedule known not to exist (read as absent): version
+    0, no change list, no field to delete."""
+    fields = stored.encode(schedule)
+    flat = [x for pair in fields.items() for x in pair]
+    return [schedule.id, 0, *_fire_args(schedule, fire), "", len(fields), 0, *flat]
+
+
 def _old_definition(schedule_id: str, definition: str | None) -> Schedule | None:
     """The stored definition, or None when there is none or it is unreadable."""
     if definition is None:
@@ -679,10 +728,32 @@ def _expected(version: int | None) -> str:
     return ANY_VERSION if version is None else str(version)
 
 
-def _upsert_row(reply: list[Any], i: int) -> dict[str, Any]:
-    """The ``i``-th schedule of an UPSERT_READ reply: field name → value or None."""
-    n = len(UPSERT_READ_FIELDS)
-    return dict(zip(UPSERT_READ_FIELDS, reply[n * i : n * i + n], strict=True))
+def stored_of(rows: Rows) -> dict[str, tuple[str | None, str | None]]:
+    """(definition text, state) by id of :meth:`Client.read_rows`' rows, as
+    :meth:`Client.stored` returns them."""
+    out: dict[str, tuple[str | None, str | None]] = {}
+    for schedule_id, row in rows.items():
+        version, state, definition = row["version"], row["state"], stored.definition_text(row)
+        if version is not None or definition is not None or state is not None:
+            out[schedule_id] = (definition, text(state))
+    return out
+
+
+def _upsert_rows(reply: list[Any], count: int) -> builtins.list[Mapping[str, Any]]:
+    """The ``count`` rows of an UPSERT_READ reply: field name → value or None, and
+    ``_ABSENT`` itself for a schedule without a key."""
+    rows: builtins.list[Mapping[str, Any]] = []
+    at = 0
+    for _ in range(count):
+        n = int(reply[at])
+        if n == UPSERT_READ_ABSENT:
+            rows.append(_ABSENT)
+        else:
+            rows.append(dict(zip(UPSERT_READ_FIELDS, reply[at + 1 : at + 1 + n], strict=True)))
+        at += 1 + n
+    if at != len(reply):
+        raise ValueError(f"UPSERT_READ replied {len(reply)} values, expected {at}")
+    return rows
 
 
 def _stale(schedule_id: str, expected: int, found: int) -> errors.StaleVersion:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 from redis import Redis
@@ -39,14 +40,28 @@ SETTING_FIELDS: tuple[str, ...] = tuple(key for key in USER_KEYS if key != "id")
 #: The fields a definition is read from (HMGET), the legacy one first.
 DEFINITION_FIELDS: tuple[str, ...] = (LEGACY_FIELD, *SETTING_FIELDS)
 _SEPARATORS = (",", ":")
+#: Distinct setting texts :func:`encode_value` remembers (bounded: a file of 1M
+#: distinct descriptions must not hold them all twice).
+TEXT_CACHE_SIZE = 16_384
 _JSON_STARTS = frozenset('"[{-0123456789tfn \t\r\n')
 
 
 def encode_value(value: Any) -> str:
     """One setting's stored text (see the module docstring)."""
-    if isinstance(value, str) and not _reads_as_json(value):
-        return value
+    if isinstance(value, str):
+        return _encode_text(value)
+    if type(value) is int:  # not a bool (a subclass): JSON of an int is its digits
+        return str(value)
     return json.dumps(value, separators=_SEPARATORS, ensure_ascii=False, sort_keys=True)
+
+
+@lru_cache(maxsize=TEXT_CACHE_SIZE)
+def _encode_text(value: str) -> str:
+    # memoized: the schedules of a file share most texts (target, zone, cron, queue,
+    # owner), and deciding whether one reads as JSON may take a parse attempt
+    if not _reads_as_json(value):
+        return value
+    return json.dumps(value, separators=_SEPARATORS, ensure_ascii=False)
 
 
 def decode_value(stored: str) -> Any:
@@ -81,9 +96,7 @@ def _reads_as_json(value: str) -> bool:
 
 def encode(schedule: Schedule) -> dict[str, str]:
     """The hash fields of ``schedule``'s definition."""
-    # from the memoized text: cheaper than building the settings again
-    settings = json.loads(schedule.to_json())
-    return {key: encode_value(value) for key, value in settings.items()}
+    return {key: encode_value(value) for key, value in schedule.stored_settings().items()}
 
 
 def definition_text(fields: Mapping[str, Any]) -> str | None:

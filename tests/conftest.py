@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +10,22 @@ import pytest
 from redis import Redis
 
 from devtools.processes import Process, RedisServer
+
+#: What a user's app in a test's own directory is called (devtools.apps.write_app).
+USER_APP = "myapp"
+
+
+@pytest.fixture(autouse=True)
+def _forget_user_apps() -> Iterator[None]:
+    """Leave no user's app importable after a test: a CLI call in this process (``rqbeat
+    apply`` checks targets from the current directory) may import ``myapp`` from that
+    test's directory, and a later test that expects ``myapp`` not to import here would
+    then depend on the order the tests ran in."""
+    path = list(sys.path)
+    yield
+    sys.path[:] = path
+    for name in [m for m in sys.modules if m == USER_APP or m.startswith(USER_APP + ".")]:
+        del sys.modules[name]
 
 
 @pytest.fixture(scope="session")

@@ -18,8 +18,9 @@ The connection has command retries off: a resent write would enqueue a batch twi
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
@@ -64,6 +65,10 @@ _SETTINGS_AT = 7  # the settings follow runs_in_flight
 _TEMPLATES_KEPT = 65_536
 #: Batches read at once: Redis writes one while the next is decided.
 READ_AHEAD = 4
+#: A prepared first write of more schedules than this is not packed ahead: packing
+#: costs milliseconds at that size (again at every re-plan an ack causes), while its
+#: write takes far longer than the ~0.1 ms that packing ahead saves.
+ARM_MAX_WRITES = 100
 
 
 class Kind(StrEnum):
@@ -249,11 +254,13 @@ class Write:
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """Batches decided ahead of their due time ``at_ms`` (:meth:`Dispatcher.prepare`)."""
+    """Batches decided ahead of their due time ``at_ms`` (:meth:`Dispatcher.prepare`);
+    ``packed``: the first write's bytes, stamped ``at_ms`` (:meth:`Dispatcher.arm`)."""
 
     at_ms: int
     epoch: int
     batches: list[tuple[BatchResult, Write | None]]
+    packed: scripts.Packed | None = None
 
 
 class Dispatcher:
@@ -270,6 +277,18 @@ class Dispatcher:
         self._templates: dict[tuple[str, str], rqjob.JobTemplate] = {}
         self._limits: dict[tuple[str, str], thresholds.Limits] = {}
         self._prefixes = (keys.schedule(""), keys.history(""), rqkeys.JOB_PREFIX, rqkeys.QUEUE_PREFIX)
+        k = keys
+        self._dispatch_keys = [
+            k.leader,
+            k.revision,
+            k.due,
+            k.running,
+            rqkeys.QUEUES,
+            k.queued,
+            k.stale,
+            k.queues,
+            k.concurrent,
+        ]
 
     def dispatch(self, now_ms: int, token: str, epoch: int) -> BatchResult:
         """Dispatch what is due at ``now_ms``: up to :data:`READ_AHEAD` transactions of
@@ -308,11 +327,26 @@ class Dispatcher:
             return None
         return Prepared(at_ms, epoch, list(self._batches(rows, revision, at_ms, token, epoch)))
 
+    def arm(self, prepared: Prepared) -> Prepared:
+        """``prepared`` with its first write packed for a send at its due time, so the
+        send itself is one socket write (:func:`scripts.pack`). Unchanged when there is
+        nothing to write or more than :data:`ARM_MAX_WRITES`; raises a Redis error
+        when no connection can be had."""
+        first = prepared.batches[0][1] if prepared.batches else None
+        if first is None or first.runs + first.rescheduled > ARM_MAX_WRITES:
+            return prepared
+        packed = scripts.pack(
+            self.conn, self._scripts.dispatch, self._dispatch_keys, first.args(prepared.at_ms)
+        )
+        return dataclasses.replace(prepared, packed=packed)
+
     def send(self, prepared: Prepared, now_ms: int) -> BatchResult:
         """Write what :meth:`prepare` decided, stamped ``now_ms`` (history, RQ's
-        enqueued_at). Empty when an edit raced it (dispatch normally then); raises
+        enqueued_at); the first write as :meth:`arm` packed it when ``now_ms`` is
+        its due time. Empty when an edit raced it (dispatch normally then); raises
         :class:`LeadershipLost` like :meth:`dispatch`."""
-        return self._run(iter(prepared.batches), now_ms, prepared.epoch)
+        packed = prepared.packed if now_ms == prepared.at_ms else None
+        return self._run(iter(prepared.batches), now_ms, prepared.epoch, packed)
 
     def _write_all(
         self, rows: list[tuple[str, int, list[Any]]], revision: bytes, now_ms: int, token: str, epoch: int
@@ -333,28 +367,27 @@ class Dispatcher:
             yield part, self._write(part, revision, token, epoch, now_ms) if writes else None
 
     def _run(
-        self, batches: Iterator[tuple[BatchResult, Write | None]], now_ms: int, epoch: int
+        self,
+        batches: Iterator[tuple[BatchResult, Write | None]],
+        now_ms: int,
+        epoch: int,
+        packed: scripts.Packed | None = None,
     ) -> BatchResult:
-        """Send each batch's write stamped ``now_ms``, the next decided meanwhile."""
+        """Send each batch's write stamped ``now_ms``, the next decided meanwhile;
+        ``packed``: the first write, packed ahead with these very arguments."""
         done = BatchResult()
 
         def settle(part: BatchResult, reply: Any) -> bool:
             return self._settle(part, reply, done, now_ms, epoch)
 
-        sends = ((part, None if write is None else write.args(now_ms)) for part, write in batches)
-        k = self.keys
-        keys = [
-            k.leader,
-            k.revision,
-            k.due,
-            k.running,
-            rqkeys.QUEUES,
-            k.queued,
-            k.stale,
-            k.queues,
-            k.concurrent,
-        ]
-        scripts.pipelined(self.conn, self._scripts.dispatch, keys, sends, settle)
+        def sends() -> Iterator[tuple[BatchResult, Sequence[Any] | scripts.Packed | None]]:
+            for i, (part, write) in enumerate(batches):
+                if write is None:
+                    yield part, None
+                else:
+                    yield part, packed if i == 0 and packed is not None else write.args(now_ms)
+
+        scripts.pipelined(self.conn, self._scripts.dispatch, self._dispatch_keys, sends(), settle)
         return done
 
     def _settle(self, part: BatchResult, reply: Any, done: BatchResult, now_ms: int, epoch: int) -> bool:

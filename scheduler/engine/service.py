@@ -37,6 +37,7 @@ from scheduler import rqkeys
 from scheduler.allow import AllowList
 from scheduler.clock import Clock, SystemClock, iso, redis_now_ms, time_reply_ms
 from scheduler.connection import DEFAULT_REDIS_URL
+from scheduler.engine import firewait
 from scheduler.engine.alerts import AlertConfig, Alerter
 from scheduler.engine.backfiller import Backfiller
 from scheduler.engine.concurrent import Concurrent
@@ -333,9 +334,7 @@ class Service:
         pipe.zrange(self.keys.concurrent, 0, 0, withscores=True)
         sent = self.clock.monotonic()
         time_reply, first_due, first_running, first_until, first_backfill, first_run = pipe.execute()
-        # Redis read its clock about half way through the round trip: plan from there,
-        # in microseconds (whole milliseconds made every planned wake ~0.5 ms late).
-        read_at = (sent + self.clock.monotonic()) / 2
+        received = self.clock.monotonic()
         now_ms = time_reply_ms(time_reply)
         firsts = {
             "running": first_running,
@@ -348,7 +347,7 @@ class Service:
             return 0.0  # re-read the sets before planning a wait
         now_s = int(time_reply[0]) + int(time_reply[1]) / 1e6
         others = [*first_running, *first_until, *first_backfill, *first_run]
-        return self._plan(read_at, now_s, first_due, others, token)
+        return self._plan((sent, received), now_s, first_due, others, token)
 
     def _work(
         self,
@@ -386,7 +385,7 @@ class Service:
 
     def _plan(
         self,
-        read_at: float,
+        read: tuple[float, float],
         now_s: float,
         first_due: list[tuple[bytes, float]],
         others: list[tuple[bytes, float]],
@@ -394,8 +393,9 @@ class Service:
     ) -> float:
         """How long to wait: until the next due fire, or the first of ``others`` (the
         next watchdog look, the next pause's end, the next backfill look), at most
-        :data:`MAX_WAIT_S`; a dispatch due within :data:`PREPARE_S` is decided now.
-        ``now_s`` is Redis time as read at monotonic ``read_at``."""
+        :data:`MAX_WAIT_S`; a dispatch due within :data:`PREPARE_S` is decided now
+        (and its first write packed). ``now_s`` is Redis time as read by a round trip
+        sent and received at the monotonic times ``read``."""
         nexts = [float(s) - now_s for s in [*(s for _, s in first_due[:1]), *(s for _, s in others)]]
         until_next = max(0.0, min([*nexts, MAX_WAIT_S]))
         if first_due and until_next == nexts[0]:  # the next thing to do is a dispatch
@@ -403,9 +403,27 @@ class Service:
                 until_next -= PREPARE_S  # wake a little early to decide it ahead of time
             else:
                 due_ms = round(first_due[0][1] * 1000)
-                self._prepared = self.dispatcher.prepare(due_ms, token, self.lease.epoch)
-        self._plan_until = read_at + until_next
+                self._prepared = self._armed(self.dispatcher.prepare(due_ms, token, self.lease.epoch))
+        # Redis read its clock about half way through the round trip: plan from there,
+        # in microseconds (whole milliseconds made every planned wake ~0.5 ms late); a
+        # prepared send, from the reply, so that it never goes out before its time.
+        sent, received = read
+        if self._prepared is not None:
+            self._plan_until = firewait.surely_at(received, until_next)
+        else:
+            self._plan_until = (sent + received) / 2 + until_next
         return max(0.0, min(self._plan_until, self.lease.renew_at) - self.clock.monotonic())
+
+    def _armed(self, prepared: Prepared | None) -> Prepared | None:
+        """``prepared`` with its first write packed (:meth:`Dispatcher.arm`): done at
+        once, 200 ms ahead, as packing a large batch takes milliseconds."""
+        if prepared is None:
+            return None
+        try:
+            return self.dispatcher.arm(prepared)
+        except _ERRORS as exc:  # the send packs its own; the next pass meets the error
+            log.debug("could not pack the send ahead node=%s error=%s", self.node, exc)
+            return prepared
 
     def _send_prepared(self, started: float) -> bool:
         """At the due time of a batch decided ahead (:meth:`Dispatcher.prepare`), only
@@ -422,19 +440,50 @@ class Service:
         return batch.size > 0
 
     def _wait(self, seconds: float) -> None:
-        """Sleep up to ``seconds``, waking early for any published event."""
+        """Sleep up to ``seconds``, waking early for any published event; the last
+        milliseconds before a prepared send are slept on the clock, which is precise
+        where the socket's wait is not (:mod:`scheduler.engine.firewait`)."""
         if seconds <= 0 or self._stop.is_set():
             return
+        send_at = self._plan_until if self._prepared is not None else None
+        send_in = None if send_at is None else send_at - self.clock.monotonic()
+        coarse = firewait.split(seconds, send_in)
+        if self._wait_for_events(coarse) or send_at is None or self._stop.is_set():
+            return
+        # after a wait, the plan's clock reading is stale; a busy loop's is fresh
+        firewait.sleep_until(self._reckon_again(send_at) if coarse > 0 else send_at, self.clock)
+
+    def _reckon_again(self, send_at: float) -> float:
+        """The prepared send's time, reckoned again from a fresh ``TIME`` read (one
+        round trip, only after a wait: the loaded 200 ms-old read may have taken a
+        millisecond, its bound is that much late); the earlier of the two bounds,
+        each of which keeps the send from reaching Redis before its due time."""
+        prepared = self._prepared
+        if prepared is None:
+            return send_at
+        try:
+            seconds, micros = self.conn.time()
+            received = self.clock.monotonic()
+        except _ERRORS:  # the send meets the error, and the retried pass handles it
+            return send_at
+        until_s = prepared.at_ms / 1000 - (int(seconds) + int(micros) / 1e6)
+        return min(send_at, firewait.surely_at(received, until_s))
+
+    def _wait_for_events(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` for published events and take them in; True when the
+        wait ended early (an event, a stop, a lost subscription)."""
+        if seconds <= 0:
+            return False
         pubsub = self._pubsub
         if pubsub is None:
-            self._stop.wait(seconds)  # Event.wait returns early on stop()
-            return
+            return self._stop.wait(seconds)  # Event.wait returns early on stop()
         try:
             self._waiting = True
-            if self._stop.is_set():  # a signal between the check above and the flag
-                return
+            if self._stop.is_set():  # a signal between the caller's check and the flag
+                return True
             message = pubsub.get_message(ignore_subscribe_messages=True, timeout=seconds)
             self._waiting = False
+            woken = message is not None
             while message is not None:  # drain: one re-plan covers them all
                 if message.get("channel") in self._alert_channels:
                     self.alerter.wake()  # a script pushed an alert event
@@ -442,6 +491,7 @@ class Service:
                     self._plan_until = None
                     self.takeover.forget()
                 message = pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
+            return woken
         except _WakeUp:
             self._drop_pubsub()
         except _ERRORS as exc:
@@ -450,6 +500,7 @@ class Service:
             self._drop_pubsub()
         finally:
             self._waiting = False
+        return True
 
     def _subscribe(self) -> None:
         if self._pubsub is None:

@@ -3,22 +3,39 @@
 from __future__ import annotations
 
 from scheduler.lua.common import AUDIT
-from scheduler.protocol import NO_FIRE, PAUSE_FIELDS, UPSERT_READ_FIELDS, CompletedBy, lua_list
+from scheduler.protocol import (
+    NO_FIRE,
+    PAUSE_FIELDS,
+    UPSERT_READ_ABSENT,
+    UPSERT_READ_FIELDS,
+    CompletedBy,
+    lua_list,
+)
 
 UPSERT_READ = (
     lua_list("FIELDS", UPSERT_READ_FIELDS)
+    + f"""
+local ABSENT = {UPSERT_READ_ABSENT}
+"""
     + """
 -- What an upsert decides from, for many schedules in one round trip.
 -- ARGV[1] - the schedule key prefix
 -- ARGV[2..] - the schedule ids
--- returns per id: version, definition, state, settings (UPSERT_READ_FIELDS; a key of another
--- type, set by hand, reads as state 'broken': the upsert replaces it)
+-- returns per id: ABSENT when there is no such key, else #FIELDS and then version,
+-- definition, state, settings (UPSERT_READ_FIELDS; a key of another type, set by hand,
+-- reads as state 'broken': the upsert replaces it)
 local prefix = ARGV[1]
 local out = {}
 for i = 2, #ARGV do
-  local row = redis.pcall('HMGET', prefix .. ARGV[i], unpack(FIELDS))
-  if row.err then row = {false, false, 'broken'} end
-  for j = 1, #FIELDS do out[#out + 1] = row[j] or false end
+  local key = prefix .. ARGV[i]
+  if redis.call('EXISTS', key) == 0 then
+    out[#out + 1] = ABSENT
+  else
+    local row = redis.pcall('HMGET', key, unpack(FIELDS))
+    if row.err then row = {false, false, 'broken'} end
+    out[#out + 1] = #FIELDS
+    for j = 1, #FIELDS do out[#out + 1] = row[j] or false end
+  end
 end
 return out
 """
@@ -63,8 +80,41 @@ local NO_FIRE = '{NO_FIRE}'
 local due, ids, revision, events, broken, log = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local stale = KEYS[7]
 local prefix, now, history_prefix, maxlen, by, note = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local function arm(key, id, fire, score)
+  if fire == NO_FIRE then
+    redis.call('HSET', key, 'state', 'completed', 'fire_at', '')
+    redis.call('ZREM', due, id)
+    redis.call('ZREM', stale, id)
+  else
+    redis.call('HSET', key, 'state', 'due', 'fire_at', fire)
+    redis.call('ZADD', due, score, id)
+  end
+end
+local function create(key, id, fire, score, changed, first, sets)
+  -- the common case of a big apply, in half the calls: no hash to compare or clean up,
+  -- the definition and the state in one HSET (no updated_at: the creation is in the
+  -- edit log; no attempt: a pending fire's first attempt is the default)
+  local state, fire_at = 'due', fire
+  if fire == NO_FIRE then state, fire_at = 'completed', '' end
+  redis.call('HSET', key, 'version', 1, 'state', state, 'fire_at', fire_at,
+             unpack(ARGV, first, first + 2 * sets - 1))
+  redis.call('SREM', broken, id)
+  redis.call('SADD', ids, id)
+  if fire == NO_FIRE then
+    redis.call('ZREM', due, id)
+    redis.call('ZREM', stale, id)
+  else
+    redis.call('ZADD', due, score, id)
+  end
+  audit(false, log, maxlen, id, audit_entry('created', now, by, note, 1, changed))
+  return 1
+end
 local function upsert(key, id, read, fire, score, changed, first, sets, dels)
-  if redis.call('TYPE', key)['ok'] ~= 'hash' then
+  local kind = redis.call('TYPE', key)['ok']
+  if kind == 'none' and tonumber(read) == 0 then
+    return create(key, id, fire, score, changed, first, sets)
+  end
+  if kind ~= 'hash' then
     if tonumber(read) ~= 0 then return -1 end
     redis.call('DEL', key)  -- none, or a key of another type set by hand: replaced
   end
@@ -95,14 +145,7 @@ local function upsert(key, id, read, fire, score, changed, first, sets, dels)
     redis.call('HDEL', key, 'error', 'attempt')
     redis.call('SREM', broken, id)
     redis.call('SADD', ids, id)
-    if fire == NO_FIRE then
-      redis.call('HSET', key, 'state', 'completed', 'fire_at', '')
-      redis.call('ZREM', due, id)
-      redis.call('ZREM', stale, id)
-    else
-      redis.call('HSET', key, 'state', 'due', 'fire_at', fire)
-      redis.call('ZADD', due, score, id)
-    end
+    arm(key, id, fire, score)
   end
   -- running: the in-flight run finishes; its ack sees the new version and re-arms from
   -- the new definition. paused: stays paused; resume computes the next fire.

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 from redis import Redis
 
+from scheduler import scripts
 from scheduler.clock import iso, redis_now_ms
-from scheduler.engine import rqjob
+from scheduler.engine import dispatch, rqjob
 from scheduler.engine.dispatch import FIRST_CHECK_MS, READ_AHEAD, BatchResult, Dispatcher
 from scheduler.errors import LeadershipLost
 from scheduler.keys import Keys
@@ -150,3 +151,77 @@ def test_a_lease_lost_after_preparing_writes_nothing(conn: Redis) -> None:
         dispatcher.send(prepared, due_ms)
     assert _queued(conn) == []
     assert conn.zcard(K.due) == COUNT
+
+
+@pytest.fixture
+def sent_packed(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Per script call: whether it went out as bytes packed ahead (scripts.Packed)."""
+    calls: list[bool] = []
+    init = scripts.Pending.__init__
+
+    def spy(self: scripts.Pending, conn: Redis, script: Any, keys: Any, args: Any) -> None:
+        calls.append(isinstance(args, scripts.Packed))
+        init(self, conn, script, keys, args)
+
+    monkeypatch.setattr(scripts.Pending, "__init__", spy)
+    return calls
+
+
+def test_an_armed_send_at_its_due_time_writes_the_bytes_packed_ahead(
+    conn: Redis, sent_packed: list[bool]
+) -> None:
+    due_ms = _seed(conn)
+    dispatcher = Dispatcher(conn, K, batch_size=BATCH)
+    prepared = dispatcher.prepare(due_ms, TOKEN, 1)
+    assert prepared is not None
+    armed = dispatcher.arm(prepared)
+    assert armed.packed is not None
+    assert _queued(conn) == []  # packing wrote nothing
+    sent_packed.clear()  # the seeding's calls
+    result = dispatcher.send(armed, due_ms)
+    assert len(result.runs) == COUNT
+    assert len(set(_queued(conn))) == COUNT
+    assert sent_packed == [True, False, False, False]  # the first batch packed, the rest as usual
+    dispatched = [e for e in _history_events(conn, "s-0") if e[b"event"] == b"dispatched"]
+    assert [e[b"at"] for e in dispatched] == [iso(due_ms).encode()]
+
+
+def test_an_armed_send_that_is_late_is_stamped_when_sent_not_with_the_packed_time(
+    conn: Redis, sent_packed: list[bool]
+) -> None:
+    due_ms = _seed(conn)
+    dispatcher = Dispatcher(conn, K, batch_size=BATCH)
+    prepared = dispatcher.prepare(due_ms, TOKEN, 1)
+    assert prepared is not None
+    sent_ms = due_ms + 2
+    armed = dispatcher.arm(prepared)
+    sent_packed.clear()  # the seeding's calls
+    result = dispatcher.send(armed, sent_ms)
+    assert len(result.runs) == COUNT
+    assert sent_packed == [False] * 4
+    job = conn.hgetall(f"rq:job:{result.runs[0].job_id}")
+    assert job[b"enqueued_at"] == rqjob.rq_timestamp(sent_ms).encode()
+
+
+def test_an_armed_send_stays_fenced_by_the_revision_and_the_lease(conn: Redis) -> None:
+    due_ms = _seed(conn)
+    dispatcher = Dispatcher(conn, K, batch_size=BATCH)
+    prepared = dispatcher.prepare(due_ms, TOKEN, 1)
+    assert prepared is not None
+    armed = dispatcher.arm(prepared)
+    Client(conn).pause("s-4")
+    assert dispatcher.send(armed, due_ms).size == 0
+    conn.set(K.leader, "2:other")
+    with pytest.raises(LeadershipLost):
+        dispatcher.send(dispatcher.arm(prepared), due_ms)
+    assert _queued(conn) == []
+
+
+def test_a_large_first_write_is_not_packed_ahead(conn: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dispatch, "ARM_MAX_WRITES", BATCH - 1)
+    due_ms = _seed(conn)
+    dispatcher = Dispatcher(conn, K, batch_size=BATCH)
+    prepared = dispatcher.prepare(due_ms, TOKEN, 1)
+    assert prepared is not None
+    assert dispatcher.arm(prepared).packed is None
+    assert len(dispatcher.send(prepared, due_ms).runs) == COUNT

@@ -145,6 +145,51 @@ def test_upsert_many(client: Client, conn: Redis) -> None:
     assert sorted(decoded(m) for m in conn.zrange(K.due, 0, -1)) == ["a", "b", "c"]
 
 
+def script_calls(conn: Redis) -> int:
+    stats: dict[str, Any] = conn.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("evalsha", "eval"))
+
+
+def test_upsert_many_writes_against_rows_read_before(client: Client, conn: Redis) -> None:
+    """``read`` (what apply planned from) spares the write pass its own read: one
+    script call, the write, for a chunk."""
+    client.upsert(schedule("b"))
+    wanted = [schedule("a"), schedule("b", every="2h"), schedule("c")]
+    rows = client.read_rows([s.id for s in wanted])
+    assert set(rows) == {"b"}  # only what exists
+    before = script_calls(conn)
+    results = client.upsert_many(wanted, read=rows)
+    assert [(r.id, r.action, r.version) for r in results] == [
+        ("a", "created", 1),
+        ("b", "updated", 2),
+        ("c", "created", 1),
+    ]
+    assert script_calls(conn) - before == 1
+    assert client.get("b").schedule == wanted[1]
+
+
+def test_upsert_many_with_rows_read_before_an_edit_reads_again(client: Client, conn: Redis) -> None:
+    """Edits made between apply's read and its write are never overwritten with what
+    was read before them: the write's compare-and-set refuses those schedules, the
+    next pass reads them again, and the result is the file's definition exactly (a
+    setting added meanwhile is deleted, not left behind)."""
+    client.upsert(schedule("b"))
+    wanted = [schedule("a"), schedule("b", every="2h"), schedule("c")]
+    rows = client.read_rows([s.id for s in wanted])
+    other = Client(conn)
+    other.upsert(schedule("b", description="edited meanwhile"))  # version 2
+    other.upsert(schedule("c", description="made meanwhile"))  # version 1, absent when read
+    results = client.upsert_many(wanted, read=rows)
+    assert [(r.id, r.action, r.version) for r in results] == [
+        ("a", "created", 1),
+        ("b", "updated", 3),
+        ("c", "updated", 2),
+    ]
+    for expected in wanted:
+        assert client.get(expected.id).schedule == expected
+        assert "description" not in hash_of(conn, expected.id)
+
+
 def test_upsert_many_writes_chunk_after_chunk(client: Client, conn: Redis) -> None:
     """More schedules than one script call takes: every chunk is written, one revision
     bump per chunk that changed something, and a second pass finds them unchanged."""
