@@ -116,7 +116,8 @@ def test_repair_leaves_runs_the_leader_can_end_and_checks_clean(redis_url: str, 
     (nomember,) = concurrent.read_runs(conn, K, "nomember")
     assert conn.zscore(K.concurrent, nomember.member) is not None  # the leader looks at it again
     assert conn.zscore(K.concurrent, concurrent.read_runs(conn, K, "switched")[0].member) is not None
-    members = {str(text(m)) for m in conn.zrange(K.concurrent, 0, -1)}
+    listed: list[bytes] = conn.zrange(K.concurrent, 0, -1)  # type: ignore[assignment]
+    members = {str(text(m)) for m in listed}
     assert not {m for m in members if m.startswith(("norecord:", "ghost:"))}
     assert conn.hget(K.schedule("norecord"), IN_FLIGHT_FIELD) == b"0"
     assert conn.hget(K.schedule("badcount"), IN_FLIGHT_FIELD) == b"2"

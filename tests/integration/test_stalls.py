@@ -25,7 +25,7 @@ from devtools.processes import Process, wait_for
 from scheduler.cli.app import cli
 from scheduler.engine.metrics import Metrics
 from scheduler.keys import Keys
-from scheduler.model import Schedule
+from scheduler.model import Overlap, Schedule
 from scheduler.store import Client
 
 pytestmark = pytest.mark.integration
@@ -115,7 +115,7 @@ def test_allow_all_runs_in_a_queue_nobody_serves_are_each_reported_until_a_worke
     client.upsert(
         Schedule(
             id="fanout", target="tests.jobs.record", every_ms=1000, queue="nobody", max_queued_ms=2000,
-            overlap="allow_all", max_concurrent=2,
+            overlap=Overlap.ALLOW_ALL, max_concurrent=2,
         )
     )  # fmt: skip
 

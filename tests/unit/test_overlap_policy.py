@@ -104,7 +104,7 @@ def test_dispatch_of_a_late_fire(overlap: str, last_run_ms: int | None, expected
 )
 def test_dispatch_decides_from_last_run_at(overlap: str, fire_ms: int) -> None:
     schedule = every_10s(overlap=overlap)
-    row = [
+    row: list[bytes | None] = [
         schedule.to_json().encode(),
         b"2",
         b"due",
@@ -119,7 +119,14 @@ def test_dispatch_decides_from_last_run_at(overlap: str, fire_ms: int) -> None:
 
 def test_a_damaged_last_run_at_falls_back_to_the_misfire_policy() -> None:
     schedule = every_10s(overlap="buffer_all")
-    row = [schedule.to_json().encode(), b"2", b"due", iso(FOLLOWING_MS).encode(), b"1", b"yesterday"]
+    row: list[bytes | None] = [
+        schedule.to_json().encode(),
+        b"2",
+        b"due",
+        iso(FOLLOWING_MS).encode(),
+        b"1",
+        b"yesterday",
+    ]
     row += [None] * (len(DUE_FIELDS) - len(row))
     assert decide("reports", row, FOLLOWING_MS, ACK_MS).fire_ms == T_MS + 30_000
 
