@@ -114,18 +114,24 @@ class AckingWorker(Resilience, BaseWorker):
 
     def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
         if pipeline is None:  # the loop's own beats (each dequeue round), not the horse's
-            self.outage.call(self._register_if_lost, "checking the worker's registration")
-        super().heartbeat(timeout, pipeline)
+            self.outage.call(lambda: self._beat_and_check(timeout), "heartbeat")
+        else:
+            super().heartbeat(timeout, pipeline)
         self._rqbeat_clock.maybe_measure(self.worker_ttl + 60)
 
-    def _register_if_lost(self) -> None:
-        """Register again when Redis lost this worker's registration with its data (a
-        restart without persistence, a flush): RQ registers only at the start, so
-        ``rq info`` and ``rqbeat check`` would see nobody serving these queues for as
-        long as the worker runs. Its key alone proves nothing: any beat re-creates it
+    def _beat_and_check(self, timeout: int | None) -> None:
+        """RQ's beat and the registration check in one round trip (RQ's own beat
+        alone sends each of its writes by itself; the loop beats several times per
+        job). Then register again when Redis lost this worker's registration with its
+        data (a restart without persistence, a flush): RQ registers only at the start,
+        so ``rq info`` and ``rqbeat check`` would see nobody serving these queues for as
+        long as the worker runs. Its key alone proves nothing: the beat re-creates it
         (partial), and RQ's birth refuses an existing key, hence the delete first.
         Idempotent writes: safe under :class:`Outage`'s retry."""
-        if not self.connection.sismember(self.redis_workers_keys, self.key):
+        pipe = self.connection.pipeline(transaction=False)
+        pipe.sismember(self.redis_workers_keys, self.key)
+        super().heartbeat(timeout, pipe)
+        if not pipe.execute()[0]:
             log.warning("worker registration lost with Redis's data, registering again worker=%s", self.name)
             self.connection.delete(self.key)
             self.register_birth()
