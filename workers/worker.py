@@ -33,11 +33,10 @@ from typing import Any
 
 from redis.client import Pipeline
 from redis.exceptions import NoScriptError, RedisError
-from rq.exceptions import InvalidJobOperation
-from rq.job import JobStatus
 from rq import Queue
 from rq import Worker as RQWorker
-from rq.job import Job
+from rq.exceptions import InvalidJobOperation
+from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 from rq.worker import BaseWorker
@@ -205,9 +204,13 @@ class AckingWorker(Resilience, BaseWorker):
         cache flushed since it was checked): ack now, by itself, with the script
         loaded again. Its compare-and-set makes it safe to resend; the watchdog would
         do the same from RQ's state, later."""
-        log.warning("ack script missing from Redis's cache (SCRIPT FLUSH?), acking by itself job_id=%s", job.id)
+        log.warning(
+            "ack script missing from Redis's cache (SCRIPT FLUSH?), acking by itself job_id=%s", job.id
+        )
         self.outage.call(
-            lambda: pending.ack.add_to(self.connection, self._rqbeat_scripts), f"acking {job.id}", NUDGE_PATIENCE_S
+            lambda: pending.ack.add_to(self.connection, self._rqbeat_scripts),
+            f"acking {job.id}",
+            NUDGE_PATIENCE_S,
         )
 
     def handle_exception(self, job: Job, *exc_info: Any) -> None:

@@ -34,6 +34,7 @@ from scheduler.engine.dispatch import Dispatcher
 from scheduler.keys import Keys
 from scheduler.lua.common import ISO_NOW_LUA
 from scheduler.model import Schedule
+from scheduler.records import text
 from scheduler.store import Client
 from workers import modes
 from workers.worker import AckingWorker
@@ -57,7 +58,7 @@ def round_trips(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
 
     def counted(self: Any, command: Any, check_health: bool = True) -> None:
         count[0] += 1
-        original(self, command, check_health)
+        original(self, command, check_health)  # type: ignore[no-untyped-call]
 
     monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
     yield count
@@ -76,7 +77,9 @@ def drain(conn: Redis, make: Callable[[], Any], count: list[int]) -> int:
     return count[0] - before
 
 
-def per_job(conn: Redis, queue_jobs: Callable[[int], None], make: Callable[[], Any], count: list[int]) -> float:
+def per_job(
+    conn: Redis, queue_jobs: Callable[[int], None], make: Callable[[], Any], count: list[int]
+) -> float:
     queue_jobs(1)
     one = drain(conn, make, count)
     queue_jobs(3)
@@ -142,7 +145,9 @@ def test_a_script_flush_before_the_exec_still_acks_the_run_once(
     (RQ's writes applied) nor lose the ack: the worker acks by itself."""
     original = workers.worker.AckingWorker.cleanup_execution
 
-    def flush_after_the_ack_is_queued(self: AckingWorker, job: Job, pipeline: Pipeline, **rq_args: Any) -> None:
+    def flush_after_the_ack_is_queued(
+        self: AckingWorker, job: Job, pipeline: Pipeline, **rq_args: Any
+    ) -> None:
         original(self, job, pipeline, **rq_args)
         if self._rqbeat_ack is not None:
             other = Redis.from_url(redis_url)
@@ -152,7 +157,7 @@ def test_a_script_flush_before_the_exec_still_acks_the_run_once(
     monkeypatch.setattr(workers.worker.AckingWorker, "cleanup_execution", flush_after_the_ack_is_queued)
     conn.script_load(scripts.Scripts(conn).ack.script)  # cached: the ack goes in bare
     rqbeat_runs(conn)(1)
-    job_id = conn.hget(K.schedule("cost-1"), "job_id").decode()
+    job_id = str(text(conn.hget(K.schedule("cost-1"), "job_id")))
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     settings = modes.WorkerSettings(namespace=K.namespace)
     try:
