@@ -28,7 +28,7 @@ from typing import Any
 
 from redis import Redis
 
-from scheduler import cron, policy, rqkeys, scripts, stored, thresholds, windows
+from scheduler import cron, policy, rqkeys, scripts, shapes, thresholds, windows
 from scheduler.allow import AllowList, Verdict
 from scheduler.clock import iso, parse_iso_ms
 from scheduler.engine import rqjob
@@ -130,7 +130,7 @@ class BatchResult:
 
 @lru_cache(maxsize=65_536)
 def _decode(schedule_id: str, definition: str | None) -> Schedule:
-    """Definitions are immutable values: decode each distinct text once."""
+    """Legacy definitions are immutable values: decode each distinct text once."""
     return decode_definition(schedule_id, definition)
 
 
@@ -160,13 +160,14 @@ def decide(
     :data:`~scheduler.protocol.DUE_FIELDS`). A target outside ``allow`` (this replica's
     own list, never Redis's word) is broken."""
     # unpacked by position, not through a dict: this runs per fire in a burst
-    definition, version, state, fire_at, attempt = (text(v) for v in row[:_DECIDED])
-    if definition is None:  # the stored form: one field per setting (legacy: one JSON field)
-        definition = stored.row_text(SETTING_FIELDS, row[_SETTINGS_AT:])
+    legacy, version, state, fire_at, attempt = (text(v) for v in row[:_DECIDED])
     try:
         if state != ScheduleState.DUE:
             raise CorruptDefinition(schedule_id, f"is in the due set but its state is {state!r}")
-        schedule = _decode(schedule_id, definition)
+        if legacy is None:  # the stored form: one field per setting, decoded once per shape
+            schedule = shapes.decode_settings(schedule_id, row[_SETTINGS_AT:])
+        else:  # a hash an older rqbeat wrote: one JSON field
+            schedule = _decode(schedule_id, legacy)
         if allow is not None:
             _check_allowed(schedule_id, schedule.target, allow)
         pending = parse_iso_ms(fire_at) if fire_at else cron.next_fire_ms(schedule.trigger, score_ms)
@@ -274,7 +275,7 @@ class Dispatcher:
         self.keys = keys
         self.batch_size = batch_size
         self._scripts = scripts.Scripts(conn)
-        self._templates: dict[tuple[str, str], rqjob.JobTemplate] = {}
+        self._templates: dict[str, rqjob.JobTemplate] = {}
         self._limits: dict[tuple[str, str], thresholds.Limits] = {}
         self._prefixes = (keys.schedule(""), keys.history(""), rqkeys.JOB_PREFIX, rqkeys.QUEUE_PREFIX)
         k = keys
@@ -437,13 +438,16 @@ class Dispatcher:
         )
 
     def _template(self, d: Decision) -> rqjob.JobTemplate:
-        """The schedule version's job template, built once per version."""
-        template = self._templates.get((d.schedule_id, d.version))
+        """The job template of the schedule's definition, built once per definition
+        text: the template holds no id, so schedules that share their settings (a
+        file's, through apply) share it, and an edit's new text gets its own."""
+        assert d.schedule is not None
+        definition = d.schedule.to_json()
+        template = self._templates.get(definition)
         if template is None:
-            assert d.schedule is not None
             if len(self._templates) >= _TEMPLATES_KEPT:
                 self._templates.clear()
-            template = self._templates[d.schedule_id, d.version] = rqjob.JobTemplate.of(d.schedule)
+            template = self._templates[definition] = rqjob.JobTemplate.of(d.schedule)
         return template
 
     def _limits_of(self, d: Decision) -> thresholds.Limits:
