@@ -89,8 +89,9 @@ class Keys:
 
     @property
     def queued(self) -> str:
-        """ZSET of schedule ids whose run is dispatched but not started yet; score = when
-        it counts as queued too long (dispatch time + ``max_queued``), epoch seconds."""
+        """ZSET of schedule ids whose run is dispatched but not started yet (and of
+        ``allow_all`` runs, ``<id>:<fire ms>``); score = when it counts as queued too
+        long (dispatch time + ``max_queued``), epoch seconds."""
         return f"{self.namespace}:queued"
 
     @property

@@ -12,7 +12,8 @@ from redis import Redis
 
 from scheduler import shapes, stored
 from scheduler.clock import iso
-from scheduler.engine.dispatch import Decision, Dispatcher, Kind, decide
+from scheduler.engine.decide import DECIDED_FROM, Decision, Kind, decide
+from scheduler.engine.dispatch import Dispatcher
 from scheduler.errors import CorruptDefinition
 from scheduler.keys import Keys
 from scheduler.model import Schedule
@@ -20,6 +21,8 @@ from scheduler.records import decode_definition
 from scheduler.stored import SETTING_FIELDS
 
 T_MS = 1_800_000_000_000
+#: The fields of a due row before the settings (see DECIDED_FROM).
+STATE_FIELDS = DECIDED_FROM[: len(DECIDED_FROM) - len(SETTING_FIELDS)]
 #: What `rqbeat apply` stores for a realistic schedule (the id is the key's).
 REALISTIC: dict[str, Any] = {
     "target": "myapp.tasks.reports.daily_summary",
@@ -45,8 +48,9 @@ def full(schedule_id: str, settings: list[bytes | None]) -> Schedule:
 
 def due_row(schedule: Schedule, version: str = "1") -> list[bytes | None]:
     """An HMGET reply of protocol.DUE_FIELDS for a schedule in the stored form."""
-    head = [None, version.encode(), b"due", iso(T_MS).encode(), b"1", None, None]
-    return [*head, *settings_row(schedule)]
+    head: dict[str, bytes | None] = {"version": version.encode(), "state": b"due", "attempt": b"1"}
+    head["fire_at"] = iso(T_MS).encode()
+    return [*(head.get(name) for name in STATE_FIELDS), *settings_row(schedule)]
 
 
 @pytest.mark.parametrize(
@@ -134,7 +138,8 @@ def test_an_id_the_shared_decode_refuses_is_refused_by_the_full_decode() -> None
 
 
 def test_no_setting_fields_at_all_is_broken_in_dispatch() -> None:
-    d = decide("report-1", [None, b"1", b"due", None, b"1", None, None], T_MS, T_MS)
+    row = [{"version": b"1", "state": b"due", "attempt": b"1"}.get(name) for name in STATE_FIELDS]
+    d = decide("report-1", row, T_MS, T_MS)
     assert d.kind == Kind.BROKEN
     assert "no 'definition'" in d.error
 
