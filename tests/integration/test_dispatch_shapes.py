@@ -56,7 +56,7 @@ def test_each_job_of_a_shared_shape_is_its_own_schedules(conn: Redis) -> None:
         assert (meta["schedule"], meta["key"]) == (d.schedule_id, f"{d.schedule_id}:{d.fire_ms}")
         assert job[b"description"].decode().startswith(f"rqbeat {d.schedule_id} fire=")
         assert job[b"origin"] == b"default"
-    assert sorted(conn.lrange("rq:queue:default", 0, -1)) == sorted(d.job_id.encode() for d in result.runs)  # type: ignore[union-attr]
+    assert sorted(conn.lrange("rq:queue:default", 0, -1)) == sorted(d.job_id.encode() for d in result.runs)
 
 
 def test_an_edit_after_a_decision_is_dispatched_as_edited(conn: Redis) -> None:
