@@ -101,7 +101,7 @@ def decide(
     :data:`~scheduler.protocol.DUE_FIELDS`). A target outside ``allow`` (this replica's
     own list, never Redis's word) is broken."""
     # unpacked by position, not through a dict: this runs per fire in a burst
-    legacy, version, state, fire_at, attempt = (text(v) for v in row[:_DECIDED])
+    legacy, version, state, fire_at, attempt = map(text, row[:_DECIDED])
     try:
         if state != ScheduleState.DUE:
             raise CorruptDefinition(schedule_id, f"is in the due set but its state is {state!r}")
