@@ -83,6 +83,7 @@ local NO_FIRE = '{NO_FIRE}'
 local due, ids, revision, events, broken, log = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local stale = KEYS[7]
 local prefix, now, history_prefix, maxlen, by, note = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local layout_count = ARGV[7]
 local function arm(key, id, fire, score)
   if fire == NO_FIRE then
     redis.call('HSET', key, 'state', 'completed', 'fire_at', '')
@@ -166,7 +167,7 @@ local function upsert(key, id, read, fire, score, changed, names, first, dels)
 end
 local layouts = {}
 local i = 8
-for l = 1, tonumber(ARGV[7]) do
+for l = 1, tonumber(layout_count) do
   local size = tonumber(ARGV[i])
   layouts[l] = {unpack(ARGV, i + 1, i + size)}
   i = i + 1 + size
