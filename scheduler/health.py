@@ -10,7 +10,8 @@ kind                what it means
 no_leader           no replica holds the lease: nothing is dispatched
 broken              a schedule's definition cannot be used (``rqbeat ls``)
 queued_too_long     a run dispatched but started by no worker within its
-                    ``max_queued`` (default max(60s, one period))
+                    ``max_queued`` (default max(60s, one period)); each run of
+                    an ``allow_all`` schedule is its own (``<id>:<fire ms>``)
 no_worker           a queue rqbeat dispatched to in the last day has no live worker
 wrong_serializer    a live worker on a queue fails rqbeat's jobs with RQ's
                     ``DeserializationError``: its serializer is not JSON
@@ -28,6 +29,7 @@ kind are listed; the counts say how many there are.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -184,6 +186,11 @@ class _Reading:
         self.counts[FindingKind.BROKEN] = count
 
     def queued(self, late: list[tuple[str, int]], count: int) -> None:
+        """The late members of the queued zset: a schedule's one run (its id), or one
+        ``allow_all`` run (``<id>:<fire ms>``, its record in ``<ns>:runs:<id>``)."""
+        runs = [(m, d) for m, d in late if ":" in m]
+        late = [(m, d) for m, d in late if ":" not in m]
+        count -= self._queued_runs(runs)
         rows = self._rows([i for i, _ in late], ("job_id", "job_queue", "dispatched_at", "started_at"))
         pipe = self.conn.pipeline(transaction=False)
         for row in rows:
@@ -206,6 +213,41 @@ class _Reading:
                 Finding(FindingKind.QUEUED_TOO_LONG, detail, schedule_id, queue=queue, since_ms=deadline_ms)
             )
         self.counts[FindingKind.QUEUED_TOO_LONG] = count
+
+    def _queued_runs(self, late: list[tuple[str, int]]) -> int:
+        """Findings for ``allow_all`` runs still queued past their deadline; returns how
+        many candidates were not (started, ended, retried meanwhile)."""
+        pipe = self.conn.pipeline(transaction=False)
+        for m, _ in late:
+            schedule_id, fire_ms = m.rsplit(":", 1)
+            pipe.hget(self.keys.runs(schedule_id), fire_ms)
+        records = [_run_record(raw) for raw in pipe.execute()] if late else []
+        pipe = self.conn.pipeline(transaction=False)
+        for record in records:
+            pipe.hget(rqkeys.job(record.get("job_id") or "-"), "status")
+        statuses = [text(s) for s in pipe.execute()] if late else []
+        gone = 0
+        for (m, deadline_ms), record, status in zip(late, records, statuses, strict=True):
+            dispatched = _time(record.get("dispatched_at"))
+            if status != "queued" or dispatched is None:
+                gone += 1
+                continue
+            schedule_id, fire_ms = m.rsplit(":", 1)
+            detail = (
+                f"run {record['job_id']} (allow_all, fire {iso(int(fire_ms))}) queued for "
+                f"{_span(self.now_ms - dispatched)} on queue {record.get('queue')}, started by no worker "
+                f"(max_queued {_span(deadline_ms - dispatched)})"
+            )
+            self.findings.append(
+                Finding(
+                    FindingKind.QUEUED_TOO_LONG,
+                    detail,
+                    schedule_id,
+                    queue=record.get("queue"),
+                    since_ms=deadline_ms,
+                )
+            )
+        return gone
 
     def stale(self, stale: list[tuple[str, int]], count: int) -> None:
         rows = self._rows([i for i, _ in stale], ("state", "last_success_at", "last_result", "last_error"))
@@ -256,6 +298,16 @@ class _Reading:
 def _span(ms: int) -> str:
     """A span as a person reads it: whole seconds (``2m5s``), ``0s`` when shorter."""
     return format_duration(max(0, ms) // 1000 * 1000) if ms >= 1000 else "0s"
+
+
+def _run_record(raw: Any) -> dict[str, str]:
+    """An ``allow_all`` run's record as text fields ({} when missing or damaged:
+    ``check --repair`` reports a damaged one)."""
+    try:
+        data = json.loads(text(raw) or "")
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
 
 def _time(value: str | None) -> int | None:

@@ -46,8 +46,9 @@ class Keys:
 
     @property
     def leader_conn(self) -> str:
-        """``<token> <client id>``: the Redis client id of the leader's lease connection,
-        so a standby can tell at once that the leader's process is gone."""
+        """``<token> <client id> <run id>``: the Redis client id of the leader's lease
+        connection and the run id of the server that gave it, so a standby asking that
+        server can tell at once that the leader's process is gone."""
         return f"{self.namespace}:leader:conn"
 
     @property
@@ -88,8 +89,9 @@ class Keys:
 
     @property
     def queued(self) -> str:
-        """ZSET of schedule ids whose run is dispatched but not started yet; score = when
-        it counts as queued too long (dispatch time + ``max_queued``), epoch seconds."""
+        """ZSET of schedule ids whose run is dispatched but not started yet (and of
+        ``allow_all`` runs, ``<id>:<fire ms>``); score = when it counts as queued too
+        long (dispatch time + ``max_queued``), epoch seconds."""
         return f"{self.namespace}:queued"
 
     @property

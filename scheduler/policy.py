@@ -78,14 +78,19 @@ def resolve_due(schedule: Schedule, pending_ms: int, now_ms: int, last_run_ms: i
     return _resolve(schedule, schedule.misfire, pending_ms, now_ms)
 
 
-def resolve_concurrent(schedule: Schedule, pending_ms: int, now_ms: int, in_flight: int) -> Resolution | None:
+def resolve_concurrent(
+    schedule: Schedule, pending_ms: int, now_ms: int, in_flight: int, *, asked: bool = False
+) -> Resolution | None:
     """At dispatch, the fire ``pending_ms`` of an ``allow_all`` schedule with
     ``in_flight`` runs: None at the cap (``max_concurrent`` runs in flight: the fire
     waits for a run to end, then is decided again, late fires by the misfire policy,
     as ``skip`` decides the fires that passed during its one run); else the misfire
-    policy's answer, as for a schedule with nothing in flight."""
+    policy's answer, as for a schedule with nothing in flight. A fire ``asked`` for by
+    a person (a trigger) is not the policy's to drop: it runs as it is, however late."""
     if in_flight >= (schedule.max_concurrent or 1):
         return None
+    if asked:
+        return Resolution(pending_ms, 0, True)
     return _resolve(schedule, schedule.misfire, pending_ms, now_ms)
 
 

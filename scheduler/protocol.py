@@ -270,12 +270,19 @@ CAP_FIELD = "max_concurrent"
 #: of its ``max_concurrent`` runs to end: never due by time; the run's end makes it due now.
 SLOT_WAIT_SCORE = 10**11  # year 5138: far, and still a date Python can print
 
+#: The schedule hash field TRIGGER writes: the fire it made due (ISO, as ``fire_at``).
+#: While ``fire_at`` equals it, that fire was asked for and dispatch runs it as it is,
+#: however late (never dropped by the misfire policy); once the fire ran, ``fire_at``
+#: moves on and the field means nothing (it is left, not cleared, off the hot path).
+TRIGGERED_FIELD = "triggered_fire"
+
 #: The hash fields DUE_READ returns per due schedule, in this order (dispatch decides
 #: from them): the legacy definition field, the state, ``last_run_at`` (tells a fire an
 #: overlap policy kept waiting from a missed one), the ``allow_all`` runs in flight,
-#: then one per setting (:mod:`scheduler.stored`).
+#: the triggered fire, then one per setting (:mod:`scheduler.stored`).
 DUE_FIELDS = (
-    LEGACY_FIELD, "version", "state", "fire_at", "attempt", "last_run_at", IN_FLIGHT_FIELD, *SETTING_FIELDS
+    LEGACY_FIELD, "version", "state", "fire_at", "attempt", "last_run_at", IN_FLIGHT_FIELD, TRIGGERED_FIELD,
+    *SETTING_FIELDS,
 )  # fmt: skip
 #: The hash fields UPSERT_READ returns per schedule, in this order.
 UPSERT_READ_FIELDS = ("version", LEGACY_FIELD, "state", *SETTING_FIELDS)

@@ -85,10 +85,13 @@ class AckingWorker(Resilience, BaseWorker):
         queued and running are told apart by it. Best effort: the leader's watchdog
         marks it from RQ's state when this cannot (the job runs either way)."""
         fire = _fire_of(job)
-        if fire is None or fire.backfill or fire.concurrent:  # not the schedule's one live run
+        if fire is None or fire.backfill:  # not one of the schedule's live runs
             return
         keys = Keys(fire.namespace)
         try:
+            if fire.concurrent:  # an allow_all run: no longer queued (its own member)
+                self.connection.zrem(keys.queued, concurrent.member(fire.schedule, fire.fire_ms))
+                return
             scripts.run(
                 self._rqbeat_scripts.start,
                 [keys.schedule(fire.schedule), keys.queued],

@@ -32,7 +32,7 @@ from scheduler import backfill, cron, policy, rqkeys, scripts, stored
 from scheduler.allow import AllowList
 from scheduler.clock import iso, parse_iso_ms
 from scheduler.engine import liveness, rqjob
-from scheduler.engine.dispatch import _check_allowed
+from scheduler.engine.decide import _check_allowed
 from scheduler.engine.watchdog import Outcome, judge, next_check_ms
 from scheduler.errors import CorruptDefinition, LeadershipLost
 from scheduler.jobmeta import FireMeta

@@ -141,7 +141,7 @@ def prepare_ack(
     return RunAck(
         keys=[
             keys.schedule(sid), keys.runs(sid), keys.concurrent, keys.due, keys.history(sid), keys.events,
-            keys.stale, keys.stats, keys.alerts, keys.failing, keys.succeeded(sid),
+            keys.stale, keys.stats, keys.alerts, keys.failing, keys.succeeded(sid), keys.queued,
         ],
         args=[
             sid, fire_ms, job, outcome, error[:500], iso(now_ms), now_ms / 1000, HISTORY_MAXLEN, iso(fire_ms),
@@ -217,6 +217,8 @@ class Concurrent:
         verdict = judge(life.status, life.alive, now_ms)
         sid = run.schedule_id
         if verdict.outcome is Outcome.PENDING:
+            if life.status != "queued":  # started (a plain rq worker does not say so itself)
+                self.conn.zrem(self.keys.queued, run.member)
             self._look_later(run.member, next_check_ms(_ms(run.dispatched_at, now_ms), now_ms))
             return
         if verdict.outcome is Outcome.SUCCEEDED:
@@ -230,7 +232,7 @@ class Concurrent:
         k = self.keys
         reply = scripts.run(
             self._scripts.conc_fail,
-            [k.schedule(sid), k.runs(sid), k.concurrent, k.history(sid)],
+            [k.schedule(sid), k.runs(sid), k.concurrent, k.history(sid), k.queued],
             [
                 sid, run.fire_ms, run.job_id, retry_ms / 1000, iso(retry_ms), reason[:500],
                 iso(now_ms), HISTORY_MAXLEN, iso(run.fire_ms),
@@ -281,7 +283,7 @@ class Concurrent:
         reply = RedispatchReply(
             scripts.run(
                 self._scripts.conc_redispatch,
-                [k.leader, k.runs(sid), k.concurrent, k.history(sid), rqkeys.QUEUES, k.queues],
+                [k.leader, k.runs(sid), k.concurrent, k.history(sid), rqkeys.QUEUES, k.queues, k.queued],
                 [
                     token,
                     sid,
@@ -299,6 +301,7 @@ class Concurrent:
                     (now_ms + FIRST_LOOK_MS) / 1000,
                     HISTORY_MAXLEN,
                     fire_iso,
+                    (now_ms + thresholds.limits_at(schedule, run.fire_ms).max_queued_ms) / 1000,
                     *fields,
                 ],
             )
@@ -315,7 +318,7 @@ class Concurrent:
         k = self.keys
         reply = scripts.run(
             self._scripts.conc_drop,
-            [k.schedule(sid), k.runs(sid), k.concurrent, k.due, k.events],
+            [k.schedule(sid), k.runs(sid), k.concurrent, k.due, k.events, k.queued],
             [sid, fire, run.job_id if run else "", now_ms / 1000],
         )
         if ConcurrentReply(reply) is ConcurrentReply.DONE and run is not None:

@@ -7,6 +7,7 @@ Per batch, two round trips::
         run        -- due → running, in-flight state, history, the RQ job
         reschedule -- due → due at a later fire (skip policy, recomputed fire)
         broken     -- cannot be decoded/computed: marked broken after the batch
+        spawn      -- allow_all: one more run beside the others (:mod:`.decide`)
     DISPATCH   if the lease is still ours and no edit moved the revision: write it
                all, RQ jobs included (as RQ writes them, see :mod:`scheduler.engine.rqjob`)
 
@@ -22,30 +23,20 @@ import dataclasses
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
-from functools import lru_cache
 from typing import Any
 
 from redis import Redis
 
-from scheduler import cron, policy, rqkeys, scripts, stored, thresholds, windows
-from scheduler.allow import AllowList, Verdict
-from scheduler.clock import iso, parse_iso_ms
+from scheduler import rqkeys, scripts, thresholds, windows
+from scheduler.allow import AllowList
+from scheduler.clock import iso
 from scheduler.engine import rqjob
-from scheduler.errors import CorruptDefinition, LeadershipLost
+from scheduler.engine.decide import Decision, Kind, decide
+from scheduler.errors import LeadershipLost
 from scheduler.jobmeta import FireMeta
 from scheduler.keys import HISTORY_MAXLEN, Keys
-from scheduler.model import Overlap, Schedule
-from scheduler.protocol import (
-    DUE_FIELDS,
-    IN_FLIGHT_FIELD,
-    NO_FIRE,
-    SLOT_WAIT_SCORE,
-    DispatchReply,
-    ScheduleState,
-)
-from scheduler.records import decode_definition, text
-from scheduler.stored import SETTING_FIELDS
+from scheduler.protocol import DUE_FIELDS, NO_FIRE, SLOT_WAIT_SCORE, DispatchReply
+from scheduler.records import text
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +46,6 @@ FIRST_CHECK_MS = 1_000
 # DUE_READ's reply: the lease and the revision, then per schedule its id, its score
 # and DUE_FIELDS.
 _HEAD, _ROW = 2, 2 + len(DUE_FIELDS)
-#: The order :func:`decide` unpacks a row in; the same as DUE_FIELDS (a test pins it).
-DECIDED_FROM = (
-    "definition", "version", "state", "fire_at", "attempt", "last_run_at", IN_FLIGHT_FIELD, *SETTING_FIELDS
-)  # fmt: skip
-_DECIDED = 5  # the fields unpacked first
-_IN_FLIGHT_AT = 6
-_SETTINGS_AT = 7  # the settings follow runs_in_flight
 _TEMPLATES_KEPT = 65_536
 #: Batches read at once: Redis writes one while the next is decided.
 READ_AHEAD = 4
@@ -69,36 +53,6 @@ READ_AHEAD = 4
 #: costs milliseconds at that size (again at every re-plan an ack causes), while its
 #: write takes far longer than the ~0.1 ms that packing ahead saves.
 ARM_MAX_WRITES = 100
-
-
-class Kind(StrEnum):
-    """What dispatch does with one due schedule."""
-
-    RUN = "run"  # due -> running: in-flight state, history, the RQ job
-    RESCHEDULE = "reschedule"  # due -> due at a later fire (skip policy, too old)
-    BROKEN = "broken"  # cannot be decoded or computed: marked broken after the batch
-    SPAWN = "spawn"  # allow_all: one more run in flight, the schedule due at its next fire
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What one due schedule gets in this batch."""
-
-    schedule_id: str
-    kind: Kind
-    schedule: Schedule | None = None
-    fire_ms: int = 0
-    attempt: int = 1
-    dropped: int = 0
-    score_ms: int = 0
-    version: str = ""
-    error: str = ""
-    #: SPAWN: the schedule's next fire (windows.NEVER_MS: none) and its due score
-    next_ms: int = 0
-
-    @property
-    def job_id(self) -> str:
-        return f"{self.schedule_id}-{self.fire_ms}-{self.attempt}"
 
 
 @dataclass(slots=True)
@@ -126,95 +80,6 @@ class BatchResult:
     @property
     def size(self) -> int:
         return len(self.runs) + len(self.rescheduled) + len(self.broken) + len(self.spawned)
-
-
-@lru_cache(maxsize=65_536)
-def _decode(schedule_id: str, definition: str | None) -> Schedule:
-    """Definitions are immutable values: decode each distinct text once."""
-    return decode_definition(schedule_id, definition)
-
-
-def _check_allowed(schedule_id: str, target: str, allow: AllowList) -> None:
-    """Raise unless ``allow`` permits ``target`` (memoized: a dict lookup after the
-    first fire). A target this replica cannot import passes by name: warned once."""
-
-    def warn(verdict: Verdict) -> None:
-        if verdict.allowed and not verdict.resolved:
-            log.warning(
-                "schedule=%s target=%s allowed by name only, it does not import on this replica: %s",
-                schedule_id,
-                target,
-                verdict.reason,
-            )
-
-    verdict = allow.judge(target, warn)
-    if not verdict.allowed:
-        detail = allow.explain(verdict).removeprefix("is not in the allow-list")
-        raise CorruptDefinition(schedule_id, f"target {target!r} is not in this replica's allow-list{detail}")
-
-
-def decide(
-    schedule_id: str, row: list[Any], score_ms: int, now_ms: int, allow: AllowList | None = None
-) -> Decision:
-    """Pure decision for one due schedule from its HMGET row (of
-    :data:`~scheduler.protocol.DUE_FIELDS`). A target outside ``allow`` (this replica's
-    own list, never Redis's word) is broken."""
-    # unpacked by position, not through a dict: this runs per fire in a burst
-    definition, version, state, fire_at, attempt = (text(v) for v in row[:_DECIDED])
-    if definition is None:  # the stored form: one field per setting (legacy: one JSON field)
-        definition = stored.row_text(SETTING_FIELDS, row[_SETTINGS_AT:])
-    try:
-        if state != ScheduleState.DUE:
-            raise CorruptDefinition(schedule_id, f"is in the due set but its state is {state!r}")
-        schedule = _decode(schedule_id, definition)
-        if allow is not None:
-            _check_allowed(schedule_id, schedule.target, allow)
-        pending = parse_iso_ms(fire_at) if fire_at else cron.next_fire_ms(schedule.trigger, score_ms)
-        tries = int(attempt or 1)
-    except ValueError as exc:  # CorruptDefinition, or a damaged fire_at or attempt
-        return Decision(schedule_id, Kind.BROKEN, error=str(exc))
-    if tries > 1:  # a retry of a fire that already failed: never dropped by policy
-        return Decision(schedule_id, Kind.RUN, schedule, pending, tries, version=str(version))
-    if schedule.overlap is Overlap.ALLOW_ALL:
-        in_flight = int(text(row[_IN_FLIGHT_AT]) or 0)
-        return _decide_concurrent(schedule_id, schedule, str(version), pending, now_ms, in_flight=in_flight)
-    if schedule.overlap is Overlap.SKIP:  # the default: its cost per fire is unchanged
-        res = policy.resolve_misfire(schedule, pending, now_ms)
-    else:
-        res = policy.resolve_due(schedule, pending, now_ms, _last_run_ms(text(row[5])))
-    if not res.run_now:
-        score = policy.due_score_ms(schedule, res.fire_ms)
-        return Decision(schedule_id, Kind.RESCHEDULE, schedule, res.fire_ms, 1, res.dropped, score)
-    return Decision(schedule_id, Kind.RUN, schedule, res.fire_ms, 1, res.dropped, version=str(version))
-
-
-def _decide_concurrent(
-    schedule_id: str, schedule: Schedule, version: str, pending: int, now_ms: int, *, in_flight: int
-) -> Decision:
-    """``allow_all``: a run of its own while fewer than ``max_concurrent`` are in flight
-    (the schedule stays due, at its next fire); at the cap the fire waits for a slot
-    (due score SLOT_WAIT_SCORE: a run's end makes it due again)."""
-    res = policy.resolve_concurrent(schedule, pending, now_ms, in_flight)
-    if res is None:
-        wait_ms = SLOT_WAIT_SCORE * 1000
-        return Decision(schedule_id, Kind.RESCHEDULE, schedule, pending, 1, 0, wait_ms, version=version)
-    if not res.run_now:
-        score = policy.due_score_ms(schedule, res.fire_ms)
-        return Decision(schedule_id, Kind.RESCHEDULE, schedule, res.fire_ms, 1, res.dropped, score)
-    nxt = cron.next_fire_ms(schedule.trigger, res.fire_ms)
-    score = nxt if nxt >= windows.NEVER_MS else policy.due_score_ms(schedule, nxt)
-    return Decision(
-        schedule_id, Kind.SPAWN, schedule, res.fire_ms, 1, res.dropped, score, version=version, next_ms=nxt
-    )
-
-
-def _last_run_ms(last_run_at: str | None) -> int | None:
-    """The end of the previous run; None when there was none or it cannot be read (a
-    late fire then goes to the misfire policy, as it would without an overlap policy)."""
-    try:
-        return parse_iso_ms(last_run_at) if last_run_at else None
-    except ValueError:
-        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,7 +288,8 @@ class Dispatcher:
             job = template.fields_for(_description(d, fire_iso), self._meta(d, fire_iso, epoch))
             nxt = NO_FIRE if d.next_ms >= windows.NEVER_MS else iso(d.next_ms)
             args += [d.schedule_id, fire_iso, d.fire_ms, d.job_id, template.queue, d.dropped, template.ttl_s]
-            args += [(now_ms + limits.stale_after_ms) / 1000, nxt, d.score_ms / 1000, len(job), *job]
+            args += [(now_ms + limits.stale_after_ms) / 1000, nxt, d.score_ms / 1000]
+            args += [(now_ms + limits.max_queued_ms) / 1000, len(job), *job]
         return Write(
             token,
             revision,

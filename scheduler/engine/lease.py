@@ -29,22 +29,25 @@ EXEC), so dispatch also WATCHes the lease key: the check and the write are one
 transaction, and a deposed leader's EXEC fails.
 
 The lease scripts run on one dedicated connection (the *lease connection*), whose
-Redis client id the leader records next to the lease (``Keys.leader_conn``, again
-after a reconnect). That connection lives exactly as long as the leader's process:
-a standby that finds it gone may delete the lease at once instead of waiting out
-the TTL (:mod:`scheduler.engine.takeover`). A leader that is alive but stopped or
-cut off keeps its connection open, so it is still waited out and fenced.
+Redis client id the leader records next to the lease (``Keys.leader_conn``, with the
+run id of the server that gave it, again after a reconnect). That connection lives
+exactly as long as the leader's process: a standby that finds it gone may delete
+the lease at once instead of waiting out the TTL (:mod:`scheduler.engine.takeover`).
+A leader that is alive but stopped or cut off keeps its connection open, so it is
+still waited out and fenced.
 """
 
 from __future__ import annotations
 
 import logging
 
+import redis.exceptions
 from redis import Redis
 from redis.sentinel import SentinelConnectionPool
 
 from scheduler import scripts
 from scheduler.clock import Clock
+from scheduler.engine.takeover import NO_LEASE_CONNECTION, LeaseConnection, node_of
 from scheduler.keys import Keys
 from scheduler.protocol import AcquireReply, LeaseReply
 from scheduler.records import text
@@ -60,32 +63,33 @@ ACQUIRE = """
 -- KEYS[3] - the lease connection's record (Keys.leader_conn)
 -- ARGV[1] - this replica's node name
 -- ARGV[2] - ttl, ms
--- ARGV[3] - the client id of the connection running this script
+-- ARGV[3] - the connection running this script: '<client id> <server run id>'
+--           (takeover.LeaseConnection)
 -- returns the new epoch, or 0 (AcquireReply.HELD) when the lease is held (by anyone)
 local leader, epochs, record = KEYS[1], KEYS[2], KEYS[3]
-local node, ttl_ms, client_id = ARGV[1], ARGV[2], ARGV[3]
+local node, ttl_ms, connection = ARGV[1], ARGV[2], ARGV[3]
 if redis.call('EXISTS', leader) == 1 then return 0 end
 local epoch = redis.call('INCR', epochs)
 local token = epoch .. ':' .. node
 redis.call('SET', leader, token, 'PX', ttl_ms)
-redis.call('SET', record, token .. ' ' .. client_id)
+redis.call('SET', record, token .. ' ' .. connection)
 return epoch
 """
 
 RENEW = """
--- Renewal on a new lease connection (after a reconnect): extend and record its id.
+-- Renewal on a new lease connection (after a reconnect): extend and record it.
 -- KEYS[1] - the leader lease
 -- KEYS[2] - the lease connection's record (Keys.leader_conn)
 -- ARGV[1] - our token '<epoch>:<node>'
 -- ARGV[2] - ttl, ms
--- ARGV[3] - the lease connection's client id
+-- ARGV[3] - the lease connection: '<client id> <server run id>' (takeover.LeaseConnection)
 -- returns (LeaseReply) 1 extended, 0 the lease is not ours (expired, or another
 -- replica's)
 local leader, record = KEYS[1], KEYS[2]
-local token, ttl_ms, client_id = ARGV[1], ARGV[2], ARGV[3]
+local token, ttl_ms, connection = ARGV[1], ARGV[2], ARGV[3]
 if redis.call('GET', leader) == token then
   redis.call('PEXPIRE', leader, ttl_ms)
-  redis.call('SET', record, token .. ' ' .. client_id)
+  redis.call('SET', record, token .. ' ' .. connection)
   return 1
 end
 return 0
@@ -121,10 +125,12 @@ class Lease:
         self.token: str | None = None
         self._deadline = 0.0
         self._renewed_at = 0.0
-        # Made on first use (a replica starts before Redis is reachable); its client id
-        # is None until read, and again after each reconnect (the record is then stale).
+        # Made on first use (a replica starts before Redis is reachable); what it is
+        # (client id, server) is None until read, and again after each reconnect (the
+        # record is then stale); _connects counts the reconnects.
         self._lease_conn: Redis | None = None
-        self._client_id: int | None = None
+        self._conn_ref: LeaseConnection | None = None
+        self._connects = 0
         # A few bytes of fixed size, never growing: leadership must not lapse while
         # Redis is full, or nothing resumes dispatch the moment memory is freed.
         self._acquire = scripts.register(conn, ACQUIRE, scripts.Flags.ALLOW_OOM)
@@ -144,12 +150,12 @@ class Lease:
     def try_acquire(self) -> bool:
         """Take the lease if nobody holds it."""
         started = self.clock.monotonic()
-        client, client_id = self._connection()
+        client, conn_ref = self._connection()
         epoch = int(
             scripts.run(
                 self._acquire,
                 [self.keys.leader, self.keys.epoch, self.keys.leader_conn],
-                [self.node, self.ttl_ms, client_id],
+                [self.node, self.ttl_ms, conn_ref.encode()],
                 client,
             )
         )
@@ -167,10 +173,10 @@ class Lease:
             return False
         started = self.clock.monotonic()
         for _ in range(2):  # again only when the connection was remade during the call
-            if self._client_id is None:
-                client, client_id = self._connection()
+            if self._conn_ref is None:
+                client, conn_ref = self._connection()
                 keys = [self.keys.leader, self.keys.leader_conn]
-                reply = scripts.run(self._renew, keys, [self.token, self.ttl_ms, client_id], client)
+                reply = scripts.run(self._renew, keys, [self.token, self.ttl_ms, conn_ref.encode()], client)
                 ours = LeaseReply(reply) is LeaseReply.OURS
             else:
                 client, _ = self._connection()
@@ -178,7 +184,7 @@ class Lease:
             if not ours:
                 self.drop()
                 return False
-            if self._client_id is not None:
+            if self._conn_ref is not None:
                 break
         self._extend_from(started)
         return True
@@ -202,7 +208,7 @@ class Lease:
         """Close the lease connection (after :meth:`release`)."""
         if self._lease_conn is not None:
             self._lease_conn.close()
-            self._lease_conn, self._client_id = None, None
+            self._lease_conn, self._conn_ref = None, None
 
     def drop(self) -> None:
         """Forget the lease locally (renew failed, deadline passed, fenced out)."""
@@ -217,27 +223,47 @@ class Lease:
             return None
         return self.ttl_ms if pttl == _PTTL_NO_EXPIRY else pttl
 
-    def _connection(self) -> tuple[Redis, int]:
-        """The lease connection and its client id, read again after a reconnect. A
-        client that is not one connection's (a cluster client) records id 0: no fast
-        takeover, the TTL decides."""
+    def _connection(self) -> tuple[Redis, LeaseConnection]:
+        """The lease connection and what it is (client id, server run id), read again
+        after a reconnect. A Sentinel-managed client records client id 0: no fast
+        takeover, the TTL decides. On a Redis Cluster URL the connection follows the
+        slot's primary (:mod:`scheduler.slotowner`); the run id says which node gave
+        the id, so a standby on another node never misreads it (:mod:`.takeover`)."""
         if not isinstance(self.conn, Redis) or isinstance(self.conn.connection_pool, SentinelConnectionPool):
-            # A cluster client is not one connection's; a held Sentinel-managed
-            # connection kept talking to the demoted master after a failover
-            # (test_sentinel): both record id 0, so the lease's TTL decides.
-            return self.conn, 0
+            # A held Sentinel-managed connection kept talking to the demoted master
+            # after a failover (test_sentinel): the lease's TTL decides.
+            return self.conn, NO_LEASE_CONNECTION
         if self._lease_conn is None:
             self._lease_conn = self.conn.client()  # type: ignore[no-untyped-call]
             connection = self._lease_conn.connection
             assert connection is not None  # a single-connection client holds one
             connection.register_connect_callback(self._reconnected)
-        if self._client_id is None:
-            self._client_id = int(self._lease_conn.client_id())
-        return self._lease_conn, self._client_id
+        if self._conn_ref is not None:
+            return self._lease_conn, self._conn_ref
+        # Two commands on the one connection (a pipeline would take another from the
+        # pool); a reconnect between them would pair one server's id with another's
+        # run id, so such a reading is used once and read again at the next renewal.
+        connects = self._connects
+        conn_ref = LeaseConnection(int(self._lease_conn.client_id()), self._server_run_id())
+        if self._connects == connects:
+            self._conn_ref = conn_ref
+        return self._lease_conn, conn_ref
+
+    def _server_run_id(self) -> str:
+        """The lease connection's server's run id; "-" when INFO is refused (an ACL
+        without it), which no standby's server matches: the TTL decides."""
+        assert self._lease_conn is not None
+        try:
+            info = self._lease_conn.info("server")
+        except redis.exceptions.ResponseError as exc:
+            log.warning("cannot read the server's run id (no fast takeover): %s", exc)
+            return NO_LEASE_CONNECTION.node
+        return node_of(info) or NO_LEASE_CONNECTION.node
 
     def _reconnected(self, _connection: object) -> None:
         # Runs inside redis-py's connect: only note it; the next lease call republishes.
-        self._client_id = None
+        self._conn_ref = None
+        self._connects += 1
 
     def _extend_from(self, started: float) -> None:
         # The TTL started no earlier than our request left; count from then.

@@ -296,6 +296,7 @@ class Service:
             self.alerter.wake()  # events the last leader left behind
             return 0.0
         self._heartbeat("standby")
+        self.takeover.lease_held()  # another replica leads: a read that saw no holder is stale
         wait_s = max(0.001, (remaining_ms or 0) / 1000.0)
         check_s = self.takeover.wait_s()
         return wait_s if check_s is None else max(0.001, min(wait_s, check_s))

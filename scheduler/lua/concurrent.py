@@ -21,7 +21,9 @@ from scheduler.protocol import IN_FLIGHT_FIELD, SLOT_WAIT_SCORE, AlertKind, RunS
 
 #: ``run_record(...)``: one run's JSON record; ``run_of(runs, fire_ms, job)``: the
 #: record of ``fire_ms`` when it is run ``job`` (any job when ``job`` is ''), else nil;
-#: ``run_ended(...)``: the record gone, the count rewritten, a waiting fire woken.
+#: ``run_ended(...)``: the record gone (and its member of the queued zset: an
+#: allow_all run is ``<id>:<fire ms>`` there while it waits in its RQ queue), the count
+#: rewritten, a waiting fire woken.
 RUN_RECORD_LUA = (
     f"""
 local RUN_RUNNING, RUN_RETRY = '{RunState.RUNNING}', '{RunState.RETRY}'
@@ -39,9 +41,10 @@ local function run_of(runs, fire_ms, job)
   if job ~= '' and run.job_id ~= job then return nil end
   return run
 end
-local function run_ended(runs, concurrent, schedule, due, events, id, fire_ms, now_score)
+local function run_ended(runs, concurrent, queued, schedule, due, events, id, fire_ms, now_score)
   redis.call('HDEL', runs, fire_ms)
   redis.call('ZREM', concurrent, id .. ':' .. fire_ms)
+  redis.call('ZREM', queued, id .. ':' .. fire_ms)
   if redis.call('EXISTS', schedule) == 0 then return end
   redis.call('HSET', schedule, IN_FLIGHT_FIELD, redis.call('HLEN', runs))
   local waiting = redis.call('ZSCORE', due, id)
@@ -74,6 +77,7 @@ local GAVE_UP = '{AlertKind.GAVE_UP}'
 -- KEYS[9] - the alerts list
 -- KEYS[10] - the failing zset
 -- KEYS[11] - its succeeded zset (what a backfill skips)
+-- KEYS[12] - the queued zset
 -- ARGV[1] - the schedule id
 -- ARGV[2] - the fire, epoch ms
 -- ARGV[3] - the job id of the run
@@ -90,13 +94,13 @@ local GAVE_UP = '{AlertKind.GAVE_UP}'
 -- returns (ConcurrentReply) 1 recorded, 0 not this run in flight (nothing written)
 local schedule, runs, concurrent, due, history, events, stale = KEYS[1], KEYS[2], KEYS[3],
                                                                  KEYS[4], KEYS[5], KEYS[6], KEYS[7]
-local stats, alerts, failing, succeeded = KEYS[8], KEYS[9], KEYS[10], KEYS[11]
+local stats, alerts, failing, succeeded, queued = KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12]
 local id, fire_ms, job, outcome, err, now, now_score = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5],
                                                        ARGV[6], ARGV[7]
 local maxlen, fire, by, stale_by, expect = ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12]
 local run = run_of(runs, fire_ms, job)
 if not run or run.state ~= RUN_RUNNING then return 0 end
-run_ended(runs, concurrent, schedule, due, events, id, fire_ms, now_score)
+run_ended(runs, concurrent, queued, schedule, due, events, id, fire_ms, now_score)
 if redis.call('EXISTS', schedule) == 0 then return 1 end
 local entry = {'event', outcome, 'fire_at', fire, 'job_id', job, 'attempt', run.attempt, 'by', by}
 local fields = {'last_result', outcome, 'last_run_at', now}
@@ -137,6 +141,7 @@ CONC_FAIL = (
 -- KEYS[2] - its runs hash
 -- KEYS[3] - the concurrent zset
 -- KEYS[4] - its history stream
+-- KEYS[5] - the queued zset
 -- ARGV[1] - the schedule id
 -- ARGV[2] - the fire, epoch ms
 -- ARGV[3] - the job id of the run
@@ -147,7 +152,7 @@ CONC_FAIL = (
 -- ARGV[8] - history maxlen
 -- ARGV[9] - the fire, ISO
 -- returns (ConcurrentReply) 1 retry scheduled, 0 not this run in flight (nothing written)
-local schedule, runs, concurrent, history = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local schedule, runs, concurrent, history, queued = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local id, fire_ms, job, retry_score, retry_at, err = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5],
                                                      ARGV[6]
 local now, maxlen, fire = ARGV[7], ARGV[8], ARGV[9]
@@ -157,6 +162,7 @@ local attempt = run.attempt + 1
 redis.call('HSET', runs, fire_ms, run_record(job, attempt, run.epoch, run.dispatched_at, run.queue,
                                              RUN_RETRY))
 redis.call('ZADD', concurrent, retry_score, id .. ':' .. fire_ms)
+redis.call('ZREM', queued, id .. ':' .. fire_ms)  -- waiting for its retry is not queued
 if redis.call('EXISTS', schedule) == 1 then
   redis.call('HSET', schedule, 'last_result', 'failed', 'last_run_at', now, 'last_error', err)
   redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', 'event', 'failed', 'fire_at', fire,
@@ -178,6 +184,7 @@ CONC_REDISPATCH = (
 -- KEYS[4] - its history stream
 -- KEYS[5] - RQ's queues set
 -- KEYS[6] - rqbeat's queues zset
+-- KEYS[7] - the queued zset
 -- ARGV[1] - our lease token
 -- ARGV[2] - the schedule id
 -- ARGV[3] - the fire, epoch ms
@@ -194,27 +201,30 @@ CONC_REDISPATCH = (
 -- ARGV[14] - the first look at the run, score
 -- ARGV[15] - history maxlen
 -- ARGV[16] - the fire, ISO
--- ARGV[17..] - the job hash's field/value pairs (all but the two stamps)
+-- ARGV[17] - when the run counts as queued too long, score
+-- ARGV[18..] - the job hash's field/value pairs (all but the two stamps)
 -- returns (RedispatchReply) 1 enqueued, 0 not this retry (nothing written), -1 the lease
 -- is not ours (nothing written)
 local leader, runs, concurrent, history, queues_set, our_queues = KEYS[1], KEYS[2], KEYS[3],
                                                                    KEYS[4], KEYS[5], KEYS[6]
+local queued = KEYS[7]
 local token, id, fire_ms, attempt, job, job_prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5],
                                                      ARGV[6]
 local queue_prefix, queue, ttl, stamp, now, now_score = ARGV[7], ARGV[8], ARGV[9], ARGV[10],
                                                         ARGV[11], ARGV[12]
-local epoch, look, maxlen, fire = ARGV[13], ARGV[14], ARGV[15], ARGV[16]
+local epoch, look, maxlen, fire, queued_by = ARGV[13], ARGV[14], ARGV[15], ARGV[16], ARGV[17]
 if redis.call('GET', leader) ~= token then return -1 end
 local run = run_of(runs, fire_ms, '')
 if not run or run.state ~= RUN_RETRY or tostring(run.attempt) ~= attempt then return 0 end
 local job_key, queue_key = job_prefix .. job, queue_prefix .. queue
-redis.call('HSET', job_key, 'created_at', stamp, 'enqueued_at', stamp, unpack(ARGV, 17))
+redis.call('HSET', job_key, 'created_at', stamp, 'enqueued_at', stamp, unpack(ARGV, 18))
 if ttl ~= '0' then redis.call('EXPIRE', job_key, ttl) end
 redis.call('SADD', queues_set, queue_key)
 redis.call('ZADD', our_queues, now_score, queue)
 redis.call('RPUSH', queue_key, job)
 redis.call('HSET', runs, fire_ms, run_record(job, attempt, epoch, now, queue, RUN_RUNNING))
 redis.call('ZADD', concurrent, look, id .. ':' .. fire_ms)
+redis.call('ZADD', queued, queued_by, id .. ':' .. fire_ms)  -- until a worker starts it
 redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', 'event', 'dispatched', 'fire_at', fire,
            'job_id', job, 'attempt', attempt, 'epoch', epoch, 'at', now)
 return 1
@@ -253,6 +263,7 @@ CONC_DROP = (
 -- KEYS[3] - the concurrent zset
 -- KEYS[4] - the due zset
 -- KEYS[5] - the events channel
+-- KEYS[6] - the queued zset
 -- ARGV[1] - the schedule id
 -- ARGV[2] - the fire, epoch ms
 -- ARGV[3] - the job id read ('' = no record was read)
@@ -260,11 +271,12 @@ CONC_DROP = (
 -- returns (ConcurrentReply) 1 dropped, 0 the run changed since the read, or its schedule
 -- exists (nothing written)
 local schedule, runs, concurrent, due, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local queued = KEYS[6]
 local id, fire_ms, job, now_score = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local run = run_of(runs, fire_ms, '')
 if (run and run.job_id ~= job) or (not run and job ~= '') then return 0 end
 if run and redis.call('EXISTS', schedule) == 1 then return 0 end
-run_ended(runs, concurrent, schedule, due, events, id, fire_ms, now_score)
+run_ended(runs, concurrent, queued, schedule, due, events, id, fire_ms, now_score)
 return 1
 """
 )

@@ -87,7 +87,7 @@ local CAP_FIELD = '{CAP_FIELD}'
 -- ARGV[i + 1] - the fire, ISO, or NO_FIRE (none before end_at: the schedule completes)
 -- ARGV[i + 2] - its due score (SLOT_WAIT_SCORE: an allow_all fire waits for a slot)
 -- ARGV[i + 3] - fires dropped by the misfire policy
--- then ARGV[15] spawns, 11 + n each: a run of an allow_all schedule beside its others
+-- then ARGV[15] spawns, 12 + n each: a run of an allow_all schedule beside its others
 -- (its own record in the runs hash, watched through the concurrent zset); the
 -- schedule stays due, at its next fire
 -- ARGV[i] - the schedule id
@@ -100,8 +100,9 @@ local CAP_FIELD = '{CAP_FIELD}'
 -- ARGV[i + 7] - when the schedule counts as stale if it has no success by then, score
 -- ARGV[i + 8] - the next fire, ISO, or NO_FIRE (none before end_at: the schedule completes)
 -- ARGV[i + 9] - its due score
--- ARGV[i + 10] - n
--- ARGV[i + 11 .. i + 10 + n] - the job hash's field/value pairs (all but the two stamps)
+-- ARGV[i + 10] - when the run counts as queued too long, score (member <id>:<fire ms>)
+-- ARGV[i + 11] - n
+-- ARGV[i + 12 .. i + 11 + n] - the job hash's field/value pairs (all but the two stamps)
 -- returns (DispatchReply) 1 written, -1 the lease is not ours (deposed: nothing
 -- written), -2 an edit moved the revision since the read (re-read and decide again)
 local leader, revision, due, running, queues_set = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -171,19 +172,20 @@ for _ = 1, tonumber(n_reschedules) do
   i = i + 4
 end
 for _ = 1, tonumber(n_spawns) do
-  local id, fire, fire_ms, job, queue, dropped, ttl, stale_by, next_fire, next_score, n =
-    unpack(ARGV, i, i + 10)
-  local last = i + 10 + tonumber(n)
+  local id, fire, fire_ms, job, queue, dropped, ttl, stale_by, next_fire, next_score, queued_by, n =
+    unpack(ARGV, i, i + 11)
+  local last = i + 11 + tonumber(n)
   if not has_slot(id) then  -- never above the cap, whatever the read said: wait instead
     redis.call('HSET', sched .. id, 'fire_at', fire)
     redis.call('HDEL', sched .. id, 'attempt')
     redis.call('ZADD', due, SLOT_WAIT_SCORE, id)
   else
-    enqueue(job, queue, ttl, i + 11, last)
+    enqueue(job, queue, ttl, i + 12, last)
     local runs = runs_prefix .. id
     redis.call('HSET', runs, fire_ms, run_record(job, 1, epoch, now, queue, RUN_RUNNING))
     local in_flight = redis.call('HLEN', runs)
     redis.call('ZADD', concurrent, first_look, id .. ':' .. fire_ms)
+    redis.call('ZADD', queued, queued_by, id .. ':' .. fire_ms)  -- until a worker starts it
     redis.call('ZADD', stale, 'NX', stale_by, id)
     if dropped ~= '0' then
       redis.call('XADD', hist .. id, 'MAXLEN', '~', maxlen, '*', 'event', 'missed',

@@ -6,6 +6,7 @@ from scheduler.lua.common import AUDIT
 from scheduler.protocol import (
     NO_FIRE,
     PAUSE_FIELDS,
+    TRIGGERED_FIELD,
     UPSERT_READ_ABSENT,
     UPSERT_READ_FIELDS,
     CompletedBy,
@@ -399,10 +400,15 @@ return 1
 
 TRIGGER = (
     AUDIT
+    + f"""
+local TRIGGERED_FIELD = '{TRIGGERED_FIELD}'
+"""
     + """
 -- Makes the schedule due now; its regular fires carry on after. The fire that runs is
 -- the pending one when it is already due (overdue, or waiting for its retry: replacing
--- it would drop it unrecorded, and reset its attempts), else a new fire = now.
+-- it would drop it unrecorded, and reset its attempts), else a new fire = now. The fire
+-- is marked asked for (TRIGGERED_FIELD): dispatch runs it as it is, however long it
+-- waits (an allow_all schedule at its cap waits for a slot), never drops it.
 -- KEYS[1] - the schedule hash
 -- KEYS[2] - the due zset
 -- KEYS[3] - the revision counter
@@ -435,6 +441,7 @@ else
   redis.call('HSET', schedule, 'fire_at', now, 'updated_at', now)
   redis.call('HDEL', schedule, 'attempt')
 end
+redis.call('HSET', schedule, TRIGGERED_FIELD, fire)
 redis.call('ZADD', due, now_score, id)
 local fields = audit_entry('triggered', now, by, note, redis.call('HGET', schedule, 'version') or '', '')
 fields[#fields + 1] = 'fire_at'

@@ -20,6 +20,8 @@ lost_run       in flight, but RQ has no such job                   due now as a 
                                                                    the watchdog's "lost")
 ============== =================================================== ===========================
 
+The ``allow_all`` run records have their own kinds (:mod:`scheduler.ops.runrepair`).
+
 Nothing valid is deleted: a definition is never removed, only a schedule whose
 definition cannot be read is marked ``broken`` (with the reason) until a valid one is
 upserted; keys of the wrong type are moved aside, not deleted.

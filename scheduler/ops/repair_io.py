@@ -25,7 +25,7 @@ from redis.commands.core import Script
 from scheduler import hashes, rqkeys
 from scheduler.clock import iso, time_reply_ms
 from scheduler.keys import HISTORY_MAXLEN, Keys
-from scheduler.ops import repair
+from scheduler.ops import repair, runrepair, runrepair_io
 from scheduler.protocol import RUN_FIELDS, Flag, JobPresence, RepairReply, lua_list
 from scheduler.records import text
 from scheduler.scripts import Flags, register
@@ -194,6 +194,7 @@ def examine(conn: Redis, keys: Keys) -> Examination:
     for chunk in hashes.chunks(ids, VIEW_CHUNK):
         for view in _views(view_read, keys, chunk):
             _merge(result, repair.diagnose(view, now_ms, quarantine))
+    _merge(result, runrepair_io.examine_runs(conn, keys))  # allow_all's records (runrepair)
     return result
 
 
@@ -203,6 +204,8 @@ def apply_fixes(conn: Redis, keys: Keys, fixes: Sequence[repair.Fix], now_ms: in
         name: register(conn, body)  # writes: refused as a whole when Redis is full
         for name, body in (("place", PLACE), ("drop", DROP), ("quarantine", QUARANTINE))
     }
+    run_fix = register(conn, runrepair_io.RUN_FIX)
+    scripts.update(dict.fromkeys(runrepair.OPS, run_fix))
     applied = 0
     for fix in fixes:
         keys_, args = _call(keys, fix, now_ms)
@@ -228,6 +231,8 @@ def run_repair(conn: Redis, keys: Keys, *, passes: int = 4) -> RepairOutcome:
 
 def _call(keys: Keys, fix: repair.Fix, now_ms: int) -> tuple[list[str], list[Any]]:
     sid = fix.schedule_id or ""
+    if fix.op in runrepair.OPS:
+        return runrepair_io.fix_call(keys, fix, now_ms)
     if fix.op == "quarantine":
         return [fix.key, fix.note], [fix.seen_type]
     if fix.op == "drop":

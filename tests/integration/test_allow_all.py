@@ -19,8 +19,8 @@ from redis import Redis
 from devtools.apps import write_app
 from devtools.cluster import Cluster, kill_group
 from devtools.processes import Process, wait_for
-from scheduler import cron
-from scheduler.clock import parse_iso_ms
+from scheduler import cron, policy
+from scheduler.clock import parse_iso_ms, redis_now_ms
 from scheduler.engine import concurrent
 from scheduler.keys import Keys
 from scheduler.model import Schedule
@@ -332,3 +332,36 @@ def test_plain_rq_worker_runs_are_acked_retried_and_given_up_by_the_leader(
 
 def in_flight_of(conn: Redis, sid: str) -> int:
     return len(concurrent.read_runs(conn, K, sid))
+
+
+def test_a_trigger_at_the_cap_waits_for_a_slot_and_runs_however_late(
+    cluster: Cluster, conn: Redis, rqbeat: Invoke, app: Path
+) -> None:
+    """``rqbeat trigger`` at the cap: the fire waits for a slot, past the misfire grace,
+    and runs once a run ends -- a trigger is a request, never dropped by ``skip``."""
+    cluster.replica("r1")
+    cluster.wait_leader(conn, timeout=STARTUP_S)
+    cluster.worker("w1", QUEUE, extra=["--path", str(app)])
+    cluster.worker("w2", QUEUE, extra=["--path", str(app)])
+    toml = app / "hourly.toml"
+    toml.write_text(
+        f'[schedules.{SID}]\ntarget = "myapp.tasks.reports.export"\nargs = ["eu"]\n'
+        f'every = "1h"\nqueue = "{QUEUE}"\noverlap = "allow_all"\nmax_concurrent = 1\nmisfire = "skip"\n'
+    )
+    ok(rqbeat("apply", str(toml), "--path", str(app)))
+    ok(rqbeat("trigger", SID))  # the one slot: held until the gate opens
+    first = wait_started(conn, 1)[0]
+    ok(rqbeat("trigger", SID))  # at the cap
+    asked = parse_iso_ms(events(conn, "triggered")[-1].fields["fire_at"])
+    wait_for(lambda: waiting_for_a_slot(conn), WAIT_S, what="the triggered fire to wait at the cap")
+    grace_passed = asked + policy.MISFIRE_GRACE_MS + 1_000
+    wait_for(lambda: redis_now_ms(conn) > grace_passed, WAIT_S, what="the wait to pass the misfire grace")
+    assert len(started(conn)) == 1 and waiting_for_a_slot(conn)
+    open_gate(conn)  # the run ends: the slot goes to the triggered fire, as it is
+    second = wait_started(conn, 2)[1]
+    assert second[0] == f"{SID}-{asked}-1" and second[1] == f"{SID}:{asked}"
+    assert fire_ms(first[0]) < asked
+    assert events(conn, "missed") == []
+    open_gate(conn)
+    wait_for(lambda: in_flight(conn) == 0, WAIT_S, what="the triggered run's ack")
+    assert [parse_iso_ms(e.fields["fire_at"]) for e in events(conn, "succeeded")][-1] == asked

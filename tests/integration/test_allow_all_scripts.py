@@ -12,7 +12,8 @@ from redis import Redis
 from scheduler import scripts
 from scheduler.clock import redis_now_ms
 from scheduler.engine import concurrent
-from scheduler.engine.dispatch import Dispatcher, Kind
+from scheduler.engine.decide import Kind
+from scheduler.engine.dispatch import Dispatcher
 from scheduler.keys import Keys
 from scheduler.model import Schedule
 from scheduler.ops.repair_io import examine

@@ -28,6 +28,7 @@ from devtools.rediscluster import RedisCluster
 from devtools.slotmove import SlotMove
 from scheduler import scripts
 from scheduler.connection import client_options
+from scheduler.keys import Keys
 from scheduler.slotguard import guard_key
 from scheduler.slotowner import SlotMigrating, SlotRedirect, slot_client
 from scheduler.slots import parse_cluster_url
@@ -61,6 +62,9 @@ FIRES_AFTER = 4
 MIGRATING = f"cluster slot {SLOT} is migrating"
 #: Fires of each schedule that come due while the slot is held half moved.
 HELD_FIRES = 2
+#: Far longer than the test: the lease can neither expire nor need a renewal's luck.
+LEASE = "120s"
+K = Keys(NAMESPACE)
 
 
 def total_runs(conn: Redis) -> int:
@@ -98,13 +102,15 @@ def test_no_fire_lost_or_doubled_across_a_resharding_of_the_namespaces_slot(
     assert applied.returncode == 0, applied.stderr
     beat = Cluster(redis_cluster.url, tmp_path, processes, namespace=NAMESPACE, env=env)
     for name in ("r1", "r2"):
-        beat.replica(name)
+        # A lease far longer than the test: only a takeover could change the epoch.
+        beat.replica(name, lease=LEASE)
     for name in ("w1", "w2"):
         # rqbeat worker's default heartbeat timing (5 s + 10 s grace), not the tests'
         # short one: a run's heartbeats wait with everything else while the slot is
         # half moved, and a silence past the grace is an abandoned run, retried.
         beat.worker(name, "reports", monitoring_interval=5, grace=10, extra=["--path", str(app)])
     wait_runs(source, 0, FIRES_BEFORE, f"{FIRES_BEFORE} fires of each schedule")
+    epoch = source.get(K.epoch)
 
     target = next(port for port in redis_cluster.primaries() if port != redis_cluster.owner(SLOT))
     move = SlotMove(redis_cluster, SLOT, target)
@@ -139,6 +145,10 @@ def test_no_fire_lost_or_doubled_across_a_resharding_of_the_namespaces_slot(
     assert "no longer serves it (AskError" not in logs  # the source kept the slot until SETSLOT NODE
     assert "no longer serves it (TryAgainError" not in logs
     assert keys_elsewhere(redis_cluster) == []
+    # The leader lived through the move: its lease connection's record names the old
+    # node until it renews, and a standby must not read that as a dead leader.
+    assert after.get(K.epoch) == epoch, "the lease changed hands across the move"
+    assert not [p for p in processes if "taking over" in p.output()]
     after.close()
 
 

@@ -99,13 +99,14 @@ def test_the_lease_connection_is_recorded_and_recorded_again_after_a_reconnect(r
     clock = FakeClock()
     lease = make(conn, "a", clock)
     assert lease.try_acquire()
-    token, client_id = str(text(conn.get("rqbeat:leader:conn"))).rsplit(" ", 1)
+    token, client_id, node = str(text(conn.get("rqbeat:leader:conn"))).rsplit(" ", 2)
     assert token == "1:a"
+    assert node == conn.info("server")["run_id"]  # the server that gave the id
     assert conn.client_kill_filter(_id=client_id) == 1  # as a dropped connection would
     with pytest.raises(redis.exceptions.ConnectionError):
         lease.renew()  # the service's loop runs the pass again
     assert lease.renew()  # on a new connection, whose id is recorded
-    token, new_id = str(text(conn.get("rqbeat:leader:conn"))).rsplit(" ", 1)
+    token, new_id, _ = str(text(conn.get("rqbeat:leader:conn"))).rsplit(" ", 2)
     assert token == "1:a" and new_id != client_id
     assert lease.release()
     assert conn.get("rqbeat:leader:conn") is None

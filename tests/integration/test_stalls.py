@@ -25,7 +25,7 @@ from devtools.processes import Process, wait_for
 from scheduler.cli.app import cli
 from scheduler.engine.metrics import Metrics
 from scheduler.keys import Keys
-from scheduler.model import Schedule
+from scheduler.model import Overlap, Schedule
 from scheduler.store import Client
 
 pytestmark = pytest.mark.integration
@@ -105,6 +105,40 @@ def test_a_queue_nobody_serves_is_reported_until_a_worker_listens(
     check_clears(redis_url)
     assert gauge(conn, "rqbeat_runs_queued_too_long") == 0
     assert gauge(conn, "rqbeat_queue_workers", {"queue": "reprots"}) == 1
+
+
+def test_allow_all_runs_in_a_queue_nobody_serves_are_each_reported_until_a_worker_listens(
+    redis_url: str, conn: Redis, cluster: Cluster, client: Client
+) -> None:
+    """Each run of an ``allow_all`` schedule is its own: two runs at the cap, both
+    queued on a queue nobody serves, are two findings (check, status, metrics)."""
+    client.upsert(
+        Schedule(
+            id="fanout", target="tests.jobs.record", every_ms=1000, queue="nobody", max_queued_ms=2000,
+            overlap=Overlap.ALLOW_ALL, max_concurrent=2,
+        )
+    )  # fmt: skip
+
+    def two_findings() -> str | None:
+        code, output = rqbeat(redis_url, "check", "--health-only")
+        lines = re.findall(
+            r"^queued_too_long: schedule fanout: run fanout-\d+-1 \(allow_all, fire \S+\) queued for .* "
+            r"on queue nobody",
+            output,
+            re.M,
+        )
+        return output if code == 1 and len(lines) == 2 else None
+
+    output = wait_for(two_findings, 30, interval=0.2, what="check to report both allow_all runs")
+    assert re.search(r"^no_worker: queue nobody:", output, re.M), output
+    assert "queued_too_long" in finding_kinds(redis_url)
+    assert gauge(conn, "rqbeat_runs_queued_too_long") == 2
+    _, status = rqbeat(redis_url, "status")
+    assert len(re.findall(r"^  queued_too_long: schedule fanout", status, re.M)) == 2, status
+
+    cluster.worker("w-nobody", "nobody")  # the fix: a worker on the queue
+    check_clears(redis_url)
+    assert gauge(conn, "rqbeat_runs_queued_too_long") == 0
 
 
 def test_all_workers_stopped_is_reported_until_one_is_back(

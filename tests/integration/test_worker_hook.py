@@ -35,7 +35,8 @@ import workers.worker
 from devtools.cluster import runs_per_key
 from scheduler import cron, rqkeys
 from scheduler.clock import iso, redis_now_ms
-from scheduler.engine.dispatch import Decision, Dispatcher
+from scheduler.engine.decide import Decision
+from scheduler.engine.dispatch import Dispatcher
 from scheduler.engine.watchdog import Watchdog
 from scheduler.jobmeta import META_KEY
 from scheduler.keys import Keys

@@ -10,9 +10,10 @@ from hypothesis import strategies as st
 
 from scheduler.allow import AllowList
 from scheduler.clock import iso
-from scheduler.engine.dispatch import decide
+from scheduler.engine.decide import decide
 from scheduler.errors import ConfigError, InvalidSchedule
 from scheduler.model import Schedule
+from scheduler.protocol import DUE_FIELDS
 from tests.badinput import PROFILE, nasty_text
 
 NOW_MS = 1_800_000_000_000
@@ -98,7 +99,8 @@ def test_a_prefix_never_permits_a_longer_sibling(segments: list[str], suffix: st
 
 def row(**changes: Any) -> list[Any]:
     schedule = Schedule.from_dict({"id": "s", "target": "os.system", "every": "1s", **changes})
-    return [schedule.to_json().encode(), b"1", b"due", iso(NOW_MS).encode(), b"1", None]
+    head = [schedule.to_json().encode(), b"1", b"due", iso(NOW_MS).encode(), b"1", None]
+    return head + [None] * (len(DUE_FIELDS) - len(head))
 
 
 def test_dispatch_marks_a_target_outside_the_list_broken() -> None:

@@ -13,10 +13,10 @@ import pytest
 
 from scheduler import policy, windows
 from scheduler.clock import iso
-from scheduler.engine.dispatch import Kind, decide
+from scheduler.engine.decide import Kind, decide
 from scheduler.errors import InvalidSchedule
 from scheduler.model import Schedule
-from scheduler.protocol import CAP_FIELD, DUE_FIELDS, SLOT_WAIT_SCORE
+from scheduler.protocol import CAP_FIELD, DUE_FIELDS, SLOT_WAIT_SCORE, TRIGGERED_FIELD
 from scheduler.stored import SETTING_FIELDS
 
 T_MS = 1_800_000_000_000  # on the 10 s grid
@@ -28,8 +28,11 @@ def every_10s(**settings: Any) -> Schedule:
     return Schedule.from_dict({**raw, "overlap": "allow_all", "max_concurrent": 3, **settings})
 
 
-def row(schedule: Schedule, in_flight: int | None, *, attempt: int = 1) -> list[Any]:
-    """DUE_READ's row for the schedule with its fire T pending (legacy definition field)."""
+def row(
+    schedule: Schedule, in_flight: int | None, *, attempt: int = 1, triggered: int | None = None
+) -> list[Any]:
+    """DUE_READ's row for the schedule with its fire T pending (legacy definition field);
+    ``triggered``: the fire TRIGGER marked asked for."""
     values = {
         "definition": schedule.to_json().encode(),
         "version": b"4",
@@ -38,6 +41,7 @@ def row(schedule: Schedule, in_flight: int | None, *, attempt: int = 1) -> list[
         "attempt": str(attempt).encode(),
         "last_run_at": None,
         "runs_in_flight": None if in_flight is None else str(in_flight).encode(),
+        TRIGGERED_FIELD: None if triggered is None else iso(triggered).encode(),
     }
     return [values.get(f) for f in DUE_FIELDS]
 
@@ -70,6 +74,44 @@ def test_dispatch_of_a_pending_fire(
     if d.kind is Kind.SPAWN:
         assert d.next_ms == d.fire_ms + 10_000
         assert d.job_id == f"reports-{d.fire_ms}-1"
+
+
+@pytest.mark.parametrize("misfire", ["skip", "coalesce", "all"])
+@pytest.mark.parametrize("late_ms", [0, 25_000, 3_600_000])
+def test_a_triggered_fire_waits_at_the_cap_then_runs_as_it_is_however_late(
+    misfire: str, late_ms: int
+) -> None:
+    """``rqbeat trigger`` marked fire T: at the cap it waits for a slot like any fire;
+    once a slot frees it runs, T itself, nothing dropped -- whatever the misfire policy
+    and however long the wait (a trigger is a request, not a fire the policy may drop)."""
+    schedule = every_10s(misfire=misfire, catchup_window="15s")
+    at_cap = decide("reports", row(schedule, 3, triggered=T_MS), T_MS, T_MS + late_ms)
+    assert (at_cap.kind, at_cap.fire_ms, at_cap.dropped, at_cap.score_ms) == (
+        Kind.RESCHEDULE,
+        T_MS,
+        0,
+        WAIT_MS,
+    )
+    woken = decide("reports", row(schedule, 2, triggered=T_MS), T_MS, T_MS + late_ms)
+    assert (woken.kind, woken.fire_ms, woken.dropped) == (Kind.SPAWN, T_MS, 0)
+    assert woken.job_id == f"reports-{T_MS}-1"
+
+
+def test_a_trigger_mark_of_another_fire_counts_for_nothing() -> None:
+    """The mark names one fire: once ``fire_at`` moved past it, the policy decides again."""
+    schedule = every_10s(misfire="skip")
+    d = decide("reports", row(schedule, 2, triggered=T_MS - 10_000), T_MS, T_MS + 25_000)
+    assert (d.kind, d.dropped) == (Kind.RESCHEDULE, 3)
+
+
+def test_a_triggered_fire_of_a_single_run_schedule_runs_however_late() -> None:
+    schedule = Schedule.from_dict(
+        {"id": "reports", "target": "myapp.tasks.reports.daily_summary", "every": "10s", "misfire": "skip"}
+    )
+    d = decide("reports", row(schedule, None, triggered=T_MS), T_MS, T_MS + 25_000)
+    assert (d.kind, d.fire_ms, d.dropped) == (Kind.RUN, T_MS, 0)
+    plain = decide("reports", row(schedule, None), T_MS, T_MS + 25_000)
+    assert (plain.kind, plain.dropped) == (Kind.RESCHEDULE, 3)
 
 
 def test_catchup_window_drops_older_fires_before_the_misfire_policy() -> None:

@@ -17,9 +17,10 @@ from rq.utils import import_attribute
 from scheduler import allow as allowing
 from scheduler.allow import AllowList, Verdict, under
 from scheduler.clock import iso
-from scheduler.engine.dispatch import decide
+from scheduler.engine.decide import decide
 from scheduler.errors import ConfigError, InvalidSchedule
 from scheduler.model import Schedule
+from scheduler.protocol import DUE_FIELDS
 from tests.badinput import PROFILE
 
 PKG = "tests.allowfixture"
@@ -190,7 +191,8 @@ def test_a_dunder_anywhere_is_refused_by_name(segments: list[str], dunder: str, 
 
 def row(target: str) -> list[Any]:
     schedule = Schedule(id="s", target=target, every_ms=1000)
-    return [schedule.to_json().encode(), b"1", b"due", iso(NOW_MS).encode(), b"1", None]
+    head = [schedule.to_json().encode(), b"1", b"due", iso(NOW_MS).encode(), b"1", None]
+    return head + [None] * (len(DUE_FIELDS) - len(head))
 
 
 @pytest.mark.parametrize("rest", ["os.system", "mod.subprocess.call", "system", "__builtins__.eval"])
@@ -204,7 +206,7 @@ def test_dispatch_marks_a_hostile_target_broken(rest: str) -> None:
 def test_dispatch_runs_a_target_allowed_by_name_and_warns_once(caplog: pytest.LogCaptureFixture) -> None:
     allowed = allow(f"{PKG},myapp")
     assert decide("s", row(f"{PKG}.mod.job"), NOW_MS, NOW_MS, allowed).kind == "run"
-    with caplog.at_level(logging.WARNING, logger="scheduler.engine.dispatch"):
+    with caplog.at_level(logging.WARNING, logger="scheduler.engine.decide"):
         for _ in range(3):
             assert decide("s", row("myapp.jobs.report"), NOW_MS, NOW_MS, allowed).kind == "run"
     assert [r.getMessage() for r in caplog.records] == [

@@ -14,12 +14,12 @@ from hypothesis import strategies as st
 
 from scheduler import policy
 from scheduler.clock import iso
-from scheduler.engine.dispatch import Decision, decide
+from scheduler.engine.decide import Decision, decide
 from scheduler.engine.runs import ACK_STATS_AT, MAX_ERROR_CHARS, InFlight, prepare_ack
 from scheduler.engine.watchdog import MAX_CHECK_MS, MIN_CHECK_MS, ORPHAN_GRACE_MS, judge, next_check_ms
 from scheduler.keys import HISTORY_MAXLEN, Keys
 from scheduler.model import Misfire, Schedule
-from scheduler.protocol import AckOutcome
+from scheduler.protocol import DUE_FIELDS, AckOutcome
 from scheduler.thresholds import MIN_STALE_AFTER_MS
 
 #: A whole second (and a whole 5 minutes) far from any epoch edge.
@@ -44,6 +44,7 @@ def row(
     """An HMGET reply of ``protocol.DUE_FIELDS``, bytes as Redis sends them."""
     definition = schedule.to_json() if isinstance(schedule, Schedule) else schedule
     values = [definition, version, state, fire_at, attempt, last_run_at]
+    values += [None] * (len(DUE_FIELDS) - len(values))  # no runs in flight, no trigger, legacy form
     return [None if v is None else v.encode() for v in values]
 
 

@@ -8,7 +8,8 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from scheduler.engine.clusterstats import ACK_BUCKETS_S, ClusterStats, ack_increments
-from scheduler.engine.dispatch import BatchResult, Decision, Kind
+from scheduler.engine.decide import Decision, Kind
+from scheduler.engine.dispatch import BatchResult
 from scheduler.engine.metrics import BatchHistogram, Metrics
 from scheduler.keys import Keys
 from scheduler.protocol import FailOutcome

@@ -13,9 +13,10 @@ import pytest
 from scheduler import policy
 from scheduler.clock import iso
 from scheduler.engine import cancel
-from scheduler.engine.dispatch import Kind, decide
+from scheduler.engine.decide import Kind, decide
 from scheduler.engine.runs import InFlight
 from scheduler.model import Schedule
+from scheduler.protocol import DUE_FIELDS
 from scheduler.store import HistoryEntry
 from scheduler.timeline import explain
 
@@ -103,7 +104,7 @@ def test_dispatch_of_a_late_fire(overlap: str, last_run_ms: int | None, expected
 )
 def test_dispatch_decides_from_last_run_at(overlap: str, fire_ms: int) -> None:
     schedule = every_10s(overlap=overlap)
-    row = [
+    row: list[bytes | None] = [
         schedule.to_json().encode(),
         b"2",
         b"due",
@@ -111,13 +112,22 @@ def test_dispatch_decides_from_last_run_at(overlap: str, fire_ms: int) -> None:
         b"1",
         iso(ACK_MS).encode(),
     ]
+    row += [None] * (len(DUE_FIELDS) - len(row))
     decision = decide("reports", row, FOLLOWING_MS, ACK_MS)
     assert (decision.kind, decision.fire_ms, decision.job_id) == (Kind.RUN, fire_ms, f"reports-{fire_ms}-1")
 
 
 def test_a_damaged_last_run_at_falls_back_to_the_misfire_policy() -> None:
     schedule = every_10s(overlap="buffer_all")
-    row = [schedule.to_json().encode(), b"2", b"due", iso(FOLLOWING_MS).encode(), b"1", b"yesterday"]
+    row: list[bytes | None] = [
+        schedule.to_json().encode(),
+        b"2",
+        b"due",
+        iso(FOLLOWING_MS).encode(),
+        b"1",
+        b"yesterday",
+    ]
+    row += [None] * (len(DUE_FIELDS) - len(row))
     assert decide("reports", row, FOLLOWING_MS, ACK_MS).fire_ms == T_MS + 30_000
 
 

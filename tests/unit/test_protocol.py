@@ -14,7 +14,7 @@ import scheduler
 from scheduler import scripts
 from scheduler.cli.rows import Definitions
 from scheduler.engine import lease
-from scheduler.engine.dispatch import DECIDED_FROM
+from scheduler.engine.decide import DECIDED_FROM
 from scheduler.engine.runs import IN_FLIGHT_FIELDS
 from scheduler.errors import CorruptDefinition, CorruptJobMeta, RqbeatError
 from scheduler.jobmeta import META_KEY, FireMeta
