@@ -118,7 +118,7 @@ def run(ctx: Context) -> Result:
                 ms, commands = probe(conn)
                 ctx.log(f"  N={label} rep {rep + 1}: {ms:.2f} ms, {commands:.0f} commands per probe")
                 res.metric(
-                    f"N={label}: probe time", "ms", target=Target("<=", 50, "≤ 50 ms"), digits=2
+                    f"N={label}: probe time", "ms", target=Target("<=", 50, "≤ 50"), digits=2
                 ).values.append(ms)
                 res.metric(f"N={label}: Redis commands per probe", "commands", digits=0).values.append(
                     commands

@@ -47,7 +47,7 @@ PAGES = [
     ("id prefix search", "/?prefix=s-00042", True),
     ("one schedule's page", "/schedule/s-000042", False),
 ]
-TARGET = Target("<=", 300, "≤ 300 ms")
+TARGET = Target("<=", 300, "≤ 300")
 
 
 def seed(conn_url: str, n: int) -> None:
