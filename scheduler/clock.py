@@ -59,8 +59,10 @@ def iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+@lru_cache(maxsize=ISO_CACHE_SIZE)
 def parse_iso_ms(text: str) -> int:
     """Inverse of :func:`iso` (accepts any aware ISO-8601 timestamp)."""
+    # memoized: dispatch parses each due schedule's pending fire, and a burst shares one
     parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if parsed.tzinfo is None:
         raise ValueError(f"timestamp without a timezone: {text!r}")

@@ -205,7 +205,7 @@ class Schedule:
         Everything else, including the memoized trigger and definition text, is shared:
         ``rqbeat apply`` builds the schedules of a file that share their settings this
         way, equal to what :meth:`from_dict` would build."""
-        if any(triggers.hashed_by_id(c) for c in self.crons):
+        if self._hashed_by_id:
             return replace(self, id=schedule_id)
         _check_pattern("id", schedule_id, ID_PATTERN, "use 1-100 of A-Z a-z 0-9 _ -")
         _ = self._json  # memoized here first, so every copy shares it
@@ -213,6 +213,11 @@ class Schedule:
         clone.__dict__.update(self.__dict__)
         clone.__dict__["id"] = schedule_id
         return clone
+
+    @cached_property
+    def _hashed_by_id(self) -> bool:
+        # memoized: dispatch clones a shared decode per due schedule (scheduler.shapes)
+        return any(triggers.hashed_by_id(c) for c in self.crons)
 
     def edited(self, changes: Mapping[str, Any]) -> Schedule:
         """A copy with some user-facing settings changed (keys and values as in

@@ -17,7 +17,7 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 
-from scheduler import cron, policy, stored, windows
+from scheduler import cron, policy, shapes, windows
 from scheduler.allow import AllowList, Verdict
 from scheduler.clock import parse_iso_ms
 from scheduler.errors import CorruptDefinition
@@ -71,7 +71,7 @@ class Decision:
 
 @lru_cache(maxsize=65_536)
 def _decode(schedule_id: str, definition: str | None) -> Schedule:
-    """Definitions are immutable values: decode each distinct text once."""
+    """Legacy definitions are immutable values: decode each distinct text once."""
     return decode_definition(schedule_id, definition)
 
 
@@ -101,13 +101,14 @@ def decide(
     :data:`~scheduler.protocol.DUE_FIELDS`). A target outside ``allow`` (this replica's
     own list, never Redis's word) is broken."""
     # unpacked by position, not through a dict: this runs per fire in a burst
-    definition, version, state, fire_at, attempt = (text(v) for v in row[:_DECIDED])
-    if definition is None:  # the stored form: one field per setting (legacy: one JSON field)
-        definition = stored.row_text(SETTING_FIELDS, row[_SETTINGS_AT:])
+    legacy, version, state, fire_at, attempt = map(text, row[:_DECIDED])
     try:
         if state != ScheduleState.DUE:
             raise CorruptDefinition(schedule_id, f"is in the due set but its state is {state!r}")
-        schedule = _decode(schedule_id, definition)
+        if legacy is None:  # the stored form: one field per setting, decoded once per shape
+            schedule = shapes.decode_settings(schedule_id, row[_SETTINGS_AT:])
+        else:  # a hash an older rqbeat wrote: one JSON field
+            schedule = _decode(schedule_id, legacy)
         if allow is not None:
             _check_allowed(schedule_id, schedule.target, allow)
         pending = parse_iso_ms(fire_at) if fire_at else cron.next_fire_ms(schedule.trigger, score_ms)

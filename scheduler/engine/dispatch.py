@@ -139,7 +139,7 @@ class Dispatcher:
         self.keys = keys
         self.batch_size = batch_size
         self._scripts = scripts.Scripts(conn)
-        self._templates: dict[tuple[str, str], rqjob.JobTemplate] = {}
+        self._templates: dict[str, rqjob.JobTemplate] = {}
         self._limits: dict[tuple[str, str], thresholds.Limits] = {}
         self._prefixes = (keys.schedule(""), keys.history(""), rqkeys.JOB_PREFIX, rqkeys.QUEUE_PREFIX)
         k = keys
@@ -303,13 +303,16 @@ class Dispatcher:
         )
 
     def _template(self, d: Decision) -> rqjob.JobTemplate:
-        """The schedule version's job template, built once per version."""
-        template = self._templates.get((d.schedule_id, d.version))
+        """The job template of the schedule's definition, built once per definition
+        text: the template holds no id, so schedules that share their settings (a
+        file's, through apply) share it, and an edit's new text gets its own."""
+        assert d.schedule is not None
+        definition = d.schedule.to_json()
+        template = self._templates.get(definition)
         if template is None:
-            assert d.schedule is not None
             if len(self._templates) >= _TEMPLATES_KEPT:
                 self._templates.clear()
-            template = self._templates[d.schedule_id, d.version] = rqjob.JobTemplate.of(d.schedule)
+            template = self._templates[definition] = rqjob.JobTemplate.of(d.schedule)
         return template
 
     def _limits_of(self, d: Decision) -> thresholds.Limits:
