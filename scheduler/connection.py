@@ -11,11 +11,13 @@ this module holds the options every client shares and the masking of secrets.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from redis import Redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+if TYPE_CHECKING:
+    from redis import Redis
+
+# redis is imported by the functions that use it, not here: `rqbeat --help` reads
+# DEFAULT_REDIS_URL, and `import redis` (which brings redis.asyncio) is most of its start-up
 
 # user:password@ or :password@ right after the scheme; the user part is kept.
 _PASSWORD = re.compile(r"(?<=://)([^:/@]*):([^@/]*)@")
@@ -28,8 +30,10 @@ CONNECT_TIMEOUT_S = 5.0
 def client_options(socket_timeout_s: float | None = DEFAULT_SOCKET_TIMEOUT_S) -> dict[str, Any]:
     """Keyword arguments every rqbeat client gets: no command retries (see above),
     bounded socket waits, no background health checks."""
+    from redis import backoff, retry  # noqa: PLC0415 - see the imports at the top
+
     return {
-        "retry": Retry(NoBackoff(), 0),
+        "retry": retry.Retry(backoff.NoBackoff(), 0),
         "socket_timeout": socket_timeout_s,
         "socket_connect_timeout": CONNECT_TIMEOUT_S,
         "health_check_interval": 0,
@@ -39,6 +43,8 @@ def client_options(socket_timeout_s: float | None = DEFAULT_SOCKET_TIMEOUT_S) ->
 def connect(url: str, *, socket_timeout_s: float | None = DEFAULT_SOCKET_TIMEOUT_S) -> Redis:
     """A client for ``url`` (``redis://``, ``rediss://``, ``unix://``) without
     command retries. Bytes replies, as RQ requires."""
+    from redis import Redis  # noqa: PLC0415 - see the imports at the top
+
     return Redis.from_url(url, **client_options(socket_timeout_s))
 
 

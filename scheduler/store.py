@@ -635,18 +635,13 @@ class Client:
             reply = scripts.run(self._scripts.upsert_read, [], [prefix, *(s.id for s in schedules)])
             rows = _upsert_rows(reply, len(schedules))
         now = redis_now_ms(self.conn) if now is None else now
-        args: builtins.list[Any] = [
-            prefix,
-            iso(now),
-            self.keys.history(""),
-            self.history_maxlen,
-            *edit.args(),
-        ]
+        layouts = stored.Layouts()
+        args: builtins.list[Any] = []  # per schedule; the header and the layouts go before
         writes: builtins.list[Schedule] = []
         for schedule, row in zip(schedules, rows, strict=True):
             if row is _ABSENT and expected is None:  # most of a big apply: nothing to compare
                 # (a new schedule has no runs counted: max_runs cannot be reached yet)
-                args += _create_args(schedule, cron.next_fire_ms(schedule.trigger, now))
+                args += _create_args(schedule, cron.next_fire_ms(schedule.trigger, now), layouts)
                 writes.append(schedule)
                 continue
             version, state = row["version"], row["state"]
@@ -670,9 +665,10 @@ class Client:
             args.append(audit.upsert_changes(definition, schedule.to_json(), text(state)))
             new_fields = stored.encode(schedule)
             stale = stored.stale_fields(row, new_fields)
-            args += [len(new_fields), len(stale), *(x for pair in new_fields.items() for x in pair), *stale]
+            args += [layouts.number(tuple(new_fields)), len(stale), *new_fields.values(), *stale]
             writes.append(schedule)
-        return writes, args
+        header = [prefix, iso(now), self.keys.history(""), self.history_maxlen, *edit.args()]
+        return writes, [*header, *layouts.args(), *args]
 
     def _runs_left(self, schedule: Schedule, version: int) -> int | None:
         """Runs ``max_runs`` still allows (None: no limit). Read only for a stored
@@ -705,12 +701,12 @@ def _fire_args(schedule: Schedule, fire: int | None) -> tuple[str, float]:
     return iso(fire), policy.due_score_ms(schedule, fire) / 1000
 
 
-def _create_args(schedule: Schedule, fire: int) -> builtins.list[Any]:
+def _create_args(schedule: Schedule, fire: int, layouts: stored.Layouts) -> builtins.list[Any]:
     """UPSERT's arguments for a schedule known not to exist (read as absent): version
     0, no change list, no field to delete."""
     fields = stored.encode(schedule)
-    flat = [x for pair in fields.items() for x in pair]
-    return [schedule.id, 0, *_fire_args(schedule, fire), "", len(fields), 0, *flat]
+    layout = layouts.number(tuple(fields))
+    return [schedule.id, 0, *_fire_args(schedule, fire), "", layout, 0, *fields.values()]
 
 
 def _old_definition(schedule_id: str, definition: str | None) -> Schedule | None:

@@ -135,3 +135,35 @@ def stale_fields(stored: Mapping[str, Any], new: Mapping[str, str]) -> list[str]
 
 def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+class Layouts:
+    """The field lists of one UPSERT call, each sent once: a schedule then sends its
+    layout's number and its values only, not a name beside every value. The schedules
+    of a file share a few layouts (the same settings set), so a chunk of 1,000 sends
+    a handful of name lists instead of ~5,000 names.
+
+    UPSERT's arguments: the number of layouts, then each layout as its field count and
+    its names (:meth:`args`); a schedule refers to one by :meth:`number` (1-based, as
+    Lua counts).
+    """
+
+    __slots__ = ("_numbers",)
+
+    def __init__(self) -> None:
+        self._numbers: dict[tuple[str, ...], int] = {}
+
+    def number(self, names: tuple[str, ...]) -> int:
+        """The layout number of ``names`` (in that order), added if new."""
+        number = self._numbers.get(names)
+        if number is None:
+            number = self._numbers[names] = len(self._numbers) + 1
+        return number
+
+    def args(self) -> list[Any]:
+        """The layouts as UPSERT's arguments: their count, then each one's size and names."""
+        out: list[Any] = [len(self._numbers)]
+        for names in self._numbers:  # insertion order: the numbers given out
+            out.append(len(names))
+            out.extend(names)
+        return out

@@ -6,22 +6,9 @@ import os
 from typing import Any
 
 import click
-import redis.exceptions
+from click.shell_completion import CompletionItem
 
-from scheduler.cli import (
-    aclcmd,
-    applycmd,
-    audited,
-    backfillcmd,
-    edit,
-    importcmd,
-    ops,
-    schedules,
-    views,
-    webcmd,
-    workercmd,
-)
-from scheduler.cli.common import Context
+from scheduler.cli import lazy
 from scheduler.cli.connopts import add_to_command, global_values, group_options
 from scheduler.connection import mask_secrets
 from scheduler.errors import RedisFull, RqbeatError, ScheduleNotFound
@@ -49,7 +36,51 @@ def _one_line(exc: click.UsageError) -> click.UsageError:
 
 
 class RqbeatGroup(click.Group):
-    """Maps rqbeat's errors to one-line messages and exit codes; no tracebacks."""
+    """Maps rqbeat's errors to one-line messages and exit codes; no tracebacks. Imports
+    a command's module only when that command is used (:mod:`scheduler.cli.lazy`)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *lazy.COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = self.commands.get(cmd_name)
+        spec = lazy.COMMANDS.get(cmd_name)
+        if command is None and spec is not None:
+            command = spec.load()
+            self.add_command(command, cmd_name)
+        return command
+
+    def load_all(self) -> dict[str, click.Command]:
+        """Every command, each imported now (for tests and tools that walk them all)."""
+        context = click.Context(self)
+        found = {name: self.get_command(context, name) for name in self.list_commands(context)}
+        return {name: command for name, command in found.items() if command is not None}
+
+    def _summary(self, name: str) -> click.Command:
+        """The command if it is loaded, else its stand-in: what lists of commands show."""
+        loaded = self.commands.get(name)
+        return loaded if loaded is not None else lazy.COMMANDS[name].placeholder()
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """click's list of commands, from the summaries: ``--help`` imports no command."""
+        commands = [(name, self._summary(name)) for name in self.list_commands(ctx)]
+        visible = [(name, command) for name, command in commands if not command.hidden]
+        if not visible:
+            return
+        limit = formatter.width - 6 - max(len(name) for name, _ in visible)  # click's spacing
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, command.get_short_help_str(limit)) for name, command in visible])
+
+    def shell_complete(self, ctx: click.Context, incomplete: str) -> list[CompletionItem]:
+        """The command names with their short help (from the summaries), then the
+        group's options, as click's own would."""
+        names = [name for name in self.list_commands(ctx) if name.startswith(incomplete)]
+        found = [(name, self._summary(name)) for name in names]
+        results = [
+            CompletionItem(name, help=cmd.get_short_help_str()) for name, cmd in found if not cmd.hidden
+        ]
+        results.extend(click.Command.shell_complete(self, ctx, incomplete))
+        return results
 
     def add_command(self, cmd: click.Command, name: str | None = None) -> None:
         """Every option gets the environment variable RQBEAT_<COMMAND>_<OPTION>, named
@@ -76,6 +107,11 @@ class RqbeatGroup(click.Group):
             raise _one_line(exc) from None
 
     def invoke(self, ctx: click.Context) -> Any:
+        # imported here, not at the top: `rqbeat --help` and `--version` import no redis
+        import redis.exceptions  # noqa: PLC0415
+
+        from scheduler.cli.common import Context  # noqa: PLC0415
+
         if os.environ.get("NO_COLOR"):  # https://no-color.org: any non-empty value
             ctx.color = False
         try:
@@ -102,6 +138,8 @@ class RqbeatGroup(click.Group):
 
 def _first_line(ctx: click.Context, exc: BaseException) -> str:
     """The error's first line, with any password it might quote masked."""
+    from scheduler.cli.common import Context  # noqa: PLC0415 - see RqbeatGroup.invoke
+
     line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     secrets = ctx.obj.redis.secrets() if isinstance(ctx.obj, Context) else ()
     return mask_secrets(line, secrets)
@@ -132,24 +170,10 @@ def cli(ctx: click.Context, /) -> None:
 
     Colours appear only on a terminal, and never when NO_COLOR is set.
     """
+    from scheduler.cli.common import Context  # noqa: PLC0415 - see RqbeatGroup.invoke
+
     ctx.obj = Context(global_values(ctx))
     ctx.call_on_close(ctx.obj.close)
-
-
-for _command in [
-    *edit.COMMANDS,
-    *applycmd.COMMANDS,
-    *schedules.COMMANDS,
-    *backfillcmd.COMMANDS,
-    *views.COMMANDS,
-    *audited.COMMANDS,
-    *ops.COMMANDS,
-    *workercmd.COMMANDS,
-    *aclcmd.COMMANDS,
-    *importcmd.COMMANDS,
-    *webcmd.COMMANDS,
-]:
-    cli.add_command(_command)
 
 
 def main() -> None:

@@ -17,14 +17,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from click.core import ParameterSource
 
 from scheduler.connection import DEFAULT_REDIS_URL
 from scheduler.keys import DEFAULT_NAMESPACE
-from scheduler.redisconf import RedisSettings, parse_sentinels
+
+if TYPE_CHECKING:
+    from scheduler.redisconf import RedisSettings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -127,6 +129,8 @@ def global_values(ctx: click.Context) -> dict[str, Any]:
 
 def redis_settings(values: Mapping[str, Any]) -> RedisSettings:
     """The settings from the option values; :class:`ConfigError` (exit 2) when invalid."""
+    from scheduler.redisconf import RedisSettings, parse_sentinels  # noqa: PLC0415 - `--help` needs no redis
+
     sentinel = values.get("sentinel")
     return RedisSettings(
         url=values.get("redis_url") or DEFAULT_REDIS_URL,

@@ -65,7 +65,10 @@ local NO_FIRE = '{NO_FIRE}'
 -- ARGV[4] - history maxlen
 -- ARGV[5] - by: who makes the edit
 -- ARGV[6] - note ('' = none)
--- then per schedule, from ARGV[i] (i = 7 for the first):
+-- ARGV[7] - L, the number of layouts: the lists of definition fields the schedules set
+--   (scheduler.stored.Layouts), each sent once per call instead of once per schedule
+-- then L times: the number of fields, then their names
+-- then per schedule, from ARGV[i]:
 -- ARGV[i] - the schedule id
 -- ARGV[i + 1] - the version read before (0 = new)
 -- ARGV[i + 2] - fire_at ISO of the recomputed next fire, '' to keep the pending fire, or
@@ -73,14 +76,15 @@ local NO_FIRE = '{NO_FIRE}'
 --   in flight or it is paused (then its ack or resume completes it)
 -- ARGV[i + 3] - its due score
 -- ARGV[i + 4] - the changed fields, for the audit entry ('' for a new schedule)
--- ARGV[i + 5] - s, the number of definition fields to set (scheduler.stored)
+-- ARGV[i + 5] - the number of its layout (1-based): the s definition fields it sets
 -- ARGV[i + 6] - d, the number of definition fields to delete
--- ARGV[i + 7 ..] - s field/value pairs, then d field names
+-- ARGV[i + 7 ..] - the s values, in the layout's order, then d field names
 -- returns per schedule the new version, or -1 (UpsertReply.CONFLICT) when the version
 -- moved since it was read (re-read, retry)
 local due, ids, revision, events, broken, log = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local stale = KEYS[7]
 local prefix, now, history_prefix, maxlen, by, note = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local layout_count = ARGV[7]
 local function arm(key, id, fire, score)
   if fire == NO_FIRE then
     redis.call('HSET', key, 'state', 'completed', 'fire_at', '')
@@ -91,14 +95,22 @@ local function arm(key, id, fire, score)
     redis.call('ZADD', due, score, id)
   end
 end
-local function create(key, id, fire, score, changed, first, sets)
+-- head (the state fields to write) followed by the layout's fields and their values
+local function fields(head, names, first)
+  local n = #head
+  for j = 1, #names do
+    head[n + 2 * j - 1] = names[j]
+    head[n + 2 * j] = ARGV[first + j - 1]
+  end
+  return head
+end
+local function create(key, id, fire, score, changed, names, first)
   -- the common case of a big apply, in half the calls: no hash to compare or clean up,
   -- the definition and the state in one HSET (no updated_at: the creation is in the
   -- edit log; no attempt: a pending fire's first attempt is the default)
   local state, fire_at = 'due', fire
   if fire == NO_FIRE then state, fire_at = 'completed', '' end
-  redis.call('HSET', key, 'version', 1, 'state', state, 'fire_at', fire_at,
-             unpack(ARGV, first, first + 2 * sets - 1))
+  redis.call('HSET', key, unpack(fields({'version', 1, 'state', state, 'fire_at', fire_at}, names, first)))
   redis.call('SREM', broken, id)
   redis.call('SADD', ids, id)
   if fire == NO_FIRE then
@@ -110,10 +122,10 @@ local function create(key, id, fire, score, changed, first, sets)
   audit(false, log, maxlen, id, audit_entry('created', now, by, note, 1, changed))
   return 1
 end
-local function upsert(key, id, read, fire, score, changed, first, sets, dels)
+local function upsert(key, id, read, fire, score, changed, names, first, dels)
   local kind = redis.call('TYPE', key)['ok']
   if kind == 'none' and tonumber(read) == 0 then
-    return create(key, id, fire, score, changed, first, sets)
+    return create(key, id, fire, score, changed, names, first)
   end
   if kind ~= 'hash' then
     if tonumber(read) ~= 0 then return -1 end
@@ -125,13 +137,12 @@ local function upsert(key, id, read, fire, score, changed, first, sets, dels)
   -- updated_at is the time of the last edit: a new schedule has none yet (its creation
   -- is in the edit log), one field fewer in each of 100k apply-made hashes
   if current == 0 then
-    redis.call('HSET', key, 'version', version, unpack(ARGV, first, first + 2 * sets - 1))
+    redis.call('HSET', key, unpack(fields({'version', version}, names, first)))
   else
-    redis.call('HSET', key, 'version', version, 'updated_at', now,
-               unpack(ARGV, first, first + 2 * sets - 1))
+    redis.call('HSET', key, unpack(fields({'version', version, 'updated_at', now}, names, first)))
   end
   if dels > 0 then
-    redis.call('HDEL', key, unpack(ARGV, first + 2 * sets, first + 2 * sets + dels - 1))
+    redis.call('HDEL', key, unpack(ARGV, first + #names, first + #names + dels - 1))
     -- Redis never turns a hashtable back into a listpack: write it anew, so a hash of
     -- the previous form (one long JSON field) gets the compact encoding back
     if redis.call('OBJECT', 'ENCODING', key) == 'hashtable' then
@@ -155,15 +166,21 @@ local function upsert(key, id, read, fire, score, changed, first, sets, dels)
   audit(history, log, maxlen, id, audit_entry(event, now, by, note, version, changed))
   return version
 end
+local layouts = {}
+local i = 8
+for l = 1, tonumber(layout_count) do
+  local size = tonumber(ARGV[i])
+  layouts[l] = {unpack(ARGV, i + 1, i + size)}
+  i = i + 1 + size
+end
 local out, written = {}, false
-local i = 7
 while i <= #ARGV do
-  local sets, dels = tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6])
+  local names, dels = layouts[tonumber(ARGV[i + 5])], tonumber(ARGV[i + 6])
   local version = upsert(prefix .. ARGV[i], ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3],
-                         ARGV[i + 4], i + 7, sets, dels)
+                         ARGV[i + 4], names, i + 7, dels)
   written = written or version > 0
   out[#out + 1] = version
-  i = i + 7 + 2 * sets + dels
+  i = i + 7 + #names + dels
 end
 if written then
   redis.call('INCR', revision)

@@ -44,7 +44,7 @@ def ok(result: Result) -> str:
 
 # -- help ---------------------------------------------------------------------------
 
-COMMANDS = [(), *((name,) for name in sorted(cli.commands))]
+COMMANDS = [(), *((name,) for name in sorted(cli.load_all()))]
 
 
 @pytest.mark.parametrize("path", COMMANDS, ids=lambda p: " ".join(("rqbeat", *p)))
@@ -54,7 +54,7 @@ def test_every_help_has_an_example_and_names_every_env_var(path: tuple[str, ...]
     assert "Example" in result.output
     example = result.output.split("Example", 1)[1]
     assert re.search(r"^\s+rqbeat ", example, re.M), "the example shows a command line"
-    command = cli.commands[path[0]] if path else cli
+    command = cli.load_all()[path[0]] if path else cli
     for param in command.params:
         if isinstance(param, click.Option) and param.name not in ("help", "version"):
             # the group's own options take theirs from auto_envvar_prefix (RQBEAT_REDIS_URL)
@@ -78,7 +78,7 @@ def test_env_vars_are_named_after_the_options() -> None:
         ("run", "--lease"): "RQBEAT_RUN_LEASE",
     }
     for (name, option), envvar in expected.items():
-        params = [p for p in cli.commands[name].params if option in p.opts]
+        params = [p for p in cli.load_all()[name].params if option in p.opts]
         assert [p.envvar for p in params] == [envvar]
 
 

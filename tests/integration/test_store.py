@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from redis import Redis
 
-from scheduler import cron
+from scheduler import cron, scripts, stored
 from scheduler.clock import parse_iso_ms, redis_now_ms
 from scheduler.errors import RqbeatError, ScheduleNotFound
 from scheduler.keys import Keys
@@ -205,6 +205,38 @@ def test_upsert_many_writes_chunk_after_chunk(client: Client, conn: Redis) -> No
     assert actions[UPSERT_CHUNK + 7] == "updated"
     assert revision(conn) == before + 4  # the unchanged chunks wrote nothing
     assert hash_of(conn, f"m{UPSERT_CHUNK + 7}")["version"] == "2"
+
+
+def test_upsert_many_sends_each_field_name_once_per_chunk(
+    client: Client, conn: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunk names each definition field once (its layouts), not beside every value,
+    and a chunk mixing layouts, creations and updates that delete a setting writes each
+    hash exactly as its definition is stored."""
+    sent: list[list[Any]] = []
+    real = scripts.pipelined
+
+    def recording(conn_: Redis, script: Any, keys: Any, batches: Any, settle: Any, **kw: Any) -> None:
+        def record() -> Any:
+            for context, args in batches:
+                sent.append(list(args or []))
+                yield context, args
+
+        real(conn_, script, keys, record(), settle, **kw)
+
+    client.upsert(schedule("u0", description="to be deleted"))
+    monkeypatch.setattr(scripts, "pipelined", recording)
+    wanted = [schedule(f"n{i}", description="same words" if i % 2 else None) for i in range(20)]
+    wanted.append(schedule("u0"))  # an update that deletes its description
+    results = client.upsert_many(wanted)
+    assert [r.action for r in results] == ["created"] * 20 + ["updated"]
+    (args,) = sent
+    assert args.count("target") == 2  # in each of the two layouts; 21 if named per schedule
+    assert args.count("description") == 2  # in one layout, and u0's deletion
+    for expected in wanted:
+        fields = {k: v for k, v in hash_of(conn, expected.id).items() if k in SETTING_FIELDS}
+        assert fields == stored.encode(expected)
+        assert client.get(expected.id).schedule == expected
 
 
 def test_upsert_repairs_a_broken_schedule(client: Client, conn: Redis) -> None:

@@ -51,7 +51,7 @@ def _contexts() -> Iterator[click.Context]:
     root = click.Context(cli, info_name="rqbeat", **cli.context_settings)
     yield root
     assert isinstance(cli, click.Group)
-    for name, command in cli.commands.items():
+    for name, command in cli.load_all().items():
         yield click.Context(command, parent=root, info_name=name)
 
 

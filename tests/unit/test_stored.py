@@ -138,3 +138,16 @@ def test_a_row_of_fields_reads_like_the_hash() -> None:
     assert json.loads(stored.row_text(stored.DEFINITION_FIELDS, as_bytes) or "") == json.loads(
         schedule.to_json()
     )
+
+
+def test_layouts_number_each_field_list_once() -> None:
+    layouts = stored.Layouts()
+    assert layouts.number(("target", "cron")) == 1
+    assert layouts.number(("target", "every", "queue")) == 2
+    assert layouts.number(("target", "cron")) == 1  # the same list in the same order
+    assert layouts.number(("cron", "target")) == 3  # values follow their layout's order
+    assert layouts.args() == [3, 2, "target", "cron", 3, "target", "every", "queue", 2, "cron", "target"]
+
+
+def test_no_layouts() -> None:
+    assert stored.Layouts().args() == [0]
