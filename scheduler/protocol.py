@@ -119,6 +119,11 @@ class NudgeReply(IntEnum):
     STALE = 0
 
 
+#: START's "when it started" (ARGV[3]) when the caller has no Redis time at hand: the
+#: script reads Redis ``TIME`` itself (a worker's mark: one round trip, not two).
+STARTED_NOW = ""
+
+
 class StartReply(IntEnum):
     MARKED = 1  # the run is recorded as started
     STALE = 0  # not this schedule's run in flight, or already marked: nothing written

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import hiredis  # a dependency: redis[hiredis]
 import redis.connection
 from redis import Redis
+from redis.client import Pipeline
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 from redis.typing import KeyT
@@ -123,6 +124,16 @@ class Scripts:
 def run(script: Script, keys: Sequence[KeyT], args: Sequence[Any], client: Any = None) -> Any:
     """Call a script; a typed seam over redis-py's loosely typed ``Script.__call__``."""
     return script(keys=list(keys), args=list(args), client=client)
+
+
+def queue_loaded(pipe: Pipeline, script: Script, keys: Sequence[KeyT], args: Sequence[Any]) -> None:
+    """Queue ``EVALSHA`` of ``script`` in ``pipe`` without redis-py's own check: a
+    script called through redis-py in a pipeline makes the pipeline ask ``SCRIPT
+    EXISTS`` before every execute, a round trip of its own. Only for a caller that
+    has just seen ``SCRIPT EXISTS`` answer yes on this server, and that handles the
+    ``NOSCRIPT`` reply left if the cache was flushed in between (``SCRIPT FLUSH``: a
+    restart or a failover drops the connection instead)."""
+    pipe.evalsha(script.sha, len(keys), *keys, *args)
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,6 +51,8 @@ TRANSIENT: tuple[type[Exception], ...] = (
 )
 #: Longest pause between tries; short enough that a 3 s restart costs about 3 s.
 MAX_PAUSE_S = 1.0
+#: The first pause, after the plain first try failed; tenacity's grow from it.
+FIRST_PAUSE_S = 0.05
 #: How long a horse waits for Redis to write a finished job's success (and ack).
 ACK_PATIENCE_S = 120.0
 #: How long a failed job's nudge of the watchdog is tried: it only saves the leader
@@ -90,7 +92,23 @@ class Outage:
     def call(self, step: Callable[[], T], what: str, patience_s: float | None = None) -> T:
         """``step()``, retried on :data:`TRANSIENT` errors until it succeeds (or
         ``patience_s`` passed: then its last error is raised). Only for steps that
-        may run twice: reads and idempotent writes."""
+        may run twice: reads and idempotent writes.
+
+        The first try is a plain call: the worker's loop makes several of these per
+        job, and building tenacity's machinery for each cost more than the Redis
+        round trips they wrap. Only a failed try pays for it."""
+        try:
+            result = step()
+        except TRANSIENT as exc:
+            self.failed(what, exc)
+            time.sleep(FIRST_PAUSE_S)
+            return self._retry(step, what, patience_s)
+        if self._since is not None:
+            self.recovered()
+        return result
+
+    def _retry(self, step: Callable[[], T], what: str, patience_s: float | None) -> T:
+        """:meth:`call` after its first try failed (and one pause): tenacity from here on."""
 
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
@@ -99,7 +117,7 @@ class Outage:
 
         retrying = Retrying(
             retry=retry_if_exception_type(TRANSIENT),
-            wait=WaitThroughMigration(backoff(multiplier=0.05, max=MAX_PAUSE_S)),
+            wait=WaitThroughMigration(backoff(multiplier=FIRST_PAUSE_S, max=MAX_PAUSE_S)),
             stop=stop_never if patience_s is None else stop_after_delay(patience_s),
             before_sleep=before_sleep,
             reraise=True,
@@ -278,13 +296,16 @@ class Resilience:
 
         # The success transaction appends and counts, so it is not idempotent by itself:
         # it is sent again only after reading back that the last one did not apply.
-        Retrying(
-            retry=retry_if_exception_type(TRANSIENT),
-            wait=WaitThroughMigration(
-                backoff(multiplier=0.05, max=MAX_PAUSE_S)
-            ),  # OOM answers at once: pause
-            reraise=True,
-        )(once)
+        # A plain first try: tenacity's machinery per job cost more than the EXEC.
+        try:
+            once()
+        except TRANSIENT:
+            time.sleep(FIRST_PAUSE_S)  # OOM answers at once: pause
+            Retrying(
+                retry=retry_if_exception_type(TRANSIENT),
+                wait=WaitThroughMigration(backoff(multiplier=FIRST_PAUSE_S, max=MAX_PAUSE_S)),
+                reraise=True,
+            )(once)
         self.outage.recovered()
 
     def _success_written(self, job: Job, deadline: float) -> bool:

@@ -27,30 +27,47 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
 from redis.client import Pipeline
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from rq import Queue
 from rq import Worker as RQWorker
-from rq.job import Job
+from rq.exceptions import InvalidJobOperation
+from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 from rq.worker import BaseWorker
 
 from scheduler import clockskew, scripts
-from scheduler.clock import iso, redis_now_ms
+from scheduler.clock import iso, redis_now_ms, time_reply_ms
 from scheduler.engine import backfiller, concurrent, runs
 from scheduler.errors import CorruptJobMeta
 from scheduler.jobmeta import FireMeta
 from scheduler.keys import Keys
+from scheduler.protocol import STARTED_NOW
 from workers import presence, rqcompat
 from workers.clockoffset import ClockProbe
 from workers.importfail import import_problem
 from workers.resilience import NUDGE_PATIENCE_S, TRANSIENT, Resilience
 
 log = logging.getLogger(__name__)
+
+AnyAck = runs.Ack | backfiller.RunAck | concurrent.RunAck
+
+
+@dataclass(frozen=True, slots=True)
+class PendingAck:
+    """A run's ack, prepared before RQ's success transaction it joins. ``loaded``: the
+    ACK script was just seen in Redis's cache, so it goes in as a bare EVALSHA,
+    without the SCRIPT EXISTS round trip redis-py makes for a script in a pipeline."""
+
+    job_id: str
+    ack: AnyAck
+    loaded: bool = False
+
 
 #: Slack on top of the job monitoring interval before a silent worker's run counts as
 #: abandoned. RQ uses 60 s; a scheduler wants failures noticed sooner.
@@ -73,7 +90,7 @@ class AckingWorker(Resilience, BaseWorker):
             kwargs["serializer"] = JSONSerializer
         super().__init__(*args, **kwargs)
         self._rqbeat_scripts = scripts.Scripts(self.connection)
-        self._rqbeat_ack: tuple[str, runs.Ack | backfiller.RunAck | concurrent.RunAck] | None = None
+        self._rqbeat_ack: PendingAck | None = None
         self._rqbeat_unimportable: tuple[str, str] | None = None  # (job id, the one line)
 
     def prepare_job_execution(self, job: Job, *args: Any, **kwargs: Any) -> None:
@@ -95,7 +112,7 @@ class AckingWorker(Resilience, BaseWorker):
             scripts.run(
                 self._rqbeat_scripts.start,
                 [keys.schedule(fire.schedule), keys.queued],
-                [fire.schedule, job.id, iso(redis_now_ms(self.connection)), self.name],
+                [fire.schedule, job.id, STARTED_NOW, self.name],  # Redis TIME, read by the script
             )
         except RedisError as exc:
             log.warning(
@@ -114,18 +131,24 @@ class AckingWorker(Resilience, BaseWorker):
 
     def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
         if pipeline is None:  # the loop's own beats (each dequeue round), not the horse's
-            self.outage.call(self._register_if_lost, "checking the worker's registration")
-        super().heartbeat(timeout, pipeline)
+            self.outage.call(lambda: self._beat_and_check(timeout), "heartbeat")
+        else:
+            super().heartbeat(timeout, pipeline)
         self._rqbeat_clock.maybe_measure(self.worker_ttl + 60)
 
-    def _register_if_lost(self) -> None:
-        """Register again when Redis lost this worker's registration with its data (a
-        restart without persistence, a flush): RQ registers only at the start, so
-        ``rq info`` and ``rqbeat check`` would see nobody serving these queues for as
-        long as the worker runs. Its key alone proves nothing: any beat re-creates it
+    def _beat_and_check(self, timeout: int | None) -> None:
+        """RQ's beat and the registration check in one round trip (RQ's own beat
+        alone sends each of its writes by itself; the loop beats several times per
+        job). Then register again when Redis lost this worker's registration with its
+        data (a restart without persistence, a flush): RQ registers only at the start,
+        so ``rq info`` and ``rqbeat check`` would see nobody serving these queues for as
+        long as the worker runs. Its key alone proves nothing: the beat re-creates it
         (partial), and RQ's birth refuses an existing key, hence the delete first.
         Idempotent writes: safe under :class:`Outage`'s retry."""
-        if not self.connection.sismember(self.redis_workers_keys, self.key):
+        pipe = self.connection.pipeline(transaction=False)
+        pipe.sismember(self.redis_workers_keys, self.key)
+        super().heartbeat(timeout, pipe)
+        if not pipe.execute()[0]:
             log.warning("worker registration lost with Redis's data, registering again worker=%s", self.name)
             self.connection.delete(self.key)
             self.register_birth()
@@ -144,17 +167,51 @@ class AckingWorker(Resilience, BaseWorker):
         self, job: Job, queue: Queue, started_job_registry: StartedJobRegistry, **rq_args: Any
     ) -> None:
         # reads only, so retried until Redis answers (the success below waits too)
-        self._rqbeat_ack = self.outage.call(lambda: self._prepare_ack(job), f"reading the run of {job.id}")
+        pending = self._rqbeat_ack = self.outage.call(
+            lambda: self._prepare_ack(job), f"reading the run of {job.id}"
+        )
         try:
             super().handle_job_success(job, queue, started_job_registry, **rq_args)
+        except NoScriptError:
+            if pending is None or not self._finished(job):
+                raise
+            self._ack_alone(job, pending)
         finally:
             self._rqbeat_ack = None
 
     def cleanup_execution(self, job: Job, pipeline: Pipeline, **rq_args: Any) -> None:
         super().cleanup_execution(job, pipeline, **rq_args)
         pending = self._rqbeat_ack
-        if pending is not None and pending[0] == job.id:
-            pending[1].add_to(pipeline, self._rqbeat_scripts)
+        if pending is None or pending.job_id != job.id:
+            return
+        if pending.loaded and isinstance(pending.ack, runs.Ack):
+            pending.ack.add_loaded(pipeline, self._rqbeat_scripts)
+            # a resent transaction (the connection dropped: Redis may have restarted
+            # without its scripts) takes redis-py's checked way
+            self._rqbeat_ack = replace(pending, loaded=False)
+            return
+        pending.ack.add_to(pipeline, self._rqbeat_scripts)
+
+    def _finished(self, job: Job) -> bool:
+        """Whether RQ recorded the job finished: the success transaction applied."""
+        try:
+            return bool(self.outage.call(job.get_status, f"reading job {job.id}") == JobStatus.FINISHED)
+        except InvalidJobOperation:
+            return True  # result_ttl=0: the transaction deleted the job, so it applied
+
+    def _ack_alone(self, job: Job, pending: PendingAck) -> None:
+        """RQ's success applied but the ACK in it answered NOSCRIPT (Redis's script
+        cache flushed since it was checked): ack now, by itself, with the script
+        loaded again. Its compare-and-set makes it safe to resend; the watchdog would
+        do the same from RQ's state, later."""
+        log.warning(
+            "ack script missing from Redis's cache (SCRIPT FLUSH?), acking by itself job_id=%s", job.id
+        )
+        self.outage.call(
+            lambda: pending.ack.add_to(self.connection, self._rqbeat_scripts),
+            f"acking {job.id}",
+            NUDGE_PATIENCE_S,
+        )
 
     def handle_exception(self, job: Job, *exc_info: Any) -> None:
         """RQ logs the traceback here (then records the failure): for a target that
@@ -222,7 +279,7 @@ class AckingWorker(Resilience, BaseWorker):
                 sid, job_id, exc,
             )  # fmt: skip
 
-    def _prepare_ack(self, job: Job) -> tuple[str, runs.Ack | backfiller.RunAck | concurrent.RunAck] | None:
+    def _prepare_ack(self, job: Job) -> PendingAck | None:
         fire = _fire_of(job)
         if fire is None:
             return None
@@ -231,10 +288,16 @@ class AckingWorker(Resilience, BaseWorker):
             return self._prepare_backfill_ack(job, fire, keys)
         if fire.concurrent:
             return self._prepare_concurrent_ack(job, fire, keys)
-        run = runs.read_in_flight(self.connection, keys, fire.schedule)
+        # one round trip: the run, Redis time, and whether ACK is in the script cache
+        pipe = self.connection.pipeline(transaction=False)
+        pipe.hmget(keys.schedule(fire.schedule), runs.IN_FLIGHT_FIELDS)
+        pipe.time()
+        pipe.script_exists(self._rqbeat_scripts.ack.sha)
+        row, now_reply, loaded = pipe.execute()
+        run = runs.decode_in_flight(fire.schedule, row)
         if run is None or run.job_id != job.id:
             return None  # stale: removed, re-dispatched or already acked; nothing to do
-        now_ms = redis_now_ms(self.connection)
+        now_ms = time_reply_ms(now_reply)
         # ended_at is this machine's clock: only the time since then is used, from Redis now
         ended_ms = clockskew.ended_redis_ms(job.ended_at, now_ms, time.time_ns() // 1_000_000)
         ack = runs.prepare_ack(keys, run, now_ms, by="worker", ended_ms=ended_ms)
@@ -243,11 +306,9 @@ class AckingWorker(Resilience, BaseWorker):
                 "run succeeded schedule=%s fire=%s job_id=%s attempt=%d epoch=%d (acking)",
                 run.schedule_id, iso(run.fire_ms), job.id, run.attempt, run.epoch,
             )  # fmt: skip
-        return job.id, ack
+        return PendingAck(job.id, ack, loaded=all(loaded))
 
-    def _prepare_backfill_ack(
-        self, job: Job, fire: FireMeta, keys: Keys
-    ) -> tuple[str, backfiller.RunAck] | None:
+    def _prepare_backfill_ack(self, job: Job, fire: FireMeta, keys: Keys) -> PendingAck | None:
         """A backfill run's ack: compare-and-set on the backfill's run in flight, so a
         stale one (canceled, already acked by the leader) does nothing."""
         schedule = backfiller.read_schedule(self.connection, keys, fire.schedule)
@@ -258,13 +319,11 @@ class AckingWorker(Resilience, BaseWorker):
             "backfill run succeeded schedule=%s fire=%s job_id=%s attempt=%d epoch=%d (acking)",
             fire.schedule, fire.fire_at, job.id, fire.attempt, fire.epoch,
         )  # fmt: skip
-        return job.id, backfiller.prepare_ack(
-            keys, schedule, job.id, fire.fire_ms, now_ms=now_ms, by="worker"
+        return PendingAck(
+            job.id, backfiller.prepare_ack(keys, schedule, job.id, fire.fire_ms, now_ms=now_ms, by="worker")
         )
 
-    def _prepare_concurrent_ack(
-        self, job: Job, fire: FireMeta, keys: Keys
-    ) -> tuple[str, concurrent.RunAck] | None:
+    def _prepare_concurrent_ack(self, job: Job, fire: FireMeta, keys: Keys) -> PendingAck | None:
         """One ``allow_all`` run's ack: compare-and-set on its own record, so a stale one
         (already acked by the leader, the schedule removed) does nothing."""
         schedule = backfiller.read_schedule(self.connection, keys, fire.schedule)
@@ -276,7 +335,7 @@ class AckingWorker(Resilience, BaseWorker):
         ack = concurrent.prepare_ack(
             keys, schedule, fire.schedule, job.id, fire.fire_ms, now_ms=now_ms, by="worker"
         )
-        return job.id, ack
+        return PendingAck(job.id, ack)
 
 
 class Worker(AckingWorker, RQWorker):

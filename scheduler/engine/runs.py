@@ -79,6 +79,10 @@ class Ack:
     def add_to(self, pipe: Pipeline | Redis, script_set: scripts.Scripts) -> None:
         scripts.run(script_set.ack, list(self.keys), list(self.args), client=pipe)
 
+    def add_loaded(self, pipe: Pipeline, script_set: scripts.Scripts) -> None:
+        """:meth:`add_to` for a caller that just saw ACK loaded (:func:`scripts.queue_loaded`)."""
+        scripts.queue_loaded(pipe, script_set.ack, self.keys, self.args)
+
 
 #: What an in-flight run is read from: the fire and its definition, the run's own
 #: fields (:data:`~scheduler.protocol.RUN_FIELDS`) and when it was last resumed.

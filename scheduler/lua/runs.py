@@ -4,8 +4,8 @@ alerts these transitions raise and clear."""
 from __future__ import annotations
 
 from scheduler.lua.backfills import RECORD_SUCCESS_LUA
-from scheduler.lua.common import COMPLETE_LUA, RUN_FIELDS_LUA, WAKE_IF_EARLIER
-from scheduler.protocol import ALERTS_MAXLEN, NO_FIRE, RUNS_DONE_FIELD, CompletedBy, SkipReason
+from scheduler.lua.common import COMPLETE_LUA, ISO_NOW_LUA, RUN_FIELDS_LUA, WAKE_IF_EARLIER
+from scheduler.protocol import ALERTS_MAXLEN, NO_FIRE, RUNS_DONE_FIELD, STARTED_NOW, CompletedBy, SkipReason
 
 #: Pushes an alert event onto the alerts list, atomically with the transition it
 #: reports: kind (AlertKind) is the condition, recovered says it cleared. The leader
@@ -282,7 +282,12 @@ redis.call('PUBLISH', events, 'wake')
 return 1
 """
 
-START = """
+START = (
+    f"""
+local STARTED_NOW = '{STARTED_NOW}'
+"""
+    + ISO_NOW_LUA
+    + """
 -- A worker began the run (or the watchdog saw RQ say so): record when and who, and
 -- the run is no longer queued. Compare-and-set on the in-flight job id; the first
 -- mark stands (the worker's own, from Redis time, beats the watchdog's later look).
@@ -290,17 +295,19 @@ START = """
 -- KEYS[2] - the queued zset
 -- ARGV[1] - the schedule id
 -- ARGV[2] - the job id of the run
--- ARGV[3] - when it started, ISO
+-- ARGV[3] - when it started, ISO; STARTED_NOW: now, by Redis TIME
 -- ARGV[4] - the worker's name
 -- returns (StartReply) 1 marked, 0 not this schedule's run in flight or already marked
 local schedule, queued = KEYS[1], KEYS[2]
 local id, job, started, worker = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 if redis.call('HGET', schedule, 'job_id') ~= job then return 0 end
 if redis.call('HEXISTS', schedule, 'started_at') == 1 then return 0 end
+if started == STARTED_NOW then started = iso_now() end
 redis.call('HSET', schedule, 'started_at', started, 'worker', worker)  -- STARTED_FIELDS
 redis.call('ZREM', queued, id)
 return 1
 """
+)
 
 MARK_BROKEN = (
     RUN_FIELDS_LUA
