@@ -14,7 +14,6 @@ missed to the new lease. RQ 3 only, on Redis and on Valkey.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,18 +23,16 @@ from devtools.apps import write_app
 from devtools.cluster import Cluster, kill_group
 from devtools.processes import Process, wait_for
 from devtools.rediscluster import RedisCluster
+from scheduler.clock import redis_now_ms
 from scheduler.keys import Keys
 from tests.clusterapp import (
     NAMESPACE,
     REPORTS_PY,
     RQ3,
     SCHEDULES_TOML,
-    SERVERS,
-    SLOT,
     assert_each_fire_once,
     env_of,
     rqbeat,
-    started_cluster,
     wait_runs,
 )
 
@@ -53,27 +50,6 @@ KILLS = 3
 #: A handover must happen well inside the lease.
 HANDOVER_TIMEOUT_S = 30
 K = Keys(NAMESPACE)
-
-
-@pytest.fixture(scope="module", params=SERVERS)
-def redis_cluster(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RedisCluster]:
-    yield from started_cluster(request.param, tmp_path_factory)
-
-
-@pytest.fixture
-def owner(redis_cluster: RedisCluster) -> Iterator[Redis]:
-    """A plain client of the primary serving the slot, flushed (the test's view)."""
-    conn = redis_cluster.client(redis_cluster.owner(SLOT))
-    conn.flushall()
-    yield conn
-    conn.close()
-
-
-def redis_ms(conn: Redis) -> int:
-    seconds, micros = conn.time()
-    return int(seconds) * 1000 + int(micros) // 1000
 
 
 def wait_standby(conn: Redis, node: str) -> None:
@@ -102,17 +78,17 @@ def test_a_killed_leader_is_replaced_before_its_lease_ends_nothing_doubled_or_lo
         old = beat.wait_leader(owner, timeout=HANDOVER_TIMEOUT_S)
         standby = other(replicas, old)
         wait_standby(owner, standby)
-        killed_ms = redis_ms(owner)
+        killed_ms = redis_now_ms(owner)
         kill_group(replicas.pop(old))
         assert beat.wait_leader(owner, timeout=HANDOVER_TIMEOUT_S, other_than=old) == standby
-        taken_ms = redis_ms(owner)
+        taken_ms = redis_now_ms(owner)
         assert "taking over" in replicas[standby].output()
         after_kill_ms.append(taken_ms - killed_ms)
         after_fire_ms.append(taken_ms - (killed_ms // 1000 + 1) * 1000)  # the first fire missed
         wait_runs(owner, killed_ms, 1, "a fire run after the kill")  # the new leader dispatches
         replicas[f"n{i}"] = beat.replica(f"n{i}", lease=LEASE)
         wait_standby(owner, f"n{i}")
-    wait_runs(owner, redis_ms(owner), 2, "2 more fires of each schedule")
+    wait_runs(owner, redis_now_ms(owner), 2, "2 more fires of each schedule")
     print(
         f"\ncluster takeover over {KILLS} kills (ms, Redis time): after the kill "
         f"{after_kill_ms} median {statistics.median(after_kill_ms)}; after the first missed "

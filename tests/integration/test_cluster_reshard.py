@@ -15,7 +15,6 @@ checks its refusal).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,6 +26,7 @@ from devtools.processes import Process, wait_for
 from devtools.rediscluster import RedisCluster
 from devtools.slotmove import SlotMove
 from scheduler import scripts
+from scheduler.clock import redis_now_ms
 from scheduler.connection import client_options
 from scheduler.keys import Keys
 from scheduler.slotguard import guard_key
@@ -37,14 +37,12 @@ from tests.clusterapp import (
     REPORTS_PY,
     RQ3,
     SCHEDULES_TOML,
-    SERVERS,
     SLOT,
     assert_each_fire_once,
     env_of,
     fires,
     keys_elsewhere,
     rqbeat,
-    started_cluster,
     wait_runs,
 )
 
@@ -71,25 +69,10 @@ def total_runs(conn: Redis) -> int:
     return sum(len(runs) for runs in fires(conn).values())
 
 
-def redis_ms(conn: Redis) -> int:
-    seconds, micros = conn.time()
-    return int(seconds) * 1000 + int(micros) // 1000
-
-
-@pytest.fixture(scope="module", params=SERVERS)
-def redis_cluster(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RedisCluster]:
-    yield from started_cluster(request.param, tmp_path_factory)
-
-
 @pytest.fixture
-def source(redis_cluster: RedisCluster) -> Iterator[Redis]:
-    """A plain client of the primary serving the slot now, flushed."""
-    conn = redis_cluster.client(redis_cluster.owner(SLOT))
-    conn.flushall()
-    yield conn
-    conn.close()
+def source(owner: Redis) -> Redis:
+    """The primary serving the slot before the move, flushed."""
+    return owner
 
 
 def test_no_fire_lost_or_doubled_across_a_resharding_of_the_namespaces_slot(
@@ -115,12 +98,12 @@ def test_no_fire_lost_or_doubled_across_a_resharding_of_the_namespaces_slot(
     target = next(port for port in redis_cluster.primaries() if port != redis_cluster.owner(SLOT))
     move = SlotMove(redis_cluster, SLOT, target)
     move.begin()
-    begun_ms = redis_ms(source)
+    begun_ms = redis_now_ms(source)
     held_until_ms = begun_ms + HELD_FIRES * 1000
     move.migrate(max(1, len(move.keys_left()) // 2))
     # Held half moved until rqbeat met it and fires came due meanwhile (they wait).
     wait_for(
-        lambda: any(MIGRATING in p.output() for p in processes) and redis_ms(source) > held_until_ms,
+        lambda: any(MIGRATING in p.output() for p in processes) and redis_now_ms(source) > held_until_ms,
         timeout=30,
         interval=0.05,
         what="a replica or worker to meet the half-moved slot",
@@ -128,10 +111,10 @@ def test_no_fire_lost_or_doubled_across_a_resharding_of_the_namespaces_slot(
     move.finish()
 
     after = redis_cluster.client(target)
-    moved_ms = redis_ms(after)
+    moved_ms = redis_now_ms(after)
     runs_at_move = total_runs(after)
     wait_for(lambda: total_runs(after) > runs_at_move, timeout=30, interval=0.01, what="a run after the move")
-    resumed_ms = redis_ms(after) - moved_ms
+    resumed_ms = redis_now_ms(after) - moved_ms
     wait_runs(after, moved_ms, FIRES_AFTER, f"{FIRES_AFTER} fires after the resharding")
     # The figures the README quotes (shown with pytest -s).
     print(

@@ -13,7 +13,6 @@ Skipped only when the local server cannot run a cluster node.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,13 +32,11 @@ from tests.clusterapp import (
     REPORTS_PY,
     RQ3,
     SCHEDULES_TOML,
-    SERVERS,
     SLOT,
     assert_each_fire_once,
     env_of,
     keys_elsewhere,
     rqbeat,
-    started_cluster,
     wait_runs,
 )
 
@@ -47,22 +44,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 FIRES_BEFORE = 4
 FIRES_AFTER = 4
-
-
-@pytest.fixture(scope="module", params=SERVERS)
-def redis_cluster(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RedisCluster]:
-    yield from started_cluster(request.param, tmp_path_factory)
-
-
-@pytest.fixture
-def owner(redis_cluster: RedisCluster) -> Iterator[Redis]:
-    """A plain client of the primary serving the slot, flushed (the test's view)."""
-    conn = redis_cluster.client(redis_cluster.owner(SLOT))
-    conn.flushall()
-    yield conn
-    conn.close()
 
 
 @pytest.fixture
