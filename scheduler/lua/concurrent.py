@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from scheduler.lua.backfills import RECORD_SUCCESS_LUA
 from scheduler.lua.runs import ALERT_LUA
-from scheduler.protocol import IN_FLIGHT_FIELD, SLOT_WAIT_SCORE, AlertKind, RunState
+from scheduler.protocol import IN_FLIGHT_FIELD, SLOT_WAIT_SCORE, RunState
 
 #: ``run_record(...)``: one run's JSON record; ``run_of(runs, fire_ms, job)``: the
 #: record of ``fire_ms`` when it is run ``job`` (any job when ``job`` is ''), else nil;
@@ -60,9 +60,6 @@ CONC_ACK = (
     RUN_RECORD_LUA
     + ALERT_LUA
     + RECORD_SUCCESS_LUA
-    + f"""
-local GAVE_UP = '{AlertKind.GAVE_UP}'
-"""
     + """
 -- An allow_all run is over for good: it succeeded, or failed and is given up
 -- (max_attempts). Its record goes; a fire waiting for a slot is woken.
@@ -109,21 +106,11 @@ if outcome == 'succeeded' then
   table.insert(fields, 'last_success_at'); table.insert(fields, now)
   if redis.call('HGET', schedule, 'state') == 'due' then redis.call('ZADD', stale, stale_by, id) end
   record_success(succeeded, fire_ms, expect)
-  local failures, alerted = unpack(redis.call('HMGET', schedule, 'failures', 'alerted'))
-  if failures then
-    redis.call('HDEL', schedule, 'failures')
-    redis.call('ZREM', failing, id)
-  end
-  if alerted then  -- the first success after a give-up, a break or a pause
-    redis.call('HDEL', schedule, 'alerted')
-    alert(alerts, alerted, id, fire, job, 'the first run since succeeded', now, true)
-  end
+  succeeded_again(schedule, failing, alerts, id, fire, job, now)
 else
   table.insert(entry, 'error'); table.insert(entry, err)
   table.insert(fields, 'last_error'); table.insert(fields, err)
-  redis.call('ZADD', failing, redis.call('HINCRBY', schedule, 'failures', 1), id)
-  redis.call('HSET', schedule, 'alerted', GAVE_UP)
-  alert(alerts, GAVE_UP, id, fire, job, err, now, false)
+  gave_up(schedule, failing, alerts, id, fire, job, err, now)
 end
 table.insert(entry, 'at'); table.insert(entry, now)
 redis.call('HSET', schedule, unpack(fields))

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from scheduler.lua.backfills import RECORD_SUCCESS_LUA
 from scheduler.lua.common import COMPLETE_LUA, ISO_NOW_LUA, RUN_FIELDS_LUA, WAKE_IF_EARLIER
-from scheduler.protocol import ALERTS_MAXLEN, NO_FIRE, RUNS_DONE_FIELD, STARTED_NOW, CompletedBy, SkipReason
+from scheduler.protocol import (
+    ALERTS_MAXLEN,
+    NO_FIRE,
+    RUNS_DONE_FIELD,
+    STARTED_NOW,
+    AlertKind,
+    CompletedBy,
+    SkipReason,
+)
 
 #: Pushes an alert event onto the alerts list, atomically with the transition it
 #: reports: kind (AlertKind) is the condition, recovered says it cleared. The leader
@@ -15,6 +23,7 @@ from scheduler.protocol import ALERTS_MAXLEN, NO_FIRE, RUNS_DONE_FIELD, STARTED_
 ALERT_LUA = (
     f"""
 local ALERTS_MAXLEN = {ALERTS_MAXLEN}
+local GAVE_UP = '{AlertKind.GAVE_UP}'
 """
     + """
 local function alert(list, kind, id, fire, job, detail, now, recovered)
@@ -23,6 +32,25 @@ local function alert(list, kind, id, fire, job, detail, now, recovered)
                                           recovered = recovered}))
   redis.call('LTRIM', list, -ALERTS_MAXLEN, -1)
   redis.call('PUBLISH', list, 'alert')
+end
+-- A run's end for good, in the schedule's failure bookkeeping: a success clears the
+-- failures and raises the recovery of an open alert; a give-up counts a failure and
+-- raises gave_up. Shared by every ack (single runs and allow_all runs).
+local function succeeded_again(schedule, failing, alerts, id, fire, job, now)
+  local failures, alerted = unpack(redis.call('HMGET', schedule, 'failures', 'alerted'))
+  if failures then
+    redis.call('HDEL', schedule, 'failures')
+    redis.call('ZREM', failing, id)
+  end
+  if alerted then  -- the first success after a give-up, a break or a pause
+    redis.call('HDEL', schedule, 'alerted')
+    alert(alerts, alerted, id, fire, job, 'the first run since succeeded', now, true)
+  end
+end
+local function gave_up(schedule, failing, alerts, id, fire, job, err, now)
+  redis.call('ZADD', failing, redis.call('HINCRBY', schedule, 'failures', 1), id)
+  redis.call('HSET', schedule, 'alerted', GAVE_UP)
+  alert(alerts, GAVE_UP, id, fire, job, err, now, false)
 end
 """
 )
@@ -142,19 +170,9 @@ if outcome == 'succeeded' and max_runs ~= '' then
 end
 if outcome == 'succeeded' then
   record_success(succeeded, fire_ms, expect)
-  local failures, alerted = unpack(redis.call('HMGET', schedule, 'failures', 'alerted'))
-  if failures then
-    redis.call('HDEL', schedule, 'failures')
-    redis.call('ZREM', failing, id)
-  end
-  if alerted then  -- the first success after a give-up, a break or a pause
-    redis.call('HDEL', schedule, 'alerted')
-    alert(alerts, alerted, id, fire, job, 'the first run since succeeded', now, true)
-  end
+  succeeded_again(schedule, failing, alerts, id, fire, job, now)
 else
-  redis.call('ZADD', failing, redis.call('HINCRBY', schedule, 'failures', 1), id)
-  redis.call('HSET', schedule, 'alerted', 'gave_up')
-  alert(alerts, 'gave_up', id, fire, job, err, now, false)
+  gave_up(schedule, failing, alerts, id, fire, job, err, now)
 end
 -- counted against the definition the run was dispatched from: an edit that raises
 -- max_runs re-arms a completed schedule (UPSERT)
